@@ -1,0 +1,1 @@
+"""Finding the instance behind a caller: one interface, several backends, a cache."""

@@ -1,0 +1,78 @@
+"""The lookup interface every backend implements, and the values it returns.
+
+The two primitives are upstream's own (reference section 1.3): the networks a router is
+attached to (through its interface ports), and the ports on some networks that carry an
+IP address or a MAC address. Deciding "exactly one port with a device id" is the
+resolver's job (L{metaproxy.resolve.resolver}), not the backend's.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred
+
+__all__ = [
+    "ROUTER_INTERFACE_OWNERS",
+    "Port",
+    "Instance",
+    "LookupUnavailable",
+    "PortBackend",
+]
+
+#: Device owners of a router's interface ports (neutron-lib); the gateway port is not one.
+ROUTER_INTERFACE_OWNERS: tuple[str, ...] = (
+    "network:router_interface",
+    "network:ha_router_replicated_interface",
+    "network:router_interface_distributed",
+)
+
+
+@attrs.frozen
+class Port:
+    """The fields of a Neutron port that metadata lookups use.
+
+    IPs are normalised text (``ipaddress`` compressed form); the MAC is lower case with
+    colons.
+    """
+
+    id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: tuple[str, ...]
+    device_id: str
+    project_id: str
+    device_owner: str = ""
+
+
+@attrs.frozen
+class Instance:
+    """What Nova needs to know: the instance (the port's device id) and its project."""
+
+    instance_id: str
+    project_id: str
+
+
+class LookupUnavailable(Exception):
+    """The backend cannot answer now (down, slow, not synchronised yet).
+
+    The request gets 503 with Retry-After: cloud-init retries that, and it is never a
+    wrong instance.
+    """
+
+
+class PortBackend(Protocol):
+    """A source of ports. Every method returns a Deferred; errors are L{LookupUnavailable}."""
+
+    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+        """Network ids of the router's interface ports, in port order (duplicates kept)."""
+        ...
+
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+        """Ports on any of C{networks} with C{ip} among their fixed IPs."""
+        ...
+
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+        """Ports on any of C{networks} with MAC address C{mac}."""
+        ...

@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: a log observer that fails a test on unhandled errors."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.logger import globalLogPublisher
+
+
+@pytest.fixture(autouse=True)
+def no_logged_errors(request):
+    """Fail the test if anything logged a Failure (an unhandled error in a Deferred, say).
+
+    pytest-twisted has no dirty-reactor or logged-error checks (twisted-guide section 5);
+    tests that expect an error logged mark themselves with ``@pytest.mark.logged_errors``.
+    """
+    errors = []
+
+    def observe(event):
+        if event.get("isError") and event.get("log_failure") is not None:
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield errors
+    globalLogPublisher.removeObserver(observe)
+    if errors and request.node.get_closest_marker("logged_errors") is None:
+        first = errors[0]["log_failure"]
+        pytest.fail(f"{len(errors)} unhandled error(s) logged; first: {first.getTraceback()}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "logged_errors: the test expects errors to be logged")
+    config.addinivalue_line("markers", "slow: builds virtualenvs or starts processes")
