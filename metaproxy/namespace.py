@@ -13,7 +13,7 @@ import re
 
 import attrs
 
-__all__ = ["NamespaceKind", "Namespace", "InvalidNamespace"]
+__all__ = ["NamespaceKind", "Namespace", "InvalidNamespace", "namespace_socket_path"]
 
 
 class InvalidNamespace(ValueError):
@@ -97,3 +97,8 @@ class Namespace:
 
     def __str__(self) -> str:
         return self.name
+
+
+def namespace_socket_path(socket_dir: str, namespace: Namespace) -> str:
+    """Where a namespace's own socket lives: C{<socket_dir>/<namespace name>.sock}."""
+    return f"{socket_dir.rstrip('/')}/{namespace.name}.sock"

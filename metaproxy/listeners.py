@@ -1,0 +1,148 @@
+"""The Unix sockets: Neutron's shared socket and one socket per namespace.
+
+All listeners live on one reactor. A namespace's socket can be added or removed at any
+time without touching the others. Before listening, a leftover socket file is removed
+only if nothing answers on it: a path that belongs to a live process is never stolen.
+The mode (C{metadata_proxy_socket_mode}) and the backlog (C{metadata_backlog}) are the
+operator's, and really applied (upstream applies neither).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from typing import Callable
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorUNIX
+from twisted.internet.protocol import Factory
+
+from metaproxy.namespace import Namespace, namespace_socket_path
+
+__all__ = ["ListenError", "prepare_socket_path", "Listeners"]
+
+#: sun_path is 108 bytes on Linux, including the terminating NUL
+MAX_SOCKET_PATH = 107
+
+
+class ListenError(Exception):
+    """A socket could not be listened on; the message says why and what to do."""
+
+
+def prepare_socket_path(path: str) -> None:
+    """Make C{path} ready to listen on.
+
+    The directory is created (mode 0755, as upstream) when missing. An existing socket
+    file is removed only when connecting to it is refused (a stale socket left by a
+    process that died); anything else at that path is left alone.
+
+    @raise ListenError: the path is too long, is served by a live process, or is not a
+        socket.
+    """
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ListenError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
+                          "choose a shorter directory")
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise ListenError(f"cannot create the socket directory {directory}: {e.strerror}") from e
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ListenError(f"{path} exists and is not a socket; remove it or choose another path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass  # stale: nobody listens
+    except BlockingIOError:
+        raise ListenError(f"{path} is in use by a live process (its backlog is full); "
+                          "stop that process first") from None
+    except OSError as e:
+        raise ListenError(f"cannot check whether {path} is in use: {e.strerror}") from e
+    else:
+        raise ListenError(f"{path} is in use by a live process; stop it first "
+                          "(another metadata agent?)")
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Listeners:
+    """The set of listening sockets, changed one namespace at a time.
+
+    @param factory_for: builds the protocol factory for a namespace, or for the shared
+        socket when given C{None}.
+    """
+
+    def __init__(self, reactor: IReactorUNIX, *, shared_socket: str | None, socket_dir: str,
+                 mode: int, backlog: int,
+                 factory_for: Callable[[Namespace | None], Factory]) -> None:
+        self._reactor = reactor
+        self._shared_socket = shared_socket
+        self._socket_dir = socket_dir
+        self._mode = mode
+        self._backlog = backlog
+        self._factory_for = factory_for
+        self._shared_port: IListeningPort | None = None
+        self._ports: dict[Namespace, IListeningPort] = {}
+
+    def _listen(self, path: str, factory: Factory) -> IListeningPort:
+        prepare_socket_path(path)
+        try:
+            return self._reactor.listenUNIX(path, factory, backlog=self._backlog,
+                                            mode=self._mode, wantPID=False)
+        except CannotListenError as e:
+            raise ListenError(f"cannot listen on {path}: {e.socketError}") from e
+
+    def start_shared(self) -> None:
+        """Listen on the Neutron-compatible shared socket (if one is configured)."""
+        if self._shared_socket and self._shared_port is None:
+            self._shared_port = self._listen(self._shared_socket, self._factory_for(None))
+
+    def socket_path(self, namespace: Namespace) -> str:
+        return namespace_socket_path(self._socket_dir, namespace)
+
+    @property
+    def namespaces(self) -> frozenset[Namespace]:
+        """The namespaces listened for now."""
+        return frozenset(self._ports)
+
+    def add(self, namespace: Namespace) -> None:
+        """Listen on C{namespace}'s socket; nothing happens if it is already there.
+
+        @raise ListenError: the socket could not be set up (nothing changed).
+        """
+        if namespace in self._ports:
+            return
+        self._ports[namespace] = self._listen(self.socket_path(namespace),
+                                              self._factory_for(namespace))
+
+    def remove(self, namespace: Namespace) -> "Deferred[None]":
+        """Stop listening on C{namespace}'s socket and remove its file.
+
+        Connections already accepted finish their request.
+        """
+        port = self._ports.pop(namespace, None)
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+
+    def stop(self) -> "Deferred[object]":
+        """Stop every listener (service shutdown)."""
+        ports = list(self._ports.values())
+        self._ports.clear()
+        if self._shared_port is not None:
+            ports.append(self._shared_port)
+            self._shared_port = None
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports],
+                            consumeErrors=True)

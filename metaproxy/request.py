@@ -1,0 +1,210 @@
+"""Reading one HTTP/1.1 request from bytes: a strict, incremental, sans-IO parser.
+
+The namespace proxy (haproxy) sends one request per connection. Unlike upstream's single
+C{recv(4096)}, the whole request is read however it is segmented, with limits that answer
+431 (header section too large or too many fields) and 413 (body too large). Framing that
+could smuggle a second request past a proxy is refused with 400: Content-Length together
+with Transfer-Encoding, duplicate or malformed Content-Length, a transfer coding other than
+chunked, obsolete line folding, NUL or bare CR/LF in the header section.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+__all__ = ["Request", "RequestError", "RequestParser"]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# origin-form: a path of visible ASCII, optional query; no spaces, no controls
+_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*\Z")
+_ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#\s]+((?:[/?][\x21-\x7e]*)?)\Z")
+_BAD_VALUE_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+
+
+@attrs.frozen
+class Request:
+    """A complete request: raw method, request-target and version, headers, whole body.
+
+    @ivar headers: C{(name, value)} pairs in arrival order; names are lower-cased,
+        values have surrounding white space removed and are otherwise raw bytes.
+    """
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes = b""
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name} (lower case), in arrival order."""
+        return [v for n, v in self.headers if n == name]
+
+
+@attrs.frozen
+class RequestError(Exception):
+    """The request cannot be served: C{status} and a message for the client and the log."""
+
+    status: int
+    message: str
+
+
+class RequestParser:
+    """Feed bytes as they arrive; L{feed} returns the L{Request} once it is complete."""
+
+    def __init__(self, max_header_bytes: int = 16384, max_headers: int = 100,
+                 max_body_bytes: int = 65536) -> None:
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        self._max_body_bytes = max_body_bytes
+        self._buffer = b""
+        self._scan_from = 0
+        self._head: tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]] | None = None
+        self._body_length = 0
+        self._chunked = False
+        self._body_start = 0
+
+    @property
+    def started(self) -> bool:
+        """Whether any byte of a request has arrived."""
+        return bool(self._buffer) or self._head is not None
+
+    def feed(self, data: bytes) -> Request | None:
+        """Add C{data}; return the request when complete, else C{None}.
+
+        @raise RequestError: the request is malformed or over a limit.
+        """
+        self._buffer = self._buffer + data if self._buffer else data
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n", self._scan_from)
+            if end < 0:
+                if len(self._buffer) > self._max_header_bytes:
+                    raise RequestError(431, "Request header section is larger than "
+                                            f"{self._max_header_bytes} bytes.")
+                self._scan_from = max(0, len(self._buffer) - 3)
+                return None
+            if end + 4 > self._max_header_bytes:
+                raise RequestError(431, "Request header section is larger than "
+                                        f"{self._max_header_bytes} bytes.")
+            self._head = self._parse_head(self._buffer[:end])
+            self._body_start = end + 4
+        if self._chunked:
+            body = self._dechunk()
+            if body is None:
+                return None
+        else:
+            stop = self._body_start + self._body_length
+            if len(self._buffer) < stop:
+                return None
+            body = self._buffer[self._body_start:stop]
+        method, target, version, headers = self._head
+        return Request(method, target, version, headers, body)
+
+    def _parse_head(self, head: bytes) -> tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]]:
+        lines = head.split(b"\r\n")
+        request_line = lines[0]
+        parts = request_line.split(b" ")
+        if len(parts) != 3:
+            raise RequestError(400, "Malformed request line.")
+        method, target, version = parts
+        if not _TOKEN.match(method):
+            raise RequestError(400, "Malformed request method.")
+        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+            if version.startswith(b"HTTP/") and re.match(rb"HTTP/[0-9]\.[0-9]\Z", version):
+                raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
+            raise RequestError(400, "Malformed request line.")
+        if not _ORIGIN_FORM.match(target):
+            absolute = _ABSOLUTE_FORM.match(target)
+            if absolute is None:
+                raise RequestError(400, "Malformed request target.")
+            target = absolute.group(1) or b"/"
+            if target[:1] == b"?":
+                target = b"/" + target
+        if len(lines) - 1 > self._max_headers:
+            raise RequestError(431, f"Request has more than {self._max_headers} header fields.")
+        headers = []
+        content_length: bytes | None = None
+        transfer_encoding: bytes | None = None
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                if line[:1] in (b" ", b"\t"):
+                    raise RequestError(400, "Obsolete line folding is not accepted.")
+                raise RequestError(400, "Malformed header line.")
+            if not _TOKEN.match(name):
+                if name[:1] in (b" ", b"\t"):
+                    raise RequestError(400, "Obsolete line folding is not accepted.")
+                raise RequestError(400, "Malformed header name.")
+            value = value.strip(b" \t")
+            if _BAD_VALUE_BYTES.search(value) or b"\r" in line:
+                raise RequestError(400, "Header value contains a control character.")
+            name = name.lower()
+            if name == b"content-length":
+                if content_length is not None:
+                    raise RequestError(400, "Duplicate Content-Length header.")
+                if not value.isdigit() or len(value) > 18:
+                    raise RequestError(400, "Malformed Content-Length header.")
+                content_length = value
+            elif name == b"transfer-encoding":
+                if transfer_encoding is not None:
+                    raise RequestError(400, "Duplicate Transfer-Encoding header.")
+                transfer_encoding = value
+            headers.append((name, value))
+        if transfer_encoding is not None:
+            if content_length is not None:
+                raise RequestError(400, "Both Content-Length and Transfer-Encoding are present.")
+            if transfer_encoding.lower() != b"chunked":
+                raise RequestError(501, "Only the chunked transfer coding is supported.")
+            if version == b"HTTP/1.0":
+                raise RequestError(400, "Transfer-Encoding is not allowed in HTTP/1.0.")
+            self._chunked = True
+        elif content_length is not None:
+            self._body_length = int(content_length)
+            if self._body_length > self._max_body_bytes:
+                raise RequestError(413, f"Request body is larger than {self._max_body_bytes} bytes.")
+        return method, target, version, tuple(headers)
+
+    def _dechunk(self) -> bytes | None:
+        """Decode a chunked body if it has arrived entirely; re-scans from the start each
+        time (bodies are small and rarely chunked)."""
+        buf = self._buffer
+        pos = self._body_start
+        parts = []
+        total = 0
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if len(buf) - pos > 1024:
+                    raise RequestError(400, "Malformed chunk size line.")
+                return None
+            size_text = buf[pos:eol].split(b";", 1)[0].strip(b" \t")
+            if not _HEX.match(size_text):
+                raise RequestError(400, "Malformed chunk size line.")
+            size = int(size_text, 16)
+            pos = eol + 2
+            if size == 0:
+                break
+            total += size
+            if total > self._max_body_bytes:
+                raise RequestError(413, f"Request body is larger than {self._max_body_bytes} bytes.")
+            if len(buf) < pos + size + 2:
+                return None
+            if buf[pos + size:pos + size + 2] != b"\r\n":
+                raise RequestError(400, "Chunk data is not followed by CRLF.")
+            parts.append(buf[pos:pos + size])
+            pos += size + 2
+        # trailer section: fields we ignore, then an empty line
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if len(buf) - pos > self._max_header_bytes:
+                    raise RequestError(431, "Chunked trailer section is too large.")
+                return None
+            line = buf[pos:eol]
+            pos = eol + 2
+            if not line:
+                return b"".join(parts)
+            if _BAD_VALUE_BYTES.search(line) or b":" not in line:
+                raise RequestError(400, "Malformed chunked trailer field.")

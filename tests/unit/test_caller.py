@@ -1,0 +1,113 @@
+"""Identifying the caller: namespace and address (reference 1.3 and section 7 checklist)."""
+
+import ipaddress
+
+import pytest
+
+from metaproxy.caller import CallerError, identify, mac_from_link_local
+from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.request import Request
+
+
+def request(*headers):
+    return Request(b"GET", b"/", b"HTTP/1.1", tuple((n.lower(), v) for n, v in headers))
+
+
+ROUTER = (b"X-Neutron-Router-ID", b"r1")
+NETWORK = (b"X-Neutron-Network-ID", b"n1")
+OVN = (b"X-OVN-Network-ID", b"n2")
+
+
+@pytest.mark.parametrize("header, kind, id_", [
+    (ROUTER, NamespaceKind.ROUTER, "r1"),
+    (NETWORK, NamespaceKind.NETWORK, "n1"),
+    (OVN, NamespaceKind.OVN, "n2"),
+])
+def test_shared_socket_namespace_from_header(header, kind, id_):
+    """On the shared socket the namespace comes from the one namespace header."""
+    who = identify(request(header, (b"X-Forwarded-For", b"192.168.1.1")), None)
+    assert who.namespace == Namespace(kind, id_)
+    assert who.ip == "192.168.1.1" and who.mac is None
+
+
+def test_both_router_and_network_is_400():
+    """Both the network and the router header: 400 with upstream's message, no lookup."""
+    with pytest.raises(CallerError) as info:
+        identify(request(ROUTER, NETWORK, (b"X-Forwarded-For", b"10.0.0.5")), None)
+    assert info.value.status == 400
+    assert info.value.message == "Both network n1 and router r1 defined."
+
+
+def test_ovn_header_with_router_header_is_400():
+    """A guest-supplied router header next to the OVN header is refused, not guessed."""
+    with pytest.raises(CallerError) as info:
+        identify(request(OVN, ROUTER, (b"X-Forwarded-For", b"10.0.0.5")), None)
+    assert info.value.status == 400
+
+
+def test_no_namespace_header_on_shared_socket_is_400():
+    """Neither header (a health check bypassing haproxy) is a clear 400."""
+    with pytest.raises(CallerError) as info:
+        identify(request((b"X-Forwarded-For", b"10.0.0.5")), None)
+    assert info.value.status == 400 and "X-Neutron-Router-ID" in info.value.message
+
+
+def test_per_namespace_socket_ignores_headers():
+    """On a namespace's own socket, headers claiming another namespace are ignored."""
+    own = Namespace(NamespaceKind.ROUTER, "mine")
+    who = identify(request((b"X-Neutron-Router-ID", b"other"), NETWORK,
+                           (b"X-Forwarded-For", b"10.0.0.5")), own)
+    assert who.namespace == own
+
+
+def test_last_forwarded_for_wins():
+    """A guest-supplied X-Forwarded-For before haproxy's: the last value is used."""
+    who = identify(request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"),
+                           (b"X-Forwarded-For", b"10.0.0.5")), None)
+    assert who.ip == "10.0.0.5" and who.forwarded_for == b"10.0.0.5"
+    who = identify(request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9, 10.0.0.6")), None)
+    assert who.ip == "10.0.0.6"
+
+
+def test_ipv4_mapped_looked_up_as_ipv4():
+    """::ffff:192.168.1.1 is looked up as 192.168.1.1; Nova still gets the original."""
+    who = identify(request(ROUTER, (b"X-Forwarded-For", b"::ffff:192.168.1.1")), None)
+    assert who.ip == "192.168.1.1" and who.mac is None
+    assert who.forwarded_for == b"::ffff:192.168.1.1"
+
+
+def test_link_local_looked_up_by_mac():
+    """An IPv6 link-local caller is looked up by the MAC of its EUI-64 identifier."""
+    who = identify(request(NETWORK, (b"X-Forwarded-For", b"fe80::5054:ff:fede:5bbf")), None)
+    assert who.mac == "52:54:00:de:5b:bf"
+    assert who.ip == "fe80::5054:ff:fede:5bbf"
+
+
+def test_global_ipv6_looked_up_by_ip():
+    """2001:db8::1 is an IP lookup without a MAC (TOS checklist)."""
+    who = identify(request(OVN, (b"X-Forwarded-For", b"2001:db8::1")), None)
+    assert who.ip == "2001:db8::1" and who.mac is None
+
+
+def test_mac_vector_from_oslo():
+    """fe80::99 gives 02:00:00:00:00:99 (oslo.utils' derivation, TOS checklist)."""
+    assert mac_from_link_local(ipaddress.IPv6Address("fe80::99")) == "02:00:00:00:00:99"
+
+
+@pytest.mark.parametrize("value", [None, b"", b"not-an-ip", b"10.0.0.300", b"\xff\xfe",
+                                   b"10.0.0.5, ", b"10.0.0.5:80"])
+def test_missing_or_unparsable_forwarded_for_is_400(value):
+    """A missing or unparsable X-Forwarded-For (or non-UTF-8 bytes) is a 400, not a 502."""
+    headers = [ROUTER] + ([(b"X-Forwarded-For", value)] if value is not None else [])
+    with pytest.raises(CallerError) as info:
+        identify(request(*headers), None)
+    assert info.value.status == 400
+
+
+def test_bad_namespace_id_is_400():
+    """A namespace header that is not a usable id (non-ASCII, spaces) is a 400."""
+    for value in (b"\xe9t\xe9", b"a b", b""):
+        with pytest.raises(CallerError) as info:
+            identify(request((b"X-Neutron-Router-ID", value),
+                             (b"X-Forwarded-For", b"10.0.0.5")), None)
+        assert info.value.status == 400

@@ -1,0 +1,179 @@
+"""Socket preparation, listener set, namespace registry and control protocol."""
+
+import os
+import socket
+import stat
+
+import pytest
+import pytest_twisted
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from metaproxy.control import ControlFactory
+from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
+from metaproxy.namespace import Namespace
+from metaproxy.registry import NamespaceRegistry, RegistryError
+
+
+def test_missing_directory_created_0755(tmp_path):
+    """The socket directory is created with mode 0755 when missing (TA checklist)."""
+    path = tmp_path / "sub" / "metadata_proxy"
+    prepare_socket_path(str(path))
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o755
+
+
+def test_stale_socket_removed(tmp_path):
+    """A socket file nobody listens on is unlinked (TA checklist)."""
+    path = str(tmp_path / "s")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.close()
+    prepare_socket_path(path)
+    assert not os.path.exists(path)
+
+
+def test_live_socket_never_stolen(tmp_path):
+    """A socket a live process listens on is left alone and reported."""
+    path = str(tmp_path / "s")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen(5)
+    try:
+        with pytest.raises(ListenError, match="in use by a live process"):
+            prepare_socket_path(path)
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    finally:
+        sock.close()
+
+
+def test_non_socket_file_left_alone(tmp_path):
+    """A regular file at the socket path is not deleted."""
+    path = tmp_path / "s"
+    path.write_text("precious")
+    with pytest.raises(ListenError, match="not a socket"):
+        prepare_socket_path(str(path))
+    assert path.read_text() == "precious"
+
+
+def test_path_too_long(tmp_path):
+    """A path longer than sun_path allows is refused with a clear message."""
+    with pytest.raises(ListenError, match="longer than 107 bytes"):
+        prepare_socket_path(str(tmp_path / ("x" * 120)))
+
+
+def make_listeners(tmp_path, reactor=None):
+    reactor = reactor or MemoryReactorClock()
+    built = []
+
+    def factory_for(ns):
+        f = Factory()
+        f.namespace = ns
+        built.append(ns)
+        return f
+    listeners = Listeners(reactor, shared_socket=str(tmp_path / "metadata_proxy"),
+                          socket_dir=str(tmp_path / "ns"), mode=0o664, backlog=4096,
+                          factory_for=factory_for)
+    return reactor, listeners
+
+
+def test_backlog_and_mode_applied(tmp_path):
+    """metadata_backlog and the socket mode are passed to every listen (upstream: neither)."""
+    reactor, listeners = make_listeners(tmp_path)
+    listeners.start_shared()
+    listeners.add(Namespace.parse("qrouter-r1"))
+    assert [(s[0], s[2], s[3]) for s in reactor.unixServers] == [
+        (str(tmp_path / "metadata_proxy"), 4096, 0o664),
+        (str(tmp_path / "ns" / "qrouter-r1.sock"), 4096, 0o664)]
+    assert reactor.unixServers[0][1].namespace is None
+    assert reactor.unixServers[1][1].namespace == Namespace.parse("qrouter-r1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_remove_real_sockets(tmp_path):
+    """Adding makes the socket file (with the mode); removing deletes it; others stay."""
+    from twisted.internet import reactor
+    _, listeners = make_listeners(tmp_path, reactor)
+    a, b = Namespace.parse("qdhcp-n1"), Namespace.parse("ovnmeta-n2")
+    try:
+        listeners.add(a)
+        listeners.add(b)
+        path_a, path_b = listeners.socket_path(a), listeners.socket_path(b)
+        assert stat.S_IMODE(os.stat(path_a).st_mode) == 0o664
+        await listeners.remove(a)
+        assert not os.path.exists(path_a) and os.path.exists(path_b)
+        assert listeners.namespaces == {b}
+    finally:
+        await listeners.stop()
+
+
+def test_registry_from_config_directory_and_control(tmp_path):
+    """Declared + directory namespaces are served; add/remove change only what differs."""
+    reactor, listeners = make_listeners(tmp_path)
+    nsdir = tmp_path / "namespaces.d"
+    nsdir.mkdir()
+    (nsdir / "qrouter-r2").touch()
+    (nsdir / "bogus-name").touch()
+    (nsdir / ".tmp-file").touch()
+    declared = Namespace.parse("qdhcp-n1")
+    registry = NamespaceRegistry(reactor, listeners, declared=[declared],
+                                 directory=str(nsdir), rescan_interval=1, use_inotify=False)
+    registry.startService()
+    assert registry.names() == ["qdhcp-n1", "qrouter-r2"]
+    # a file dropped in the directory is picked up by the rescan
+    (nsdir / "ovnmeta-n3").touch()
+    reactor.advance(1)
+    assert "ovnmeta-n3" in registry.names()
+    # control-style add persists a marker file
+    registry.add(Namespace.parse("qrouter-r4"))
+    assert (nsdir / "qrouter-r4").exists() and "qrouter-r4" in registry.names()
+    registry.remove(Namespace.parse("qrouter-r2"))
+    assert "qrouter-r2" not in registry.names() and not (nsdir / "qrouter-r2").exists()
+    with pytest.raises(RegistryError, match="declared in"):
+        registry.remove(declared)
+    with pytest.raises(RegistryError, match="not registered"):
+        registry.remove(Namespace.parse("qrouter-nothere"))
+    registry.stopService()
+
+
+def test_registry_keeps_others_when_one_fails(tmp_path):
+    """A namespace whose socket cannot be made is reported; the others are served."""
+    reactor, listeners = make_listeners(tmp_path)
+    nsdir = tmp_path / "namespaces.d"
+    nsdir.mkdir()
+    (tmp_path / "ns").mkdir()
+    (tmp_path / "ns" / "qrouter-bad.sock").write_text("not a socket")
+    (nsdir / "qrouter-bad").touch()
+    (nsdir / "qrouter-good").touch()
+    registry = NamespaceRegistry(reactor, listeners, declared=[], directory=str(nsdir),
+                                 rescan_interval=1, use_inotify=False)
+    registry.startService()
+    assert registry.names() == ["qrouter-good"]
+    assert "not a socket" in registry.failure(Namespace.parse("qrouter-bad"))
+    failure = []
+    registry.add(Namespace.parse("qrouter-bad")).addErrback(failure.append)
+    assert failure and failure[0].check(RegistryError)
+    registry.stopService()
+
+
+def control(registry, line):
+    protocol = ControlFactory(registry).buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(line)
+    return transport.value().decode()
+
+
+def test_control_protocol(tmp_path):
+    """add, list and remove over the control protocol; errors are one clear line."""
+    reactor, listeners = make_listeners(tmp_path)
+    registry = NamespaceRegistry(reactor, listeners, declared=[],
+                                 directory=str(tmp_path / "d"), use_inotify=False)
+    registry.startService()
+    assert control(registry, b"add qrouter-r1\n") == "ok\n"
+    assert control(registry, b"list\n") == "ok\nqrouter-r1\n"
+    assert control(registry, b"remove qrouter-r1\n") == "ok\n"
+    assert control(registry, b"list\n") == "ok\n"
+    assert control(registry, b"add nonsense\n").startswith("error: ")
+    assert control(registry, b"frobnicate\n").startswith("error: expected")
+    assert control(registry, b"remove qrouter-r9\n") == "error: qrouter-r9 is not registered\n"
+    registry.stopService()

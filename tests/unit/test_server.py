@@ -1,0 +1,120 @@
+"""The protocol shell: bytes from a StringTransport in, bytes of the answer out."""
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.server import Limits, MetadataFactory
+
+GET = (b"GET /openstack HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\n"
+       b"X-Neutron-Router-ID: r1\r\n\r\n")
+
+
+class RecordingPipeline:
+    def __init__(self, answer=None):
+        self.calls = []
+        self.answer = answer
+
+    def handle(self, request, namespace):
+        self.calls.append((request, namespace))
+        if self.answer is None:
+            self.pending = Deferred(lambda d: self.cancelled.append(True))
+            self.cancelled = []
+            return self.pending
+        return succeed(self.answer)
+
+
+def connect(pipeline, namespace=None, limits=Limits()):
+    clock = Clock()
+    factory = MetadataFactory(pipeline, namespace, limits, clock)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, clock
+
+
+def test_request_answered_and_closed():
+    """A whole request goes to the pipeline once; its bytes are written, then closed."""
+    pipeline = RecordingPipeline(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    protocol, transport, _ = connect(pipeline)
+    protocol.dataReceived(GET[:10])
+    assert pipeline.calls == []
+    protocol.dataReceived(GET[10:])
+    assert len(pipeline.calls) == 1 and pipeline.calls[0][1] is None
+    assert transport.value() == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert transport.disconnecting
+
+
+def test_namespace_socket_passes_its_namespace():
+    """A per-namespace listener hands the pipeline its own namespace."""
+    own = Namespace(NamespaceKind.NETWORK, "n1")
+    pipeline = RecordingPipeline(b"x")
+    protocol, _, _ = connect(pipeline, own)
+    protocol.dataReceived(GET)
+    assert pipeline.calls[0][1] == own
+
+
+def test_malformed_request_gets_400_and_log(no_logged_errors):
+    """A malformed request is answered 400 without reaching the pipeline."""
+    pipeline = RecordingPipeline(b"x")
+    protocol, transport, _ = connect(pipeline)
+    protocol.dataReceived(b"GARBAGE\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert transport.disconnecting and pipeline.calls == []
+
+
+def test_oversized_headers_get_431():
+    """Headers over the limit are 431."""
+    protocol, transport, _ = connect(RecordingPipeline(b"x"), limits=Limits(max_header_bytes=1024))
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000)
+    assert transport.value().startswith(b"HTTP/1.1 431 ")
+
+
+def test_slow_request_gets_408():
+    """A request not complete within request_timeout is answered 408."""
+    protocol, transport, clock = connect(RecordingPipeline(b"x"), limits=Limits(request_timeout=5))
+    protocol.dataReceived(GET[:20])
+    clock.advance(4.9)
+    assert transport.value() == b""
+    clock.advance(0.2)
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert transport.disconnecting
+
+
+def test_idle_connection_closed_without_answer():
+    """A connection that sends nothing is closed at the timeout, with nothing written."""
+    protocol, transport, clock = connect(RecordingPipeline(b"x"), limits=Limits(request_timeout=5))
+    clock.advance(6)
+    assert transport.value() == b"" and transport.disconnecting
+
+
+def test_timer_cancelled_once_request_complete():
+    """A complete request is not answered 408 while the pipeline works on it."""
+    pipeline = RecordingPipeline()
+    protocol, transport, clock = connect(pipeline, limits=Limits(request_timeout=5))
+    protocol.dataReceived(GET)
+    clock.advance(60)
+    assert transport.value() == b""
+    pipeline.pending.callback(b"late answer")
+    assert transport.value() == b"late answer"
+    assert clock.getDelayedCalls() == []
+
+
+def test_client_gone_cancels_pipeline():
+    """When haproxy drops the connection, the pending work is cancelled, nothing logged."""
+    pipeline = RecordingPipeline()
+    protocol, transport, _ = connect(pipeline)
+    protocol.dataReceived(GET)
+    protocol.connectionLost(None)
+    assert pipeline.cancelled == [True]
+    assert transport.value() == b""
+
+
+def test_bytes_after_request_ignored():
+    """One request per connection: a second request on it is not handled."""
+    pipeline = RecordingPipeline()
+    protocol, _, _ = connect(pipeline)
+    protocol.dataReceived(GET + GET)
+    protocol.dataReceived(GET)
+    assert len(pipeline.calls) == 1
