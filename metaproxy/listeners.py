@@ -23,8 +23,9 @@ from metaproxy.namespace import Namespace, namespace_socket_path
 
 __all__ = ["ListenError", "prepare_socket_path", "Listeners"]
 
-#: sun_path is 108 bytes on Linux, including the terminating NUL
-MAX_SOCKET_PATH = 107
+#: sun_path is 108 bytes on Linux including the NUL, but haproxy keeps room for a
+#: ".<pid>.tmp" suffix on every Unix address and refuses paths over 97 bytes
+MAX_SOCKET_PATH = 97
 
 
 class ListenError(Exception):
@@ -42,8 +43,8 @@ def prepare_socket_path(path: str) -> None:
         socket.
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ListenError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
-                          "choose a shorter directory")
+        raise ListenError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, "
+                          "which haproxy cannot connect to; choose a shorter directory")
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)

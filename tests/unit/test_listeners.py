@@ -57,7 +57,7 @@ def test_non_socket_file_left_alone(tmp_path):
 
 def test_path_too_long(tmp_path):
     """A path longer than sun_path allows is refused with a clear message."""
-    with pytest.raises(ListenError, match="longer than 107 bytes"):
+    with pytest.raises(ListenError, match="longer than 97 bytes"):
         prepare_socket_path(str(tmp_path / ("x" * 120)))
 
 

@@ -1,0 +1,568 @@
+"""Configuration: the operator's ``neutron.conf`` and ``metadata_agent.ini``, read with
+oslo.config under Neutron's option names and defaults, plus a ``[metaproxy]`` section.
+
+L{load_settings} reads the files into a private C{cfg.ConfigOpts} (never the global
+C{cfg.CONF}), reads and checks every option, and returns an immutable L{Settings}. Every
+problem is one L{ConfigError} whose text names the file, the ``[section] option``, the
+value and the fix. Secret options are never put in a message nor in a repr.
+"""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import ipaddress
+import os
+import socket
+import textwrap
+from typing import Any
+
+import attrs
+from oslo_config import cfg, iniparser, types
+
+from metaproxy.namespace import (
+    InvalidNamespace, Namespace, NamespaceKind, namespace_socket_path,
+)
+from metaproxy.socketmode import socket_mode
+
+__all__ = [
+    "ConfigError", "Settings", "load_settings", "default_settings", "register_options",
+    "list_opts", "sample_config", "HAPROXY_TIMEOUT_SERVER", "UNIX_PATH_MAX",
+]
+
+#: haproxy's ``timeout server`` (Neutron's hard-coded 32 s): Nova must answer before it.
+HAPROXY_TIMEOUT_SERVER = 32.0
+#: The longest Unix socket path haproxy can use: sun_path is 108 bytes with the NUL, but
+#: haproxy keeps room for a ".<pid>.tmp" suffix and refuses paths over 97 bytes.
+UNIX_PATH_MAX = 97
+
+_S = "$state_path/metaproxy"
+
+# [DEFAULT]: Neutron's metadata agent options (reference 2.1), same names and defaults.
+METADATA_OPTS = [
+    cfg.StrOpt("metadata_proxy_socket", default="$state_path/metadata_proxy",
+               help="Unix socket metaproxy listens on for the namespace proxies (haproxy). "
+               "The L3 and DHCP agents read the same option for haproxy's server line."),
+    cfg.StrOpt("metadata_proxy_user", default="",
+               help="User (uid or name) running the namespace proxies; empty means "
+               "metaproxy's effective user. Used to deduce the socket mode."),
+    cfg.StrOpt("metadata_proxy_group", default="",
+               help="Group (gid or name) running the namespace proxies; empty means "
+               "metaproxy's effective group. Used to deduce the socket mode."),
+    cfg.StrOpt("metadata_proxy_socket_mode", default="deduce",
+               choices=["deduce", "user", "group", "all"],
+               help="Permissions of the metadata socket: user (0644), group (0664), all "
+               "(0666), or deduce them from metadata_proxy_user and metadata_proxy_group. "
+               "Unlike Neutron since 2025.1, metaproxy applies it."),
+    cfg.IntOpt("metadata_workers", min=0, sample_default="<number of CPUs> / 2",
+               help="How many workers serve the metadata socket; unset means half the "
+               "CPUs, as in Neutron."),
+    cfg.IntOpt("metadata_backlog", default=4096, min=1,
+               help="listen() backlog of the metadata socket (applied, unlike Neutron "
+               "since 2025.1, whose real backlog is 5)."),
+    cfg.HostAddressOpt("nova_metadata_host", default="127.0.0.1",
+                       help="IP address or DNS name of Nova's metadata API."),
+    cfg.PortOpt("nova_metadata_port", default=8775, help="TCP port of Nova's metadata API."),
+    cfg.StrOpt("nova_metadata_protocol", default="http", choices=["http", "https"],
+               help="Protocol to reach Nova's metadata API."),
+    cfg.BoolOpt("nova_metadata_insecure", default=False,
+                help="With https, do not verify Nova's certificate."),
+    cfg.StrOpt("auth_ca_cert",
+               help="CA bundle that verifies Nova's certificate with https (unset: the "
+               "system's CAs). Checked at start unless nova_metadata_insecure is set."),
+    cfg.StrOpt("nova_client_cert", default="",
+               help="Client certificate for https to Nova; needs nova_client_priv_key."),
+    cfg.StrOpt("nova_client_priv_key", default="",
+               help="Private key of nova_client_cert."),
+    cfg.StrOpt("metadata_proxy_shared_secret", default="", secret=True,
+               help="Secret that signs the instance id; must equal Nova's [neutron] "
+               "metadata_proxy_shared_secret. Write $$ for a literal $."),
+    cfg.IntOpt("rpc_response_max_timeout", default=600,
+               help="Maximum seconds to wait for an RPC response."),
+]
+# [DEFAULT] options Neutron shares with every agent (usually set in neutron.conf).
+COMMON_OPTS = [
+    cfg.HostDomainOpt("host", default=socket.gethostname(), sample_default="example.domain",
+                      help="This node's name, as the Neutron server knows the agent."),
+    cfg.StrOpt("state_path", default="/var/lib/neutron",
+               help="Neutron's state directory; $state_path in other options refers to it."),
+    cfg.BoolOpt("debug", default=False, help="Log at debug level."),
+    cfg.StrOpt("transport_url", secret=True,
+               help="oslo.messaging transport URL of the Neutron server's RPC bus."),
+    cfg.IntOpt("rpc_response_timeout", default=60, help="Seconds to wait for an RPC response."),
+]
+AGENT_OPTS = [
+    cfg.FloatOpt("report_interval", default=30,
+                 help="Seconds between state reports to the Neutron server; 0 disables them."),
+    cfg.BoolOpt("log_agent_heartbeats", default=False, help="Log each state report."),
+]
+CACHE_OPTS = [
+    cfg.BoolOpt("enabled", default=False,
+                help="Keep port lookup answers for expiration_time seconds (oslo.cache's "
+                "option name; metaproxy keeps its own in-process cache, no cache server is "
+                "used). Concurrent identical lookups are shared either way."),
+    cfg.IntOpt("expiration_time", default=600, min=0,
+               help="Seconds a lookup answer is kept when enabled; 0 keeps nothing."),
+    cfg.StrOpt("backend", default="dogpile.cache.null",
+               help="oslo.cache backend: accepted and ignored, metaproxy keeps its own "
+               "in-process cache whatever this says."),
+]
+METAPROXY_OPTS = [
+    cfg.StrOpt("lookup_backend", default="table", choices=["table"],
+               help="Where instances are looked up: table reads lookup_table."),
+    cfg.StrOpt("lookup_table", default=f"{_S}/ports.json",
+               help="Port table file for lookup_backend = table; must exist at start."),
+    cfg.StrOpt("namespace_socket_dir", default=f"{_S}/ns",
+               help="Directory of the per-namespace sockets metaproxy creates, one "
+               "<namespace name>.sock per namespace."),
+    cfg.StrOpt("namespace_dir", default=f"{_S}/namespaces.d",
+               help="Watched directory of namespace declarations: one empty file per "
+               "namespace, named like it (e.g. qrouter-<router id>). Adding or removing a "
+               "file adds or removes that namespace's socket without a restart."),
+    cfg.ListOpt("namespaces", default=[],
+                help="Namespaces served from the start, comma separated: "
+                "qrouter-<router id>, qdhcp-<network id> or ovnmeta-<network id>."),
+    cfg.FloatOpt("namespace_rescan_interval", default=10, min=0.1,
+                 help="Seconds between rescans of namespace_dir (inotify, where "
+                 "available, sees changes sooner)."),
+    cfg.StrOpt("control_socket", default=f"{_S}/control.sock",
+               help="Unix socket of the local control command (metaproxy ctl), mode "
+               "0600: only metaproxy's user and root may use it."),
+    cfg.FloatOpt("nova_timeout", default=28, min=0.1,
+                 help="Seconds Nova has to answer a request; must be below haproxy's "
+                 "timeout server (32) so that metaproxy, not haproxy, answers the error."),
+    cfg.FloatOpt("nova_connect_timeout", default=5, min=0.1,
+                 help="Seconds to connect to Nova."),
+    cfg.IntOpt("nova_pool_size", default=100, min=1,
+               help="Idle keep-alive connections to Nova kept for reuse."),
+    cfg.IntOpt("nova_max_in_flight", default=200, min=1,
+               help="Most requests in flight to Nova at once; more wait their turn."),
+    cfg.IntOpt("max_header_bytes", default=16384, min=1024,
+               help="Largest request head (request line and headers) accepted, in bytes; "
+               "larger gets 431."),
+    cfg.IntOpt("max_headers", default=100, min=8,
+               help="Most request headers accepted; more gets 431."),
+    cfg.IntOpt("max_body_bytes", default=65536, min=0,
+               help="Largest request body accepted, in bytes; larger gets 413."),
+    cfg.FloatOpt("request_timeout", default=30, min=0.1,
+                 help="Seconds a client has to send a whole request; then it gets 408."),
+    cfg.IntOpt("retry_after", default=1, min=0,
+               help="Retry-After seconds sent with a 503 (cloud-init retries)."),
+    cfg.BoolOpt("gzip_decode", default=False,
+                help="Decompress gzip bodies from Nova, as Neutron 2025.2 and later do. "
+                "The default passes bodies through byte-exact."),
+]
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
+    return [("DEFAULT", METADATA_OPTS + COMMON_OPTS), ("AGENT", AGENT_OPTS),
+            ("cache", CACHE_OPTS), ("metaproxy", METAPROXY_OPTS)]
+
+
+def register_options(conf: cfg.ConfigOpts) -> None:
+    """Register every option of L{list_opts} on C{conf}."""
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+
+
+def _field(group: str, name: str) -> str:
+    return f"cache_{name}" if group == "cache" else name
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; str() is one message for the operator."""
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every option, validated; names are the options' ([cache] ones get ``cache_``)."""
+
+    metadata_proxy_socket: str
+    metadata_proxy_user: str
+    metadata_proxy_group: str
+    metadata_proxy_socket_mode: str
+    metadata_workers: int
+    metadata_backlog: int
+    nova_metadata_host: str
+    nova_metadata_port: int
+    nova_metadata_protocol: str
+    nova_metadata_insecure: bool
+    auth_ca_cert: str | None
+    nova_client_cert: str
+    nova_client_priv_key: str
+    metadata_proxy_shared_secret: str = attrs.field(repr=False)
+    rpc_response_max_timeout: int
+    host: str
+    state_path: str
+    debug: bool
+    transport_url: str | None = attrs.field(repr=False)
+    rpc_response_timeout: int
+    report_interval: float
+    log_agent_heartbeats: bool
+    cache_enabled: bool
+    cache_expiration_time: int
+    cache_backend: str
+    lookup_backend: str
+    lookup_table: str
+    namespace_socket_dir: str
+    namespace_dir: str
+    namespaces: tuple[Namespace, ...]
+    namespace_rescan_interval: float
+    control_socket: str
+    nova_timeout: float
+    nova_connect_timeout: float
+    nova_pool_size: int
+    nova_max_in_flight: int
+    max_header_bytes: int
+    max_headers: int
+    max_body_bytes: int
+    request_timeout: float
+    retry_after: int
+    gzip_decode: bool
+    socket_mode: int
+    nova_url: str
+    config_files: tuple[str, ...]
+
+
+def _nova_url(protocol: str, host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a DNS name
+    return f"{protocol}://{host}:{port}"
+
+
+class _Sources:
+    """Where each option was set: the files read again with configparser, last wins."""
+
+    def __init__(self, files: tuple[str, ...]):
+        self.files = files
+        self._found: dict[tuple[str, str], tuple[str, str]] = {}
+        for path in files:
+            parser = configparser.RawConfigParser(
+                strict=False, interpolation=None, default_section="\0")
+            parser.optionxform = str  # type: ignore[assignment,method-assign]
+            try:
+                parser.read(path)
+            except (configparser.Error, OSError, UnicodeError):
+                continue  # oslo.config read it; we only lose the attribution
+            for section in parser.sections():
+                group = "DEFAULT" if section == "DEFAULT" else section.lower()
+                for key, value in parser.items(section, raw=True):
+                    self._found[(group, key)] = (path, value)
+
+    def where(self, group: str, name: str) -> tuple[str, str] | None:
+        """(file, value as written) of the line that sets the option, or None."""
+        return self._found.get((group if group == "DEFAULT" else group.lower(), name))
+
+
+def _allowed(opt: cfg.Opt) -> str:
+    """What C{opt} accepts, in words."""
+    t = opt.type
+    if getattr(t, "choices", None):
+        return "one of " + ", ".join(t.choices)
+    if isinstance(t, types.Boolean):
+        return "true or false"
+    if isinstance(t, types.Port):
+        return "a port number from 0 to 65535"
+    if isinstance(t, (types.Integer, types.Float)):
+        noun = "an integer" if isinstance(t, types.Integer) else "a number"
+        bounds = [f">= {t.min}"] * (t.min is not None) + [f"<= {t.max}"] * (t.max is not None)
+        return " ".join([noun, " and ".join(bounds)]).strip()
+    if isinstance(t, types.HostDomain):
+        return "a host name"
+    if isinstance(t, types.HostAddress):
+        return "an IP address or a DNS name"
+    if isinstance(t, types.List):
+        return "a comma-separated list"
+    return "text ($name refers to another option; write $$ for a literal $)"
+
+
+def _sample_value(opt: cfg.Opt, sample: bool = True) -> str:
+    """The default as the sample file writes it (C{sample}) or as a message names it."""
+    if opt.sample_default is not None and (sample or opt.default is None):
+        return str(opt.sample_default)
+    if opt.default is None:
+        return "<None>" if sample else "(unset)"
+    if isinstance(opt.default, bool):
+        return str(opt.default).lower()
+    if isinstance(opt.default, list):
+        return ",".join(opt.default) if sample or opt.default else "(empty)"
+    return str(opt.default) if sample or opt.default != "" else "(empty)"
+
+
+def _problem(sources: _Sources, group: str, opt: cfg.Opt, value: Any,
+             problem: str, fix: str) -> ConfigError:
+    """One message: file, [section] option = value, what is wrong, and the fix."""
+    found = sources.where(group, opt.dest)
+    if found is not None:
+        shown = "(value hidden)" if opt.secret else repr(found[1])
+        head = f"{found[0]}: [{group}] {opt.dest} = {shown}"
+    else:
+        shown = "(value hidden)" if opt.secret else repr(value)
+        read = ", ".join(sources.files) or "no configuration file"
+        head = (f"[{group}] {opt.dest} = {shown} (default {_sample_value(opt)!r}, not "
+                f"set in {read})")
+    return ConfigError(f"{head}: {problem}. Fix: {fix}.")
+
+
+def _bad_value(sources: _Sources, group: str, opt: cfg.Opt, exc: Exception) -> ConfigError:
+    allowed = _allowed(opt)
+    found = sources.where(group, opt.dest)
+    default = f"remove the line to use the default {_sample_value(opt, sample=False)}"
+    if found is not None and "$" in found[1] and not isinstance(exc, ValueError):
+        problem = "refers with $ to something that is not an option"
+        fix = ("write $$ for a literal $ ($name must name an option, e.g. $state_path), "
+               f"or {default}")
+    elif opt.secret:
+        problem, fix = f"is not valid; allowed: {allowed}", f"set {allowed}, or {default}"
+    else:
+        reason = str(exc).partition("is not valid: ")[2] or str(exc)
+        problem = f"is not valid ({reason}); allowed: {allowed}"
+        fix = f"set {allowed}, or {default}"
+    return _problem(sources, group, opt, None, problem, fix)
+
+
+def _read_options(conf: cfg.ConfigOpts, sources: _Sources) -> dict[str, Any]:
+    """Every option's value (oslo.config converts lazily), keyed by Settings field."""
+    values = {}
+    for group, opts in list_opts():
+        node = conf if group == "DEFAULT" else conf[group]
+        for opt in opts:
+            try:
+                values[_field(group, opt.dest)] = node[opt.dest]
+            except (cfg.Error, ValueError) as exc:
+                raise _bad_value(sources, group, opt, exc) from None
+    return values
+
+
+def _build(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
+    values = dict(values, config_files=config_files)
+    values["namespaces"] = tuple(values["namespaces"])
+    if values["metadata_workers"] is None:
+        values["metadata_workers"] = (os.cpu_count() or 1) // 2
+    values["socket_mode"] = socket_mode(values["metadata_proxy_socket_mode"],
+                                        values["metadata_proxy_user"],
+                                        values["metadata_proxy_group"])
+    values["nova_url"] = _nova_url(values["nova_metadata_protocol"],
+                                   values["nova_metadata_host"], values["nova_metadata_port"])
+    return Settings(**values)
+
+
+def _opt(group: str, name: str) -> cfg.Opt:
+    return next(o for g, opts in list_opts() if g == group for o in opts if o.dest == name)
+
+
+def _parse_namespaces(entries: list[str], sources: _Sources) -> tuple[Namespace, ...]:
+    parsed: dict[Namespace, None] = {}
+    for entry in entries:
+        if not entry.strip():
+            continue
+        try:
+            parsed[Namespace.parse(entry.strip())] = None
+        except InvalidNamespace as exc:
+            raise _problem(
+                sources, "metaproxy", _opt("metaproxy", "namespaces"), entries,
+                f"entry {entry.strip()!r} is not valid: {exc}",
+                f"correct or remove {entry.strip()!r}; entries are qrouter-<router id>, "
+                "qdhcp-<network id> or ovnmeta-<network id>, comma separated") from None
+    return tuple(parsed)
+
+
+def _check_file(sources: _Sources, group: str, name: str, path: str, what: str) -> None:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise _problem(sources, group, _opt(group, name), path,
+                       f"{what} {path!r} does not exist or is not a readable file",
+                       f"create it or correct the path in [{group}] {name}")
+
+
+_UUID = "01234567-89ab-cdef-0123-456789abcdef"  # a Neutron id's length
+
+
+def _check_socket_path(sources: _Sources, group: str, name: str, value: str, path: str,
+                       what: str) -> None:
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise _problem(sources, group, _opt(group, name), value,
+                       f"{what}, {path!r}, is {size} bytes; haproxy accepts Unix socket paths of at "
+                       f"most {UNIX_PATH_MAX} bytes", "set a shorter path (or a shorter state_path)")
+
+
+def _cross_check(s: Settings, sources: _Sources) -> None:
+    """Checks across options; the first failure raises."""
+    d = "DEFAULT"
+    if s.nova_metadata_protocol == "https":
+        cert, key = s.nova_client_cert, s.nova_client_priv_key
+        if bool(cert) != bool(key):
+            have, lack = ("nova_client_cert", "nova_client_priv_key") if cert else \
+                ("nova_client_priv_key", "nova_client_cert")
+            raise _problem(
+                sources, d, _opt(d, have), cert or key,
+                f"nova_metadata_protocol is https and {lack} is not set; a client "
+                "certificate and its private key are used together",
+                f"set [DEFAULT] {lack} as well, or remove {have} to connect without "
+                "a client certificate")
+        if cert:
+            _check_file(sources, d, "nova_client_cert", cert, "client certificate")
+            _check_file(sources, d, "nova_client_priv_key", key, "private key")
+        if s.auth_ca_cert and not s.nova_metadata_insecure:
+            _check_file(sources, d, "auth_ca_cert", s.auth_ca_cert, "CA bundle")
+    if s.nova_timeout >= HAPROXY_TIMEOUT_SERVER:
+        raise _problem(
+            sources, "metaproxy", _opt("metaproxy", "nova_timeout"), s.nova_timeout,
+            f"must be below haproxy's timeout server ({HAPROXY_TIMEOUT_SERVER:g} s), or "
+            "haproxy cuts the connection before metaproxy can answer",
+            "set a number of seconds below 32, or remove the line to use the default 28")
+    for group, name in ((d, "metadata_proxy_socket"), ("metaproxy", "control_socket")):
+        _check_socket_path(sources, group, name, getattr(s, name), getattr(s, name),
+                           "the socket path")
+    # Each namespace gets <namespace_socket_dir>/<namespace name>.sock.
+    example = Namespace(NamespaceKind.OVN, _UUID)
+    for ns in s.namespaces + (example,):
+        what = "an OVN namespace's socket path" if ns is example else f"{ns.name}'s socket path"
+        _check_socket_path(sources, "metaproxy", "namespace_socket_dir", s.namespace_socket_dir,
+                           namespace_socket_path(s.namespace_socket_dir, ns), what)
+    if s.lookup_backend == "table":
+        _check_file(sources, "metaproxy", "lookup_table", s.lookup_table, "port table")
+
+
+def _files_read(config_files: list[str], config_dirs: list[str]) -> tuple[str, ...]:
+    """The files oslo.config reads, in its order: the files, then each dir's *.conf."""
+    files = [os.path.abspath(os.path.expanduser(f)) for f in config_files]
+    for directory in config_dirs:
+        files += sorted(glob.glob(os.path.join(os.path.expanduser(directory), "*.conf")))
+    return tuple(os.path.abspath(f) for f in files)
+
+
+def _undecodable(files: tuple[str, ...]) -> str:
+    for path in files:
+        try:
+            with open(path) as f:
+                f.read()
+        except UnicodeDecodeError:
+            return path
+    return ", ".join(files)
+
+
+def _parse_error(exc: cfg.ConfigFileParseError) -> ConfigError:
+    cause = exc.__context__
+    if isinstance(cause, iniparser.ParseError):
+        # Only a section header is quoted: any other line may hold a password.
+        line = f": {cause.line!r}" if (cause.line or "").startswith("[") else ""
+        problem = f"line {cause.lineno}: {cause.msg}{line}"
+    else:
+        problem = "cannot be parsed"
+    return ConfigError(
+        f"{exc.config_file}: {problem}. Fix: write 'name = value' lines under a "
+        "[section] header (indented lines continue the previous value).")
+
+
+def load_settings(config_files: list[str], config_dirs: list[str]) -> Settings:
+    """Read the operator's files (``--config-file`` in order, then each ``--config-dir``'s
+    ``*.conf`` sorted; later files win), check everything, return L{Settings}.
+
+    @raise ConfigError: a file is missing or unreadable, or a value is wrong.
+    """
+    for directory in config_dirs:
+        if not os.path.isdir(os.path.expanduser(directory)):
+            raise ConfigError(
+                f"{directory}: configuration directory not found. Fix: create it, or "
+                f"remove --config-dir {directory}.")
+    conf = cfg.ConfigOpts()
+    register_options(conf)
+    try:
+        conf(args=[], project="neutron", prog="metaproxy", use_env=False,
+             default_config_files=list(config_files),
+             default_config_dirs=[os.path.expanduser(d) for d in config_dirs])
+    except cfg.ConfigFilesNotFoundError as exc:
+        raise ConfigError(
+            f"{', '.join(exc.config_files)}: configuration file not found. Fix: correct "
+            "the --config-file path or create the file.") from None
+    except cfg.ConfigFilesPermissionDeniedError as exc:
+        raise ConfigError(
+            f"{', '.join(exc.config_files)}: configuration file not readable. Fix: let "
+            "metaproxy's user read it (chmod/chgrp).") from None
+    except cfg.ConfigFileParseError as exc:
+        raise _parse_error(exc) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{_undecodable(_files_read(config_files, config_dirs))}: not valid "
+                          "text in this locale's encoding. Fix: save it as UTF-8.") from None
+    except OSError as exc:  # a directory given as --config-file, say
+        raise ConfigError(f"{exc.filename}: cannot be read ({exc.strerror}). Fix: give the "
+                          "path of a configuration file.") from None
+    files = _files_read(config_files, config_dirs)
+    sources = _Sources(files)
+    values = _read_options(conf, sources)
+    values["namespaces"] = _parse_namespaces(values["namespaces"], sources)
+    settings = _build(values, files)
+    _cross_check(settings, sources)
+    return settings
+
+
+_DERIVED = {
+    "socket_mode": ("metadata_proxy_socket_mode", "metadata_proxy_user",
+                    "metadata_proxy_group"),
+    "nova_url": ("nova_metadata_protocol", "nova_metadata_host", "nova_metadata_port"),
+}
+
+
+def default_settings(**overrides: Any) -> Settings:
+    """L{Settings} from the defaults alone, no file read and no checks (for tests).
+
+    C{state_path} is applied before the defaults are interpolated, so the paths follow
+    it; other overrides replace fields afterwards (C{attrs.evolve}), and C{socket_mode}
+    and C{nova_url} are derived again from overridden inputs unless given too.
+    """
+    conf = cfg.ConfigOpts()
+    register_options(conf)
+    conf(args=[], project="neutron", prog="metaproxy", use_env=False,
+         default_config_files=[], default_config_dirs=[])
+    if "state_path" in overrides:
+        conf.set_override("state_path", overrides["state_path"])
+    values = _read_options(conf, _Sources(()))
+    values["namespaces"] = [Namespace.parse(n) for n in values["namespaces"]]
+    settings = attrs.evolve(_build(values, ()), **overrides)
+    for derived, inputs in _DERIVED.items():
+        if derived not in overrides and any(name in overrides for name in inputs):
+            args = [getattr(settings, name) for name in inputs]
+            value = socket_mode(*args) if derived == "socket_mode" else _nova_url(*args)
+            settings = attrs.evolve(settings, **{derived: value})
+    return settings
+
+
+_SAMPLE_HEAD = """\
+# metaproxy: sample metadata_agent.ini
+#
+# metaproxy reads the same files as neutron-metadata-agent, e.g.
+#   twistd -n metaproxy --config-file /etc/neutron/neutron.conf \\
+#       --config-file /etc/neutron/metadata_agent.ini
+# Later files win. Options and sections it does not know are ignored. Every option
+# below is commented out and shows its default; $state_path refers to
+# [DEFAULT] state_path. Generated by metaproxy.config.sample_config(): do not edit.
+
+"""
+
+
+def sample_config() -> str:
+    """A commented sample configuration, from the options' help, defaults and choices."""
+    out = [_SAMPLE_HEAD]
+    for group, opts in list_opts():
+        out.append(f"[{group}]\n\n")
+        for opt in opts:
+            if opt is COMMON_OPTS[0]:
+                out.append("#\n# Options shared by all Neutron agents, usually set in "
+                           "neutron.conf\n#\n")
+            text = opt.help
+            if getattr(opt.type, "choices", None) or not isinstance(opt.type, types.String):
+                text += f" Allowed: {_allowed(opt)}."
+            if opt.secret:
+                text += " Secret: never logged."
+            out += ["# " + line + "\n" for line in textwrap.wrap(text, 77)]
+            out.append(f"#{opt.dest} = {_sample_value(opt)}".rstrip() + "\n\n")
+    return "".join(out).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(sample_config(), end="")
