@@ -1,0 +1,140 @@
+"""Starting and stopping the fake Nova and the agent as real processes.
+
+Shared by C{make demo}, the integration tests and the bench, so all three run the real
+C{twistd metaproxy} plugin the way an operator does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["Process", "start_fakenova", "start_agent", "wait_for_socket", "write_agent_config"]
+
+
+class Process:
+    """A child process with its log file; C{stop()} terminates it (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, popen: subprocess.Popen, log_path: Path, name: str) -> None:
+        self.popen = popen
+        self.log_path = log_path
+        self.name = name
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def _wait_for_line(process: Process, prefix: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in process.log().splitlines():
+            if line.startswith(prefix):
+                return line
+        if not process.alive():
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n"
+                               f"{process.log()[-3000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.name} did not start within {timeout} s:\n{process.log()[-3000:]}")
+
+
+def start_fakenova(table: str | os.PathLike, secret: str, run_dir: Path, *,
+                   extra_args: Iterable[str] = (), timeout: float = 20.0) -> tuple[Process, int]:
+    """Start C{python -m bench.fakenova} on a free loopback port; return it and the port."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "fakenova.log"
+    secret_file = run_dir / "fakenova.secret"
+    secret_file.write_text(secret)
+    args = [sys.executable, "-m", "bench.fakenova", "--table", str(table),
+            "--secret-file", str(secret_file), "--listen", "tcp:0:interface=127.0.0.1",
+            *extra_args]
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                 cwd=str(Path(__file__).resolve().parent.parent))
+    process = Process(popen, log_path, "fake Nova")
+    line = _wait_for_line(process, "fakenova listening on", timeout)
+    port = int(line.rsplit(":", 1)[1].strip().rstrip(")"))
+    return process, port
+
+
+def write_agent_config(path: Path, *, state_path: Path, nova_port: int, secret: str,
+                       table: str | os.PathLike, namespaces: Iterable[str] = (),
+                       extra_default: str = "", extra_metaproxy: str = "") -> Path:
+    """Write a metadata_agent.ini for a local run (everything under C{state_path})."""
+    path.write_text(
+        "[DEFAULT]\n"
+        f"state_path = {state_path}\n"
+        "nova_metadata_host = 127.0.0.1\n"
+        f"nova_metadata_port = {nova_port}\n"
+        f"metadata_proxy_shared_secret = {secret}\n"
+        f"{extra_default}"
+        "\n[metaproxy]\n"
+        f"lookup_table = {table}\n"
+        f"namespaces = {','.join(namespaces)}\n"
+        "namespace_rescan_interval = 0.5\n"
+        f"{extra_metaproxy}"
+    )
+    return path
+
+
+def start_agent(config_files: Iterable[str | os.PathLike], run_dir: Path, *,
+                wait_socket: str | None, timeout: float = 30.0) -> Process:
+    """Start C{twistd -n metaproxy --config-file ...} and wait for its shared socket."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "metaproxy.log"
+    args = [str(Path(sys.executable).with_name("twistd")), "--nodaemon", "--pidfile=",
+            f"--logfile={log_path}", "metaproxy"]
+    for f in config_files:
+        args += ["--config-file", str(f)]
+    stderr_path = run_dir / "metaproxy.stderr"
+    with open(stderr_path, "wb") as err:
+        popen = subprocess.Popen(args, stdout=err, stderr=subprocess.STDOUT, cwd=str(run_dir))
+    process = Process(popen, log_path, "metaproxy")
+    if wait_socket:
+        try:
+            wait_for_socket(wait_socket, timeout, process)
+        except RuntimeError:
+            process.stop()
+            raise RuntimeError(f"metaproxy did not start:\n{stderr_path.read_text()}\n"
+                               f"{process.log()[-3000:]}") from None
+    return process
+
+
+def wait_for_socket(path: str, timeout: float = 30.0, process: Process | None = None) -> None:
+    """Wait until something accepts connections on the Unix socket C{path}."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {path} after {timeout} s")

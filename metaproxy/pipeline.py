@@ -1,0 +1,164 @@
+"""The request pipeline: identify the caller, resolve the instance, sign, forward, map.
+
+It sees no framework: a parsed L{Request} and the namespace of the socket it came in on
+go in, the bytes of a complete HTTP answer come out, always. Failures become a clear
+HTTP answer and one log line an operator can act on; the success path logs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+
+from metaproxy.caller import CallerError, Identity, identify
+from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.nova import NovaBadResponse, NovaResponse, NovaTimeout, NovaUnreachable
+from metaproxy.request import Request
+from metaproxy.resolve.base import Instance, LookupUnavailable
+from metaproxy.resolve.resolver import Caller
+from metaproxy.response import PASS_THROUGH_STATUSES, error_response, relay_response
+from metaproxy.signing import sign_instance_id
+
+__all__ = ["Pipeline", "Forwarder", "Resolver"]
+
+log = Logger("metaproxy.pipeline")
+
+_UNAVAILABLE = "The remote metadata server is temporarily unavailable. Please try again later."
+_UNKNOWN = "An unknown error has occurred. Please try your request again."
+
+
+class Resolver(Protocol):
+    def resolve(self, caller: Caller, fresh: bool = False) -> "Deferred[object]": ...
+
+
+class Forwarder(Protocol):
+    def forward(self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]],
+                body: bytes) -> "Deferred[NovaResponse]": ...
+
+
+class Pipeline:
+    """Turns one request into one answer.
+
+    @param refresh_on_404: when lookups are cached, a 404 from Nova makes one fresh
+        lookup; if it names another instance (the address was reused), Nova is asked
+        again for that one (upstream's legacy cache did the same).
+    """
+
+    def __init__(self, resolver: Resolver, nova: Forwarder, secret: bytes, *,
+                 retry_after: int = 1, gzip_decode: bool = False,
+                 refresh_on_404: bool = False) -> None:
+        self._resolver = resolver
+        self._nova = nova
+        self.secret = secret
+        self._retry_after = retry_after
+        self._gzip_decode = gzip_decode
+        self._refresh_on_404 = refresh_on_404
+
+    def handle(self, request: Request, namespace: Namespace | None) -> "Deferred[bytes]":
+        """Answer C{request}; C{namespace} is the socket's, or C{None} on the shared socket.
+
+        The Deferred always fires with bytes; cancelling it (the client went away)
+        cancels the lookup or the Nova request.
+        """
+        return Deferred.fromCoroutine(self._handle(request, namespace))
+
+    async def _handle(self, request: Request, namespace: Namespace | None) -> bytes:
+        try:
+            identity = identify(request, namespace)
+        except CallerError as e:
+            log.warn("Refused request {method} {target} on {socket}: {reason}",
+                     method=_show(request.method), target=_show(request.target),
+                     socket=namespace.name if namespace else "the shared socket",
+                     reason=e.message)
+            return error_response(e.status, e.message)
+        caller = Caller(identity.namespace, identity.ip, identity.mac)
+        try:
+            found = await self._resolver.resolve(caller)
+            if not isinstance(found, Instance):
+                return self._not_found(identity, found)
+            response = await self._forward(request, identity, found)
+            if response.status == 404 and self._refresh_on_404:
+                fresh = await self._resolver.resolve(caller, fresh=True)
+                if isinstance(fresh, Instance) and fresh != found:
+                    response = await self._forward(request, identity, fresh)
+        except CancelledError:
+            raise
+        except LookupUnavailable as e:
+            log.warn("Lookup failed for {address} in {namespace}: {error}; answered 503",
+                     address=_address(identity), namespace=identity.namespace.name, error=str(e))
+            return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
+        except NovaUnreachable as e:
+            log.warn("Nova metadata API unreachable for {address} in {namespace}: {error}; "
+                     "answered 503", address=_address(identity),
+                     namespace=identity.namespace.name, error=str(e))
+            return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
+        except NovaTimeout as e:
+            log.warn("Nova metadata API too slow for {address} in {namespace}: {error}; "
+                     "answered 503", address=_address(identity),
+                     namespace=identity.namespace.name, error=str(e))
+            return error_response(503, "The remote metadata server did not answer in time. "
+                                       "Please try again later.", retry_after=self._retry_after)
+        except NovaBadResponse as e:
+            log.warn("Unusable answer from the Nova metadata API for {address} in {namespace}: "
+                     "{error}; answered 502", address=_address(identity),
+                     namespace=identity.namespace.name, error=str(e))
+            return error_response(502, "The remote metadata server sent an unusable answer.")
+        except Exception:
+            log.failure("Internal error answering {address} in {namespace}; answered 500",
+                        address=_address(identity), namespace=identity.namespace.name)
+            return error_response(500, _UNKNOWN)
+        return self._map(request, identity, response)
+
+    def _forward(self, request: Request, identity: Identity,
+                 instance: Instance) -> "Deferred[NovaResponse]":
+        headers = (
+            (b"X-Forwarded-For", identity.forwarded_for),
+            (b"X-Instance-ID", instance.instance_id.encode("utf-8")),
+            (b"X-Tenant-ID", instance.project_id.encode("utf-8")),
+            (b"X-Instance-ID-Signature",
+             sign_instance_id(self.secret, instance.instance_id).encode("ascii")),
+        )
+        return self._nova.forward(request.method, request.target, headers, request.body)
+
+    def _not_found(self, identity: Identity, reason: object) -> bytes:
+        namespace = identity.namespace
+        log.warn("No port found in {kind} {id} with {what} {address} ({reason}); answered 404",
+                 kind=namespace.kind.noun, id=namespace.id,
+                 what="MAC address" if identity.mac else "IP address",
+                 address=_address(identity), reason=str(reason))
+        return error_response(404, "Instance was not found on %s %s." % (
+            namespace.kind.noun, namespace.id))
+
+    def _map(self, request: Request, identity: Identity, response: NovaResponse) -> bytes:
+        status = response.status
+        if status in PASS_THROUGH_STATUSES:
+            if status == 403:
+                log.warn("The remote metadata server responded with Forbidden for {address} in "
+                         "{namespace}. This response usually occurs when shared secrets do not "
+                         "match.", address=_address(identity), namespace=identity.namespace.name)
+            elif status == 500:
+                log.warn("Remote metadata server experienced an internal server error "
+                         "(request from {address} in {namespace}).",
+                         address=_address(identity), namespace=identity.namespace.name)
+            return relay_response(status, response.reason, response.headers, response.body,
+                                  head_only=request.method == b"HEAD",
+                                  gzip_decode=self._gzip_decode)
+        log.warn("Unexpected response code {status} from the Nova metadata API for {target} "
+                 "(from {address} in {namespace}); answered 502", status=status,
+                 target=_show(request.target), address=_address(identity),
+                 namespace=identity.namespace.name)
+        return error_response(502, "Unexpected response code %d from the remote metadata "
+                                   "server." % (status,))
+
+
+def _address(identity: Identity) -> str:
+    if identity.mac:
+        return f"{identity.ip} (MAC {identity.mac})"
+    return identity.ip
+
+
+def _show(value: bytes) -> str:
+    """Bytes from the client, safe and short for a log line."""
+    return value[:200].decode("ascii", "backslashreplace")
