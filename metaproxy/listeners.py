@@ -75,7 +75,9 @@ def prepare_socket_path(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
-        pass
+        pass  # removed meanwhile: just as good
+    except OSError as e:
+        raise ListenError(f"cannot remove the stale socket {path}: {e.strerror}") from e
 
 
 class Listeners:

@@ -177,3 +177,32 @@ def test_control_protocol(tmp_path):
     assert control(registry, b"frobnicate\n").startswith("error: expected")
     assert control(registry, b"remove qrouter-r9\n") == "error: qrouter-r9 is not registered\n"
     registry.stopService()
+
+
+def stale_socket(tmp_path):
+    path = str(tmp_path / "s")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.close()
+    return path
+
+
+def test_stale_socket_vanishing_meanwhile_is_fine(tmp_path, monkeypatch):
+    """unlink failing with ENOENT (someone removed it meanwhile) is ignored (TA checklist)."""
+    path = stale_socket(tmp_path)
+
+    def gone(p):
+        raise FileNotFoundError(2, "No such file or directory", p)
+    monkeypatch.setattr(os, "unlink", gone)
+    prepare_socket_path(path)  # no error
+
+
+def test_stale_socket_that_cannot_be_removed_is_reported(tmp_path, monkeypatch):
+    """unlink failing while the file still exists is an error naming the path (TA)."""
+    path = stale_socket(tmp_path)
+
+    def denied(p):
+        raise PermissionError(13, "Permission denied", p)
+    monkeypatch.setattr(os, "unlink", denied)
+    with pytest.raises(ListenError, match="cannot remove the stale socket .*Permission denied"):
+        prepare_socket_path(path)

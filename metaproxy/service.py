@@ -1,0 +1,138 @@
+"""Putting the agent together on one reactor: lookups, Nova client, pipeline, sockets,
+namespace registry, control socket, and SIGHUP reloads."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.logger import Logger
+
+from metaproxy.config import ConfigError, Settings, load_settings
+from metaproxy.control import ControlFactory
+from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
+from metaproxy.namespace import Namespace
+from metaproxy.nova import NovaClient
+from metaproxy.pipeline import Pipeline
+from metaproxy.registry import NamespaceRegistry
+from metaproxy.resolve.cache import CachingBackend
+from metaproxy.resolve.resolver import InstanceResolver
+from metaproxy.resolve.table import TableBackend, TableError
+from metaproxy.server import Limits, MetadataFactory
+from metaproxy.tls import nova_tls_policy
+
+__all__ = ["AgentService", "build_backend"]
+
+log = Logger("metaproxy.service")
+
+
+def build_backend(settings: Settings) -> TableBackend:
+    """The lookup backend chosen by C{[metaproxy] lookup_backend}.
+
+    @raise TableError: the table cannot be loaded (the message names the entry).
+    """
+    return TableBackend(settings.lookup_table)
+
+
+class AgentService(MultiService):
+    """The whole agent. Build it with the reactor and loaded L{Settings}."""
+
+    def __init__(self, reactor: Any, settings: Settings, backend: TableBackend | None = None,
+                 *, config_files: tuple[str, ...] = (), config_dirs: tuple[str, ...] = (),
+                 install_signal_handlers: bool = True, use_inotify: bool = True) -> None:
+        super().__init__()
+        self._config_args = (list(config_files), list(config_dirs))
+        self._reactor = reactor
+        self.settings = settings
+        self._install_signals = install_signal_handlers
+        self.backend = backend if backend is not None else build_backend(settings)
+        self.cache = CachingBackend(self.backend, reactor,
+                                    ttl=settings.cache_expiration_time,
+                                    enabled=settings.cache_enabled)
+        tls = None
+        if settings.nova_metadata_protocol == "https":
+            tls = nova_tls_policy(ca_file=settings.auth_ca_cert,
+                                  insecure=settings.nova_metadata_insecure,
+                                  client_cert=settings.nova_client_cert or None,
+                                  client_key=settings.nova_client_priv_key or None)
+        self.nova = NovaClient(reactor, settings.nova_url, timeout=settings.nova_timeout,
+                               connect_timeout=settings.nova_connect_timeout,
+                               pool_size=settings.nova_pool_size,
+                               max_in_flight=settings.nova_max_in_flight, tls=tls)
+        self.pipeline = Pipeline(InstanceResolver(self.cache), self.nova,
+                                 settings.metadata_proxy_shared_secret.encode("utf-8"),
+                                 retry_after=settings.retry_after,
+                                 gzip_decode=settings.gzip_decode,
+                                 refresh_on_404=settings.cache_enabled)
+        limits = Limits(max_header_bytes=settings.max_header_bytes,
+                        max_headers=settings.max_headers,
+                        max_body_bytes=settings.max_body_bytes,
+                        request_timeout=settings.request_timeout)
+        self.listeners = Listeners(
+            reactor, shared_socket=settings.metadata_proxy_socket,
+            socket_dir=settings.namespace_socket_dir, mode=settings.socket_mode,
+            backlog=settings.metadata_backlog,
+            factory_for=lambda ns: MetadataFactory(self.pipeline, ns, limits, reactor))
+        self.registry = NamespaceRegistry(
+            reactor, self.listeners, declared=settings.namespaces,
+            directory=settings.namespace_dir,
+            rescan_interval=settings.namespace_rescan_interval, use_inotify=use_inotify)
+        self.registry.setServiceParent(self)
+        self._control_port = None
+        self._previous_sighup = None
+
+    def startService(self) -> None:
+        try:
+            self.listeners.start_shared()
+            if self.settings.control_socket:
+                prepare_socket_path(self.settings.control_socket)
+                self._control_port = self._reactor.listenUNIX(
+                    self.settings.control_socket, ControlFactory(self.registry),
+                    backlog=16, mode=0o600, wantPID=False)
+        except ListenError as e:
+            log.critical("Cannot start: {error}", error=str(e))
+            self._reactor.callWhenRunning(self._reactor.stop)
+            return
+        super().startService()
+        log.info("metaproxy serving {shared} and {count} namespace socket(s) in {directory}; "
+                 "Nova at {nova}; lookups from {backend}",
+                 shared=self.settings.metadata_proxy_socket,
+                 count=len(self.listeners.namespaces),
+                 directory=self.settings.namespace_socket_dir, nova=self.settings.nova_url,
+                 backend=self.settings.lookup_backend)
+        if self._install_signals:
+            self._previous_sighup = signal.signal(
+                signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration's secret, the lookup table and the namespace
+        directory. A bad file is reported and the running state kept."""
+        settings = self.settings
+        try:
+            settings = load_settings(*self._config_args)
+        except ConfigError as e:
+            log.error("Reload: configuration not reloaded, keeping the running one: {error}",
+                      error=str(e))
+        else:
+            self.pipeline.secret = settings.metadata_proxy_shared_secret.encode("utf-8")
+        try:
+            self.backend.reload()
+        except TableError as e:
+            log.error("Reload: lookup table not reloaded, keeping the running one: {error}",
+                      error=str(e))
+        self.cache.clear()
+        self.registry.sync()
+        log.info("Reloaded: secret, lookup table ({ports} ports), namespaces ({count})",
+                 ports=len(self.backend.table.ports), count=len(self.listeners.namespaces))
+
+    def stopService(self) -> Any:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        stops = [maybeDeferred(super().stopService), self.listeners.stop(), self.nova.close()]
+        if self._control_port is not None:
+            stops.append(maybeDeferred(self._control_port.stopListening))
+            self._control_port = None
+        return DeferredList(stops, consumeErrors=True)
