@@ -102,6 +102,9 @@ class AgentService(MultiService):
                  count=len(self.listeners.namespaces),
                  directory=self.settings.namespace_socket_dir, nova=self.settings.nova_url,
                  backend=self.settings.lookup_backend)
+        if self.settings.metadata_workers > 1:
+            log.info("metadata_workers = {workers}: this version serves every socket from "
+                     "one process", workers=self.settings.metadata_workers)
         if self._install_signals:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))

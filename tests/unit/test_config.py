@@ -15,8 +15,9 @@ import pytest
 from oslo_config import cfg
 
 from metaproxy import config
+from metaproxy.configdoc import options_markdown, sample_config
 from metaproxy.config import (
-    ConfigError, Settings, default_settings, list_opts, load_settings, sample_config,
+    ConfigError, Settings, default_settings, list_opts, load_settings,
 )
 from metaproxy.namespace import Namespace, NamespaceKind
 
@@ -525,7 +526,7 @@ def test_sample_lists_every_option():
 
 def test_sample_file_is_current():
     """etc/metadata_agent.ini.sample is sample_config()'s output (regenerate with
-    ``python -m metaproxy.config > etc/metadata_agent.ini.sample``)."""
+    ``python -m metaproxy.configdoc sample > etc/metadata_agent.ini.sample``)."""
     assert SAMPLE.read_text() == sample_config()
 
 
@@ -545,3 +546,12 @@ def test_register_options_on_another_conf():
     assert conf.metaproxy.nova_timeout == 28.0
     assert conf.AGENT.report_interval == 30.0
     assert conf.cache.backend == "dogpile.cache.null"
+
+
+def test_readme_option_reference_is_current():
+    """The README's option reference is options_markdown()'s output (regenerate with
+    ``python -m metaproxy.configdoc markdown`` between the options markers)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("<!-- options:start -->") + len("<!-- options:start -->")
+    end = readme.index("<!-- options:end -->")
+    assert readme[start:end] == "\n" + options_markdown()
