@@ -19,7 +19,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
 
-from bench import fakenova, novatree
+from bench import cloudinit, fakenova, novatree
 from bench.novatree import InstanceRecord
 
 SECRET = "s3cret"
@@ -509,43 +509,19 @@ RECORD = InstanceRecord(
 
 
 def crawl(fetch: Callable[[str], tuple[int, bytes]], base: str) -> tuple[dict, list[str]]:
-    """Walk an EC2 listing the way cloud-init's MetadataMaterializer does: the listing,
-    then every C{name/} child listing (depth first), then the leaves; C{i=name} entries
-    are leaves at C{i/openssh-key}. Returns the tree and the paths requested."""
+    """Run cloud-init's EC2 crawl (L{bench.cloudinit}) over C{fetch}; return the tree and
+    the paths requested."""
     requested: list[str] = []
-
-    def call(path: str) -> bytes:
+    walk = cloudinit.ec2_crawl(base)
+    path = next(walk)
+    while True:
         requested.append(path)
         status, body = fetch(path)
         assert status == 200, (path, status)
-        return body
-
-    def materialize(blob: bytes, url: str) -> dict:
-        leaves: dict[str, str] = {}
-        children: list[str] = []
-        for field in blob.decode().splitlines():
-            field = field.strip()
-            name = field.rstrip("/")
-            if not field or not name:
-                continue
-            if field.endswith("/"):
-                if name not in children:
-                    children.append(name)
-                continue
-            resource = name
-            ident, sep, rest = field.partition("=")
-            if sep and ident.isdigit():
-                resource, name = "%s/openssh-key" % int(ident), rest
-            leaves[name] = resource
-        tree: dict = {}
-        for child in children:
-            child_url = url + child + "/"
-            tree[child] = materialize(call(child_url), child_url)
-        for name, resource in leaves.items():
-            tree.setdefault(name, call(url + resource).decode())
-        return tree
-
-    return materialize(call(base), base), requested
+        try:
+            path = walk.send((status, body))
+        except StopIteration as done:
+            return done.value, requested
 
 
 EXPECTED_CRAWL = [
