@@ -13,7 +13,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from metaproxy.caller import CallerError, Identity, identify
-from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.namespace import Namespace
 from metaproxy.nova import NovaBadResponse, NovaResponse, NovaTimeout, NovaUnreachable
 from metaproxy.request import Request
 from metaproxy.resolve.base import Instance, LookupUnavailable

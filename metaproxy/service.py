@@ -13,7 +13,6 @@ from twisted.logger import Logger
 from metaproxy.config import ConfigError, Settings, load_settings
 from metaproxy.control import ControlFactory
 from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
-from metaproxy.namespace import Namespace
 from metaproxy.nova import NovaClient
 from metaproxy.pipeline import Pipeline
 from metaproxy.registry import NamespaceRegistry

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import tempfile
 import urllib.request
 from pathlib import Path

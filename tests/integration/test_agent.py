@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 from bench.unixhttp import get, send_raw
 from metaproxy.signing import sign_instance_id
-from tests.integration.conftest import GZIPPED, SECRET, start_stack
+from tests.integration.conftest import GZIPPED, SECRET
 
 
 def meta(answer):

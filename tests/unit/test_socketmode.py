@@ -10,7 +10,7 @@ import pwd
 import pytest
 
 from metaproxy import socketmode
-from metaproxy.socketmode import resolve_group, resolve_user, socket_mode
+from metaproxy.socketmode import socket_mode
 
 
 def _not_my_uid() -> str:
@@ -81,35 +81,3 @@ def test_unknown_mode_is_rejected():
     """A mode other than deduce/user/group/all raises ValueError naming it."""
     with pytest.raises(ValueError, match="'everyone'"):
         socket_mode("everyone", "", "")
-
-
-def test_resolve_user():
-    """Empty is the effective uid, a number is taken as is, a name is looked up."""
-    assert resolve_user("") == os.geteuid()
-    assert resolve_user("4242") == 4242
-    assert resolve_user("root") == 0
-    assert resolve_user("nobody") == pwd.getpwnam("nobody").pw_uid
-
-
-def test_resolve_group():
-    """Empty is the effective gid, a number is taken as is, a name is looked up."""
-    assert resolve_group("") == os.getegid()
-    assert resolve_group("4242") == 4242
-    assert resolve_group("root") == 0
-    assert resolve_group(grp.getgrgid(os.getegid()).gr_name) == os.getegid()
-
-
-def test_resolve_unknown_user_and_group():
-    """Unknown names raise ValueError naming the name and the option to fix."""
-    with pytest.raises(ValueError, match="no such user 'nouser-x'.*metadata_proxy_user"):
-        resolve_user("nouser-x")
-    with pytest.raises(ValueError, match="no such group 'nogroup-x'.*metadata_proxy_group"):
-        resolve_group("nogroup-x")
-
-
-def test_resolve_negative_id():
-    """A negative id is not a uid/gid."""
-    with pytest.raises(ValueError, match="negative"):
-        resolve_user("-1")
-    with pytest.raises(ValueError, match="negative"):
-        resolve_group("-5")
