@@ -11,13 +11,29 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 ## demo: venv + install, then fake Nova + agent on the demo table, requests through
 ## the shared socket and a per-namespace socket
 demo: venv
 	$(BIN)/python -m bench.demo
+
+## bench: the standard boot storm (1,000 instances x ~28 requests, 200 concurrent boots)
+## through the per-namespace sockets, then the shared socket; results in bench/results/
+.PHONY: bench bench-storm
+bench: venv
+	$(BIN)/python -m bench storm --target both
+
+## bench-storm: a storm of your own, e.g. make bench-storm ARGS='--instances 200 --keepalive'
+bench-storm: venv
+	$(BIN)/python -m bench storm $(ARGS)
+
+## bench-compare: the same storm against metaproxy and upstream's neutron-metadata-agent
+## (installed from PyPI into ~/.cache/metaproxy/upstream-venv the first time, 1-2 minutes)
+.PHONY: bench-compare
+bench-compare: venv
+	$(BIN)/python -m bench compare --a metaproxy --b upstream
 
 ## test: everything, from nothing
 test: venv

@@ -4,16 +4,28 @@
 It checks the proxy headers the way Nova does with C{[neutron] service_metadata_proxy =
 True} (reference section 5), serves the tree from L{bench.novatree}, and records every
 request it receives (method, request-target, headers exactly as on the wire, body) so
-tests can assert what metaproxy forwarded, byte for byte.
+tests can assert what metaproxy forwarded, byte for byte. Every answer carries an
+C{X-Fakenova-Pid} header: the process that answered.
+
+A slow Nova can be modelled: each answer waits a service time (L{ServiceTime}: fixed or
+drawn from a distribution, after the header checks), and with a concurrency limit at
+most that many requests are in their service time at once, the others wait in FIFO
+order. C{--processes N} runs N processes on one listening socket (L{bench.fakenova_pool})
+so that the fake is never the bottleneck.
 
 Control endpoints (only with the header C{X-Fakenova-Control: 1}; they skip the
-signature checks and are not recorded):
+signature checks, the service time and the queue, and are not recorded):
 
-  - C{GET /_fakenova/stats}: L{NovaStats.as_json};
-  - C{GET /_fakenova/requests}: the recorded requests, bytes as latin-1 strings;
-  - C{POST /_fakenova/reset}: forget the counters and the recorded requests;
-  - C{GET|POST /_fakenova/config}: read or change C{delay} and C{status_override}
-    (POST a JSON object with either key).
+  - C{GET /_fakenova/stats}: L{NovaStats.as_json}, summed over all processes;
+  - C{GET /_fakenova/requests}: the requests recorded by the process that answers
+    (with several processes, each keeps its own);
+  - C{POST /_fakenova/reset}: forget the counters and the recorded requests, in all
+    processes;
+  - C{GET|POST /_fakenova/config}: read or change C{delay} (fixed seconds),
+    C{delay_dist} (a L{ServiceTime} spec), C{concurrency} and C{status_override}
+    (POST a JSON object with any of these keys), in all processes.
+
+How processes share counters and configuration: L{SharedBoard}.
 
 Run it with C{python -m bench.fakenova --table ports.json --secret S}; see L{main}.
 """
@@ -24,21 +36,31 @@ import argparse
 import base64
 import binascii
 import collections
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import hmac
 import ipaddress
 import json
+import math
+import mmap
+import os
 import posixpath
+import random
 import re
+import signal
+import socket
 import sys
-from typing import Any, Mapping, MutableMapping, Sequence, Union
+import tempfile
+from typing import Any, Iterator, Mapping, MutableMapping, Sequence, Union
 from urllib.parse import unquote_to_bytes
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -49,10 +71,14 @@ from bench.novatree import InstanceRecord
 __all__ = [
     "OUTCOMES",
     "CONTROL_HEADER",
+    "PID_HEADER",
     "RecordedRequest",
+    "ServiceTime",
+    "SharedBoard",
     "NovaStats",
     "FakeNova",
     "QuietSite",
+    "concurrency_share",
     "instances_from_table",
     "load_table",
     "make_site",
@@ -74,9 +100,12 @@ OUTCOMES: tuple[str, ...] = (
     "password_rejected",  # 400/409 from the password handler
     "override",  # status forced by status_override
 )
+_OUTCOME_INDEX = {outcome: index for index, outcome in enumerate(OUTCOMES)}
 
 #: The header that marks a request to C{/_fakenova/...} as a control request.
 CONTROL_HEADER = b"X-Fakenova-Control"
+#: The header, on every answer, naming the process that answered.
+PID_HEADER = b"X-Fakenova-Pid"
 _CONTROL_PREFIX = b"/_fakenova/"
 
 
@@ -114,51 +143,379 @@ class RecordedRequest:
         }
 
 
-@attrs.define
+# --- service time -------------------------------------------------------------------------
+
+_DISTRIBUTIONS = {"fixed": 1, "uniform": 2, "exp": 1, "lognormal": 2}
+
+
+@attrs.frozen
+class ServiceTime:
+    """How long Nova takes to answer one request, in seconds.
+
+    Specs (L{parse}): C{fixed:S}; C{uniform:A:B} (A <= B); C{exp:MEAN} (exponential);
+    C{lognormal:MEDIAN:SIGMA} (the log of the time is normal with mean C{ln(MEDIAN)} and
+    standard deviation C{SIGMA}). All values are seconds except SIGMA, all >= 0, MEDIAN
+    > 0.
+    """
+
+    kind: str
+    params: tuple[float, ...]
+
+    @classmethod
+    def fixed(cls, seconds: float) -> "ServiceTime":
+        return cls.parse(f"fixed:{seconds!r}")
+
+    @classmethod
+    def parse(cls, spec: str) -> "ServiceTime":
+        """@raise ValueError: not one of the specs above."""
+        kind, *fields = str(spec).split(":")
+        if kind not in _DISTRIBUTIONS:
+            raise ValueError(
+                f"{spec!r}: expected fixed:S, uniform:A:B, exp:MEAN or lognormal:MEDIAN:SIGMA"
+            )
+        if len(fields) != _DISTRIBUTIONS[kind]:
+            raise ValueError(f"{spec!r}: {kind} takes {_DISTRIBUTIONS[kind]} value(s)")
+        try:
+            params = tuple(float(f) for f in fields)
+        except ValueError:
+            raise ValueError(f"{spec!r}: not a number") from None
+        if not all(math.isfinite(p) and p >= 0 for p in params):
+            raise ValueError(f"{spec!r}: values must be finite and not negative")
+        if kind == "uniform" and params[0] > params[1]:
+            raise ValueError(f"{spec!r}: A must not exceed B")
+        if kind == "lognormal" and params[0] == 0:
+            raise ValueError(f"{spec!r}: the median must be positive")
+        return cls(kind, params)
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec, which L{parse} reads back."""
+        return ":".join([self.kind, *(repr(p) for p in self.params)])
+
+    @property
+    def seconds(self) -> Union[float, None]:
+        """The fixed time, or C{None} for a distribution."""
+        return self.params[0] if self.kind == "fixed" else None
+
+    def draw(self, rng: random.Random) -> float:
+        """One service time; a fixed time draws nothing from C{rng}."""
+        kind = self.kind
+        if kind == "fixed":
+            return self.params[0]
+        if kind == "uniform":
+            return rng.uniform(*self.params)
+        if kind == "exp":
+            mean = self.params[0]
+            return rng.expovariate(1.0 / mean) if mean > 0 else 0.0
+        median, sigma = self.params
+        return rng.lognormvariate(math.log(median), sigma)
+
+
+def concurrency_share(total: int, processes: int, index: int) -> int:
+    """The part of a C{total} concurrency limit process C{index} of C{processes} enforces:
+    the total split as evenly as possible (0, unlimited, stays 0).
+
+    @raise ValueError: a limit below the number of processes (some would get none).
+    """
+    if total == 0:
+        return 0
+    if total < processes:
+        raise ValueError(f"concurrency {total} is below the number of processes ({processes})")
+    return total // processes + (1 if index < total % processes else 0)
+
+
+# --- counters shared between processes ----------------------------------------------------
+
+# A SharedBoard is an array of int64 slots: a header, one row per process, then a byte area
+# holding the last configuration POSTed, as JSON.
+_H_MAGIC, _H_PROCESSES, _H_EPOCH, _H_CONFIG_GEN, _H_CONFIG_LEN = range(5)
+_HEADER_SLOTS = 8
+_MAGIC = 0x46414B454E4F5641  # "FAKENOVA"
+(_R_EPOCH, _R_PID, _R_IN_SERVICE, _R_QUEUED, _R_MAX_QUEUED, _R_TOTAL, _R_RECORDED) = range(7)
+_R_OUTCOMES = 7
+_R_STATUS = _R_OUTCOMES + len(OUTCOMES)
+_STATUS_SLOTS = 600  # status codes 0..599, one slot each
+_ROW_SLOTS = _R_STATUS + _STATUS_SLOTS
+# Reset zeroes these (the gauges in service and queued are the current state).
+_COUNTERS = slice(_R_TOTAL, _ROW_SLOTS)
+_CONFIG_BYTES = 1 << 16
+_SLOT = 8
+
+
+class SharedBoard:
+    """Counters and configuration shared by the processes of one fake Nova.
+
+    A memory mapping (of a C{memfd}, or an unlinked temporary file, passed to the
+    children as a descriptor) of int64 slots: a header (process count, reset epoch,
+    configuration generation), one row per process, and the last configuration POSTed.
+
+      - Each process writes only its own row (counters, gauges, pid), as it answers:
+        no lock, nothing on the hot path but a few stores. C{/_fakenova/stats} in any
+        process sums the rows, so it is exact and immediate.
+      - C{reset} bumps the epoch; a row whose epoch is not the current one counts as
+        zero, and its process zeroes it (and forgets its recorded requests) the next
+        time it records or answers a control request.
+      - C{/_fakenova/config} stores the whole new configuration as JSON and bumps the
+        generation; every process compares the generation on each request (one load)
+        and applies a new configuration before answering. Writing and reading the
+        configuration hold a POSIX lock on the file (C{lockf}).
+    """
+
+    def __init__(self, buffer: mmap.mmap, fd: Union[int, None]) -> None:
+        self._buffer = buffer
+        self.fd = fd
+        self.raw = memoryview(buffer)
+        self.slots = self.raw.cast("q")
+        if self.slots[_H_MAGIC] != _MAGIC:
+            raise ValueError("not a fakenova board")
+        self.processes: int = self.slots[_H_PROCESSES]
+        self._config_offset = (_HEADER_SLOTS + self.processes * _ROW_SLOTS) * _SLOT
+
+    @staticmethod
+    def _size(processes: int) -> int:
+        return (_HEADER_SLOTS + processes * _ROW_SLOTS) * _SLOT + _CONFIG_BYTES
+
+    @classmethod
+    def create(cls, processes: int = 1, *, shared: bool = False) -> "SharedBoard":
+        """A new board; with C{shared}, backed by a descriptor (L{fd}) children can map
+        with L{attach}, otherwise by anonymous memory."""
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        size = cls._size(processes)
+        fd = None
+        if shared:
+            if hasattr(os, "memfd_create"):
+                fd = os.memfd_create("fakenova-board")
+            else:
+                with tempfile.TemporaryFile() as f:
+                    fd = os.dup(f.fileno())
+            os.ftruncate(fd, size)
+            buffer = mmap.mmap(fd, size)
+        else:
+            buffer = mmap.mmap(-1, size)
+        slots = memoryview(buffer).cast("q")
+        slots[_H_PROCESSES] = processes
+        slots[_H_EPOCH] = 1
+        slots[_H_MAGIC] = _MAGIC
+        slots.release()
+        return cls(buffer, fd)
+
+    @classmethod
+    def attach(cls, fd: int) -> "SharedBoard":
+        """Map the board a parent passed as descriptor C{fd}."""
+        return cls(mmap.mmap(fd, os.fstat(fd).st_size), fd)
+
+    def row(self, index: int) -> int:
+        """The first slot of process C{index}'s row."""
+        if not 0 <= index < self.processes:
+            raise ValueError(f"process index {index} not in 0..{self.processes - 1}")
+        return _HEADER_SLOTS + index * _ROW_SLOTS
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self.fd is None:
+            yield
+            return
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    @property
+    def epoch(self) -> int:
+        return self.slots[_H_EPOCH]
+
+    @property
+    def config_generation(self) -> int:
+        return self.slots[_H_CONFIG_GEN]
+
+    def bump_epoch(self) -> int:
+        with self._locked():
+            self.slots[_H_EPOCH] += 1
+            return self.slots[_H_EPOCH]
+
+    def publish_config(self, data: bytes) -> int:
+        """Store a configuration for every process; return its generation.
+
+        @raise ValueError: larger than the area.
+        """
+        if len(data) > _CONFIG_BYTES:
+            raise ValueError(f"configuration larger than {_CONFIG_BYTES} bytes")
+        with self._locked():
+            start = self._config_offset
+            self.raw[start : start + len(data)] = data
+            self.slots[_H_CONFIG_LEN] = len(data)
+            self.slots[_H_CONFIG_GEN] += 1
+            return self.slots[_H_CONFIG_GEN]
+
+    def read_config(self) -> tuple[int, bytes]:
+        """The last configuration published and its generation (0: none yet)."""
+        with self._locked():
+            start = self._config_offset
+            length = self.slots[_H_CONFIG_LEN]
+            return self.slots[_H_CONFIG_GEN], bytes(self.raw[start : start + length])
+
+
 class NovaStats:
     """Counters of everything the fake answered, and the last requests it received.
 
-    @ivar total: requests answered (control requests excluded).
-    @ivar by_status: status code to count.
-    @ivar by_outcome: one of L{OUTCOMES} to count.
-    @ivar requests: the last C{max_recorded} requests, oldest first.
+    The counters of this process live in its row of a L{SharedBoard} (a private one by
+    default); L{as_json} sums the rows of all processes.
+
+    @ivar requests: the last C{max_recorded} requests this process received, oldest
+        first.
     """
 
-    max_recorded: int = 1000
-    total: int = 0
-    by_status: collections.Counter[int] = attrs.field(factory=collections.Counter)
-    by_outcome: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    requests: collections.deque[RecordedRequest] = attrs.field(init=False)
+    def __init__(
+        self,
+        max_recorded: int = 1000,
+        *,
+        board: Union[SharedBoard, None] = None,
+        index: int = 0,
+    ) -> None:
+        self.max_recorded = max_recorded
+        self.board = board if board is not None else SharedBoard.create(1)
+        self.index = index
+        self.requests: collections.deque[RecordedRequest] = collections.deque(
+            maxlen=max_recorded
+        )
+        self._slots = self.board.slots
+        self._base = self.board.row(index)
+        self._slots[self._base + _R_PID] = os.getpid()
+        self._epoch = -1
+        self._catch_up()
 
-    def __attrs_post_init__(self) -> None:
-        self.requests = collections.deque(maxlen=self.max_recorded)
+    def _catch_up(self) -> None:
+        """Zero this row's counters and recorded requests if a reset happened since."""
+        slots, base = self._slots, self._base
+        epoch = slots[_H_EPOCH]
+        if epoch == self._epoch:
+            return
+        # Readers count a row with another epoch as zero, so the row never looks half reset.
+        slots[base + _R_EPOCH] = -1
+        start, stop = (base + _COUNTERS.start) * _SLOT, (base + _COUNTERS.stop) * _SLOT
+        self.board.raw[start:stop] = bytes(stop - start)
+        slots[base + _R_MAX_QUEUED] = slots[base + _R_QUEUED]
+        self.requests.clear()
+        slots[base + _R_EPOCH] = epoch
+        self._epoch = epoch
 
     def record(self, request: RecordedRequest) -> None:
-        self.total += 1
-        self.by_status[request.status] += 1
-        self.by_outcome[request.outcome] += 1
+        slots, base = self._slots, self._base
+        if slots[_H_EPOCH] != self._epoch:
+            self._catch_up()
+        slots[base + _R_TOTAL] += 1
+        slots[base + _R_OUTCOMES + _OUTCOME_INDEX[request.outcome]] += 1
+        status = request.status
+        if 0 <= status < _STATUS_SLOTS:
+            slots[base + _R_STATUS + status] += 1
         self.requests.append(request)
+        slots[base + _R_RECORDED] = len(self.requests)
+
+    def set_load(self, in_service: int, queued: int) -> None:
+        """Publish this process's gauges: requests in their service time and waiting."""
+        slots, base = self._slots, self._base
+        if slots[_H_EPOCH] != self._epoch:
+            self._catch_up()
+        slots[base + _R_IN_SERVICE] = in_service
+        slots[base + _R_QUEUED] = queued
+        if queued > slots[base + _R_MAX_QUEUED]:
+            slots[base + _R_MAX_QUEUED] = queued
 
     def reset(self) -> None:
-        self.total = 0
-        self.by_status.clear()
-        self.by_outcome.clear()
-        self.requests.clear()
-
-    def as_json(self) -> dict[str, Any]:
-        """C{{"total", "by_status": {"200": n}, "by_outcome": {outcome: n}, "recorded",
-        "max_recorded"}}; C{by_outcome} lists every outcome, zeros included."""
-        outcomes = {outcome: self.by_outcome.get(outcome, 0) for outcome in OUTCOMES}
-        return {
-            "total": self.total,
-            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-            "by_outcome": outcomes,
-            "recorded": len(self.requests),
-            "max_recorded": self.max_recorded,
-        }
+        """Forget counters and recorded requests in every process sharing the board."""
+        self.board.bump_epoch()
+        self._catch_up()
 
     def requests_as_json(self) -> list[dict[str, Any]]:
+        self._catch_up()
         return [request.as_json() for request in self.requests]
+
+    # This process's own counters.
+
+    def _slot(self, offset: int) -> int:
+        self._catch_up()
+        return self._slots[self._base + offset]
+
+    @property
+    def total(self) -> int:
+        """Requests this process answered (control requests excluded)."""
+        return self._slot(_R_TOTAL)
+
+    @property
+    def by_status(self) -> collections.Counter[int]:
+        return collections.Counter(
+            {s: n for s in range(_STATUS_SLOTS) if (n := self._slot(_R_STATUS + s))}
+        )
+
+    @property
+    def by_outcome(self) -> collections.Counter[str]:
+        return collections.Counter(
+            {o: n for i, o in enumerate(OUTCOMES) if (n := self._slot(_R_OUTCOMES + i))}
+        )
+
+    @property
+    def in_service(self) -> int:
+        return self._slot(_R_IN_SERVICE)
+
+    @property
+    def queued(self) -> int:
+        return self._slot(_R_QUEUED)
+
+    @property
+    def max_queued(self) -> int:
+        return self._slot(_R_MAX_QUEUED)
+
+    def as_json(self) -> dict[str, Any]:
+        """The sums over all processes sharing the board::
+
+            {"total", "by_status": {"200": n}, "by_outcome": {outcome: n},
+             "recorded", "max_recorded", "in_service", "queued", "max_queued",
+             "processes": [{"index", "pid", "total", "in_service", "queued",
+                            "max_queued"}, ...]}
+
+        C{by_outcome} lists every outcome, zeros included. C{recorded} sums what each
+        process keeps for C{/_fakenova/requests}; C{max_recorded} is per process.
+        C{in_service} and C{queued} are the requests now in their service time and
+        waiting for a worker; C{max_queued} sums each process's largest queue since the
+        last reset (so with several processes it is an upper bound of the largest total
+        queue). A process not started yet has pid 0.
+        """
+        self._catch_up()
+        slots = self._slots
+        epoch = slots[_H_EPOCH]
+        totals = [0] * _ROW_SLOTS
+        processes = []
+        for index in range(self.board.processes):
+            base = self.board.row(index)
+            row = slots[base : base + _ROW_SLOTS].tolist()
+            if row[_R_EPOCH] != epoch:  # reset since this process last looked: all zero
+                row[_COUNTERS] = [0] * (_COUNTERS.stop - _COUNTERS.start)
+                row[_R_MAX_QUEUED] = row[_R_QUEUED]
+            totals = [a + b for a, b in zip(totals, row)]
+            processes.append(
+                {
+                    "index": index,
+                    "pid": row[_R_PID],
+                    "total": row[_R_TOTAL],
+                    "in_service": row[_R_IN_SERVICE],
+                    "queued": row[_R_QUEUED],
+                    "max_queued": row[_R_MAX_QUEUED],
+                }
+            )
+        statuses = totals[_R_STATUS:]
+        return {
+            "total": totals[_R_TOTAL],
+            "by_status": {str(s): n for s, n in enumerate(statuses) if n},
+            "by_outcome": {o: totals[_R_OUTCOMES + i] for i, o in enumerate(OUTCOMES)},
+            "recorded": totals[_R_RECORDED],
+            "max_recorded": self.max_recorded,
+            "in_service": totals[_R_IN_SERVICE],
+            "queued": totals[_R_QUEUED],
+            "max_queued": totals[_R_MAX_QUEUED],
+            "processes": processes,
+        }
 
 
 @attrs.frozen
@@ -173,11 +530,42 @@ def _error(status: int, outcome: str, explanation: Union[str, None] = None) -> _
     return _Answer(status, novatree.TEXT_HTML, novatree.error_page(status, explanation), outcome)
 
 
+class _Job:
+    """A request whose answer waits: in the queue, then in its service time."""
+
+    __slots__ = ("request", "answer", "state", "call")
+
+    QUEUED, SERVING, DONE, GONE = range(4)
+
+    def __init__(self, request: Request, answer: _Answer, state: int) -> None:
+        self.request = request
+        self.answer = answer
+        self.state = state
+        self.call: Any = None
+
+
+_MEMO_LIMIT = 4096
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Store C{value} in C{memo}, which is emptied when it reaches L{_MEMO_LIMIT}."""
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+_CONFIG_KEYS = frozenset({"delay", "delay_dist", "concurrency", "status_override"})
+
+
 class FakeNova(Resource):
     """The whole fake Nova as one leaf resource.
 
-    @ivar instances: instance id to record (password POSTs replace records).
-    @ivar delay: seconds to wait before answering (not control requests).
+    @ivar instances: instance id to record (password POSTs replace records; with
+        several processes, in the process that answered only).
+    @ivar service_time: how long each answer waits (not control requests).
+    @ivar concurrency: at most this many requests in their service time at once, over
+        all processes (0: no limit); this process enforces its L{concurrency_share}.
     @ivar status_override: decoded request path (no query) to a status answered
         instead, before any header check, with webob's page for that status.
     """
@@ -192,6 +580,9 @@ class FakeNova(Resource):
         stats: NovaStats,
         *,
         delay: float = 0.0,
+        service_time: Union[ServiceTime, None] = None,
+        concurrency: int = 0,
+        rng: Union[random.Random, None] = None,
         status_override: Union[MutableMapping[str, int], None] = None,
     ) -> None:
         super().__init__()
@@ -199,12 +590,38 @@ class FakeNova(Resource):
         self._secret = secret.encode("utf-8") if isinstance(secret, str) else secret
         self._reactor = reactor
         self.stats = stats
-        self.delay = delay
+        if service_time is not None and delay:
+            raise ValueError("give delay or service_time, not both")
+        self.service_time = service_time if service_time is not None else ServiceTime.fixed(delay)
+        self.rng = rng if rng is not None else random.Random()
         self.status_override: MutableMapping[str, int] = (
             status_override if status_override is not None else {}
         )
+        self._board = stats.board
+        self._limit = concurrency_share(concurrency, self._board.processes, stats.index)
+        self.concurrency = concurrency
+        self._in_service = 0
+        self._queued = 0
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._config_generation = self._board.config_generation
+        self._pid = b"%d" % os.getpid()
+        # Memos for the hot path (bounded by _remember).
+        self._signatures: dict[str, bytes] = {}
+        self._password_paths: dict[str, bool] = {}
+        self._lookups: dict[tuple[int, str, Union[str, None]], tuple[InstanceRecord, _Answer]] = {}
+
+    @property
+    def delay(self) -> Union[float, None]:
+        """The fixed service time, or C{None} when it is drawn from a distribution."""
+        return self.service_time.seconds
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self.service_time = ServiceTime.fixed(seconds)
 
     def render(self, request: Request) -> Any:
+        if self._board.slots[_H_CONFIG_GEN] != self._config_generation:
+            self._load_config()
         if request.path.startswith(_CONTROL_PREFIX) and request.getHeader(CONTROL_HEADER) == b"1":
             return self._control(request)
         request.content.seek(0)
@@ -221,17 +638,78 @@ class FakeNova(Resource):
                 outcome=answer.outcome,
             )
         )
-        if self.delay > 0:
-            call = self._reactor.callLater(self.delay, _write, request, answer)
-
-            def gone(_: object) -> None:
-                if call.active():
-                    call.cancel()
-
-            request.notifyFinish().addErrback(gone)
-        else:
-            _write(request, answer)
+        self._serve(request, answer)
         return NOT_DONE_YET
+
+    # --- service time and the worker queue -------------------------------------------
+
+    def _serve(self, request: Request, answer: _Answer) -> None:
+        limit = self._limit
+        if limit and self._in_service >= limit:
+            job = _Job(request, answer, _Job.QUEUED)
+            request.notifyFinish().addErrback(self._gone, job)
+            self._queue.append(job)
+            self._queued += 1
+            self.stats.set_load(self._in_service, self._queued)
+            return
+        delay = self.service_time.draw(self.rng)
+        if delay > 0:
+            job = _Job(request, answer, _Job.SERVING)
+            request.notifyFinish().addErrback(self._gone, job)
+            self._begin(job, delay)
+        else:
+            self._write(request, answer)
+
+    def _begin(self, job: _Job, delay: float) -> None:
+        job.state = _Job.SERVING
+        self._in_service += 1
+        job.call = self._reactor.callLater(delay, self._finish, job)
+        self.stats.set_load(self._in_service, self._queued)
+
+    def _finish(self, job: _Job) -> None:
+        job.state = _Job.DONE
+        self._in_service -= 1
+        # Start the next queued request before answering: answering may let a pipelined
+        # request on the same connection in, which must not jump the queue.
+        self._pump()
+        self._write(job.request, job.answer)
+
+    def _pump(self) -> None:
+        queue = self._queue
+        while queue and (not self._limit or self._in_service < self._limit):
+            job = queue.popleft()
+            if job.state != _Job.QUEUED:
+                continue  # the client went away while it waited
+            self._queued -= 1
+            delay = self.service_time.draw(self.rng)
+            if delay > 0:
+                self._begin(job, delay)
+            else:
+                job.state = _Job.DONE
+                self._write(job.request, job.answer)
+        self.stats.set_load(self._in_service, self._queued)
+
+    def _gone(self, _: Failure, job: _Job) -> None:
+        """The client disconnected before its answer."""
+        if job.state == _Job.SERVING:
+            job.call.cancel()
+            self._in_service -= 1
+            job.state = _Job.GONE
+            self._pump()
+        elif job.state == _Job.QUEUED:
+            job.state = _Job.GONE
+            self._queued -= 1
+            self.stats.set_load(self._in_service, self._queued)
+
+    def _write(self, request: Request, answer: _Answer) -> None:
+        request.setResponseCode(answer.status)
+        request.setHeader(b"Content-Type", answer.content_type.encode("ascii"))
+        request.setHeader(b"Content-Length", b"%d" % len(answer.body))
+        request.setHeader(PID_HEADER, self._pid)
+        request.write(answer.body)
+        request.finish()
+
+    # --- answers ---------------------------------------------------------------------------
 
     def _answer(self, request: Request, body: bytes) -> _Answer:
         path = unquote_to_bytes(request.path).decode("utf-8", "replace")
@@ -271,8 +749,11 @@ class FakeNova(Resource):
         forwarded = headers.getRawHeaders(b"X-Forwarded-For")
         address = b", ".join(forwarded).decode("latin-1") if forwarded else None
 
-        expected = hmac.new(self._secret, instance_id.encode("utf-8"), hashlib.sha256)
-        if not (signature and hmac.compare_digest(expected.hexdigest().encode("ascii"), signature)):
+        expected = self._signatures.get(instance_id)
+        if expected is None:
+            digest = hmac.digest(self._secret, instance_id.encode("utf-8"), hashlib.sha256)
+            expected = _remember(self._signatures, instance_id, digest.hex().encode("ascii"))
+        if not (signature and hmac.compare_digest(expected, signature)):
             if instance_id:
                 # Since Nova bug #2150094 the expected signature is not logged.
                 _log.warn(
@@ -298,10 +779,21 @@ class FakeNova(Resource):
             )
             return _error(404, "tenant_mismatch")
 
-        if novatree.is_password_path(path):
+        is_password = self._password_paths.get(path)
+        if is_password is None:
+            is_password = _remember(self._password_paths, path, novatree.is_password_path(path))
+        if is_password:
             return self._password(request, record, body)
+        # The tree is a pure function of the record, path and address (novatree): the
+        # entry keeps the record, so a replaced record never matches by a reused id.
+        key = (id(record), path, address)
+        known = self._lookups.get(key)
+        if known is not None and known[0] is record:
+            return known[1]
         status, content_type, data = novatree.lookup(record, path, address=address)
-        return _Answer(status, content_type, data, "ok" if status == 200 else "not_found")
+        answer = _Answer(status, content_type, data, "ok" if status == 200 else "not_found")
+        _remember(self._lookups, key, (record, answer))
+        return answer
 
     def _password(self, request: Request, record: InstanceRecord, body: bytes) -> _Answer:
         """Nova's C{handle_password}: GET reads, POST sets once, anything else is a 400."""
@@ -318,6 +810,8 @@ class FakeNova(Resource):
         password = body.decode("utf-8", "replace")[: novatree.PASSWORD_MAX_SIZE]
         self.instances[record.instance_id] = attrs.evolve(record, password=password)
         return _Answer(200, novatree.TEXT_HTML, b"", "ok")
+
+    # --- control endpoints -------------------------------------------------------------
 
     def _control(self, request: Request) -> bytes:
         name = request.path[len(_CONTROL_PREFIX) :]
@@ -336,49 +830,93 @@ class FakeNova(Resource):
                     self._configure(request.content.read())
                 except ValueError as e:
                     request.setResponseCode(400)
-                    result = {"error": str(e)}
-                    return _json(request, result)
-            result = {"delay": self.delay, "status_override": dict(self.status_override)}
+                    return self._json(request, {"error": str(e)})
+            result = self.config()
         else:
             request.setResponseCode(404)
             result = {"error": "no such control endpoint or method"}
-        return _json(request, result)
+        return self._json(request, result)
+
+    def _json(self, request: Request, value: Any) -> bytes:
+        body = json.dumps(value).encode("utf-8")
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.setHeader(PID_HEADER, self._pid)
+        return body
+
+    def config(self) -> dict[str, Any]:
+        """C{{"delay": fixed seconds or None, "delay_dist": spec, "concurrency": n,
+        "status_override": {path: status}}}."""
+        return {
+            "delay": self.delay,
+            "delay_dist": self.service_time.spec,
+            "concurrency": self.concurrency,
+            "status_override": dict(self.status_override),
+        }
 
     def _configure(self, raw: bytes) -> None:
+        """Validate a POSTed configuration, apply it here and publish it to the other
+        processes.
+
+        @raise ValueError: not valid; nothing changed.
+        """
         try:
             config = json.loads(raw)
         except ValueError as e:
             raise ValueError(f"not JSON: {e}") from None
-        if not isinstance(config, dict) or set(config) - {"delay", "status_override"}:
-            raise ValueError('expected {"delay": seconds, "status_override": {path: status}}')
+        if not isinstance(config, dict) or set(config) - _CONFIG_KEYS:
+            raise ValueError(
+                'expected {"delay": seconds, "delay_dist": spec, "concurrency": n, '
+                '"status_override": {path: status}}'
+            )
+        new = self.config()
+        if "delay" in config and "delay_dist" in config:
+            raise ValueError("give delay or delay_dist, not both")
         if "delay" in config:
             delay = config["delay"]
-            if not isinstance(delay, (int, float)) or delay < 0:
+            if (
+                not isinstance(delay, (int, float))
+                or isinstance(delay, bool)
+                or not math.isfinite(delay)
+                or delay < 0
+            ):
                 raise ValueError("delay must be a non-negative number")
-            self.delay = float(delay)
+            new["delay_dist"] = ServiceTime.fixed(float(delay)).spec
+        if "delay_dist" in config:
+            if not isinstance(config["delay_dist"], str):
+                raise ValueError("delay_dist must be a string such as exp:0.05")
+            new["delay_dist"] = ServiceTime.parse(config["delay_dist"]).spec
+        if "concurrency" in config:
+            concurrency = config["concurrency"]
+            if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 0:
+                raise ValueError("concurrency must be a non-negative integer")
+            concurrency_share(concurrency, self._board.processes, self.stats.index)
+            new["concurrency"] = concurrency
         if "status_override" in config:
             overrides = config["status_override"]
             if not isinstance(overrides, dict) or not all(
-                isinstance(v, int) and 100 <= v <= 599 for v in overrides.values()
+                isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599
+                for v in overrides.values()
             ):
                 raise ValueError("status_override must map paths to HTTP status codes")
-            self.status_override.clear()
-            self.status_override.update(overrides)
+            new["status_override"] = overrides
+        del new["delay"]
+        self._config_generation = self._board.publish_config(json.dumps(new).encode("utf-8"))
+        self._apply(new)
 
+    def _load_config(self) -> None:
+        """Apply the configuration another process published."""
+        generation, raw = self._board.read_config()
+        self._config_generation = generation
+        self._apply(json.loads(raw))
 
-def _json(request: Request, value: Any) -> bytes:
-    body = json.dumps(value).encode("utf-8")
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    return body
-
-
-def _write(request: Request, answer: _Answer) -> None:
-    request.setResponseCode(answer.status)
-    request.setHeader(b"Content-Type", answer.content_type.encode("ascii"))
-    request.setHeader(b"Content-Length", b"%d" % len(answer.body))
-    request.write(answer.body)
-    request.finish()
+    def _apply(self, config: Mapping[str, Any]) -> None:
+        self.service_time = ServiceTime.parse(config["delay_dist"])
+        self.concurrency = config["concurrency"]
+        self._limit = concurrency_share(self.concurrency, self._board.processes, self.stats.index)
+        self.status_override.clear()
+        self.status_override.update(config["status_override"])
+        self._pump()  # a higher limit lets queued requests in
 
 
 # The root listing does not depend on the instance.
@@ -564,30 +1102,45 @@ def make_site(
     reactor: IReactorTime,
     delay: float = 0.0,
     *,
+    service_time: Union[ServiceTime, None] = None,
+    concurrency: int = 0,
+    seed: Union[int, None] = None,
     status_override: Union[MutableMapping[str, int], None] = None,
     max_recorded: int = 1000,
+    board: Union[SharedBoard, None] = None,
+    index: int = 0,
 ) -> tuple[QuietSite, NovaStats]:
     """Build the fake Nova for a parsed lookup table.
 
     @param table: the parsed C{ports.json} (see L{instances_from_table}).
     @param secret: C{metadata_proxy_shared_secret}.
-    @param reactor: used for C{delay} and the channels' timeouts.
+    @param reactor: used for the service time and the channels' timeouts.
+    @param delay: a fixed service time, in seconds; or give C{service_time}.
+    @param concurrency: the total limit over all the processes of C{board}.
+    @param seed: service times are drawn from C{random.Random(seed + index)}; C{None}
+        seeds from the system.
     @param status_override: kept by reference: changing it later changes the answers.
+    @param board: shared with the other processes of the fake (a private one if
+        C{None}); C{index} is this process's row.
     @return: the site (its C{resource} is the L{FakeNova}) and its stats.
+    @raise ValueError: an inconsistent table, or a concurrency limit below the number of
+        processes.
     """
-    stats = NovaStats(max_recorded=max_recorded)
+    stats = NovaStats(max_recorded=max_recorded, board=board, index=index)
     nova = FakeNova(
         instances_from_table(table),
         secret,
         reactor,
         stats,
         delay=delay,
+        service_time=service_time,
+        concurrency=concurrency,
+        rng=random.Random(None if seed is None else seed + index),
         status_override=status_override,
     )
     site = QuietSite(nova, requestFactory=_RecordingRequest, reactor=reactor)
     site.noisy = False
     return site, stats
-
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -635,6 +1188,13 @@ def _describe(address: Any, scheme: str) -> str:
     return f"{scheme}://{host}:{address.port}"
 
 
+def _service_time_arg(spec: str) -> ServiceTime:
+    try:
+        return ServiceTime.parse(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parse_args(argv: Union[Sequence[str], None]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fakenova", description="A fake Nova metadata API."
@@ -653,9 +1213,45 @@ def _parse_args(argv: Union[Sequence[str], None]) -> argparse.Namespace:
     parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM, chain allowed)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     parser.add_argument("--tls-client-ca", help="require client certificates issued by this CA")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    service = parser.add_mutually_exclusive_group()
+    service.add_argument(
+        "--delay", type=float, default=0.0, help="seconds before each answer (fixed)"
+    )
+    service.add_argument(
+        "--delay-dist",
+        type=_service_time_arg,
+        metavar="SPEC",
+        help="service time drawn for each request, in seconds: fixed:S, uniform:A:B, "
+        "exp:MEAN (exponential) or lognormal:MEDIAN:SIGMA",
+    )
     parser.add_argument(
-        "--max-recorded", type=int, default=1000, help="requests kept for /_fakenova/requests"
+        "--seed",
+        type=int,
+        help="seed for the service time draws (process I of --processes uses SEED+I; "
+        "default: seeded from the system)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Nova's workers: at most N requests in their service time at once, the others "
+        "wait in FIFO order; 0 (default) is no limit. With --processes P, each process "
+        "takes its share of N (N >= P)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the listening socket (default 1)",
+    )
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--max-recorded",
+        type=int,
+        default=1000,
+        help="requests kept (per process) for /_fakenova/requests",
     )
     parser.add_argument(
         "--log-level",
@@ -668,8 +1264,20 @@ def _parse_args(argv: Union[Sequence[str], None]) -> argparse.Namespace:
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
-    if args.delay < 0:
+    if not (math.isfinite(args.delay) and args.delay >= 0):
         parser.error("--delay must not be negative")
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    if args.concurrency < 0:
+        parser.error("--concurrency must not be negative")
+    try:
+        concurrency_share(args.concurrency, args.processes, 0)
+    except ValueError as e:
+        parser.error(f"--concurrency: {e}")
+    if args.worker_index is not None and not 1 <= args.worker_index < args.processes:
+        parser.error("--worker-index is for the processes --processes starts")
+    args.service_time = args.delay_dist or ServiceTime.fixed(args.delay)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
@@ -681,36 +1289,81 @@ def _read_secret(args: argparse.Namespace) -> str:
     return value[:-1] if value.endswith("\n") else value
 
 
-async def _serve(reactor: Any, args: argparse.Namespace) -> None:
-    from twisted.internet.endpoints import serverFromString
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-
+def _site_from_args(
+    reactor: Any, args: argparse.Namespace, board: SharedBoard, index: int
+) -> tuple[Any, str]:
+    """The factory to listen with (TLS-wrapped if asked) and its URL scheme."""
     site, _ = make_site(
         load_table(args.table),
         _read_secret(args),
         reactor,
-        args.delay,
+        service_time=args.service_time,
+        concurrency=args.concurrency,
+        seed=args.seed,
         max_recorded=args.max_recorded,
+        board=board,
+        index=index,
     )
-    factory: Any = site
-    scheme = "http"
-    if args.tls_cert is not None:
-        factory = TLSMemoryBIOFactory(
-            tls_options(args.tls_cert, args.tls_key, args.tls_client_ca), False, site
-        )
-        scheme = "https"
+    if args.tls_cert is None:
+        return site, "http"
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    options = tls_options(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return TLSMemoryBIOFactory(options, False, site), "https"
+
+
+async def _serve(reactor: Any, args: argparse.Namespace) -> None:
+    from twisted.internet.endpoints import serverFromString
+
+    board = SharedBoard.create(args.processes, shared=args.processes > 1)
+    factory, scheme = _site_from_args(reactor, args, board, 0)
     port = await serverFromString(reactor, args.listen).listen(factory)
-    print(f"fakenova listening on {_describe(port.getHost(), scheme)}", flush=True)
     # Serve until the reactor stops (SIGTERM, SIGINT): react then exits with 0.
-    await Deferred()
+    running: Deferred[None] = Deferred()
+    if args.processes > 1:
+        from bench.fakenova_pool import WorkerPool
+
+        pool = WorkerPool(reactor, args.argv, args.processes - 1, port.fileno(), board.fd)
+        reactor.addSystemEventTrigger("before", "shutdown", pool.stop)
+        await pool.start()
+        running = pool.failed  # fails (exit status 1) if a worker exits on its own
+    print(f"fakenova listening on {_describe(port.getHost(), scheme)}", flush=True)
+    await running
+
+
+async def _serve_worker(reactor: Any, args: argparse.Namespace) -> None:
+    """A child of L{_serve}: serve the parent's socket until the parent closes our stdin."""
+    from bench.fakenova_pool import BOARD_FD, LISTEN_FD, READY, watch_parent
+
+    board = SharedBoard.attach(BOARD_FD)
+    if board.processes != args.processes:
+        raise RuntimeError(f"the board is for {board.processes} processes, not {args.processes}")
+    factory, _ = _site_from_args(reactor, args, board, args.worker_index)
+    listening = socket.socket(fileno=LISTEN_FD)
+    family = listening.family
+    port = reactor.adoptStreamPort(LISTEN_FD, family, factory)  # adopts a duplicate
+    listening.close()
+    if family == socket.AF_UNIX:
+        # The socket file is the parent's: a worker must not unlink it when it stops.
+        from twisted.internet.tcp import Port
+
+        port.connectionLost = lambda reason: Port.connectionLost(port, reason)
+    parent_gone = watch_parent(reactor, 0)
+    try:
+        os.write(1, READY)
+    except BrokenPipeError:
+        return  # the parent is gone already
+    await parent_gone
 
 
 def main(argv: Union[Sequence[str], None] = None) -> None:
     """C{python -m bench.fakenova --table PATH (--secret S | --secret-file PATH)
     [--listen tcp:8775:interface=127.0.0.1] [--tls-cert PEM --tls-key PEM
-    [--tls-client-ca PEM]] [--delay SECONDS] [--max-recorded N] [--log-level warn]}.
+    [--tls-client-ca PEM]] [--delay SECONDS | --delay-dist SPEC] [--seed N]
+    [--concurrency N] [--processes N] [--max-recorded N] [--log-level warn]}.
 
-    Prints C{fakenova listening on <url>} once listening, serves until SIGTERM.
+    Prints C{fakenova listening on <url>} once listening (with all its processes),
+    serves until SIGTERM, then exits with 0 (after its worker processes).
     """
     from twisted.internet.task import react  # imports the global reactor
     from twisted.logger import (
@@ -727,6 +1380,10 @@ def main(argv: Union[Sequence[str], None] = None) -> None:
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
         redirectStandardIO=False,
     )
+    if args.worker_index is not None:
+        # Ctrl-C reaches the whole process group: the parent stops its workers itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        react(_serve_worker, (args,))
     react(_serve, (args,))
 
 

@@ -1,7 +1,9 @@
-"""bench.fakenova as a process: plain HTTP, TLS with required client certificates, SIGTERM.
+"""bench.fakenova as a process: plain HTTP, TLS with required client certificates, SIGTERM,
+service time and concurrency, several processes on one socket.
 
 Starts C{python -m bench.fakenova} on C{tcp:0}, reads the port from its
-C{fakenova listening on ...} line, and talks to it with urllib. No reactor here.
+C{fakenova listening on ...} line, and talks to it with urllib (a new connection per
+request). No reactor here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -106,6 +110,65 @@ class FakeNovaProcess:
         self._stderr.close()
 
 
+def control(url: str, what: str, method: str = "GET", body: object = None,
+            context: ssl.SSLContext | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + "/_fakenova/" + what, data=data, method=method,
+                                     headers={"X-Fakenova-Control": "1"})
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        return json.load(response)
+
+
+def signed_get(url: str, path: str = "/latest/meta-data/local-ipv4",
+               context: ssl.SSLContext | None = None) -> tuple[int, int, bytes]:
+    """Status, answering pid and body of a signed GET, errors included."""
+    request = urllib.request.Request(url + path, headers=signed_headers())
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, int(response.headers["X-Fakenova-Pid"]), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, int(error.headers["X-Fakenova-Pid"]), error.read()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie not reaped yet counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def make_pki(tmp_path: Path) -> tuple[trustme.CA, trustme.LeafCert, dict[str, Path]]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as files."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("metaproxy.client.example")
+    paths = {name: tmp_path / f"{name}.pem" for name in ("server", "server-key", "ca", "client")}
+    server.cert_chain_pems[0].write_to_path(str(paths["server"]))
+    for blob in server.cert_chain_pems[1:]:
+        blob.write_to_path(str(paths["server"]), append=True)
+    server.private_key_pem.write_to_path(str(paths["server-key"]))
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    client.private_key_and_cert_chain_pem.write_to_path(str(paths["client"]))
+    return ca, client, paths
+
+
+def tls_args(paths: dict[str, Path]) -> list[str]:
+    return ["--tls-cert", str(paths["server"]), "--tls-key", str(paths["server-key"]),
+            "--tls-client-ca", str(paths["ca"])]
+
+
 def test_signed_request_and_recording_over_http(tmp_path):
     """A signed urllib request gets the instance's data; the control endpoints report
     it; SIGTERM makes the process exit with status 0."""
@@ -152,23 +215,8 @@ def test_signed_request_and_recording_over_http(tmp_path):
 def test_tls_requires_client_certificate(tmp_path):
     """With --tls-client-ca, a client without a certificate is refused and one with a
     certificate from that CA is served."""
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1")
-    client = ca.issue_cert("metaproxy.client.example")
-    paths = {name: tmp_path / f"{name}.pem" for name in ("server", "server-key", "ca", "client")}
-    server.cert_chain_pems[0].write_to_path(str(paths["server"]))
-    for blob in server.cert_chain_pems[1:]:
-        blob.write_to_path(str(paths["server"]), append=True)
-    server.private_key_pem.write_to_path(str(paths["server-key"]))
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    client.private_key_and_cert_chain_pem.write_to_path(str(paths["client"]))
-
-    nova = FakeNovaProcess(
-        tmp_path,
-        "--tls-cert", str(paths["server"]),
-        "--tls-key", str(paths["server-key"]),
-        "--tls-client-ca", str(paths["ca"]),
-    )
+    ca, client, paths = make_pki(tmp_path)
+    nova = FakeNovaProcess(tmp_path, *tls_args(paths))
     try:
         assert nova.url.startswith("https://127.0.0.1:")
         url = nova.url + "/latest/meta-data/local-ipv4"
@@ -215,3 +263,160 @@ def test_bad_table_exits_nonzero(tmp_path):
     assert result.returncode != 0
     assert result.stdout == b""
     assert b"unknown keys" in result.stderr
+
+
+def test_processes_share_the_socket_and_the_counts(tmp_path):
+    """With --processes 3 one line is printed; 60 requests, each on a new connection, are
+    served by more than one process; /_fakenova/stats in any process counts all 60 and
+    each process's part; a configuration and a reset reach every process; SIGTERM stops
+    the workers, then the parent with status 0."""
+    nova = FakeNovaProcess(tmp_path, "--processes", "3")
+    try:
+        served = []
+        for _ in range(60):
+            status, pid, body = signed_get(nova.url)
+            assert (status, body) == (200, b"10.0.0.7")
+            served.append(pid)
+        assert len(set(served)) > 1, Counter(served)
+
+        stats = {}
+
+        def counted_all() -> bool:
+            stats.update(control(nova.url, "stats"))
+            return stats["total"] == 60
+
+        assert eventually(counted_all), stats
+        assert stats["by_status"] == {"200": 60} and stats["by_outcome"]["ok"] == 60
+        processes = stats["processes"]
+        assert [p["index"] for p in processes] == [0, 1, 2]
+        assert processes[0]["pid"] == nova.proc.pid
+        pids = [p["pid"] for p in processes]
+        assert len(set(pids)) == 3 and 0 not in pids
+        assert {p["pid"]: p["total"] for p in processes if p["total"]} == Counter(served)
+
+        # /requests is per process: the answering process's part only.
+        request = urllib.request.Request(nova.url + "/_fakenova/requests",
+                                         headers={"X-Fakenova-Control": "1"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answering = int(response.headers["X-Fakenova-Pid"])
+            assert len(json.load(response)) == Counter(served)[answering]
+
+        path = "/latest/meta-data/local-ipv4"
+        control(nova.url, "config", "POST", {"status_override": {path: 503}})
+        overridden = [signed_get(nova.url) for _ in range(30)]
+        assert {status for status, _, _ in overridden} == {503}, Counter(
+            (status, pid) for status, pid, _ in overridden)
+
+        assert control(nova.url, "reset", "POST")["total"] == 0
+        for _ in range(6):
+            assert control(nova.url, "stats")["total"] == 0
+            assert control(nova.url, "requests") == []
+
+        nova.proc.send_signal(signal.SIGTERM)
+        assert nova.proc.wait(timeout=15) == 0, nova.stderr()
+        assert eventually(lambda: all(gone(pid) for pid in pids)), pids
+        assert nova.proc.stdout.read() == b""  # the listening line was the only one
+    finally:
+        nova.stop()
+
+
+def test_processes_serve_tls(tmp_path):
+    """Workers serve TLS with the same certificate and client-certificate check: with the
+    parent stopped (SIGSTOP), only the worker can accept, and it does."""
+    ca, client, paths = make_pki(tmp_path)
+    nova = FakeNovaProcess(tmp_path, "--processes", "2", *tls_args(paths))
+    authenticated = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(authenticated)
+    client.configure_cert(authenticated)
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(anonymous)
+    try:
+        assert nova.url.startswith("https://")
+        processes = control(nova.url, "stats", context=authenticated)["processes"]
+        worker = processes[1]["pid"]
+        assert worker not in (0, nova.proc.pid)
+        os.kill(nova.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                assert signed_get(nova.url, context=authenticated) == (200, worker, b"10.0.0.7")
+            with pytest.raises(REFUSED):
+                signed_get(nova.url, context=anonymous)
+            # The worker reads the parent's counters too.
+            assert control(nova.url, "stats", context=authenticated)["total"] == 3
+        finally:
+            os.kill(nova.proc.pid, signal.SIGCONT)
+        nova.proc.send_signal(signal.SIGTERM)
+        assert nova.proc.wait(timeout=15) == 0, nova.stderr()
+        assert eventually(lambda: gone(worker))
+    finally:
+        nova.stop()
+
+
+def test_worker_exit_stops_the_parent(tmp_path):
+    """A worker that dies makes the parent stop the others and exit with status 1."""
+    nova = FakeNovaProcess(tmp_path, "--processes", "3")
+    try:
+        pids = [p["pid"] for p in control(nova.url, "stats")["processes"]]
+        os.kill(pids[1], signal.SIGKILL)
+        assert nova.proc.wait(timeout=15) == 1, nova.stderr()
+        assert "fakenova worker 1 exited on its own" in nova.stderr()
+        assert eventually(lambda: gone(pids[2]))
+    finally:
+        nova.stop()
+
+
+def test_workers_exit_with_a_killed_parent(tmp_path):
+    """Workers never outlive their parent, even one killed with SIGKILL."""
+    nova = FakeNovaProcess(tmp_path, "--processes", "2")
+    try:
+        pids = [p["pid"] for p in control(nova.url, "stats")["processes"]]
+        nova.proc.kill()
+        nova.proc.wait(timeout=10)
+        assert eventually(lambda: gone(pids[1])), pids
+    finally:
+        nova.stop()
+
+
+def test_service_time_and_concurrency_options(tmp_path):
+    """--delay-dist, --seed and --concurrency reach the fake: with one worker and a
+    service time of at least two seconds, a second request waits in the queue."""
+    nova = FakeNovaProcess(tmp_path, "--delay-dist", "uniform:2:2.5", "--seed", "7",
+                           "--concurrency", "1")
+    try:
+        assert control(nova.url, "config") == {
+            "delay": None, "delay_dist": "uniform:2.0:2.5", "concurrency": 1,
+            "status_override": {},
+        }
+        answers: list[tuple[int, int, bytes]] = []
+        clients = [threading.Thread(target=lambda: answers.append(signed_get(nova.url)))
+                   for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        stats = {}
+
+        def one_waits() -> bool:
+            stats.update(control(nova.url, "stats"))
+            return (stats["in_service"], stats["queued"]) == (1, 1)
+
+        try:
+            assert eventually(one_waits, timeout=10), stats
+        finally:
+            for thread in clients:
+                thread.join(timeout=20)
+        assert [a[0] for a in answers] == [200, 200]
+        stats = control(nova.url, "stats")
+        assert (stats["in_service"], stats["queued"], stats["max_queued"]) == (0, 0, 1)
+    finally:
+        nova.stop()
+
+
+def test_bad_process_options_exit_with_usage(tmp_path):
+    table = tmp_path / "ports.json"
+    table.write_text(json.dumps(TABLE))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.fakenova", "--table", str(table), "--secret", "s",
+         "--processes", "4", "--concurrency", "3"],
+        cwd=ROOT, capture_output=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert b"below the number of processes" in result.stderr

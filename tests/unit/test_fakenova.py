@@ -11,6 +11,10 @@ import gzip
 import hashlib
 import hmac
 import json
+import math
+import os
+import random
+import statistics
 from typing import Callable
 
 import pytest
@@ -379,7 +383,17 @@ def test_stats_and_recorded_requests():
         },
         "recorded": 6,
         "max_recorded": 1000,
+        "in_service": 0,
+        "queued": 0,
+        "max_queued": 0,
+        "processes": [
+            {"index": 0, "pid": os.getpid(), "total": 6, "in_service": 0, "queued": 0,
+             "max_queued": 0}
+        ],
     }
+    assert stats.total == 6
+    assert stats.by_status == {200: 2, 400: 1, 403: 1, 404: 2}
+    assert stats.by_outcome["tenant_mismatch"] == 1 and stats.by_outcome["override"] == 0
     last = stats.requests[-1]
     assert (last.method, last.uri, last.version) == (b"POST", uri, b"HTTP/1.1")
     assert last.body == b"\x00\xffbody"
@@ -456,7 +470,12 @@ def test_status_override_and_config_endpoint():
     control = [(b"X-Fakenova-Control", b"1")]
     body = json.dumps({"status_override": {"/openstack": 502}, "delay": 0}).encode()
     config = get(site, b"/_fakenova/config", control, b"POST", body)
-    assert json.loads(config.body) == {"delay": 0.0, "status_override": {"/openstack": 502}}
+    assert json.loads(config.body) == {
+        "delay": 0.0,
+        "delay_dist": "fixed:0.0",
+        "concurrency": 0,
+        "status_override": {"/openstack": 502},
+    }
     assert get(site, b"/openstack").status == 502
     assert get(site, b"/latest/meta-data/", signed()).status == 200
     bad = get(site, b"/_fakenova/config", control, b"POST", b'{"delay": -1}')
@@ -486,11 +505,363 @@ def test_delay_cancelled_when_client_goes_away():
     protocol = site.buildProtocol(None)
     protocol.makeConnection(StringTransport())
     protocol.dataReceived(raw_request(b"/latest/meta-data/instance-id", signed()))
-    pending = [c for c in clock.getDelayedCalls() if c.func is fakenova._write]
+    pending = [c for c in clock.getDelayedCalls() if c.func == site.resource._finish]
     assert len(pending) == 1
+    assert site.resource.stats.in_service == 1
     protocol.connectionLost(Failure(ConnectionDone()))
     assert not pending[0].active()
+    assert site.resource.stats.in_service == 0
     clock.advance(2)
+
+
+# --- service time, concurrency, several processes ---------------------------------------------
+
+
+CONTROL = [(b"X-Fakenova-Control", b"1")]
+
+
+def open_request(site, path: bytes = b"/latest/meta-data/instance-id", headers=None):
+    """Send one request on a new connection; return the protocol and its transport."""
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(raw_request(path, signed() if headers is None else headers))
+    return protocol, transport
+
+
+def finish_times(clock, transports, step: float = 0.25, until: float = 4.0):
+    """Advance the clock by C{step} (a binary fraction, so times stay exact) and note
+    how long after the start each transport got its answer (None: not within C{until})."""
+    start = clock.seconds()
+    times = [0.0 if t.value() else None for t in transports]
+    while clock.seconds() - start < until:
+        clock.advance(step)
+        for index, transport in enumerate(transports):
+            if times[index] is None and transport.value():
+                times[index] = clock.seconds() - start
+    return times
+
+
+@pytest.mark.parametrize(
+    "spec, kind, params",
+    [
+        ("fixed:0.05", "fixed", (0.05,)),
+        ("fixed:0", "fixed", (0.0,)),
+        ("uniform:0.01:0.02", "uniform", (0.01, 0.02)),
+        ("uniform:1:1", "uniform", (1.0, 1.0)),
+        ("exp:0.1", "exp", (0.1,)),
+        ("lognormal:0.02:0.5", "lognormal", (0.02, 0.5)),
+    ],
+)
+def test_service_time_specs(spec, kind, params):
+    """The four specs parse, and the canonical spec parses back to the same thing."""
+    parsed = fakenova.ServiceTime.parse(spec)
+    assert (parsed.kind, parsed.params) == (kind, params)
+    assert fakenova.ServiceTime.parse(parsed.spec) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "fixed", "fixed:", "fixed:-1", "fixed:nan", "fixed:inf", "fixed:1:2", "uniform:2:1",
+     "uniform:1", "exp:x", "lognormal:0:1", "lognormal:1", "gamma:1:2", "1.5"],
+)
+def test_bad_service_time_specs_rejected(spec):
+    with pytest.raises(ValueError):
+        fakenova.ServiceTime.parse(spec)
+
+
+def test_distributions_with_a_fixed_seed():
+    """Draws follow the named distribution: uniform stays in [A, B] and spreads over it,
+    the exponential's mean is MEAN, the lognormal's median is MEDIAN and the standard
+    deviation of its log is SIGMA; a fixed time draws nothing."""
+    n = 20000
+    rng = random.Random(42)
+    uniform = [fakenova.ServiceTime.parse("uniform:0.01:0.03").draw(rng) for _ in range(n)]
+    assert 0.01 <= min(uniform) < 0.0101 and 0.0299 < max(uniform) <= 0.03
+    assert statistics.fmean(uniform) == pytest.approx(0.02, rel=0.02)
+    exp = [fakenova.ServiceTime.parse("exp:0.05").draw(rng) for _ in range(n)]
+    assert statistics.fmean(exp) == pytest.approx(0.05, rel=0.03)
+    assert statistics.median(exp) == pytest.approx(0.05 * math.log(2), rel=0.05)
+    lognormal = [fakenova.ServiceTime.parse("lognormal:0.02:0.5").draw(rng) for _ in range(n)]
+    assert statistics.median(lognormal) == pytest.approx(0.02, rel=0.03)
+    assert statistics.pstdev(math.log(x) for x in lognormal) == pytest.approx(0.5, rel=0.03)
+    assert fakenova.ServiceTime.parse("exp:0").draw(rng) == 0.0
+
+    state = rng.getstate()
+    assert fakenova.ServiceTime.parse("fixed:0.25").draw(rng) == 0.25
+    assert rng.getstate() == state
+
+
+def test_delay_dist_drawn_per_request_with_the_seed():
+    """Each request waits its own draw from random.Random(seed), after the header checks:
+    the answer comes exactly when the clock reaches it."""
+    spec = fakenova.ServiceTime.parse("uniform:0.1:0.9")
+    site, stats, clock = make(service_time=spec, seed=1234)
+    expected = random.Random(1234)
+    for _ in range(3):
+        start = clock.seconds()
+        wait = expected.uniform(0.1, 0.9)
+        _, transport = open_request(site)
+        clock.advance(wait - 1e-6)
+        assert transport.value() == b""
+        assert stats.in_service == 1
+        clock.advance(2e-6)
+        assert Response(transport.value()).status == 200
+        assert clock.seconds() - start == pytest.approx(wait, abs=2e-6)
+    assert stats.in_service == 0
+
+
+def test_rejected_requests_also_wait():
+    """The service time applies to every answer (a 403 too), not to control requests."""
+    site, _, clock = make(delay=0.5)
+    bad = [(k, b"0" * 64 if k == b"X-Instance-ID-Signature" else v) for k, v in signed()]
+    _, rejected = open_request(site, headers=bad)
+    _, control = open_request(site, b"/_fakenova/stats", CONTROL)
+    assert rejected.value() == b"" and Response(control.value()).status == 200
+    clock.advance(0.5)
+    assert Response(rejected.value()).status == 403
+
+
+def test_concurrency_two_serves_four_in_two_rounds():
+    """With concurrency 2 and a 1 s delay, 4 requests finish at t=1, 1, 2, 2; the two
+    waiting show as queued."""
+    site, stats, clock = make(delay=1.0, concurrency=2)
+    transports = [open_request(site)[1] for _ in range(4)]
+    assert (stats.in_service, stats.queued, stats.max_queued) == (2, 2, 2)
+    control = json.loads(get(site, b"/_fakenova/stats", CONTROL).body)
+    assert (control["in_service"], control["queued"], control["max_queued"]) == (2, 2, 2)
+    assert finish_times(clock, transports, until=1.0) == [1.0, 1.0, None, None]
+    assert (stats.in_service, stats.queued) == (2, 0)
+    assert finish_times(clock, transports[2:], until=1.0) == [1.0, 1.0]  # t=2
+    assert clock.seconds() == 2.0
+    assert (stats.in_service, stats.queued, stats.max_queued) == (0, 0, 2)
+    assert all(Response(t.value()).status == 200 for t in transports)
+
+
+def test_concurrency_queue_is_fifo():
+    """One worker: requests are answered in arrival order, one delay apart."""
+    site, _, clock = make(delay=1.0, concurrency=1)
+    transports = [open_request(site, b"/latest/meta-data/hostname?n=%d" % n)[1] for n in range(4)]
+    assert finish_times(clock, transports) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_client_leaving_frees_its_place():
+    """A queued client that disconnects leaves the queue; one in service frees its
+    worker for the next in line at once."""
+    site, stats, clock = make(delay=1.0, concurrency=1)
+    first, t1 = open_request(site)
+    second, t2 = open_request(site)
+    _, t3 = open_request(site)
+    assert (stats.in_service, stats.queued) == (1, 2)
+    second.connectionLost(Failure(ConnectionDone()))
+    assert (stats.in_service, stats.queued) == (1, 1)
+    clock.advance(0.5)
+    first.connectionLost(Failure(ConnectionDone()))
+    assert (stats.in_service, stats.queued) == (1, 0)  # the third started at t=0.5
+    clock.advance(0.75)
+    assert t3.value() == b""
+    clock.advance(0.25)
+    assert Response(t3.value()).status == 200
+    assert t1.value() == b"" and t2.value() == b""
+    assert (stats.in_service, stats.queued, stats.max_queued) == (0, 0, 2)
+
+
+def test_unlimited_concurrency_serves_all_at_once():
+    site, stats, clock = make(delay=1.0)
+    transports = [open_request(site)[1] for _ in range(5)]
+    assert (stats.in_service, stats.queued) == (5, 0)
+    assert finish_times(clock, transports) == [1.0] * 5
+
+
+def test_config_endpoint_service_time_and_concurrency():
+    """POST /_fakenova/config sets delay_dist or delay, and concurrency; a higher limit
+    lets queued requests in at once; bad values change nothing."""
+    site, stats, clock = make(delay=1.0, concurrency=1)
+    config = get(site, b"/_fakenova/config", CONTROL, b"POST",
+                 json.dumps({"delay_dist": "exp:0.5", "concurrency": 3}).encode())
+    assert json.loads(config.body) == {
+        "delay": None, "delay_dist": "exp:0.5", "concurrency": 3, "status_override": {}
+    }
+    post = lambda value: get(site, b"/_fakenova/config", CONTROL, b"POST",  # noqa: E731
+                             json.dumps(value).encode())
+    for bad in [{"delay_dist": "gamma:1"}, {"delay_dist": 5}, {"delay": 1, "delay_dist": "exp:1"},
+                {"concurrency": -1}, {"concurrency": 1.5}, {"concurrency": True}, {"delay": "1"},
+                {"nonsense": 1}]:
+        response = post(bad)
+        assert response.status == 400, bad
+        assert "error" in json.loads(response.body)
+    assert json.loads(get(site, b"/_fakenova/config", CONTROL).body)["delay_dist"] == "exp:0.5"
+
+    assert post({"delay": 1, "concurrency": 1}).status == 200
+    transports = [open_request(site)[1] for _ in range(3)]
+    assert (stats.in_service, stats.queued) == (1, 2)
+    assert post({"concurrency": 0}).status == 200
+    assert (stats.in_service, stats.queued) == (3, 0)
+    assert finish_times(clock, transports) == [1.0, 1.0, 1.0]
+
+
+def test_pid_header_on_every_answer(site):
+    """Answers, errors and control answers name the process that answered."""
+    pid = str(os.getpid()).encode()
+    assert get(site, b"/latest/meta-data/hostname", signed()).header(fakenova.PID_HEADER) == pid
+    assert get(site, b"/latest/meta-data/").header(fakenova.PID_HEADER) == pid
+    assert get(site, b"/_fakenova/stats", CONTROL).header(fakenova.PID_HEADER) == pid
+
+
+def test_concurrency_share():
+    """A total limit splits over the processes as evenly as possible."""
+    assert [fakenova.concurrency_share(7, 3, i) for i in range(3)] == [3, 2, 2]
+    assert [fakenova.concurrency_share(0, 3, i) for i in range(3)] == [0, 0, 0]
+    assert fakenova.concurrency_share(1, 1, 0) == 1
+    with pytest.raises(ValueError, match="below the number of processes"):
+        fakenova.concurrency_share(2, 3, 0)
+
+
+def two_processes(**kwargs):
+    """Two fake Novas on one shared board, as two processes of --processes 2 are."""
+    board = fakenova.SharedBoard.create(2, shared=True)
+    clock = MemoryReactorClock()
+    first, first_stats = fakenova.make_site(TABLE, SECRET, clock, board=board, index=0, **kwargs)
+    second, second_stats = fakenova.make_site(TABLE, SECRET, clock, board=board, index=1, **kwargs)
+    return (first, first_stats), (second, second_stats), clock
+
+
+def test_stats_summed_over_processes():
+    """/_fakenova/stats in any process reports the sum of all; each process keeps its
+    own recorded requests."""
+    (a, a_stats), (b, b_stats), _ = two_processes()
+    get(a, b"/latest/meta-data/hostname", signed())
+    get(a, b"/latest/meta-data/")
+    for _ in range(3):
+        get(b, b"/latest/meta-data/hostname", signed())
+    for site in (a, b):
+        stats = json.loads(get(site, b"/_fakenova/stats", CONTROL).body)
+        assert stats["total"] == 5
+        assert stats["by_status"] == {"200": 4, "400": 1}
+        assert stats["by_outcome"]["ok"] == 4 and stats["by_outcome"]["missing_header"] == 1
+        assert stats["recorded"] == 5
+        assert [(p["index"], p["total"]) for p in stats["processes"]] == [(0, 2), (1, 3)]
+    assert (a_stats.total, b_stats.total) == (2, 3)
+    assert len(json.loads(get(a, b"/_fakenova/requests", CONTROL).body)) == 2
+    assert len(json.loads(get(b, b"/_fakenova/requests", CONTROL).body)) == 3
+
+
+def test_reset_resets_every_process():
+    """A reset in one process zeroes the counters and recorded requests of all, at once
+    in the sums and in the other process's own view."""
+    (a, a_stats), (b, b_stats), _ = two_processes()
+    get(a, b"/")
+    get(b, b"/")
+    get(b, b"/")
+    reset = json.loads(get(a, b"/_fakenova/reset", CONTROL, b"POST").body)
+    assert reset["total"] == 0 and reset["recorded"] == 0
+    assert [p["total"] for p in reset["processes"]] == [0, 0]
+    assert json.loads(get(b, b"/_fakenova/stats", CONTROL).body)["total"] == 0
+    assert b_stats.total == 0 and not b_stats.requests
+    assert json.loads(get(b, b"/_fakenova/requests", CONTROL).body) == []
+    get(b, b"/")
+    assert json.loads(get(a, b"/_fakenova/stats", CONTROL).body)["total"] == 1
+    assert a_stats.total == 0 and b_stats.total == 1
+
+
+def test_config_reaches_every_process():
+    """A configuration POSTed to one process applies in the other before its next answer."""
+    (a, _), (b, b_stats), clock = two_processes(concurrency=2)
+    body = json.dumps({"status_override": {"/x": 418}, "delay": 1, "concurrency": 4}).encode()
+    assert get(a, b"/_fakenova/config", CONTROL, b"POST", body).status == 200
+    _, overridden = open_request(b, b"/x")
+    _, waiting = open_request(b)
+    assert overridden.value() == waiting.value() == b""  # the delay applies...
+    clock.advance(1)
+    assert Response(overridden.value()).status == 418  # ...and the override
+    assert Response(waiting.value()).status == 200
+    assert json.loads(get(b, b"/_fakenova/config", CONTROL).body) == {
+        "delay": 1.0, "delay_dist": "fixed:1.0", "concurrency": 4, "status_override": {"/x": 418}
+    }
+    # Concurrency 4 over two processes: process 1 serves two at once.
+    transports = [open_request(b)[1] for _ in range(3)]
+    assert (b_stats.in_service, b_stats.queued) == (2, 1)
+    assert finish_times(clock, transports) == [1.0, 1.0, 2.0]
+    bad = json.dumps({"concurrency": 1}).encode()
+    assert get(a, b"/_fakenova/config", CONTROL, b"POST", bad).status == 400
+
+
+def test_queue_gauges_summed_over_processes():
+    (a, _), (b, _), clock = two_processes(delay=1.0, concurrency=2)
+    for site, n in ((a, 3), (b, 4)):
+        for _ in range(n):
+            open_request(site)
+    stats = json.loads(get(a, b"/_fakenova/stats", CONTROL).body)
+    assert (stats["in_service"], stats["queued"], stats["max_queued"]) == (2, 5, 5)
+    assert [p["queued"] for p in stats["processes"]] == [2, 3]
+    finish_times(clock, [], until=10)  # each process serves one at a time: done by t=4
+    stats = json.loads(get(b, b"/_fakenova/stats", CONTROL).body)
+    assert (stats["in_service"], stats["queued"], stats["max_queued"]) == (0, 0, 5)
+    stats = json.loads(get(b, b"/_fakenova/reset", CONTROL, b"POST").body)
+    assert stats["max_queued"] == 0
+
+
+def test_seed_per_process():
+    """Process I draws from random.Random(seed + I)."""
+    (a, _), (b, _), _ = two_processes(seed=10)
+    assert a.resource.rng.random() == random.Random(10).random()
+    assert b.resource.rng.random() == random.Random(11).random()
+
+
+def test_board_attached_from_a_descriptor():
+    """A child maps the parent's board from the descriptor it inherits and sees the
+    same slots; the configuration area is bounded."""
+    board = fakenova.SharedBoard.create(2, shared=True)
+    child = fakenova.SharedBoard.attach(os.dup(board.fd))
+    assert child.processes == 2
+    stats = fakenova.NovaStats(board=child, index=1)
+    stats.record(fakenova.RecordedRequest(b"GET", b"/", b"HTTP/1.1", (), b"", 200, "ok"))
+    assert fakenova.NovaStats(board=board, index=0).as_json()["total"] == 1
+    assert board.publish_config(b'{"a": 1}') == 1
+    assert child.read_config() == (1, b'{"a": 1}')
+    with pytest.raises(ValueError, match="larger"):
+        board.publish_config(b"x" * (1 << 16 + 1))
+    with pytest.raises(ValueError):
+        fakenova.NovaStats(board=board, index=2)
+    blank = os.memfd_create("blank")
+    try:
+        os.ftruncate(blank, 4096)
+        with pytest.raises(ValueError, match="not a fakenova board"):
+            fakenova.SharedBoard.attach(blank)
+    finally:
+        os.close(blank)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--delay", "1", "--delay-dist", "exp:1"], "not allowed with"),
+        (["--delay-dist", "normal:1"], "expected fixed:S"),
+        (["--delay", "-1"], "must not be negative"),
+        (["--processes", "0"], "at least 1"),
+        (["--concurrency", "-1"], "must not be negative"),
+        (["--processes", "3", "--concurrency", "2"], "below the number of processes"),
+        (["--worker-index", "1"], "--worker-index"),
+    ],
+)
+def test_bad_command_lines(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        fakenova._parse_args(["--table", "t.json", "--secret", "s", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_service_time():
+    parse = lambda *argv: fakenova._parse_args(["--table", "t", "--secret", "s", *argv])  # noqa: E731
+    args = parse()
+    assert (args.service_time.spec, args.concurrency, args.processes, args.seed) == (
+        "fixed:0.0", 0, 1, None)
+    assert parse("--delay", "0.25").service_time.spec == "fixed:0.25"
+    args = parse("--delay-dist", "lognormal:0.02:0.4", "--seed", "5", "--concurrency", "8",
+                 "--processes", "3")
+    assert (args.service_time.spec, args.seed, args.concurrency, args.processes) == (
+        "lognormal:0.02:0.4", 5, 8, 3)
+    assert args.argv[-2:] == ["--processes", "3"]
 
 
 # --- the tree -------------------------------------------------------------------------------

@@ -1,0 +1,289 @@
+"""The bench's command line: C{python -m bench storm ...} (and C{compare}, to come).
+
+    python -m bench storm [--instances 1000] [--routers 50] [--concurrency 200]
+                          [--target shared|namespaces|both] [--keepalive] [--ramp 0]
+                          [--workers 2] [--out bench/results] [--nova-delay 0]
+                          [--secret S] [--wrong-secret] ...
+
+For each target it writes the fleet's table, starts the fake Nova and C{twistd metaproxy}
+with L{bench.processes} (a fresh pair per target, so figures do not carry over), runs the
+storm (L{bench.storm.run_storm}), prints the Markdown table and writes
+C{<out>/<timestamp>-<target>.json}, C{.md}, C{.png} (with matplotlib) and
+C{<out>/latest.md}.
+
+Exit status: 0 when every request was right; 1 otherwise. With C{--wrong-secret} the
+agent signs with a secret Nova does not share, so every request must come back as an
+error of kind C{status 403} (Nova's 403, relayed): 0 when that is so, 1 otherwise.
+
+L{short_storm} is the short storm C{make demo} ends with; L{start_stack} and
+L{run_local_storms} are the pieces, for C{bench compare} and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from bench.fleet import Fleet, make_fleet
+from bench.processes import Process, start_agent, start_fakenova, wait_for_socket, \
+    write_agent_config
+from bench.report import MATPLOTLIB_MISSING, StormResult, matplotlib_available
+from bench.storm import StormConfig, run_storm
+from metaproxy.namespace import namespace_socket_path
+
+__all__ = ["Stack", "start_stack", "run_local_storms", "short_storm", "write_results", "main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_SECRET = "bench-shared-secret"
+
+
+class Stack:
+    """A fake Nova and an agent in front of it, in a short run directory under /tmp."""
+
+    def __init__(self, run_dir: Path, nova: Process, nova_port: int, agent: Process | None,
+                 shared_socket: str, namespace_socket_dir: str) -> None:
+        self.run_dir = run_dir
+        self.nova = nova
+        self.nova_port = nova_port
+        self.agent = agent
+        self.shared_socket = shared_socket
+        self.namespace_socket_dir = namespace_socket_dir
+
+    @property
+    def nova_url(self) -> str:
+        return f"http://127.0.0.1:{self.nova_port}"
+
+    def stop(self) -> None:
+        for process in (self.agent, self.nova):
+            if process is not None:
+                process.stop()
+
+
+def start_stack(fleet: Fleet, *, secret: str = DEFAULT_SECRET, agent_secret: str | None = None,
+                nova_delay: float = 0.0, run_dir: Path | None = None,
+                extra_metaproxy: str = "") -> Stack:
+    """Write the fleet's table, start the fake Nova and C{twistd metaproxy} serving the
+    shared socket and one socket per namespace of the fleet; wait for all sockets.
+
+    @param agent_secret: the agent's secret, if not Nova's (C{--wrong-secret}).
+    @param nova_delay: the fake Nova's C{--delay} (seconds before each answer).
+    """
+    # Short: a socket path must stay within 97 bytes (qrouter-<uuid>.sock is 50).
+    run = run_dir if run_dir is not None else Path(tempfile.mkdtemp(prefix="mpb-", dir="/tmp"))
+    table = run / "ports.json"
+    fleet.write(table)
+    extra = ["--max-recorded", "100"]
+    if nova_delay:
+        extra += ["--delay", str(nova_delay)]
+    nova, nova_port = start_fakenova(table, secret, run / "nova", extra_args=extra)
+    state, ns_dir = run / "s", run / "ns"
+    try:
+        config = write_agent_config(
+            run / "agent.ini", state_path=state, nova_port=nova_port,
+            secret=agent_secret if agent_secret is not None else secret, table=table,
+            namespaces=fleet.namespace_names(),
+            extra_metaproxy=f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}")
+        shared = str(state / "metadata_proxy")
+        agent = start_agent([config], run / "agent", wait_socket=shared)
+    except BaseException:
+        nova.stop()
+        raise
+    stack = Stack(run, nova, nova_port, agent, shared, str(ns_dir))
+    try:
+        for namespace in fleet.namespaces:
+            wait_for_socket(namespace_socket_path(str(ns_dir), namespace), 30, agent)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def run_local_storms(fleet: Fleet, config: StormConfig, targets: Sequence[str], *,
+                     secret: str = DEFAULT_SECRET, agent_secret: str | None = None,
+                     nova_delay: float = 0.0, keep: bool = False) -> list[StormResult]:
+    """One storm per target (C{shared}, C{namespaces}), each on a fresh fake Nova and
+    agent. The config's socket paths are filled in from the stack."""
+    import attrs
+
+    results = []
+    for target in targets:
+        stack = start_stack(fleet, secret=secret, agent_secret=agent_secret,
+                            nova_delay=nova_delay)
+        try:
+            run_config = attrs.evolve(config, target=target, shared_socket=stack.shared_socket,
+                                      namespace_socket_dir=stack.namespace_socket_dir,
+                                      nova_url=stack.nova_url)
+            assert stack.agent is not None
+            result = run_storm(run_config, fleet, [stack.agent.pid],
+                               nova_pids=[stack.nova.pid])
+            if not stack.agent.alive():
+                raise RuntimeError(f"the agent died during the storm:\n{stack.agent.log()[-3000:]}")
+            results.append(result)
+        finally:
+            stack.stop()
+            if not keep:
+                shutil.rmtree(stack.run_dir, ignore_errors=True)
+            else:
+                print(f"run directory kept: {stack.run_dir}", file=sys.stderr)
+    return results
+
+
+def short_storm(instances: int = 50, *, routers: int = 5, concurrency: int = 20,
+                target: str = "both") -> str:
+    """A short storm (C{make demo} ends with it): C{instances} boots over C{routers}
+    routers through both kinds of socket; returns the Markdown tables."""
+    fleet = make_fleet(instances, routers)
+    config = StormConfig(instances=instances, routers=routers, concurrency=concurrency,
+                         workers=1, request_timeout=10.0)
+    results = run_local_storms(fleet, config, _targets(target))
+    return "\n".join(result.to_markdown() for result in results)
+
+
+def _targets(target: str) -> list[str]:
+    return ["namespaces", "shared"] if target == "both" else [target]
+
+
+def write_results(results: Sequence[StormResult], out: Path, stamp: str,
+                  command: str) -> list[Path]:
+    """C{<out>/<stamp>-<target>.json/.md/.png} per result and C{<out>/latest.md}."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for result in results:
+        base = out / f"{stamp}-{result.target}"
+        Path(f"{base}.json").write_text(result.to_json())
+        Path(f"{base}.md").write_text(result.to_markdown())
+        written += [Path(f"{base}.json"), Path(f"{base}.md")]
+        if result.plot(f"{base}.png"):
+            written.append(Path(f"{base}.png"))
+    latest = out / "latest.md"
+    latest.write_text(f"# Boot storm, {stamp}\n\n`{command}`\n\n"
+                      + "\n".join(result.to_markdown() for result in results))
+    written.append(latest)
+    return written
+
+
+def _storm_options(parser: argparse.ArgumentParser) -> None:
+    fleet = parser.add_argument_group("fleet")
+    fleet.add_argument("--instances", type=int, default=1000, help="boots (default %(default)s)")
+    fleet.add_argument("--routers", type=int, default=50, help="routers (default %(default)s)")
+    fleet.add_argument("--networks-per-router", type=int, default=1)
+    fleet.add_argument("--dhcp-networks", type=int, default=0,
+                       help="DHCP (qdhcp-) namespaces besides the routers")
+    fleet.add_argument("--ovn-networks", type=int, default=0,
+                       help="OVN (ovnmeta-) namespaces besides the routers")
+    fleet.add_argument("--seed", type=int, default=0, help="fleet generator seed")
+    load = parser.add_argument_group("load")
+    load.add_argument("--concurrency", type=int, default=200,
+                      help="boots in progress at once (default %(default)s)")
+    load.add_argument("--target", choices=["shared", "namespaces", "both"], default="both",
+                      help="the shared socket, per-namespace sockets, or both in turn")
+    load.add_argument("--keepalive", action="store_true",
+                      help="reuse a boot's connection (default: one connection per request, "
+                           "as haproxy's http-server-close)")
+    load.add_argument("--ramp", type=float, default=0.0,
+                      help="seconds over which boots start (default 0: all at once)")
+    load.add_argument("--workers", type=int, default=2,
+                      help="generator processes (default %(default)s)")
+    load.add_argument("--request-timeout", type=float, default=30.0,
+                      help="seconds per request (default %(default)s)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=RESULTS,
+                     help="results directory (default bench/results)")
+    run.add_argument("--nova-delay", type=float, default=0.0,
+                     help="the fake Nova waits this long before each answer")
+    run.add_argument("--secret", default=DEFAULT_SECRET, help="metadata_proxy_shared_secret")
+    run.add_argument("--wrong-secret", action="store_true",
+                     help="give the agent a secret Nova does not share: every request must "
+                          "be reported as an error 'status 403'")
+    run.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    run.add_argument("--keep", action="store_true", help="keep the run directories (logs)")
+
+
+def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.nova_delay < 0:
+        print("--nova-delay must not be negative", file=sys.stderr)
+        return 2
+    try:
+        fleet = make_fleet(args.instances, args.routers,
+                           networks_per_router=args.networks_per_router,
+                           dhcp_networks=args.dhcp_networks, ovn_networks=args.ovn_networks,
+                           seed=args.seed)
+        config = StormConfig(instances=args.instances, routers=args.routers,
+                             concurrency=args.concurrency, ramp=args.ramp,
+                             keepalive=args.keepalive, workers=args.workers,
+                             request_timeout=args.request_timeout,
+                             progress=not args.no_progress)
+    except ValueError as e:
+        print(f"bench storm: {e}", file=sys.stderr)
+        return 2
+    agent_secret = args.secret + "-but-wrong" if args.wrong_secret else None
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    print(f"boot storm: {fleet.describe()}; {config.concurrency} concurrent boots; "
+          f"targets {', '.join(_targets(args.target))}", file=sys.stderr)
+    results = run_local_storms(fleet, config, _targets(args.target), secret=args.secret,
+                               agent_secret=agent_secret, nova_delay=args.nova_delay,
+                               keep=args.keep)
+    command = "python -m bench " + " ".join(argv)
+    written = write_results(results, args.out, stamp, command)
+    for result in results:
+        print(result.to_markdown())
+    if not matplotlib_available():
+        print(MATPLOTLIB_MISSING, file=sys.stderr)
+    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+
+    failed = False
+    for result in results:
+        if args.wrong_secret:
+            if result.good or result.errors != {"status 403": result.requests}:
+                print(f"{result.target}: with the wrong secret every request must be an error "
+                      f"'status 403'; got {result.good} good and {result.errors}",
+                      file=sys.stderr)
+                failed = True
+        elif result.error_count or result.boots_failed:
+            print(f"{result.target}: {result.error_count} errors, {result.boots_failed} boots "
+                  "failed", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def _compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Slot for C{bench compare} (metaproxy against the upstream agent): it needs
+    C{bench/upstream.py}, which is being written."""
+    try:
+        from bench import upstream  # noqa: F401
+    except ImportError:
+        print("bench compare needs bench/upstream.py (start_upstream_agent), which is not "
+              "there yet", file=sys.stderr)
+        return 2
+    compare = getattr(upstream, "compare_main", None)
+    if compare is None:
+        print("bench/upstream.py has no compare_main(args) yet", file=sys.stderr)
+        return 2
+    return int(compare(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description="metaproxy's benchmark: boot storms.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    storm = commands.add_parser("storm", help="run the boot storm against metaproxy",
+                                description="Boot storm: N instances run cloud-init's "
+                                            "metadata sequence against metaproxy.")
+    _storm_options(storm)
+    compare = commands.add_parser("compare", help="metaproxy against the upstream agent "
+                                                  "(needs bench/upstream.py)")
+    _storm_options(compare)
+    args = parser.parse_args(argv)
+    if args.command == "storm":
+        return _storm(args, argv)
+    return _compare(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

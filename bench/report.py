@@ -1,0 +1,390 @@
+# -*- test-case-name: tests.unit.test_report -*-
+"""A boot storm's result and its three forms: JSON, a Markdown table, a PNG plot.
+
+Percentiles use the B{nearest-rank} method: the p-th percentile of n sorted values is the
+value at rank C{ceil(p / 100 * n)} (1-based; p = 0 gives the minimum). It is always one of
+the measured values, never an interpolation, so "p99 = 41 ms" means at least 99 % of the
+requests took at most 41 ms and at least one took exactly that.
+
+L{compare_markdown} puts two results side by side with the ratio B / A of every figure
+(C{bench compare} uses it for metaproxy against the upstream agent).
+
+The PNG needs matplotlib, an optional extra: without it L{StormResult.plot} returns
+C{False} and L{MATPLOTLIB_MISSING} says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+
+__all__ = ["FORMAT", "MATPLOTLIB_MISSING", "percentile", "summarize", "StormResult",
+           "compare_markdown", "plot_results", "matplotlib_available"]
+
+#: The C{format} field of the JSON document; bumped when fields change meaning.
+FORMAT = "metaproxy-bench-storm/1"
+MATPLOTLIB_MISSING = ("matplotlib is not installed: no PNG plot "
+                      "(install it in the venv: .venv/bin/pip install matplotlib)")
+#: A worker busier than this share of one core is reported as saturated.
+SATURATED = 0.90
+#: The whole machine busier than this share of its CPUs is reported too.
+HOST_SATURATED = 0.95
+
+
+def percentile(values: Sequence[float], p: float, *, presorted: bool = False) -> float | None:
+    """The nearest-rank C{p}-th percentile (0 <= p <= 100) of C{values}; None if empty."""
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile {p} is not between 0 and 100")
+    if not values:
+        return None
+    ordered = values if presorted else sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
+    """C{n}, C{p50}, C{p95}, C{p99}, C{max} and C{mean} of C{values} (None when empty)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return {
+        "n": n,
+        "p50": percentile(ordered, 50, presorted=True),
+        "p95": percentile(ordered, 95, presorted=True),
+        "p99": percentile(ordered, 99, presorted=True),
+        "max": ordered[-1] if n else None,
+        "mean": sum(ordered) / n if n else None,
+    }
+
+
+def _counter(value: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in dict(value or {}).items()}
+
+
+def _floats(value: Any) -> list[float]:
+    return [float(v) for v in value or ()]
+
+
+@attrs.define(eq=True)
+class StormResult:
+    """Everything one storm measured. Times are in seconds.
+
+    @ivar label: what was measured, e.g. C{"metaproxy"} or C{"neutron-metadata-agent"}.
+    @ivar target: C{"shared"} or C{"namespaces"} (or another target's name).
+    @ivar settings: how the storm was run: instances, routers, fleet, concurrency, ramp,
+        keepalive, workers, request_timeout, target_description...
+    @ivar started: when the storm started (ISO 8601, UTC).
+    @ivar duration: from the first boot's start to the last answer.
+    @ivar requests: requests made (every attempt counts once; no retries).
+    @ivar good: requests whose answer was right for the instance (a 200 with the right
+        content, or the 404 for absent user data).
+    @ivar connections: connections opened (= requests without keep-alive).
+    @ivar errors: error kind (see L{bench.storm.KINDS}) to count.
+    @ivar boots: boots started; C{boots_completed} ran cloud-init's whole sequence
+        (right or wrong answers); C{boots_clean} with every answer right.
+    @ivar boot_failures: the error kind that ended each failed boot, counted.
+    @ivar latencies: per request that got an HTTP answer, from connecting to its last
+        byte (errors without an answer, e.g. refused or timed out, are not in it).
+    @ivar boot_times: per completed boot, from its first request to its last answer.
+    @ivar boot_lengths: requests made by each boot, in boot order (fleet order).
+    @ivar generator: C{workers}, C{cpu_seconds} (per worker), C{busy} (per worker, share
+        of one core), C{collector_cpu_seconds} (the parent process).
+    @ivar agent: C{pids}, C{processes} (most seen at once), C{cpu_seconds},
+        C{peak_rss_bytes} (summed over the tree), C{peak_hwm_bytes} (largest VmHWM).
+    @ivar nova: the fake Nova's counters for the storm (C{total}, C{by_status},
+        C{by_outcome}, differences over the run) and C{cpu_seconds}; None if not known.
+    @ivar host: C{cpus} and C{busy} (share of all CPUs busy during the storm).
+    @ivar notes: things a reader must know (saturation, limits of v1).
+    """
+
+    label: str
+    target: str
+    settings: dict[str, Any]
+    started: str
+    duration: float
+    requests: int
+    good: int
+    connections: int
+    errors: dict[str, int] = attrs.field(converter=_counter)
+    boots: int
+    boots_completed: int
+    boots_clean: int
+    boot_failures: dict[str, int] = attrs.field(converter=_counter)
+    latencies: list[float] = attrs.field(converter=_floats)
+    boot_times: list[float] = attrs.field(converter=_floats)
+    boot_lengths: list[int]
+    generator: dict[str, Any]
+    agent: dict[str, Any]
+    nova: dict[str, Any] | None
+    host: dict[str, Any]
+    notes: list[str] = attrs.field(factory=list)
+
+    # ---- derived figures
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def good_rps(self) -> float:
+        return self.good / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def boots_failed(self) -> int:
+        return self.boots - self.boots_completed
+
+    def latency(self) -> dict[str, float | int | None]:
+        return summarize(self.latencies)
+
+    def boot_time(self) -> dict[str, float | int | None]:
+        return summarize(self.boot_times)
+
+    @property
+    def agent_cpu_per_request(self) -> float | None:
+        cpu = self.agent.get("cpu_seconds")
+        return cpu / self.requests if cpu is not None and self.requests else None
+
+    @property
+    def generator_busiest(self) -> float:
+        return max(self.generator.get("busy") or [0.0])
+
+    @property
+    def generator_saturated(self) -> bool:
+        return self.generator_busiest >= SATURATED
+
+    # ---- JSON
+
+    def to_json(self) -> str:
+        """The result as a JSON document, with a derived C{summary} section for readers
+        (ignored by L{from_json}, which recomputes it)."""
+        document = {"format": FORMAT, **attrs.asdict(self, recurse=False)}
+        document["summary"] = {
+            "requests_per_second": self.rps,
+            "good_requests_per_second": self.good_rps,
+            "errors": self.error_count,
+            "latency": self.latency(),
+            "boot_time": self.boot_time(),
+            "boots_failed": self.boots_failed,
+            "agent_cpu_seconds_per_request": self.agent_cpu_per_request,
+            "generator_saturated": self.generator_saturated,
+        }
+        return json.dumps(document, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "StormResult":
+        document = json.loads(text)
+        if document.get("format") != FORMAT:
+            raise ValueError(f"not a storm result of format {FORMAT}: "
+                             f"{document.get('format')!r}")
+        fields = {a.name for a in attrs.fields(cls)}
+        return cls(**{k: v for k, v in document.items() if k in fields})
+
+    # ---- Markdown
+
+    def rows(self) -> list[tuple[str, str]]:
+        """C{(figure, value)} rows of the Markdown table."""
+        s = self.settings
+        lat, boot = self.latency(), self.boot_time()
+        rows = [
+            ("target", str(s.get("target_description", self.target))),
+            ("fleet", str(s.get("fleet", f"{s.get('instances')} instances"))),
+            ("load", f"{s.get('concurrency')} concurrent boots, ramp {s.get('ramp', 0):g} s, "
+                     f"keep-alive {'on' if s.get('keepalive') else 'off'}, "
+                     f"{s.get('workers')} generator processes"),
+            ("requests", f"{self.requests:,} in {self.duration:.2f} s "
+                         f"({self.connections:,} connections)"),
+            ("requests/s", f"{self.rps:,.0f}"),
+            ("good requests/s", f"{self.good_rps:,.0f} ({_share(self.good, self.requests)})"),
+            ("latency p50 / p95 / p99 / max",
+             " / ".join(_ms(lat[k]) for k in ("p50", "p95", "p99", "max")) + " ms"),
+            ("boot time p50 / p95 / p99",
+             " / ".join(_secs(boot[k]) for k in ("p50", "p95", "p99"))
+             + f" s ({self.boots_completed:,} of {self.boots:,} boots completed)"),
+            ("boots failed", _counts(self.boots_failed, self.boot_failures)),
+            ("errors", _counts(self.error_count, self.errors)),
+        ]
+        cpu = self.agent.get("cpu_seconds")
+        per = self.agent_cpu_per_request
+        rows.append(("agent CPU per request",
+                     "n/a" if per is None else
+                     f"{per * 1e6:,.0f} µs ({cpu:.2f} s in all, "
+                     f"{_share(cpu, self.duration)} of one core)"))
+        rows.append(("agent peak RSS",
+                     f"{_mib(self.agent.get('peak_rss_bytes'))} MiB "
+                     f"({self.agent.get('processes', '?')} process"
+                     f"{'' if self.agent.get('processes') == 1 else 'es'})"))
+        if self.nova is not None:
+            outcomes = {k: v for k, v in (self.nova.get("by_outcome") or {}).items() if v}
+            statuses = self.nova.get("by_status") or {}
+            text = f"{self.nova.get('total', 0):,} requests"
+            if statuses:
+                text += "; status " + ", ".join(f"{k}: {v:,}" for k, v in statuses.items())
+            if outcomes:
+                text += "; " + ", ".join(f"{k}: {v:,}" for k, v in outcomes.items())
+            if self.nova.get("cpu_seconds") is not None:
+                text += f"; CPU {self.nova['cpu_seconds']:.2f} s"
+            rows.append(("fake Nova", text))
+        busy = self.generator.get("busy") or []
+        rows.append(("generator CPU",
+                     ", ".join(f"{b:.0%}" for b in busy) + " of a core per worker"
+                     + (" (SATURATED: figures are a floor)" if self.generator_saturated
+                        else "")))
+        if self.host:
+            rows.append(("host CPU busy", f"{self.host.get('busy', 0):.0%} of "
+                                          f"{self.host.get('cpus', '?')} CPUs"))
+        return rows
+
+    def to_markdown(self) -> str:
+        lines = [f"### {self.label}, {self.target} ({self.started})", "",
+                 "| figure | value |", "|---|---|"]
+        lines += [f"| {name} | {_cell(value)} |" for name, value in self.rows()]
+        if self.notes:
+            lines.append("")
+            lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    # ---- comparison figures
+
+    def figures(self) -> list[tuple[str, float | None, Callable[[float | None], str]]]:
+        """C{(name, value, format)} of the figures a comparison shows."""
+        lat, boot = self.latency(), self.boot_time()
+        per = self.agent_cpu_per_request
+        figures: list[tuple[str, float | None, Callable[[float | None], str]]] = [
+            ("requests/s", self.rps, _int),
+            ("good requests/s", self.good_rps, _int),
+            ("latency p50 (ms)", lat["p50"], _ms),
+            ("latency p95 (ms)", lat["p95"], _ms),
+            ("latency p99 (ms)", lat["p99"], _ms),
+            ("latency max (ms)", lat["max"], _ms),
+            ("boot time p50 (s)", boot["p50"], _secs),
+            ("boot time p95 (s)", boot["p95"], _secs),
+            ("boot time p99 (s)", boot["p99"], _secs),
+            ("boots completed", float(self.boots_completed), _int),
+            ("errors", float(self.error_count), _int),
+            ("agent CPU per request (µs)", None if per is None else per * 1e6, _int),
+            ("agent peak RSS (MiB)", self.agent.get("peak_rss_bytes"), _mib),
+            ("generator CPU, busiest worker (%)", self.generator_busiest * 100, _int),
+        ]
+        return figures
+
+    def plot(self, path: str) -> bool:
+        """Write the latency CDF and the boot-time histogram as a PNG; C{False} (nothing
+        written) when matplotlib is missing."""
+        return plot_results([self], path)
+
+
+def compare_markdown(a: StormResult, b: StormResult, label_a: str, label_b: str) -> str:
+    """A side-by-side table of two results with the ratio B / A of every figure
+    (C{-} when A is zero or a figure is missing)."""
+    lines = [f"| figure | {_cell(label_a)} | {_cell(label_b)} | {_cell(label_b)} / "
+             f"{_cell(label_a)} |", "|---|---:|---:|---:|"]
+    for (name, va, fmt), (_, vb, _) in zip(a.figures(), b.figures()):
+        if va is None or vb is None or va == 0:
+            ratio = "-"
+        else:
+            ratio = f"{vb / va:.2f}x"
+        lines.append(f"| {name} | {fmt(va)} | {fmt(vb)} | {ratio} |")
+    notes = [f"{label}: {note}" for label, r in ((label_a, a), (label_b, b)) for note in r.notes]
+    if notes:
+        lines.append("")
+        lines += [f"- {_cell(note)}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def matplotlib_available() -> bool:
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    return True
+
+
+def plot_results(results: Sequence[StormResult], path: str) -> bool:
+    """One PNG for one or more results: latency CDF (log time axis) on the left, boot-time
+    histogram on the right. C{False} (nothing written) when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (cdf, hist) = plt.subplots(1, 2, figsize=(12, 4.5))
+    every_boot = [t for result in results for t in result.boot_times]
+    bins: Any = 10
+    if every_boot:  # the same bins for every result, so histograms compare
+        low, high = min(every_boot), max(every_boot)
+        count = min(50, max(5, len(every_boot) // (10 * len(results))))
+        bins = [low + (high - low) * i / count for i in range(count + 1)] if high > low else 5
+    try:
+        for result in results:
+            name = f"{result.label}, {result.target}"
+            latencies = sorted(v * 1000 for v in result.latencies)
+            if latencies:
+                n = len(latencies)
+                cdf.step(latencies, [(i + 1) / n for i in range(n)], where="post", label=name)
+            if result.boot_times:
+                hist.hist(result.boot_times, bins=bins,
+                          alpha=0.6 if len(results) > 1 else 1.0, label=name)
+        cdf.set_xscale("log")
+        cdf.set_xlabel("request latency (ms, log scale)")
+        cdf.set_ylabel("share of requests")
+        cdf.set_title("latency CDF")
+        cdf.grid(True, which="both", alpha=0.3)
+        hist.set_xlabel("boot completion time (s)")
+        hist.set_ylabel("boots")
+        hist.set_title("boot time")
+        hist.grid(True, alpha=0.3)
+        for axes in (cdf, hist):
+            if axes.get_legend_handles_labels()[0]:
+                axes.legend(fontsize="small")
+        s = results[0].settings
+        figure.suptitle(f"{s.get('fleet', '')}; {s.get('concurrency')} concurrent boots",
+                        fontsize="medium")
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
+    return True
+
+
+# ---- formatting
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _secs(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def _int(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
+
+
+def _share(part: float | None, whole: float | None) -> str:
+    if part is None or not whole:
+        return "-"
+    return f"{part / whole:.1%}"
+
+
+def _counts(total: int, kinds: dict[str, int]) -> str:
+    if not total:
+        return "0"
+    return f"{total:,}: " + ", ".join(f"{kind} {count:,}" for kind, count in
+                                      sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,139 @@
+"""Run upstream's real ``neutron-metadata-agent`` with its port lookups answered from a table.
+
+Executed by the Python of the upstream virtualenv (L{bench.upstream} builds it), so this
+file imports only the standard library and what neutron itself installs; never
+metaproxy or the bench::
+
+    <upstream venv>/bin/python -I bench/upstream_launch.py --table ports.json \\
+        --config-file metadata_agent.ini
+
+Exactly one thing of upstream's is replaced: the RPC port lookup
+C{neutron.agent.metadata.agent.MetadataPluginAPI.get_ports(self, context, filters)}, which
+on a real node is an oslo.messaging C{call} to neutron-server's C{MetadataRpcCallback}
+(whose answer is C{plugin.get_ports(context, filters=filters)}). Here it is answered from
+metaproxy's JSON table (C{etc/ports.json.sample}) with the same filter semantics as
+Neutron's C{get_ports}: every filter key must match (values within one key are
+alternatives), C{fixed_ips} matches a port having any of the listed addresses. Everything
+else (configuration, logging, the socket server, request parsing, signing, forwarding to
+Nova with requests, the answer) is upstream's code, started through the
+C{neutron-metadata-agent} console script's own function.
+
+The configuration that C{bench.upstream} writes has C{transport_url = fake://}
+(oslo.messaging's in-process driver, so no broker is needed and none is ever dialled) and
+C{[AGENT] report_interval = 0} (no state reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from importlib import metadata
+
+#: Port keys upstream reads (and neutron-server would return, among others).
+_ROUTER_INTERFACE_OWNER = "network:router_interface"
+
+
+def _normalise_ip(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return value
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.compressed
+
+
+def _normalise_mac(value: str) -> str:
+    return value.lower().replace("-", ":")
+
+
+def load_ports(path: str) -> list[dict]:
+    """The table's ports as neutron-server's C{get_ports} would return them.
+
+    Router interfaces come from ports with a router interface owner (as in the table) and
+    from the table's C{routers} map, which lists a router's networks: each becomes a
+    synthesised C{network:router_interface} port owned by the router, after the real
+    ports (the order metaproxy's table uses for a router's networks).
+    """
+    with open(path, "rb") as f:
+        document = json.loads(f.read().decode("utf-8-sig"))
+    ports = []
+    for index, entry in enumerate(document.get("ports", [])):
+        project = entry.get("project_id", "")
+        ports.append({
+            "id": entry.get("id", f"port-{index}"),
+            "network_id": entry["network_id"],
+            "mac_address": _normalise_mac(entry["mac_address"]),
+            "fixed_ips": [{"ip_address": _normalise_ip(ip)} for ip in entry["fixed_ips"]],
+            "device_id": entry.get("device_id", ""),
+            "device_owner": entry.get("device_owner", ""),
+            "project_id": project,
+            "tenant_id": project,
+        })
+    for router_id, networks in document.get("routers", {}).items():
+        for i, network_id in enumerate(networks):
+            ports.append({
+                "id": f"{router_id}-if-{i}",
+                "network_id": network_id,
+                "mac_address": "fa:16:3f:00:00:00",
+                "fixed_ips": [],
+                "device_id": router_id,
+                "device_owner": _ROUTER_INTERFACE_OWNER,
+                "project_id": "",
+                "tenant_id": "",
+            })
+    return ports
+
+
+def _matches(port: dict, key: str, wanted) -> bool:
+    if key == "fixed_ips":
+        if not isinstance(wanted, dict) or set(wanted) - {"ip_address"}:
+            raise ValueError(f"unsupported fixed_ips filter {wanted!r}")
+        addresses = {_normalise_ip(ip) for ip in wanted.get("ip_address", ())}
+        return any(ip["ip_address"] in addresses for ip in port["fixed_ips"])
+    if key not in port:
+        raise ValueError(f"unsupported port filter {key!r}")
+    if key == "mac_address":
+        return port[key] in {_normalise_mac(v) for v in wanted}
+    return port[key] in set(wanted)
+
+
+def select_ports(ports: list[dict], filters: dict) -> list[dict]:
+    """Neutron's C{get_ports(filters=...)}: ports matching every key of C{filters}."""
+    return [dict(port, fixed_ips=[dict(ip) for ip in port["fixed_ips"]])
+            for port in ports
+            if all(_matches(port, key, wanted) for key, wanted in filters.items())]
+
+
+def install(ports: list[dict]) -> None:
+    """Replace upstream's RPC port lookup, and nothing else, with a table lookup."""
+    from neutron.agent.metadata import agent
+
+    def get_ports(self, context, filters):
+        return select_ports(ports, filters)
+
+    get_ports.__qualname__ = "MetadataPluginAPI.get_ports"
+    agent.MetadataPluginAPI.get_ports = get_ports
+
+
+def upstream_main():
+    """The function of the C{neutron-metadata-agent} console script, as installed."""
+    (entry,) = metadata.entry_points(group="console_scripts", name="neutron-metadata-agent")
+    return entry.load()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--table", required=True, help="metaproxy's JSON port table")
+    args, agent_args = parser.parse_known_args(argv)
+    ports = load_ports(args.table)
+    install(ports)
+    entry = upstream_main()
+    sys.argv = ["neutron-metadata-agent", *agent_args]
+    sys.exit(entry())
+
+
+if __name__ == "__main__":
+    main()

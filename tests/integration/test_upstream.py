@@ -1,0 +1,188 @@
+"""Upstream's real neutron-metadata-agent serving our table through its own code.
+
+The slow tests install neutron from the package index into ~/.cache/metaproxy/upstream-venv once per
+machine (a stamp file makes later runs start at once) and skip if the index cannot be
+reached. The table lookup that replaces upstream's RPC is also tested on its own here (it
+is plain standard library, so metaproxy's environment can import it).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import pytest
+
+from bench import upstream
+from bench.processes import start_fakenova
+from bench.unixhttp import get
+from bench.upstream_launch import load_ports, select_ports
+from metaproxy.signing import sign_instance_id
+from tests.integration.conftest import SECRET, TABLE, Stack, short_tmp
+
+ROUTER_OWNERS = ["network:router_interface", "network:ha_router_replicated_interface",
+                 "network:router_interface_distributed"]
+
+
+# --- the table lookup that stands in for neutron-server ------------------------------------
+
+@pytest.fixture
+def table_ports(tmp_path):
+    path = tmp_path / "ports.json"
+    document = json.loads(json.dumps(TABLE))
+    # a real router interface port as well as the routers map, and a gateway port that
+    # upstream's router filter must not return
+    document["ports"] += [
+        {"id": "r3-if", "network_id": "net-d", "mac_address": "fa:16:3e:00:03:01",
+         "fixed_ips": ["192.168.5.1"], "device_id": "r3", "project_id": "admin",
+         "device_owner": "network:router_interface_distributed"},
+        {"id": "r3-gw", "network_id": "ext", "mac_address": "fa:16:3e:00:03:02",
+         "fixed_ips": ["203.0.113.3"], "device_id": "r3", "project_id": "admin",
+         "device_owner": "network:router_gateway"},
+    ]
+    path.write_text(json.dumps(document))
+    return load_ports(str(path))
+
+
+def test_router_filter_returns_interfaces_only(table_ports):
+    """Upstream's first query for a router: its interface ports, not its gateway."""
+    r1 = select_ports(table_ports, {"device_id": ["r1"], "device_owner": ROUTER_OWNERS})
+    assert [p["network_id"] for p in r1] == ["net-a"]
+    assert r1[0]["device_id"] == "r1"
+    r3 = select_ports(table_ports, {"device_id": ["r3"], "device_owner": ROUTER_OWNERS})
+    assert [p["id"] for p in r3] == ["r3-if"]
+    assert select_ports(table_ports, {"device_id": ["nope"],
+                                      "device_owner": ROUTER_OWNERS}) == []
+
+
+def test_ip_filter_finds_the_port_on_those_networks(table_ports):
+    found = select_ports(table_ports, {"network_id": ("net-b",),
+                                       "fixed_ips": {"ip_address": ["10.0.0.5"]}})
+    assert len(found) == 1
+    port = found[0]
+    assert (port["device_id"], port["project_id"], port["tenant_id"]) == \
+        ("vm-b", "proj-b", "proj-b")
+    assert port["fixed_ips"] == [{"ip_address": "10.0.0.5"}]
+    # both networks that reuse 10.0.0.5: two ports, which upstream treats as not found
+    both = select_ports(table_ports, {"network_id": ("net-a", "net-b"),
+                                      "fixed_ips": {"ip_address": ["10.0.0.5"]}})
+    assert [p["device_id"] for p in both] == ["vm-a", "vm-b"]
+    assert select_ports(table_ports, {"network_id": ("net-c",),
+                                      "fixed_ips": {"ip_address": ["10.0.0.5"]}}) == []
+
+
+def test_mac_filter_and_unknown_filters(table_ports):
+    found = select_ports(table_ports, {"network_id": ("net-c",),
+                                       "mac_address": ["FA:16:3E:11:22:33"]})
+    assert [p["device_id"] for p in found] == ["vm-c"]
+    with pytest.raises(ValueError, match="unsupported port filter 'status'"):
+        select_ports(table_ports, {"status": ["ACTIVE"]})
+
+
+def test_answers_are_copies(table_ports):
+    """Upstream may change what it gets back; the table must not change with it."""
+    filters = {"network_id": ("net-a",), "fixed_ips": {"ip_address": ["10.0.0.5"]}}
+    select_ports(table_ports, filters)[0]["fixed_ips"][0]["ip_address"] = "changed"
+    assert select_ports(table_ports, filters)[0]["fixed_ips"] == [{"ip_address": "10.0.0.5"}]
+
+
+# --- the real upstream agent ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def upstream_python():
+    """The upstream virtualenv's python: installed once per machine (stamp file)."""
+    if not upstream.upstream_installed() and not upstream.index_reachable():
+        pytest.skip("package index unreachable: cannot install upstream neutron")
+    return upstream.ensure_upstream_venv()
+
+
+@pytest.fixture(scope="module")
+def upstream_stack(upstream_python):
+    root = short_tmp()
+    table = root / "ports.json"
+    table.write_text(json.dumps(TABLE))
+    nova, nova_port = start_fakenova(table, SECRET, root / "nova")
+    try:
+        agent, socket_path = upstream.start_upstream_agent(
+            table, root / "up", nova_port=nova_port, secret=SECRET)
+    except BaseException:
+        nova.stop()
+        raise
+    stack = Stack(root, nova, nova_port, agent, root / "up" / "state", table)
+    assert stack.shared == socket_path
+    yield stack
+    stack.stop()
+
+
+def read_raw(path: str, request: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.slow
+def test_installed_version_and_stamp(upstream_python):
+    python = upstream.ensure_upstream_venv()  # installed: returns at once
+    assert python == upstream_python
+    version = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('neutron'))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert f"neutron=={version}" == upstream.NEUTRON_SPEC
+    assert (python.parent.parent / ".installed").read_text().strip() == upstream.NEUTRON_SPEC
+    assert not upstream.upstream_installed(neutron_spec="neutron==0.0.1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("header, xff, instance, project", [
+    (("X-Neutron-Router-ID", "r1"), "10.0.0.5", "vm-a", "proj-a"),
+    (("X-Neutron-Router-ID", "r2"), "10.0.0.5", "vm-b", "proj-b"),
+    (("X-Neutron-Network-ID", "net-c"), "10.0.1.7", "vm-c", "proj-c"),
+    # link-local IPv6: upstream looks the port up by the MAC the EUI-64 address encodes
+    (("X-Neutron-Network-ID", "net-c"), "fe80::f816:3eff:fe11:2233", "vm-c", "proj-c"),
+])
+def test_upstream_serves_our_table(upstream_stack, header, xff, instance, project):
+    answer = get(upstream_stack.shared, "/openstack/latest/meta_data.json",
+                 forwarded_for=xff, headers=[header])
+    assert answer.status == 200, (answer.status, answer.body, upstream_stack.agent.log()[-2000:])
+    assert json.loads(answer.body)["uuid"] == instance
+    # forwarded by upstream's own code: requests, upstream's headers, its signature
+    seen = upstream_stack.nova_requests()[-1]
+    headers = dict(seen["headers"])
+    assert headers["User-Agent"].startswith("python-requests/")
+    assert headers["X-Instance-ID"] == instance
+    assert headers["X-Tenant-ID"] == project
+    assert headers["X-Forwarded-For"] == xff
+    assert headers["X-Instance-ID-Signature"] == sign_instance_id(SECRET.encode(), instance)
+
+
+@pytest.mark.slow
+def test_unknown_address_gets_upstreams_404(upstream_stack):
+    """Upstream's own 404, written with bare LF line ends (which bench.unixhttp's parser,
+    strict about CRLF, does not accept: read raw here)."""
+    data = read_raw(upstream_stack.shared,
+                    b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+                    b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n")
+    head, sep, body = data.partition(b"\n\n")
+    assert sep, data
+    lines = head.split(b"\n")
+    assert lines[0] == b"HTTP/1.1 404 Not Found"
+    assert b"Content-Length: %d" % len(body) in lines
+    assert b"Instance was not found on router r1." in body
+    assert "Instance was not found on router r1." in upstream_stack.agent.log()
+
+
+@pytest.mark.slow
+def test_listen_backlog_is_five(upstream_stack):
+    """Reference 1.7: upstream sets metadata_backlog after listen(), so the backlog is
+    socketserver's default of 5 (metadata_backlog is 4096 by default)."""
+    try:
+        backlog = upstream.listen_backlog(upstream_stack.shared)
+    except FileNotFoundError:
+        pytest.skip("ss (iproute2) is not installed")
+    assert backlog == 5

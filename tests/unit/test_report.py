@@ -1,0 +1,104 @@
+"""Storm results: nearest-rank percentiles, the Markdown table, JSON, comparison, plot."""
+
+import json
+import sys
+
+import attrs
+import pytest
+
+from bench.report import (MATPLOTLIB_MISSING, StormResult, compare_markdown, percentile,
+                          summarize)
+
+
+def test_nearest_rank_percentiles():
+    # the textbook example: 15, 20, 35, 40, 50
+    data = [40, 15, 50, 35, 20]
+    assert [percentile(data, p) for p in (0, 5, 30, 40, 50, 100)] == [15, 15, 20, 20, 35, 50]
+    hundred = list(range(1, 101))
+    assert [percentile(hundred, p) for p in (50, 95, 99, 99.5, 100)] == [50, 95, 99, 100, 100]
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile(data, 101)
+
+
+def test_summarize():
+    assert summarize([3.0, 1.0, 2.0, 4.0]) == {"n": 4, "p50": 2.0, "p95": 4.0, "p99": 4.0,
+                                               "max": 4.0, "mean": 2.5}
+    assert summarize([])["p50"] is None
+
+
+def sample(**changes):
+    result = StormResult(
+        label="metaproxy", target="shared",
+        settings={"instances": 4, "routers": 2, "fleet": "4 instances, 2 routers",
+                  "concurrency": 2, "ramp": 0.0, "keepalive": False, "workers": 2,
+                  "request_timeout": 30.0, "target_description": "shared socket /tmp/s"},
+        started="2025-01-01T00:00:00+00:00", duration=2.0, requests=110, good=100,
+        connections=110, errors={"status 403": 6, "connection refused": 4}, boots=4,
+        boots_completed=3, boots_clean=3, boot_failures={"connection refused": 1},
+        latencies=[0.001 * i for i in range(1, 101)], boot_times=[1.25, 1.5, 1.75],
+        boot_lengths=[28, 28, 26, 28],
+        generator={"workers": 2, "cpu_seconds": [0.5, 1.9], "busy": [0.25, 0.95],
+                   "collector_cpu_seconds": 0.1},
+        agent={"pids": [42], "processes": 1, "cpu_seconds": 0.0275,
+               "peak_rss_bytes": 50 * 2**20, "peak_hwm_bytes": 51 * 2**20},
+        nova={"total": 100, "by_status": {"200": 94, "403": 6},
+              "by_outcome": {"ok": 94, "bad_signature": 6}, "cpu_seconds": 0.5},
+        host={"cpus": 2, "busy": 0.5},
+        notes=["a note"])
+    return attrs.evolve(result, **changes)
+
+
+def test_markdown_has_the_figures():
+    text = sample().to_markdown()
+    for expected in ("| requests/s | 55 |",  # 110 requests in 2 s
+                     "| good requests/s | 50 (90.9%) |",
+                     "| latency p50 / p95 / p99 / max | 50.0 / 95.0 / 99.0 / 100.0 ms |",
+                     "| boot time p50 / p95 / p99 | 1.50 / 1.75 / 1.75 s (3 of 4 boots",
+                     "| boots failed | 1: connection refused 1 |",
+                     "| errors | 10: status 403 6, connection refused 4 |",
+                     "| agent CPU per request | 250 µs",
+                     "| agent peak RSS | 50.0 MiB (1 process) |",
+                     "bad_signature: 6",
+                     "25%, 95% of a core per worker (SATURATED",
+                     "- a note"):
+        assert expected in text, expected
+
+
+def test_json_round_trip():
+    result = sample()
+    text = result.to_json()
+    document = json.loads(text)
+    assert document["summary"]["latency"]["p99"] == pytest.approx(0.099)
+    assert document["summary"]["requests_per_second"] == 55
+    assert document["summary"]["generator_saturated"] is True
+    assert StormResult.from_json(text) == result
+    assert StormResult.from_json(text) != sample(good=99)
+    with pytest.raises(ValueError):
+        StormResult.from_json(json.dumps({**document, "format": "other/1"}))
+
+
+def test_compare_markdown_ratios():
+    a = sample()
+    b = sample(duration=1.0, latencies=[0.002 * i for i in range(1, 101)], errors={})
+    text = compare_markdown(a, b, "upstream", "metaproxy")
+    lines = text.splitlines()
+    assert lines[0] == "| figure | upstream | metaproxy | metaproxy / upstream |"
+    assert "| requests/s | 55 | 110 | 2.00x |" in lines
+    assert "| latency p50 (ms) | 50.0 | 100.0 | 2.00x |" in lines
+    assert "| errors | 10 | 0 | 0.00x |" in lines
+    assert "- upstream: a note" in lines
+
+
+def test_plot_without_matplotlib(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    assert sample().plot(str(tmp_path / "p.png")) is False
+    assert not (tmp_path / "p.png").exists()
+    assert "matplotlib" in MATPLOTLIB_MISSING
+
+
+def test_plot_with_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "p.png"
+    assert sample().plot(str(path)) is True
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
