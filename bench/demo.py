@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(ROOT / "etc" / "ports.json.sample"))
     parser.add_argument("--keep", action="store_true", help="leave the run directory")
+    parser.add_argument("--no-storm", action="store_true", help="skip the short boot storm")
     args = parser.parse_args(argv)
 
     run = Path(tempfile.mkdtemp(prefix="metaproxy-demo-", dir="/tmp"))
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         if agent is not None:
             agent.stop()
         nova.stop()
+    if not failures and not args.no_storm:
+        from bench.__main__ import short_storm
+        print("\nA short boot storm: 50 instances run cloud-init's ~28 requests each, 20 at a "
+              "time,\nthrough the per-namespace sockets and then the shared socket "
+              "(make bench runs 1,000):\n")
+        print(short_storm(50))
     if failures or args.keep:
         print(f"\nlogs and configuration kept in {run}")
     else:
