@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test unit integration clean
+.PHONY: venv demo test unit integration e2e clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ unit: venv
 
 integration: venv
 	$(BIN)/python -m pytest tests/integration
+
+## e2e: network namespaces + real haproxy (as root; skipped with a reason otherwise)
+e2e: venv
+	$(BIN)/python -m pytest tests/e2e
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache

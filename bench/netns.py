@@ -1,0 +1,674 @@
+"""Network-namespace topologies: instances, Neutron's router, DHCP and OVN namespaces, haproxy.
+
+Builds on one Linux host, with C{ip netns}, veth pairs and iptables, what Neutron's L3,
+DHCP and OVN metadata agents build on a network node (reference sections 3.1 to 3.3), so
+that real instances (namespaces with a real TCP/IP stack) reach metaproxy through a real
+haproxy configured by C{metaproxy haproxy-config}::
+
+    with Topology() as topo:
+        r1 = topo.add_router(topo.id("r1"), {topo.id("net-a"): "10.0.0.1/24"})
+        vm = topo.add_instance("vm-a", (r1, topo.id("net-a")), "10.0.0.5/24",
+                               "fa:16:3e:00:00:01")
+        topo.start_haproxy(r1, config_file="agent.ini", shared=True)
+        topo.run(vm, ["curl", "http://169.254.169.254/openstack"])
+
+Names are unique per run: every topology has a tag C{e2e<8 hex digits>}; router and
+network ids made with L{Topology.id} start with it, so namespaces keep Neutron's names
+(C{qrouter-e2e1a2b3c4d-r1}) yet never collide with another run's; instance namespaces are
+C{mpe2e-<hex>-<name>}. Interfaces are created directly inside their namespaces, so
+their names (at most 15 bytes) never meet another run's either. Only loopback,
+link-local and private addresses are used, inside the topology's own namespaces: no
+traffic leaves the machine.
+
+Clean-up always runs: L{Topology.cleanup} (idempotent) is called by the context manager,
+at interpreter exit, and by whoever owns the topology (a pytest finalizer). It kills every
+process inside the topology's namespaces (haproxy included) and every process it was
+asked to L{Topology.adopt}, deletes the namespaces (which deletes their veths and
+iptables rules) and the run directory. A topology whose owner died without cleaning up
+(SIGKILL, power loss) is a leftover: L{cleanup_leftovers}, called by every new
+L{Topology}, removes the topologies whose owner process is gone, and only those, so two
+runs at once do not disturb each other.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import attrs
+
+__all__ = [
+    "TopologyError",
+    "Namespace",
+    "Port",
+    "Instance",
+    "Haproxy",
+    "Topology",
+    "missing_prerequisites",
+    "cleanup_leftovers",
+    "find_iptables",
+    "eui64_link_local",
+    "RUN_DIR_PREFIX",
+    "METADATA_V4",
+    "METADATA_V6",
+    "ROUTER_METADATA_PORT",
+]
+
+#: Run directories are C{/tmp/mpe2e-<hex>}: short, because haproxy accepts at most 97
+#: bytes for a Unix socket path and the agent's sockets live there.
+RUN_DIR_PREFIX = "/tmp/mpe2e-"
+_INSTANCE_PREFIX = "mpe2e-"
+_ID_PREFIX = "e2e"
+_TAG_HEX = 8
+#: A namespace made by some topology: its tag's hex digits are group 1.
+_LEFTOVER = re.compile(
+    r"^(?:(?:qrouter|qdhcp|ovnmeta)-%s|%s)([0-9a-f]{%d})-"
+    % (_ID_PREFIX, re.escape(_INSTANCE_PREFIX), _TAG_HEX)
+)
+_IFNAME_MAX = 15
+_REPO = Path(__file__).resolve().parent.parent
+
+METADATA_V4 = "169.254.169.254"
+METADATA_V6 = "fe80::a9fe:a9fe"
+#: The port haproxy listens on in a router namespace (l3_agent.ini metadata_port).
+ROUTER_METADATA_PORT = 9697
+
+
+class TopologyError(RuntimeError):
+    """A command building or tearing down the topology failed; the message says which."""
+
+
+def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
+         cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TopologyError(f"{' '.join(argv)}: {e}") from None
+    if check and done.returncode != 0:
+        raise TopologyError(
+            f"{' '.join(argv)} exited with {done.returncode}: "
+            f"{done.stderr.decode(errors='replace').strip()}"
+        )
+    return done
+
+
+def eui64_link_local(mac: str) -> str:
+    """The IPv6 link-local address the kernel derives from C{mac} (modified EUI-64)."""
+    raw = bytearray(int(b, 16) for b in mac.split(":"))
+    raw[0] ^= 0x02
+    iid = bytes(raw[:3]) + b"\xff\xfe" + bytes(raw[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
+
+
+# -- prerequisites ----------------------------------------------------------------------
+
+
+def find_iptables(namespace: str) -> str | None:
+    """The iptables command that works inside C{namespace}: C{iptables} (whichever
+    backend it is), else C{iptables-legacy}; None if neither can list the nat table."""
+    for command in ("iptables", "iptables-legacy"):
+        if shutil.which(command) is None:
+            continue
+        done = _run(["ip", "netns", "exec", namespace, command, "-w", "-t", "nat", "-S"],
+                    check=False)
+        if done.returncode == 0:
+            return command
+    return None
+
+
+def missing_prerequisites() -> list[str]:
+    """What this host lacks to build a topology, in words; empty if nothing.
+
+    Checks root, the C{ip}, C{haproxy} and C{iptables} commands, then that a network
+    namespace can really be added and that iptables' nat table works inside it.
+    """
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (running as uid %d)" % os.geteuid())
+    for tool in ("ip", "haproxy", "iptables"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    if missing:
+        return missing
+    probe = f"{_INSTANCE_PREFIX}probe-{secrets.token_hex(4)}"
+    done = _run(["ip", "netns", "add", probe], check=False)
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        return ["a working `ip netns add` (%s)" % (reason[-1] if reason else done.returncode)]
+    try:
+        if find_iptables(probe) is None:
+            missing.append("iptables that works in a network namespace (iptables and "
+                           "iptables-legacy both fail on the nat table)")
+    finally:
+        _run(["ip", "netns", "delete", probe], check=False)
+    return missing
+
+
+# -- leftovers --------------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (/proc/<pid>/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    current = _start_time(pid)
+    return current is not None and (start is None or current == start)
+
+
+def _record(pid: int) -> str:
+    return f"{pid} {_start_time(pid) or '-'}\n"
+
+
+def _read_record(path: Path) -> tuple[int, str | None] | None:
+    try:
+        pid, start = path.read_text().split()
+        return int(pid), None if start == "-" else start
+    except (OSError, ValueError):
+        return None
+
+
+def _terminate(pid: int, start: str | None, timeout: float = 5.0) -> None:
+    """SIGTERM C{pid} if it is still the process recorded, then SIGKILL after C{timeout}."""
+    if not _alive(pid, start):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _alive(pid, start) or _zombie(pid):
+            _reap(pid)
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _netns_list() -> list[str]:
+    done = _run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in done.stdout.decode().splitlines() if line.strip()]
+
+
+def _kill_namespace_processes(namespace: str) -> None:
+    done = _run(["ip", "netns", "pids", namespace], check=False)
+    pids = [int(p) for p in done.stdout.split() if p.isdigit()]
+    for pid in pids:
+        _terminate(pid, _start_time(pid), timeout=3.0)
+
+
+def _delete_namespace(namespace: str) -> None:
+    _kill_namespace_processes(namespace)
+    _run(["ip", "netns", "delete", namespace], check=False)
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    record = _read_record(run_dir / "owner")
+    return record is not None and _alive(*record)
+
+
+def _destroy_run(tag_hex: str, namespaces: Iterable[str]) -> None:
+    run_dir = Path(RUN_DIR_PREFIX + tag_hex)
+    for namespace in namespaces:
+        _delete_namespace(namespace)
+    pids = run_dir / "pids"
+    if pids.is_dir():
+        for entry in pids.iterdir():
+            record = _read_record(entry)
+            if record is not None:
+                _terminate(*record)
+    for pidfile in run_dir.glob("haproxy/*.pid"):
+        for word in pidfile.read_text(errors="replace").split():
+            if word.isdigit() and _is_haproxy(int(word)):
+                _terminate(int(word), _start_time(int(word)))
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _is_haproxy(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy"
+    except OSError:
+        return False
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove what earlier topologies left behind when their owner died; return the
+    namespaces removed. A topology whose owner still runs is left alone."""
+    by_tag: dict[str, list[str]] = {}
+    for namespace in _netns_list():
+        match = _LEFTOVER.match(namespace)
+        if match:
+            by_tag.setdefault(match.group(1), []).append(namespace)
+    for run_dir in Path(RUN_DIR_PREFIX).parent.glob(Path(RUN_DIR_PREFIX).name + "*"):
+        tag = run_dir.name[len(Path(RUN_DIR_PREFIX).name):]
+        if re.fullmatch("[0-9a-f]{%d}" % _TAG_HEX, tag):
+            by_tag.setdefault(tag, [])
+    removed = []
+    for tag, namespaces in sorted(by_tag.items()):
+        if _owner_alive(Path(RUN_DIR_PREFIX + tag)):
+            continue
+        _destroy_run(tag, namespaces)
+        removed.extend(namespaces)
+    return removed
+
+
+# -- the topology -----------------------------------------------------------------------
+
+
+@attrs.define
+class Namespace:
+    """One namespace of the topology.
+
+    @ivar kind: C{router}, C{dhcp}, C{ovn} or C{instance}.
+    @ivar id: the router or network id (C{qrouter-<id>}...), or the instance's name.
+    @ivar ports: the namespace's interfaces to instance networks, by network id.
+    @ivar haproxy: the namespace proxy running in it, if any.
+    """
+
+    name: str
+    kind: str
+    id: str
+    ports: dict[str, "Port"] = attrs.field(factory=dict)
+    haproxy: "Haproxy | None" = None
+    ipv6: bool = False  # DHCP and OVN: fe80::a9fe:a9fe on the port, bound by haproxy
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@attrs.frozen
+class Port:
+    """An interface in a router, DHCP or OVN namespace, on one instance network."""
+
+    network_id: str
+    ifname: str
+    cidr: str  # the namespace's address on the network, with its prefix length
+    peer: str  # the veth's other end: eth0 of the instance that takes it
+
+    @property
+    def ip(self) -> str:
+        return self.cidr.split("/")[0]
+
+
+@attrs.define
+class Instance:
+    """An instance: its own namespace with C{eth0} on one network."""
+
+    name: str
+    namespace: str
+    network_id: str
+    attached_to: Namespace
+    ip: str
+    mac: str
+    ifname: str = "eth0"
+
+    @property
+    def link_local(self) -> str:
+        """The EUI-64 link-local address the kernel gives C{eth0} from the MAC."""
+        return eui64_link_local(self.mac)
+
+    def __str__(self) -> str:
+        return self.namespace
+
+
+@attrs.define
+class Haproxy:
+    """A haproxy daemon in a namespace: its configuration, pidfile and process id."""
+
+    namespace: str
+    config_path: Path
+    pidfile: Path
+    pid: int
+    config: str
+
+
+class Topology:
+    """A set of namespaces owned by this process; see the module docstring.
+
+    @ivar tag: C{e2e<8 hex>}, unique to this topology; ids from L{id} start with it.
+    @ivar run_dir: C{/tmp/mpe2e-<hex>}: haproxy configs and pidfiles, the owner record,
+        adopted processes, and whatever else the caller puts there (the agent's state).
+    """
+
+    def __init__(self, *, clean_leftovers: bool = True) -> None:
+        self.removed_leftovers = cleanup_leftovers() if clean_leftovers else []
+        self._hex = secrets.token_hex(_TAG_HEX // 2)
+        self.tag = _ID_PREFIX + self._hex
+        self.run_dir = Path(RUN_DIR_PREFIX + self._hex)
+        # Made under another name and renamed, owner record inside: a concurrent run's
+        # cleanup_leftovers never sees this directory without its owner.
+        making = Path(f"{self.run_dir}.new")
+        making.mkdir(mode=0o755)
+        (making / "owner").write_text(_record(os.getpid()))
+        (making / "pids").mkdir()
+        (making / "haproxy").mkdir()
+        making.rename(self.run_dir)
+        self.namespaces: dict[str, Namespace] = {}
+        self.instances: dict[str, Instance] = {}
+        self._cleaned = False
+        self._iptables: str | None = None
+        atexit.register(self.cleanup)
+
+    # -- naming -------------------------------------------------------------------------
+
+    def id(self, name: str) -> str:
+        """A router or network id unique to this topology: C{e2e<hex>-<name>}."""
+        return f"{self.tag}-{name}"
+
+    def _ifname(self, prefix: str) -> str:
+        name = prefix + secrets.token_hex(8)
+        return name[:_IFNAME_MAX - 1]
+
+    # -- building -------------------------------------------------------------------------
+
+    def _add_namespace(self, name: str, kind: str, ident: str) -> Namespace:
+        if self._cleaned:
+            raise TopologyError(f"cannot add {name}: this topology has been cleaned up")
+        if name in self.namespaces:
+            raise TopologyError(f"namespace {name} already exists in this topology")
+        _run(["ip", "netns", "add", name])
+        namespace = Namespace(name, kind, ident)
+        self.namespaces[name] = namespace
+        # No duplicate address detection: addresses are usable at once (the EUI-64
+        # link-local address is still the kernel's own, derived from the MAC).
+        self.exec(name, ["sh", "-c",
+                         "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; "
+                         "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad"])
+        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+        return namespace
+
+    def _iptables_command(self, namespace: str) -> str:
+        if self._iptables is None:
+            self._iptables = find_iptables(namespace)
+            if self._iptables is None:
+                raise TopologyError("neither iptables nor iptables-legacy works in a namespace")
+        return self._iptables
+
+    @property
+    def iptables(self) -> str | None:
+        """The iptables command in use (C{iptables} or C{iptables-legacy}), once known."""
+        return self._iptables
+
+    def _add_port(self, parent: Namespace, network_id: str, ifname: str, cidr: str,
+                  extra: Sequence[tuple[str, ...]] = ()) -> Port:
+        """A veth in C{parent}: C{ifname} configured and up; its peer waits in C{parent}
+        under a temporary name until an instance takes it (L{add_instance})."""
+        if len(ifname.encode()) > _IFNAME_MAX:
+            raise TopologyError(f"interface name {ifname!r} is longer than {_IFNAME_MAX} bytes")
+        peer = self._ifname("pe-")
+        p = parent.name
+        _run(["ip", "-n", p, "link", "add", ifname, "type", "veth", "peer", "name", peer])
+        _run(["ip", "-n", p, "addr", "add", cidr, "dev", ifname])
+        for address, *flags in extra:
+            _run(["ip", "-n", p, "addr", "add", address, "dev", ifname, *flags])
+        _run(["ip", "-n", p, "link", "set", ifname, "up"])
+        port = Port(network_id, ifname, cidr, peer)
+        parent.ports[network_id] = port
+        return port
+
+    def add_router(self, router_id: str, subnets: dict[str, str]) -> Namespace:
+        """C{qrouter-<router_id>} with one C{qr-} port per network (C{network id: the
+        router's address with prefix, e.g. 10.0.0.1/24}) and Neutron's metadata rules:
+        169.254.169.254:80 from C{qr-+} marked and redirected to 9697, 9697 otherwise
+        dropped (reference 3.1)."""
+        namespace = self._add_namespace(f"qrouter-{router_id}", "router", router_id)
+        for network_id, cidr in subnets.items():
+            self._add_port(namespace, network_id, self._ifname("qr-"), cidr)
+        ipt = self._iptables_command(namespace.name)
+        rules = [
+            ["-t", "mangle", "-A", "PREROUTING", "-d", f"{METADATA_V4}/32", "-i", "qr-+",
+             "-p", "tcp", "-m", "tcp", "--dport", "80",
+             "-j", "MARK", "--set-xmark", "0x1/0xffff"],
+            ["-t", "nat", "-A", "PREROUTING", "-d", f"{METADATA_V4}/32", "-i", "qr-+",
+             "-p", "tcp", "-m", "tcp", "--dport", "80",
+             "-j", "REDIRECT", "--to-ports", str(ROUTER_METADATA_PORT)],
+            ["-t", "filter", "-A", "INPUT", "-m", "mark", "--mark", "0x1/0xffff",
+             "-j", "ACCEPT"],
+            ["-t", "filter", "-A", "INPUT", "-p", "tcp", "-m", "tcp",
+             "--dport", str(ROUTER_METADATA_PORT), "-j", "DROP"],
+        ]
+        for rule in rules:
+            self.exec(namespace.name, [ipt, "-w", *rule])
+        return namespace
+
+    def _metadata_addresses(self, ipv6: bool) -> list[tuple[str, ...]]:
+        addresses: list[tuple[str, ...]] = [(f"{METADATA_V4}/32",)]
+        if ipv6:
+            # Neutron waits for DAD to finish; this address is ours alone, so skip it.
+            addresses.append((f"{METADATA_V6}/64", "nodad"))
+        return addresses
+
+    def add_dhcp(self, network_id: str, cidr: str, *, ipv6: bool = True) -> Namespace:
+        """C{qdhcp-<network_id>} with its DHCP port (C{tap...}) at C{cidr}, plus
+        169.254.169.254/32 and (with C{ipv6}) fe80::a9fe:a9fe on that port."""
+        namespace = self._add_namespace(f"qdhcp-{network_id}", "dhcp", network_id)
+        namespace.ipv6 = ipv6
+        self._add_port(namespace, network_id, self._ifname("tap"), cidr,
+                       self._metadata_addresses(ipv6))
+        return namespace
+
+    def add_ovn(self, network_id: str, cidr: str, *, ipv6: bool = True) -> Namespace:
+        """C{ovnmeta-<network_id>} with the metadata port C{tap<network_id[:10]>1} at
+        C{cidr}, plus 169.254.169.254/32 and (with C{ipv6}) fe80::a9fe:a9fe."""
+        namespace = self._add_namespace(f"ovnmeta-{network_id}", "ovn", network_id)
+        namespace.ipv6 = ipv6
+        self._add_port(namespace, network_id, f"tap{network_id[:10]}1", cidr,
+                       self._metadata_addresses(ipv6))
+        return namespace
+
+    def add_instance(self, name: str, attached_to: tuple[Namespace, str], ip: str,
+                     mac: str) -> Instance:
+        """An instance namespace C{mpe2e-<hex>-<name>} whose C{eth0} (MAC C{mac}, address
+        C{ip}, with the port's prefix unless given) is the peer of the port of
+        C{attached_to = (namespace, network id)}.
+
+        Behind a router the router's port is the default gateway; on a DHCP or OVN
+        network 169.254.169.254/32 is a host route via the DHCP/metadata port, as DHCP
+        option 121 sets it. Each port takes one instance.
+        """
+        parent, network_id = attached_to
+        port = parent.ports.get(network_id)
+        if port is None:
+            raise TopologyError(f"{parent.name} has no port on network {network_id}")
+        if any(i.attached_to is parent and i.network_id == network_id
+               for i in self.instances.values()):
+            raise TopologyError(f"{parent.name} already has an instance on {network_id}")
+        ns_name = f"{_INSTANCE_PREFIX}{self._hex}-{name}"
+        self._add_namespace(ns_name, "instance", name)
+        _run(["ip", "-n", parent.name, "link", "set", port.peer, "netns", ns_name])
+        _run(["ip", "-n", ns_name, "link", "set", port.peer, "name", "eth0"])
+        _run(["ip", "-n", ns_name, "link", "set", "eth0", "address", mac])
+        prefix = port.cidr.split("/")[1]
+        address = ip if "/" in ip else f"{ip}/{prefix}"
+        _run(["ip", "-n", ns_name, "addr", "add", address, "dev", "eth0"])
+        _run(["ip", "-n", ns_name, "link", "set", "eth0", "up"])
+        if parent.kind == "router":
+            _run(["ip", "-n", ns_name, "route", "add", "default", "via", port.ip])
+        else:
+            _run(["ip", "-n", ns_name, "route", "add", f"{METADATA_V4}/32", "via", port.ip])
+        instance = Instance(name, ns_name, network_id, parent, address.split("/")[0], mac)
+        self.instances[name] = instance
+        return instance
+
+    # -- haproxy --------------------------------------------------------------------------
+
+    def haproxy_config(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
+                       shared: bool = False, socket: str | None = None,
+                       extra_args: Sequence[str] = ()) -> tuple[str, Path]:
+        """The configuration C{metaproxy haproxy-config} renders for C{namespace}, and the
+        pidfile it names. DHCP and OVN namespaces with IPv6 also bind fe80::a9fe:a9fe on
+        their port."""
+        pidfile = self.run_dir / "haproxy" / f"{namespace.id}.pid"
+        argv = [sys.executable, "-m", "metaproxy.cli", "haproxy-config", namespace.name,
+                "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
+        if config_file is not None:
+            argv += ["--config-file", str(config_file)]
+        if shared:
+            argv.append("--shared")
+        if socket is not None:
+            argv += ["--socket", socket]
+        if namespace.kind in ("dhcp", "ovn") and namespace.ipv6:
+            (port,) = namespace.ports.values()
+            argv += ["--ipv6-interface", port.ifname]
+        argv += list(extra_args)
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=30, cwd=str(_REPO))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise TopologyError(f"metaproxy haproxy-config: {e}") from None
+        if done.returncode != 0:
+            raise TopologyError(f"metaproxy haproxy-config {namespace.name} failed: "
+                                f"{done.stderr.decode(errors='replace').strip()}")
+        return done.stdout.decode(), pidfile
+
+    def start_haproxy(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
+                      shared: bool = False, socket: str | None = None,
+                      extra_args: Sequence[str] = ()) -> Haproxy:
+        """Write C{namespace}'s configuration (see L{haproxy_config}) and start
+        C{haproxy -f <conf>} in the namespace as Neutron does; it daemonises after
+        binding, so it listens when this returns."""
+        if self._cleaned:
+            raise TopologyError(f"cannot start haproxy in {namespace.name}: this topology "
+                                "has been cleaned up")
+        if namespace.haproxy is not None:
+            raise TopologyError(f"haproxy already runs in {namespace.name}")
+        text, pidfile = self.haproxy_config(namespace, config_file=config_file, shared=shared,
+                                            socket=socket, extra_args=extra_args)
+        config_path = self.run_dir / "haproxy" / f"{namespace.id}.conf"
+        config_path.write_text(text)
+        log_path = self.run_dir / "haproxy" / f"{namespace.id}.log"
+        with open(log_path, "wb") as log:
+            try:
+                done = subprocess.run(
+                    ["ip", "netns", "exec", namespace.name, "haproxy", "-f", str(config_path)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=30,
+                    env={**os.environ, "PROCESS_TAG": f"haproxy-{namespace.id}"})
+            except subprocess.TimeoutExpired:
+                raise TopologyError(f"haproxy in {namespace.name} did not daemonise") from None
+        if done.returncode != 0:
+            raise TopologyError(f"haproxy in {namespace.name} exited with {done.returncode}: "
+                                f"{log_path.read_text(errors='replace').strip()}")
+        deadline = time.monotonic() + 10
+        pid = None
+        while time.monotonic() < deadline:
+            words = pidfile.read_text().split() if pidfile.exists() else []
+            if words and words[0].isdigit() and _is_haproxy(int(words[0])):
+                pid = int(words[0])
+                break
+            time.sleep(0.02)
+        if pid is None:
+            raise TopologyError(f"haproxy in {namespace.name} wrote no pidfile {pidfile}")
+        namespace.haproxy = Haproxy(namespace.name, config_path, pidfile, pid, text)
+        return namespace.haproxy
+
+    def stop_haproxy(self, namespace: Namespace) -> None:
+        """Stop the namespace's haproxy (SIGTERM, then SIGKILL after 5 s), by its pid."""
+        proxy = namespace.haproxy
+        if proxy is None:
+            return
+        if _is_haproxy(proxy.pid):
+            _terminate(proxy.pid, _start_time(proxy.pid))
+        namespace.haproxy = None
+
+    # -- running things -------------------------------------------------------------------
+
+    def exec(self, namespace: str | Namespace | Instance, argv: Sequence[str], *,
+             check: bool = True, timeout: float = 60.0,
+             cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+        """Run C{argv} inside C{namespace} and wait; stdout and stderr are captured.
+
+        @raise TopologyError: with C{check}, a non-zero exit status; always, a timeout.
+        """
+        return _run(["ip", "netns", "exec", str(namespace), *argv], check=check,
+                    timeout=timeout, cwd=cwd)
+
+    def popen(self, namespace: str | Namespace | Instance, argv: Sequence[str],
+              **kwargs) -> subprocess.Popen:
+        """Start C{argv} inside C{namespace} (killed at clean-up if still running)."""
+        return subprocess.Popen(["ip", "netns", "exec", str(namespace), *argv], **kwargs)
+
+    def adopt(self, pid: int) -> None:
+        """Kill process C{pid} at clean-up (and when a later run finds this topology a
+        leftover) if it still runs: for processes outside the namespaces, the agent say."""
+        (self.run_dir / "pids" / str(pid)).write_text(_record(pid))
+
+    # -- tearing down ---------------------------------------------------------------------
+
+    def remove(self, namespace: Namespace | Instance) -> None:
+        """Remove one namespace now: its processes (haproxy too), then the namespace,
+        which deletes its veths (an instance's peer port goes with it)."""
+        name = str(namespace)
+        ns = self.namespaces.pop(name, None)
+        if ns is not None and ns.haproxy is not None:
+            self.stop_haproxy(ns)
+        _delete_namespace(name)
+        for key, instance in list(self.instances.items()):
+            if instance.namespace == name:
+                del self.instances[key]
+
+    @property
+    def cleaned(self) -> bool:
+        """Whether L{cleanup} ran: nothing of this topology is left."""
+        return self._cleaned
+
+    def cleanup(self) -> None:
+        """Remove everything this topology made; safe to call more than once."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        for namespace in list(self.namespaces.values()):
+            if namespace.haproxy is not None:
+                self.stop_haproxy(namespace)
+        names = set(self.namespaces)
+        # and any namespace with this tag that a failed step left unrecorded
+        for name in _netns_list():
+            match = _LEFTOVER.match(name)
+            if match and match.group(1) == self._hex:
+                names.add(name)
+        self.namespaces.clear()
+        self.instances.clear()
+        _destroy_run(self._hex, sorted(names))
+        try:
+            atexit.unregister(self.cleanup)
+        except Exception:  # pragma: no cover - interpreter shutting down
+            pass
+
+    def __enter__(self) -> "Topology":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
