@@ -102,17 +102,66 @@ def _matches(port: dict, key: str, wanted) -> bool:
 
 def select_ports(ports: list[dict], filters: dict) -> list[dict]:
     """Neutron's C{get_ports(filters=...)}: ports matching every key of C{filters}."""
-    return [dict(port, fixed_ips=[dict(ip) for ip in port["fixed_ips"]])
-            for port in ports
+    return [_copy(port) for port in ports
             if all(_matches(port, key, wanted) for key, wanted in filters.items())]
+
+
+def _copy(port: dict) -> dict:
+    return dict(port, fixed_ips=[dict(ip) for ip in port["fixed_ips"]])
+
+
+class PortIndex:
+    """C{select_ports} in constant time for the three filter shapes upstream sends.
+
+    neutron-server answers these from its database in another process, so the lookup
+    must cost the agent (whose CPU the bench measures) next to nothing: a linear scan of a
+    1,000-instance table here would add milliseconds per request that upstream never
+    spends. Other shapes fall back to the scan.
+    """
+
+    def __init__(self, ports: list[dict]) -> None:
+        self.ports = ports
+        self.by_device: dict[str, list[dict]] = {}
+        self.by_network_ip: dict[tuple[str, str], list[dict]] = {}
+        self.by_network_mac: dict[tuple[str, str], list[dict]] = {}
+        for port in ports:
+            self.by_device.setdefault(port["device_id"], []).append(port)
+            for ip in port["fixed_ips"]:
+                self.by_network_ip.setdefault(
+                    (port["network_id"], ip["ip_address"]), []).append(port)
+            self.by_network_mac.setdefault(
+                (port["network_id"], port["mac_address"]), []).append(port)
+
+    def select(self, filters: dict) -> list[dict]:
+        keys = set(filters)
+        if keys == {"device_id", "device_owner"}:
+            owners = set(filters["device_owner"])
+            found = [p for d in filters["device_id"] for p in self.by_device.get(d, ())
+                     if p["device_owner"] in owners]
+        elif keys == {"network_id", "fixed_ips"} and set(filters["fixed_ips"]) == {"ip_address"}:
+            found = [p for n in dict.fromkeys(filters["network_id"])
+                     for ip in filters["fixed_ips"]["ip_address"]
+                     for p in self.by_network_ip.get((n, _normalise_ip(ip)), ())]
+        elif keys == {"network_id", "mac_address"}:
+            found = [p for n in dict.fromkeys(filters["network_id"])
+                     for mac in filters["mac_address"]
+                     for p in self.by_network_mac.get((n, _normalise_mac(mac)), ())]
+        else:
+            return select_ports(self.ports, filters)
+        # in table order and once each, as the scan (and a database query) returns them
+        unique = {id(p): p for p in found}
+        order = {id(p): i for i, p in enumerate(self.ports)} if len(unique) > 1 else {}
+        return [_copy(p) for p in sorted(unique.values(), key=lambda p: order.get(id(p), 0))]
 
 
 def install(ports: list[dict]) -> None:
     """Replace upstream's RPC port lookup, and nothing else, with a table lookup."""
     from neutron.agent.metadata import agent
 
+    index = PortIndex(ports)
+
     def get_ports(self, context, filters):
-        return select_ports(ports, filters)
+        return index.select(filters)
 
     get_ports.__qualname__ = "MetadataPluginAPI.get_ports"
     agent.MetadataPluginAPI.get_ports = get_ports

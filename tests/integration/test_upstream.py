@@ -17,7 +17,7 @@ import pytest
 from bench import upstream
 from bench.processes import start_fakenova
 from bench.unixhttp import get
-from bench.upstream_launch import load_ports, select_ports
+from bench.upstream_launch import PortIndex, load_ports, select_ports
 from metaproxy.signing import sign_instance_id
 from tests.integration.conftest import SECRET, TABLE, Stack, short_tmp
 
@@ -85,6 +85,23 @@ def test_answers_are_copies(table_ports):
     filters = {"network_id": ("net-a",), "fixed_ips": {"ip_address": ["10.0.0.5"]}}
     select_ports(table_ports, filters)[0]["fixed_ips"][0]["ip_address"] = "changed"
     assert select_ports(table_ports, filters)[0]["fixed_ips"] == [{"ip_address": "10.0.0.5"}]
+
+
+@pytest.mark.parametrize("filters", [
+    {"device_id": ["r1"], "device_owner": ROUTER_OWNERS},
+    {"device_id": ["r3", "r1"], "device_owner": ROUTER_OWNERS},
+    {"device_id": ["r3"], "device_owner": ["network:router_gateway"]},
+    {"network_id": ("net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
+    {"network_id": ("net-b", "net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
+    {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["fd00:0::7"]}},
+    {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
+    {"network_id": ("net-c",), "mac_address": ["FA:16:3E:11:22:33"]},
+    {"network_id": ("net-d",), "mac_address": ["fa:16:3e:00:00:99"]},
+])
+def test_index_answers_as_the_scan_does(table_ports, filters):
+    """The constant-time index (what upstream's agent really calls) gives exactly the
+    scan's answer, in the same order, for every filter shape upstream sends."""
+    assert PortIndex(table_ports).select(filters) == select_ports(table_ports, filters)
 
 
 # --- the real upstream agent ---------------------------------------------------------------
