@@ -13,10 +13,12 @@ Verification checks Nova's certificate against the host of the configured URL, w
 may be an IP literal (service-identity matches IP addresses too).
 
 Everything is read and checked once, here, so a bad file fails at start-up with a
-C{ValueError} naming it. The result is wrapped in
-L{twisted.web.client.HostnameCachingHTTPSPolicy}: L{twisted.web.client.Agent} asks the
-policy for a connection creator on every request, and without the cache each request
-would build a new OpenSSL context.
+C{ValueError} naming it. L{metaproxy.nova.NovaClient} asks the policy for its connection
+creator once, at construction, and every connection (the first and each reconnection)
+uses that creator, so the OpenSSL context is built once. The result is also wrapped in
+L{twisted.web.client.HostnameCachingHTTPSPolicy}, so that any other user asking per
+request (L{twisted.web.client.Agent} does) gets the same creator back for a host instead
+of a new OpenSSL context each time.
 """
 
 from __future__ import annotations

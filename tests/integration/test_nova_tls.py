@@ -204,6 +204,42 @@ async def test_concurrent_requests_reuse_the_pool():
 
 
 @pytest_twisted.ensureDeferred
+async def test_connections_nova_closes_while_idle_are_not_reused():
+    """Nova dropping idle keep-alive connections (its own idle timeout) costs nothing:
+    the client notices the close and the next request goes out on a new connection."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    async with _Nova(reactor) as nova:
+        nova.site.timeOut = 0.1  # The server closes connections idle for 0.1 s.
+        client = nova.client()
+        for i in range(3):
+            response = await client.forward(b"GET", b"/%d" % i, HEADERS, b"")
+            assert response.body == b"target=/%d" % i
+            while client.pool.idle:  # Until the server has closed it.
+                await deferLater(reactor, 0.05, lambda: None)
+        assert nova.site.connections == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_and_post_on_real_sockets():
+    """HEAD answers without a body (twisted.web sends Content-Length), POST bodies
+    arrive, and both leave the client ready for the next request."""
+    from twisted.internet import reactor
+
+    async with _Nova(reactor) as nova:
+        client = nova.client()
+        head = await client.forward(b"HEAD", b"/h", HEADERS, b"")
+        assert (head.status, head.body) == (200, b"")
+        assert (b"Content-Length", b"9") in head.headers
+        post = await client.forward(b"POST", b"/openstack/latest/password", HEADERS, b"pw")
+        assert post.body == b"target=/openstack/latest/password"
+        again = await client.forward(b"GET", b"/g", HEADERS, b"")
+        assert again.body == b"target=/g"
+        assert nova.site.connections == 2  # A HEAD's connection is not reused.
+
+
+@pytest_twisted.ensureDeferred
 async def test_nothing_logged_on_success():
     """Successful requests log nothing, not even when new connections are opened (the
     pool's factory is quiet)."""
