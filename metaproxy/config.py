@@ -55,9 +55,11 @@ METADATA_OPTS = [
                "Unlike Neutron since 2025.1, metaproxy applies it."),
     cfg.IntOpt("metadata_workers", min=0, sample_default="<number of CPUs> / 2",
                help="How many worker processes serve the sockets; unset means half the "
-               "CPUs, as in Neutron. This version serves every socket from one process "
-               "(one reactor, no thread per request) and logs the value it was given; "
-               "multi-process workers are planned."),
+               "CPUs, as in Neutron. 0 or 1: one process serves every socket (one reactor, "
+               "no thread per request). N >= 2: the agent's process binds every socket "
+               "(namespaces added at run time included) and hands them to N worker "
+               "processes that all accept on all of them; a worker that dies is restarted "
+               "while the others keep serving, SIGHUP is passed on to the workers."),
     cfg.IntOpt("metadata_backlog", default=4096, min=1,
                help="listen() backlog of the metadata socket (applied, unlike Neutron "
                "since 2025.1, whose real backlog is 5)."),

@@ -1,7 +1,11 @@
 """The Unix sockets: Neutron's shared socket and one socket per namespace.
 
-All listeners live on one reactor. A namespace's socket can be added or removed at any
-time without touching the others. Before listening, a leftover socket file is removed
+A namespace's socket can be added or removed at any time without touching the others.
+With one process the listeners live on its reactor. With workers (C{metadata_workers} >=
+2) this process only binds each socket (L{HeldSocket}) and hands it to a L{SocketHandoff}
+(L{metaproxy.workers.WorkerPool}), which passes the descriptor to every worker; the
+workers accept, this process never does. Removing a namespace unlinks its path here first,
+then tells the workers to close their copies. Before listening, a leftover socket file is removed
 only if nothing answers on it: a path that belongs to a live process is never stolen.
 The mode (C{metadata_proxy_socket_mode}) and the backlog (C{metadata_backlog}) are the
 operator's, and really applied (upstream applies neither).
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from typing import Callable
+from typing import Callable, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -21,7 +25,7 @@ from twisted.internet.protocol import Factory
 
 from metaproxy.namespace import Namespace, namespace_socket_path
 
-__all__ = ["ListenError", "prepare_socket_path", "Listeners"]
+__all__ = ["ListenError", "prepare_socket_path", "HeldSocket", "SocketHandoff", "Listeners"]
 
 #: sun_path is 108 bytes on Linux including the NUL, but haproxy keeps room for a
 #: ".<pid>.tmp" suffix on every Unix address and refuses paths over 97 bytes
@@ -80,37 +84,112 @@ def prepare_socket_path(path: str) -> None:
         raise ListenError(f"cannot remove the stale socket {path}: {e.strerror}") from e
 
 
+class HeldSocket:
+    """A listening Unix socket that this process binds and keeps but never accepts on:
+    the workers accept on their copies of it.
+
+    It is bound, given C{mode}, and listens with C{backlog}. L{stopListening} unlinks the
+    path and closes this process's descriptor; copies held elsewhere stay open until
+    their holders close them, but nothing can connect through the path any more.
+    """
+
+    def __init__(self, path: str, *, mode: int, backlog: int) -> None:
+        self.path = path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(path)
+        except OSError as e:
+            sock.close()
+            raise ListenError(f"cannot listen on {path}: {e.strerror}") from e
+        try:
+            os.chmod(path, mode)
+            sock.listen(backlog)
+        except OSError as e:
+            sock.close()
+            _unlink_quietly(path)
+            raise ListenError(f"cannot listen on {path}: {e.strerror}") from e
+        self._socket: socket.socket | None = sock
+
+    def fileno(self) -> int:
+        if self._socket is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._socket.fileno()
+
+    def stopListening(self) -> None:
+        """Unlink the path and close this descriptor (once; later calls do nothing)."""
+        if self._socket is None:
+            return
+        _unlink_quietly(self.path)
+        self._socket.close()
+        self._socket = None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class SocketHandoff(Protocol):
+    """Where L{Listeners} hands the sockets it holds (L{metaproxy.workers.WorkerPool}).
+
+    C{None} stands for the shared socket.
+    """
+
+    def add(self, namespace: Namespace | None, fd: int) -> None:
+        """Start serving the listening socket C{fd} (borrowed: copy it to keep it)."""
+
+    def remove(self, namespace: Namespace | None) -> None:
+        """Stop serving it; its path is already unlinked."""
+
+
 class Listeners:
     """The set of listening sockets, changed one namespace at a time.
 
+    Either C{factory_for} or C{handoff} is given:
+
     @param factory_for: builds the protocol factory for a namespace, or for the shared
-        socket when given C{None}.
+        socket when given C{None}; the sockets are served on C{reactor}.
+    @param handoff: each socket is bound here (L{HeldSocket}) and handed to it; the
+        socket is served wherever the handoff passes it (the workers).
     """
 
     def __init__(self, reactor: IReactorUNIX, *, shared_socket: str | None, socket_dir: str,
                  mode: int, backlog: int,
-                 factory_for: Callable[[Namespace | None], Factory]) -> None:
+                 factory_for: Callable[[Namespace | None], Factory] | None = None,
+                 handoff: SocketHandoff | None = None) -> None:
+        if (factory_for is None) == (handoff is None):
+            raise TypeError("give either factory_for or handoff")
         self._reactor = reactor
         self._shared_socket = shared_socket
         self._socket_dir = socket_dir
         self._mode = mode
         self._backlog = backlog
         self._factory_for = factory_for
-        self._shared_port: IListeningPort | None = None
-        self._ports: dict[Namespace, IListeningPort] = {}
+        self._handoff = handoff
+        self._shared_port: IListeningPort | HeldSocket | None = None
+        self._ports: dict[Namespace, IListeningPort | HeldSocket] = {}
 
-    def _listen(self, path: str, factory: Factory) -> IListeningPort:
+    def _listen(self, path: str, namespace: Namespace | None) -> IListeningPort | HeldSocket:
         prepare_socket_path(path)
+        if self._handoff is not None:
+            held = HeldSocket(path, mode=self._mode, backlog=self._backlog)
+            self._handoff.add(namespace, held.fileno())
+            return held
+        assert self._factory_for is not None
         try:
-            return self._reactor.listenUNIX(path, factory, backlog=self._backlog,
-                                            mode=self._mode, wantPID=False)
+            return self._reactor.listenUNIX(path, self._factory_for(namespace),
+                                            backlog=self._backlog, mode=self._mode,
+                                            wantPID=False)
         except CannotListenError as e:
             raise ListenError(f"cannot listen on {path}: {e.socketError}") from e
 
     def start_shared(self) -> None:
         """Listen on the Neutron-compatible shared socket (if one is configured)."""
         if self._shared_socket and self._shared_port is None:
-            self._shared_port = self._listen(self._shared_socket, self._factory_for(None))
+            self._shared_port = self._listen(self._shared_socket, None)
 
     def socket_path(self, namespace: Namespace) -> str:
         return namespace_socket_path(self._socket_dir, namespace)
@@ -127,8 +206,7 @@ class Listeners:
         """
         if namespace in self._ports:
             return
-        self._ports[namespace] = self._listen(self.socket_path(namespace),
-                                              self._factory_for(namespace))
+        self._ports[namespace] = self._listen(self.socket_path(namespace), namespace)
 
     def remove(self, namespace: Namespace) -> "Deferred[None]":
         """Stop listening on C{namespace}'s socket and remove its file.
@@ -138,10 +216,14 @@ class Listeners:
         port = self._ports.pop(namespace, None)
         if port is None:
             return succeed(None)
-        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+        d = maybeDeferred(port.stopListening).addCallback(lambda _: None)
+        if self._handoff is not None:
+            self._handoff.remove(namespace)  # after the unlink: nothing new can connect
+        return d
 
     def stop(self) -> "Deferred[object]":
-        """Stop every listener (service shutdown)."""
+        """Stop every listener (service shutdown). A handoff is not told: its workers are
+        stopped with the service."""
         ports = list(self._ports.values())
         self._ports.clear()
         if self._shared_port is not None:

@@ -1,5 +1,11 @@
-"""Putting the agent together on one reactor: lookups, Nova client, pipeline, sockets,
-namespace registry, control socket, and SIGHUP reloads."""
+"""Putting the agent together: lookups, Nova client, pipeline, sockets, namespace
+registry, control socket, and SIGHUP reloads.
+
+With C{metadata_workers} <= 1 everything runs on this process's reactor. With N >= 2 this
+process binds the sockets, keeps the namespace registry, the control socket and SIGHUP,
+and runs N worker processes (L{metaproxy.workers}) that accept on every socket and serve
+the requests with their own L{Proxy}.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,13 @@ import signal
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from metaproxy.config import ConfigError, Settings, load_settings
 from metaproxy.control import ControlFactory
 from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
+from metaproxy.namespace import Namespace
 from metaproxy.nova import NovaClient
 from metaproxy.pipeline import Pipeline
 from metaproxy.registry import NamespaceRegistry
@@ -21,8 +28,9 @@ from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import TableBackend, TableError
 from metaproxy.server import Limits, MetadataFactory
 from metaproxy.tls import nova_tls_policy
+from metaproxy.workers import WorkerPool
 
-__all__ = ["AgentService", "build_backend"]
+__all__ = ["AgentService", "Proxy", "build_backend"]
 
 log = Logger("metaproxy.service")
 
@@ -35,17 +43,13 @@ def build_backend(settings: Settings) -> TableBackend:
     return TableBackend(settings.lookup_table)
 
 
-class AgentService(MultiService):
-    """The whole agent. Build it with the reactor and loaded L{Settings}."""
+class Proxy:
+    """Everything a request needs: the lookup backend and its cache, the Nova client, the
+    pipeline and the request limits. One per serving process."""
 
-    def __init__(self, reactor: Any, settings: Settings, backend: TableBackend | None = None,
-                 *, config_files: tuple[str, ...] = (), config_dirs: tuple[str, ...] = (),
-                 install_signal_handlers: bool = True, use_inotify: bool = True) -> None:
-        super().__init__()
-        self._config_args = (list(config_files), list(config_dirs))
+    def __init__(self, reactor: Any, settings: Settings,
+                 backend: TableBackend | None = None) -> None:
         self._reactor = reactor
-        self.settings = settings
-        self._install_signals = install_signal_handlers
         self.backend = backend if backend is not None else build_backend(settings)
         self.cache = CachingBackend(self.backend, reactor,
                                     ttl=settings.cache_expiration_time,
@@ -65,20 +69,72 @@ class AgentService(MultiService):
                                  retry_after=settings.retry_after,
                                  gzip_decode=settings.gzip_decode,
                                  refresh_on_404=settings.cache_enabled)
-        limits = Limits(max_header_bytes=settings.max_header_bytes,
-                        max_headers=settings.max_headers,
-                        max_body_bytes=settings.max_body_bytes,
-                        request_timeout=settings.request_timeout)
-        self.listeners = Listeners(
-            reactor, shared_socket=settings.metadata_proxy_socket,
-            socket_dir=settings.namespace_socket_dir, mode=settings.socket_mode,
-            backlog=settings.metadata_backlog,
-            factory_for=lambda ns: MetadataFactory(self.pipeline, ns, limits, reactor))
+        self.limits = Limits(max_header_bytes=settings.max_header_bytes,
+                             max_headers=settings.max_headers,
+                             max_body_bytes=settings.max_body_bytes,
+                             request_timeout=settings.request_timeout)
+
+    def factory_for(self, namespace: Namespace | None) -> MetadataFactory:
+        """The protocol factory of one socket (C{None}: the shared socket)."""
+        return MetadataFactory(self.pipeline, namespace, self.limits, self._reactor)
+
+    def reload(self, config_args: tuple[list[str], list[str]]) -> None:
+        """Re-read the configuration's secret and the lookup table; a bad file is
+        reported and the running state kept. The cache is emptied."""
+        try:
+            settings = load_settings(*config_args)
+        except ConfigError as e:
+            log.error("Reload: configuration not reloaded, keeping the running one: {error}",
+                      error=str(e))
+        else:
+            self.pipeline.secret = settings.metadata_proxy_shared_secret.encode("utf-8")
+        try:
+            self.backend.reload()
+        except TableError as e:
+            log.error("Reload: lookup table not reloaded, keeping the running one: {error}",
+                      error=str(e))
+        self.cache.clear()
+
+    def close(self) -> "Deferred[None]":
+        return self.nova.close()
+
+
+class AgentService(MultiService):
+    """The whole agent. Build it with the reactor and loaded L{Settings}.
+
+    With C{settings.metadata_workers} >= 2 this process holds the sockets and supervises
+    the workers (L{metaproxy.workers.WorkerPool}); otherwise it serves them itself.
+    """
+
+    def __init__(self, reactor: Any, settings: Settings, backend: TableBackend | None = None,
+                 *, config_files: tuple[str, ...] = (), config_dirs: tuple[str, ...] = (),
+                 install_signal_handlers: bool = True, use_inotify: bool = True) -> None:
+        super().__init__()
+        self._config_args = (list(config_files), list(config_dirs))
+        self._reactor = reactor
+        self.settings = settings
+        self._install_signals = install_signal_handlers
+        self.proxy: Proxy | None = None
+        self.workers: WorkerPool | None = None
+        listen_args = dict(shared_socket=settings.metadata_proxy_socket,
+                           socket_dir=settings.namespace_socket_dir, mode=settings.socket_mode,
+                           backlog=settings.metadata_backlog)
+        if settings.metadata_workers >= 2:
+            self.workers = WorkerPool(reactor, settings.metadata_workers,
+                                      worker_args(config_files, config_dirs))
+            self.listeners = Listeners(reactor, handoff=self.workers, **listen_args)
+        else:
+            self.proxy = Proxy(reactor, settings, backend)
+            self.listeners = Listeners(reactor, factory_for=self.proxy.factory_for,
+                                       **listen_args)
         self.registry = NamespaceRegistry(
             reactor, self.listeners, declared=settings.namespaces,
             directory=settings.namespace_dir,
             rescan_interval=settings.namespace_rescan_interval, use_inotify=use_inotify)
         self.registry.setServiceParent(self)
+        if self.workers is not None:
+            # started after the registry, so the first workers get every socket at spawn
+            self.workers.setServiceParent(self)
         self._control_port = None
         self._previous_sighup = None
 
@@ -95,46 +151,58 @@ class AgentService(MultiService):
             self._reactor.callWhenRunning(self._reactor.stop)
             return
         super().startService()
-        log.info("metaproxy serving {shared} and {count} namespace socket(s) in {directory}; "
-                 "Nova at {nova}; lookups from {backend}",
+        if self.workers is None:
+            served_by = "this process"
+        else:
+            served_by = f"{self.settings.metadata_workers} worker processes"
+        log.info("metaproxy serving {shared} and {count} namespace socket(s) in {directory} "
+                 "from {served_by}; Nova at {nova}; lookups from {backend}",
                  shared=self.settings.metadata_proxy_socket,
                  count=len(self.listeners.namespaces),
-                 directory=self.settings.namespace_socket_dir, nova=self.settings.nova_url,
-                 backend=self.settings.lookup_backend)
-        if self.settings.metadata_workers > 1:
-            log.info("metadata_workers = {workers}: this version serves every socket from "
-                     "one process", workers=self.settings.metadata_workers)
+                 directory=self.settings.namespace_socket_dir, served_by=served_by,
+                 nova=self.settings.nova_url, backend=self.settings.lookup_backend)
         if self._install_signals:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration's secret, the lookup table and the namespace
-        directory. A bad file is reported and the running state kept."""
-        settings = self.settings
-        try:
-            settings = load_settings(*self._config_args)
-        except ConfigError as e:
-            log.error("Reload: configuration not reloaded, keeping the running one: {error}",
-                      error=str(e))
+        directory. A bad file is reported and the running state kept. With workers, this
+        process re-reads the namespace directory and passes SIGHUP on to every worker,
+        which re-reads the secret and the table itself."""
+        if self.proxy is not None:
+            self.proxy.reload(self._config_args)
+            self.registry.sync()
+            log.info("Reloaded: secret, lookup table ({ports} ports), namespaces ({count})",
+                     ports=len(self.proxy.backend.table.ports),
+                     count=len(self.listeners.namespaces))
         else:
-            self.pipeline.secret = settings.metadata_proxy_shared_secret.encode("utf-8")
-        try:
-            self.backend.reload()
-        except TableError as e:
-            log.error("Reload: lookup table not reloaded, keeping the running one: {error}",
-                      error=str(e))
-        self.cache.clear()
-        self.registry.sync()
-        log.info("Reloaded: secret, lookup table ({ports} ports), namespaces ({count})",
-                 ports=len(self.backend.table.ports), count=len(self.listeners.namespaces))
+            assert self.workers is not None
+            self.registry.sync()
+            told = self.workers.reload()
+            log.info("Reloaded: namespaces ({count}); {told} worker(s) told to reload the "
+                     "secret and the lookup table", count=len(self.listeners.namespaces),
+                     told=told)
 
     def stopService(self) -> Any:
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
-        stops = [maybeDeferred(super().stopService), self.listeners.stop(), self.nova.close()]
+        stops = [maybeDeferred(super().stopService), self.listeners.stop()]
+        if self.proxy is not None:
+            stops.append(self.proxy.close())
         if self._control_port is not None:
             stops.append(maybeDeferred(self._control_port.stopListening))
             self._control_port = None
         return DeferredList(stops, consumeErrors=True)
+
+
+def worker_args(config_files: tuple[str, ...] | list[str],
+                config_dirs: tuple[str, ...] | list[str]) -> list[str]:
+    """The configuration arguments a worker is started with (the agent's own)."""
+    args: list[str] = []
+    for path in config_files:
+        args += ["--config-file", path]
+    for path in config_dirs:
+        args += ["--config-dir", path]
+    return args

@@ -3,6 +3,7 @@
 import os
 import socket
 import stat
+import subprocess
 
 import pytest
 import pytest_twisted
@@ -10,7 +11,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from metaproxy.control import ControlFactory
-from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
+from metaproxy.listeners import HeldSocket, ListenError, Listeners, prepare_socket_path
 from metaproxy.namespace import Namespace
 from metaproxy.registry import NamespaceRegistry, RegistryError
 
@@ -206,3 +207,191 @@ def test_stale_socket_that_cannot_be_removed_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "unlink", denied)
     with pytest.raises(ListenError, match="cannot remove the stale socket .*Permission denied"):
         prepare_socket_path(path)
+
+
+# ---- hand-off mode (metadata_workers >= 2): this process binds, the workers accept ----
+
+
+class RecordingHandoff:
+    """Records what Listeners hands over, and whether the path existed at that moment."""
+
+    def __init__(self, listeners_ref):
+        self.calls = []
+        self._listeners = listeners_ref
+
+    def add(self, namespace, fd):
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            path = sock.getsockname()
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        self.calls.append(("add", namespace, path, bool(listening)))
+
+    def remove(self, namespace):
+        path = self._listeners[0].socket_path(namespace) if namespace else None
+        self.calls.append(("remove", namespace, os.path.exists(path)))
+
+
+def make_handoff_listeners(tmp_path):
+    ref = []
+    handoff = RecordingHandoff(ref)
+    listeners = Listeners(MemoryReactorClock(), shared_socket=str(tmp_path / "metadata_proxy"),
+                          socket_dir=str(tmp_path / "ns"), mode=0o640, backlog=4096,
+                          handoff=handoff)
+    ref.append(listeners)
+    return listeners, handoff
+
+
+def test_handoff_binds_with_mode_and_backlog_and_hands_over(tmp_path):
+    """In hand-off mode each socket is bound here (mode and backlog applied, listening)
+    and its descriptor handed over; nothing is served on this reactor."""
+    listeners, handoff = make_handoff_listeners(tmp_path)
+    r1 = Namespace.parse("qrouter-r1")
+    listeners.start_shared()
+    listeners.add(r1)
+    listeners.add(r1)  # already there: nothing happens
+    shared, path = str(tmp_path / "metadata_proxy"), listeners.socket_path(r1)
+    assert handoff.calls == [("add", None, shared, True), ("add", r1, path, True)]
+    for p in (shared, path):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+    assert listeners._reactor.unixServers == []
+    try:
+        out = subprocess.run(["ss", "-xlH"], capture_output=True, text=True, check=True).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        pytest.skip("ss (iproute2) is not installed: cannot read the listen backlog")
+    line = next(l for l in out.splitlines() if path in l.split())
+    assert line.split()[3] == "4096", line
+    listeners.stop()
+
+
+def test_handoff_remove_unlinks_before_telling_the_workers(tmp_path):
+    """Removing a namespace unlinks its path first, then tells the handoff; stopping
+    unlinks every path (the workers are stopped with the service, not told)."""
+    listeners, handoff = make_handoff_listeners(tmp_path)
+    r1, r2 = Namespace.parse("qrouter-r1"), Namespace.parse("qdhcp-n2")
+    listeners.start_shared()
+    listeners.add(r1)
+    listeners.add(r2)
+    done = []
+    listeners.remove(r1).addCallback(done.append)
+    assert done == [None] and handoff.calls[-1] == ("remove", r1, False)
+    assert listeners.namespaces == {r2}
+    listeners.add(r1)  # the same namespace again: a fresh socket at the same path
+    assert handoff.calls[-1][:2] == ("add", r1) and os.path.exists(listeners.socket_path(r1))
+    calls = len(handoff.calls)
+    listeners.stop()
+    assert len(handoff.calls) == calls
+    assert not os.path.exists(tmp_path / "metadata_proxy")
+    assert not os.listdir(tmp_path / "ns")
+
+
+def test_handoff_socket_that_cannot_be_set_up_is_a_listen_error(tmp_path, monkeypatch):
+    """A failure after the bind (here chmod) is a ListenError naming the path; the
+    half-made socket file is removed and nothing is handed over."""
+    listeners, handoff = make_handoff_listeners(tmp_path)
+
+    def denied(path, mode):
+        raise PermissionError(1, "Operation not permitted", path)
+    monkeypatch.setattr("metaproxy.listeners.os.chmod", denied)
+    with pytest.raises(ListenError, match="cannot listen on .*qrouter-r1.sock: Operation"):
+        listeners.add(Namespace.parse("qrouter-r1"))
+    assert handoff.calls == [] and os.listdir(tmp_path / "ns") == []
+    assert listeners.namespaces == frozenset()
+
+
+def test_held_socket_bind_failure_leaves_nothing(tmp_path):
+    """HeldSocket on a path that cannot be bound raises ListenError and leaves no file."""
+    with pytest.raises(ListenError, match="cannot listen on"):
+        HeldSocket(str(tmp_path / "missing" / "s.sock"), mode=0o600, backlog=5)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_listeners_need_exactly_one_way_to_serve(tmp_path):
+    with pytest.raises(TypeError):
+        Listeners(MemoryReactorClock(), shared_socket=None, socket_dir=str(tmp_path),
+                  mode=0o600, backlog=5)
+    with pytest.raises(TypeError):
+        Listeners(MemoryReactorClock(), shared_socket=None, socket_dir=str(tmp_path),
+                  mode=0o600, backlog=5, factory_for=lambda ns: Factory(),
+                  handoff=RecordingHandoff([]))
+
+
+def _declare(nsdir, names, age=None):
+    for name in names:
+        (nsdir / name).touch()
+    if age is not None:  # as if the last change was age seconds ago
+        then = os.stat(nsdir).st_mtime - age
+        os.utime(nsdir, (then, then))
+
+
+def test_registry_rescan_parses_only_new_names(tmp_path, monkeypatch):
+    """A rescan parses only the file names it has not seen before; removed files are
+    forgotten."""
+    reactor, listeners = make_listeners(tmp_path)
+    nsdir = tmp_path / "namespaces.d"
+    nsdir.mkdir()
+    _declare(nsdir, [f"qrouter-r{i}" for i in range(5)])
+    parsed = []
+    real_parse = Namespace.parse
+    monkeypatch.setattr("metaproxy.registry.Namespace.parse",
+                        lambda name: parsed.append(name) or real_parse(name))
+    registry = NamespaceRegistry(reactor, listeners, declared=[], directory=str(nsdir),
+                                 rescan_interval=1, use_inotify=False)
+    registry.startService()
+    assert len(parsed) == 5 and len(registry.names()) == 5
+    _declare(nsdir, ["qdhcp-n9"])
+    (nsdir / "qrouter-r0").unlink()
+    reactor.advance(1)
+    assert parsed[5:] == ["qdhcp-n9"]
+    assert registry.names() == ["qdhcp-n9"] + [f"qrouter-r{i}" for i in range(1, 5)]
+    registry.stopService()
+
+
+def test_registry_lists_the_directory_only_when_it_changed(tmp_path, monkeypatch):
+    """A directory unchanged since a scan made well after its last change is not listed
+    again; a file added or removed later is seen at the next rescan."""
+    reactor, listeners = make_listeners(tmp_path)
+    nsdir = tmp_path / "namespaces.d"
+    nsdir.mkdir()
+    _declare(nsdir, ["qrouter-r1", "qrouter-r2"], age=10)
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr("metaproxy.registry.os.listdir",
+                        lambda path: listed.append(path) or real_listdir(path))
+    registry = NamespaceRegistry(reactor, listeners, declared=[Namespace.parse("qdhcp-n1")],
+                                 directory=str(nsdir), rescan_interval=1, use_inotify=False)
+    registry.startService()
+    assert len(listed) == 1
+    reactor.advance(1)
+    reactor.advance(1)
+    assert len(listed) == 1
+    assert registry.names() == ["qdhcp-n1", "qrouter-r1", "qrouter-r2"]
+    (nsdir / "qrouter-r3").touch()  # changes the directory's mtime to now
+    reactor.advance(1)
+    assert len(listed) == 2 and "qrouter-r3" in registry.names()
+    reactor.advance(1)  # changed too recently to trust the mtime alone: listed again
+    assert len(listed) == 3
+    (nsdir / "qrouter-r1").unlink()
+    reactor.advance(1)
+    assert registry.names() == ["qdhcp-n1", "qrouter-r2", "qrouter-r3"]
+    registry.stopService()
+
+
+def test_registry_directory_removed_and_made_again(tmp_path):
+    """The watched directory disappearing forgets its namespaces; made again, they are
+    read again."""
+    import shutil
+    reactor, listeners = make_listeners(tmp_path)
+    nsdir = tmp_path / "namespaces.d"
+    nsdir.mkdir()
+    _declare(nsdir, ["qrouter-r1"], age=10)
+    registry = NamespaceRegistry(reactor, listeners, declared=[], directory=str(nsdir),
+                                 rescan_interval=1, use_inotify=False)
+    registry.startService()
+    assert registry.names() == ["qrouter-r1"]
+    shutil.rmtree(nsdir)
+    reactor.advance(1)
+    assert registry.names() == []
+    nsdir.mkdir()
+    _declare(nsdir, ["qrouter-r1"], age=10)
+    reactor.advance(1)
+    assert registry.names() == ["qrouter-r1"]
+    registry.stopService()
