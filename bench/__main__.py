@@ -1,9 +1,12 @@
-"""The bench's command line: C{python -m bench storm ...} (and C{compare}, to come).
+"""The bench's command line: C{python -m bench storm ...} and C{python -m bench compare ...}.
 
     python -m bench storm [--instances 1000] [--routers 50] [--concurrency 200]
                           [--target shared|namespaces|both] [--keepalive] [--ramp 0]
                           [--workers 2] [--out bench/results] [--nova-delay 0]
                           [--secret S] [--wrong-secret] ...
+    python -m bench compare --a metaproxy --b upstream [--c metaproxy-namespaces]
+                            [--rounds 2] [--upstream-workers N]
+                            [the storm's options but --target]
 
 For each target it writes the fleet's table, starts the fake Nova and C{twistd metaproxy}
 with L{bench.processes} (a fresh pair per target, so figures do not carry over), runs the
@@ -15,8 +18,12 @@ Exit status: 0 when every request was right; 1 otherwise. With C{--wrong-secret}
 agent signs with a secret Nova does not share, so every request must come back as an
 error of kind C{status 403} (Nova's 403, relayed): 0 when that is so, 1 otherwise.
 
-L{short_storm} is the short storm C{make demo} ends with; L{start_stack} and
-L{run_local_storms} are the pieces, for C{bench compare} and the tests.
+C{compare} is L{bench.compare}: the same storm against two agents (C{metaproxy},
+C{metaproxy-namespaces}, C{upstream}) in one run, alternating A and B, with ratios.
+
+L{short_storm} is the short storm C{make demo} ends with; L{start_stack},
+L{start_nova}, L{start_metaproxy} and L{run_local_storms} are the pieces, for
+C{bench compare} and the tests.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from bench.report import MATPLOTLIB_MISSING, StormResult, matplotlib_available
 from bench.storm import StormConfig, run_storm
 from metaproxy.namespace import namespace_socket_path
 
-__all__ = ["Stack", "start_stack", "run_local_storms", "short_storm", "write_results", "main"]
+__all__ = ["Stack", "start_stack", "start_nova", "start_metaproxy", "run_local_storms",
+           "short_storm", "write_results", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SECRET = "bench-shared-secret"
@@ -64,6 +72,47 @@ class Stack:
                 process.stop()
 
 
+def new_run_dir() -> Path:
+    """A fresh run directory. Short, under /tmp: a socket path must stay within 97 bytes
+    (C{qrouter-<uuid>.sock} alone is 50)."""
+    return Path(tempfile.mkdtemp(prefix="mpb-", dir="/tmp"))
+
+
+def start_nova(table: Path, run: Path, *, secret: str = DEFAULT_SECRET,
+               nova_delay: float = 0.0) -> tuple[Process, int]:
+    """The fake Nova on C{table} (its log in C{<run>/nova}); returns it and its port.
+
+    @param nova_delay: its C{--delay} (seconds before each answer).
+    """
+    extra = ["--max-recorded", "100"]
+    if nova_delay:
+        extra += ["--delay", str(nova_delay)]
+    return start_fakenova(table, secret, run / "nova", extra_args=extra)
+
+
+def start_metaproxy(fleet: Fleet, table: Path, run: Path, *, nova_port: int, secret: str,
+                    extra_metaproxy: str = "") -> tuple[Process, str, str]:
+    """C{twistd metaproxy} on C{table} serving the shared socket and one socket per
+    namespace of the fleet, everything under C{run}; waits for all its sockets.
+
+    @return: the process, the shared socket's path, the per-namespace socket directory.
+    """
+    state, ns_dir = run / "s", run / "ns"
+    config = write_agent_config(
+        run / "agent.ini", state_path=state, nova_port=nova_port, secret=secret, table=table,
+        namespaces=fleet.namespace_names(),
+        extra_metaproxy=f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}")
+    shared = str(state / "metadata_proxy")
+    agent = start_agent([config], run / "agent", wait_socket=shared)
+    try:
+        for namespace in fleet.namespaces:
+            wait_for_socket(namespace_socket_path(str(ns_dir), namespace), 30, agent)
+    except BaseException:
+        agent.stop()
+        raise
+    return agent, shared, str(ns_dir)
+
+
 def start_stack(fleet: Fleet, *, secret: str = DEFAULT_SECRET, agent_secret: str | None = None,
                 nova_delay: float = 0.0, run_dir: Path | None = None,
                 extra_metaproxy: str = "") -> Stack:
@@ -73,34 +122,19 @@ def start_stack(fleet: Fleet, *, secret: str = DEFAULT_SECRET, agent_secret: str
     @param agent_secret: the agent's secret, if not Nova's (C{--wrong-secret}).
     @param nova_delay: the fake Nova's C{--delay} (seconds before each answer).
     """
-    # Short: a socket path must stay within 97 bytes (qrouter-<uuid>.sock is 50).
-    run = run_dir if run_dir is not None else Path(tempfile.mkdtemp(prefix="mpb-", dir="/tmp"))
+    run = run_dir if run_dir is not None else new_run_dir()
     table = run / "ports.json"
     fleet.write(table)
-    extra = ["--max-recorded", "100"]
-    if nova_delay:
-        extra += ["--delay", str(nova_delay)]
-    nova, nova_port = start_fakenova(table, secret, run / "nova", extra_args=extra)
-    state, ns_dir = run / "s", run / "ns"
+    nova, nova_port = start_nova(table, run, secret=secret, nova_delay=nova_delay)
     try:
-        config = write_agent_config(
-            run / "agent.ini", state_path=state, nova_port=nova_port,
-            secret=agent_secret if agent_secret is not None else secret, table=table,
-            namespaces=fleet.namespace_names(),
-            extra_metaproxy=f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}")
-        shared = str(state / "metadata_proxy")
-        agent = start_agent([config], run / "agent", wait_socket=shared)
+        agent, shared, ns_dir = start_metaproxy(
+            fleet, table, run, nova_port=nova_port,
+            secret=agent_secret if agent_secret is not None else secret,
+            extra_metaproxy=extra_metaproxy)
     except BaseException:
         nova.stop()
         raise
-    stack = Stack(run, nova, nova_port, agent, shared, str(ns_dir))
-    try:
-        for namespace in fleet.namespaces:
-            wait_for_socket(namespace_socket_path(str(ns_dir), namespace), 30, agent)
-    except BaseException:
-        stack.stop()
-        raise
-    return stack
+    return Stack(run, nova, nova_port, agent, shared, ns_dir)
 
 
 def run_local_storms(fleet: Fleet, config: StormConfig, targets: Sequence[str], *,
@@ -167,7 +201,7 @@ def write_results(results: Sequence[StormResult], out: Path, stamp: str,
     return written
 
 
-def _storm_options(parser: argparse.ArgumentParser) -> None:
+def _storm_options(parser: argparse.ArgumentParser, *, target: bool = True) -> None:
     fleet = parser.add_argument_group("fleet")
     fleet.add_argument("--instances", type=int, default=1000, help="boots (default %(default)s)")
     fleet.add_argument("--routers", type=int, default=50, help="routers (default %(default)s)")
@@ -180,8 +214,10 @@ def _storm_options(parser: argparse.ArgumentParser) -> None:
     load = parser.add_argument_group("load")
     load.add_argument("--concurrency", type=int, default=200,
                       help="boots in progress at once (default %(default)s)")
-    load.add_argument("--target", choices=["shared", "namespaces", "both"], default="both",
-                      help="the shared socket, per-namespace sockets, or both in turn")
+    if target:
+        load.add_argument("--target", choices=["shared", "namespaces", "both"],
+                          default="both",
+                          help="the shared socket, per-namespace sockets, or both in turn")
     load.add_argument("--keepalive", action="store_true",
                       help="reuse a boot's connection (default: one connection per request, "
                            "as haproxy's http-server-close)")
@@ -252,19 +288,9 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Slot for C{bench compare} (metaproxy against the upstream agent): it needs
-    C{bench/upstream.py}, which is being written."""
-    try:
-        from bench import upstream  # noqa: F401
-    except ImportError:
-        print("bench compare needs bench/upstream.py (start_upstream_agent), which is not "
-              "there yet", file=sys.stderr)
-        return 2
-    compare = getattr(upstream, "compare_main", None)
-    if compare is None:
-        print("bench/upstream.py has no compare_main(args) yet", file=sys.stderr)
-        return 2
-    return int(compare(args))
+    from bench.compare import compare_main
+
+    return compare_main(args, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,9 +302,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Boot storm: N instances run cloud-init's "
                                             "metadata sequence against metaproxy.")
     _storm_options(storm)
-    compare = commands.add_parser("compare", help="metaproxy against the upstream agent "
-                                                  "(needs bench/upstream.py)")
-    _storm_options(compare)
+    compare = commands.add_parser(
+        "compare", help="the same storm against two agents, alternating, with ratios",
+        description="The same boot storm against two agents (three with --c) in one run "
+                    "(one fleet, one fake Nova), rounds alternating A, B, A, B, then the "
+                    "figures side by side with the ratios B / A (and C / A). Agents: "
+                    "metaproxy (shared socket), "
+                    "metaproxy-namespaces (per-namespace sockets), upstream (upstream's "
+                    "neutron-metadata-agent, installed into its own virtualenv the first "
+                    "time). Exit status 0 when every metaproxy request was right; "
+                    "upstream's errors are results, not failures.")
+    from bench.compare import add_compare_options
+
+    add_compare_options(compare)
+    _storm_options(compare, target=False)
     args = parser.parse_args(argv)
     if args.command == "storm":
         return _storm(args, argv)

@@ -6,8 +6,15 @@ value at rank C{ceil(p / 100 * n)} (1-based; p = 0 gives the minimum). It is alw
 the measured values, never an interpolation, so "p99 = 41 ms" means at least 99 % of the
 requests took at most 41 ms and at least one took exactly that.
 
-L{compare_markdown} puts two results side by side with the ratio B / A of every figure
-(C{bench compare} uses it for metaproxy against the upstream agent).
+L{compare_markdown} puts two results side by side with the ratio B / A of every figure and
+which of the two is better on it (C{bench compare} uses it for metaproxy against the
+upstream agent); L{merge_results} adds up the rounds of one agent.
+
+Refusals (C{connection refused}, C{backlog full}: the agent did not take the connection)
+are errors like the others and are also counted on their own (L{StormResult.refused}).
+Answers taken despite framing that is not HTTP/1.1's (a head with bare C{LF} line ends,
+bytes after the answer: upstream's agent writes both) are counted as C{non-CRLF answers}
+(L{StormResult.nonstandard}).
 
 The PNG needs matplotlib, an optional extra: without it L{StormResult.plot} returns
 C{False} and L{MATPLOTLIB_MISSING} says so.
@@ -22,8 +29,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
-__all__ = ["FORMAT", "MATPLOTLIB_MISSING", "percentile", "summarize", "StormResult",
-           "compare_markdown", "plot_results", "matplotlib_available"]
+__all__ = ["FORMAT", "MATPLOTLIB_MISSING", "REFUSAL_KINDS", "BARE_LF_NAME", "TRAILING_NAME",
+           "HIGHER", "LOWER", "NEUTRAL", "percentile", "summarize", "StormResult",
+           "compare_markdown", "compare_rows", "merge_results", "plot_results",
+           "matplotlib_available"]
 
 #: The C{format} field of the JSON document; bumped when fields change meaning.
 FORMAT = "metaproxy-bench-storm/1"
@@ -33,6 +42,14 @@ MATPLOTLIB_MISSING = ("matplotlib is not installed: no PNG plot "
 SATURATED = 0.90
 #: The whole machine busier than this share of its CPUs is reported too.
 HOST_SATURATED = 0.95
+#: Error kinds that are refusals: the agent did not take the connection (ECONNREFUSED:
+#: nothing listens; EAGAIN on a Unix connect: its listen queue is full).
+REFUSAL_KINDS = ("connection refused", "backlog full")
+#: C{non-CRLF answers} kinds (L{StormResult.nonstandard}).
+BARE_LF_NAME = "bare LF line ends"
+TRAILING_NAME = "bytes after the answer"
+#: Which way a figure is better, for comparisons.
+HIGHER, LOWER, NEUTRAL = 1, -1, 0
 
 
 def percentile(values: Sequence[float], p: float, *, presorted: bool = False) -> float | None:
@@ -82,7 +99,11 @@ class StormResult:
     @ivar good: requests whose answer was right for the instance (a 200 with the right
         content, or the 404 for absent user data).
     @ivar connections: connections opened (= requests without keep-alive).
-    @ivar errors: error kind (see L{bench.storm.KINDS}) to count.
+    @ivar errors: error kind (see L{bench.storm.KINDS}) to count. Refusals
+        (L{REFUSAL_KINDS}) are among them.
+    @ivar nonstandard: answers that were taken although their framing was not HTTP/1.1's,
+        by kind (L{BARE_LF_NAME}, L{TRAILING_NAME}, or both joined by C{", "}); they are
+        checked like the others and may be good.
     @ivar boots: boots started; C{boots_completed} ran cloud-init's whole sequence
         (right or wrong answers); C{boots_clean} with every answer right.
     @ivar boot_failures: the error kind that ended each failed boot, counted.
@@ -121,12 +142,23 @@ class StormResult:
     nova: dict[str, Any] | None
     host: dict[str, Any]
     notes: list[str] = attrs.field(factory=list)
+    nonstandard: dict[str, int] = attrs.field(factory=dict, converter=_counter)
 
     # ---- derived figures
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+    @property
+    def refused(self) -> int:
+        """Requests whose connection the agent refused (among the errors)."""
+        return sum(self.errors.get(kind, 0) for kind in REFUSAL_KINDS)
+
+    @property
+    def nonstandard_count(self) -> int:
+        """Answers taken although not framed as HTTP/1.1 (bare LF, bytes after)."""
+        return sum(self.nonstandard.values())
 
     @property
     def rps(self) -> float:
@@ -169,6 +201,8 @@ class StormResult:
             "requests_per_second": self.rps,
             "good_requests_per_second": self.good_rps,
             "errors": self.error_count,
+            "refused": self.refused,
+            "nonstandard_answers": self.nonstandard_count,
             "latency": self.latency(),
             "boot_time": self.boot_time(),
             "boots_failed": self.boots_failed,
@@ -199,7 +233,8 @@ class StormResult:
                      f"keep-alive {'on' if s.get('keepalive') else 'off'}, "
                      f"{s.get('workers')} generator processes"),
             ("requests", f"{self.requests:,} in {self.duration:.2f} s "
-                         f"({self.connections:,} connections)"),
+                         + (f"over {s['rounds']} rounds " if s.get("rounds", 1) > 1 else "")
+                         + f"({self.connections:,} connections)"),
             ("requests/s", f"{self.rps:,.0f}"),
             ("good requests/s", f"{self.good_rps:,.0f} ({_share(self.good, self.requests)})"),
             ("latency p50 / p95 / p99 / max",
@@ -209,6 +244,10 @@ class StormResult:
              + f" s ({self.boots_completed:,} of {self.boots:,} boots completed)"),
             ("boots failed", _counts(self.boots_failed, self.boot_failures)),
             ("errors", _counts(self.error_count, self.errors)),
+            ("refused connections (among the errors)",
+             _counts(self.refused, {k: v for k, v in self.errors.items()
+                                    if k in REFUSAL_KINDS})),
+            ("non-CRLF answers", _counts(self.nonstandard_count, self.nonstandard)),
         ]
         cpu = self.agent.get("cpu_seconds")
         per = self.agent_cpu_per_request
@@ -252,27 +291,33 @@ class StormResult:
 
     # ---- comparison figures
 
-    def figures(self) -> list[tuple[str, float | None, Callable[[float | None], str]]]:
-        """C{(name, value, format)} of the figures a comparison shows."""
+    def figures(self) -> list[tuple[str, float | None, Callable[[float | None], str], int]]:
+        """C{(name, value, format, direction)} of the figures a comparison shows;
+        C{direction} is L{HIGHER} or L{LOWER} (which is better) or L{NEUTRAL}."""
         lat, boot = self.latency(), self.boot_time()
         per = self.agent_cpu_per_request
-        figures: list[tuple[str, float | None, Callable[[float | None], str]]] = [
-            ("requests/s", self.rps, _int),
-            ("good requests/s", self.good_rps, _int),
-            ("latency p50 (ms)", lat["p50"], _ms),
-            ("latency p95 (ms)", lat["p95"], _ms),
-            ("latency p99 (ms)", lat["p99"], _ms),
-            ("latency max (ms)", lat["max"], _ms),
-            ("boot time p50 (s)", boot["p50"], _secs),
-            ("boot time p95 (s)", boot["p95"], _secs),
-            ("boot time p99 (s)", boot["p99"], _secs),
-            ("boots completed", float(self.boots_completed), _int),
-            ("errors", float(self.error_count), _int),
-            ("agent CPU per request (µs)", None if per is None else per * 1e6, _int),
-            ("agent peak RSS (MiB)", self.agent.get("peak_rss_bytes"), _mib),
-            ("generator CPU, busiest worker (%)", self.generator_busiest * 100, _int),
+        return [
+            ("requests", float(self.requests), _int, NEUTRAL),
+            # context, as requests: an agent that refuses or fails boots early does less work
+            ("duration (s)", self.duration, _secs, NEUTRAL),
+            ("requests/s", self.rps, _int, HIGHER),
+            ("good requests/s", self.good_rps, _int, HIGHER),
+            ("latency p50 (ms)", lat["p50"], _ms, LOWER),
+            ("latency p95 (ms)", lat["p95"], _ms, LOWER),
+            ("latency p99 (ms)", lat["p99"], _ms, LOWER),
+            ("latency max (ms)", lat["max"], _ms, LOWER),
+            ("boot time p50 (s)", boot["p50"], _secs, LOWER),
+            ("boot time p95 (s)", boot["p95"], _secs, LOWER),
+            ("boot time p99 (s)", boot["p99"], _secs, LOWER),
+            ("boots completed", float(self.boots_completed), _int, HIGHER),
+            ("errors", float(self.error_count), _int, LOWER),
+            ("refused connections (among the errors)", float(self.refused), _int, LOWER),
+            ("other errors", float(self.error_count - self.refused), _int, LOWER),
+            ("non-CRLF answers", float(self.nonstandard_count), _int, LOWER),
+            ("agent CPU per request (µs)", None if per is None else per * 1e6, _int, LOWER),
+            ("agent peak RSS (MiB)", self.agent.get("peak_rss_bytes"), _mib, LOWER),
+            ("generator CPU, busiest worker (%)", self.generator_busiest * 100, _int, NEUTRAL),
         ]
-        return figures
 
     def plot(self, path: str) -> bool:
         """Write the latency CDF and the boot-time histogram as a PNG; C{False} (nothing
@@ -280,22 +325,121 @@ class StormResult:
         return plot_results([self], path)
 
 
+def compare_rows(a: StormResult, b: StormResult, label_a: str, label_b: str
+                 ) -> list[dict[str, Any]]:
+    """Every comparison figure of two results: C{figure}, C{a}, C{b} (values), C{ratio}
+    (B / A; None when A is zero or a figure is missing), C{direction} (C{"higher"},
+    C{"lower"} or C{None}: which way is better) and C{better} (the label of the better
+    result, C{"same"} when equal, None for a neutral figure)."""
+    rows = []
+    for (name, va, fmt, direction), (_, vb, _, _) in zip(a.figures(), b.figures()):
+        ratio = None if va is None or vb is None or va == 0 else vb / va
+        better: str | None = None
+        if direction != NEUTRAL and va is not None and vb is not None:
+            if va == vb or fmt(va) == fmt(vb):  # equal as shown
+                better = "same"
+            else:
+                better = label_b if (vb > va) == (direction == HIGHER) else label_a
+        rows.append({"figure": name, "a": va, "b": vb, "ratio": ratio,
+                     "direction": {HIGHER: "higher", LOWER: "lower"}.get(direction),
+                     "better": better, "a_text": fmt(va), "b_text": fmt(vb)})
+    return rows
+
+
 def compare_markdown(a: StormResult, b: StormResult, label_a: str, label_b: str) -> str:
-    """A side-by-side table of two results with the ratio B / A of every figure
-    (C{-} when A is zero or a figure is missing)."""
+    """A side-by-side table of two results with the ratio B / A of every figure (C{-}
+    when A is zero or a figure is missing) and, in the last column, which is better on
+    it and why (C{higher}/C{lower} is better); a blank for figures that are context."""
     lines = [f"| figure | {_cell(label_a)} | {_cell(label_b)} | {_cell(label_b)} / "
-             f"{_cell(label_a)} |", "|---|---:|---:|---:|"]
-    for (name, va, fmt), (_, vb, _) in zip(a.figures(), b.figures()):
-        if va is None or vb is None or va == 0:
-            ratio = "-"
+             f"{_cell(label_a)} | better |", "|---|---:|---:|---:|---|"]
+    for row in compare_rows(a, b, label_a, label_b):
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        if row["better"] is None:
+            better = ""
+        elif row["better"] == "same":
+            better = "same"
         else:
-            ratio = f"{vb / va:.2f}x"
-        lines.append(f"| {name} | {fmt(va)} | {fmt(vb)} | {ratio} |")
+            better = f"{_cell(row['better'])} ({row['direction']} is better)"
+        lines.append(f"| {row['figure']} | {row['a_text']} | {row['b_text']} | {ratio} "
+                     f"| {better} |")
     notes = [f"{label}: {note}" for label, r in ((label_a, a), (label_b, b)) for note in r.notes]
     if notes:
         lines.append("")
         lines += [f"- {_cell(note)}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def merge_results(results: Sequence[StormResult], names: Sequence[str] | None = None
+                  ) -> StormResult:
+    """One result for several storms of one agent (the rounds of C{bench compare}):
+    counts, durations, CPU seconds and Nova's counters are summed (so rates are over the
+    summed durations), latencies and boot times pooled, peak memory is the largest,
+    host CPU busy is weighted by duration. C{settings} are the first storm's, with
+    C{rounds}; notes are kept, prefixed with C{names} (default C{round 1}, ...)."""
+    if not results:
+        raise ValueError("nothing to merge")
+    names = list(names) if names is not None else [f"round {i + 1}"
+                                                   for i in range(len(results))]
+    first = results[0]
+    duration = sum(r.duration for r in results)
+
+    def total(get: Callable[[StormResult], Any]) -> Any:
+        values = [get(r) for r in results]
+        return None if any(v is None for v in values) else sum(values)
+
+    def counters(get: Callable[[StormResult], dict[str, int] | None]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for r in results:
+            for key, value in (get(r) or {}).items():
+                merged[key] = merged.get(key, 0) + value
+        return merged
+
+    worker_cpu = [sum(values) for values in
+                  zip(*(r.generator.get("cpu_seconds") or [] for r in results))]
+    generator = {"workers": first.generator.get("workers"),
+                 "cpu_seconds": [round(v, 6) for v in worker_cpu],
+                 "busy": [round(v / duration, 3) if duration > 0 else 0.0
+                          for v in worker_cpu],
+                 "collector_cpu_seconds": round(sum(r.generator.get(
+                     "collector_cpu_seconds", 0.0) for r in results), 3)}
+    agent_cpu = total(lambda r: r.agent.get("cpu_seconds"))
+    peaks = [r.agent.get("peak_rss_bytes") for r in results]
+    hwms = [r.agent.get("peak_hwm_bytes") for r in results]
+    agent = {"pids": first.agent.get("pids"),
+             "processes": max(r.agent.get("processes") or 0 for r in results),
+             "cpu_seconds": None if agent_cpu is None else round(agent_cpu, 6),
+             "peak_rss_bytes": max((p for p in peaks if p is not None), default=None),
+             "peak_hwm_bytes": max((h for h in hwms if h is not None), default=None)}
+    nova = None
+    if all(r.nova is not None for r in results):
+        nova_cpu = total(lambda r: (r.nova or {}).get("cpu_seconds"))
+        nova = {"total": sum((r.nova or {}).get("total", 0) for r in results),
+                "by_status": counters(lambda r: (r.nova or {}).get("by_status")),
+                "by_outcome": counters(lambda r: (r.nova or {}).get("by_outcome")),
+                "cpu_seconds": None if nova_cpu is None else round(nova_cpu, 6)}
+    busy = (sum(r.host.get("busy", 0.0) * r.duration for r in results) / duration
+            if duration > 0 else 0.0)
+    return StormResult(
+        label=first.label, target=first.target,
+        settings={**first.settings, "rounds": len(results)},
+        started=first.started,
+        duration=round(duration, 6),
+        requests=sum(r.requests for r in results),
+        good=sum(r.good for r in results),
+        connections=sum(r.connections for r in results),
+        errors=counters(lambda r: r.errors),
+        boots=sum(r.boots for r in results),
+        boots_completed=sum(r.boots_completed for r in results),
+        boots_clean=sum(r.boots_clean for r in results),
+        boot_failures=counters(lambda r: r.boot_failures),
+        latencies=[v for r in results for v in r.latencies],
+        boot_times=[v for r in results for v in r.boot_times],
+        boot_lengths=[n for r in results for n in r.boot_lengths],
+        generator=generator, agent=agent, nova=nova,
+        host={"cpus": first.host.get("cpus"), "busy": round(busy, 3)},
+        notes=[f"{name}: {note}" for name, r in zip(names, results) for note in r.notes],
+        nonstandard=counters(lambda r: r.nonstandard),
+    )
 
 
 def matplotlib_available() -> bool:

@@ -53,12 +53,14 @@ import attrs
 from bench.cloudinit import BootFailed, acceptable, boot_sequence
 from bench.fleet import Fleet, FleetInstance
 from bench.procstat import PeakRSS, host_cpu_times, tree_cpu_seconds
-from bench.report import HOST_SATURATED, SATURATED, StormResult
+from bench.report import BARE_LF_NAME, HOST_SATURATED, SATURATED, TRAILING_NAME, StormResult
+from bench.unixhttp import find_head_end, split_head
 from metaproxy.namespace import namespace_socket_path
 
-__all__ = ["OK", "KINDS", "kind_name", "Target", "SharedSocket", "NamespaceSockets",
-           "StormConfig", "BadHTTP", "ClosedEarly", "Answer", "AnswerParser",
-           "request_bytes", "check_answer", "run_storm", "nova_stats"]
+__all__ = ["OK", "KINDS", "REFUSALS", "kind_name", "Target", "SharedSocket",
+           "NamespaceSockets", "StormConfig", "BadHTTP", "ClosedEarly", "Answer",
+           "AnswerParser", "find_head_end", "split_head", "request_bytes", "check_answer",
+           "run_storm", "nova_stats", "BARE_LF", "TRAILING", "framing_name"]
 
 # ---- error kinds: one code per request; "status" is spelt with the status, "status 403"
 
@@ -88,6 +90,22 @@ KINDS = {
 }
 #: Kinds after which the boot cannot go on (no answer to give cloud-init).
 _TRANSPORT = frozenset({REFUSED, BACKLOG_FULL, CONNECT_ERROR, TIMEOUT, CLOSED, BAD_HTTP})
+#: The refusals: the agent did not take the connection at all (nothing listens, or its
+#: listen queue is full). Errors like the others, and also counted on their own
+#: (L{bench.report.REFUSAL_KINDS}, C{refused connections} in the report).
+REFUSALS = frozenset({REFUSED, BACKLOG_FULL})
+
+#: Per-request framing flags (L{Answer.bare_lf}, L{Answer.trailing}): the answer was
+#: taken, but it was not plain HTTP/1.1 framing. Counted as C{non-CRLF answers}.
+BARE_LF = 1
+TRAILING = 2
+
+
+def framing_name(flags: int) -> str:
+    """The C{non-CRLF answers} kind of a request's framing flags (non-zero)."""
+    return ", ".join(name for flag, name in ((BARE_LF, BARE_LF_NAME), (TRAILING, TRAILING_NAME))
+                     if flags & flag)
+
 
 #: Boot outcomes.
 BOOT_CLEAN, BOOT_WRONG, BOOT_FAILED = 0, 1, 2
@@ -260,12 +278,21 @@ class ClosedEarly(Exception):
 @attrs.frozen
 class Answer:
     """A parsed answer. C{headers}: C{(lower-case name, value)} pairs in order.
-    C{close}: the connection cannot carry another request."""
+    C{close}: the connection cannot carry another request.
+
+    Two departures from HTTP/1.1's framing are accepted (upstream's agent makes both) and
+    recorded, so a report can count them: C{bare_lf}, the head's lines end with a bare
+    C{LF} instead of C{CRLF} (upstream's own 404, 400 and 503 pages); C{trailing}, how
+    many bytes came after the answer's end in the same read (a server that appends
+    C{CRLF CRLF} after a body).
+    """
 
     status: int
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     close: bool
+    bare_lf: bool = False
+    trailing: int = 0
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -278,7 +305,8 @@ class AnswerParser:
     """Incremental HTTP/1.x answer parser: C{feed} bytes as they come, C{eof} when the
     peer closes. Framing: C{Transfer-Encoding: chunked}, else C{Content-Length}, else
     the body runs to EOF. Interim 1xx answers are skipped. Bytes after a complete
-    answer mark it C{close} (nothing is pipelined)."""
+    answer mark it C{close} (nothing is pipelined) and are counted in its C{trailing}.
+    A head whose lines end with bare C{LF}s is accepted and marked C{bare_lf}."""
 
     def __init__(self, max_head: int = 65536) -> None:
         self._buffer = bytearray()
@@ -292,6 +320,7 @@ class AnswerParser:
         self._chunk_left = -1  # chunked: bytes left in this chunk, -1 reading a size line
         self._trailers = False
         self._received = False
+        self._bare_lf = False
         self.done: Answer | None = None
 
     def feed(self, data: bytes) -> Answer | None:
@@ -301,21 +330,23 @@ class AnswerParser:
         """
         if self.done is not None:
             if data:
-                self.done = attrs.evolve(self.done, close=True)
+                self.done = attrs.evolve(self.done, close=True,
+                                         trailing=self.done.trailing + len(data))
             return self.done
         if data:
             self._received = True
         self._buffer += data
         while not self._mode:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
+            found = find_head_end(self._buffer)
+            if found is None:
                 if len(self._buffer) > self._max_head:
                     raise BadHTTP(f"no end of head within {self._max_head} bytes")
                 if not b"HTTP/1.".startswith(bytes(self._buffer[:7])):
                     raise BadHTTP(f"not an HTTP answer: {bytes(self._buffer[:40])!r}")
                 return None
+            end, after = found
             head = bytes(self._buffer[:end])
-            del self._buffer[:end + 4]
+            del self._buffer[:after]
             self._head(head)
         return self._body_bytes()
 
@@ -338,7 +369,9 @@ class AnswerParser:
         raise BadHTTP("closed within a chunked body")
 
     def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
+        lines, bare_lf = split_head(head)
+        if not lines:
+            raise BadHTTP("an empty head")
         parts = lines[0].split(b" ", 2)
         if (len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0")
                 or len(parts[1]) != 3 or not parts[1].isdigit()):
@@ -354,6 +387,7 @@ class AnswerParser:
             if status == 101:
                 raise BadHTTP("101 Switching Protocols to a GET")
             return  # interim answer: the real one follows
+        self._bare_lf = bare_lf
         self._status = status
         self._headers = tuple(headers)
         connection = {token.strip().lower() for key, value in headers if key == b"connection"
@@ -385,7 +419,10 @@ class AnswerParser:
             extra = len(self._buffer) > need
             del self._buffer[:need]
             if len(self._body) == self._length:
-                return self._finish(bytes(self._body), close=self._close or extra)
+                trailing = len(self._buffer)
+                self._buffer.clear()
+                return self._finish(bytes(self._body), close=self._close or extra,
+                                    trailing=trailing)
             return None
         if self._mode == "eof":
             self._body += self._buffer
@@ -403,7 +440,10 @@ class AnswerParser:
                 line = bytes(buffer[:end])
                 del buffer[:end + 2]
                 if not line:
-                    return self._finish(bytes(self._body), close=self._close or bool(buffer))
+                    trailing = len(buffer)
+                    buffer.clear()
+                    return self._finish(bytes(self._body), close=self._close or bool(trailing),
+                                        trailing=trailing)
                 continue
             if self._chunk_left < 0:
                 end = buffer.find(b"\r\n")
@@ -428,8 +468,8 @@ class AnswerParser:
             del buffer[:self._chunk_left + 2]
             self._chunk_left = -1
 
-    def _finish(self, body: bytes, *, close: bool) -> Answer:
-        self.done = Answer(self._status, self._headers, body, close)
+    def _finish(self, body: bytes, *, close: bool, trailing: int = 0) -> Answer:
+        self.done = Answer(self._status, self._headers, body, close, self._bare_lf, trailing)
         return self.done
 
 
@@ -560,15 +600,15 @@ class _Worker:
 
     def _new_records(self) -> None:
         self.r_boot, self.r_latency = array("i"), array("d")
-        self.r_status, self.r_kind = array("h"), array("b")
+        self.r_status, self.r_kind, self.r_flags = array("h"), array("b"), array("b")
         self.b_boot, self.b_start, self.b_end = array("i"), array("d"), array("d")
         self.b_requests, self.b_outcome = array("i"), array("b")
         self.b_kind, self.b_status = array("b"), array("h")
 
     def flush(self) -> None:
-        payload = (self.r_boot, self.r_latency, self.r_status, self.r_kind, self.b_boot,
-                   self.b_start, self.b_end, self.b_requests, self.b_outcome, self.b_kind,
-                   self.b_status, self.connections, _cpu() - self.rusage0)
+        payload = (self.r_boot, self.r_latency, self.r_status, self.r_kind, self.r_flags,
+                   self.b_boot, self.b_start, self.b_end, self.b_requests, self.b_outcome,
+                   self.b_kind, self.b_status, self.connections, _cpu() - self.rusage0)
         self.out.put(("batch", self.spec.index, payload))
         self._new_records()
         self.connections = 0
@@ -616,11 +656,15 @@ class _Worker:
                 kind, answer, connection = await self._request(instance, data, connection)
                 now = time.monotonic()
                 status = answer.status if answer is not None else 0
+                flags = 0
                 if answer is not None:
                     kind = check_answer(path, status, answer.body, instance)
                     self.r_latency.append(now - began)
+                    flags = (BARE_LF if answer.bare_lf else 0) | (TRAILING if answer.trailing
+                                                                 else 0)
                 else:
                     self.r_latency.append(-1.0)  # no answer: not a latency sample
+                self.r_flags.append(flags)
                 self.r_boot.append(number)
                 self.r_status.append(status)
                 self.r_kind.append(kind)
@@ -735,7 +779,7 @@ class _Collector:
     def __init__(self, boots: int, workers: int) -> None:
         self.boots = boots
         self.r_boot, self.r_latency = array("i"), array("d")
-        self.r_status, self.r_kind = array("h"), array("b")
+        self.r_status, self.r_kind, self.r_flags = array("h"), array("b"), array("b")
         self.b_boot, self.b_start, self.b_end = array("i"), array("d"), array("d")
         self.b_requests, self.b_outcome = array("i"), array("b")
         self.b_kind, self.b_status = array("b"), array("h")
@@ -744,12 +788,13 @@ class _Collector:
         self.errors = 0
 
     def add(self, worker: int, payload: tuple) -> None:
-        (r_boot, r_latency, r_status, r_kind, b_boot, b_start, b_end, b_requests, b_outcome,
-         b_kind, b_status, connections, cpu) = payload
+        (r_boot, r_latency, r_status, r_kind, r_flags, b_boot, b_start, b_end, b_requests,
+         b_outcome, b_kind, b_status, connections, cpu) = payload
         self.r_boot += r_boot
         self.r_latency += r_latency
         self.r_status += r_status
         self.r_kind += r_kind
+        self.r_flags += r_flags
         self.b_boot += b_boot
         self.b_start += b_start
         self.b_end += b_end
@@ -909,6 +954,7 @@ def _result(config: StormConfig, fleet: Fleet, target: Target, label: str,
     for kind, status in zip(c.r_kind, c.r_status):
         if kind != OK:
             errors[kind_name(kind, status)] += 1
+    nonstandard = collections.Counter(framing_name(flags) for flags in c.r_flags if flags)
     boot_failures: collections.Counter[str] = collections.Counter()
     boot_times, lengths = [], [0] * c.boots
     completed = clean = 0
@@ -967,6 +1013,7 @@ def _result(config: StormConfig, fleet: Fleet, target: Target, label: str,
         good=sum(1 for k in c.r_kind if k == OK),
         connections=c.connections,
         errors=dict(errors),
+        nonstandard=dict(nonstandard),
         boots=len(c.b_boot),
         boots_completed=completed,
         boots_clean=clean,

@@ -1,7 +1,9 @@
 """A tiny blocking HTTP/1.1 client over a Unix socket, speaking as haproxy does.
 
-Used by the demo, the integration tests and (later) the load generator's checks: it sends
-raw request bytes (so tests control every byte and segment) and reads the answer to EOF.
+Used by the demo and the integration tests: it sends raw request bytes (so tests control
+every byte and segment) and reads the answer to EOF. L{find_head_end} and L{split_head}
+are shared with the storm's incremental parser (L{bench.storm.AnswerParser}): both accept
+a head whose lines end with a bare LF, as upstream's agent writes its own error pages.
 """
 
 from __future__ import annotations
@@ -12,15 +14,49 @@ from typing import Iterable
 
 import attrs
 
-__all__ = ["Answer", "send_raw", "get", "parse_answer"]
+__all__ = ["Answer", "send_raw", "get", "parse_answer", "find_head_end", "split_head"]
+
+
+def find_head_end(buffer: bytes | bytearray) -> tuple[int, int] | None:
+    """Where an answer's head ends: C{(end of its last line, end of the blank line)}, or
+    None when no blank line has come yet. Lines may end with C{CRLF} (HTTP) or a bare
+    C{LF} (upstream's agent writes its own 404, 400 and 503 pages so), so the blank line
+    is the first C{LF} followed by C{LF} or C{CRLF}."""
+    lf_lf = buffer.find(b"\n\n")
+    lf_crlf = buffer.find(b"\n\r\n")
+    if lf_lf < 0 and lf_crlf < 0:
+        return None
+    if lf_crlf < 0 or 0 <= lf_lf < lf_crlf:
+        return lf_lf + 1, lf_lf + 2
+    return lf_crlf + 1, lf_crlf + 3
+
+
+def split_head(head: bytes) -> tuple[list[bytes], bool]:
+    """The lines of a head (as cut by L{find_head_end}: up to and including its last
+    line's end), without their line ends, and whether any ended with a bare C{LF}."""
+    lines = head.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    bare_lf = False
+    stripped = []
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        else:
+            bare_lf = True
+        stripped.append(line)
+    return stripped, bare_lf
 
 
 @attrs.frozen
 class Answer:
+    """C{bare_lf}: the head's lines ended with bare LFs, not CRLFs."""
+
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    bare_lf: bool = False
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -31,17 +67,20 @@ class Answer:
 
 
 def parse_answer(data: bytes) -> Answer:
-    """Parse a complete answer (Content-Length framed, read to EOF)."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
+    """Parse a complete answer (Content-Length framed, read to EOF). The head's lines
+    may end with CRLF or a bare LF (L{Answer.bare_lf})."""
+    found = find_head_end(data)
+    if found is None:
         raise ValueError(f"incomplete answer: {data[:200]!r}")
-    lines = head.decode("latin-1").split("\r\n")
+    raw_lines, bare_lf = split_head(data[:found[0]])
+    body = data[found[1]:]
+    lines = [line.decode("latin-1") for line in raw_lines]
     version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
     if not version.startswith("HTTP/1."):
         raise ValueError(f"not an HTTP answer: {lines[0]!r}")
     headers = tuple(tuple(part.strip() for part in line.split(":", 1))  # type: ignore[misc]
                     for line in lines[1:])
-    answer = Answer(int(status), reason, headers, body)
+    answer = Answer(int(status), reason, headers, body, bare_lf)
     length = answer.header("content-length")
     if length is not None and int(length) != len(body):
         raise ValueError(f"Content-Length {length} but {len(body)} body bytes")

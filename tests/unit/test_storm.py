@@ -15,10 +15,13 @@ from bench.cloudinit import boot_sequence
 from bench.fakenova import instances_from_table
 from bench.fleet import boot_length, make_fleet
 from bench.novatree import error_page, lookup
-from bench.storm import (BAD_HTTP, CLOSED, CONNECT_ERROR, OK, REFUSED, STATUS, TIMEOUT,
-                         WRONG_BODY, WRONG_INSTANCE, AnswerParser, BadHTTP, ClosedEarly,
-                         NamespaceSockets, SharedSocket, check_answer, kind_name,
+from bench.report import REFUSAL_KINDS
+from bench.storm import (BACKLOG_FULL, BAD_HTTP, BARE_LF, CLOSED, CONNECT_ERROR, KINDS, OK,
+                         REFUSALS, REFUSED, STATUS, TIMEOUT, TRAILING, WRONG_BODY,
+                         WRONG_INSTANCE, AnswerParser, BadHTTP, ClosedEarly, NamespaceSockets,
+                         SharedSocket, check_answer, find_head_end, framing_name, kind_name,
                          request_bytes)
+from bench.unixhttp import parse_answer
 from metaproxy.caller import identify
 from metaproxy.namespace import namespace_socket_path
 from metaproxy.request import RequestParser
@@ -125,6 +128,94 @@ def test_eof_before_and_within_an_answer():
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-")
     with pytest.raises(BadHTTP, match="head"):
         parser.eof()
+
+
+# ---- answers as upstream's agent writes them
+
+#: Upstream's own 404 (neutron.common.metadata.encode_http_reponse), byte for byte: a
+#: jinja template with bare LF line ends.
+UPSTREAM_404 = (b"HTTP/1.1 404 Not Found\nContent-Type: text/plain; charset=UTF-8\n"
+                b"Connection: close\nContent-Length: 191\n\n<html>\n <head>\n  <title>404 Not "
+                b"Found</title>\n </head>\n <body>\n  <h1>404 Not Found</h1>\n  Instance was not "
+                b"found on router e3e70682-c209-4cac-a29f-6fbed82c07cd.<br /><br />\n\n\n"
+                b" </body>\n</html>")
+
+
+def test_bare_lf_answer_split_at_every_byte():
+    body = UPSTREAM_404.partition(b"\n\n")[2]
+    assert len(body) == 191
+    for cut in range(1, len(UPSTREAM_404)):
+        parser = AnswerParser()
+        first = parser.feed(UPSTREAM_404[:cut])
+        answer = first or parser.feed(UPSTREAM_404[cut:])
+        assert first is None or cut == len(UPSTREAM_404)
+        assert answer is not None, cut
+        assert (answer.status, answer.body, answer.bare_lf, answer.trailing) == \
+            (404, body, True, 0)
+        assert answer.close and answer.header(b"content-length") == b"191"
+
+
+def test_crlf_answers_are_not_bare_lf():
+    answer = AnswerParser().feed(ANSWER)
+    assert not answer.bare_lf and answer.trailing == 0
+    # one bare LF among CRLFs is enough to count
+    mixed = AnswerParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok")
+    assert (mixed.status, mixed.body, mixed.bare_lf) == (200, b"ok", True)
+
+
+def test_bare_lf_head_read_to_eof_and_1xx():
+    parser = AnswerParser()
+    assert parser.feed(b"HTTP/1.1 100 Continue\n\nHTTP/1.0 503 Service Unavailable\n"
+                       b"X: y\n\nretry\n") is None
+    answer = parser.eof()
+    assert (answer.status, answer.body, answer.bare_lf) == (503, b"retry\n", True)
+
+
+def test_bytes_after_an_empty_200_are_counted():
+    """Upstream adds CRLF CRLF after an answer with an empty body in some versions: the
+    answer is taken (an empty 200) and the extra bytes counted, in the same read or later."""
+    data = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+    answer = AnswerParser().feed(data + b"\r\n\r\n")
+    assert (answer.status, answer.body, answer.trailing, answer.close) == (200, b"", 4, True)
+    parser = AnswerParser()
+    assert parser.feed(data).trailing == 0
+    assert parser.feed(b"\r\n").trailing == 2 and parser.done.close
+
+
+def test_head_end():
+    assert find_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n") is None
+    assert find_head_end(b"HTTP/1.1 200 OK\r\n\r\nbody") == (17, 19)
+    assert find_head_end(b"HTTP/1.1 200 OK\n\nbody") == (16, 17)
+    # the first blank line counts, whichever its kind
+    assert find_head_end(b"HTTP/1.1 200 OK\n\nx\r\n\r\n") == (16, 17)
+    assert find_head_end(b"HTTP/1.1 200 OK\r\n\r\nx\n\n") == (17, 19)
+
+
+def test_unixhttp_parses_bare_lf_heads():
+    answer = parse_answer(UPSTREAM_404)
+    assert (answer.status, answer.reason, answer.bare_lf) == (404, "Not Found", True)
+    assert answer.header("Content-Type") == "text/plain; charset=UTF-8"
+    assert b"Instance was not found on router" in answer.body
+    crlf = parse_answer(ANSWER)
+    assert (crlf.status, crlf.body, crlf.bare_lf) == (200, b"hello world", False)
+    with pytest.raises(ValueError, match="incomplete"):
+        parse_answer(b"HTTP/1.1 404 Not Found\nContent-Length: 0\n")
+    with pytest.raises(ValueError, match="Content-Length"):
+        parse_answer(UPSTREAM_404[:-1])
+
+
+def test_framing_names():
+    assert framing_name(BARE_LF) == "bare LF line ends"
+    assert framing_name(TRAILING) == "bytes after the answer"
+    assert framing_name(BARE_LF | TRAILING) == "bare LF line ends, bytes after the answer"
+
+
+def test_refusal_kinds():
+    """Refusals are their own kinds, apart from timeouts and status errors, and the
+    report counts exactly those."""
+    assert REFUSALS == {REFUSED, BACKLOG_FULL}
+    assert {KINDS[k] for k in REFUSALS} == set(REFUSAL_KINDS)
+    assert not {TIMEOUT, CLOSED, CONNECT_ERROR, STATUS} & REFUSALS
 
 
 # ---- answer checks
@@ -238,9 +329,10 @@ def run_worker(target, *, instances=None, keepalive=False, timeout=5.0, concurre
     return collector
 
 
-def nova_server(*, keepalive=False, answer_as=None):
+def nova_server(*, keepalive=False, answer_as=None, bare_lf_errors=False):
     """A server that answers as the agent would with the fake Nova behind it (or as if
-    every caller were C{answer_as(instance)})."""
+    every caller were C{answer_as(instance)}); with C{bare_lf_errors}, statuses other
+    than 200 are written with bare LF line ends, as upstream writes its own."""
     by_caller = {(i.namespace, i.ip): i for i in FLEET.instances}
 
     async def handle(reader, writer):
@@ -254,9 +346,12 @@ def nova_server(*, keepalive=False, answer_as=None):
                     instance = answer_as(instance)
                 status, content_type, body = lookup(RECORDS[instance.instance_id],
                                                     request.target.decode(), address=identity.ip)
-                writer.write(b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
-                             % (status, content_type.encode(), len(body),
-                                b"" if keepalive else b"Connection: close\r\n") + body)
+                head = (b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+                        % (status, content_type.encode(), len(body),
+                           b"" if keepalive else b"Connection: close\r\n"))
+                if bare_lf_errors and status != 200:
+                    head = head.replace(b"\r\n", b"\n")
+                writer.write(head + body)
                 await writer.drain()
                 if not keepalive:
                     break
@@ -282,6 +377,17 @@ def test_worker_right_answers(sock_dir):
     lengths = dict(zip(c.b_boot, c.b_requests))
     assert [lengths[i] for i in range(len(FLEET))] == boot_length(FLEET)
     assert set(c.b_outcome) == {storm.BOOT_CLEAN}
+
+
+def test_worker_takes_bare_lf_answers_and_flags_them(sock_dir):
+    """Upstream's bare-LF 404 for absent user data is the right answer, and flagged."""
+    path = os.path.join(sock_dir, "s")
+    c = run_worker(SharedSocket(path), server=nova_server(bare_lf_errors=True), path=path)
+    assert set(c.r_kind) == {OK}
+    no_user_data = sum(1 for i in FLEET.instances if i.user_data is None)
+    assert no_user_data and list(c.r_flags).count(BARE_LF) == no_user_data
+    assert set(c.r_flags) == {0, BARE_LF}
+    assert [s for s, f in zip(c.r_status, c.r_flags) if f] == [404] * no_user_data
 
 
 def test_worker_keepalive_reuses_a_connection_per_boot(sock_dir):
@@ -346,6 +452,34 @@ def test_worker_refused_and_missing_socket(sock_dir):
     assert list(c.r_kind) == [REFUSED, REFUSED] and c.connections == 0
     c = run_worker(SharedSocket(os.path.join(sock_dir, "nothing")), instances=FLEET.instances[:2])
     assert list(c.r_kind) == [CONNECT_ERROR, CONNECT_ERROR]
+
+
+def test_worker_backlog_full(sock_dir):
+    """A listener that never accepts, its queue filled: EAGAIN on connect is a refusal
+    ('backlog full'), not waited out, and ends the boot."""
+    path = os.path.join(sock_dir, "full")
+    fillers = []
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(0)
+        try:
+            for _ in range(64):
+                sock = socket.socket(socket.AF_UNIX)
+                sock.setblocking(False)
+                fillers.append(sock)
+                try:
+                    sock.connect(path)
+                except BlockingIOError:
+                    break
+            else:
+                pytest.fail("the listen queue never filled")
+            c = run_worker(SharedSocket(path), instances=FLEET.instances[:3], timeout=5.0)
+        finally:
+            for sock in fillers:
+                sock.close()
+    assert list(c.r_kind) == [BACKLOG_FULL] * 3 and c.connections == 0
+    assert kind_name(BACKLOG_FULL) == "backlog full"
+    assert list(c.b_outcome) == [storm.BOOT_FAILED] * 3 and all(v < 0 for v in c.r_latency)
 
 
 def test_config_checks():
