@@ -51,3 +51,11 @@ e2e: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache
+
+## bench-cpu: CPU per request of the parser and of the whole request path in memory
+## (pytest-benchmark; not part of make test), e.g. ARGS='--benchmark-autosave', then
+## ARGS='--benchmark-compare' to compare with the run kept; on a busy machine add
+## --benchmark-timer=time.process_time to count this process's CPU time only
+.PHONY: bench-cpu
+bench-cpu: venv
+	$(BIN)/python -m pytest bench/cpu --benchmark-only $(ARGS)

@@ -10,6 +10,7 @@ IPv4; an IPv6 link-local address is looked up by the MAC its EUI-64 identifier e
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import attrs
 
@@ -18,8 +19,16 @@ from metaproxy.request import Request
 
 __all__ = ["CallerError", "Identity", "identify", "mac_from_link_local"]
 
-_XFF = b"x-forwarded-for"
-_NAMESPACE_HEADERS = tuple((kind.header, kind) for kind in NamespaceKind)
+_KIND_BY_HEADER = {kind.header: kind for kind in NamespaceKind}
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: A dotted-quad IPv4 address exactly as C{ipaddress} writes it (no leading zeros): the
+#: usual X-Forwarded-For, taken as it is without building an address object.
+_PLAIN_IPV4 = re.compile(rb"(?:" + _OCTET + rb"\.){3}" + _OCTET + rb"\Z")
+
+#: Namespaces already made from a header, by C{(header, value)}: ~28 requests per boot
+#: name the same one. Bounded: emptied when full.
+_namespaces: dict[tuple[bytes, bytes], Namespace] = {}
+_MAX_NAMESPACES = 16384
 
 
 @attrs.frozen
@@ -60,33 +69,42 @@ def mac_from_link_local(address: ipaddress.IPv6Address) -> str:
 
 
 def _namespace_from_headers(request: Request) -> Namespace:
-    found: dict[NamespaceKind, bytes] = {}
-    for name, value in request.headers:
-        for header, kind in _NAMESPACE_HEADERS:
-            if name == header:
-                # the proxy's own copy comes last (haproxy appends); ML2 proxies delete
-                # guest copies first, so there is normally exactly one
-                found[kind] = value
-    if not found:
-        raise CallerError(400, "The request has no X-Neutron-Router-ID, X-Neutron-Network-ID "
-                               "or X-OVN-Network-ID header: it did not come through a "
-                               "namespace proxy.")
-    if len(found) > 1:
-        router = found.get(NamespaceKind.ROUTER)
-        network = found.get(NamespaceKind.NETWORK, found.get(NamespaceKind.OVN))
-        raise CallerError(400, "Both network %s and router %s defined." % (
-            _printable(network), _printable(router)))
-    kind, value = next(iter(found.items()))
-    try:
-        return Namespace(kind, value.decode("ascii"))
-    except (UnicodeDecodeError, InvalidNamespace):
-        raise CallerError(400, f"The {kind.header_name} header is not a valid id.") from None
+    headers = request.namespace_headers
+    if len(headers) == 1:
+        header, value = headers[0]  # the usual case: the proxy's own header, alone
+    else:
+        found: dict[NamespaceKind, tuple[bytes, bytes]] = {}
+        for header, value in headers:
+            # the proxy's own copy comes last (haproxy appends); ML2 proxies delete
+            # guest copies first, so there is normally exactly one
+            found[_KIND_BY_HEADER[header]] = (header, value)
+        if not found:
+            raise CallerError(400, "The request has no X-Neutron-Router-ID, "
+                                   "X-Neutron-Network-ID or X-OVN-Network-ID header: it did "
+                                   "not come through a namespace proxy.")
+        if len(found) > 1:
+            router = found.get(NamespaceKind.ROUTER)
+            network = found.get(NamespaceKind.NETWORK, found.get(NamespaceKind.OVN))
+            raise CallerError(400, "Both network %s and router %s defined." % (
+                _printable(network), _printable(router)))
+        header, value = next(iter(found.values()))
+    namespace = _namespaces.get((header, value))
+    if namespace is None:
+        kind = _KIND_BY_HEADER[header]
+        try:
+            namespace = Namespace(kind, value.decode("ascii"))
+        except (UnicodeDecodeError, InvalidNamespace):
+            raise CallerError(400, f"The {kind.header_name} header is not a valid id.") from None
+        if len(_namespaces) >= _MAX_NAMESPACES:
+            _namespaces.clear()
+        _namespaces[header, value] = namespace
+    return namespace
 
 
-def _printable(value: bytes | None) -> str:
-    if value is None:
+def _printable(field: tuple[bytes, bytes] | None) -> str:
+    if field is None:
         return "None"
-    return value.decode("ascii", "backslashreplace")[:80]
+    return field[1].decode("ascii", "backslashreplace")[:80]
 
 
 def identify(request: Request, namespace: Namespace | None) -> Identity:
@@ -98,14 +116,13 @@ def identify(request: Request, namespace: Namespace | None) -> Identity:
     """
     if namespace is None:
         namespace = _namespace_from_headers(request)
-    last = b""
-    for name, value in request.headers:
-        if name == _XFF:
-            last = value
+    last = request.forwarded_for
     if b"," in last:
         last = last.rsplit(b",", 1)[1].strip(b" \t")
     if not last:
         raise CallerError(400, "The request has no X-Forwarded-For address.")
+    if _PLAIN_IPV4.match(last):
+        return Identity(namespace, last.decode("ascii"), None, last)
     try:
         text = last.decode("ascii")
         address = ipaddress.ip_address(text)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from metaproxy.caller import CallerError, Identity, identify
 from metaproxy.namespace import Namespace
@@ -27,6 +28,8 @@ log = Logger("metaproxy.pipeline")
 
 _UNAVAILABLE = "The remote metadata server is temporarily unavailable. Please try again later."
 _UNKNOWN = "An unknown error has occurred. Please try your request again."
+#: Most instances whose signed headers are kept (emptied when full).
+_MAX_SIGNED = 4096
 
 
 class Resolver(Protocol):
@@ -51,10 +54,25 @@ class Pipeline:
                  refresh_on_404: bool = False) -> None:
         self._resolver = resolver
         self._nova = nova
+        self._signed: dict[tuple[str, str], tuple[tuple[bytes, bytes], ...]] = {}
         self.secret = secret
         self._retry_after = retry_after
         self._gzip_decode = gzip_decode
         self._refresh_on_404 = refresh_on_404
+
+    @property
+    def secret(self) -> bytes:
+        """The shared secret that signs instance ids (replaced on SIGHUP)."""
+        return self._secret
+
+    @secret.setter
+    def secret(self, value: bytes) -> None:
+        self._secret = value
+        self._signed.clear()
+
+    # The steps are a plain callback chain on the resolver's Deferred rather than a
+    # coroutine under Deferred.fromCoroutine: the same steps, measurably less CPU per
+    # request (bench/cpu). Each step runs as soon as the one before has its result.
 
     def handle(self, request: Request, namespace: Namespace | None) -> "Deferred[bytes]":
         """Answer C{request}; C{namespace} is the socket's, or C{None} on the shared socket.
@@ -62,9 +80,6 @@ class Pipeline:
         The Deferred always fires with bytes; cancelling it (the client went away)
         cancels the lookup or the Nova request.
         """
-        return Deferred.fromCoroutine(self._handle(request, namespace))
-
-    async def _handle(self, request: Request, namespace: Namespace | None) -> bytes:
         try:
             identity = identify(request, namespace)
         except CallerError as e:
@@ -72,54 +87,94 @@ class Pipeline:
                      method=_show(request.method), target=_show(request.target),
                      socket=namespace.name if namespace else "the shared socket",
                      reason=e.message)
-            return error_response(e.status, e.message)
+            return succeed(error_response(e.status, e.message))
+        except Exception:
+            return fail()
         caller = Caller(identity.namespace, identity.ip, identity.mac)
         try:
-            found = await self._resolver.resolve(caller)
-            if not isinstance(found, Instance):
-                return self._not_found(identity, found)
-            response = await self._forward(request, identity, found)
-            if response.status == 404 and self._refresh_on_404:
-                fresh = await self._resolver.resolve(caller, fresh=True)
-                if isinstance(fresh, Instance) and fresh != found:
-                    response = await self._forward(request, identity, fresh)
-        except CancelledError:
-            raise
-        except LookupUnavailable as e:
+            d = self._resolver.resolve(caller)
+        except Exception:
+            d = fail()
+        d.addCallback(self._resolved, request, identity, caller)
+        # a failure of the steps above is answered by _failed; one of _answer is a bug
+        # (the server answers 500 for it)
+        d.addCallbacks(self._answer, self._failed, callbackArgs=(request, identity),
+                       errbackArgs=(identity,))
+        return d
+
+    def _resolved(self, found: object, request: Request, identity: Identity,
+                  caller: Caller) -> "bytes | Deferred[NovaResponse]":
+        """The lookup's result: Nova's answer to come, or the 404 answer."""
+        if not isinstance(found, Instance):
+            return self._not_found(identity, found)
+        d = self._forward(request, identity, found)
+        if self._refresh_on_404:
+            d.addCallback(self._refresh_on_not_found, request, identity, caller, found)
+        return d
+
+    def _refresh_on_not_found(self, response: NovaResponse, request: Request,
+                              identity: Identity, caller: Caller, found: Instance
+                              ) -> "NovaResponse | Deferred[NovaResponse]":
+        if response.status != 404:
+            return response
+
+        def retry(fresh: object) -> "NovaResponse | Deferred[NovaResponse]":
+            if isinstance(fresh, Instance) and fresh != found:
+                return self._forward(request, identity, fresh)
+            return response
+        return self._resolver.resolve(caller, fresh=True).addCallback(retry)
+
+    def _answer(self, result: "bytes | NovaResponse", request: Request,
+                identity: Identity) -> bytes:
+        if isinstance(result, bytes):
+            return result
+        return self._map(request, identity, result)
+
+    def _failed(self, failure: Failure, identity: Identity) -> "bytes | Failure":
+        error = failure.value
+        if isinstance(error, CancelledError):
+            return failure  # the client went away: nobody to answer
+        if isinstance(error, LookupUnavailable):
             log.warn("Lookup failed for {address} in {namespace}: {error}; answered 503",
-                     address=_address(identity), namespace=identity.namespace.name, error=str(e))
+                     address=_address(identity), namespace=identity.namespace.name,
+                     error=str(error))
             return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
-        except NovaUnreachable as e:
+        if isinstance(error, NovaUnreachable):
             log.warn("Nova metadata API unreachable for {address} in {namespace}: {error}; "
                      "answered 503", address=_address(identity),
-                     namespace=identity.namespace.name, error=str(e))
+                     namespace=identity.namespace.name, error=str(error))
             return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
-        except NovaTimeout as e:
+        if isinstance(error, NovaTimeout):
             log.warn("Nova metadata API too slow for {address} in {namespace}: {error}; "
                      "answered 503", address=_address(identity),
-                     namespace=identity.namespace.name, error=str(e))
+                     namespace=identity.namespace.name, error=str(error))
             return error_response(503, "The remote metadata server did not answer in time. "
                                        "Please try again later.", retry_after=self._retry_after)
-        except NovaBadResponse as e:
+        if isinstance(error, NovaBadResponse):
             log.warn("Unusable answer from the Nova metadata API for {address} in {namespace}: "
                      "{error}; answered 502", address=_address(identity),
-                     namespace=identity.namespace.name, error=str(e))
+                     namespace=identity.namespace.name, error=str(error))
             return error_response(502, "The remote metadata server sent an unusable answer.")
-        except Exception:
-            log.failure("Internal error answering {address} in {namespace}; answered 500",
-                        address=_address(identity), namespace=identity.namespace.name)
-            return error_response(500, _UNKNOWN)
-        return self._map(request, identity, response)
+        log.failure("Internal error answering {address} in {namespace}; answered 500",
+                    failure, address=_address(identity), namespace=identity.namespace.name)
+        return error_response(500, _UNKNOWN)
 
     def _forward(self, request: Request, identity: Identity,
                  instance: Instance) -> "Deferred[NovaResponse]":
-        headers = (
-            (b"X-Forwarded-For", identity.forwarded_for),
-            (b"X-Instance-ID", instance.instance_id.encode("utf-8")),
-            (b"X-Tenant-ID", instance.project_id.encode("utf-8")),
-            (b"X-Instance-ID-Signature",
-             sign_instance_id(self.secret, instance.instance_id).encode("ascii")),
-        )
+        key = (instance.instance_id, instance.project_id)
+        signed = self._signed.get(key)
+        if signed is None:
+            # an instance asks ~28 times while it boots: sign it once
+            signed = (
+                (b"X-Instance-ID", instance.instance_id.encode("utf-8")),
+                (b"X-Tenant-ID", instance.project_id.encode("utf-8")),
+                (b"X-Instance-ID-Signature",
+                 sign_instance_id(self._secret, instance.instance_id).encode("ascii")),
+            )
+            if len(self._signed) >= _MAX_SIGNED:
+                self._signed.clear()
+            self._signed[key] = signed
+        headers = ((b"X-Forwarded-For", identity.forwarded_for),) + signed
         return self._nova.forward(request.method, request.target, headers, request.body)
 
     def _not_found(self, identity: Identity, reason: object) -> bytes:

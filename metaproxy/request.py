@@ -14,6 +14,8 @@ import re
 
 import attrs
 
+from metaproxy.namespace import NamespaceKind
+
 __all__ = ["Request", "RequestError", "RequestParser"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -22,6 +24,39 @@ _ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*\Z")
 _ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#\s]+((?:[/?][\x21-\x7e]*)?)\Z")
 _BAD_VALUE_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
+# The header fields are read by one regular expression over the whole section (each
+# field with its CRLF): a field is a token, a colon and a value of HTAB, SP, visible ASCII
+# and obs-text, which is exactly what the field-by-field checks of
+# RequestParser._check_fields accept. The section is well-formed when the fields found
+# cover all of it; only a malformed one goes through those checks, to say what is wrong.
+# A field is only looked for at the start of a line (^ in MULTILINE mode) and the
+# quantifiers are possessive, so a long malformed line costs time in proportion to its
+# length, not to its square.
+_NAME = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
+_VALUE = rb"[\t\x20-\x7e\x80-\xff]*+"
+_FIELDS = re.compile(rb"^(" + _NAME + rb"):(" + _VALUE + rb")\r\n", re.MULTILINE)
+
+#: Headers the parser picks out while it reads the fields (one pass over them).
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _FORWARDED_FOR, _NAMESPACE = 1, 2, 3, 4
+_PICKED = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"x-forwarded-for": _FORWARDED_FOR,
+    **{kind.header: _NAMESPACE for kind in NamespaceKind},
+}
+
+
+def _last_forwarded_for(request: "Request") -> bytes:
+    last = b""
+    for name, value in request.headers:
+        if name == b"x-forwarded-for":
+            last = value
+    return last
+
+
+def _namespace_headers(request: "Request") -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((n, v) for n, v in request.headers if _PICKED.get(n) == _NAMESPACE)
 
 
 @attrs.frozen
@@ -30,6 +65,13 @@ class Request:
 
     @ivar headers: C{(name, value)} pairs in arrival order; names are lower-cased,
         values have surrounding white space removed and are otherwise raw bytes.
+    @ivar forwarded_for: the value of the last C{X-Forwarded-For} header (C{b""} if
+        there is none).
+    @ivar namespace_headers: the C{X-Neutron-Router-ID}, C{X-Neutron-Network-ID} and
+        C{X-OVN-Network-ID} headers among C{headers}, in arrival order.
+
+    The parser fills in the last two while it reads the fields; a L{Request} built by
+    hand works them out from C{headers}.
     """
 
     method: bytes
@@ -37,6 +79,10 @@ class Request:
     version: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes = b""
+    forwarded_for: bytes = attrs.field(
+        default=attrs.Factory(_last_forwarded_for, takes_self=True))
+    namespace_headers: tuple[tuple[bytes, bytes], ...] = attrs.field(
+        default=attrs.Factory(_namespace_headers, takes_self=True))
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of header C{name} (lower case), in arrival order."""
@@ -51,6 +97,11 @@ class RequestError(Exception):
     message: str
 
 
+#: method, target, version, headers, forwarded_for, namespace_headers
+_Head = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...], bytes,
+              tuple[tuple[bytes, bytes], ...]]
+
+
 class RequestParser:
     """Feed bytes as they arrive; L{feed} returns the L{Request} once it is complete."""
 
@@ -61,7 +112,7 @@ class RequestParser:
         self._max_body_bytes = max_body_bytes
         self._buffer = b""
         self._scan_from = 0
-        self._head: tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]] | None = None
+        self._head: _Head | None = None
         self._body_length = 0
         self._chunked = False
         self._body_start = 0
@@ -99,12 +150,18 @@ class RequestParser:
             if len(self._buffer) < stop:
                 return None
             body = self._buffer[self._body_start:stop]
-        method, target, version, headers = self._head
-        return Request(method, target, version, headers, body)
+        method, target, version, headers, forwarded_for, namespace_headers = self._head
+        return Request(method, target, version, headers, body, forwarded_for,
+                       namespace_headers)
 
-    def _parse_head(self, head: bytes) -> tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]]:
-        lines = head.split(b"\r\n")
-        request_line = lines[0]
+    def _parse_head(self, head: bytes) -> _Head:
+        """Parse the request line and the fields of C{head} (the header section up to,
+        not including, its last CRLF)."""
+        line_end = head.find(b"\r\n")
+        if line_end < 0:
+            request_line, fields = head, b""
+        else:
+            request_line, fields = head[:line_end], head[line_end + 2:] + b"\r\n"
         parts = request_line.split(b" ")
         if len(parts) != 3:
             raise RequestError(400, "Malformed request line.")
@@ -112,7 +169,7 @@ class RequestParser:
         if not _TOKEN.match(method):
             raise RequestError(400, "Malformed request method.")
         if version != b"HTTP/1.1" and version != b"HTTP/1.0":
-            if version.startswith(b"HTTP/") and re.match(rb"HTTP/[0-9]\.[0-9]\Z", version):
+            if _VERSION.match(version):
                 raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
             raise RequestError(400, "Malformed request line.")
         if not _ORIGIN_FORM.match(target):
@@ -122,36 +179,43 @@ class RequestParser:
             target = absolute.group(1) or b"/"
             if target[:1] == b"?":
                 target = b"/" + target
-        if len(lines) - 1 > self._max_headers:
+        found = _FIELDS.findall(fields)
+        # the fields found cover the whole section only if every field is well-formed
+        if sum([len(name) + len(value) + 3 for name, value in found]) != len(fields):
+            lines = fields[:-2].split(b"\r\n")
+            if len(lines) > self._max_headers:
+                raise RequestError(431, f"Request has more than {self._max_headers} header fields.")
+            self._check_fields(lines)  # raises, saying what is wrong
+            raise AssertionError("a malformed header section passed the field checks")
+        if len(found) > self._max_headers:
             raise RequestError(431, f"Request has more than {self._max_headers} header fields.")
         headers = []
         content_length: bytes | None = None
         transfer_encoding: bytes | None = None
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                if line[:1] in (b" ", b"\t"):
-                    raise RequestError(400, "Obsolete line folding is not accepted.")
-                raise RequestError(400, "Malformed header line.")
-            if not _TOKEN.match(name):
-                if name[:1] in (b" ", b"\t"):
-                    raise RequestError(400, "Obsolete line folding is not accepted.")
-                raise RequestError(400, "Malformed header name.")
-            value = value.strip(b" \t")
-            if _BAD_VALUE_BYTES.search(value) or b"\r" in line:
-                raise RequestError(400, "Header value contains a control character.")
+        forwarded_for = b""
+        namespace_headers = []
+        picked = _PICKED
+        for name, value in found:
             name = name.lower()
-            if name == b"content-length":
+            value = value.strip(b" \t")
+            headers.append((name, value))
+            what = picked.get(name)
+            if what is None:
+                continue
+            if what == _FORWARDED_FOR:
+                forwarded_for = value
+            elif what == _NAMESPACE:
+                namespace_headers.append((name, value))
+            elif what == _CONTENT_LENGTH:
                 if content_length is not None:
                     raise RequestError(400, "Duplicate Content-Length header.")
                 if not value.isdigit() or len(value) > 18:
                     raise RequestError(400, "Malformed Content-Length header.")
                 content_length = value
-            elif name == b"transfer-encoding":
+            else:
                 if transfer_encoding is not None:
                     raise RequestError(400, "Duplicate Transfer-Encoding header.")
                 transfer_encoding = value
-            headers.append((name, value))
         if transfer_encoding is not None:
             if content_length is not None:
                 raise RequestError(400, "Both Content-Length and Transfer-Encoding are present.")
@@ -164,7 +228,25 @@ class RequestParser:
             self._body_length = int(content_length)
             if self._body_length > self._max_body_bytes:
                 raise RequestError(413, f"Request body is larger than {self._max_body_bytes} bytes.")
-        return method, target, version, tuple(headers)
+        return (method, target, version, tuple(headers), forwarded_for,
+                tuple(namespace_headers))
+
+    @staticmethod
+    def _check_fields(lines: list[bytes]) -> None:
+        """Find the first malformed field among C{lines} and raise the error that says
+        what is wrong with it."""
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                if line[:1] in (b" ", b"\t"):
+                    raise RequestError(400, "Obsolete line folding is not accepted.")
+                raise RequestError(400, "Malformed header line.")
+            if not _TOKEN.match(name):
+                if name[:1] in (b" ", b"\t"):
+                    raise RequestError(400, "Obsolete line folding is not accepted.")
+                raise RequestError(400, "Malformed header name.")
+            if _BAD_VALUE_BYTES.search(value) or b"\r" in line:
+                raise RequestError(400, "Header value contains a control character.")
 
     def _dechunk(self) -> bytes | None:
         """Decode a chunked body if it has arrived entirely; re-scans from the start each

@@ -7,6 +7,7 @@ Nova sent unless C{gzip_decode} asks for upstream's 2025.2+ behaviour.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import zlib
 from http import HTTPStatus
@@ -42,9 +43,13 @@ def status_line(status: int, reason: bytes | None = None) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % (status,)
 
 
+@functools.lru_cache(maxsize=1024)
 def error_response(status: int, message: str, *, retry_after: int | None = None) -> bytes:
     """The agent's own error answer, shaped like upstream's (a small HTML page served as
     C{text/plain}, as upstream does) but with CRLF and an exact length.
+
+    The bytes of the most recent answers are kept: the same few (a 404 for an unknown
+    caller in one namespace, 503 while Nova is away) come back many times in a row.
     """
     title = "%d %s" % (status, HTTPStatus(status).phrase)
     body = (

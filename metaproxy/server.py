@@ -4,9 +4,17 @@ Bytes go to a L{RequestParser}; a complete request goes to the L{Pipeline}; the 
 bytes go back and the connection is closed. A malformed, oversized or too slow request
 is answered by the agent (400/408/413/431/501/505) and logged; nothing is ever dropped
 without an answer while the client is still there.
+
+Request timeouts are kept by one L{RequestTimeouts} per reactor and timeout, not by a
+timer per connection: a connection lives for a millisecond or so, and costs a dict entry
+instead of a reactor timer armed and cancelled; thousands of slow connections cost the
+reactor one timer, not thousands.
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -15,8 +23,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from typing import TYPE_CHECKING
-
 from metaproxy.namespace import Namespace
 from metaproxy.request import RequestError, RequestParser
 from metaproxy.response import error_response
@@ -24,9 +30,11 @@ from metaproxy.response import error_response
 if TYPE_CHECKING:
     from metaproxy.pipeline import Pipeline
 
-__all__ = ["Limits", "MetadataProtocol", "MetadataFactory"]
+__all__ = ["Limits", "MetadataProtocol", "MetadataFactory", "RequestTimeouts"]
 
 log = Logger("metaproxy.server")
+
+_UNKNOWN = "An unknown error has occurred. Please try your request again."
 
 
 @attrs.frozen
@@ -39,6 +47,84 @@ class Limits:
     request_timeout: float = 30.0
 
 
+class RequestTimeouts:
+    """The request timeout of every connection waiting for its request, on one timer.
+
+    A connection is added when it is made and discarded once its request is complete
+    (or it is answered, or lost). Since every connection gets the same C{timeout},
+    deadlines come in the order connections were added: the timer is set for the
+    oldest one, and when it fires every connection past its deadline is timed out and
+    the timer is set again for the oldest left. It is cancelled when no connection is
+    left waiting, so it is set again only when one arrives after a quiet moment: in a
+    boot storm (50 at once) once per ~20 connections instead of once per connection.
+    (A wall clock stepped back delays the timeouts by the step, as it delays reactor
+    timers.)
+
+    @ivar timeout: seconds a connection has to send its whole request.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        # connection -> deadline, in the order added (= deadline order)
+        self._waiting: dict[MetadataProtocol, float] = {}
+        self._call: IDelayedCall | None = None
+
+    @classmethod
+    def shared(cls, clock: IReactorTime, timeout: float) -> "RequestTimeouts":
+        """The one instance for C{clock} and C{timeout}, shared by every listener."""
+        try:
+            by_timeout = _shared.setdefault(clock, {})
+        except TypeError:  # a clock that cannot be referred to weakly: not shared
+            return cls(clock, timeout)
+        timeouts = by_timeout.get(timeout)
+        if timeouts is None:
+            # through a weak proxy, so that the entry does not keep its clock alive
+            timeouts = by_timeout[timeout] = cls(weakref.proxy(clock), timeout)
+        return timeouts
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, connection: "MetadataProtocol") -> None:
+        """Time C{connection} out (L{MetadataProtocol.requestTimedOut}) after C{timeout}
+        seconds, unless it is discarded first."""
+        self._waiting[connection] = self._clock.seconds() + self.timeout
+        if self._call is None:
+            self._call = self._clock.callLater(self.timeout, self._expire)
+
+    def discard(self, connection: "MetadataProtocol") -> None:
+        """Forget C{connection} (nothing happens if it is not there)."""
+        if self._waiting.pop(connection, None) is not None and not self._waiting:
+            if self._call is not None:
+                self._call.cancel()
+                self._call = None
+
+    def _expire(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        expired = []
+        for connection, deadline in self._waiting.items():
+            if deadline > now:
+                break
+            expired.append(connection)
+        for connection in expired:
+            del self._waiting[connection]
+        for connection in expired:
+            try:
+                connection.requestTimedOut()
+            except Exception:
+                log.failure("Error while timing out a request")
+        if self._waiting and self._call is None:
+            oldest = next(iter(self._waiting.values()))
+            self._call = self._clock.callLater(max(0.0, oldest - now), self._expire)
+
+
+#: RequestTimeouts.shared's instances, per clock (usually the one reactor)
+_shared: "weakref.WeakKeyDictionary[IReactorTime, dict[float, RequestTimeouts]]" = \
+    weakref.WeakKeyDictionary()
+
+
 class MetadataProtocol(Protocol):
     """One connection from a namespace proxy."""
 
@@ -47,14 +133,13 @@ class MetadataProtocol(Protocol):
         limits = factory.limits
         self._parser = RequestParser(limits.max_header_bytes, limits.max_headers,
                                      limits.max_body_bytes)
-        self._timer: IDelayedCall | None = None
+        self._timeouts = factory.timeouts
         self._pending: Deferred[bytes] | None = None
         self._done = False
         self._lost = False
 
     def connectionMade(self) -> None:
-        self._timer = self._factory.clock.callLater(
-            self._factory.limits.request_timeout, self._timedOut)
+        self._timeouts.add(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._done:
@@ -69,14 +154,14 @@ class MetadataProtocol(Protocol):
         if request is None:
             return
         self._done = True
-        self._cancelTimer()
+        self._timeouts.discard(self)
         self._pending = self._factory.pipeline.handle(request, self._factory.namespace)
         self._pending.addCallbacks(self._answer, self._failed)
 
     def _answer(self, data: bytes) -> None:
         self._pending = None
         self._done = True
-        self._cancelTimer()
+        self._timeouts.discard(self)
         if not self._lost:
             self.transport.write(data)
             self.transport.loseConnection()
@@ -87,12 +172,11 @@ class MetadataProtocol(Protocol):
             return  # cancelled because the client went away: nobody to answer
         # the pipeline answers every error itself, so this is a bug; still answer
         log.failure("Unexpected error while answering a request", failure)
-        self._answer(error_response(500, "An unknown error has occurred. "
-                                         "Please try your request again."))
+        self._answer(error_response(500, _UNKNOWN))
 
-    def _timedOut(self) -> None:
-        self._timer = None
-        if self._done:
+    def requestTimedOut(self) -> None:
+        """The request did not arrive within the request timeout (L{RequestTimeouts})."""
+        if self._done or self._lost:
             return
         if self._parser.started:
             log.warn("Request on {socket} not complete after {timeout} seconds; answered 408",
@@ -102,14 +186,9 @@ class MetadataProtocol(Protocol):
             self._done = True
             self.transport.loseConnection()
 
-    def _cancelTimer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._lost = True
-        self._cancelTimer()
+        self._timeouts.discard(self)
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
@@ -117,17 +196,24 @@ class MetadataProtocol(Protocol):
 
 class MetadataFactory(Factory):
     """Builds protocols for one listener: the shared socket (C{namespace=None}) or one
-    namespace's socket."""
+    namespace's socket.
+
+    @param timeouts: keeps the request timeouts; by default the one
+        L{RequestTimeouts} of C{clock} and C{limits.request_timeout}, shared with every
+        other listener on that clock.
+    """
 
     noisy = False
     protocol = MetadataProtocol
 
     def __init__(self, pipeline: "Pipeline", namespace: Namespace | None, limits: Limits,
-                 clock: IReactorTime) -> None:
+                 clock: IReactorTime, *, timeouts: RequestTimeouts | None = None) -> None:
         self.pipeline = pipeline
         self.namespace = namespace
         self.limits = limits
         self.clock = clock
+        self.timeouts = (timeouts if timeouts is not None
+                         else RequestTimeouts.shared(clock, limits.request_timeout))
 
     def buildProtocol(self, addr: object) -> MetadataProtocol:
         return MetadataProtocol(self)

@@ -3,7 +3,9 @@
 import ipaddress
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from metaproxy import caller
 from metaproxy.caller import CallerError, identify, mac_from_link_local
 from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.request import Request
@@ -111,3 +113,60 @@ def test_bad_namespace_id_is_400():
             identify(request((b"X-Neutron-Router-ID", value),
                              (b"X-Forwarded-For", b"10.0.0.5")), None)
         assert info.value.status == 400
+
+
+_OCTETS = st.one_of(st.integers(0, 300).map(str),
+                    st.sampled_from(["00", "01", "010", "099", "0255", "256", "", " 1", "1 ",
+                                     "+1", "1e2", "0x1", "٣"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_OCTETS, min_size=3, max_size=5).map(".".join))
+def test_dotted_addresses_read_as_ipaddress_reads_them(text):
+    """Whatever looks like a dotted quad is taken (or refused) exactly as the
+    ipaddress module takes it, in the form it writes."""
+    value = text.encode("utf-8")
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        with pytest.raises(CallerError):
+            identify(request(ROUTER, (b"X-Forwarded-For", value)), None)
+    else:
+        who = identify(request(ROUTER, (b"X-Forwarded-For", value)), None)
+        assert who.ip == expected.compressed and who.mac is None
+        assert who.forwarded_for == value
+
+
+def test_same_namespace_header_gives_the_same_namespace():
+    """A namespace header seen before is not parsed again; a bad one is refused each
+    time and not kept."""
+    first = identify(request(ROUTER, (b"X-Forwarded-For", b"10.0.0.5")), None).namespace
+    again = identify(request(ROUTER, (b"X-Forwarded-For", b"10.0.0.6")), None).namespace
+    assert again is first
+    for _ in range(2):
+        with pytest.raises(CallerError):
+            identify(request((b"X-Neutron-Router-ID", b"a b"),
+                             (b"X-Forwarded-For", b"10.0.0.5")), None)
+    assert (b"x-neutron-router-id", b"a b") not in caller._namespaces
+
+
+def test_namespaces_kept_are_bounded(monkeypatch):
+    """The namespaces kept are emptied when full; lookups stay right."""
+    monkeypatch.setattr(caller, "_namespaces", {})
+    monkeypatch.setattr(caller, "_MAX_NAMESPACES", 3)
+    for i in range(10):
+        who = identify(request((b"X-Neutron-Network-ID", b"n%d" % i),
+                               (b"X-Forwarded-For", b"10.0.0.5")), None)
+        assert who.namespace == Namespace(NamespaceKind.NETWORK, f"n{i}")
+        assert len(caller._namespaces) <= 3
+
+
+def test_same_identity_from_a_parsed_request():
+    """A parsed request (fields picked out by the parser) gives the same identity as
+    one built by hand."""
+    from metaproxy.request import RequestParser
+    parsed = RequestParser().feed(b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9\r\n"
+                                  b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
+    by_hand = request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"),
+                      (b"X-Forwarded-For", b"10.0.0.5"))
+    assert identify(parsed, None) == identify(by_hand, None)

@@ -7,7 +7,7 @@ mapping of sections 1.6 and 9.
 import gzip
 
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import LogLevel, globalLogPublisher
 
 from bench.unixhttp import parse_answer
@@ -305,3 +305,105 @@ def test_bad_forwarded_for_is_400(xff, logged):
     answer = run(pipeline, get(b"/", *headers))
     assert answer.status == 400 and backend.calls == 0
     assert any(e.get("log_level") == LogLevel.warn for e in logged)
+
+
+def test_new_secret_signs_the_next_request():
+    """Signed headers are kept per instance, but a new secret (SIGHUP) is used at once."""
+    pipeline, nova, _ = make()
+    request = get(b"/", (b"X-Neutron-Router-ID", b"r1"), (b"X-Forwarded-For", b"10.0.0.5"))
+    run(pipeline, request)
+    run(pipeline, request)
+    pipeline.secret = b"rotated"
+    run(pipeline, request)
+    signatures = [dict(sent[2])[b"X-Instance-ID-Signature"] for sent in nova.sent]
+    assert signatures == [sign_instance_id(SECRET, "vm-blue").encode()] * 2 + [
+        sign_instance_id(b"rotated", "vm-blue").encode()]
+    assert pipeline.secret == b"rotated"
+
+
+def test_signed_headers_kept_are_bounded(monkeypatch):
+    """The signed headers kept are emptied when full; every instance is still signed
+    as itself."""
+    import metaproxy.pipeline
+    monkeypatch.setattr(metaproxy.pipeline, "_MAX_SIGNED", 1)
+    pipeline, nova, _ = make()
+    for _ in range(2):
+        for ns in (b"blue", b"green"):
+            run(pipeline, get(b"/", (b"X-Neutron-Network-ID", ns),
+                              (b"X-Forwarded-For", b"10.0.0.5")))
+    assert [(dict(s[2])[b"X-Instance-ID"], dict(s[2])[b"X-Tenant-ID"],
+             dict(s[2])[b"X-Instance-ID-Signature"]) for s in nova.sent] == [
+        (b"vm-blue", b"proj-1", sign_instance_id(SECRET, "vm-blue").encode()),
+        (b"vm-green", b"proj-2", sign_instance_id(SECRET, "vm-green").encode())] * 2
+
+
+class RaisingResolver:
+    def __init__(self, error):
+        self.error = error
+
+    def resolve(self, caller, fresh=False):
+        raise self.error
+
+
+def test_lookup_raising_at_once_is_answered():
+    """A resolver that raises instead of failing its Deferred: 503 for an outage."""
+    pipeline = Pipeline(RaisingResolver(LookupUnavailable("down")), FakeNova(), SECRET)
+    answer = run(pipeline, get(b"/", (b"X-Neutron-Router-ID", b"r1"),
+                               (b"X-Forwarded-For", b"10.0.0.5")))
+    assert answer.status == 503 and answer.header("Retry-After") == "1"
+
+
+@pytest.mark.logged_errors
+def test_resolver_bug_is_500_and_logged(logged):
+    """A resolver that raises anything else: 500 with upstream's wording, logged."""
+    pipeline = Pipeline(RaisingResolver(KeyError("bug")), FakeNova(), SECRET)
+    answer = run(pipeline, get(b"/", (b"X-Neutron-Router-ID", b"r1"),
+                               (b"X-Forwarded-For", b"10.0.0.5")))
+    assert answer.status == 500 and b"An unknown error has occurred" in answer.body
+    assert "Internal error answering 10.0.0.5 in qrouter-r1" in text(logged)
+
+
+def test_cancel_while_looking_up_cancels_the_lookup(logged):
+    """The client goes away while the lookup is in progress: the lookup is cancelled,
+    Nova is never asked, nothing is logged."""
+    cancelled = []
+
+    class Slow(TableOnly):
+        def router_networks(self, router_id):
+            return Deferred(lambda d: cancelled.append(router_id))
+    pipeline, nova, _ = make(backend=Slow())
+    d = pipeline.handle(get(b"/", (b"X-Neutron-Router-ID", b"r1"),
+                            (b"X-Forwarded-For", b"10.0.0.5")), None)
+    failures = []
+    d.addErrback(failures.append)
+    d.cancel()
+    assert cancelled == ["r1"] and nova.sent == []
+    assert failures and failures[0].check(CancelledError)
+    assert not [e for e in logged if e.get("log_level") in (LogLevel.warn, LogLevel.error,
+                                                             LogLevel.critical)]
+
+
+def test_refresh_on_404_answers_nova_404_when_the_lookup_is_unchanged():
+    """With the cache on, a 404 whose fresh lookup names the same instance is relayed."""
+    from twisted.internet.task import Clock
+    cache = CachingBackend(TableOnly(), Clock(), ttl=600, enabled=True)
+    nova = FakeNova(NovaResponse(404, b"Not Found", (), b"gone"))
+    pipeline = Pipeline(InstanceResolver(cache), nova, SECRET, refresh_on_404=True)
+    answer = run(pipeline, get(b"/", (b"X-Neutron-Network-ID", b"blue"),
+                               (b"X-Forwarded-For", b"10.0.0.5")))
+    assert answer.status == 404 and answer.body == b"gone" and len(nova.sent) == 1
+
+
+def test_nova_failing_after_a_404_refresh_is_answered():
+    """The retry after a refreshed lookup fails: answered like any Nova failure."""
+    from twisted.internet.task import Clock
+    backend = TableOnly()
+    cache = CachingBackend(backend, Clock(), ttl=600, enabled=True)
+    nova = FakeNova(NovaResponse(200, b"OK", (), b"x"))
+    pipeline = Pipeline(InstanceResolver(cache), nova, SECRET, refresh_on_404=True)
+    request = get(b"/", (b"X-Neutron-Network-ID", b"blue"), (b"X-Forwarded-For", b"10.0.0.5"))
+    run(pipeline, request)  # fills the cache
+    backend.table = parse_table({"ports": [dict(TABLE["ports"][0], device_id="vm-new")]})
+    nova.answers = [NovaResponse(404, b"Not Found", (), b""), NovaTimeout("slow")]
+    answer = run(pipeline, request)
+    assert answer.status == 503 and b"did not answer in time" in answer.body

@@ -1,9 +1,9 @@
 """The request parser: bytes in, a Request or a RequestError out."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
-from metaproxy.request import RequestError, RequestParser
+from metaproxy.request import Request, RequestError, RequestParser
 
 BASIC = (b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n"
          b"X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r1\r\n\r\n")
@@ -169,3 +169,105 @@ def test_well_formed_requests_round_trip(headers, body, split):
     assert result is not None and result.body == body and result.target == b"/x?y"
     assert [(n.lower(), v) for n, v in headers] == [
         h for h in result.headers if h[0] != b"content-length"]
+
+
+def test_forwarded_for_and_namespace_headers_picked_out():
+    """The parser picks out the last X-Forwarded-For and the namespace headers (in
+    order, names lower-cased) while it reads the fields; a Request built by hand works
+    out the same from its headers."""
+    data = (b"GET / HTTP/1.1\r\nx-forwarded-for: 10.9.9.9\r\nX-OVN-Network-ID: n2\r\n"
+            b"Host: h\r\nX-Neutron-Router-ID:  r1 \r\nX-FORWARDED-FOR: 10.0.0.5\r\n\r\n")
+    request = parse(data)
+    assert request.forwarded_for == b"10.0.0.5"
+    assert request.namespace_headers == ((b"x-ovn-network-id", b"n2"),
+                                         (b"x-neutron-router-id", b"r1"))
+    by_hand = Request(request.method, request.target, request.version, request.headers)
+    assert by_hand == request
+    assert parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").forwarded_for == b""
+    assert parse(b"GET / HTTP/1.1\r\n\r\n").namespace_headers == ()
+
+
+def test_header_count_limit_comes_before_a_malformed_field():
+    """Too many fields is 431 even when one of them is also malformed (as before the
+    fast path: the count is checked first)."""
+    data = (b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(20))
+            + b"Bad Name: x\r\n\r\n")
+    assert error_of(data, max_headers=10).status == 431
+    assert error_of(data, max_headers=50).status == 400
+
+
+def _field_by_field(lines):
+    """The field checks as they were before the fast path (reference for the test
+    below): the error message of the first malformed line, or the parsed fields."""
+    import re
+    token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+    bad = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+    fields = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            if line[:1] in (b" ", b"\t"):
+                return "Obsolete line folding is not accepted."
+            return "Malformed header line."
+        if not token.match(name):
+            if name[:1] in (b" ", b"\t"):
+                return "Obsolete line folding is not accepted."
+            return "Malformed header name."
+        value = value.strip(b" \t")
+        if bad.search(value) or b"\r" in line:
+            return "Header value contains a control character."
+        fields.append((name.lower(), value))
+    return fields
+
+
+# header lines made of a name, a colon (mostly) and a value, each mostly well-formed
+_NAME_PARTS = [b"a", b"Z", b"-", b"_", b"~", b"9", b"X-Forwarded-For"] * 3 + [
+    b" ", b"\t", b"(", b"\x80", b"\x00", b"\r", b"\n"]
+_VALUE_PARTS = [b"a", b" ", b"\t", b":", b"~", b"\x80", b"\xff", b"10.0.0.5"] * 3 + [
+    b"\r", b"\n", b"\x00", b"\x01", b"\x1f", b"\x7f"]
+_LINES = st.lists(st.tuples(
+    st.lists(st.sampled_from(_NAME_PARTS), max_size=4).map(b"".join),
+    st.sampled_from([b":", b":", b":", b""]),
+    st.lists(st.sampled_from(_VALUE_PARTS), max_size=6).map(b"".join)).map(b"".join),
+    max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_LINES)
+@example([b"a:\x7f"])
+@example([b"a: b\x00"])
+@example([b"a:\x1f"])
+@example([b"a:\x08"])
+@example([b"a:\tb\t"])
+@example([b"a: \x80\xff "])
+@example([b"a: b\rc"])
+@example([b"a: b\nc: d"])
+@example([b" a: b"])
+@example([b"a: b", b"\tfolded"])
+@example([b": b"])
+@example([b"a b: c"])
+@example([b"a"])
+def test_fields_accepted_and_refused_as_field_by_field(lines):
+    """Whatever the header lines, the parser accepts exactly those the field-by-field
+    checks accept, with the same fields, and refuses the others with the same message."""
+    data = b"GET / HTTP/1.1\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    head = data[:data.find(b"\r\n\r\n")]  # where the parser will see the head end
+    expected = _field_by_field(head.split(b"\r\n")[1:])
+    try:
+        request = RequestParser().feed(data)
+    except RequestError as e:
+        assert e.status == 400 and e.message == expected
+    else:
+        assert request.headers == tuple(expected)
+
+
+def test_fields_are_only_looked_for_at_line_starts():
+    """The field matcher starts only at the beginning of a line: a long malformed line is
+    then read once, not once per byte (which made 16 KiB of token characters without a
+    colon cost seconds). Malformed long lines are refused."""
+    from metaproxy.request import _FIELDS
+    assert _FIELDS.findall(b"xx a:b\r\n") == []
+    assert _FIELDS.findall(b"a:b\r\nc:d\r\n") == [(b"a", b"b"), (b"c", b"d")]
+    for line in (b"a" * 16000, b"a:" + b"b" * 16000 + b"\x00", b"a" * 16000 + b" :b"):
+        data = b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n"
+        assert error_of(data, max_header_bytes=20000).status == 400

@@ -69,3 +69,14 @@ def test_head_keeps_length_without_body():
     """A HEAD answer keeps Nova's Content-Length and sends no body."""
     data = relay_response(200, b"OK", [(b"Content-Length", b"42")], b"", head_only=True)
     assert data.endswith(b"Content-Length: 42\r\n\r\n")
+
+
+def test_error_answers_are_made_once():
+    """The bytes of an error answer are kept: the same call gives the same object; any
+    difference in status, message or Retry-After gives its own answer."""
+    first = error_response(404, "Instance was not found on router r1.")
+    assert error_response(404, "Instance was not found on router r1.") is first
+    assert error_response(404, "Instance was not found on router r2.") != first
+    assert error_response(503, "later", retry_after=1) != error_response(503, "later",
+                                                                        retry_after=2)
+    assert b"Retry-After" not in error_response(503, "later")

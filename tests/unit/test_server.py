@@ -5,7 +5,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from metaproxy.namespace import Namespace, NamespaceKind
-from metaproxy.server import Limits, MetadataFactory
+from metaproxy.server import Limits, MetadataFactory, RequestTimeouts
 
 GET = (b"GET /openstack HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\n"
        b"X-Neutron-Router-ID: r1\r\n\r\n")
@@ -118,3 +118,90 @@ def test_bytes_after_request_ignored():
     protocol.dataReceived(GET + GET)
     protocol.dataReceived(GET)
     assert len(pipeline.calls) == 1
+
+
+def test_one_timer_for_many_waiting_connections():
+    """Connections waiting for their request share one timer; each is answered 408 at
+    its own deadline, never before; the timer goes once nobody waits."""
+    clock = Clock()
+    factory = MetadataFactory(RecordingPipeline(b"x"), None, Limits(request_timeout=5), clock)
+    connections = []
+    for i in range(20):
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(GET[:10])
+        connections.append(transport)
+        clock.advance(0.1)  # connection i arrives at 0.1 * i, its deadline is 5 + 0.1 * i
+    assert len(clock.getDelayedCalls()) == 1
+    answered = lambda: [t.value().startswith(b"HTTP/1.1 408 ") for t in connections]  # noqa
+    clock.advance(5 - 2 - 0.01)  # just before the first deadline
+    assert not any(answered())
+    for i in range(20):
+        clock.advance(0.02)  # just past connection i's deadline
+        assert answered() == [j <= i for j in range(20)]
+        clock.advance(0.08)
+    assert clock.getDelayedCalls() == []
+
+
+def test_complete_or_lost_connections_are_not_timed_out():
+    """Among connections waiting together, those whose request completed or that went
+    away are not timed out; the others are."""
+    clock = Clock()
+    pipeline = RecordingPipeline()
+    factory = MetadataFactory(pipeline, None, Limits(request_timeout=5), clock)
+    made = []
+    for _ in range(3):
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(GET[:10])
+        made.append((protocol, transport))
+    made[0][0].dataReceived(GET[10:])  # complete: with the pipeline now
+    made[1][0].connectionLost(None)  # gone
+    clock.advance(6)
+    assert made[0][1].value() == b"" and made[1][1].value() == b""
+    assert made[2][1].value().startswith(b"HTTP/1.1 408 ")
+    assert clock.getDelayedCalls() == []
+    assert len(factory.timeouts) == 0
+
+
+def test_listeners_of_one_clock_share_their_timeouts():
+    """Every listener on a clock with the same timeout uses one RequestTimeouts."""
+    clock = Clock()
+    shared = MetadataFactory(RecordingPipeline(b"x"), None, Limits(), clock)
+    own = MetadataFactory(RecordingPipeline(b"x"), Namespace(NamespaceKind.ROUTER, "r1"),
+                          Limits(), clock)
+    other = MetadataFactory(RecordingPipeline(b"x"), None, Limits(request_timeout=9), clock)
+    elsewhere = MetadataFactory(RecordingPipeline(b"x"), None, Limits(), Clock())
+    assert shared.timeouts is own.timeouts
+    assert other.timeouts is not shared.timeouts and other.timeouts.timeout == 9
+    assert elsewhere.timeouts is not shared.timeouts
+    for factory in (shared, own):
+        factory.buildProtocol(None).makeConnection(StringTransport())
+    assert len(shared.timeouts) == 2 and len(clock.getDelayedCalls()) == 1
+
+
+def test_shared_timeouts_do_not_keep_a_clock_alive():
+    """A clock nothing else refers to goes away with its RequestTimeouts."""
+    import gc
+    import weakref
+    clock = Clock()
+    MetadataFactory(RecordingPipeline(b"x"), None, Limits(), clock)
+    ref = weakref.ref(clock)
+    del clock
+    gc.collect()
+    assert ref() is None
+
+
+def test_timeouts_given_to_the_factory_are_used():
+    clock = Clock()
+    timeouts = RequestTimeouts(clock, 2)
+    factory = MetadataFactory(RecordingPipeline(b"x"), None, Limits(request_timeout=30),
+                              clock, timeouts=timeouts)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(GET[:10])
+    clock.advance(2)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")

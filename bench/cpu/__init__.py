@@ -1,0 +1,1 @@
+"""CPU regression benchmarks of the request path (pytest-benchmark): C{make bench-cpu}."""
