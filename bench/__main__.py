@@ -240,10 +240,12 @@ def _storm_options(parser: argparse.ArgumentParser, *, target: bool = True) -> N
     run.add_argument("--keep", action="store_true", help="keep the run directories (logs)")
 
 
-def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def fleet_and_config(args: argparse.Namespace, command: str) -> tuple[Fleet, StormConfig] | None:
+    """The fleet and storm configuration the storm options describe, or C{None} (after
+    saying why on stderr) when they are not valid. Shared by C{storm} and C{compare}."""
     if args.nova_delay < 0:
         print("--nova-delay must not be negative", file=sys.stderr)
-        return 2
+        return None
     try:
         fleet = make_fleet(args.instances, args.routers,
                            networks_per_router=args.networks_per_router,
@@ -255,8 +257,16 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
                              request_timeout=args.request_timeout,
                              progress=not args.no_progress)
     except ValueError as e:
-        print(f"bench storm: {e}", file=sys.stderr)
+        print(f"bench {command}: {e}", file=sys.stderr)
+        return None
+    return fleet, config
+
+
+def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    made = fleet_and_config(args, "storm")
+    if made is None:
         return 2
+    fleet, config = made
     agent_secret = args.secret + "-but-wrong" if args.wrong_secret else None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     print(f"boot storm: {fleet.describe()}; {config.concurrency} concurrent boots; "

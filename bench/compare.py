@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 import attrs
 
-from bench.fleet import Fleet, make_fleet
+from bench.fleet import Fleet
 from bench.processes import Process
 from bench.procstat import tree_cpu_seconds
 from bench.report import (MATPLOTLIB_MISSING, StormResult, compare_markdown, compare_rows,
@@ -416,25 +416,15 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """C{python -m bench compare}, with the arguments parsed by L{bench.__main__}."""
-    if args.nova_delay < 0:
-        print("--nova-delay must not be negative", file=sys.stderr)
-        return 2
+    from bench.__main__ import fleet_and_config
+
     if args.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
         return 2
-    try:
-        fleet = make_fleet(args.instances, args.routers,
-                           networks_per_router=args.networks_per_router,
-                           dhcp_networks=args.dhcp_networks, ovn_networks=args.ovn_networks,
-                           seed=args.seed)
-        config = StormConfig(instances=args.instances, routers=args.routers,
-                             concurrency=args.concurrency, ramp=args.ramp,
-                             keepalive=args.keepalive, workers=args.workers,
-                             request_timeout=args.request_timeout,
-                             progress=not args.no_progress)
-    except ValueError as e:
-        print(f"bench compare: {e}", file=sys.stderr)
+    made = fleet_and_config(args, "compare")
+    if made is None:
         return 2
+    fleet, config = made
     secret = args.secret
     agent_secret = secret + "-but-wrong" if args.wrong_secret else None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
