@@ -16,8 +16,8 @@ report_interval = 0} (no state reports).
 
 What to expect from upstream (reference section 1.7): a listen backlog of 5 whatever
 C{metadata_backlog} says, so it refuses connections under load; and error answers (404,
-400, 503) written with bare LF line ends, which L{bench.unixhttp.parse_answer} does not
-accept.
+400, 503) written with bare LF line ends, which the bench's parsers accept and count as
+"non-CRLF answers".
 """
 
 from __future__ import annotations

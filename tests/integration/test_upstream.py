@@ -180,8 +180,8 @@ def test_upstream_serves_our_table(upstream_stack, header, xff, instance, projec
 
 @pytest.mark.slow
 def test_unknown_address_gets_upstreams_404(upstream_stack):
-    """Upstream's own 404, written with bare LF line ends (which bench.unixhttp's parser,
-    strict about CRLF, does not accept: read raw here)."""
+    """Upstream's own 404, written with bare LF line ends (read raw here, so the test sees
+    the exact bytes)."""
     data = read_raw(upstream_stack.shared,
                     b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n"
                     b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n")
