@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.fleet import Fleet, make_fleet
+from bench.lookups import LOOKUPS, RunningLookup, start_lookup
 from bench.processes import Process, start_agent, start_fakenova, wait_for_socket, \
     write_agent_config
 from bench.report import MATPLOTLIB_MISSING, StormResult, matplotlib_available
@@ -54,8 +55,10 @@ class Stack:
     """A fake Nova and an agent in front of it, in a short run directory under /tmp."""
 
     def __init__(self, run_dir: Path, nova: Process, nova_port: int, agent: Process | None,
-                 shared_socket: str, namespace_socket_dir: str) -> None:
+                 shared_socket: str, namespace_socket_dir: str,
+                 lookup: RunningLookup | None = None) -> None:
         self.run_dir = run_dir
+        self.lookup = lookup
         self.nova = nova
         self.nova_port = nova_port
         self.agent = agent
@@ -70,6 +73,8 @@ class Stack:
         for process in (self.agent, self.nova):
             if process is not None:
                 process.stop()
+        if self.lookup is not None:
+            self.lookup.stop()
 
 
 def new_run_dir() -> Path:
@@ -91,9 +96,13 @@ def start_nova(table: Path, run: Path, *, secret: str = DEFAULT_SECRET,
 
 
 def start_metaproxy(fleet: Fleet, table: Path, run: Path, *, nova_port: int, secret: str,
-                    extra_metaproxy: str = "") -> tuple[Process, str, str]:
+                    extra_metaproxy: str = "",
+                    lookup: RunningLookup | None = None) -> tuple[Process, str, str]:
     """C{twistd metaproxy} on C{table} serving the shared socket and one socket per
     namespace of the fleet, everything under C{run}; waits for all its sockets.
+
+    @param lookup: the started lookup service it uses (L{bench.lookups}); default: the
+        table itself.
 
     @return: the process, the shared socket's path, the per-namespace socket directory.
     """
@@ -101,7 +110,10 @@ def start_metaproxy(fleet: Fleet, table: Path, run: Path, *, nova_port: int, sec
     config = write_agent_config(
         run / "agent.ini", state_path=state, nova_port=nova_port, secret=secret, table=table,
         namespaces=fleet.namespace_names(),
-        extra_metaproxy=f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}")
+        extra_default=lookup.extra_default if lookup else "",
+        extra_metaproxy=(f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}"
+                         + (lookup.extra_metaproxy if lookup else "")),
+        extra_sections=lookup.extra_sections if lookup else "")
     shared = str(state / "metadata_proxy")
     agent = start_agent([config], run / "agent", wait_socket=shared)
     try:
@@ -115,39 +127,46 @@ def start_metaproxy(fleet: Fleet, table: Path, run: Path, *, nova_port: int, sec
 
 def start_stack(fleet: Fleet, *, secret: str = DEFAULT_SECRET, agent_secret: str | None = None,
                 nova_delay: float = 0.0, run_dir: Path | None = None,
-                extra_metaproxy: str = "") -> Stack:
-    """Write the fleet's table, start the fake Nova and C{twistd metaproxy} serving the
-    shared socket and one socket per namespace of the fleet; wait for all sockets.
+                extra_metaproxy: str = "", lookup: str = "table") -> Stack:
+    """Write the fleet's table, start the fake Nova, the lookup service and C{twistd
+    metaproxy} serving the shared socket and one socket per namespace of the fleet; wait
+    for all sockets.
 
     @param agent_secret: the agent's secret, if not Nova's (C{--wrong-secret}).
     @param nova_delay: the fake Nova's C{--delay} (seconds before each answer).
+    @param lookup: a key of L{bench.lookups.LOOKUPS}: where the agent looks instances up.
     """
     run = run_dir if run_dir is not None else new_run_dir()
     table = run / "ports.json"
     fleet.write(table)
     nova, nova_port = start_nova(table, run, secret=secret, nova_delay=nova_delay)
+    running = None
     try:
+        running = start_lookup(lookup, table, run / "lookup")
         agent, shared, ns_dir = start_metaproxy(
             fleet, table, run, nova_port=nova_port,
             secret=agent_secret if agent_secret is not None else secret,
-            extra_metaproxy=extra_metaproxy)
+            extra_metaproxy=extra_metaproxy, lookup=running)
     except BaseException:
         nova.stop()
+        if running is not None:
+            running.stop()
         raise
-    return Stack(run, nova, nova_port, agent, shared, ns_dir)
+    return Stack(run, nova, nova_port, agent, shared, ns_dir, running)
 
 
 def run_local_storms(fleet: Fleet, config: StormConfig, targets: Sequence[str], *,
                      secret: str = DEFAULT_SECRET, agent_secret: str | None = None,
-                     nova_delay: float = 0.0, keep: bool = False) -> list[StormResult]:
-    """One storm per target (C{shared}, C{namespaces}), each on a fresh fake Nova and
-    agent. The config's socket paths are filled in from the stack."""
+                     nova_delay: float = 0.0, keep: bool = False,
+                     lookup: str = "table") -> list[StormResult]:
+    """One storm per target (C{shared}, C{namespaces}), each on a fresh fake Nova, lookup
+    service and agent. The config's socket paths are filled in from the stack."""
     import attrs
 
     results = []
     for target in targets:
         stack = start_stack(fleet, secret=secret, agent_secret=agent_secret,
-                            nova_delay=nova_delay)
+                            nova_delay=nova_delay, lookup=lookup)
         try:
             run_config = attrs.evolve(config, target=target, shared_socket=stack.shared_socket,
                                       namespace_socket_dir=stack.namespace_socket_dir,
@@ -232,6 +251,8 @@ def _storm_options(parser: argparse.ArgumentParser, *, target: bool = True) -> N
                      help="results directory (default bench/results)")
     run.add_argument("--nova-delay", type=float, default=0.0,
                      help="the fake Nova waits this long before each answer")
+    run.add_argument("--lookup", choices=sorted(LOOKUPS), default="table",
+                     help="where the agent looks instances up (default %(default)s)")
     run.add_argument("--secret", default=DEFAULT_SECRET, help="metadata_proxy_shared_secret")
     run.add_argument("--wrong-secret", action="store_true",
                      help="give the agent a secret Nova does not share: every request must "
@@ -270,10 +291,11 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
     agent_secret = args.secret + "-but-wrong" if args.wrong_secret else None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     print(f"boot storm: {fleet.describe()}; {config.concurrency} concurrent boots; "
-          f"targets {', '.join(_targets(args.target))}", file=sys.stderr)
+          f"targets {', '.join(_targets(args.target))}; lookups: {args.lookup}",
+          file=sys.stderr)
     results = run_local_storms(fleet, config, _targets(args.target), secret=args.secret,
                                agent_secret=agent_secret, nova_delay=args.nova_delay,
-                               keep=args.keep)
+                               keep=args.keep, lookup=args.lookup)
     command = "python -m bench " + " ".join(argv)
     written = write_results(results, args.out, stamp, command)
     for result in results:

@@ -47,6 +47,7 @@ from typing import Any, Sequence
 import attrs
 
 from bench.fleet import Fleet
+from bench.lookups import RunningLookup, start_lookup
 from bench.processes import Process
 from bench.procstat import tree_cpu_seconds
 from bench.report import (MATPLOTLIB_MISSING, StormResult, compare_markdown, compare_rows,
@@ -94,15 +95,20 @@ class RunningAgent:
 
 def start_named_agent(name: str, label: str, fleet: Fleet, table: Path, run_dir: Path, *,
                       nova_port: int, secret: str,
-                      upstream_workers: int | None = None) -> RunningAgent:
+                      upstream_workers: int | None = None,
+                      lookup: RunningLookup | None = None) -> RunningAgent:
     """Start the agent called C{name} (a key of L{AGENTS}) on C{table} in front of the
-    fake Nova at C{nova_port}, everything under C{run_dir}."""
+    fake Nova at C{nova_port}, everything under C{run_dir}.
+
+    @param lookup: the lookup service metaproxy uses (L{bench.lookups}); default: the
+        table file. Upstream's port lookups are answered from C{table} either way.
+    """
     from bench.__main__ import start_metaproxy
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if name in ("metaproxy", "metaproxy-namespaces"):
         process, shared, ns_dir = start_metaproxy(fleet, table, run_dir, nova_port=nova_port,
-                                                  secret=secret)
+                                                  secret=secret, lookup=lookup)
         target: Target = (SharedSocket(shared) if name == "metaproxy"
                           else NamespaceSockets(ns_dir))
         return RunningAgent(name, label, AGENTS[name], process, target, run_dir)
@@ -325,13 +331,14 @@ def _labels(names: Sequence[str]) -> list[str]:
 def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None = None, *,
                 rounds: int = 2, secret: str, agent_secret: str | None = None,
                 nova_delay: float = 0.0, upstream_workers: int | None = None,
-                keep: bool = False, command: str = "") -> Comparison:
+                keep: bool = False, command: str = "", lookup: str = "table") -> Comparison:
     """Start one fake Nova and the agents C{a}, C{b} (and C{c}) on C{fleet}'s table, run
     C{rounds} storms per agent alternating A, B, (C,) A, B, (C,) ..., and stop everything.
 
     @param config: the storm; its socket fields and C{target} are not used (each agent
         has its own target), its C{nova_url} is filled in.
     @param agent_secret: every agent's secret, if not Nova's (C{--wrong-secret}).
+    @param lookup: where metaproxy looks instances up (a key of L{bench.lookups.LOOKUPS}).
     """
     from bench.__main__ import new_run_dir, start_nova
 
@@ -347,14 +354,16 @@ def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None
     fleet.write(table)
     agents: list[RunningAgent] = []
     nova: Process | None = None
+    running: RunningLookup | None = None
     load_before = os.getloadavg()
     try:
         nova, nova_port = start_nova(table, run, secret=secret, nova_delay=nova_delay)
+        running = start_lookup(lookup, table, run / "lookup")
         for side, name, label in zip(SIDES, names, labels):
             agents.append(start_named_agent(
                 name, label, fleet, table, run / side, nova_port=nova_port,
                 secret=agent_secret if agent_secret is not None else secret,
-                upstream_workers=upstream_workers))
+                upstream_workers=upstream_workers, lookup=running))
         run_config = attrs.evolve(config, nova_url=f"http://127.0.0.1:{nova_port}")
         done: list[Round] = []
         for number in range(1, rounds + 1):
@@ -384,6 +393,7 @@ def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None
             "request_timeout": config.request_timeout, "rounds": rounds,
             "nova_delay": nova_delay, "wrong_secret": agent_secret is not None,
             "upstream_workers": upstream_workers,
+            "lookup": running.description if running is not None else lookup,
         }
         return Comparison(agents, done, settings, load_before, os.getloadavg(), command)
     finally:
@@ -391,6 +401,8 @@ def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None
             agent.stop()
         if nova is not None:
             nova.stop()
+        if running is not None:
+            running.stop()
         if keep:
             print(f"run directory kept: {run}", file=sys.stderr)
         else:
@@ -437,7 +449,7 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                              secret=secret,
                              agent_secret=agent_secret, nova_delay=args.nova_delay,
                              upstream_workers=args.upstream_workers, keep=args.keep,
-                             command=command)
+                             command=command, lookup=args.lookup)
     written = comparison.write(args.out, stamp)
     print(comparison.to_markdown(stamp))
     if not matplotlib_available():

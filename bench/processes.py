@@ -84,8 +84,12 @@ def start_fakenova(table: str | os.PathLike, secret: str, run_dir: Path, *,
 
 def write_agent_config(path: Path, *, state_path: Path, nova_port: int, secret: str,
                        table: str | os.PathLike, namespaces: Iterable[str] = (),
-                       extra_default: str = "", extra_metaproxy: str = "") -> Path:
-    """Write a metadata_agent.ini for a local run (everything under C{state_path})."""
+                       extra_default: str = "", extra_metaproxy: str = "",
+                       extra_sections: str = "") -> Path:
+    """Write a metadata_agent.ini for a local run (everything under C{state_path}).
+
+    @param extra_sections: whole sections appended at the end (C{"[ovn]\\n..."}).
+    """
     path.write_text(
         "[DEFAULT]\n"
         f"state_path = {state_path}\n"
@@ -98,6 +102,7 @@ def write_agent_config(path: Path, *, state_path: Path, nova_port: int, secret: 
         f"namespaces = {','.join(namespaces)}\n"
         "namespace_rescan_interval = 0.5\n"
         f"{extra_metaproxy}"
+        + (f"\n{extra_sections}" if extra_sections else "")
     )
     return path
 

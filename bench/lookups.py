@@ -1,0 +1,59 @@
+"""Where the agent under a storm looks instances up: the C{--lookup} choices of
+C{python -m bench storm} and C{compare}.
+
+Each choice is a function C{start(table, run_dir) -> RunningLookup}: it starts whatever
+serves lookups from the fleet's port table (nothing for the table itself; a fake
+Neutron API, a real C{ovsdb-server}, a RabbitMQ with a fake neutron-server for the
+production backends), and says which configuration lines point metaproxy at it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import attrs
+
+__all__ = ["RunningLookup", "LOOKUPS", "start_lookup"]
+
+
+@attrs.define
+class RunningLookup:
+    """A started lookup service and the agent configuration that uses it.
+
+    @ivar name: the C{--lookup} choice.
+    @ivar extra_default: lines for the agent's C{[DEFAULT]} section.
+    @ivar extra_metaproxy: lines for its C{[metaproxy]} section (C{lookup_backend = ...}).
+    @ivar extra_sections: whole sections appended to the agent's file (C{[ovn]}, ...).
+    @ivar pids: processes serving the lookups (reported beside the agent's).
+    @ivar description: one line for the report ("table", "fake Neutron API + Keystone").
+    """
+
+    name: str
+    description: str
+    extra_default: str = ""
+    extra_metaproxy: str = ""
+    extra_sections: str = ""
+    pids: list[int] = attrs.field(factory=list)
+    stop: Callable[[], None] = lambda: None
+
+
+def _table(table: Path, run_dir: Path) -> RunningLookup:
+    # write_agent_config already points lookup_table at the fleet's table.
+    return RunningLookup("table", "static table file (lookup_backend = table)")
+
+
+#: C{--lookup} choice -> C{start(table, run_dir)}.
+LOOKUPS: dict[str, Callable[[Path, Path], RunningLookup]] = {
+    "table": _table,
+}
+
+
+def start_lookup(name: str, table: Path, run_dir: Path) -> RunningLookup:
+    """Start the lookup service called C{name} (a key of L{LOOKUPS}) on C{table}."""
+    try:
+        start = LOOKUPS[name]
+    except KeyError:
+        raise ValueError(f"unknown lookup {name!r}; one of {', '.join(LOOKUPS)}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return start(table, run_dir)
