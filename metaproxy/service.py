@@ -23,34 +23,31 @@ from metaproxy.namespace import Namespace
 from metaproxy.nova import NovaClient
 from metaproxy.pipeline import Pipeline
 from metaproxy.registry import NamespaceRegistry
+from metaproxy.resolve.backends import build_backend, describe_backend, reload_backend, \
+    start_backend, stop_backend
+from metaproxy.resolve.base import BackendError, PortBackend
 from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import InstanceResolver
-from metaproxy.resolve.table import TableBackend, TableError
 from metaproxy.server import Limits, MetadataFactory
 from metaproxy.tls import nova_tls_policy
 from metaproxy.workers import WorkerPool
 
-__all__ = ["AgentService", "Proxy", "build_backend"]
+__all__ = ["AgentService", "Proxy"]
 
 log = Logger("metaproxy.service")
 
 
-def build_backend(settings: Settings) -> TableBackend:
-    """The lookup backend chosen by C{[metaproxy] lookup_backend}.
-
-    @raise TableError: the table cannot be loaded (the message names the entry).
-    """
-    return TableBackend(settings.lookup_table)
-
-
 class Proxy:
     """Everything a request needs: the lookup backend and its cache, the Nova client, the
-    pipeline and the request limits. One per serving process."""
+    pipeline and the request limits. One per serving process.
+
+    @raise BackendError: from the constructor, when the lookup backend cannot be built.
+    """
 
     def __init__(self, reactor: Any, settings: Settings,
-                 backend: TableBackend | None = None) -> None:
+                 backend: PortBackend | None = None) -> None:
         self._reactor = reactor
-        self.backend = backend if backend is not None else build_backend(settings)
+        self.backend = backend if backend is not None else build_backend(reactor, settings)
         self.cache = CachingBackend(self.backend, reactor,
                                     ttl=settings.cache_expiration_time,
                                     enabled=settings.cache_enabled)
@@ -89,14 +86,19 @@ class Proxy:
         else:
             self.pipeline.secret = settings.metadata_proxy_shared_secret.encode("utf-8")
         try:
-            self.backend.reload()
-        except TableError as e:
-            log.error("Reload: lookup table not reloaded, keeping the running one: {error}",
+            reload_backend(self.backend)
+        except BackendError as e:
+            log.error("Reload: lookups not reloaded, keeping the running ones: {error}",
                       error=str(e))
         self.cache.clear()
 
-    def close(self) -> "Deferred[None]":
-        return self.nova.close()
+    def start(self) -> None:
+        """Start the lookup backend's own work (connections, threads, first sync)."""
+        start_backend(self.backend)
+
+    def close(self) -> "Deferred[Any]":
+        return DeferredList([self.nova.close(), stop_backend(self.backend)],
+                            consumeErrors=True)
 
 
 class AgentService(MultiService):
@@ -106,7 +108,7 @@ class AgentService(MultiService):
     the workers (L{metaproxy.workers.WorkerPool}); otherwise it serves them itself.
     """
 
-    def __init__(self, reactor: Any, settings: Settings, backend: TableBackend | None = None,
+    def __init__(self, reactor: Any, settings: Settings, backend: PortBackend | None = None,
                  *, config_files: tuple[str, ...] = (), config_dirs: tuple[str, ...] = (),
                  install_signal_handlers: bool = True, use_inotify: bool = True) -> None:
         super().__init__()
@@ -151,6 +153,8 @@ class AgentService(MultiService):
             self._reactor.callWhenRunning(self._reactor.stop)
             return
         super().startService()
+        if self.proxy is not None:
+            self.proxy.start()
         if self.workers is None:
             served_by = "this process"
         else:
@@ -160,7 +164,9 @@ class AgentService(MultiService):
                  shared=self.settings.metadata_proxy_socket,
                  count=len(self.listeners.namespaces),
                  directory=self.settings.namespace_socket_dir, served_by=served_by,
-                 nova=self.settings.nova_url, backend=self.settings.lookup_backend)
+                 nova=self.settings.nova_url,
+                 backend=describe_backend(self.proxy.backend) if self.proxy is not None
+                 else self.settings.lookup_backend)
         if self._install_signals:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
@@ -173,8 +179,8 @@ class AgentService(MultiService):
         if self.proxy is not None:
             self.proxy.reload(self._config_args)
             self.registry.sync()
-            log.info("Reloaded: secret, lookup table ({ports} ports), namespaces ({count})",
-                     ports=len(self.proxy.backend.table.ports),
+            log.info("Reloaded: secret, lookups from {backend}, namespaces ({count})",
+                     backend=describe_backend(self.proxy.backend),
                      count=len(self.listeners.namespaces))
         else:
             assert self.workers is not None

@@ -41,19 +41,19 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         from metaproxy.listeners import ListenError, prepare_socket_path
-        from metaproxy.resolve.table import TableError
-        from metaproxy.service import build_backend
+        from twisted.internet import reactor
+
+        from metaproxy.resolve.backends import build_backend
+        from metaproxy.resolve.base import BackendError
 
         try:
             self.settings = load_settings(self["config_files"], self["config_dirs"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         try:
-            self.backend = build_backend(self.settings)
-        except TableError as e:
-            raise usage.UsageError(
-                f"[metaproxy] lookup_table: {e}. Fix the table file or point "
-                "lookup_table at a valid one.") from None
+            self.backend = build_backend(reactor, self.settings)
+        except BackendError as e:
+            raise usage.UsageError(str(e)) from None
         # refuse to start (rather than fail later) when another process owns our sockets
         for option, path in (("[DEFAULT] metadata_proxy_socket",
                                self.settings.metadata_proxy_socket),

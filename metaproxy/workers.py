@@ -74,6 +74,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import metaproxy
+from metaproxy.resolve.backends import describe_backend
 from metaproxy.namespace import InvalidNamespace, Namespace
 from metaproxy.server import MetadataFactory, MetadataProtocol
 
@@ -721,6 +722,7 @@ class WorkerService(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.proxy.start()
         factory = Factory.forProtocol(
             lambda: ChannelProtocol(self.add, self.remove, self._parent_gone))
         try:
@@ -771,8 +773,8 @@ class WorkerService(Service):
 
     def reload(self) -> None:
         self.proxy.reload(self._config_args)
-        log.info("Reloaded: secret, lookup table ({ports} ports)",
-                 ports=len(self.proxy.backend.table.ports))
+        log.info("Reloaded: secret, lookups from {backend}",
+                 backend=describe_backend(self.proxy.backend))
 
     def terminate(self, why: str) -> None:
         """Stop the worker's reactor (once, whatever asks again)."""
@@ -831,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor
 
     from metaproxy.config import ConfigError, load_settings
-    from metaproxy.resolve.table import TableError
+    from metaproxy.resolve.base import BackendError
     from metaproxy.service import Proxy
 
     _log_to_stdout()
@@ -839,7 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(*config_args)
         proxy = Proxy(reactor, settings)
-    except (ConfigError, TableError) as e:
+    except (ConfigError, BackendError) as e:
         log.critical("Worker {index} cannot start: {error}", index=args.worker, error=str(e))
         return 1
     service = WorkerService(reactor, proxy, args.worker, args.channel_fd,

@@ -18,7 +18,9 @@ __all__ = [
     "Port",
     "Instance",
     "LookupUnavailable",
+    "BackendError",
     "PortBackend",
+    "ManagedBackend",
 ]
 
 #: Device owners of a router's interface ports (neutron-lib); the gateway port is not one.
@@ -62,6 +64,14 @@ class LookupUnavailable(Exception):
     """
 
 
+class BackendError(Exception):
+    """A backend cannot be built, started or reloaded with this configuration.
+
+    str() is one message for the operator naming the option and the fix. At start-up it
+    stops the agent with that message; on reload the running backend is kept.
+    """
+
+
 class PortBackend(Protocol):
     """A source of ports. Every method returns a Deferred; errors are L{LookupUnavailable}."""
 
@@ -76,3 +86,25 @@ class PortBackend(Protocol):
     def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
         """Ports on any of C{networks} with MAC address C{mac}."""
         ...
+
+
+class ManagedBackend(PortBackend, Protocol):
+    """What the agent calls on a backend besides lookups, when the backend has it
+    (each method is optional; L{metaproxy.resolve.backends} supplies the defaults).
+
+    - C{start()}: begin work on the reactor (connect, start threads, first sync).
+    - C{stop() -> Deferred | None}: stop; the agent waits for the Deferred at shutdown.
+    - C{reload()}: SIGHUP; raise L{BackendError} to keep the running state.
+    - C{ready() -> bool}: whether lookups can be answered now (health).
+    - C{describe() -> str}: one line for the logs ("table /x/ports.json (12 ports)").
+    """
+
+    def start(self) -> None: ...
+
+    def stop(self) -> "Deferred[None] | None": ...
+
+    def reload(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    def describe(self) -> str: ...

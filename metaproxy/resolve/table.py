@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
-from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, Port
+from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, BackendError, Port
 
 __all__ = ["TableError", "PortTable", "parse_table", "load_table", "TableBackend"]
 
@@ -52,7 +52,7 @@ _INTERFACE_OWNERS = frozenset(ROUTER_INTERFACE_OWNERS)
 _MAX_PROBLEMS = 20
 
 
-class TableError(ValueError):
+class TableError(BackendError, ValueError):
     """The table file cannot be used. The message names the file, the entry and why.
 
     @ivar problems: one line per problem found (at most 20), each naming the file.
@@ -385,6 +385,9 @@ class TableBackend:
             edit never empties a running agent.
         """
         self._table = load_table(self._path)
+
+    def describe(self) -> str:
+        return f"table {self._path} ({len(self._table.ports)} ports)"
 
     def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
         return succeed(self._table.routers.get(router_id, ()))

@@ -201,13 +201,14 @@ def test_sighup_reaches_every_worker(stack):
                            "fixed_ips": ["10.0.0.88"], "device_id": "vm-a",
                            "project_id": "proj-a"})
     stack.table.write_text(json.dumps(table))
-    before = stack.agent.log().count("Reloaded: secret, lookup table")
+    before = stack.agent.log().count("Reloaded: secret, lookups from table")
     stack.agent.popen.send_signal(signal.SIGHUP)
-    wait_for(lambda: stack.agent.log().count("Reloaded: secret, lookup table") >= before + 2,
+    wait_for(lambda: stack.agent.log().count("Reloaded: secret, lookups from table") >= before + 2,
              "both workers reloaded")
     log = stack.agent.log()
     for pid in pids:
-        assert f"pid {pid}] Reloaded: secret, lookup table (5 ports)" in log
+        assert re.search(rf"pid {pid}\] Reloaded: secret, lookups from table \S+ \(5 ports\)",
+                         log)
         with only(pid, pids):
             assert uuid(stack.shared, forwarded_for="10.0.0.88",
                         headers=[("X-Neutron-Router-ID", "r1")]) == "vm-a"

@@ -606,6 +606,10 @@ class FakeProxy:
         self.pipeline = FakePipeline()
         self.limits = Limits()
         self.closed = False
+        self.started = False
+
+    def start(self):
+        self.started = True
 
     def close(self):
         self.closed = True
@@ -647,6 +651,7 @@ async def test_worker_serves_what_its_channel_hands_it_and_drains_on_stop(tmp_pa
     stopped = None
     try:
         service.startService()
+        assert proxy.started  # the worker starts its own lookup backend
         channel.send("add shared", owners[0].fileno())
         channel.send("add qrouter-r1", owners[1].fileno())
         await until(lambda: len(service.ports) == 2)

@@ -1,0 +1,75 @@
+"""Choosing and running the lookup backend named by C{[metaproxy] lookup_backend}.
+
+Each backend has a builder C{build(reactor, settings) -> PortBackend} in L{BUILDERS};
+a backend module adds itself there. The lifecycle calls of L{ManagedBackend} are
+optional on a backend: L{start_backend}, L{stop_backend}, L{reload_backend},
+L{backend_ready} and L{describe_backend} supply what it lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+
+from metaproxy.config import Settings
+from metaproxy.resolve.base import BackendError, PortBackend
+from metaproxy.resolve.table import TableBackend, TableError
+
+__all__ = ["BUILDERS", "build_backend", "start_backend", "stop_backend", "reload_backend",
+           "backend_ready", "describe_backend"]
+
+
+def _table(reactor: Any, settings: Settings) -> PortBackend:
+    try:
+        return TableBackend(settings.lookup_table)
+    except TableError as e:
+        raise BackendError(f"[metaproxy] lookup_table: {e}. Fix the table file or point "
+                           "lookup_table at a valid one.") from None
+
+
+#: C{lookup_backend} value -> C{build(reactor, settings)}.
+BUILDERS: dict[str, Callable[[Any, Settings], PortBackend]] = {
+    "table": _table,
+}
+
+
+def build_backend(reactor: Any, settings: Settings) -> PortBackend:
+    """The backend C{settings.lookup_backend} names, built but not started.
+
+    @raise BackendError: it cannot be built with this configuration.
+    """
+    try:
+        build = BUILDERS[settings.lookup_backend]
+    except KeyError:
+        raise BackendError(f"[metaproxy] lookup_backend = {settings.lookup_backend}: no such "
+                           f"backend. Fix: use one of {', '.join(sorted(BUILDERS))}.") from None
+    return build(reactor, settings)
+
+
+def start_backend(backend: PortBackend) -> None:
+    start = getattr(backend, "start", None)
+    if start is not None:
+        start()
+
+
+def stop_backend(backend: PortBackend) -> "Deferred[Any]":
+    stop = getattr(backend, "stop", None)
+    return maybeDeferred(stop) if stop is not None else succeed(None)
+
+
+def reload_backend(backend: PortBackend) -> None:
+    """SIGHUP. @raise BackendError: not reloaded; the running state is kept."""
+    reload = getattr(backend, "reload", None)
+    if reload is not None:
+        reload()
+
+
+def backend_ready(backend: PortBackend) -> bool:
+    ready = getattr(backend, "ready", None)
+    return True if ready is None else bool(ready())
+
+
+def describe_backend(backend: PortBackend) -> str:
+    describe = getattr(backend, "describe", None)
+    return describe() if describe is not None else type(backend).__name__
