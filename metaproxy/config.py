@@ -136,8 +136,9 @@ METAPROXY_OPTS = [
                  "timeout server (32) so that metaproxy, not haproxy, answers the error."),
     cfg.FloatOpt("nova_connect_timeout", default=5, min=0.1,
                  help="Seconds to connect to Nova."),
-    cfg.IntOpt("nova_pool_size", default=100, min=1,
-               help="Idle keep-alive connections to Nova kept for reuse."),
+    cfg.IntOpt("nova_pool_size", default=200, min=1,
+               help="Idle keep-alive connections to Nova kept for reuse (idle ones close "
+               "after 4 s); near nova_max_in_flight, or bursts open and close connections."),
     cfg.IntOpt("nova_max_in_flight", default=200, min=1,
                help="Most requests in flight to Nova at once; more wait their turn."),
     cfg.IntOpt("max_header_bytes", default=16384, min=1024,

@@ -38,7 +38,7 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -50,6 +50,7 @@ from metaproxy.novaconn import (
     HTTPConnection,
     NovaResponse,
     ResponseError,
+    tcp_endpoint,
 )
 
 __all__ = [
@@ -283,9 +284,7 @@ class NovaClient:
         self._maxInFlight = max_in_flight
         self._active = 0
         self._queue: deque[_Exchange] = deque()
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            reactor, host, port, timeout=connect_timeout
-        )
+        endpoint = tcp_endpoint(reactor, host, port, connect_timeout)
         if scheme == "https":
             policy = tls if tls is not None else BrowserLikePolicyForHTTPS()
             creator = policy.creatorForNetloc(host.encode("ascii"), port)

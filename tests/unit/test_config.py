@@ -87,7 +87,7 @@ def test_metaproxy_defaults():
     assert s.control_socket == "/var/lib/neutron/metaproxy/control.sock"
     assert s.namespaces == ()
     assert (s.namespace_rescan_interval, s.nova_timeout, s.nova_connect_timeout) == (10, 28, 5)
-    assert (s.nova_pool_size, s.nova_max_in_flight) == (100, 200)
+    assert (s.nova_pool_size, s.nova_max_in_flight) == (200, 200)
     assert (s.max_header_bytes, s.max_headers, s.max_body_bytes) == (16384, 100, 65536)
     assert (s.request_timeout, s.retry_after, s.gzip_decode) == (30, 1, False)
 

@@ -289,3 +289,16 @@ def test_responses_refused(raw, message):
     with pytest.raises(ResponseError, match=message):
         parser.feed(raw)
     assert parser.eof() is None
+
+
+@pytest.mark.parametrize("host, kind", [
+    ("192.0.2.10", "TCP4ClientEndpoint"),
+    ("2001:db8::a", "TCP6ClientEndpoint"),
+    ("nova.example", "HostnameEndpoint"),
+])
+def test_an_address_is_connected_to_directly_and_a_name_is_resolved(host, kind):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from metaproxy.novaconn import tcp_endpoint
+
+    assert type(tcp_endpoint(MemoryReactorClock(), host, 8775, 2.0)).__name__ == kind
