@@ -53,6 +53,8 @@ class Pipeline:
                  retry_after: int = 1, gzip_decode: bool = False,
                  refresh_on_404: bool = False) -> None:
         self._resolver = resolver
+        # a resolver without the in-memory path always goes through resolve()
+        self._resolve_now = getattr(resolver, "resolve_now", None) or _not_now
         self._nova = nova
         self._signed: dict[tuple[str, str], tuple[tuple[bytes, bytes], ...]] = {}
         self.secret = secret
@@ -91,11 +93,22 @@ class Pipeline:
         except Exception:
             return fail()
         caller = Caller(identity.namespace, identity.ip, identity.mac)
-        try:
-            d = self._resolver.resolve(caller)
-        except Exception:
-            d = fail()
-        d.addCallback(self._resolved, request, identity, caller)
+        found = self._resolve_now(caller)
+        if found is not None:
+            # answered from memory: straight to Nova, no Deferred for the lookup
+            try:
+                result = self._resolved(found, request, identity, caller)
+            except Exception:
+                result = fail()
+            if isinstance(result, bytes):
+                return succeed(result)
+            d = result
+        else:
+            try:
+                d = self._resolver.resolve(caller)
+            except Exception:
+                d = fail()
+            d.addCallback(self._resolved, request, identity, caller)
         # a failure of the steps above is answered by _failed; one of _answer is a bug
         # (the server answers 500 for it)
         d.addCallbacks(self._answer, self._failed, callbackArgs=(request, identity),
@@ -206,6 +219,10 @@ class Pipeline:
                  namespace=identity.namespace.name)
         return error_response(502, "Unexpected response code %d from the remote metadata "
                                    "server." % (status,))
+
+
+def _not_now(caller: Caller) -> None:
+    return None
 
 
 def _address(identity: Identity) -> str:

@@ -38,7 +38,8 @@ _BODY = b'{"uuid": "%s", "hostname": "vm", "name": "vm", "launch_index": 0, ' \
 
 
 class InMemoryBackend:
-    """A port backend over a parsed table: every answer an already-fired Deferred."""
+    """A port backend over a parsed table, like the table backend: every answer an
+    already-fired Deferred, or at once through the C{*_now} methods."""
 
     name = "in-memory table"
 
@@ -53,6 +54,16 @@ class InMemoryBackend:
 
     def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
         return succeed(self.table.ports_by_mac(networks, mac))
+
+    # the answers without a Deferred, as the table backend gives them
+    def router_networks_now(self, router_id: str) -> tuple[str, ...]:
+        return self.table.router_networks(router_id)
+
+    def ports_by_ip_now(self, networks: Sequence[str], ip: str) -> list[Port]:
+        return self.table.ports_by_ip(networks, ip)
+
+    def ports_by_mac_now(self, networks: Sequence[str], mac: str) -> list[Port]:
+        return self.table.ports_by_mac(networks, mac)
 
 
 class NovaDouble:

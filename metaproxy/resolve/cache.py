@@ -32,6 +32,14 @@ C{("ports_by_ip", networks, ip)}, C{("ports_by_mac", networks, mac)}):
 
 Answers are shared between waiters and with later hits: treat them as read-only.
 
+B{Answers now.} C{router_networks_now}, C{ports_by_ip_now} and C{ports_by_mac_now} give
+the answer without a Deferred when there is one at hand: a kept answer, or the backend's
+own C{*_now} answer for a backend that has one in memory (the table, OVN's replica).
+They return C{None} when the answer needs a backend call (or one is in flight: the
+caller then uses the Deferred methods and joins it). The request path tries them first:
+most requests are answered from memory, and a Deferred chain per lookup costs more than
+the lookup.
+
 Counters (plain ints, for metrics): C{hits} (answered from a kept answer), C{misses}
 (a backend call was made), C{coalesced} (joined a call in flight), C{failures} (backend
 calls that failed).
@@ -93,6 +101,9 @@ class CachingBackend:
         self._answers: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
         self.name: str = getattr(backend, "name", None) or type(backend).__name__
+        self._router_networks_now = getattr(backend, "router_networks_now", None)
+        self._ports_by_ip_now = getattr(backend, "ports_by_ip_now", None)
+        self._ports_by_mac_now = getattr(backend, "ports_by_mac_now", None)
         self.hits = 0
         self.misses = 0
         self.coalesced = 0
@@ -146,6 +157,38 @@ class CachingBackend:
         networks = tuple(networks)
         return self._lookup((_PORTS_BY_MAC, networks, mac), self._backend.ports_by_mac,
                             (networks, mac), fresh)
+
+    def router_networks_now(self, router_id: str) -> tuple[str, ...] | None:
+        return self._now((_ROUTER_NETWORKS, router_id), self._router_networks_now,
+                         (router_id,))
+
+    def ports_by_ip_now(self, networks: tuple[str, ...], ip: str) -> list[Port] | None:
+        return self._now((_PORTS_BY_IP, networks, ip), self._ports_by_ip_now, (networks, ip))
+
+    def ports_by_mac_now(self, networks: tuple[str, ...], mac: str) -> list[Port] | None:
+        return self._now((_PORTS_BY_MAC, networks, mac), self._ports_by_mac_now,
+                         (networks, mac))
+
+    def _now(self, key: Hashable, call: Callable[..., Any] | None,
+             args: tuple[Any, ...]) -> Any:
+        if self._keep:
+            entry = self._answers.get(key)
+            if entry is not None:
+                if 0 <= self._clock.seconds() - entry[0] < self._ttl:
+                    self.hits += 1
+                    return entry[1]
+                del self._answers[key]
+        if call is None or key in self._flights:
+            return None
+        try:
+            answer = call(*args)
+        except Exception:
+            return None  # the Deferred path makes the call again and reports the error
+        if answer is not None:
+            self.misses += 1
+            if self._keep:
+                self._store(key, answer)
+        return answer
 
     def _lookup(self, key: Hashable, call: Callable[..., "Deferred[Any]"],
                 args: tuple[Any, ...], fresh: bool) -> "Deferred[Any]":

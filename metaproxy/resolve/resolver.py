@@ -81,10 +81,39 @@ class InstanceResolver:
         # the same backend, typed loosely: its methods take the extra C{fresh} keyword
         self._fresh_backend: Any = backend
         self.backend_name: str = getattr(backend, "name", None) or type(backend).__name__
+        if not hasattr(backend, "router_networks_now"):
+            self.resolve_now = _cannot_now  # type: ignore[method-assign]
 
     @property
     def backend(self) -> PortBackend:
         return self._backend
+
+    def resolve_now(self, caller: Caller) -> "Instance | NotFound | None":
+        """The answer for C{caller} when the backend has every lookup it needs at hand
+        (C{*_now} methods: see L{metaproxy.resolve.cache}), without a Deferred; C{None}
+        when it has not: then use L{resolve}. Never raises: a backend error means
+        C{None}, and L{resolve} reports it."""
+        backend: Any = self._backend
+        namespace = caller.namespace
+        try:
+            if namespace.kind is NamespaceKind.ROUTER:
+                networks = backend.router_networks_now(namespace.id)
+                if networks is None:
+                    return None
+                if not networks:
+                    return _NO_NETWORKS
+            else:
+                networks = (namespace.id,)
+            mac = caller.mac
+            if mac:
+                ports = backend.ports_by_mac_now(networks, mac)
+            else:
+                ports = backend.ports_by_ip_now(networks, caller.ip)
+        except Exception:
+            return None
+        if ports is None:
+            return None
+        return _choose(ports, networks)
 
     def resolve(self, caller: Caller, fresh: bool = False
                 ) -> "Deferred[Instance | NotFound]":
@@ -144,6 +173,10 @@ class InstanceResolver:
         raise LookupUnavailable(
             f"port lookup in {self.backend_name} failed: {type(error).__name__}: {error}"
         ) from error
+
+
+def _cannot_now(caller: Caller) -> None:
+    return None
 
 
 def _choose(ports: Sequence[Port], networks: tuple[str, ...]) -> Instance | NotFound:

@@ -392,6 +392,17 @@ class TableBackend:
     def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
         return succeed(self._table.routers.get(router_id, ()))
 
+    # The same answers without a Deferred (see metaproxy.resolve.cache, "Answers now").
+
+    def router_networks_now(self, router_id: str) -> tuple[str, ...]:
+        return self._table.routers.get(router_id, ())
+
+    def ports_by_ip_now(self, networks: Sequence[str], ip: str) -> list[Port]:
+        return _find(self._table.by_ip, networks, ip)
+
+    def ports_by_mac_now(self, networks: Sequence[str], mac: str) -> list[Port]:
+        return _find(self._table.by_mac, networks, mac)
+
     def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
         return succeed(_find(self._table.by_ip, networks, ip))
 

@@ -407,3 +407,50 @@ def test_nova_failing_after_a_404_refresh_is_answered():
     nova.answers = [NovaResponse(404, b"Not Found", (), b""), NovaTimeout("slow")]
     answer = run(pipeline, request)
     assert answer.status == 503 and b"did not answer in time" in answer.body
+
+
+class NowOnlyResolver:
+    """Answers from memory only; its Deferred path must not be used then."""
+
+    def __init__(self, found):
+        self.found = found
+        self.fresh_calls = []
+
+    def resolve_now(self, caller):
+        return self.found
+
+    def resolve(self, caller, fresh=False):
+        assert fresh, "resolve() used although the answer was at hand"
+        self.fresh_calls.append(caller)
+        return succeed(self.found)
+
+
+def test_answer_at_hand_goes_straight_to_nova():
+    """A resolver with the answer in memory (resolve_now) is not asked through
+    Deferreds: the request is signed and forwarded with the instance it gave."""
+    from metaproxy.resolve.base import Instance
+    from metaproxy.resolve.resolver import NotFound
+
+    nova = FakeNova()
+    pipeline = Pipeline(NowOnlyResolver(Instance("vm-now", "proj-now")), nova, SECRET)
+    answer = run(pipeline, get(b"/x", (b"X-Neutron-Router-ID", b"r1"),
+                               (b"X-Forwarded-For", b"10.0.0.5")))
+    assert answer.status == 200
+    headers = dict(nova.sent[0][2])
+    assert headers[b"X-Instance-ID"] == b"vm-now" and headers[b"X-Tenant-ID"] == b"proj-now"
+    missing = Pipeline(NowOnlyResolver(NotFound("no port", ("blue",))), FakeNova(), SECRET)
+    answer = run(missing, get(b"/x", (b"X-Neutron-Router-ID", b"r1"),
+                              (b"X-Forwarded-For", b"10.0.0.5")))
+    assert answer.status == 404
+
+
+def test_answer_at_hand_still_looks_again_after_nova_404():
+    """Nova's 404 for an instance found in memory still makes one fresh lookup."""
+    from metaproxy.resolve.base import Instance
+
+    resolver = NowOnlyResolver(Instance("vm-now", "proj-now"))
+    nova = FakeNova(NovaResponse(404, b"Not Found", (), b""))
+    pipeline = Pipeline(resolver, nova, SECRET, refresh_on_404=True)
+    answer = run(pipeline, get(b"/x", (b"X-Neutron-Router-ID", b"r1"),
+                               (b"X-Forwarded-For", b"10.0.0.5")))
+    assert answer.status == 404 and len(resolver.fresh_calls) == 1

@@ -352,3 +352,92 @@ def test_concurrent_resolves_share_backend_calls() -> None:
     assert results == []
     backend.calls[1][1].callback([Port("p", "n1", "fa:16:3e:00:00:01", ("10.0.0.5",), "i", "pr")])
     assert results == [Instance("i", "pr")] * 28
+
+
+# --- answers now (no Deferred) ---------------------------------------------------------------
+
+NOW_CALLERS = [
+    caller(ROUTER, "r-a", "10.0.0.5"), caller(ROUTER, "r-a", "fd00::5"),
+    caller(ROUTER, "r-b", "10.0.0.5"), caller(NETWORK, "green", "10.0.0.5"),
+    caller(ROUTER, "r-a", "10.1.0.66"), caller(ROUTER, "r-b", "10.0.0.9"),
+    caller(ROUTER, "r-empty", "10.0.0.5"), caller(ROUTER, "r-unknown", "10.0.0.5"),
+    caller(NETWORK, "blue", "10.0.0.77"), caller(OVN, "ovn-net", "192.168.1.1"),
+    caller(ROUTER, "r-a", "fe80::f816:3eff:fe00:5", mac="fa:16:3e:00:00:05"),
+]
+
+
+@pytest.mark.parametrize("who", NOW_CALLERS, ids=lambda c: f"{c.namespace.name}-{c.ip}")
+@pytest.mark.parametrize("cache", [None, "off", "on"])
+def test_answer_now_is_the_answer_resolve_gives(table: TableBackend, who: Caller,
+                                                cache: str | None) -> None:
+    """For a backend with the answers in memory (the table), resolve_now gives what
+    resolve gives, directly or through the cache (kept answers or not)."""
+    backend: Any = table if cache is None else CachingBackend(table, Clock(), ttl=60,
+                                                              enabled=cache == "on")
+    resolver = InstanceResolver(backend)
+    assert resolver.resolve_now(who) == fired(resolver.resolve(who))
+    assert resolver.resolve_now(who) == fired(resolver.resolve(who))
+
+
+def test_backend_without_answers_now_is_asked_through_deferreds(table: TableBackend) -> None:
+    """A backend with only the Deferred methods (a network backend): resolve_now says
+    None, directly and through the cache until an answer is kept, which it then gives."""
+    who = caller(ROUTER, "r-a", "10.0.0.5")
+    assert InstanceResolver(Recording(table)).resolve_now(who) is None
+    cache = CachingBackend(Recording(table), Clock(), ttl=60)
+    resolver = InstanceResolver(cache)
+    assert resolver.resolve_now(who) is None
+    assert fired(resolver.resolve(who)) == Instance("inst-blue", "proj-blue")
+    hits = cache.hits
+    assert resolver.resolve_now(who) == Instance("inst-blue", "proj-blue")
+    assert cache.hits == hits + 2  # router networks, then the ports
+
+
+def test_answer_now_waits_for_a_call_in_flight() -> None:
+    """While a backend call for the key is in flight, resolve_now says None (the request
+    joins the call through resolve) instead of asking the in-memory path again."""
+    pending: Deferred = Deferred()
+
+    class Both:
+        def router_networks(self, router_id):
+            return pending
+
+        def router_networks_now(self, router_id):
+            raise AssertionError("asked while a call is in flight")
+
+        def ports_by_ip(self, networks, ip):
+            return succeed([])
+
+        def ports_by_ip_now(self, networks, ip):
+            return []
+
+    cache = CachingBackend(Both(), Clock(), ttl=60)
+    resolver = InstanceResolver(cache)
+    who = caller(ROUTER, "r-a", "10.0.0.5")
+    d = resolver.resolve(who)
+    assert resolver.resolve_now(who) is None
+    pending.callback(("blue",))
+    assert fired(d) == NotFound("no port", ("blue",))
+
+
+def test_answer_now_counts_misses_and_keeps_them(table: TableBackend) -> None:
+    """Answers got now are counted as misses (a backend call) and kept when enabled."""
+    cache = CachingBackend(table, Clock(), ttl=60, enabled=True)
+    resolver = InstanceResolver(cache)
+    who = caller(ROUTER, "r-a", "10.0.0.5")
+    resolver.resolve_now(who)
+    assert (cache.misses, cache.hits, len(cache)) == (2, 0, 2)
+    resolver.resolve_now(who)
+    assert (cache.misses, cache.hits) == (2, 2)
+
+
+def test_answer_now_errors_fall_back_to_resolve() -> None:
+    """A backend whose in-memory path raises: resolve_now says None, never raises."""
+
+    class Broken:
+        def router_networks_now(self, router_id):
+            raise RuntimeError("bug")
+
+    assert InstanceResolver(Broken()).resolve_now(caller(ROUTER, "r", "10.0.0.5")) is None
+    cache = CachingBackend(Broken(), Clock(), ttl=60)
+    assert InstanceResolver(cache).resolve_now(caller(ROUTER, "r", "10.0.0.5")) is None
