@@ -9,7 +9,8 @@ L{metaproxy.nova.NovaError}s. Here:
     Nova's status, reason phrase, raw headers and body bytes, and knows the request was
     a C{HEAD} (no body follows) and the body limit.
   - L{HTTPConnection}: one persistent connection carrying one request at a time (no
-    pipelining). The request goes out in a single C{transport.write}.
+    pipelining). The request goes out in a single write, sent at once when the socket
+    takes it (L{metaproxy.eagerwrite}).
   - L{ConnectionPool}: idle connections to the endpoint, reused newest first, kept up to
     C{size} and closed after C{idle_timeout} seconds unused; new connections through
     one endpoint built once (with TLS, one connection creator).
@@ -36,6 +37,8 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+
+from metaproxy.eagerwrite import write_now
 
 __all__ = [
     "tcp_endpoint",
@@ -358,7 +361,7 @@ class HTTPConnection(Protocol):
         exchange.connection = self
         self._reused = reused
         self._parser.expect(exchange.head, exchange.limit)
-        self.transport.write(exchange.data)  # type: ignore[union-attr]
+        write_now(self.transport, exchange.data)
 
     def abort(self) -> None:
         """Drop the request in progress without a word to it, and the connection."""
