@@ -16,16 +16,18 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorUNIX
+from twisted.internet.interfaces import IReactorUNIX
 from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
 
 from metaproxy.namespace import Namespace, namespace_socket_path
 
-__all__ = ["ListenError", "prepare_socket_path", "HeldSocket", "SocketHandoff", "Listeners"]
+__all__ = ["ListenError", "prepare_socket_path", "bind_unix_socket", "HeldSocket",
+           "AdoptedUNIXPort", "ServedSocket", "SocketHandoff", "Listeners"]
 
 #: sun_path is 108 bytes on Linux including the NUL, but haproxy keeps room for a
 #: ".<pid>.tmp" suffix on every Unix address and refuses paths over 97 bytes
@@ -36,7 +38,7 @@ class ListenError(Exception):
     """A socket could not be listened on; the message says why and what to do."""
 
 
-def prepare_socket_path(path: str) -> None:
+def prepare_socket_path(path: str, *, make_directory: bool = True) -> None:
     """Make C{path} ready to listen on.
 
     The directory is created (mode 0755, as upstream) when missing. An existing socket
@@ -49,11 +51,13 @@ def prepare_socket_path(path: str) -> None:
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise ListenError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, "
                           "which haproxy cannot connect to; choose a shorter directory")
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    except OSError as e:
-        raise ListenError(f"cannot create the socket directory {directory}: {e.strerror}") from e
+    if make_directory:
+        directory = os.path.dirname(path) or "."
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise ListenError(
+                f"cannot create the socket directory {directory}: {e.strerror}") from e
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -84,6 +88,29 @@ def prepare_socket_path(path: str) -> None:
         raise ListenError(f"cannot remove the stale socket {path}: {e.strerror}") from e
 
 
+def bind_unix_socket(path: str, *, mode: int, backlog: int) -> socket.socket:
+    """A non-blocking Unix socket bound to C{path} (which must be free), given C{mode} and
+    listening with C{backlog}.
+
+    @raise ListenError: it could not be set up (nothing is left behind).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.bind(path)
+    except OSError as e:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {e.strerror}") from e
+    try:
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        _unlink_quietly(path)
+        raise ListenError(f"cannot listen on {path}: {e.strerror}") from e
+    return sock
+
+
 class HeldSocket:
     """A listening Unix socket that this process binds and keeps but never accepts on:
     the workers accept on their copies of it.
@@ -95,20 +122,7 @@ class HeldSocket:
 
     def __init__(self, path: str, *, mode: int, backlog: int) -> None:
         self.path = path
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.bind(path)
-        except OSError as e:
-            sock.close()
-            raise ListenError(f"cannot listen on {path}: {e.strerror}") from e
-        try:
-            os.chmod(path, mode)
-            sock.listen(backlog)
-        except OSError as e:
-            sock.close()
-            _unlink_quietly(path)
-            raise ListenError(f"cannot listen on {path}: {e.strerror}") from e
+        sock = bind_unix_socket(path, mode=mode, backlog=backlog)
         self._socket: socket.socket | None = sock
 
     def fileno(self) -> int:
@@ -130,6 +144,83 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class AdoptedUNIXPort(unix.Port):
+    """A listening Unix socket bound elsewhere: by another process (the workers' case) or
+    by L{bind_unix_socket} here.
+
+    Unlike the C{unix.Port} that C{reactor.adoptStreamPort} builds, it leaves the socket
+    as its owner made it: no chmod of the path, no new C{listen()} backlog, no log line
+    per socket (10,000 namespaces would log 10,000 lines at start); and stopping it only
+    closes its descriptor: no C{shutdown()} (which would make the kernel refuse
+    connections for every holder) and no unlink of the path (the owner's job).
+    """
+
+    _shouldShutdown = False
+
+    @classmethod
+    def adopt(cls, reactor: Any, fd: int, factory: Factory) -> "AdoptedUNIXPort":
+        """Accept on the listening socket C{fd} with C{factory}. C{fd} is copied: it
+        stays the caller's to close."""
+        port = cls._fromListeningDescriptor(reactor, fd, factory)
+        port.startListening()
+        return port
+
+    @classmethod
+    def adopt_socket(cls, reactor: Any, sock: socket.socket,
+                     factory: Factory) -> "AdoptedUNIXPort":
+        """Accept on the listening socket C{sock}, which the port now owns (no copy)."""
+        port = cls(sock.getsockname(), factory, reactor=reactor)
+        port._preexistingSocket = sock
+        port.startListening()
+        return port
+
+    def startListening(self) -> None:
+        skt = self._preexistingSocket
+        if skt is None:
+            raise RuntimeError("AdoptedUNIXPort only serves adopted sockets; use adopt()")
+        self._preexistingSocket = None
+        skt.setblocking(False)
+        tcp._reservedFD.reserve()  # as tcp.Port does, for accept() at EMFILE
+        self.factory.doStart()
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Failure) -> None:
+        # unix.Port's unlinks the path (and releases a lock file we never take)
+        tcp.Port.connectionLost(self, reason)
+
+    def _logConnectionLostMsg(self) -> None:
+        pass
+
+
+class ServedSocket:
+    """A socket this process binds (L{bind_unix_socket}) and accepts on
+    (L{AdoptedUNIXPort}). L{stopListening} unlinks the path first, so nothing new can
+    connect, then stops accepting and closes the socket; connections already accepted
+    finish their request."""
+
+    def __init__(self, reactor: Any, path: str, factory: Factory, *, mode: int,
+                 backlog: int) -> None:
+        self.path = path
+        self.port: AdoptedUNIXPort | None = AdoptedUNIXPort.adopt_socket(
+            reactor, bind_unix_socket(path, mode=mode, backlog=backlog), factory)
+
+    def getHost(self) -> Any:
+        assert self.port is not None
+        return self.port.getHost()
+
+    def stopListening(self) -> "Deferred[None] | None":
+        """Unlink the path and close the socket (once; later calls do nothing)."""
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        _unlink_quietly(self.path)
+        return port.stopListening()
 
 
 class SocketHandoff(Protocol):
@@ -169,22 +260,26 @@ class Listeners:
         self._backlog = backlog
         self._factory_for = factory_for
         self._handoff = handoff
-        self._shared_port: IListeningPort | HeldSocket | None = None
-        self._ports: dict[Namespace, IListeningPort | HeldSocket] = {}
+        self._shared_port: ServedSocket | HeldSocket | None = None
+        self._ports: dict[Namespace, ServedSocket | HeldSocket] = {}
+        self._directories: set[str] = set()  # socket directories known to exist
 
-    def _listen(self, path: str, namespace: Namespace | None) -> IListeningPort | HeldSocket:
-        prepare_socket_path(path)
-        if self._handoff is not None:
-            held = HeldSocket(path, mode=self._mode, backlog=self._backlog)
-            self._handoff.add(namespace, held.fileno())
-            return held
-        assert self._factory_for is not None
+    def _listen(self, path: str, namespace: Namespace | None) -> ServedSocket | HeldSocket:
+        directory = os.path.dirname(path)
+        prepare_socket_path(path, make_directory=directory not in self._directories)
+        self._directories.add(directory)
         try:
-            return self._reactor.listenUNIX(path, self._factory_for(namespace),
-                                            backlog=self._backlog, mode=self._mode,
-                                            wantPID=False)
-        except CannotListenError as e:
-            raise ListenError(f"cannot listen on {path}: {e.socketError}") from e
+            if self._handoff is not None:
+                held = HeldSocket(path, mode=self._mode, backlog=self._backlog)
+                self._handoff.add(namespace, held.fileno())
+                return held
+            assert self._factory_for is not None
+            return ServedSocket(self._reactor, path, self._factory_for(namespace),
+                                mode=self._mode, backlog=self._backlog)
+        except ListenError:
+            if not os.path.isdir(directory):  # removed behind our back: make it again
+                self._directories.discard(directory)
+            raise
 
     def start_shared(self) -> None:
         """Listen on the Neutron-compatible shared socket (if one is configured)."""

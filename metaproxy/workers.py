@@ -74,8 +74,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import metaproxy
-from metaproxy.resolve.backends import describe_backend
+from metaproxy.listeners import AdoptedUNIXPort
 from metaproxy.namespace import InvalidNamespace, Namespace
+from metaproxy.resolve.backends import describe_backend
 from metaproxy.server import MetadataFactory, MetadataProtocol
 
 __all__ = ["SHARED", "CHANNEL_FD", "FIRST_SOCKET_FD", "ProtocolError", "socket_name",
@@ -148,47 +149,6 @@ def parse_command(line: bytes) -> tuple[str, Namespace | None, int | None]:
 
 
 # ---- worker side: serving a socket another process bound -------------------------------
-
-
-class AdoptedUNIXPort(unix.Port):
-    """A listening Unix socket bound by another process and shared with other processes.
-
-    Unlike the C{unix.Port} that C{reactor.adoptStreamPort} builds, it leaves the socket
-    as its owner made it: no chmod of the path, no new C{listen()} backlog; and stopping
-    it only closes this process's descriptor: no C{shutdown()} (which would make the
-    kernel refuse connections for every holder) and no unlink of the path.
-    """
-
-    _shouldShutdown = False
-
-    @classmethod
-    def adopt(cls, reactor: Any, fd: int, factory: Factory) -> "AdoptedUNIXPort":
-        """Accept on the listening socket C{fd} with C{factory}. C{fd} is copied: it
-        stays the caller's to close."""
-        port = cls._fromListeningDescriptor(reactor, fd, factory)
-        port.startListening()
-        return port
-
-    def startListening(self) -> None:
-        skt = self._preexistingSocket
-        if skt is None:
-            raise RuntimeError("AdoptedUNIXPort only serves adopted sockets; use adopt()")
-        self._preexistingSocket = None
-        skt.setblocking(False)
-        tcp._reservedFD.reserve()  # as tcp.Port does, for accept() at EMFILE
-        self.factory.doStart()
-        self.connected = True
-        self.socket = skt
-        self.fileno = skt.fileno
-        self.numberAccepts = 100
-        self.startReading()
-
-    def connectionLost(self, reason: Failure) -> None:
-        # unix.Port's unlinks the path (and releases a lock file we never take)
-        tcp.Port.connectionLost(self, reason)
-
-    def _logConnectionLostMsg(self) -> None:
-        pass
 
 
 # ---- agent side: the channel and the pool ----------------------------------------------

@@ -1,6 +1,7 @@
 """Socket preparation, listener set, namespace registry and control protocol."""
 
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -78,15 +79,25 @@ def make_listeners(tmp_path, reactor=None):
 
 
 def test_backlog_and_mode_applied(tmp_path):
-    """metadata_backlog and the socket mode are passed to every listen (upstream: neither)."""
+    """metadata_backlog and the socket mode are applied to every socket (upstream:
+    neither), and each socket is served by its namespace's factory."""
     reactor, listeners = make_listeners(tmp_path)
     listeners.start_shared()
     listeners.add(Namespace.parse("qrouter-r1"))
-    assert [(s[0], s[2], s[3]) for s in reactor.unixServers] == [
-        (str(tmp_path / "metadata_proxy"), 4096, 0o664),
-        (str(tmp_path / "ns" / "qrouter-r1.sock"), 4096, 0o664)]
-    assert reactor.unixServers[0][1].namespace is None
-    assert reactor.unixServers[1][1].namespace == Namespace.parse("qrouter-r1")
+    shared, r1 = str(tmp_path / "metadata_proxy"), str(tmp_path / "ns" / "qrouter-r1.sock")
+    for path in (shared, r1):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o664
+    assert listeners._shared_port.port.factory.namespace is None
+    assert listeners._ports[Namespace.parse("qrouter-r1")].port.factory.namespace == \
+        Namespace.parse("qrouter-r1")
+    if shutil.which("ss"):
+        out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True).stdout
+        backlogs = {line.split()[4]: line.split()[3] for line in out.splitlines()
+                    if len(line.split()) > 4}
+        assert backlogs[shared] == backlogs[r1] == "4096"
+    listeners.stop()
+    reactor.advance(0)
+    assert not os.path.exists(shared) and not os.path.exists(r1)
 
 
 @pytest_twisted.ensureDeferred
@@ -161,6 +172,7 @@ def control(registry, line):
     transport = StringTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(line)
+    registry._reactor.advance(0)  # a socket stops listening on the next reactor turn
     return transport.value().decode()
 
 
