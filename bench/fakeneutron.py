@@ -32,7 +32,7 @@ import secrets
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -186,7 +186,8 @@ class FakeCloud:
     @param token_lifetime: seconds a token lives.
 
     Faults, for tests: C{keystone_fault} / C{neutron_fault} is C{None}, an HTTP status to
-    answer, or C{"hang"} (never answer; L{hanging} holds the requests).
+    answer, C{"hang"} (never answer; L{hanging} holds the requests) or C{"hold"} (answer
+    when L{release} is called).
     """
 
     def __init__(self, ports: list[dict[str, Any]], clock: Any, *,
@@ -208,6 +209,14 @@ class FakeCloud:
         self.keystone_fault: int | str | None = None
         self.neutron_fault: int | str | None = None
         self.hanging: list[Request] = []
+        self._held: list[Callable[[], None]] = []
+
+    def release(self) -> int:
+        """Answer the requests held (C{"hold"}) as if no fault; returns how many."""
+        held, self._held = self._held, []
+        for finish in held:
+            finish()
+        return len(held)
 
     @classmethod
     def from_table(cls, path: str | Path, clock: Any, **kwargs: Any) -> "FakeCloud":
@@ -329,12 +338,18 @@ class _Tokens(Resource):
         if cloud.keystone_fault == "hang":
             cloud.hanging.append(request)
             return NOT_DONE_YET
+        if cloud.keystone_fault == "hold":
+            cloud._held.append(lambda: _finish(request, self._answer(request, body)))
+            return NOT_DONE_YET
         if isinstance(cloud.keystone_fault, int):
             return _answer(request, cloud.keystone_fault,
                            _error(cloud.keystone_fault, "Fault", "injected fault"))
+        return self._answer(request, body)
+
+    def _answer(self, request: Request, body: Any) -> bytes:
         if body is None:
             return _answer(request, 400, _error(400, "Bad Request", "Malformed JSON"))
-        status, document, token = cloud.authenticate(body)
+        status, document, token = self.cloud.authenticate(body)
         return _answer(request, status, document,
                        {"X-Subject-Token": token} if token else None)
 
@@ -355,9 +370,17 @@ class _Ports(Resource):
         if cloud.neutron_fault == "hang":
             cloud.hanging.append(request)
             return NOT_DONE_YET
+        if cloud.neutron_fault == "hold":
+            cloud._held.append(lambda: _finish(request, self._answer(request, token, query)))
+            return NOT_DONE_YET
         if isinstance(cloud.neutron_fault, int):
             return _answer(request, cloud.neutron_fault, {"NeutronError": {
                 "type": "Fault", "message": "injected fault", "detail": ""}})
+        return self._answer(request, token, query)
+
+    def _answer(self, request: Request, token: bytes | None,
+                query: list[tuple[str, str]]) -> bytes:
+        cloud = self.cloud
         if not cloud.token_alive(token.decode() if token else None):
             request.setHeader(b"WWW-Authenticate",
                               f"Keystone uri=\"{cloud.base_url}/identity\"".encode())
@@ -369,6 +392,11 @@ class _Ports(Resource):
             return _answer(request, 400, {"NeutronError": {
                 "type": "HTTPBadRequest", "message": str(e), "detail": ""}})
         return _answer(request, 200, {"ports": ports})
+
+
+def _finish(request: Request, body: bytes) -> None:
+    request.write(body)
+    request.finish()
 
 
 def _tree(*names: str, leaf: Resource) -> Resource:

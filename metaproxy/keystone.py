@@ -39,7 +39,7 @@ from metaproxy.resolve.base import LookupUnavailable
 
 __all__ = ["Credentials", "Token", "KeystoneError", "RENEW_BEFORE", "tokens_url",
            "token_request_body", "parse_token", "find_endpoint", "KeystoneSession",
-           "describe_error"]
+           "describe_error", "within"]
 
 #: Seconds before its expiry a token is replaced (keystoneauth's C{MIN_TOKEN_LIFE_SECONDS}).
 RENEW_BEFORE = 120.0
@@ -213,6 +213,26 @@ def find_endpoint(catalog: Sequence[Mapping[str, Any]], service_type: str,
         "valid_interfaces and region_name, or set endpoint_override")
 
 
+def within(reactor: IReactorTime, d: "Deferred[Any]", seconds: float) -> "Deferred[Any]":
+    """C{d}, cancelled after C{seconds}: it then fails with C{defer.TimeoutError} whatever
+    the cancellation turned into (Twisted's Agent reports a cancelled request as
+    C{ResponseNeverReceived}, which C{Deferred.addTimeout} would let through)."""
+    timed_out = []
+
+    def expire() -> None:
+        timed_out.append(True)
+        d.cancel()
+    call = reactor.callLater(seconds, expire)
+
+    def settle(result: Any) -> Any:
+        if call.active():
+            call.cancel()
+        if timed_out and isinstance(result, Failure):
+            raise TimeoutError(seconds, "Deferred") from None
+        return result
+    return d.addBoth(settle)
+
+
 def describe_error(failure: Failure) -> str:
     """A connection-level failure, in one line (no traceback)."""
     error = failure.value
@@ -304,8 +324,7 @@ class KeystoneSession:
                                      "Content-Type": ["application/json"]},
                             reactor=self._reactor)
         d.addCallback(self._read)
-        d.addTimeout(self._timeout, self._reactor)
-        d.addBoth(self._landed)
+        within(self._reactor, d, self._timeout).addBoth(self._landed)
 
     def _read(self, response: Any) -> "Deferred[Token]":
         def parse(body: bytes) -> Token:

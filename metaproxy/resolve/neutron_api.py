@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from metaproxy.keystone import (
-    Credentials, KeystoneError, KeystoneSession, Token, describe_error, find_endpoint,
+    Credentials, KeystoneError, KeystoneSession, Token, describe_error, find_endpoint, within,
 )
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
 
@@ -207,9 +207,7 @@ class NeutronApiBackend:
     def _get(self, query: Query, parse: Any) -> "Deferred[Any]":
         stage = _Stage(f"waiting for a token from Keystone at {self._keystone.url}")
         d = Deferred.fromCoroutine(self._call(query, parse, stage))
-        d.addTimeout(self._timeout, self._reactor)
-        d.addBoth(self._ended, stage)
-        return d
+        return within(self._reactor, d, self._timeout).addBoth(self._ended, stage)
 
     async def _call(self, query: Query, parse: Any, stage: _Stage) -> Any:
         for attempt in (1, 2):
@@ -225,7 +223,7 @@ class NeutronApiBackend:
                 body = await treq.content(response)
             except CancelledError:
                 raise
-            except Exception:
+            except Exception:  # connection refused, reset, TLS failure, cancelled...
                 raise LookupUnavailable(
                     f"Neutron API at {url} unreachable ({describe_error(Failure())})"
                 ) from None
