@@ -345,9 +345,9 @@ class KeystoneSession:
         if result.check(KeystoneError):
             why = str(result.value)
         elif result.check(TimeoutError, CancelledError):
-            why = f"no answer within {self._timeout:g} s"
+            why = f"did not answer within {self._timeout:g} s ([neutron] timeout)"
         else:
-            why = f"unreachable ({describe_error(result)})"
+            why = f"is unreachable ({describe_error(result)})"
         error = LookupUnavailable(f"Keystone at {self.url} {why}")
         for waiter in waiters:
             if not waiter.called:

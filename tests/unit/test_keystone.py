@@ -256,7 +256,8 @@ def test_slow_keystone_fails_after_the_timeout(clock, agent, cloud):
     assert not d.called
     clock.advance(0.1)
     agent.flush()
-    assert str(d.result.value) == f"Keystone at {URL}/auth/tokens no answer within 4 s"
+    assert str(d.result.value) == (f"Keystone at {URL}/auth/tokens did not answer within 4 s "
+                                 "([neutron] timeout)")
     d.addErrback(lambda f: None)
 
 
