@@ -148,3 +148,18 @@ def test_bad_password_value_is_hidden(state):
     """A password never appears in a message, even when it is the option at fault."""
     message = error(state, GOOD_PASSWORD.replace(f"password = {PASSWORD}", "password ="))
     assert "[neutron] password = (value hidden)" in message
+
+
+def test_readme_example_loads(state):
+    """The README's complete [neutron] example is a working configuration."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("[metaproxy]\nlookup_backend = neutron_api\n")
+    example = readme[start:readme.index("```", start)]
+    ca = state / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = load(state, example.replace("/etc/ssl/certs/openstack-ca.pem", str(ca)))
+    assert (s.lookup_backend, s.neutron_auth_type, s.neutron_username) == (
+        "neutron_api", "password", "metaproxy")
+    assert s.neutron_valid_interfaces == ("internal", "public")
+    assert (s.neutron_timeout, s.cache_enabled, s.cache_expiration_time) == (5.0, True, 60)
+    assert s.neutron_cafile == str(ca)
