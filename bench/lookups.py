@@ -43,9 +43,37 @@ def _table(table: Path, run_dir: Path) -> RunningLookup:
     return RunningLookup("table", "static table file (lookup_backend = table)")
 
 
+#: The fake Keystone's password for the bench's agent (a fake cloud: not a secret).
+FAKE_NEUTRON_PASSWORD = "bench-keystone-password"
+
+
+def _neutron_api(table: Path, run_dir: Path) -> RunningLookup:
+    from bench.fakeneutron import start_process
+
+    process, url = start_process(table, run_dir, password=FAKE_NEUTRON_PASSWORD)
+    return RunningLookup(
+        "neutron-api",
+        "fake Keystone + Neutron API (lookup_backend = neutron_api, [cache] enabled, 60 s)",
+        extra_metaproxy="lookup_backend = neutron_api\n",
+        extra_sections=(
+            "[neutron]\n"
+            "auth_type = password\n"
+            f"auth_url = {url}/identity/v3\n"
+            "username = metaproxy\n"
+            f"password = {FAKE_NEUTRON_PASSWORD}\n"
+            "user_domain_name = Default\n"
+            "project_name = service\n"
+            "project_domain_name = Default\n"
+            "\n[cache]\n"
+            "enabled = true\n"
+            "expiration_time = 60\n"),
+        pids=[process.pid], stop=process.stop)
+
+
 #: C{--lookup} choice -> C{start(table, run_dir)}.
 LOOKUPS: dict[str, Callable[[Path, Path], RunningLookup]] = {
     "table": _table,
+    "neutron-api": _neutron_api,
 }
 
 

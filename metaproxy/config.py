@@ -27,6 +27,7 @@ from metaproxy.socketmode import socket_mode
 __all__ = [
     "ConfigError", "Settings", "load_settings", "default_settings", "register_options",
     "list_opts", "allowed_values", "default_text", "HAPROXY_TIMEOUT_SERVER", "UNIX_PATH_MAX",
+    "NEUTRON_INTERFACES",
 ]
 
 #: haproxy's ``timeout server`` (Neutron's hard-coded 32 s): Nova must answer before it.
@@ -111,8 +112,10 @@ CACHE_OPTS = [
                "in-process cache whatever this says."),
 ]
 METAPROXY_OPTS = [
-    cfg.StrOpt("lookup_backend", default="table", choices=["table"],
-               help="Where instances are looked up: table reads lookup_table."),
+    cfg.StrOpt("lookup_backend", default="table", choices=["table", "neutron_api"],
+               help="Where instances are looked up: table reads lookup_table; neutron_api "
+               "asks Neutron's API (the [neutron] section: Keystone credentials and "
+               "endpoint; enable [cache] with it)."),
     cfg.StrOpt("lookup_table", default=f"{_S}/ports.json",
                help="Port table file for lookup_backend = table; must exist at start."),
     cfg.StrOpt("namespace_socket_dir", default=f"{_S}/ns",
@@ -157,11 +160,59 @@ METAPROXY_OPTS = [
                 "The default passes bodies through byte-exact."),
 ]
 
+#: keystoneauth's interface names (its "internalURL" spellings accepted too).
+NEUTRON_INTERFACES = ("public", "internal", "admin")
+# [neutron]: keystoneauth's option names, as nova.conf's [neutron] section uses them to reach
+# Neutron's API; read for lookup_backend = neutron_api.
+NEUTRON_OPTS = [
+    cfg.StrOpt("auth_type", choices=["password", "v3applicationcredential"],
+               help="How to authenticate with Keystone (v3): password (username, "
+               "password, user and project domain) or v3applicationcredential "
+               "(application_credential_id and _secret). Required with "
+               "lookup_backend = neutron_api."),
+    cfg.StrOpt("auth_url",
+               help="Keystone's URL, e.g. https://keystone.example:5000/v3 (without /v3, "
+               "/v3 is added)."),
+    cfg.StrOpt("username", help="User name, with auth_type = password."),
+    cfg.StrOpt("password", secret=True, help="The user's password, with auth_type = password."),
+    cfg.StrOpt("user_domain_name", help="Domain name of the user (or user_domain_id)."),
+    cfg.StrOpt("user_domain_id", help="Domain id of the user (or user_domain_name)."),
+    cfg.StrOpt("project_name",
+               help="Project the token is scoped to (or project_id); the user needs a role "
+               "there that may list every project's ports (admin, or a reader role that "
+               "Neutron's policy allows)."),
+    cfg.StrOpt("project_id", help="Project id the token is scoped to (or project_name)."),
+    cfg.StrOpt("project_domain_name", help="Domain name of project_name (or project_domain_id)."),
+    cfg.StrOpt("project_domain_id", help="Domain id of project_name (or project_domain_name)."),
+    cfg.StrOpt("application_credential_id",
+               help="Application credential id, with auth_type = v3applicationcredential."),
+    cfg.StrOpt("application_credential_secret", secret=True,
+               help="Application credential secret, with auth_type = v3applicationcredential."),
+    cfg.StrOpt("region_name", help="Region of Neutron's endpoint in the catalog (unset: any)."),
+    cfg.StrOpt("service_type", default="network",
+               help="Service type of Neutron's endpoint in the catalog."),
+    cfg.ListOpt("valid_interfaces", default=["internal", "public"],
+                help="Catalog interfaces to use for Neutron's endpoint, in order of "
+                "preference: public, internal, admin."),
+    cfg.StrOpt("endpoint_override",
+               help="Neutron's URL (e.g. http://neutron.example:9696), instead of the "
+               "catalog's endpoint; Keystone is still asked for tokens."),
+    cfg.StrOpt("cafile",
+               help="CA bundle that verifies Keystone's and Neutron's certificates with "
+               "https (unset: the system's CAs)."),
+    cfg.BoolOpt("insecure", default=False,
+                help="With https, do not verify Keystone's and Neutron's certificates."),
+    cfg.FloatOpt("timeout", default=5, min=0.1,
+                 help="Seconds one lookup call may take, getting a token from Keystone "
+                 "included; then the instance gets 503 with Retry-After. A router "
+                 "namespace's lookup makes two calls."),
+]
+
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
     return [("DEFAULT", METADATA_OPTS + COMMON_OPTS), ("AGENT", AGENT_OPTS),
-            ("cache", CACHE_OPTS), ("metaproxy", METAPROXY_OPTS)]
+            ("cache", CACHE_OPTS), ("metaproxy", METAPROXY_OPTS), ("neutron", NEUTRON_OPTS)]
 
 
 def register_options(conf: cfg.ConfigOpts) -> None:
@@ -171,7 +222,9 @@ def register_options(conf: cfg.ConfigOpts) -> None:
 
 
 def _field(group: str, name: str) -> str:
-    return f"cache_{name}" if group == "cache" else name
+    """The L{Settings} field of an option: [cache] and [neutron] ones get their section's
+    name as a prefix."""
+    return f"{group}_{name}" if group in ("cache", "neutron") else name
 
 
 class ConfigError(Exception):
@@ -180,7 +233,8 @@ class ConfigError(Exception):
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """Every option, validated; names are the options' ([cache] ones get ``cache_``)."""
+    """Every option, validated; names are the options' ([cache] ones get ``cache_``,
+    [neutron] ones ``neutron_``)."""
 
     metadata_proxy_socket: str
     metadata_proxy_user: str
@@ -224,6 +278,25 @@ class Settings:
     request_timeout: float
     retry_after: int
     gzip_decode: bool
+    neutron_auth_type: str | None
+    neutron_auth_url: str | None
+    neutron_username: str | None
+    neutron_password: str | None = attrs.field(repr=False)
+    neutron_user_domain_name: str | None
+    neutron_user_domain_id: str | None
+    neutron_project_name: str | None
+    neutron_project_id: str | None
+    neutron_project_domain_name: str | None
+    neutron_project_domain_id: str | None
+    neutron_application_credential_id: str | None
+    neutron_application_credential_secret: str | None = attrs.field(repr=False)
+    neutron_region_name: str | None
+    neutron_service_type: str
+    neutron_valid_interfaces: tuple[str, ...]
+    neutron_endpoint_override: str | None
+    neutron_cafile: str | None
+    neutron_insecure: bool
+    neutron_timeout: float
     socket_mode: int
     nova_url: str
     config_files: tuple[str, ...]
@@ -345,6 +418,8 @@ def _read_options(conf: cfg.ConfigOpts, sources: _Sources) -> dict[str, Any]:
 def _build(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
     values = dict(values, config_files=config_files)
     values["namespaces"] = tuple(values["namespaces"])
+    values["neutron_valid_interfaces"] = tuple(
+        i.strip() for i in values["neutron_valid_interfaces"] if i.strip())
     if values["metadata_workers"] is None:
         values["metadata_workers"] = (os.cpu_count() or 1) // 2
     values["socket_mode"] = socket_mode(values["metadata_proxy_socket_mode"],
@@ -430,6 +505,71 @@ def _cross_check(s: Settings, sources: _Sources) -> None:
                            namespace_socket_path(s.namespace_socket_dir, ns), what)
     if s.lookup_backend == "table":
         _check_file(sources, "metaproxy", "lookup_table", s.lookup_table, "port table")
+    if s.lookup_backend == "neutron_api":
+        _check_neutron(s, sources)
+
+
+def _http_url(value: str) -> bool:
+    scheme, sep, rest = value.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest.strip("/"))
+
+
+def _check_neutron(s: Settings, sources: _Sources) -> None:
+    """[neutron]: what lookup_backend = neutron_api needs to get a token and the endpoint."""
+    n = "neutron"
+    why = "lookup_backend = neutron_api"
+
+    def missing(name: str, problem: str, fix: str) -> ConfigError:
+        return _problem(sources, n, _opt(n, name), getattr(s, f"neutron_{name}"),
+                        f"{why} {problem}", fix)
+
+    def one_of(a: str, b: str, problem: str) -> None:
+        if not (getattr(s, f"neutron_{a}") or getattr(s, f"neutron_{b}")):
+            raise missing(a, problem, f"set [neutron] {a} (or {b})")
+
+    if not s.neutron_auth_type:
+        raise missing("auth_type", "needs Keystone credentials",
+                      "set [neutron] auth_type = password (with username, password, "
+                      "user_domain_name, project_name, project_domain_name) or "
+                      "v3applicationcredential (with application_credential_id and "
+                      "application_credential_secret), as in nova.conf's [neutron] section")
+    if not s.neutron_auth_url:
+        raise missing("auth_url", "needs Keystone's URL",
+                      "set [neutron] auth_url, e.g. https://keystone.example:5000/v3")
+    url = s.neutron_auth_url.rstrip("/")
+    if not _http_url(url):
+        raise missing("auth_url", "needs an http:// or https:// URL",
+                      "set [neutron] auth_url, e.g. https://keystone.example:5000/v3")
+    if url.endswith("/v2.0"):
+        raise missing("auth_url", "authenticates with Keystone's v3 API only",
+                      "point [neutron] auth_url at /v3 (or at Keystone's root)")
+    if s.neutron_auth_type == "password":
+        for name in ("username", "password"):
+            if not getattr(s, f"neutron_{name}"):
+                raise missing(name, f"with auth_type = password needs the {name}",
+                              f"set [neutron] {name}")
+        one_of("user_domain_name", "user_domain_id",
+               "with auth_type = password needs the user's domain")
+        one_of("project_name", "project_id",
+               "with auth_type = password needs the project the token is scoped to")
+        if s.neutron_project_name and not s.neutron_project_id:
+            one_of("project_domain_name", "project_domain_id",
+                   "with project_name needs the project's domain")
+    else:
+        for name in ("application_credential_id", "application_credential_secret"):
+            if not getattr(s, f"neutron_{name}"):
+                raise missing(name, f"with auth_type = v3applicationcredential needs {name}",
+                              f"set [neutron] {name}")
+    for interface in s.neutron_valid_interfaces or ("",):
+        if interface.removesuffix("URL") not in NEUTRON_INTERFACES:
+            raise missing("valid_interfaces", f"cannot use interface {interface!r}",
+                          "list some of public, internal, admin")
+    if s.neutron_endpoint_override and not _http_url(s.neutron_endpoint_override):
+        raise missing("endpoint_override", "needs an http:// or https:// URL",
+                      "set [neutron] endpoint_override, e.g. http://neutron.example:9696, "
+                      "or remove it to use the catalog's endpoint")
+    if s.neutron_cafile and not s.neutron_insecure:
+        _check_file(sources, n, "cafile", s.neutron_cafile, "CA bundle")
 
 
 def _files_read(config_files: list[str], config_dirs: list[str]) -> tuple[str, ...]:
@@ -527,6 +667,8 @@ def default_settings(**overrides: Any) -> Settings:
         conf.set_override("state_path", overrides["state_path"])
     values = _read_options(conf, _Sources(()))
     values["namespaces"] = [Namespace.parse(n) for n in values["namespaces"]]
+    if "neutron_valid_interfaces" in overrides:
+        overrides["neutron_valid_interfaces"] = tuple(overrides["neutron_valid_interfaces"])
     settings = attrs.evolve(_build(values, ()), **overrides)
     for derived, inputs in _DERIVED.items():
         if derived not in overrides and any(name in overrides for name in inputs):

@@ -62,6 +62,7 @@ def nova_tls_policy(
     insecure: bool,
     client_cert: str | None,
     client_key: str | None,
+    insecure_warning: str = "Nova's TLS certificate is not verified (nova_metadata_insecure).",
 ) -> IPolicyForHTTPS:
     """The policy for L{metaproxy.nova.NovaClient}'s C{tls} argument.
 
@@ -72,6 +73,8 @@ def nova_tls_policy(
     @param client_cert: PEM file of the client certificate, optionally followed by its
         intermediate CA certificates, which are sent too.
     @param client_key: PEM file of the client certificate's private key, unencrypted.
+    @param insecure_warning: the warning logged when C{insecure} (other users of the
+        policy, e.g. the Neutron API backend, name their own option).
 
     @raise ValueError: A file cannot be read or holds no usable certificate or key, or
         the key does not belong to the certificate. The message names the file.
@@ -88,7 +91,7 @@ def nova_tls_policy(
             key=client_key,
         )
     if insecure:
-        _log.warn("Nova's TLS certificate is not verified (nova_metadata_insecure).")
+        _log.warn(insecure_warning)
         policy: IPolicyForHTTPS = _UnverifiedPolicy(
             CertificateOptions(verify=False, **client)  # type: ignore[arg-type]
         )

@@ -28,9 +28,15 @@ def _table(reactor: Any, settings: Settings) -> PortBackend:
                            "lookup_table at a valid one.") from None
 
 
+def _neutron_api(reactor: Any, settings: Settings) -> PortBackend:
+    from metaproxy.resolve.neutron_api import build_neutron_api  # treq only when used
+    return build_neutron_api(reactor, settings)
+
+
 #: C{lookup_backend} value -> C{build(reactor, settings)}.
 BUILDERS: dict[str, Callable[[Any, Settings], PortBackend]] = {
     "table": _table,
+    "neutron_api": _neutron_api,
 }
 
 

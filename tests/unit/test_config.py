@@ -504,8 +504,9 @@ def test_default_settings_overrides():
 
 
 def test_settings_fields_are_the_options():
-    """Settings has one field per option ([cache] ones prefixed) plus the derived ones."""
-    names = {("cache_" if group == "cache" else "") + opt.dest
+    """Settings has one field per option ([cache] and [neutron] ones prefixed) plus the
+    derived ones."""
+    names = {(f"{group}_" if group in ("cache", "neutron") else "") + opt.dest
              for group, opts in list_opts() for opt in opts}
     assert {f.name for f in attrs.fields(Settings)} == names | {
         "socket_mode", "nova_url", "config_files"}
