@@ -28,9 +28,16 @@ def _table(reactor: Any, settings: Settings) -> PortBackend:
                            "lookup_table at a valid one.") from None
 
 
+def _ovn(reactor: Any, settings: Settings) -> PortBackend:
+    from metaproxy.resolve.ovn_build import build_ovn_backend
+
+    return build_ovn_backend(reactor, settings)
+
+
 #: C{lookup_backend} value -> C{build(reactor, settings)}.
 BUILDERS: dict[str, Callable[[Any, Settings], PortBackend]] = {
     "table": _table,
+    "ovn": _ovn,
 }
 
 
