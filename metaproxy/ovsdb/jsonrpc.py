@@ -129,10 +129,9 @@ class JsonRpcProtocol(Protocol):
             elif msg_id is None:
                 try:
                     self._on_notification(method, message.get("params"))
-                except Exception:
-                    log.failure("OVSDB notification {method} from {peer} could not be applied",
-                                method=method, peer=self.connected_to)
-                    self.close(f"notification {method} could not be applied")
+                except Exception as e:
+                    self.close(f"notification {method} could not be applied "
+                               f"({type(e).__name__}: {e}); resynchronising")
             else:
                 self._send({"id": msg_id, "result": None,
                             "error": f"unknown method {method}"})
