@@ -38,8 +38,8 @@ from typing import Sequence
 
 from bench.fleet import Fleet, make_fleet
 from bench.lookups import LOOKUPS, RunningLookup, start_lookup
-from bench.processes import Process, start_agent, start_fakenova, wait_for_socket, \
-    write_agent_config
+from bench.processes import Process, start_agent, start_fakenova, wait_for_log, \
+    wait_for_socket, write_agent_config
 from bench.report import MATPLOTLIB_MISSING, StormResult, matplotlib_available
 from bench.storm import StormConfig, run_storm
 from metaproxy.namespace import namespace_socket_path
@@ -119,6 +119,8 @@ def start_metaproxy(fleet: Fleet, table: Path, run: Path, *, nova_port: int, sec
     try:
         for namespace in fleet.namespaces:
             wait_for_socket(namespace_socket_path(str(ns_dir), namespace), 30, agent)
+        if lookup is not None and lookup.ready_line:
+            wait_for_log(agent, lookup.ready_line, 60)
     except BaseException:
         agent.stop()
         raise

@@ -9,6 +9,7 @@ production backends), and says which configuration lines point metaproxy at it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,8 @@ class RunningLookup:
     @ivar extra_sections: whole sections appended to the agent's file (C{[ovn]}, ...).
     @ivar pids: processes serving the lookups (reported beside the agent's).
     @ivar description: one line for the report ("table", "fake Neutron API + Keystone").
+    @ivar ready_line: text the agent logs once its lookups can be answered; the storm
+        waits for it (a backend that first synchronises answers 503 until then).
     """
 
     name: str
@@ -36,6 +39,7 @@ class RunningLookup:
     extra_sections: str = ""
     pids: list[int] = attrs.field(factory=list)
     stop: Callable[[], None] = lambda: None
+    ready_line: str = ""
 
 
 def _table(table: Path, run_dir: Path) -> RunningLookup:
@@ -70,10 +74,33 @@ def _neutron_api(table: Path, run_dir: Path) -> RunningLookup:
         pids=[process.pid], stop=process.stop)
 
 
+def _ovn(table: Path, run_dir: Path) -> RunningLookup:
+    """A real ovsdb-server on the OVN Southbound schema, loaded with the fleet's table
+    (L{bench.ovnsb}); the agent replicates it over the server's Unix socket."""
+    from bench.ovnsb import SbServer, missing
+
+    problem = missing()
+    if problem:
+        raise RuntimeError(f"--lookup ovn: {problem}")
+    server = SbServer.start(run_dir / "sb")
+    try:
+        rows = server.load_table(json.loads(table.read_text()))
+    except BaseException:
+        server.stop()
+        raise
+    return RunningLookup(
+        "ovn", f"OVN Southbound in a real ovsdb-server ({rows} Port_Binding rows, "
+        "lookup_backend = ovn)",
+        extra_metaproxy="lookup_backend = ovn\n",
+        extra_sections=f"[ovn]\novn_sb_connection = {server.remote('unix')}\n",
+        pids=[server.pid], stop=server.stop, ready_line="OVN Southbound synchronised")
+
+
 #: C{--lookup} choice -> C{start(table, run_dir)}.
 LOOKUPS: dict[str, Callable[[Path, Path], RunningLookup]] = {
     "table": _table,
     "neutron-api": _neutron_api,
+    "ovn": _ovn,
 }
 
 

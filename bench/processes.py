@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["Process", "start_fakenova", "start_agent", "wait_for_socket", "write_agent_config"]
+__all__ = ["Process", "start_fakenova", "start_agent", "wait_for_socket", "wait_for_log",
+           "write_agent_config"]
 
 
 class Process:
@@ -128,6 +129,20 @@ def start_agent(config_files: Iterable[str | os.PathLike], run_dir: Path, *,
             raise RuntimeError(f"metaproxy did not start:\n{stderr_path.read_text()}\n"
                                f"{process.log()[-3000:]}") from None
     return process
+
+
+def wait_for_log(process: Process, text: str, timeout: float = 30.0) -> None:
+    """Wait until C{process}'s log contains C{text} (its lookups are ready, say)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in process.log():
+            return
+        if not process.alive():
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n"
+                               f"{process.log()[-3000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.name} did not log {text!r} within {timeout} s:\n"
+                       f"{process.log()[-3000:]}")
 
 
 def wait_for_socket(path: str, timeout: float = 30.0, process: Process | None = None) -> None:

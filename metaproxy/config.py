@@ -112,10 +112,12 @@ CACHE_OPTS = [
                "in-process cache whatever this says."),
 ]
 METAPROXY_OPTS = [
-    cfg.StrOpt("lookup_backend", default="table", choices=["table", "neutron_api"],
+    cfg.StrOpt("lookup_backend", default="table", choices=["table", "neutron_api", "ovn"],
                help="Where instances are looked up: table reads lookup_table; neutron_api "
                "asks Neutron's API (the [neutron] section: Keystone credentials and "
-               "endpoint; enable [cache] with it)."),
+               "endpoint; enable [cache] with it); ovn keeps a replica of the OVN "
+               "Southbound database named in [ovn] ovn_sb_connection and answers from "
+               "memory."),
     cfg.StrOpt("lookup_table", default=f"{_S}/ports.json",
                help="Port table file for lookup_backend = table; must exist at start."),
     cfg.StrOpt("namespace_socket_dir", default=f"{_S}/ns",
@@ -209,10 +211,38 @@ NEUTRON_OPTS = [
 ]
 
 
+# [ovn]: the OVN metadata agent's Southbound options (neutron ovn_conf), same names and
+# defaults; read when [metaproxy] lookup_backend = ovn.
+OVN_OPTS = [
+    cfg.StrOpt("ovn_sb_connection", default="tcp:127.0.0.1:6642",
+               help="The OVN Southbound database: tcp:IP:PORT, ssl:IP:PORT (needs "
+               "ovn_sb_private_key, ovn_sb_certificate and ovn_sb_ca_cert) or unix:PATH; "
+               "several, comma separated, are tried in turn."),
+    cfg.StrOpt("ovn_sb_private_key", default="",
+               help="PEM private key for ssl: connections to the Southbound database."),
+    cfg.StrOpt("ovn_sb_certificate", default="",
+               help="PEM certificate of ovn_sb_private_key."),
+    cfg.StrOpt("ovn_sb_ca_cert", default="",
+               help="PEM CA certificate that must have signed the database server's "
+               "certificate."),
+    cfg.IntOpt("ovsdb_connection_timeout", default=180, min=1,
+               help="Seconds to connect to the Southbound database and for each of its "
+               "answers (the first full copy included)."),
+    cfg.IntOpt("ovsdb_retry_max_interval", default=180, min=1,
+               help="Longest wait, in seconds, between attempts to reconnect (the wait "
+               "doubles from half a second up to this)."),
+    cfg.IntOpt("ovsdb_probe_interval", default=60000, min=0,
+               help="Milliseconds of silence from the database before an echo probe; "
+               "when the probe is not answered within as long again the connection is "
+               "re-established. 0 disables probing; other values below 1000 count as 1000."),
+]
+
+
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
     return [("DEFAULT", METADATA_OPTS + COMMON_OPTS), ("AGENT", AGENT_OPTS),
-            ("cache", CACHE_OPTS), ("metaproxy", METAPROXY_OPTS), ("neutron", NEUTRON_OPTS)]
+            ("cache", CACHE_OPTS), ("metaproxy", METAPROXY_OPTS), ("neutron", NEUTRON_OPTS),
+            ("ovn", OVN_OPTS)]
 
 
 def register_options(conf: cfg.ConfigOpts) -> None:
@@ -297,6 +327,13 @@ class Settings:
     neutron_cafile: str | None
     neutron_insecure: bool
     neutron_timeout: float
+    ovn_sb_connection: str
+    ovn_sb_private_key: str
+    ovn_sb_certificate: str
+    ovn_sb_ca_cert: str
+    ovsdb_connection_timeout: int
+    ovsdb_retry_max_interval: int
+    ovsdb_probe_interval: int
     socket_mode: int
     nova_url: str
     config_files: tuple[str, ...]
@@ -507,6 +544,8 @@ def _cross_check(s: Settings, sources: _Sources) -> None:
         _check_file(sources, "metaproxy", "lookup_table", s.lookup_table, "port table")
     if s.lookup_backend == "neutron_api":
         _check_neutron(s, sources)
+    if s.lookup_backend == "ovn":
+        _check_ovn(s, sources)
 
 
 def _http_url(value: str) -> bool:
@@ -570,6 +609,28 @@ def _check_neutron(s: Settings, sources: _Sources) -> None:
                       "or remove it to use the catalog's endpoint")
     if s.neutron_cafile and not s.neutron_insecure:
         _check_file(sources, n, "cafile", s.neutron_cafile, "CA bundle")
+
+
+def _check_ovn(s: Settings, sources: _Sources) -> None:
+    from metaproxy.ovsdb.remote import RemoteError, parse_remotes
+
+    try:
+        remotes = parse_remotes(s.ovn_sb_connection)
+    except RemoteError as e:
+        raise _problem(sources, "ovn", _opt("ovn", "ovn_sb_connection"), s.ovn_sb_connection,
+                       str(e), "write tcp:IP:PORT, ssl:IP:PORT or unix:PATH (several "
+                       "separated by commas), as for the OVN metadata agent") from None
+    if any(remote.kind == "ssl" for remote in remotes):
+        for name, what in (("ovn_sb_private_key", "private key"),
+                           ("ovn_sb_certificate", "certificate"),
+                           ("ovn_sb_ca_cert", "CA certificate")):
+            path = getattr(s, name)
+            if not path:
+                raise _problem(sources, "ovn", _opt("ovn", name), path,
+                               f"ovn_sb_connection uses ssl: and needs the {what}",
+                               f"set [ovn] {name} to its PEM file, or connect with tcp: "
+                               "or unix:")
+            _check_file(sources, "ovn", name, path, what)
 
 
 def _files_read(config_files: list[str], config_dirs: list[str]) -> tuple[str, ...]:

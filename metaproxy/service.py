@@ -48,9 +48,12 @@ class Proxy:
                  backend: PortBackend | None = None) -> None:
         self._reactor = reactor
         self.backend = backend if backend is not None else build_backend(reactor, settings)
+        # a backend answering from a replica the server keeps current (OVN) gains
+        # nothing from kept answers, only staleness: only in-flight lookups are shared
+        in_memory = bool(getattr(self.backend, "answers_from_memory", False))
         self.cache = CachingBackend(self.backend, reactor,
                                     ttl=settings.cache_expiration_time,
-                                    enabled=settings.cache_enabled)
+                                    enabled=settings.cache_enabled and not in_memory)
         tls = None
         if settings.nova_metadata_protocol == "https":
             tls = nova_tls_policy(ca_file=settings.auth_ca_cert,

@@ -33,10 +33,17 @@ def _neutron_api(reactor: Any, settings: Settings) -> PortBackend:
     return build_neutron_api(reactor, settings)
 
 
+def _ovn(reactor: Any, settings: Settings) -> PortBackend:
+    from metaproxy.resolve.ovn_build import build_ovn_backend
+
+    return build_ovn_backend(reactor, settings)
+
+
 #: C{lookup_backend} value -> C{build(reactor, settings)}.
 BUILDERS: dict[str, Callable[[Any, Settings], PortBackend]] = {
     "table": _table,
     "neutron_api": _neutron_api,
+    "ovn": _ovn,
 }
 
 

@@ -1,0 +1,350 @@
+"""The OVN lookup backend: a replica of the OVN Southbound database's C{Port_Binding},
+C{Datapath_Binding} and C{Chassis} tables, kept by L{metaproxy.ovsdb.monitor}, and an
+index of it that answers every lookup from memory.
+
+The OVN metadata agent's rules (reference section 4), applied when rows change rather
+than on every request:
+
+  - a port identifies an instance only when it is bound (C{chassis} set) and has a
+    C{mac} entry; its first entry (in the set's sorted order) is C{"MAC IP1 IP2 ..."};
+  - its network is its datapath's C{external_ids:name} without the C{neutron-} prefix;
+  - instance and project are C{external_ids:neutron:device_id} and
+    C{neutron:project_id};
+  - a router's networks are those of the ports whose C{neutron:device_owner} is a router
+    interface owner and whose C{neutron:device_id} is the router (bound or not: they are
+    OVN patch ports).
+
+More than one port for a key is logged with the advice upstream gives (run
+C{neutron-ovn-db-sync-util}), once per key and set of ports. Before the first full
+synchronisation every lookup fails with L{LookupUnavailable} (503 with C{Retry-After}).
+After a disconnect the last replica keeps answering until the reconnection's full copy
+replaces it in one step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Iterable, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from metaproxy.ovsdb.data import RowChange, RowStore
+from metaproxy.ovsdb.monitor import OvsdbMonitor
+from metaproxy.ovsdb.remote import Remote
+from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
+
+__all__ = ["SB_COLUMNS", "SB_CONDITIONS", "OvnIndex", "OvnBackend", "port_from_row"]
+
+log = Logger("metaproxy.resolve.ovn")
+
+DATABASE = "OVN_Southbound"
+#: The columns monitored, per table.
+SB_COLUMNS: dict[str, list[str]] = {
+    "Port_Binding": ["logical_port", "datapath", "chassis", "mac", "type", "external_ids"],
+    "Datapath_Binding": ["external_ids"],
+    "Chassis": ["name", "hostname"],
+}
+#: Port_Binding rows that matter: bound ones, and router interfaces (any clause holds).
+SB_CONDITIONS: dict[str, list[Any]] = {
+    "Port_Binding": [["chassis", "!=", ["set", []]]] + [
+        ["external_ids", "includes", ["map", [["neutron:device_owner", owner]]]]
+        for owner in ROUTER_INTERFACE_OWNERS],
+}
+_INTERFACE_OWNERS = frozenset(ROUTER_INTERFACE_OWNERS)
+_SYNC_ADVICE = ("Please run the neutron-ovn-db-sync-util script as there seems to be "
+                "inconsistent data between Neutron and OVN databases")
+
+
+def network_of(datapath_row: Mapping[str, Any]) -> str:
+    """The Neutron network id of a C{Datapath_Binding} row ("" when it has none)."""
+    name = datapath_row.get("external_ids", {}).get("name", "")
+    return name.removeprefix("neutron-")
+
+
+def _first_mac_entry(row: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    macs = row.get("mac") or ()
+    if not macs:
+        return None
+    tokens = str(macs[0]).split()
+    if not tokens:
+        return None
+    ips = []
+    for token in tokens[1:]:
+        try:
+            ips.append(ipaddress.ip_address(token).compressed)
+        except ValueError:
+            continue  # "dynamic", "unknown" or a typo: not an address
+    return tokens[0].lower(), tuple(ips)
+
+
+def port_from_row(row: Mapping[str, Any], network_id: str) -> Port:
+    """The L{Port} a C{Port_Binding} row describes on C{network_id}."""
+    external = row.get("external_ids", {})
+    entry = _first_mac_entry(row)
+    mac, ips = entry if entry is not None else ("", ())
+    return Port(id=str(row.get("logical_port", "")), network_id=network_id,
+                mac_address=mac, fixed_ips=ips,
+                device_id=external.get("neutron:device_id", ""),
+                project_id=external.get("neutron:project_id", ""),
+                device_owner=external.get("neutron:device_owner", ""))
+
+
+class _Entry:
+    """What one Port_Binding row contributes to the index."""
+
+    __slots__ = ("row", "datapath", "keys_ip", "keys_mac", "router", "network", "port")
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self.row = row
+        self.datapath: str = row.get("datapath") or ""
+        self.keys_ip: tuple[tuple[str, str], ...] = ()
+        self.keys_mac: tuple[str, str] | None = None
+        self.router = ""
+        self.network = ""
+        self.port: Port | None = None
+
+
+class OvnIndex:
+    """Bound ports by (network, IP) and (network, MAC), and routers' networks, kept up to
+    date row by row. Plain object: feed it rows, ask it questions."""
+
+    def __init__(self) -> None:
+        self._networks: dict[str, str] = {}           # datapath uuid -> network id
+        self._entries: dict[str, _Entry] = {}         # port binding uuid -> entry
+        self._on_datapath: dict[str, set[str]] = {}   # datapath uuid -> port binding uuids
+        self._by_ip: dict[tuple[str, str], dict[str, Port]] = {}
+        self._by_mac: dict[tuple[str, str], dict[str, Port]] = {}
+        self._routers: dict[str, dict[str, str]] = {}  # router -> {pb uuid: network}
+        self.chassis = 0
+
+    @classmethod
+    def from_store(cls, store: RowStore) -> "OvnIndex":
+        index = cls()
+        for uuid, row in store.tables.get("Datapath_Binding", {}).items():
+            index.set_datapath(uuid, row)
+        for uuid, row in store.tables.get("Port_Binding", {}).items():
+            index.set_port(uuid, row)
+        index.chassis = len(store.tables.get("Chassis", {}))
+        return index
+
+    def apply(self, changes: Iterable[RowChange]) -> None:
+        for change in changes:
+            if change.table == "Port_Binding":
+                self.set_port(change.uuid, change.new)
+            elif change.table == "Datapath_Binding":
+                self.set_datapath(change.uuid, change.new)
+            elif change.table == "Chassis":
+                self.chassis += (change.new is not None) - (change.old is not None)
+
+    # rows
+
+    def set_datapath(self, uuid: str, row: Mapping[str, Any] | None) -> None:
+        network = network_of(row) if row is not None else ""
+        if row is None:
+            self._networks.pop(uuid, None)
+        elif self._networks.get(uuid) == network:
+            return
+        else:
+            self._networks[uuid] = network
+        for port_uuid in list(self._on_datapath.get(uuid, ())):
+            self.set_port(port_uuid, self._entries[port_uuid].row)
+
+    def set_port(self, uuid: str, row: Mapping[str, Any] | None) -> None:
+        old = self._entries.pop(uuid, None)
+        if old is not None:
+            self._remove(uuid, old)
+        if row is None:
+            return
+        entry = _Entry(row)
+        self._entries[uuid] = entry
+        if entry.datapath:
+            self._on_datapath.setdefault(entry.datapath, set()).add(uuid)
+        network = self._networks.get(entry.datapath, "")
+        if not network:
+            return  # its datapath is not (yet) known, or not a Neutron network
+        entry.network = network
+        external = row.get("external_ids", {})
+        if external.get("neutron:device_owner") in _INTERFACE_OWNERS:
+            router = external.get("neutron:device_id", "")
+            if router:
+                entry.router = router
+                self._routers.setdefault(router, {})[uuid] = network
+        if not row.get("chassis"):
+            return  # not bound: identifies nobody
+        port = port_from_row(row, network)
+        if not port.mac_address:
+            return
+        entry.port = port
+        entry.keys_ip = tuple((network, ip) for ip in port.fixed_ips)
+        entry.keys_mac = (network, port.mac_address)
+        for key in entry.keys_ip:
+            self._by_ip.setdefault(key, {})[uuid] = port
+        self._by_mac.setdefault(entry.keys_mac, {})[uuid] = port
+
+    def _remove(self, uuid: str, entry: _Entry) -> None:
+        on_datapath = self._on_datapath.get(entry.datapath)
+        if on_datapath is not None:
+            on_datapath.discard(uuid)
+            if not on_datapath:
+                del self._on_datapath[entry.datapath]
+        if entry.router:
+            ports = self._routers[entry.router]
+            del ports[uuid]
+            if not ports:
+                del self._routers[entry.router]
+        for key in entry.keys_ip:
+            _discard(self._by_ip, key, uuid)
+        if entry.keys_mac is not None:
+            _discard(self._by_mac, entry.keys_mac, uuid)
+
+    # questions
+
+    @property
+    def bound_ports(self) -> int:
+        return sum(1 for entry in self._entries.values() if entry.port is not None)
+
+    @property
+    def networks(self) -> int:
+        return len(set(self._networks.values()) - {""})
+
+    def router_networks(self, router_id: str) -> tuple[str, ...]:
+        ports = self._routers.get(router_id)
+        return tuple(ports.values()) if ports else ()
+
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> list[Port]:
+        return _find(self._by_ip, networks, ip)
+
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> list[Port]:
+        return _find(self._by_mac, networks, mac.lower())
+
+
+def _discard(index: dict[tuple[str, str], dict[str, Port]], key: tuple[str, str],
+             uuid: str) -> None:
+    ports = index.get(key)
+    if ports is not None:
+        ports.pop(uuid, None)
+        if not ports:
+            del index[key]
+
+
+def _find(index: Mapping[tuple[str, str], dict[str, Port]], networks: Sequence[str],
+          value: str) -> list[Port]:
+    found: list[Port] = []
+    for network in dict.fromkeys(networks):
+        ports = index.get((network, value))
+        if ports:
+            found.extend(ports.values())
+    return found
+
+
+class OvnBackend:
+    """L{metaproxy.resolve.base.ManagedBackend} on the OVN Southbound database.
+
+    @param monitor_factory: builds the L{OvsdbMonitor} (tests pass their own); called
+        with the keyword arguments C{on_sync}, C{on_changes}, C{on_down}.
+    """
+
+    name = "OVN Southbound"
+    #: answers come from a replica kept current by the server's notifications: a TTL
+    #: cache in front would only make them stale
+    answers_from_memory = True
+
+    def __init__(self, reactor: Any, remotes: Sequence[Remote], *, tls_options: Any = None,
+                 timeout: float = 180.0, probe_interval: float = 60.0,
+                 retry_max_interval: float = 180.0, monitor_factory: Any = None) -> None:
+        self._remotes = tuple(remotes)
+        self.index: OvnIndex | None = None
+        self._warned: dict[tuple[str, tuple[str, ...], str], tuple[str, ...]] = {}
+        callbacks = dict(on_sync=self._synchronised, on_changes=self._changed,
+                         on_down=self._down)
+        if monitor_factory is None:
+            self.monitor: Any = OvsdbMonitor(
+                reactor, remotes, DATABASE, SB_COLUMNS, conditions=SB_CONDITIONS,
+                tls_options=tls_options, timeout=timeout, probe_interval=probe_interval,
+                retry_max_interval=retry_max_interval, **callbacks)
+        else:
+            self.monitor = monitor_factory(**callbacks)
+
+    # lifecycle (ManagedBackend)
+
+    def start(self) -> None:
+        log.info("Connecting to OVN Southbound at {remotes}",
+                 remotes=", ".join(map(str, self._remotes)))
+        self.monitor.start()
+
+    def stop(self) -> "Deferred[None]":
+        return self.monitor.stop()
+
+    def ready(self) -> bool:
+        return self.index is not None
+
+    def describe(self) -> str:
+        where = ", ".join(map(str, self._remotes))
+        index = self.index
+        if index is None:
+            return f"OVN Southbound at {where} (not synchronised yet)"
+        return (f"OVN Southbound at {where} ({index.bound_ports} bound ports on "
+                f"{index.networks} networks, {index.chassis} chassis)")
+
+    # monitor callbacks
+
+    def _synchronised(self, store: RowStore) -> None:
+        self.index = OvnIndex.from_store(store)
+        self._warned.clear()
+        log.info("OVN Southbound synchronised from {remote}: {ports} bound ports on "
+                 "{networks} networks, {chassis} chassis",
+                 remote=str(self.monitor.remote), ports=self.index.bound_ports,
+                 networks=self.index.networks, chassis=self.index.chassis)
+
+    def _changed(self, changes: list[RowChange]) -> None:
+        if self.index is not None:
+            self.index.apply(changes)
+
+    def _down(self, reason: str) -> None:
+        log.warn("OVN Southbound {reason}; answering from the last copy until it is "
+                 "synchronised again", reason=reason)
+
+    # lookups (PortBackend)
+
+    def _unavailable(self) -> "Deferred[Any]":
+        return fail(LookupUnavailable(
+            "OVN Southbound not synchronised yet (connecting to "
+            f"{', '.join(map(str, self._remotes))})"))
+
+    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+        index = self.index
+        if index is None:
+            return self._unavailable()
+        return succeed(index.router_networks(router_id))
+
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+        index = self.index
+        if index is None:
+            return self._unavailable()
+        found = index.ports_by_ip(networks, ip)
+        if len(found) > 1:
+            self._several(networks, "IP address", ip, found)
+        return succeed(found)
+
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+        index = self.index
+        if index is None:
+            return self._unavailable()
+        found = index.ports_by_mac(networks, mac)
+        if len(found) > 1:
+            self._several(networks, "MAC address", mac, found)
+        return succeed(found)
+
+    def _several(self, networks: Sequence[str], what: str, value: str,
+                 found: list[Port]) -> None:
+        key = (what, tuple(networks), value)
+        ids = tuple(sorted(port.id for port in found))
+        if self._warned.get(key) == ids:
+            return  # said already for these ports
+        if len(self._warned) >= 10_000:
+            self._warned.clear()
+        self._warned[key] = ids
+        log.error("More than one port found in network {networks} with {what} {value}. "
+                  "{advice}. OVN Port uuids: {ids}", networks=", ".join(networks), what=what,
+                  value=value, advice=_SYNC_ADVICE, ids=", ".join(ids))

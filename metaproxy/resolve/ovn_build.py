@@ -1,0 +1,42 @@
+"""Building the OVN backend from L{Settings} (C{[ovn]}, the OVN metadata agent's names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metaproxy.config import Settings
+from metaproxy.ovsdb.remote import RemoteError, TlsFiles, load_tls_options, parse_remotes
+from metaproxy.resolve.base import BackendError
+from metaproxy.resolve.ovn import OvnBackend
+
+__all__ = ["build_ovn_backend", "probe_seconds"]
+
+
+def probe_seconds(probe_interval_ms: int) -> float:
+    """C{ovsdb_probe_interval} in seconds: 0 disables, as OVS does; below 1 s counts as 1 s."""
+    if probe_interval_ms <= 0:
+        return 0.0
+    return max(probe_interval_ms, 1000) / 1000.0
+
+
+def build_ovn_backend(reactor: Any, settings: Settings) -> OvnBackend:
+    """@raise BackendError: the connection string or the TLS files cannot be used."""
+    try:
+        remotes = parse_remotes(settings.ovn_sb_connection)
+    except RemoteError as e:
+        raise BackendError(f"[ovn] ovn_sb_connection: {e}. Fix: write tcp:IP:PORT, "
+                           "ssl:IP:PORT or unix:PATH.") from None
+    tls = None
+    if any(remote.kind == "ssl" for remote in remotes):
+        files = TlsFiles(settings.ovn_sb_private_key, settings.ovn_sb_certificate,
+                         settings.ovn_sb_ca_cert)
+        try:
+            tls = load_tls_options(files)
+        except RemoteError as e:
+            raise BackendError(f"[ovn] {e}. Fix: point ovn_sb_private_key, "
+                               "ovn_sb_certificate and ovn_sb_ca_cert at the PEM files "
+                               "ovn-controller uses on this node.") from None
+    return OvnBackend(reactor, remotes, tls_options=tls,
+                      timeout=float(settings.ovsdb_connection_timeout),
+                      probe_interval=probe_seconds(settings.ovsdb_probe_interval),
+                      retry_max_interval=float(settings.ovsdb_retry_max_interval))
