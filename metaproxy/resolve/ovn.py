@@ -336,6 +336,31 @@ class OvnBackend:
             self._several(networks, "MAC address", mac, found)
         return succeed(found)
 
+    # The same answers without a Deferred (metaproxy.resolve.cache, "Answers now"); None
+    # before the first synchronisation, so that the Deferred path answers 503.
+
+    def router_networks_now(self, router_id: str) -> tuple[str, ...] | None:
+        index = self.index
+        return None if index is None else index.router_networks(router_id)
+
+    def ports_by_ip_now(self, networks: Sequence[str], ip: str) -> list[Port] | None:
+        index = self.index
+        if index is None:
+            return None
+        found = index.ports_by_ip(networks, ip)
+        if len(found) > 1:
+            self._several(networks, "IP address", ip, found)
+        return found
+
+    def ports_by_mac_now(self, networks: Sequence[str], mac: str) -> list[Port] | None:
+        index = self.index
+        if index is None:
+            return None
+        found = index.ports_by_mac(networks, mac)
+        if len(found) > 1:
+            self._several(networks, "MAC address", mac, found)
+        return found
+
     def _several(self, networks: Sequence[str], what: str, value: str,
                  found: list[Port]) -> None:
         key = (what, tuple(networks), value)

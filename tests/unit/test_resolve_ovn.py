@@ -213,3 +213,30 @@ def test_the_agent_keeps_no_answers_in_front_of_a_replica() -> None:
                             cache_expiration_time=600)
     proxy = Proxy(MemoryReactorClock(), settings)
     assert isinstance(proxy.backend, OvnBackend) and not proxy.cache.enabled
+
+
+def test_answers_now_from_the_replica_and_none_before_sync() -> None:
+    """The in-memory path (no Deferred) gives the replica's answers once synchronised,
+    and None before, so that the request takes the Deferred path and gets 503."""
+    from metaproxy.namespace import Namespace, NamespaceKind
+    from metaproxy.ovsdb.remote import parse_remotes
+    from metaproxy.resolve.base import Instance
+    from metaproxy.resolve.cache import CachingBackend
+    from metaproxy.resolve.resolver import Caller, InstanceResolver
+
+    monitors = []
+    backend = OvnBackend(Clock(), parse_remotes("tcp:127.0.0.1:6642"),
+                         monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw))
+                         or monitors[-1])
+    resolver = InstanceResolver(CachingBackend(backend, Clock(), ttl=60, enabled=False))
+    who = Caller(Namespace(NamespaceKind.OVN, "net1"), "10.0.0.5")
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.5") is None
+    assert backend.router_networks_now("rt") is None
+    assert resolver.resolve_now(who) is None
+    monitors[0].callbacks["on_sync"](FakeStore({
+        "Datapath_Binding": {"d1": dp("net1")},
+        "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))},
+        "Chassis": {"c1": {"name": "c"}}}))
+    assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.5")] == ["p1"]
+    assert [p.id for p in backend.ports_by_mac_now(["net1"], "fa:16:3e:00:00:01")] == ["p1"]
+    assert resolver.resolve_now(who) == Instance("vm", "pr")
