@@ -602,7 +602,7 @@ class Topology:
             socket) instead of C{namespace}'s: the boot storm's namespaces carry this
             run's tag, while the fleet's routers and networks have uuids.
         """
-        pidfile = self.run_dir / "haproxy" / f"{namespace.id}.pid"
+        pidfile = self.haproxy_pidfile(namespace)
         argv = [sys.executable, "-m", "metaproxy.cli", "haproxy-config",
                 as_namespace or namespace.name,
                 "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
@@ -625,21 +625,34 @@ class Topology:
                                 f"{done.stderr.decode(errors='replace').strip()}")
         return done.stdout.decode(), pidfile
 
+    def haproxy_pidfile(self, namespace: Namespace) -> Path:
+        """Where the configuration for C{namespace}'s haproxy must put its pidfile."""
+        return self.run_dir / "haproxy" / f"{namespace.id}.pid"
+
     def start_haproxy(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
                       shared: bool = False, socket: str | None = None,
                       extra_args: Sequence[str] = (),
-                      as_namespace: str | None = None) -> Haproxy:
+                      as_namespace: str | None = None,
+                      config_text: str | None = None) -> Haproxy:
         """Write C{namespace}'s configuration (see L{haproxy_config}) and start
         C{haproxy -f <conf>} in the namespace as Neutron does; it daemonises after
-        binding, so it listens when this returns."""
+        binding, so it listens when this returns.
+
+        @param config_text: the configuration, already rendered by the caller (with
+            L{haproxy_pidfile} as its pidfile); the other options are then unused.
+        """
         if self._cleaned:
             raise TopologyError(f"cannot start haproxy in {namespace.name}: this topology "
                                 "has been cleaned up")
         if namespace.haproxy is not None:
             raise TopologyError(f"haproxy already runs in {namespace.name}")
-        text, pidfile = self.haproxy_config(namespace, config_file=config_file, shared=shared,
-                                            socket=socket, extra_args=extra_args,
-                                            as_namespace=as_namespace)
+        if config_text is not None:
+            text, pidfile = config_text, self.haproxy_pidfile(namespace)
+        else:
+            text, pidfile = self.haproxy_config(namespace, config_file=config_file,
+                                                shared=shared, socket=socket,
+                                                extra_args=extra_args,
+                                                as_namespace=as_namespace)
         config_path = self.run_dir / "haproxy" / f"{namespace.id}.conf"
         config_path.write_text(text)
         log_path = self.run_dir / "haproxy" / f"{namespace.id}.log"

@@ -13,7 +13,8 @@ What Neutron's agents build on a network node, for the storm's fleet (L{bench.ne
     Neutron's iptables rules (169.254.169.254:80 redirected to haproxy on 9697); per
     DHCP or OVN network a C{qdhcp-}/C{ovnmeta-} namespace with 169.254.169.254 on its
     port;
-  - in each, haproxy from C{metaproxy haproxy-config}, forwarding to the agent's shared
+  - in each, haproxy configured by C{metaproxy haproxy-config} (run in-process,
+    L{render_haproxy_config}), forwarding to the agent's shared
     socket (C{socket="shared"}, the default: what Neutron's own haproxy does) or to that
     namespace's own socket (C{socket="namespaces"});
   - per network with instances, one I{instance-side} namespace whose C{eth0} (the peer
@@ -52,12 +53,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
+import io
 import ipaddress
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import attrs
@@ -69,7 +71,7 @@ from metaproxy.namespace import NamespaceKind
 
 __all__ = ["SOCKET_KINDS", "Domain", "Side", "FrontPlan", "plan_front", "NetnsSockets",
            "HaproxyNamespaces", "HaproxyFront", "start_haproxy_front", "missing_line",
-           "NETNS_DIR"]
+           "NETNS_DIR", "render_haproxy_config", "target_for"]
 
 #: Where C{ip netns} keeps its namespaces (C{/run/netns/<name>}).
 NETNS_DIR = "/run/netns"
@@ -80,7 +82,7 @@ SOCKET_KINDS = ("shared", "namespaces")
 _PREFIX = 16
 _KIND = {NamespaceKind.ROUTER: ("router", "r"), NamespaceKind.NETWORK: ("dhcp", "d"),
          NamespaceKind.OVN: ("ovn", "o")}
-#: haproxy configurations rendered and started at once (each is a Python start-up).
+#: haproxy daemons started at once (each start waits for its pidfile).
 _HAPROXY_PARALLEL = 4
 
 
@@ -376,12 +378,39 @@ def start_haproxy_front(fleet: Fleet, count: int, *, agent_config: str | os.Path
     return HaproxyFront(topology, plan, target, {"namespaces": t1 - t0, "haproxy": t2 - t1})
 
 
+def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLike,
+                          pidfile: str | os.PathLike, shared: bool) -> str:
+    """What C{metaproxy haproxy-config NAMESPACE --config-file AGENT_CONFIG} prints (as
+    root, with C{pidfile}, and C{--shared} for the shared socket), run in this process:
+    the command's own code, without a Python start-up per namespace (about 15 ms each
+    instead of 0.3 to 0.8 s).
+
+    @raise TopologyError: the command failed; its message says why.
+    """
+    from metaproxy import cli
+
+    argv = ["haproxy-config", namespace_name, "--config-file", str(agent_config),
+            "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
+    if shared:
+        argv.append("--shared")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    if status != 0:
+        raise TopologyError(f"metaproxy haproxy-config {namespace_name} exited with "
+                            f"{status}: {err.getvalue().strip()}")
+    return out.getvalue()
+
+
 def _start_all_haproxy(topology: Topology, plan: FrontPlan, built: Sequence[Namespace],
                        agent_config: str | os.PathLike, socket_kind: str) -> None:
+    texts = [render_haproxy_config(domain.namespace.name, agent_config=agent_config,
+                                   pidfile=topology.haproxy_pidfile(namespace),
+                                   shared=socket_kind == "shared")
+             for domain, namespace in zip(plan.domains, built)]
+
     def start(i: int) -> None:
-        topology.start_haproxy(built[i], config_file=str(Path(agent_config)),
-                               shared=socket_kind == "shared",
-                               as_namespace=plan.domains[i].namespace.name)
+        topology.start_haproxy(built[i], config_file=None, config_text=texts[i])
 
     with concurrent.futures.ThreadPoolExecutor(_HAPROXY_PARALLEL) as pool:
         futures = [pool.submit(start, i) for i in range(len(built))]
