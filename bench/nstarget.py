@@ -268,13 +268,15 @@ class HaproxyNamespaces:
 
     @ivar places: instance index -> (namespace path, source address).
     @ivar via: C{shared} or C{namespaces}: where haproxy forwards (for the report).
+    @ivar namespaces: how many namespaces run haproxy (for the report).
+    @ivar address: where instances connect: C{(169.254.169.254, 80)}.
     """
 
     places: dict[int, tuple[str, str]]
     via: str
     namespaces: int
     name: str = "haproxy"
-    port: int = 80
+    address: tuple[str, int] = (METADATA_V4, 80)
 
     async def open(self, instance: FleetInstance) -> socket.socket:
         netns, source = self.places[instance.index]
@@ -282,7 +284,7 @@ class HaproxyNamespaces:
         try:
             sock.setblocking(False)
             sock.bind((source, 0))
-            await asyncio.get_running_loop().sock_connect(sock, (METADATA_V4, self.port))
+            await asyncio.get_running_loop().sock_connect(sock, self.address)
         except BaseException:
             sock.close()
             raise
