@@ -364,10 +364,15 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(f"boot storm: {fleet.describe()}; {config.concurrency} concurrent boots; "
           f"targets {', '.join(_targets(args.target))}; lookups: {args.lookup}",
           file=sys.stderr)
-    results = run_local_storms(fleet, config, _targets(args.target), secret=args.secret,
-                               agent_secret=agent_secret, nova_delay=args.nova_delay,
-                               keep=args.keep, lookup=args.lookup,
-                               haproxy_socket=args.haproxy_socket)
+    try:
+        results = run_local_storms(fleet, config, _targets(args.target), secret=args.secret,
+                                   agent_secret=agent_secret, nova_delay=args.nova_delay,
+                                   keep=args.keep, lookup=args.lookup,
+                                   haproxy_socket=args.haproxy_socket)
+    except KeyboardInterrupt:
+        print("bench storm: interrupted; what it started is stopped and removed",
+              file=sys.stderr)
+        return 130
     command = "python -m bench " + " ".join(argv)
     written = write_results(results, args.out, stamp, command)
     for result in results:

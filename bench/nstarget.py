@@ -329,7 +329,8 @@ class HaproxyFront:
 
     def describe_setup(self) -> str:
         t = self.timings
-        return (f"haproxy front: {len(self.plan.domains)} namespaces with haproxy, "
+        return (f"haproxy front {self.topology.tag}: {len(self.plan.domains)} namespaces "
+                f"with haproxy, "
                 f"{len(self.plan.sides)} instance-side namespaces for "
                 f"{len(self.plan.placement)} instances; built in {t['namespaces']:.1f} s, "
                 f"haproxy started in {t['haproxy']:.1f} s")
