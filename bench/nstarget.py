@@ -336,19 +336,25 @@ class HaproxyFront:
                 f"haproxy started in {t['haproxy']:.1f} s")
 
 
-def start_haproxy_front(fleet: Fleet, count: int, *, agent_config: str | os.PathLike,
-                        socket: str = "shared", adopt: Sequence[int] = ()) -> HaproxyFront:
+def start_haproxy_front(fleet: Fleet, count: int, *,
+                        agent_config: str | os.PathLike | None = None,
+                        socket: str = "shared", socket_path: str | None = None,
+                        adopt: Sequence[int] = ()) -> HaproxyFront:
     """Build the namespaces for the first C{count} instances of C{fleet} and start
     haproxy in each Neutron namespace, configured by C{metaproxy haproxy-config} from
     C{agent_config} (the running agent's file: where its sockets are).
 
     @param socket: C{shared} or C{namespaces}: where haproxy forwards.
+    @param socket_path: forward every haproxy to this socket instead (another agent's
+        shared socket: upstream's, say); C{agent_config} is then not needed.
     @param adopt: processes to kill with the topology if this process dies (the agent,
         the fake Nova): the next run's leftover clean-up then removes them too.
     @raise TopologyError: a step failed; whatever was built is removed.
     """
     if socket not in SOCKET_KINDS:
         raise ValueError(f"socket must be one of {', '.join(SOCKET_KINDS)}, not {socket!r}")
+    if agent_config is None and socket_path is None:
+        raise ValueError("haproxy needs the agent's configuration or a socket path")
     plan = plan_front(fleet, count)
     topology = Topology()
     try:
@@ -372,7 +378,7 @@ def start_haproxy_front(fleet: Fleet, count: int, *, agent_config: str | os.Path
                                                 side.addresses, side.mac)
             side_names.append(group.namespace)
         t1 = time.monotonic()
-        _start_all_haproxy(topology, plan, built, agent_config, socket)
+        _start_all_haproxy(topology, plan, built, agent_config, socket, socket_path)
         t2 = time.monotonic()
     except BaseException:
         topology.cleanup()
@@ -381,20 +387,25 @@ def start_haproxy_front(fleet: Fleet, count: int, *, agent_config: str | os.Path
     return HaproxyFront(topology, plan, target, {"namespaces": t1 - t0, "haproxy": t2 - t1})
 
 
-def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLike,
-                          pidfile: str | os.PathLike, shared: bool) -> str:
+def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLike | None,
+                          pidfile: str | os.PathLike, shared: bool = False,
+                          socket_path: str | None = None) -> str:
     """What C{metaproxy haproxy-config NAMESPACE --config-file AGENT_CONFIG} prints (as
-    root, with C{pidfile}, and C{--shared} for the shared socket), run in this process:
-    the command's own code, without a Python start-up per namespace (about 15 ms each
-    instead of 0.3 to 0.8 s).
+    root, with C{pidfile}; C{--shared} for the shared socket, C{--socket} for
+    C{socket_path}), run in this process: the command's own code, without a Python
+    start-up per namespace (about 15 ms each instead of 0.3 to 0.8 s).
 
     @raise TopologyError: the command failed; its message says why.
     """
     from metaproxy import cli
 
-    argv = ["haproxy-config", namespace_name, "--config-file", str(agent_config),
+    argv = ["haproxy-config", namespace_name,
             "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
-    if shared:
+    if agent_config is not None:
+        argv += ["--config-file", str(agent_config)]
+    if socket_path is not None:
+        argv += ["--socket", socket_path]
+    elif shared:
         argv.append("--shared")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -406,10 +417,11 @@ def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLik
 
 
 def _start_all_haproxy(topology: Topology, plan: FrontPlan, built: Sequence[Namespace],
-                       agent_config: str | os.PathLike, socket_kind: str) -> None:
+                       agent_config: str | os.PathLike | None, socket_kind: str,
+                       socket_path: str | None) -> None:
     texts = [render_haproxy_config(domain.namespace.name, agent_config=agent_config,
                                    pidfile=topology.haproxy_pidfile(namespace),
-                                   shared=socket_kind == "shared")
+                                   shared=socket_kind == "shared", socket_path=socket_path)
              for domain, namespace in zip(plan.domains, built)]
 
     def start(i: int) -> None:

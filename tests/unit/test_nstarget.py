@@ -281,3 +281,16 @@ def test_sigterm_becomes_keyboard_interrupt_while_the_front_is_up():
             time.sleep(5)  # the handler interrupts it at once
             raise AssertionError("SIGTERM did not interrupt")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_compare_haproxy_agent_without_prerequisites_exits_with_one_line(monkeypatch, capsys):
+    from bench import compare
+
+    monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
+    monkeypatch.setattr(compare, "run_compare", lambda *a, **k: pytest.fail("started"))
+    status = bench_main.main(["compare", "--a", "metaproxy", "--b", "upstream-haproxy",
+                              "--instances", "4", "--routers", "2"])
+    assert status == 2
+    assert capsys.readouterr().err == (
+        "bench compare: a -haproxy agent needs root, ip, iptables and haproxy: "
+        "missing iptables\n")
