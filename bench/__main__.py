@@ -1,7 +1,8 @@
 """The bench's command line: C{python -m bench storm ...} and C{python -m bench compare ...}.
 
     python -m bench storm [--instances 1000] [--routers 50] [--concurrency 200]
-                          [--target shared|namespaces|both] [--keepalive] [--ramp 0]
+                          [--target shared|namespaces|both|haproxy]
+                          [--haproxy-socket shared|namespaces] [--keepalive] [--ramp 0]
                           [--workers 2] [--out bench/results] [--nova-delay 0]
                           [--secret S] [--wrong-secret] ...
     python -m bench compare --a metaproxy --b upstream [--c metaproxy-namespaces]
@@ -13,6 +14,10 @@ with L{bench.processes} (a fresh pair per target, so figures do not carry over),
 storm (L{bench.storm.run_storm}), prints the Markdown table and writes
 C{<out>/<timestamp>-<target>.json}, C{.md}, C{.png} (with matplotlib) and
 C{<out>/latest.md}.
+
+C{--target haproxy} puts real haproxy in network namespaces in front of the agent
+(L{bench.nstarget}, as root with C{ip}, C{iptables} and C{haproxy}): the namespaces are
+built after the agent starts and removed after the storm, on Ctrl-C and SIGTERM too.
 
 Exit status: 0 when every request was right; 1 otherwise. With C{--wrong-secret} the
 agent signs with a secret Nova does not share, so every request must come back as an
@@ -29,12 +34,15 @@ C{bench compare} and the tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from bench.fleet import Fleet, make_fleet
 from bench.lookups import LOOKUPS, RunningLookup, start_lookup
@@ -49,6 +57,7 @@ __all__ = ["Stack", "start_stack", "start_nova", "start_metaproxy", "run_local_s
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SECRET = "bench-shared-secret"
+AGENT_CONFIG = "agent.ini"
 
 
 class Stack:
@@ -68,6 +77,17 @@ class Stack:
     @property
     def nova_url(self) -> str:
         return f"http://127.0.0.1:{self.nova_port}"
+
+    @property
+    def agent_config(self) -> Path:
+        """The agent's configuration file (L{start_metaproxy} writes it)."""
+        return self.run_dir / AGENT_CONFIG
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process of the stack: the agent, the fake Nova, the lookup service."""
+        return ([p.pid for p in (self.agent, self.nova) if p is not None]
+                + (list(self.lookup.pids) if self.lookup is not None else []))
 
     def stop(self) -> None:
         for process in (self.agent, self.nova):
@@ -108,7 +128,7 @@ def start_metaproxy(fleet: Fleet, table: Path, run: Path, *, nova_port: int, sec
     """
     state, ns_dir = run / "s", run / "ns"
     config = write_agent_config(
-        run / "agent.ini", state_path=state, nova_port=nova_port, secret=secret, table=table,
+        run / AGENT_CONFIG, state_path=state, nova_port=nova_port, secret=secret, table=table,
         namespaces=fleet.namespace_names(),
         extra_default=lookup.extra_default if lookup else "",
         extra_metaproxy=(f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}"
@@ -160,32 +180,68 @@ def start_stack(fleet: Fleet, *, secret: str = DEFAULT_SECRET, agent_secret: str
 def run_local_storms(fleet: Fleet, config: StormConfig, targets: Sequence[str], *,
                      secret: str = DEFAULT_SECRET, agent_secret: str | None = None,
                      nova_delay: float = 0.0, keep: bool = False,
-                     lookup: str = "table") -> list[StormResult]:
-    """One storm per target (C{shared}, C{namespaces}), each on a fresh fake Nova, lookup
-    service and agent. The config's socket paths are filled in from the stack."""
+                     lookup: str = "table", haproxy_socket: str = "shared") -> list[StormResult]:
+    """One storm per target (C{shared}, C{namespaces}, C{haproxy}), each on a fresh fake
+    Nova, lookup service and agent. The config's socket paths are filled in from the
+    stack; for C{haproxy} the namespaces and haproxy (forwarding to the agent's
+    C{haproxy_socket}: C{shared} or C{namespaces}) are built in front of it, and removed
+    after the storm."""
     import attrs
 
     results = []
     for target in targets:
         stack = start_stack(fleet, secret=secret, agent_secret=agent_secret,
                             nova_delay=nova_delay, lookup=lookup)
+        front = None
         try:
-            run_config = attrs.evolve(config, target=target, shared_socket=stack.shared_socket,
-                                      namespace_socket_dir=stack.namespace_socket_dir,
-                                      nova_url=stack.nova_url)
-            assert stack.agent is not None
-            result = run_storm(run_config, fleet, [stack.agent.pid],
-                               nova_pids=[stack.nova.pid])
+            with _sigterm_interrupts():
+                run_config = attrs.evolve(config, target=target,
+                                          shared_socket=stack.shared_socket,
+                                          namespace_socket_dir=stack.namespace_socket_dir,
+                                          nova_url=stack.nova_url)
+                storm_target = None
+                if target == "haproxy":
+                    from bench.nstarget import start_haproxy_front
+
+                    front = start_haproxy_front(fleet, config.instances,
+                                                agent_config=stack.agent_config,
+                                                socket=haproxy_socket, adopt=stack.pids)
+                    print(front.describe_setup(), file=sys.stderr, flush=True)
+                    storm_target = front.target
+                assert stack.agent is not None
+                result = run_storm(run_config, fleet, [stack.agent.pid], target=storm_target,
+                                   nova_pids=[stack.nova.pid])
             if not stack.agent.alive():
                 raise RuntimeError(f"the agent died during the storm:\n{stack.agent.log()[-3000:]}")
             results.append(result)
         finally:
+            if front is not None:
+                front.stop()
             stack.stop()
             if not keep:
                 shutil.rmtree(stack.run_dir, ignore_errors=True)
             else:
                 print(f"run directory kept: {stack.run_dir}", file=sys.stderr)
     return results
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so the clean-up
+    (namespaces, haproxy, agent) runs; Python's default would end the process without
+    it. Only in the main thread (where signals can be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def short_storm(instances: int = 50, *, routers: int = 5, concurrency: int = 20,
@@ -236,9 +292,17 @@ def _storm_options(parser: argparse.ArgumentParser, *, target: bool = True) -> N
     load.add_argument("--concurrency", type=int, default=200,
                       help="boots in progress at once (default %(default)s)")
     if target:
-        load.add_argument("--target", choices=["shared", "namespaces", "both"],
+        load.add_argument("--target", choices=["shared", "namespaces", "both", "haproxy"],
                           default="both",
-                          help="the shared socket, per-namespace sockets, or both in turn")
+                          help="the shared socket, per-namespace sockets, both in turn, or "
+                               "haproxy in network namespaces in front of the agent, the "
+                               "instances connecting from their own namespaces (root, ip, "
+                               "iptables, haproxy)")
+        load.add_argument("--haproxy-socket", choices=["shared", "namespaces"],
+                          default="shared",
+                          help="with --target haproxy: haproxy forwards to the agent's shared "
+                               "socket (as Neutron's haproxy does; default) or to each "
+                               "namespace's own socket")
     load.add_argument("--keepalive", action="store_true",
                       help="reuse a boot's connection (default: one connection per request, "
                            "as haproxy's http-server-close)")
@@ -290,14 +354,27 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if made is None:
         return 2
     fleet, config = made
+    if args.target == "haproxy":
+        from bench.nstarget import missing_line
+
+        missing = missing_line()
+        if missing:
+            print(f"bench storm: {missing}", file=sys.stderr)
+            return 2
     agent_secret = args.secret + "-but-wrong" if args.wrong_secret else None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     print(f"boot storm: {fleet.describe()}; {config.concurrency} concurrent boots; "
           f"targets {', '.join(_targets(args.target))}; lookups: {args.lookup}",
           file=sys.stderr)
-    results = run_local_storms(fleet, config, _targets(args.target), secret=args.secret,
-                               agent_secret=agent_secret, nova_delay=args.nova_delay,
-                               keep=args.keep, lookup=args.lookup)
+    try:
+        results = run_local_storms(fleet, config, _targets(args.target), secret=args.secret,
+                                   agent_secret=agent_secret, nova_delay=args.nova_delay,
+                                   keep=args.keep, lookup=args.lookup,
+                                   haproxy_socket=args.haproxy_socket)
+    except KeyboardInterrupt:
+        print("bench storm: interrupted; what it started is stopped and removed",
+              file=sys.stderr)
+        return 130
     command = "python -m bench " + " ".join(argv)
     written = write_results(results, args.out, stamp, command)
     for result in results:

@@ -16,7 +16,11 @@ Agents (L{AGENTS}):
   - C{metaproxy}: C{twistd metaproxy} through Neutron's shared socket;
   - C{metaproxy-namespaces}: the same, through its per-namespace sockets;
   - C{upstream}: upstream's C{neutron-metadata-agent} (L{bench.upstream}: its own code,
-    with only the port lookup RPC answered from the same table), shared socket only.
+    with only the port lookup RPC answered from the same table), shared socket only;
+  - C{metaproxy-haproxy}, C{upstream-haproxy}: the same agent on its shared socket, behind
+    real haproxy in network namespaces, the instances connecting from their own
+    namespaces (L{bench.nstarget}; root, ip, iptables, haproxy). haproxy retries a
+    refused connection (C{retries 3}), as it would in front of upstream on a node.
 
 Agents may be of the same kind (an agent is started per side: an A/A run shows the noise).
 Results are kept per round and added up per agent (L{bench.report.merge_results}:
@@ -66,7 +70,11 @@ AGENTS = {
     "metaproxy": "metaproxy (twistd metaproxy), Neutron's shared socket",
     "metaproxy-namespaces": "metaproxy (twistd metaproxy), its per-namespace sockets",
     "upstream": "upstream's neutron-metadata-agent, shared socket (its only kind)",
+    "metaproxy-haproxy": "metaproxy behind real haproxy in network namespaces, shared socket",
+    "upstream-haproxy": "upstream behind real haproxy in network namespaces, shared socket",
 }
+#: An agent name ending so is the agent before it behind haproxy (L{bench.nstarget}).
+HAPROXY_SUFFIX = "-haproxy"
 #: An agent is idle when its processes use less than this share of one core...
 IDLE_SHARE = 0.05
 #: ... over this many seconds; L{wait_idle} gives up after L{IDLE_TIMEOUT}.
@@ -85,8 +93,11 @@ class RunningAgent:
     process: Process
     target: Target
     run_dir: Path
+    front: Any = None  # bench.nstarget.HaproxyFront, for the -haproxy agents
 
     def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
         self.process.stop()
 
     def is_metaproxy(self) -> bool:
@@ -106,6 +117,22 @@ def start_named_agent(name: str, label: str, fleet: Fleet, table: Path, run_dir:
     from bench.__main__ import start_metaproxy
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if name.endswith(HAPROXY_SUFFIX) and name in AGENTS:
+        from bench.nstarget import start_haproxy_front
+
+        agent = start_named_agent(name[:-len(HAPROXY_SUFFIX)], label, fleet, table, run_dir,
+                                  nova_port=nova_port, secret=secret,
+                                  upstream_workers=upstream_workers, lookup=lookup)
+        try:
+            front = start_haproxy_front(fleet, len(fleet.instances),
+                                        socket_path=agent.target.path,  # type: ignore
+                                        adopt=[agent.process.pid])
+        except BaseException:
+            agent.stop()
+            raise
+        print(f"compare: {label}: {front.describe_setup()}", file=sys.stderr, flush=True)
+        return RunningAgent(name, label, f"{agent.description}; behind {front.target.describe()}",
+                            agent.process, front.target, run_dir, front)
     if name in ("metaproxy", "metaproxy-namespaces"):
         process, shared, ns_dir = start_metaproxy(fleet, table, run_dir, nova_port=nova_port,
                                                   secret=secret, lookup=lookup)
@@ -373,7 +400,7 @@ def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None
                 result = run_storm(run_config, fleet, [agent.process.pid], target=agent.target,
                                    nova_pids=[nova.pid],
                                    label="upstream neutron-metadata-agent"
-                                   if agent.name == "upstream" else "metaproxy")
+                                   if agent.name.startswith("upstream") else "metaproxy")
                 for each in agents:
                     if not each.process.alive():
                         raise RuntimeError(f"{each.label} died during round {side.upper()}"
@@ -437,6 +464,14 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if made is None:
         return 2
     fleet, config = made
+    if any(name and name.endswith(HAPROXY_SUFFIX) for name in (args.a, args.b, args.c)):
+        from bench.nstarget import missing_line
+
+        missing = missing_line()
+        if missing:
+            print(f"bench compare: {missing.replace('--target haproxy', 'a -haproxy agent')}",
+                  file=sys.stderr)
+            return 2
     secret = args.secret
     agent_secret = secret + "-but-wrong" if args.wrong_secret else None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -445,11 +480,19 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(f"compare: {args.a} (A), {args.b} (B){third}; {fleet.describe()}; "
           f"{config.concurrency} concurrent boots; {args.rounds} storm"
           f"{'s' if args.rounds > 1 else ''} per agent, alternating", file=sys.stderr)
-    comparison = run_compare(fleet, config, args.a, args.b, args.c, rounds=args.rounds,
-                             secret=secret,
-                             agent_secret=agent_secret, nova_delay=args.nova_delay,
-                             upstream_workers=args.upstream_workers, keep=args.keep,
-                             command=command, lookup=args.lookup)
+    from bench.__main__ import _sigterm_interrupts
+
+    try:
+        with _sigterm_interrupts():  # SIGTERM cleans up as Ctrl-C does (namespaces too)
+            comparison = run_compare(fleet, config, args.a, args.b, args.c,
+                                     rounds=args.rounds, secret=secret,
+                                     agent_secret=agent_secret, nova_delay=args.nova_delay,
+                                     upstream_workers=args.upstream_workers, keep=args.keep,
+                                     command=command, lookup=args.lookup)
+    except KeyboardInterrupt:
+        print("bench compare: interrupted; what it started is stopped and removed",
+              file=sys.stderr)
+        return 130
     written = comparison.write(args.out, stamp)
     print(comparison.to_markdown(stamp))
     if not matplotlib_available():

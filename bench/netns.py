@@ -52,6 +52,7 @@ __all__ = [
     "Namespace",
     "Port",
     "Instance",
+    "InstanceGroup",
     "Haproxy",
     "Topology",
     "missing_prerequisites",
@@ -89,10 +90,12 @@ class TopologyError(RuntimeError):
 
 
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
-         cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+         cwd: str | os.PathLike | None = None,
+         input: bytes | None = None) -> subprocess.CompletedProcess:
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     try:
         done = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
-                              stdin=subprocess.DEVNULL)
+                              **stdin)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise TopologyError(f"{' '.join(argv)}: {e}") from None
     if check and done.returncode != 0:
@@ -347,6 +350,24 @@ class Instance:
 
 
 @attrs.define
+class InstanceGroup:
+    """Several instances' addresses in one namespace, on one C{eth0} on one network: the
+    boot storm's instance side (L{Topology.add_instance_group}). Each address is a
+    distinct source for the agent; what the namespace does not have is a MAC (and an
+    EUI-64 link-local address) per instance."""
+
+    name: str
+    namespace: str
+    network_id: str
+    attached_to: Namespace
+    ips: tuple[str, ...]
+    mac: str
+
+    def __str__(self) -> str:
+        return self.namespace
+
+
+@attrs.define
 class Haproxy:
     """A haproxy daemon in a namespace: its configuration, pidfile and process id."""
 
@@ -380,6 +401,7 @@ class Topology:
         making.rename(self.run_dir)
         self.namespaces: dict[str, Namespace] = {}
         self.instances: dict[str, Instance] = {}
+        self.instance_groups: dict[str, InstanceGroup] = {}
         self._cleaned = False
         self._iptables: str | None = None
         atexit.register(self.cleanup)
@@ -505,36 +527,84 @@ class Topology:
         port = parent.ports.get(network_id)
         if port is None:
             raise TopologyError(f"{parent.name} has no port on network {network_id}")
+        ns_name = self._take_port(name, parent, network_id)
+        prefix = port.cidr.split("/")[1]
+        address = ip if "/" in ip else f"{ip}/{prefix}"
+        self._attach(ns_name, parent, port, mac, [address])
+        instance = Instance(name, ns_name, network_id, parent, address.split("/")[0], mac)
+        self.instances[name] = instance
+        return instance
+
+    def add_instance_group(self, name: str, attached_to: tuple[Namespace, str],
+                           ips: Sequence[str], mac: str) -> InstanceGroup:
+        """One namespace C{mpe2e-<hex>-<name>} standing for several instances of one
+        network: its C{eth0} (MAC C{mac}), the peer of C{attached_to}'s port, carries
+        every address of C{ips} (with the port's prefix unless given), routed as in
+        L{add_instance}. A socket bound to one of them is that instance to the network.
+
+        One namespace per instance costs about 70 ms of C{ip} commands each (and a router
+        port each); a group costs one namespace and one C{ip -batch} for all its
+        addresses, which is what makes a storm of 1,000 instances quick to set up.
+        """
+        if not ips:
+            raise TopologyError(f"instance group {name} has no address")
+        parent, network_id = attached_to
+        port = parent.ports.get(network_id)
+        if port is None:
+            raise TopologyError(f"{parent.name} has no port on network {network_id}")
+        ns_name = self._take_port(name, parent, network_id)
+        prefix = port.cidr.split("/")[1]
+        addresses = [ip if "/" in ip else f"{ip}/{prefix}" for ip in ips]
+        self._attach(ns_name, parent, port, mac, addresses)
+        group = InstanceGroup(name, ns_name, network_id, parent,
+                              tuple(a.split("/")[0] for a in addresses), mac)
+        self.instance_groups[name] = group
+        return group
+
+    def _take_port(self, name: str, parent: Namespace, network_id: str) -> str:
+        """Check C{parent}'s port on C{network_id} is free; add the instance namespace."""
         if any(i.attached_to is parent and i.network_id == network_id
-               for i in self.instances.values()):
+               for i in [*self.instances.values(), *self.instance_groups.values()]):
             raise TopologyError(f"{parent.name} already has an instance on {network_id}")
         ns_name = f"{_INSTANCE_PREFIX}{self._hex}-{name}"
         self._add_namespace(ns_name, "instance", name)
+        return ns_name
+
+    def _attach(self, ns_name: str, parent: Namespace, port: Port, mac: str,
+                addresses: Sequence[str]) -> None:
+        """Move C{port}'s peer into C{ns_name} as C{eth0} with C{addresses}; route
+        169.254.169.254 through the port (the default route behind a router)."""
         _run(["ip", "-n", parent.name, "link", "set", port.peer, "netns", ns_name])
         _run(["ip", "-n", ns_name, "link", "set", port.peer, "name", "eth0"])
         _run(["ip", "-n", ns_name, "link", "set", "eth0", "address", mac])
-        prefix = port.cidr.split("/")[1]
-        address = ip if "/" in ip else f"{ip}/{prefix}"
-        _run(["ip", "-n", ns_name, "addr", "add", address, "dev", "eth0"])
+        if len(addresses) == 1:
+            _run(["ip", "-n", ns_name, "addr", "add", addresses[0], "dev", "eth0"])
+        else:
+            batch = "".join(f"addr add {address} dev eth0\n" for address in addresses)
+            _run(["ip", "-n", ns_name, "-batch", "-"], input=batch.encode(), timeout=120)
         _run(["ip", "-n", ns_name, "link", "set", "eth0", "up"])
         if parent.kind == "router":
             _run(["ip", "-n", ns_name, "route", "add", "default", "via", port.ip])
         else:
             _run(["ip", "-n", ns_name, "route", "add", f"{METADATA_V4}/32", "via", port.ip])
-        instance = Instance(name, ns_name, network_id, parent, address.split("/")[0], mac)
-        self.instances[name] = instance
-        return instance
 
     # -- haproxy --------------------------------------------------------------------------
 
     def haproxy_config(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
                        shared: bool = False, socket: str | None = None,
-                       extra_args: Sequence[str] = ()) -> tuple[str, Path]:
+                       extra_args: Sequence[str] = (),
+                       as_namespace: str | None = None) -> tuple[str, Path]:
         """The configuration C{metaproxy haproxy-config} renders for C{namespace}, and the
         pidfile it names. DHCP and OVN namespaces with IPv6 also bind fe80::a9fe:a9fe on
-        their port."""
-        pidfile = self.run_dir / "haproxy" / f"{namespace.id}.pid"
-        argv = [sys.executable, "-m", "metaproxy.cli", "haproxy-config", namespace.name,
+        their port.
+
+        @param as_namespace: render it for this namespace name (its header and its own
+            socket) instead of C{namespace}'s: the boot storm's namespaces carry this
+            run's tag, while the fleet's routers and networks have uuids.
+        """
+        pidfile = self.haproxy_pidfile(namespace)
+        argv = [sys.executable, "-m", "metaproxy.cli", "haproxy-config",
+                as_namespace or namespace.name,
                 "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
         if config_file is not None:
             argv += ["--config-file", str(config_file)]
@@ -555,19 +625,34 @@ class Topology:
                                 f"{done.stderr.decode(errors='replace').strip()}")
         return done.stdout.decode(), pidfile
 
+    def haproxy_pidfile(self, namespace: Namespace) -> Path:
+        """Where the configuration for C{namespace}'s haproxy must put its pidfile."""
+        return self.run_dir / "haproxy" / f"{namespace.id}.pid"
+
     def start_haproxy(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
                       shared: bool = False, socket: str | None = None,
-                      extra_args: Sequence[str] = ()) -> Haproxy:
+                      extra_args: Sequence[str] = (),
+                      as_namespace: str | None = None,
+                      config_text: str | None = None) -> Haproxy:
         """Write C{namespace}'s configuration (see L{haproxy_config}) and start
         C{haproxy -f <conf>} in the namespace as Neutron does; it daemonises after
-        binding, so it listens when this returns."""
+        binding, so it listens when this returns.
+
+        @param config_text: the configuration, already rendered by the caller (with
+            L{haproxy_pidfile} as its pidfile); the other options are then unused.
+        """
         if self._cleaned:
             raise TopologyError(f"cannot start haproxy in {namespace.name}: this topology "
                                 "has been cleaned up")
         if namespace.haproxy is not None:
             raise TopologyError(f"haproxy already runs in {namespace.name}")
-        text, pidfile = self.haproxy_config(namespace, config_file=config_file, shared=shared,
-                                            socket=socket, extra_args=extra_args)
+        if config_text is not None:
+            text, pidfile = config_text, self.haproxy_pidfile(namespace)
+        else:
+            text, pidfile = self.haproxy_config(namespace, config_file=config_file,
+                                                shared=shared, socket=socket,
+                                                extra_args=extra_args,
+                                                as_namespace=as_namespace)
         config_path = self.run_dir / "haproxy" / f"{namespace.id}.conf"
         config_path.write_text(text)
         log_path = self.run_dir / "haproxy" / f"{namespace.id}.log"
@@ -639,6 +724,9 @@ class Topology:
         for key, instance in list(self.instances.items()):
             if instance.namespace == name:
                 del self.instances[key]
+        for key, group in list(self.instance_groups.items()):
+            if group.namespace == name:
+                del self.instance_groups[key]
 
     @property
     def cleaned(self) -> bool:
@@ -661,6 +749,7 @@ class Topology:
                 names.add(name)
         self.namespaces.clear()
         self.instances.clear()
+        self.instance_groups.clear()
         _destroy_run(self._hex, sorted(names))
         try:
             atexit.unregister(self.cleanup)

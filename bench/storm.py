@@ -19,8 +19,9 @@ A request is what haproxy sends to the agent: cloud-init's headers, C{Connection
 (without keep-alive), then the target's headers (the namespace header haproxy sets, and
 C{X-Forwarded-For} last). A L{Target} says how to open a connection for an instance and
 which headers to add: L{SharedSocket} (Neutron's shared socket) and L{NamespaceSockets}
-(one socket per namespace) are here; a target that goes through a real haproxy in a
-network namespace only has to implement the same two methods.
+(one socket per namespace) are here; L{bench.nstarget.HaproxyNamespaces} goes through a
+real haproxy in network namespaces (it connects from the instance's namespace and
+address, and adds no header: haproxy adds them).
 
 Every answer is checked against the instance it belongs to (L{check_answer}) and counted
 under one of L{KINDS}: C{ok}, or an error. A status cloud-init does not accept ends the
@@ -200,7 +201,8 @@ class NamespaceSockets:
 
 # ---- configuration
 
-TARGET_KINDS = ("shared", "namespaces")
+#: C{haproxy} (L{bench.nstarget}) needs a built topology: it is given to L{run_storm}.
+TARGET_KINDS = ("shared", "namespaces", "haproxy")
 
 
 @attrs.frozen
@@ -213,7 +215,8 @@ class StormConfig:
     @ivar ramp: seconds over which boot starts are spread evenly (0: all at once).
     @ivar keepalive: reuse a boot's connection while the agent keeps it open.
     @ivar target: C{shared} or C{namespaces}: which socket(s) of L{shared_socket} and
-        L{namespace_socket_dir}; ignored when L{run_storm} is given a target.
+        L{namespace_socket_dir}; ignored when L{run_storm} is given a target, which
+        C{haproxy} needs (L{bench.nstarget.start_haproxy_front}).
     @ivar workers: generator processes.
     @ivar request_timeout: seconds for one request, connecting included.
     @ivar nova_url: the fake Nova's base URL (C{http://127.0.0.1:PORT}) for its counters.
@@ -248,6 +251,9 @@ class StormConfig:
             if not self.shared_socket:
                 raise ValueError("target 'shared' needs shared_socket")
             return SharedSocket(self.shared_socket)
+        if self.target == "haproxy":
+            raise ValueError("target 'haproxy' needs its namespaces built: pass "
+                             "bench.nstarget.start_haproxy_front(...).target to run_storm")
         if not self.namespace_socket_dir:
             raise ValueError("target 'namespaces' needs namespace_socket_dir")
         return NamespaceSockets(self.namespace_socket_dir)
