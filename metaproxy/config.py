@@ -160,6 +160,60 @@ METAPROXY_OPTS = [
     cfg.BoolOpt("gzip_decode", default=False,
                 help="Decompress gzip bodies from Nova, as Neutron 2025.2 and later do. "
                 "The default passes bodies through byte-exact."),
+    cfg.ListOpt("nova_metadata_endpoints", default=[],
+                help="More Nova metadata API endpoints after the one of nova_metadata_host, "
+                "nova_metadata_port and nova_metadata_protocol, comma separated: URLs "
+                "(http://host:port, https://[v6addr]:port) or host:port (with "
+                "nova_metadata_protocol). Requests go to the first healthy one; GET and HEAD "
+                "requests fail over to the next when one cannot be reached. The TLS options "
+                "apply to every https endpoint."),
+    cfg.IntOpt("nova_breaker_failures", default=5, min=1,
+               help="Consecutive failures (unreachable or no answer in nova_timeout) after "
+               "which an endpoint is left alone for nova_breaker_cooldown seconds; then one "
+               "request probes it, and it is used again once one succeeds."),
+    cfg.FloatOpt("nova_breaker_cooldown", default=5, min=0.1,
+                 help="Seconds an endpoint is left alone after nova_breaker_failures; "
+                 "doubles while its probes fail, up to 12 times this."),
+    cfg.IntOpt("nova_max_queued", default=1000, min=0,
+               help="Most requests waiting for one of nova_max_in_flight's slots (per "
+               "endpoint); more get 503 with Retry-After at once instead of waiting."),
+    cfg.IntOpt("max_connections", default=16384, min=1,
+               help="Most connections from the namespace proxies open at once, all sockets "
+               "together; more are answered 503 with Retry-After and closed (keep it below "
+               "the process's open-file limit)."),
+    cfg.IntOpt("max_connections_per_namespace", default=2048, min=1,
+               help="Most connections open at once on one namespace's own socket (haproxy "
+               "opens at most its maxconn, 1024); more are answered 503 and closed. The "
+               "shared socket carries every namespace and is bounded by max_connections."),
+    cfg.StrOpt("guest_forwarded_for", default="log", choices=["off", "log", "enforce"],
+               help="A request that carried an X-Forwarded-For of its own (more than haproxy's "
+               "one) came through a proxy inside the instance: off ignores it, log counts "
+               "and logs it (at most one line per refusal_log_interval), enforce answers "
+               "403 as well."),
+    cfg.FloatOpt("refusal_log_interval", default=60, min=0,
+                 help="Seconds between two log lines about guest-forwarded requests, rate "
+                 "limiting, full connection limits or a full Nova queue; the lines left out "
+                 "are counted in the next."),
+    cfg.IntOpt("rate_limit_max_sources", default=100000, min=1,
+               help="Most sources (namespace, address) the rate limiter remembers; idle "
+               "ones are forgotten after twice the longest window anyway."),
+]
+# [metadata_rate_limiting]: Neutron's options (reference 2.2), read by the agent here.
+RATE_LIMIT_OPTS = [
+    cfg.BoolOpt("rate_limit_enabled", default=False,
+                help="Limit the requests of each source (namespace and address) in the "
+                "agent, with a base and a burst window; more get 429 with Retry-After."),
+    cfg.ListOpt("ip_versions", default=[4], item_type=types.Integer(choices=[4, 6]),
+                help="Address families limited: 4, 6, or 4,6 for both (haproxy can limit "
+                "only one; metaproxy limits both)."),
+    cfg.IntOpt("base_window_duration", default=10, min=1,
+               help="Seconds of the base window."),
+    cfg.IntOpt("base_query_rate_limit", default=10, min=1,
+               help="Requests one source may make in the base window."),
+    cfg.IntOpt("burst_window_duration", default=10, min=1,
+               help="Seconds of the burst window."),
+    cfg.IntOpt("burst_query_rate_limit", default=10, min=1,
+               help="Requests one source may make in the burst window."),
 ]
 
 #: keystoneauth's interface names (its "internalURL" spellings accepted too).
@@ -241,8 +295,8 @@ OVN_OPTS = [
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
     return [("DEFAULT", METADATA_OPTS + COMMON_OPTS), ("AGENT", AGENT_OPTS),
-            ("cache", CACHE_OPTS), ("metaproxy", METAPROXY_OPTS), ("neutron", NEUTRON_OPTS),
-            ("ovn", OVN_OPTS)]
+            ("cache", CACHE_OPTS), ("metadata_rate_limiting", RATE_LIMIT_OPTS),
+            ("metaproxy", METAPROXY_OPTS), ("neutron", NEUTRON_OPTS), ("ovn", OVN_OPTS)]
 
 
 def register_options(conf: cfg.ConfigOpts) -> None:
@@ -334,7 +388,23 @@ class Settings:
     ovsdb_connection_timeout: int
     ovsdb_retry_max_interval: int
     ovsdb_probe_interval: int
+    nova_metadata_endpoints: tuple[str, ...]
+    nova_breaker_failures: int
+    nova_breaker_cooldown: float
+    nova_max_queued: int
+    max_connections: int
+    max_connections_per_namespace: int
+    guest_forwarded_for: str
+    refusal_log_interval: float
+    rate_limit_max_sources: int
+    rate_limit_enabled: bool
+    ip_versions: tuple[int, ...]
+    base_window_duration: int
+    base_query_rate_limit: int
+    burst_window_duration: int
+    burst_query_rate_limit: int
     socket_mode: int
+    nova_urls: tuple[str, ...]
     nova_url: str
     config_files: tuple[str, ...]
 
@@ -403,7 +473,7 @@ def default_text(opt: cfg.Opt, sample: bool = True) -> str:
     if isinstance(opt.default, bool):
         return str(opt.default).lower()
     if isinstance(opt.default, list):
-        return ",".join(opt.default) if sample or opt.default else "(empty)"
+        return ",".join(map(str, opt.default)) if sample or opt.default else "(empty)"
     return str(opt.default) if sample or opt.default != "" else "(empty)"
 
 
@@ -457,6 +527,9 @@ def _build(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
     values["namespaces"] = tuple(values["namespaces"])
     values["neutron_valid_interfaces"] = tuple(
         i.strip() for i in values["neutron_valid_interfaces"] if i.strip())
+    values["ip_versions"] = tuple(values["ip_versions"])
+    values["nova_metadata_endpoints"] = tuple(
+        e.strip() for e in values["nova_metadata_endpoints"] if e.strip())
     if values["metadata_workers"] is None:
         values["metadata_workers"] = (os.cpu_count() or 1) // 2
     values["socket_mode"] = socket_mode(values["metadata_proxy_socket_mode"],
@@ -464,7 +537,18 @@ def _build(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
                                         values["metadata_proxy_group"])
     values["nova_url"] = _nova_url(values["nova_metadata_protocol"],
                                    values["nova_metadata_host"], values["nova_metadata_port"])
+    values["nova_urls"] = _nova_urls(values["nova_url"], values["nova_metadata_protocol"],
+                                     values["nova_metadata_endpoints"])
     return Settings(**values)
+
+
+def _nova_urls(first: str, protocol: str, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+    """Every Nova endpoint as a URL: the upstream options' first, then
+    C{nova_metadata_endpoints} (C{host:port} entries take C{nova_metadata_protocol})."""
+    urls = [first]
+    for entry in endpoints:
+        urls.append(entry if "://" in entry else f"{protocol}://{entry}")
+    return tuple(urls)
 
 
 def _opt(group: str, name: str) -> cfg.Opt:
@@ -540,6 +624,19 @@ def _cross_check(s: Settings, sources: _Sources) -> None:
         what = "an OVN namespace's socket path" if ns is example else f"{ns.name}'s socket path"
         _check_socket_path(sources, "metaproxy", "namespace_socket_dir", s.namespace_socket_dir,
                            namespace_socket_path(s.namespace_socket_dir, ns), what)
+    if s.rate_limit_enabled and not s.ip_versions:
+        raise _problem(sources, "metadata_rate_limiting",
+                       _opt("metadata_rate_limiting", "ip_versions"), "",
+                       "is empty while rate_limit_enabled is true, so nothing would be limited",
+                       "set 4, 6 or 4,6, or remove the line to use the default 4")
+    for url, entry in zip(s.nova_urls[1:], s.nova_metadata_endpoints):
+        from metaproxy.nova import check_url  # imported here: config stays light
+        problem = check_url(url)
+        if problem is not None:
+            raise _problem(sources, "metaproxy", _opt("metaproxy", "nova_metadata_endpoints"),
+                           list(s.nova_metadata_endpoints), f"entry {entry!r}: {problem}",
+                           "write each entry as http://host:port, https://host:port or "
+                           "host:port, comma separated")
     if s.lookup_backend == "table":
         _check_file(sources, "metaproxy", "lookup_table", s.lookup_table, "port table")
     if s.lookup_backend == "neutron_api":
@@ -710,6 +807,8 @@ _DERIVED = {
     "socket_mode": ("metadata_proxy_socket_mode", "metadata_proxy_user",
                     "metadata_proxy_group"),
     "nova_url": ("nova_metadata_protocol", "nova_metadata_host", "nova_metadata_port"),
+    "nova_urls": ("nova_metadata_protocol", "nova_metadata_host", "nova_metadata_port",
+                  "nova_url", "nova_metadata_endpoints"),
 }
 
 
@@ -734,6 +833,12 @@ def default_settings(**overrides: Any) -> Settings:
     for derived, inputs in _DERIVED.items():
         if derived not in overrides and any(name in overrides for name in inputs):
             args = [getattr(settings, name) for name in inputs]
-            value = socket_mode(*args) if derived == "socket_mode" else _nova_url(*args)
+            if derived == "socket_mode":
+                value = socket_mode(*args)
+            elif derived == "nova_url":
+                value = _nova_url(*args)
+            else:
+                value = _nova_urls(settings.nova_url, settings.nova_metadata_protocol,
+                                   tuple(settings.nova_metadata_endpoints))
             settings = attrs.evolve(settings, **{derived: value})
     return settings

@@ -59,9 +59,11 @@ __all__ = [
     "NovaUnreachable",
     "NovaTimeout",
     "NovaBadResponse",
+    "NovaOverloaded",
     "NovaClient",
     "MAX_BODY_BYTES",
     "CACHED_CONNECTION_TIMEOUT",
+    "check_url",
 ]
 
 #: The largest response body accepted from Nova. Metadata documents are small (user data
@@ -138,6 +140,10 @@ class NovaTimeout(NovaError):
 
 class NovaBadResponse(NovaError):
     """Nova answered, but not with a usable HTTP response (unparsable, or too big)."""
+
+
+class NovaOverloaded(NovaError):
+    """Every slot is taken and the queue for one is full: refused before being sent."""
 
 
 class _Exchange:
@@ -250,6 +256,8 @@ class NovaClient:
         concurrency, C{max_in_flight} does; size this near it, or bursts open and close
         connections.
     @param max_in_flight: The most requests sent to Nova at once; further ones queue.
+    @param max_queued: The most requests queued for a slot; further ones fail at once
+        with L{NovaOverloaded} (C{None}: no bound). C{rejected} counts them.
     @param tls: The HTTPS policy, normally L{metaproxy.tls.nova_tls_policy}'s. It is
         asked for a connection creator once, here. For an C{https} URL without one,
         the system trust store is used.
@@ -264,6 +272,7 @@ class NovaClient:
         connect_timeout: float,
         pool_size: int,
         max_in_flight: int,
+        max_queued: int | None = None,
         tls: IPolicyForHTTPS | None = None,
     ) -> None:
         scheme, host, port, prefix = _parseBaseURL(base_url)
@@ -282,6 +291,9 @@ class NovaClient:
         self._lineStart = b" " + prefix.encode("ascii")
         self._hostLine = b" HTTP/1.1\r\nHost: " + hostValue + b"\r\n"
         self._maxInFlight = max_in_flight
+        self._maxQueued = max_queued if max_queued is not None else float("inf")
+        #: requests refused because the queue was full (for metrics)
+        self.rejected = 0
         self._active = 0
         self._queue: deque[_Exchange] = deque()
         endpoint = tcp_endpoint(reactor, host, port, connect_timeout)
@@ -315,6 +327,7 @@ class NovaClient:
         target: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
+        timeout: float | None = None,
     ) -> Deferred[NovaResponse]:
         """Send one request to Nova and read the whole response.
 
@@ -327,11 +340,13 @@ class NovaClient:
             connection headers.
         @param body: Sent for any method when not empty. An empty POST or PUT gets
             C{Content-Length: 0}; other empty requests get no body.
+        @param timeout: Seconds for this request instead of the client's C{timeout}
+            (what is left of a deadline, when failing over from another endpoint).
 
         @return: Fires with a L{NovaResponse} for any status (a 302 is not followed),
             or fails with L{NovaUnreachable}, L{NovaTimeout} or L{NovaBadResponse}; or
             with C{ValueError} for an unusable target, header or method (before taking
-            a slot). Cancelling it aborts the request and fails it with
+            a slot), or L{NovaOverloaded} when the queue for a slot is full. Cancelling it aborts the request and fails it with
             C{CancelledError}.
         """
         if b"#" in target:
@@ -368,7 +383,14 @@ class NovaClient:
             method in _RETRYABLE and not body,
         )
         d = exchange.deferred
-        exchange.timer = self._reactor.callLater(self._timeout, exchange.timedOut)
+        if self._active >= self._maxInFlight and len(self._queue) >= self._maxQueued:
+            self.rejected += 1
+            return fail(NovaOverloaded(
+                f"{self._maxInFlight} requests in flight to the Nova metadata API at "
+                f"{self._where} and {len(self._queue)} waiting (nova_max_in_flight, "
+                "nova_max_queued)"))
+        exchange.timer = self._reactor.callLater(
+            self._timeout if timeout is None else timeout, exchange.timedOut)
         if self._active < self._maxInFlight:
             self._active += 1
             self._pool.send(exchange)
@@ -444,6 +466,15 @@ def _describe(exc: BaseException) -> str:
         if reasons:
             return ", ".join(reasons)
     return str(exc) or exc.__class__.__name__
+
+
+def check_url(url: str) -> str | None:
+    """Why C{url} cannot be a Nova endpoint (a sentence), or C{None} if it can."""
+    try:
+        _parseBaseURL(url)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _parseBaseURL(base_url: str) -> tuple[str, str, int, str]:

@@ -7,7 +7,7 @@ HTTP answer and one log line an operator can act on; the success path logs nothi
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
@@ -15,12 +15,17 @@ from twisted.python.failure import Failure
 
 from metaproxy.caller import CallerError, Identity, identify
 from metaproxy.namespace import Namespace
-from metaproxy.nova import NovaBadResponse, NovaResponse, NovaTimeout, NovaUnreachable
+from metaproxy.nova import (
+    NovaBadResponse, NovaOverloaded, NovaResponse, NovaTimeout, NovaUnreachable,
+)
 from metaproxy.request import Request
 from metaproxy.resolve.base import Instance, LookupUnavailable
 from metaproxy.resolve.resolver import Caller
 from metaproxy.response import PASS_THROUGH_STATUSES, error_response, relay_response
 from metaproxy.signing import sign_instance_id
+
+if TYPE_CHECKING:
+    from metaproxy.policy import RequestPolicy
 
 __all__ = ["Pipeline", "Forwarder", "Resolver"]
 
@@ -51,7 +56,7 @@ class Pipeline:
 
     def __init__(self, resolver: Resolver, nova: Forwarder, secret: bytes, *,
                  retry_after: int = 1, gzip_decode: bool = False,
-                 refresh_on_404: bool = False) -> None:
+                 refresh_on_404: bool = False, policy: "RequestPolicy | None" = None) -> None:
         self._resolver = resolver
         # a resolver without the in-memory path always goes through resolve()
         self._resolve_now = getattr(resolver, "resolve_now", None) or _not_now
@@ -61,6 +66,10 @@ class Pipeline:
         self._retry_after = retry_after
         self._gzip_decode = gzip_decode
         self._refresh_on_404 = refresh_on_404
+        #: the rate limit and X-Forwarded-For rule (L{metaproxy.policy}); its counters
+        #: are C{pipeline.policy.counters}
+        self.policy = policy
+        self._policy = policy if policy is not None and policy.active else None
 
     @property
     def secret(self) -> bytes:
@@ -92,6 +101,10 @@ class Pipeline:
             return succeed(error_response(e.status, e.message))
         except Exception:
             return fail()
+        if self._policy is not None:
+            refusal = self._policy.check(request, identity)
+            if refusal is not None:
+                return succeed(refusal)
         caller = Caller(identity.namespace, identity.ip, identity.mac)
         found = self._resolve_now(caller)
         if found is not None:
@@ -152,6 +165,11 @@ class Pipeline:
                      address=_address(identity), namespace=identity.namespace.name,
                      error=str(error))
             return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
+        if isinstance(error, NovaOverloaded):
+            # refused before being sent (queue full, every endpoint left alone): whoever
+            # refused it logs, at most once a minute, not once per request
+            return error_response(503, _UNAVAILABLE, retry_after=max(
+                self._retry_after, getattr(error, "retry_after", 0)))
         if isinstance(error, NovaUnreachable):
             log.warn("Nova metadata API unreachable for {address} in {namespace}: {error}; "
                      "answered 503", address=_address(identity),

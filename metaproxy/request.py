@@ -5,7 +5,8 @@ C{recv(4096)}, the whole request is read however it is segmented, with limits th
 431 (header section too large or too many fields) and 413 (body too large). Framing that
 could smuggle a second request past a proxy is refused with 400: Content-Length together
 with Transfer-Encoding, duplicate or malformed Content-Length, a transfer coding other than
-chunked, obsolete line folding, NUL or bare CR/LF in the header section.
+chunked, obsolete line folding, NUL or bare CR/LF in the header section (a head whose
+lines end with a bare LF is refused as soon as one arrives, not at the request timeout).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*\Z")
 _ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#\s]+((?:[/?][\x21-\x7e]*)?)\Z")
 _BAD_VALUE_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
 # The header fields are read by one regular expression over the whole section (each
@@ -55,6 +57,10 @@ def _last_forwarded_for(request: "Request") -> bytes:
     return last
 
 
+def _forwarded_for_count(request: "Request") -> int:
+    return sum(1 for name, _ in request.headers if name == b"x-forwarded-for")
+
+
 def _namespace_headers(request: "Request") -> tuple[tuple[bytes, bytes], ...]:
     return tuple((n, v) for n, v in request.headers if _PICKED.get(n) == _NAMESPACE)
 
@@ -69,8 +75,10 @@ class Request:
         there is none).
     @ivar namespace_headers: the C{X-Neutron-Router-ID}, C{X-Neutron-Network-ID} and
         C{X-OVN-Network-ID} headers among C{headers}, in arrival order.
+    @ivar forwarded_for_count: how many C{X-Forwarded-For} header fields there are
+        (haproxy appends one of its own: more than one means the guest sent one).
 
-    The parser fills in the last two while it reads the fields; a L{Request} built by
+    The parser fills in the last three while it reads the fields; a L{Request} built by
     hand works them out from C{headers}.
     """
 
@@ -83,6 +91,8 @@ class Request:
         default=attrs.Factory(_last_forwarded_for, takes_self=True))
     namespace_headers: tuple[tuple[bytes, bytes], ...] = attrs.field(
         default=attrs.Factory(_namespace_headers, takes_self=True))
+    forwarded_for_count: int = attrs.field(
+        default=attrs.Factory(_forwarded_for_count, takes_self=True))
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of header C{name} (lower case), in arrival order."""
@@ -97,9 +107,10 @@ class RequestError(Exception):
     message: str
 
 
-#: method, target, version, headers, forwarded_for, namespace_headers
+#: method, target, version, headers, forwarded_for, namespace_headers,
+#: forwarded_for_count
 _Head = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...], bytes,
-              tuple[tuple[bytes, bytes], ...]]
+              tuple[tuple[bytes, bytes], ...], int]
 
 
 class RequestParser:
@@ -131,6 +142,10 @@ class RequestParser:
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n", self._scan_from)
             if end < 0:
+                # a head with bare LF line ends would never end: say so now, not at
+                # the request timeout (only the bytes not scanned yet are looked at)
+                if _BARE_LF.search(self._buffer, self._scan_from) is not None:
+                    raise RequestError(400, "Header lines must end with CRLF, not a bare LF.")
                 if len(self._buffer) > self._max_header_bytes:
                     raise RequestError(431, "Request header section is larger than "
                                             f"{self._max_header_bytes} bytes.")
@@ -150,9 +165,9 @@ class RequestParser:
             if len(self._buffer) < stop:
                 return None
             body = self._buffer[self._body_start:stop]
-        method, target, version, headers, forwarded_for, namespace_headers = self._head
+        method, target, version, headers, forwarded_for, namespace_headers, count = self._head
         return Request(method, target, version, headers, body, forwarded_for,
-                       namespace_headers)
+                       namespace_headers, count)
 
     def _parse_head(self, head: bytes) -> _Head:
         """Parse the request line and the fields of C{head} (the header section up to,
@@ -193,6 +208,7 @@ class RequestParser:
         content_length: bytes | None = None
         transfer_encoding: bytes | None = None
         forwarded_for = b""
+        forwarded_for_count = 0
         namespace_headers = []
         picked = _PICKED
         for name, value in found:
@@ -204,6 +220,7 @@ class RequestParser:
                 continue
             if what == _FORWARDED_FOR:
                 forwarded_for = value
+                forwarded_for_count += 1
             elif what == _NAMESPACE:
                 namespace_headers.append((name, value))
             elif what == _CONTENT_LENGTH:
@@ -229,7 +246,7 @@ class RequestParser:
             if self._body_length > self._max_body_bytes:
                 raise RequestError(413, f"Request body is larger than {self._max_body_bytes} bytes.")
         return (method, target, version, tuple(headers), forwarded_for,
-                tuple(namespace_headers))
+                tuple(namespace_headers), forwarded_for_count)
 
     @staticmethod
     def _check_fields(lines: list[bytes]) -> None:

@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from metaproxy.connlimit import ConnectionLimit
 from metaproxy.namespace import Namespace
 from metaproxy.request import RequestError, RequestParser
 from metaproxy.response import error_response
@@ -39,12 +40,24 @@ _UNKNOWN = "An unknown error has occurred. Please try your request again."
 
 @attrs.frozen
 class Limits:
-    """Request limits ([metaproxy] options)."""
+    """Request limits ([metaproxy] options).
+
+    @ivar max_connections_per_namespace: connections open at once on one namespace's
+        socket (0: no bound); the shared socket is bounded by C{connections} alone.
+    @ivar connections: the bound on connections open at once in this process, over
+        every listener that shares this L{Limits} (C{connections.open},
+        C{connections.refused}).
+    @ivar refusal_log_interval: seconds between two log lines about refused connections.
+    """
 
     max_header_bytes: int = 16384
     max_headers: int = 100
     max_body_bytes: int = 65536
     request_timeout: float = 30.0
+    max_connections_per_namespace: int = 0
+    connections: ConnectionLimit = attrs.field(factory=ConnectionLimit, eq=False, repr=False)
+    refusal_log_interval: float = 60.0
+    retry_after: int = 1
 
 
 class RequestTimeouts:
@@ -188,10 +201,25 @@ class MetadataProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._lost = True
+        self._factory.connectionClosed()
         self._timeouts.discard(self)
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
+
+
+class RefusedConnection(Protocol):
+    """A connection over a connection bound: answered 503 and closed; nothing is read."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._answer)
+        self.transport.loseConnection()  # also stops reading
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
 
 
 class MetadataFactory(Factory):
@@ -214,9 +242,35 @@ class MetadataFactory(Factory):
         self.clock = clock
         self.timeouts = (timeouts if timeouts is not None
                          else RequestTimeouts.shared(clock, limits.request_timeout))
+        #: this listener's own bound (namespace sockets only); C{limits.connections}
+        #: bounds the process
+        self.connections = ConnectionLimit(
+            limits.max_connections_per_namespace if namespace is not None else 0)
 
-    def buildProtocol(self, addr: object) -> MetadataProtocol:
-        return MetadataProtocol(self)
+    def buildProtocol(self, addr: object) -> Protocol:
+        total = self.limits.connections
+        if not total.try_open():
+            return self._refuse(total, "max_connections")
+        if not self.connections.try_open():
+            total.close()
+            return self._refuse(self.connections, "max_connections_per_namespace")
+        return self.protocol(self)
+
+    def connectionClosed(self) -> None:
+        """A connection L{buildProtocol} admitted has ended."""
+        self.connections.close()
+        self.limits.connections.close()
+
+    def _refuse(self, bound: ConnectionLimit, option: str) -> RefusedConnection:
+        left_out = bound.throttle(self.clock, self.limits.refusal_log_interval).allow()
+        if left_out is not None:
+            log.warn("{open} connections open on {socket}, the most allowed ([metaproxy] "
+                     "{option} = {limit}): new ones are answered 503 and closed ({left_out} "
+                     "more since the last line)", open=bound.open, socket=self.describe(),
+                     option=option, limit=bound.limit, left_out=left_out)
+        return RefusedConnection(error_response(
+            503, "Too many connections to the metadata agent. Please try again later.",
+            retry_after=self.limits.retry_after))
 
     def describe(self) -> str:
         return f"the socket of {self.namespace.name}" if self.namespace else "the shared socket"

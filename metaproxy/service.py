@@ -20,8 +20,11 @@ from metaproxy.config import ConfigError, Settings, load_settings
 from metaproxy.control import ControlFactory
 from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
 from metaproxy.namespace import Namespace
-from metaproxy.nova import NovaClient
+from metaproxy.connlimit import ConnectionLimit
+from metaproxy.endpoints import NovaEndpoints
 from metaproxy.pipeline import Pipeline
+from metaproxy.policy import RequestPolicy
+from metaproxy.ratelimit import RateLimiter, Window
 from metaproxy.registry import NamespaceRegistry
 from metaproxy.resolve.backends import build_backend, describe_backend, reload_backend, \
     start_backend, stop_backend
@@ -60,19 +63,29 @@ class Proxy:
                                   insecure=settings.nova_metadata_insecure,
                                   client_cert=settings.nova_client_cert or None,
                                   client_key=settings.nova_client_priv_key or None)
-        self.nova = NovaClient(reactor, settings.nova_url, timeout=settings.nova_timeout,
-                               connect_timeout=settings.nova_connect_timeout,
-                               pool_size=settings.nova_pool_size,
-                               max_in_flight=settings.nova_max_in_flight, tls=tls)
+        self.nova = NovaEndpoints.build(
+            reactor, settings.nova_urls, timeout=settings.nova_timeout,
+            connect_timeout=settings.nova_connect_timeout, pool_size=settings.nova_pool_size,
+            max_in_flight=settings.nova_max_in_flight, max_queued=settings.nova_max_queued,
+            tls=tls, failures=settings.nova_breaker_failures,
+            cooldown=settings.nova_breaker_cooldown,
+            log_interval=settings.refusal_log_interval)
+        self.policy = RequestPolicy(reactor, forwarded_for=settings.guest_forwarded_for,
+                                    limiter=rate_limiter(reactor, settings),
+                                    log_interval=settings.refusal_log_interval)
         self.pipeline = Pipeline(InstanceResolver(self.cache), self.nova,
                                  settings.metadata_proxy_shared_secret.encode("utf-8"),
                                  retry_after=settings.retry_after,
                                  gzip_decode=settings.gzip_decode,
-                                 refresh_on_404=settings.cache_enabled)
+                                 refresh_on_404=settings.cache_enabled, policy=self.policy)
         self.limits = Limits(max_header_bytes=settings.max_header_bytes,
                              max_headers=settings.max_headers,
                              max_body_bytes=settings.max_body_bytes,
-                             request_timeout=settings.request_timeout)
+                             request_timeout=settings.request_timeout,
+                             max_connections_per_namespace=settings.max_connections_per_namespace,
+                             connections=ConnectionLimit(settings.max_connections),
+                             refusal_log_interval=settings.refusal_log_interval,
+                             retry_after=max(1, settings.retry_after))
 
     def factory_for(self, namespace: Namespace | None) -> MetadataFactory:
         """The protocol factory of one socket (C{None}: the shared socket)."""
@@ -204,6 +217,16 @@ class AgentService(MultiService):
             stops.append(maybeDeferred(self._control_port.stopListening))
             self._control_port = None
         return DeferredList(stops, consumeErrors=True)
+
+
+def rate_limiter(clock: Any, settings: Settings) -> RateLimiter | None:
+    """The rate limiter of C{[metadata_rate_limiting]}, or C{None} when it is off."""
+    if not settings.rate_limit_enabled:
+        return None
+    return RateLimiter(clock, Window(settings.base_window_duration, settings.base_query_rate_limit),
+                       Window(settings.burst_window_duration, settings.burst_query_rate_limit),
+                       ip_versions=settings.ip_versions,
+                       max_sources=settings.rate_limit_max_sources)
 
 
 def worker_args(config_files: tuple[str, ...] | list[str],

@@ -66,7 +66,7 @@ from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorTime, IWriteDescriptor
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import (ILogObserver, Logger, eventFromJSON,
                             globalLogBeginner, globalLogPublisher, jsonFileLogObserver)
 from twisted.protocols.basic import LineOnlyReceiver
@@ -603,14 +603,17 @@ class _TrackedProtocol(MetadataProtocol):
 class _TrackedFactory(MetadataFactory):
     """A L{MetadataFactory} whose connections a L{ConnectionTracker} counts."""
 
+    protocol = _TrackedProtocol
+
     def __init__(self, *args: Any, tracker: ConnectionTracker) -> None:
         super().__init__(*args)
         self.tracker = tracker
 
-    def buildProtocol(self, addr: object) -> MetadataProtocol:
-        protocol = _TrackedProtocol(self)
-        protocol.tracker = self.tracker
-        self.tracker.opened()
+    def buildProtocol(self, addr: object) -> Protocol:
+        protocol = super().buildProtocol(addr)
+        if isinstance(protocol, _TrackedProtocol):  # not a refused connection
+            protocol.tracker = self.tracker
+            self.tracker.opened()
         return protocol
 
 

@@ -509,7 +509,7 @@ def test_settings_fields_are_the_options():
     names = {(f"{group}_" if group in ("cache", "neutron") else "") + opt.dest
              for group, opts in list_opts() for opt in opts}
     assert {f.name for f in attrs.fields(Settings)} == names | {
-        "socket_mode", "nova_url", "config_files"}
+        "socket_mode", "nova_url", "nova_urls", "config_files"}
 
 
 def test_sample_lists_every_option():

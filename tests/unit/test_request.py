@@ -271,3 +271,29 @@ def test_fields_are_only_looked_for_at_line_starts():
     for line in (b"a" * 16000, b"a:" + b"b" * 16000 + b"\x00", b"a" * 16000 + b" :b"):
         data = b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n"
         assert error_of(data, max_header_bytes=20000).status == 400
+
+
+def test_forwarded_for_fields_are_counted():
+    """haproxy appends its own X-Forwarded-For field: the count tells whether the guest
+    sent one too; a hand-built Request counts them the same way."""
+    from metaproxy.request import Request
+    one = parse(b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
+    two = parse(b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
+    assert (one.forwarded_for_count, two.forwarded_for_count) == (1, 2)
+    assert two.forwarded_for == b"10.0.0.5"
+    assert Request(b"GET", b"/", b"HTTP/1.1", two.headers).forwarded_for_count == 2
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\n", b"GET / HTTP/1.1\r\nHost: x\n", b"\n",
+    b"GET / HTTP/1.1\r\nA: b\r\n\n",
+])
+def test_bare_lf_head_refused_as_soon_as_it_arrives(data):
+    """A head whose lines end with a bare LF would never end: 400 at once (fed byte by
+    byte as well), not a wait for the request timeout."""
+    assert error_of(data).status == 400
+    parser = RequestParser()
+    with pytest.raises(RequestError) as e:
+        for i in range(len(data)):
+            parser.feed(data[i:i + 1])
+    assert e.value.status == 400

@@ -205,3 +205,92 @@ def test_timeouts_given_to_the_factory_are_used():
     protocol.dataReceived(GET[:10])
     clock.advance(2)
     assert transport.value().startswith(b"HTTP/1.1 408 ")
+
+
+# --- Connection bounds --------------------------------------------------------------
+
+
+def open_on(factory):
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_connections_over_the_total_get_503_and_are_closed_unread(no_logged_errors):
+    """max_connections 2: the third connection is answered 503 with Retry-After at once
+    and closed; its request is never read. Once one closes, a new one is served."""
+    from metaproxy.connlimit import ConnectionLimit
+    limits = Limits(connections=ConnectionLimit(2), retry_after=3)
+    pipeline = RecordingPipeline()
+    factory = MetadataFactory(pipeline, None, limits, Clock())
+    first, _ = open_on(factory)
+    open_on(factory)
+    refused, transport = open_on(factory)
+    assert transport.value().startswith(b"HTTP/1.1 503 ")
+    assert b"Retry-After: 3\r\n" in transport.value() and transport.disconnecting
+    refused.dataReceived(GET)
+    assert len(pipeline.calls) == 0
+    assert (limits.connections.open, limits.connections.refused) == (2, 1)
+    first.connectionLost(None)
+    again, transport = open_on(factory)
+    again.dataReceived(GET)
+    assert len(pipeline.calls) == 1 and transport.value() == b""
+
+
+def test_total_bound_is_shared_by_every_listener():
+    from metaproxy.connlimit import ConnectionLimit
+    limits = Limits(connections=ConnectionLimit(2))
+    own = Namespace(NamespaceKind.NETWORK, "n1")
+    shared = MetadataFactory(RecordingPipeline(), None, limits, Clock())
+    mine = MetadataFactory(RecordingPipeline(), own, limits, Clock())
+    open_on(shared), open_on(mine)
+    _, transport = open_on(mine)
+    assert transport.value().startswith(b"HTTP/1.1 503 ")
+
+
+def test_namespace_socket_bound_leaves_other_sockets_alone():
+    """max_connections_per_namespace 1: a second connection on that namespace's socket
+    is refused; the shared socket and another namespace still accept."""
+    limits = Limits(max_connections_per_namespace=1)
+    full = MetadataFactory(RecordingPipeline(), Namespace(NamespaceKind.NETWORK, "n1"),
+                           limits, Clock())
+    other = MetadataFactory(RecordingPipeline(), Namespace(NamespaceKind.NETWORK, "n2"),
+                            limits, Clock())
+    shared = MetadataFactory(RecordingPipeline(), None, limits, Clock())
+    open_on(full)
+    _, refused = open_on(full)
+    assert refused.value().startswith(b"HTTP/1.1 503 ")
+    assert full.connections.refused == 1
+    for factory in (other, shared, shared):
+        _, transport = open_on(factory)
+        assert transport.value() == b""
+    assert limits.connections.open == 4  # the refused one was never counted
+
+
+def test_refused_connections_log_at_most_once_per_interval():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from metaproxy.connlimit import ConnectionLimit
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock = Clock()
+        limits = Limits(connections=ConnectionLimit(1), refusal_log_interval=60)
+        factory = MetadataFactory(RecordingPipeline(), None, limits, clock)
+        for _ in range(200):
+            open_on(factory)
+        clock.advance(60)
+        open_on(factory)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if "max_connections" in formatEvent(e)]
+    assert len(lines) == 2 and "198 more" in lines[1]
+
+
+def test_bare_lf_request_answered_400_at_once():
+    """A head with LF-only line ends gets 400 when the first line arrives, not 408."""
+    pipeline = RecordingPipeline()
+    protocol, transport, _ = connect(pipeline)
+    protocol.dataReceived(b"GET / HTTP/1.1\nHost: x\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 ") and b"bare LF" in transport.value()

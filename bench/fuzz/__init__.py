@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets (atheris), run by hand, not by make test."""
