@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
+
 __all__ = ["write_now"]
 
 
@@ -20,15 +22,14 @@ def write_now(transport: Any, data: bytes) -> None:
     (or everything, on a transport that is not a plain socket, like TLS) through
     C{transport.write}. Errors are left to the transport, which finds them on its own
     write and reports the connection lost as usual."""
-    try:
-        idle = (transport.connected and not transport.disconnecting
-                and not transport._tempDataLen and transport.offset == len(transport.dataBuffer))
-        send = transport.writeSomeData
-    except AttributeError:  # not a FileDescriptor transport (TLS, a test double)
+    # Only a socket transport itself: a wrapper (TLS) hands unknown attributes on to the
+    # socket under it, and its writeSomeData would put plaintext on the wire.
+    if not isinstance(transport, FileDescriptor):
         transport.write(data)
         return
-    if idle:
-        sent = send(data)
+    if (transport.connected and not transport.disconnecting and not transport._tempDataLen
+            and transport.offset == len(transport.dataBuffer)):
+        sent = transport.writeSomeData(data)
         if isinstance(sent, int):
             if sent == len(data):
                 return

@@ -5,16 +5,19 @@ import socket
 import pytest
 import pytest_twisted
 from twisted.internet import error
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 
 from metaproxy.eagerwrite import write_now
 
 
-class Transport:
+class Transport(FileDescriptor):
     """The FileDescriptor attributes write_now reads, and a scripted writeSomeData."""
 
     def __init__(self, sends=None, *, queued=b"", temp=0, connected=True, disconnecting=False):
+        super().__init__(reactor=MemoryReactorClock())
         self.connected, self.disconnecting = connected, disconnecting
         self.dataBuffer, self.offset, self._tempDataLen = queued, 0, temp
         self.sends = list(sends or [])
@@ -52,6 +55,26 @@ def test_a_send_error_is_left_to_the_transport():
     t = Transport([error.ConnectionLost()])
     write_now(t, b"hello")
     assert t.written == [b"hello"]  # its own write finds the error and reports the loss
+
+
+def test_a_wrapping_transport_is_never_bypassed():
+    """TLS wraps the socket transport and hands unknown attributes on to it: writing to
+    the socket under it would put plaintext on a TLS connection."""
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    class Wrapper(ProtocolWrapper):
+        def __init__(self):
+            super().__init__(WrappingFactory(None), None)
+            self.transport = Transport([5])
+            self.written = []
+
+        def write(self, data):
+            self.written.append(data)
+
+    t = Wrapper()
+    assert t.writeSomeData  # handed on to the socket transport under it
+    write_now(t, b"hello")
+    assert t.written == [b"hello"] and t.transport.sent == []
 
 
 def test_other_transports_just_write():
