@@ -101,9 +101,13 @@ class NovaEndpoints:
         return cls(reactor, endpoints, timeout=timeout, log_interval=log_interval)
 
     def forward(self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]],
-                body: bytes) -> "Deferred[NovaResponse]":
-        """Send the request to the first endpoint that takes it (see the module)."""
-        return self._attempt(0, method, target, headers, body, None)
+                body: bytes, deadline: float | None = None) -> "Deferred[NovaResponse]":
+        """Send the request to the first endpoint that takes it (see the module).
+
+        @param deadline: when the answer must be there (C{clock.seconds()}), if sooner
+            than C{timeout} from now (the pipeline's, after a slow lookup).
+        """
+        return self._attempt(0, method, target, headers, body, deadline)
 
     def _attempt(self, start: int, method: bytes, target: bytes,
                  headers: Sequence[tuple[bytes, bytes]], body: bytes,

@@ -25,6 +25,8 @@ from metaproxy.response import PASS_THROUGH_STATUSES, error_response, relay_resp
 from metaproxy.signing import sign_instance_id
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from metaproxy.policy import RequestPolicy
 
 __all__ = ["Pipeline", "Forwarder", "Resolver"]
@@ -52,12 +54,22 @@ class Pipeline:
     @param refresh_on_404: when lookups are cached, a 404 from Nova makes one fresh
         lookup; if it names another instance (the address was reused), Nova is asked
         again for that one (upstream's legacy cache did the same).
+    @param clock: with C{answer_within}: a lookup that had to wait (a network backend)
+        leaves Nova only the rest of C{answer_within} seconds, counted from the request,
+        when that is less than C{nova_timeout}; so that a slow lookup plus a slow Nova is
+        still answered by the agent (503) before haproxy's C{timeout server} (504).
+        The Forwarder then gets a fifth argument: the deadline (C{clock.seconds()}).
     """
 
     def __init__(self, resolver: Resolver, nova: Forwarder, secret: bytes, *,
                  retry_after: int = 1, gzip_decode: bool = False,
-                 refresh_on_404: bool = False, policy: "RequestPolicy | None" = None) -> None:
+                 refresh_on_404: bool = False, policy: "RequestPolicy | None" = None,
+                 clock: "IReactorTime | None" = None, answer_within: float = 31.0,
+                 nova_timeout: float = 28.0) -> None:
         self._resolver = resolver
+        self._clock = clock
+        self._answer_within = answer_within
+        self._nova_timeout = nova_timeout
         # a resolver without the in-memory path always goes through resolve()
         self._resolve_now = getattr(resolver, "resolve_now", None) or _not_now
         self._nova = nova
@@ -117,11 +129,12 @@ class Pipeline:
                 return succeed(result)
             d = result
         else:
+            started = self._clock.seconds() if self._clock is not None else None
             try:
                 d = self._resolver.resolve(caller)
             except Exception:
                 d = fail()
-            d.addCallback(self._resolved, request, identity, caller)
+            d.addCallback(self._resolved, request, identity, caller, started)
         # a failure of the steps above is answered by _failed; one of _answer is a bug
         # (the server answers 500 for it)
         d.addCallbacks(self._answer, self._failed, callbackArgs=(request, identity),
@@ -129,11 +142,18 @@ class Pipeline:
         return d
 
     def _resolved(self, found: object, request: Request, identity: Identity,
-                  caller: Caller) -> "bytes | Deferred[NovaResponse]":
+                  caller: Caller, started: float | None = None
+                  ) -> "bytes | Deferred[NovaResponse]":
         """The lookup's result: Nova's answer to come, or the 404 answer."""
         if not isinstance(found, Instance):
             return self._not_found(identity, found)
-        d = self._forward(request, identity, found)
+        deadline = None
+        if started is not None:
+            assert self._clock is not None
+            by = started + self._answer_within
+            if by - self._clock.seconds() < self._nova_timeout:
+                deadline = by  # the lookup took a while: Nova gets what is left
+        d = self._forward(request, identity, found, deadline)
         if self._refresh_on_404:
             d.addCallback(self._refresh_on_not_found, request, identity, caller, found)
         return d
@@ -190,8 +210,8 @@ class Pipeline:
                     failure, address=_address(identity), namespace=identity.namespace.name)
         return error_response(500, _UNKNOWN)
 
-    def _forward(self, request: Request, identity: Identity,
-                 instance: Instance) -> "Deferred[NovaResponse]":
+    def _forward(self, request: Request, identity: Identity, instance: Instance,
+                 deadline: float | None = None) -> "Deferred[NovaResponse]":
         key = (instance.instance_id, instance.project_id)
         signed = self._signed.get(key)
         if signed is None:
@@ -206,6 +226,9 @@ class Pipeline:
                 self._signed.clear()
             self._signed[key] = signed
         headers = ((b"X-Forwarded-For", identity.forwarded_for),) + signed
+        if deadline is not None:
+            return self._nova.forward(request.method, request.target, headers, request.body,
+                                      deadline)
         return self._nova.forward(request.method, request.target, headers, request.body)
 
     def _not_found(self, identity: Identity, reason: object) -> bytes:

@@ -16,7 +16,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
-from metaproxy.config import ConfigError, Settings, load_settings
+from metaproxy.config import HAPROXY_TIMEOUT_SERVER, ConfigError, Settings, load_settings
 from metaproxy.control import ControlFactory
 from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
 from metaproxy.namespace import Namespace
@@ -77,7 +77,9 @@ class Proxy:
                                  settings.metadata_proxy_shared_secret.encode("utf-8"),
                                  retry_after=settings.retry_after,
                                  gzip_decode=settings.gzip_decode,
-                                 refresh_on_404=settings.cache_enabled, policy=self.policy)
+                                 refresh_on_404=settings.cache_enabled, policy=self.policy,
+                                 clock=reactor, answer_within=HAPROXY_TIMEOUT_SERVER - 1,
+                                 nova_timeout=settings.nova_timeout)
         self.limits = Limits(max_header_bytes=settings.max_header_bytes,
                              max_headers=settings.max_headers,
                              max_body_bytes=settings.max_body_bytes,

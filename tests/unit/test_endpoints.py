@@ -263,3 +263,17 @@ def test_paths_and_queries_reach_nova_byte_exact_from_the_raw_request(target):
     wire.flush()
     assert parse_answer(success(d)).status == 200
     assert wire.received[0].request_line == b"GET " + target.split(b"#")[0] + b" HTTP/1.1"
+
+
+def test_a_deadline_from_the_pipeline_bounds_every_attempt():
+    """Given a deadline (a slow lookup came first), the first endpoint gets what is left
+    of it, and a failover gets what is left after the first attempt."""
+    a, b = Scripted(Deferred()), Scripted(RESPONSE)
+    nova, clock = endpoints(a, b)
+    clock.advance(100)
+    d = nova.forward(b"GET", b"/", PROXY_HEADERS, b"", 110.0)
+    assert a.calls[0][2] == 10.0
+    clock.advance(4)
+    a.answers[0].errback(NovaUnreachable("refused"))
+    assert outcome(d) is RESPONSE
+    assert b.calls[0][2] == 6.0

@@ -454,3 +454,42 @@ def test_answer_at_hand_still_looks_again_after_nova_404():
     answer = run(pipeline, get(b"/x", (b"X-Neutron-Router-ID", b"r1"),
                                (b"X-Forwarded-For", b"10.0.0.5")))
     assert answer.status == 404 and len(resolver.fresh_calls) == 1
+
+
+class SlowResolver:
+    """Answers after the test fires its Deferred (a network backend)."""
+
+    def __init__(self):
+        self.pending = Deferred()
+
+    def resolve(self, caller, fresh=False):
+        return self.pending
+
+
+class DeadlineNova(FakeNova):
+    def forward(self, method, target, headers, body, deadline=None):
+        self.deadlines = getattr(self, "deadlines", []) + [deadline]
+        return super().forward(method, target, headers, body)
+
+
+@pytest.mark.parametrize("lookup_seconds, deadline", [(0.5, None), (3.0, None), (10.0, 131.0)])
+def test_a_slow_lookup_leaves_nova_only_the_rest_of_the_answer_time(lookup_seconds, deadline):
+    """Lookup time + Nova's timeout must stay within answer_within (below haproxy's
+    timeout server): after a slow lookup Nova gets a deadline, after a quick one its own
+    timeout."""
+    from twisted.internet.task import Clock
+
+    from metaproxy.resolve.base import Instance
+
+    clock = Clock()
+    clock.advance(100)
+    resolver, nova = SlowResolver(), DeadlineNova()
+    pipeline = Pipeline(resolver, nova, SECRET, clock=clock, answer_within=31.0,
+                        nova_timeout=28.0)
+    answers = []
+    pipeline.handle(get(b"/x", (b"X-Neutron-Router-ID", b"r1"),
+                        (b"X-Forwarded-For", b"10.0.0.5")), None).addBoth(answers.append)
+    clock.advance(lookup_seconds)
+    resolver.pending.callback(Instance("vm", "proj"))
+    assert nova.deadlines == [deadline]
+    assert parse_answer(answers[0]).status == 200
