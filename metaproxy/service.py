@@ -332,7 +332,7 @@ class AgentService(MultiService):
     def _apply_log_settings(self, settings: Settings | None) -> None:
         if settings is not None and self.log_setup is not None:
             self.log_setup.apply(settings)
-            log.debug("Log level: {level}", level="debug" if settings.debug else "info")
+            log.debug("Log level now debug: [DEFAULT] debug = true")
 
     def stopService(self) -> Any:
         for signum, attr in ((signal.SIGHUP, "_previous_sighup"),

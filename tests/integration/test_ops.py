@@ -207,3 +207,19 @@ def test_workers_metrics_add_up_and_sigterm_exits_0():
         assert stack.agent.popen.wait(20) == 0
     finally:
         stack.stop()
+
+
+def test_sighup_reloads_the_log_level():
+    stack = start_stack("opsdebug")
+    try:
+        config = stack.root / "agent.ini"
+        text = config.read_text()
+        assert "debug" not in text
+        config.write_text(text.replace("[DEFAULT]\n", "[DEFAULT]\ndebug = true\n", 1))
+        # SIGHUP is handled once the service has started (it logs this line)
+        _wait(lambda: "metaproxy serving" in stack.agent.log(), what="the start line")
+        stack.agent.popen.send_signal(signal.SIGHUP)
+        _wait(lambda: "Log level now debug" in stack.agent.log(), what="the debug line")
+        assert "#debug]" in stack.agent.log()
+    finally:
+        stack.stop()
