@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,14 +60,39 @@ def _ask(stack, xff="10.0.0.5", router="r1"):
                headers=[("X-Neutron-Router-ID", router)])
 
 
+class _Stopping:
+    """Stops the stack, then removes the metrics socket's directory."""
+
+    def __init__(self, stack, sock_dir: str) -> None:
+        self._stack, self._dir = stack, sock_dir
+
+    def __getattr__(self, name):
+        return getattr(self._stack, name)
+
+    def stop(self) -> None:
+        try:
+            self._stack.stop()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
 def _start(extra: str = "", **kw):
-    """A stack whose metrics socket is <root>/m.sock (the root is only known after)."""
-    import tempfile
+    """A stack serving metrics on a Unix socket in a directory of its own."""
     sock_dir = tempfile.mkdtemp(prefix="mpm-", dir="/tmp")
     sock = f"{sock_dir}/m.sock"
-    stack = start_stack("ops", extra_metaproxy=f"metrics_listen = unix:{sock}\n" + extra, **kw)
-    _wait(lambda: Path(sock).exists(), what="the metrics socket")
-    return stack, sock
+    try:
+        stack = start_stack("ops", extra_metaproxy=f"metrics_listen = unix:{sock}\n" + extra,
+                            **kw)
+    except BaseException:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise
+    stopping = _Stopping(stack, sock_dir)
+    try:
+        _wait(lambda: Path(sock).exists(), what="the metrics socket")
+    except BaseException:
+        stopping.stop()
+        raise
+    return stopping, sock
 
 
 def test_metrics_count_requests_lookups_pool_and_refusals():
