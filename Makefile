@@ -59,3 +59,10 @@ clean:
 .PHONY: bench-cpu
 bench-cpu: venv
 	$(BIN)/python -m pytest bench/cpu --benchmark-only $(ARGS)
+
+## soak: repeated storms against one agent with faults injected (Nova killed and
+## restarted, the secret rotated with SIGHUP, namespaces churned); lost requests, RSS and
+## open descriptors per round; e.g. ARGS='--rounds 40 --instances 500' for a longer one
+.PHONY: soak
+soak: venv
+	$(BIN)/python -m bench.soak $(ARGS)

@@ -7,6 +7,9 @@
     add, remove or list the namespaces a running agent serves, over its control socket.
 ``metaproxy check-config``
     load the configuration and print the values that matter, or what is wrong with it.
+``metaproxy health``
+    ask a running agent's ``/healthz`` (on ``[metaproxy] metrics_listen``); exit 0 when
+    healthy, 1 when not or when the agent cannot be asked (for the init system).
 
 Exit status: 0 success; 1 a configuration error, an error the agent answered, or a
 value that cannot be used; 2 a usage error or (``ctl``) a control socket that cannot be
@@ -166,6 +169,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "and the key resolved values, or what is wrong.",
     )
     check.set_defaults(run=_check_config)
+
+    health = commands.add_parser(
+        "health", parents=[config],
+        help="ask a running agent whether it is healthy (exit 0) or not (exit 1)",
+        description="GET /healthz from the agent's [metaproxy] metrics_listen (its first "
+        "entry, or --listen) and print the answer; exit 0 when healthy, 1 otherwise.",
+    )
+    health.add_argument("--listen", metavar="ENTRY",
+                        help="HOST:PORT, PORT or unix:PATH (default: the configuration's "
+                        "first [metaproxy] metrics_listen entry)")
+    health.add_argument("--timeout", type=_timeout, default=5.0, metavar="SECONDS",
+                        help="how long to wait for the answer (default 5)")
+    health.set_defaults(run=_health)
     return parser
 
 
@@ -340,6 +356,48 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
          "set" if settings.metadata_proxy_shared_secret else "NOT SET (Nova will refuse "
          "signed requests unless its secret is empty too)"),
     ]
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+def _health(args: argparse.Namespace) -> int:
+    import http.client
+
+    from metaproxy.config import parse_listen
+
+    entry = args.listen
+    if entry is None:
+        entries = _settings(args).metrics_listen
+        if not entries:
+            raise _Failure("the configuration sets no [metaproxy] metrics_listen, so the "
+                           "agent serves no /healthz; set it, or pass --listen")
+        entry = entries[0]
+    try:
+        kind, where, port = parse_listen(entry)
+    except ValueError as e:
+        raise _Failure(f"--listen {entry!r}: {e}", 2) from None
+
+    class _UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(args.timeout)
+            self.sock.connect(where)
+
+    if kind == "unix":
+        conn: http.client.HTTPConnection = _UnixConnection("localhost", timeout=args.timeout)
+    else:
+        conn = http.client.HTTPConnection(where, int(port), timeout=args.timeout)
+    try:
+        conn.request("GET", "/healthz")
+        answer = conn.getresponse()
+        body = answer.read().decode("utf-8", "replace").strip()
+    except (OSError, http.client.HTTPException) as e:
+        raise _Failure(f"cannot ask the agent's /healthz on {entry}: {e}") from None
+    finally:
+        conn.close()
+    print(body)
+    return 0 if answer.status == 200 else 1
 
 
 # -- main -----------------------------------------------------------------------------

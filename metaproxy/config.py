@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError", "Settings", "load_settings", "default_settings", "register_options",
     "list_opts", "allowed_values", "default_text", "HAPROXY_TIMEOUT_SERVER", "UNIX_PATH_MAX",
     "NEUTRON_INTERFACES",
+    "parse_listen",
 ]
 
 #: haproxy's ``timeout server`` (Neutron's hard-coded 32 s): Nova must answer before it.
@@ -90,7 +91,12 @@ COMMON_OPTS = [
                       help="This node's name, as the Neutron server knows the agent."),
     cfg.StrOpt("state_path", default="/var/lib/neutron",
                help="Neutron's state directory; $state_path in other options refers to it."),
-    cfg.BoolOpt("debug", default=False, help="Log at debug level."),
+    cfg.BoolOpt("debug", default=False,
+                help="Log at debug level. SIGHUP applies a change without a restart."),
+    cfg.BoolOpt("use_json", default=False,
+                help="Write log lines as JSON objects, one per line (oslo.log's option "
+                "name), instead of text. Applies to the file or stream given with "
+                "twistd's --logfile."),
     cfg.StrOpt("transport_url", secret=True,
                help="oslo.messaging transport URL of the Neutron server's RPC bus."),
     cfg.IntOpt("rpc_response_timeout", default=60, help="Seconds to wait for an RPC response."),
@@ -197,6 +203,22 @@ METAPROXY_OPTS = [
     cfg.IntOpt("rate_limit_max_sources", default=100000, min=1,
                help="Most sources (namespace, address) the rate limiter remembers; idle "
                "ones are forgotten after twice the longest window anyway."),
+    cfg.ListOpt("metrics_listen", default=[],
+                help="Where to serve /metrics (Prometheus text format) and /healthz, comma "
+                "separated: HOST:PORT or PORT (TCP; a bare port binds 127.0.0.1 only, "
+                "IPv6 as [::1]:PORT) and/or unix:PATH (mode 0660). Never an address "
+                "instances can reach. Empty: off."),
+    cfg.FloatOpt("health_probe_interval", default=10, min=1,
+                 help="Seconds between the /healthz probes of Nova (a GET / on the "
+                 "metadata API, which needs no instance)."),
+    cfg.FloatOpt("drain_timeout", default=20, min=0,
+                 help="On SIGTERM: stop accepting, then let the requests in flight finish "
+                 "for at most this many seconds before exiting (status 0). Keep it below "
+                 "systemd's TimeoutStopSec."),
+    cfg.IntOpt("log_rate_limit", default=20, min=0,
+               help="Most log lines about failed or refused requests of one kind per 10 "
+               "seconds; past it they are counted, and one line per kind says how many "
+               "were left out. 0: no limit."),
 ]
 # [metadata_rate_limiting]: Neutron's options (reference 2.2), read by the agent here.
 RATE_LIMIT_OPTS = [
@@ -338,6 +360,7 @@ class Settings:
     host: str
     state_path: str
     debug: bool
+    use_json: bool
     transport_url: str | None = attrs.field(repr=False)
     rpc_response_timeout: int
     report_interval: float
@@ -403,6 +426,10 @@ class Settings:
     base_query_rate_limit: int
     burst_window_duration: int
     burst_query_rate_limit: int
+    metrics_listen: tuple[str, ...]
+    health_probe_interval: float
+    drain_timeout: float
+    log_rate_limit: int
     socket_mode: int
     nova_urls: tuple[str, ...]
     nova_url: str
@@ -530,6 +557,7 @@ def _build(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
     values["ip_versions"] = tuple(values["ip_versions"])
     values["nova_metadata_endpoints"] = tuple(
         e.strip() for e in values["nova_metadata_endpoints"] if e.strip())
+    values["metrics_listen"] = tuple(e.strip() for e in values["metrics_listen"] if e.strip())
     if values["metadata_workers"] is None:
         values["metadata_workers"] = (os.cpu_count() or 1) // 2
     values["socket_mode"] = socket_mode(values["metadata_proxy_socket_mode"],
@@ -590,6 +618,33 @@ def _check_socket_path(sources: _Sources, group: str, name: str, value: str, pat
                        f"most {UNIX_PATH_MAX} bytes", "set a shorter path (or a shorter state_path)")
 
 
+def parse_listen(entry: str) -> tuple[str, str, int | str]:
+    """C{("tcp", host, port)} or C{("unix", path, 0)} for one C{metrics_listen} entry.
+
+    @raise ValueError: the entry is neither (the message says why).
+    """
+    if entry.startswith("unix:"):
+        path = entry[5:]
+        if not path.startswith("/"):
+            raise ValueError("a Unix socket path must be absolute")
+        if len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise ValueError(f"a Unix socket path must be at most {UNIX_PATH_MAX} bytes")
+        return ("unix", path, 0)
+    host, sep, port = entry.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", entry
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (write 127.0.0.1, ::1 in "
+                         "brackets, or another local address)") from None
+    return ("tcp", host, int(port))
+
+
 def _cross_check(s: Settings, sources: _Sources) -> None:
     """Checks across options; the first failure raises."""
     d = "DEFAULT"
@@ -637,6 +692,14 @@ def _cross_check(s: Settings, sources: _Sources) -> None:
                            list(s.nova_metadata_endpoints), f"entry {entry!r}: {problem}",
                            "write each entry as http://host:port, https://host:port or "
                            "host:port, comma separated")
+    for entry in s.metrics_listen:
+        try:
+            parse_listen(entry)
+        except ValueError as e:
+            raise _problem(sources, "metaproxy", _opt("metaproxy", "metrics_listen"),
+                           list(s.metrics_listen), f"entry {entry!r} is not valid: {e}",
+                           "write HOST:PORT, PORT (127.0.0.1) or unix:PATH, comma "
+                           "separated, or leave it empty to serve no metrics") from None
     if s.lookup_backend == "table":
         _check_file(sources, "metaproxy", "lookup_table", s.lookup_table, "port table")
     if s.lookup_backend == "neutron_api":

@@ -84,6 +84,20 @@ class NovaEndpoints:
         #: requests refused at once because every endpoint's breaker was open
         self.refused = 0
 
+    # The pool gauges of every endpoint together (metaproxy.metrics reads them).
+
+    @property
+    def in_flight(self) -> int:
+        return sum(e.client.in_flight for e in self.endpoints)
+
+    @property
+    def queued(self) -> int:
+        return sum(e.client.queued for e in self.endpoints)
+
+    @property
+    def idle(self) -> int:
+        return sum(e.client.pool.idle for e in self.endpoints)
+
     @classmethod
     def build(cls, reactor: Any, urls: Sequence[str], *, timeout: float,
               connect_timeout: float, pool_size: int, max_in_flight: int,

@@ -312,6 +312,11 @@ class NovaClient:
         return self._pool
 
     @property
+    def idle(self) -> int:
+        """Idle keep-alive connections kept now."""
+        return self._pool.idle
+
+    @property
     def in_flight(self) -> int:
         """Requests sent to Nova and not finished."""
         return self._active

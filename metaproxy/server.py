@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.connlimit import ConnectionLimit
+from metaproxy.metrics import RequestStats
 from metaproxy.namespace import Namespace
 from metaproxy.request import RequestError, RequestParser
 from metaproxy.response import error_response
@@ -150,9 +151,12 @@ class MetadataProtocol(Protocol):
         self._pending: Deferred[bytes] | None = None
         self._done = False
         self._lost = False
+        self._started = 0.0
 
     def connectionMade(self) -> None:
         self._timeouts.add(self)
+        self._started = self._factory.clock.seconds()
+        self._factory.stats.open += 1
 
     def dataReceived(self, data: bytes) -> None:
         if self._done:
@@ -162,6 +166,7 @@ class MetadataProtocol(Protocol):
         except RequestError as e:
             log.warn("Refused a malformed request on {socket}: {status} {reason}",
                      socket=self._factory.describe(), status=e.status, reason=e.message)
+            self._factory.stats.refuse(e.status)
             self._answer(error_response(e.status, e.message))
             return
         if request is None:
@@ -178,6 +183,10 @@ class MetadataProtocol(Protocol):
         if not self._lost:
             self.transport.write(data)
             self.transport.loseConnection()
+            # the one place every answer is counted (metaproxy.metrics)
+            factory = self._factory
+            factory.stats.record(factory.kind, data[9:12],
+                                 factory.clock.seconds() - self._started)
 
     def _failed(self, failure: Failure) -> None:
         self._pending = None
@@ -194,6 +203,7 @@ class MetadataProtocol(Protocol):
         if self._parser.started:
             log.warn("Request on {socket} not complete after {timeout} seconds; answered 408",
                      socket=self._factory.describe(), timeout=self._factory.limits.request_timeout)
+            self._factory.stats.refuse(408)
             self._answer(error_response(408, "The request was not received in time."))
         else:
             self._done = True
@@ -202,6 +212,7 @@ class MetadataProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._lost = True
         self._factory.connectionClosed()
+        self._factory.stats.open -= 1
         self._timeouts.discard(self)
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -229,13 +240,16 @@ class MetadataFactory(Factory):
     @param timeouts: keeps the request timeouts; by default the one
         L{RequestTimeouts} of C{clock} and C{limits.request_timeout}, shared with every
         other listener on that clock.
+    @param stats: where answers and open connections are counted (L{metaproxy.metrics});
+        by default this factory's own.
     """
 
     noisy = False
     protocol = MetadataProtocol
 
     def __init__(self, pipeline: "Pipeline", namespace: Namespace | None, limits: Limits,
-                 clock: IReactorTime, *, timeouts: RequestTimeouts | None = None) -> None:
+                 clock: IReactorTime, *, timeouts: RequestTimeouts | None = None,
+                 stats: RequestStats | None = None) -> None:
         self.pipeline = pipeline
         self.namespace = namespace
         self.limits = limits
@@ -246,6 +260,9 @@ class MetadataFactory(Factory):
         #: bounds the process
         self.connections = ConnectionLimit(
             limits.max_connections_per_namespace if namespace is not None else 0)
+        self.stats = stats if stats is not None else RequestStats()
+        #: the socket kind the answers are counted under
+        self.kind = namespace.kind.value if namespace is not None else "shared"
 
     def buildProtocol(self, addr: object) -> Protocol:
         total = self.limits.connections

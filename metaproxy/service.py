@@ -10,24 +10,33 @@ the requests with their own L{Proxy}.
 from __future__ import annotations
 
 import signal
-from typing import Any
+import weakref
+from typing import Any, Mapping
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from twisted.python.components import Componentized
 
 from metaproxy.config import HAPROXY_TIMEOUT_SERVER, ConfigError, Settings, load_settings
-from metaproxy.control import ControlFactory
-from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
-from metaproxy.namespace import Namespace
 from metaproxy.connlimit import ConnectionLimit
+from metaproxy.control import ControlFactory
+from metaproxy.drain import Drain
 from metaproxy.endpoints import NovaEndpoints
+from metaproxy.health import NovaProbe, nova_check
+from metaproxy.listeners import ListenError, Listeners, prepare_socket_path
+from metaproxy.logs import LogSetup
+from metaproxy.metrics import Metrics, RequestStats, WorkerTotals
+from metaproxy.namespace import Namespace
+from metaproxy.nova import NovaClient
+from metaproxy.opsweb import OpsListener, OpsResource, OpsSite
 from metaproxy.pipeline import Pipeline
 from metaproxy.policy import RequestPolicy
+from metaproxy.protection_metrics import protection_samples
 from metaproxy.ratelimit import RateLimiter, Window
 from metaproxy.registry import NamespaceRegistry
-from metaproxy.resolve.backends import build_backend, describe_backend, reload_backend, \
-    start_backend, stop_backend
+from metaproxy.resolve.backends import backend_ready, build_backend, describe_backend, \
+    reload_backend, start_backend, stop_backend
 from metaproxy.resolve.base import BackendError, PortBackend
 from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import InstanceResolver
@@ -38,6 +47,26 @@ from metaproxy.workers import WorkerPool
 __all__ = ["AgentService", "Proxy"]
 
 log = Logger("metaproxy.service")
+
+
+def nova_tls(settings: Settings) -> Any:
+    """The TLS policy of the https Nova endpoints (built once; None without any)."""
+    if not any(url.startswith("https:") for url in settings.nova_urls):
+        return None
+    return nova_tls_policy(ca_file=settings.auth_ca_cert,
+                           insecure=settings.nova_metadata_insecure,
+                           client_cert=settings.nova_client_cert or None,
+                           client_key=settings.nova_client_priv_key or None)
+
+
+def nova_client(reactor: Any, settings: Settings, *, pool_size: int | None = None,
+                max_in_flight: int | None = None) -> NovaClient:
+    """The Nova client the settings describe (TLS included)."""
+    tls = nova_tls(settings) if settings.nova_url.startswith("https:") else None
+    return NovaClient(reactor, settings.nova_url, timeout=settings.nova_timeout,
+                      connect_timeout=settings.nova_connect_timeout,
+                      pool_size=pool_size or settings.nova_pool_size,
+                      max_in_flight=max_in_flight or settings.nova_max_in_flight, tls=tls)
 
 
 class Proxy:
@@ -57,12 +86,7 @@ class Proxy:
         self.cache = CachingBackend(self.backend, reactor,
                                     ttl=settings.cache_expiration_time,
                                     enabled=settings.cache_enabled and not in_memory)
-        tls = None
-        if settings.nova_metadata_protocol == "https":
-            tls = nova_tls_policy(ca_file=settings.auth_ca_cert,
-                                  insecure=settings.nova_metadata_insecure,
-                                  client_cert=settings.nova_client_cert or None,
-                                  client_key=settings.nova_client_priv_key or None)
+        tls = nova_tls(settings)
         self.nova = NovaEndpoints.build(
             reactor, settings.nova_urls, timeout=settings.nova_timeout,
             connect_timeout=settings.nova_connect_timeout, pool_size=settings.nova_pool_size,
@@ -88,17 +112,34 @@ class Proxy:
                              connections=ConnectionLimit(settings.max_connections),
                              refusal_log_interval=settings.refusal_log_interval,
                              retry_after=max(1, settings.retry_after))
+        #: what the server counts (metaproxy.metrics), shared by every socket's factory
+        self.stats = RequestStats()
+        self.metrics = Metrics(self.stats, cache=self.cache, nova=self.nova,
+                               ready=lambda: backend_ready(self.backend))
+        self._factories: "weakref.WeakSet[MetadataFactory]" = weakref.WeakSet()
+        self.metrics.add_source(protection_samples(
+            self.policy, self.limits,
+            lambda: sum(f.connections.refused for f in list(self._factories)), self.nova))
 
     def factory_for(self, namespace: Namespace | None) -> MetadataFactory:
         """The protocol factory of one socket (C{None}: the shared socket)."""
-        return MetadataFactory(self.pipeline, namespace, self.limits, self._reactor)
+        factory = MetadataFactory(self.pipeline, namespace, self.limits, self._reactor,
+                                  stats=self.stats)
+        self._factories.add(factory)
+        return factory
 
-    def reload(self, config_args: tuple[list[str], list[str]]) -> None:
+    def reload(self, config_args: tuple[list[str], list[str]]) -> Settings | None:
         """Re-read the configuration's secret and the lookup table; a bad file is
-        reported and the running state kept. The cache is emptied."""
+        reported and the running state kept. The cache is emptied.
+
+        @return: the settings read, or None when the configuration could not be read.
+        """
+        settings: Settings | None = None
+        ok = True
         try:
             settings = load_settings(*config_args)
         except ConfigError as e:
+            ok = False
             log.error("Reload: configuration not reloaded, keeping the running one: {error}",
                       error=str(e))
         else:
@@ -106,9 +147,12 @@ class Proxy:
         try:
             reload_backend(self.backend)
         except BackendError as e:
+            ok = False
             log.error("Reload: lookups not reloaded, keeping the running ones: {error}",
                       error=str(e))
         self.cache.clear()
+        self.metrics.reloaded("ok" if ok else "failed")
+        return settings
 
     def start(self) -> None:
         """Start the lookup backend's own work (connections, threads, first sync)."""
@@ -128,8 +172,10 @@ class AgentService(MultiService):
 
     def __init__(self, reactor: Any, settings: Settings, backend: PortBackend | None = None,
                  *, config_files: tuple[str, ...] = (), config_dirs: tuple[str, ...] = (),
-                 install_signal_handlers: bool = True, use_inotify: bool = True) -> None:
+                 install_signal_handlers: bool = True, use_inotify: bool = True,
+                 log_setup: LogSetup | None = None) -> None:
         super().__init__()
+        self.log_setup = log_setup
         self._config_args = (list(config_files), list(config_dirs))
         self._reactor = reactor
         self.settings = settings
@@ -139,9 +185,15 @@ class AgentService(MultiService):
         listen_args = dict(shared_socket=settings.metadata_proxy_socket,
                            socket_dir=settings.namespace_socket_dir, mode=settings.socket_mode,
                            backlog=settings.metadata_backlog)
+        #: the workers' metrics, added up (metadata_workers >= 2)
+        self.worker_totals = WorkerTotals()
+        #: this process's own metrics when workers serve (reloads)
+        self.own_metrics = Metrics()
         if settings.metadata_workers >= 2:
             self.workers = WorkerPool(reactor, settings.metadata_workers,
-                                      worker_args(config_files, config_dirs))
+                                      worker_args(config_files, config_dirs),
+                                      publisher=self._from_worker,
+                                      kill_after=settings.drain_timeout + 5)
             self.listeners = Listeners(reactor, handoff=self.workers, **listen_args)
         else:
             self.proxy = Proxy(reactor, settings, backend)
@@ -157,6 +209,93 @@ class AgentService(MultiService):
             self.workers.setServiceParent(self)
         self._control_port = None
         self._previous_sighup = None
+        self._previous_sigterm = None
+        self._previous_sigusr1 = None
+        self.drain = Drain(reactor, stop_listening=self._stop_listening,
+                           in_flight=self._in_flight, timeout=settings.drain_timeout,
+                           stop=reactor.stop)
+        self.probe: NovaProbe | None = None
+        self._probe_nova: NovaClient | None = None
+        if settings.metrics_listen:
+            if self.proxy is not None:
+                forward = self.proxy.nova.forward
+            else:
+                self._probe_nova = nova_client(reactor, settings, pool_size=1,
+                                               max_in_flight=2)
+                forward = self._probe_nova.forward
+            self.probe = NovaProbe(reactor, forward, settings.health_probe_interval)
+            site = OpsSite(OpsResource(self.snapshot, self.checks))
+            OpsListener(reactor, settings.metrics_listen, site).setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> Any:
+        # twistd hands its application here before it starts logging, and logs to the
+        # application's ILogObserver when it has one (metaproxy.logs)
+        if self.log_setup is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_setup.observer)
+        return super().setServiceParent(parent)
+
+    # -- metrics and health ----------------------------------------------------------
+
+    def _from_worker(self, event: dict) -> None:
+        """A worker's log event: its metrics are kept, everything else is logged."""
+        snap = event.get("worker_metrics")
+        if isinstance(snap, dict):
+            self.worker_totals.report(int(event.get("worker_index", 0)),
+                                      int(event.get("worker_pid", 0)), snap)
+            return
+        globalLogPublisher(event)
+
+    def snapshot(self) -> dict:
+        """Every metric, this process's or its workers' added up."""
+        if self.proxy is not None:
+            return self.proxy.metrics.snapshot()
+        return self.worker_totals.snapshot(self.own_metrics.snapshot())
+
+    def checks(self) -> Mapping[str, tuple[bool, str]]:
+        """The /healthz checks."""
+        checks: dict[str, tuple[bool, str]] = {}
+        if self.probe is not None:
+            checks["nova"] = nova_check(self.probe)
+        if self.drain.started:
+            checks["serving"] = (False, "stopping (SIGTERM)")
+        if self.proxy is not None:
+            ready = backend_ready(self.proxy.backend)
+            checks["lookups"] = (ready, describe_backend(self.proxy.backend)
+                                 + ("" if ready else ": not ready"))
+        else:
+            assert self.workers is not None
+            reports = self.worker_totals.reporting()
+            running = len(self.workers.pids())
+            ready = sum(snap.get("ready", [0, 0])[0] for snap in reports.values())
+            want = self.settings.metadata_workers
+            checks["workers"] = (running == want, f"{running} of {want} running")
+            checks["lookups"] = (ready == want and running == want,
+                                 f"{ready} of {want} workers report their lookups ready")
+        return checks
+
+    # -- drain ------------------------------------------------------------------------
+
+    def _in_flight(self) -> int:
+        return self.proxy.stats.open if self.proxy is not None else 0
+
+    def _stop_listening(self) -> Any:
+        """Close the metadata sockets (workers: done by the pool when it stops them)."""
+        if self.registry.running:
+            self.registry.stopService()  # no namespace added back while draining
+        if self._control_port is not None:
+            self._control_port.stopListening()
+            self._control_port = None
+        if self.proxy is None:
+            return None
+        return self.listeners.stop()
+
+    def _sigterm(self) -> None:
+        self.drain.start("SIGTERM")
+
+    def _install_sigterm(self) -> None:
+        if self.running and self._previous_sigterm is None:
+            self._previous_sigterm = signal.signal(
+                signal.SIGTERM, lambda *_: self._reactor.callFromThread(self._sigterm))
 
     def startService(self) -> None:
         try:
@@ -185,34 +324,65 @@ class AgentService(MultiService):
                  nova=self.settings.nova_url,
                  backend=describe_backend(self.proxy.backend) if self.proxy is not None
                  else self.settings.lookup_backend)
+        if self.probe is not None:
+            self.probe.start()
         if self._install_signals:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
+            # our SIGTERM drains, then stops the reactor: twistd exits 0 (metaproxy.drain);
+            # installed once the reactor runs, after the reactor's own handler
+            self._reactor.callWhenRunning(self._install_sigterm)
+            if self.log_setup is not None:
+                self._previous_sigusr1 = signal.signal(
+                    signal.SIGUSR1,
+                    lambda *_: self._reactor.callFromThread(self.log_setup.reopen))
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration's secret, the lookup table and the namespace
         directory. A bad file is reported and the running state kept. With workers, this
         process re-reads the namespace directory and passes SIGHUP on to every worker,
         which re-reads the secret and the table itself."""
+        if self.log_setup is not None:
+            self.log_setup.reopen()
         if self.proxy is not None:
-            self.proxy.reload(self._config_args)
+            settings = self.proxy.reload(self._config_args)
+            self._apply_log_settings(settings)
             self.registry.sync()
             log.info("Reloaded: secret, lookups from {backend}, namespaces ({count})",
                      backend=describe_backend(self.proxy.backend),
                      count=len(self.listeners.namespaces))
         else:
             assert self.workers is not None
+            try:
+                settings = load_settings(*self._config_args)
+            except ConfigError:
+                settings = None  # each worker says what is wrong
+            self.own_metrics.reloaded("ok" if settings is not None else "failed")
+            self._apply_log_settings(settings)
             self.registry.sync()
             told = self.workers.reload()
             log.info("Reloaded: namespaces ({count}); {told} worker(s) told to reload the "
                      "secret and the lookup table", count=len(self.listeners.namespaces),
                      told=told)
 
+    def _apply_log_settings(self, settings: Settings | None) -> None:
+        if settings is not None and self.log_setup is not None:
+            self.log_setup.apply(settings)
+            log.debug("Log level now debug: [DEFAULT] debug = true")
+
     def stopService(self) -> Any:
-        if self._previous_sighup is not None:
-            signal.signal(signal.SIGHUP, self._previous_sighup)
-            self._previous_sighup = None
+        for signum, attr in ((signal.SIGHUP, "_previous_sighup"),
+                             (signal.SIGTERM, "_previous_sigterm"),
+                             (signal.SIGUSR1, "_previous_sigusr1")):
+            previous = getattr(self, attr)
+            if previous is not None:
+                signal.signal(signum, previous)
+                setattr(self, attr, None)
+        if self.probe is not None:
+            self.probe.stop()
         stops = [maybeDeferred(super().stopService), self.listeners.stop()]
+        if self._probe_nova is not None:
+            stops.append(self._probe_nova.close())
         if self.proxy is not None:
             stops.append(self.proxy.close())
         if self._control_port is not None:

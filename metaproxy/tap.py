@@ -69,6 +69,11 @@ def makeService(options: Options) -> IService:
 
     from metaproxy.service import AgentService
 
+    from metaproxy.logs import LogSetup
+
+    # twistd's own options (--logfile, --nodaemon, --syslog): where our log goes
+    log_setup = LogSetup.for_twistd(reactor, getattr(options, "parent", None),
+                                    options.settings)
     return AgentService(reactor, options.settings, options.backend,
                         config_files=tuple(options["config_files"]),
-                        config_dirs=tuple(options["config_dirs"]))
+                        config_dirs=tuple(options["config_dirs"]), log_setup=log_setup)

@@ -91,8 +91,11 @@ SHARED = "shared"
 CHANNEL_FD = 3
 #: sockets inherited at spawn are numbered from here
 FIRST_SOCKET_FD = 4
-#: seconds a stopping worker lets requests in flight finish
+#: seconds a stopping worker lets requests in flight finish (by default; the agent's
+#: workers use [metaproxy] drain_timeout)
 DRAIN_SECONDS = 5.0
+#: seconds between two metrics reports of a worker to the agent
+METRICS_INTERVAL = 5.0
 #: seconds the agent waits for a stopping worker before it kills it
 KILL_AFTER = 10.0
 #: first restart delay, in seconds; it doubles while a worker keeps dying
@@ -357,7 +360,8 @@ class WorkerPool(Service):
 
     def __init__(self, reactor: Any, count: int, config_args: Sequence[str], *,
                  executable: str = sys.executable,
-                 publisher: Callable[[dict], None] | None = None) -> None:
+                 publisher: Callable[[dict], None] | None = None,
+                 kill_after: float = KILL_AFTER) -> None:
         if count < 1:
             raise ValueError("a pool needs at least one worker")
         self._reactor = reactor
@@ -368,6 +372,7 @@ class WorkerPool(Service):
         self._workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
         self._kill_timer: Any = None
+        self._kill_after = kill_after
 
     # -- the sockets (SocketHandoff) ---------------------------------------------------
 
@@ -538,7 +543,7 @@ class WorkerPool(Service):
                 self._signal(worker, signal.SIGTERM)
         if not waits:
             return succeed(None)
-        self._kill_timer = self._reactor.callLater(KILL_AFTER, self._kill_stragglers)
+        self._kill_timer = self._reactor.callLater(self._kill_after, self._kill_stragglers)
 
         def done(result: object) -> None:
             if self._kill_timer is not None and self._kill_timer.active():
@@ -551,7 +556,8 @@ class WorkerPool(Service):
         for worker in self._workers:
             if worker.process is not None:
                 log.warn("Worker {index} (pid {pid}) still running {after} s after SIGTERM; "
-                         "killing it", index=worker.index, pid=worker.pid, after=KILL_AFTER)
+                         "killing it", index=worker.index, pid=worker.pid,
+                         after=self._kill_after)
                 self._signal(worker, signal.SIGKILL)
 
 
@@ -605,8 +611,8 @@ class _TrackedFactory(MetadataFactory):
 
     protocol = _TrackedProtocol
 
-    def __init__(self, *args: Any, tracker: ConnectionTracker) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, tracker: ConnectionTracker, stats: Any = None) -> None:
+        super().__init__(*args, stats=stats)
         self.tracker = tracker
 
     def buildProtocol(self, addr: object) -> Protocol:
@@ -682,6 +688,7 @@ class WorkerService(Service):
         self.ports: dict[Namespace | None, AdoptedUNIXPort] = {}
         self._channel: Any = None
         self._stopping = False
+        self._metrics_call: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -703,6 +710,19 @@ class WorkerService(Service):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self._inherited_left == 0:
             self._ready()
+        self._report_metrics()
+
+    def _report_metrics(self) -> None:
+        """Send this worker's metrics to the agent (a log event it keeps, not logs),
+        every L{METRICS_INTERVAL} seconds and once more when stopping."""
+        self._metrics_call = None
+        snapshot = getattr(self.proxy, "metrics", None)
+        if snapshot is not None:
+            log.debug("Worker {worker_index} metrics", worker_index=self.index,
+                      worker_pid=os.getpid(), worker_metrics=snapshot.snapshot())
+        if not self._stopping:
+            self._metrics_call = self._reactor.callLater(METRICS_INTERVAL,
+                                                         self._report_metrics)
 
     def _ready(self) -> None:
         # worker_ready: the agent holds SIGHUP back until it sees this event
@@ -717,7 +737,8 @@ class WorkerService(Service):
             if old is not None:
                 old.stopListening()
             factory = _TrackedFactory(self.proxy.pipeline, namespace, self.proxy.limits,
-                                      self._reactor, tracker=self.tracker)
+                                      self._reactor, tracker=self.tracker,
+                                      stats=getattr(self.proxy, "stats", None))
             self.ports[namespace] = AdoptedUNIXPort.adopt(self._reactor, fd, factory)
         except OSError as e:
             log.error("Cannot serve {name}: {error}", name=socket_name(namespace),
@@ -767,6 +788,9 @@ class WorkerService(Service):
             if not finished:
                 log.warn("Stopping with {count} request(s) still in flight after {drain} s",
                          count=self.tracker.live, drain=self._drain)
+            if self._metrics_call is not None and self._metrics_call.active():
+                self._metrics_call.cancel()
+            self._report_metrics()
             return self.proxy.close()
         return d.addCallback(drained)
 
@@ -808,7 +832,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("Worker {index} cannot start: {error}", index=args.worker, error=str(e))
         return 1
     service = WorkerService(reactor, proxy, args.worker, args.channel_fd,
-                            inherited=args.inherited, config_args=config_args)
+                            inherited=args.inherited, config_args=config_args,
+                            drain=settings.drain_timeout)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

@@ -246,9 +246,9 @@ def test_sigterm_finishes_requests_in_flight_and_stops_every_worker():
         client.join(30)
         assert answers and answers[0].status == 200, answers
         returncode = s.agent.popen.wait(30)
-        # twistd, after a clean shutdown, ends itself with the signal that stopped it
-        # (as the single-process agent does); systemd counts that as a clean stop
-        assert returncode == -signal.SIGTERM
+        # the agent's own SIGTERM handler (metaproxy.drain) stops the reactor itself, so
+        # twistd exits 0 instead of ending itself with the signal
+        assert returncode == 0
         assert not any(alive(pid) for pid in pids)
         assert not os.path.exists(s.shared)
         assert not os.path.exists(s.ns_socket("qrouter-r1"))

@@ -428,3 +428,44 @@ def test_check_config_reports_the_problem(capsys, config_file, short_dir):
     assert "lookup_table" in captured.err and "does not exist" in captured.err
     assert SECRET not in captured.err
     assert "Traceback" not in captured.err
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+def test_health_without_metrics_listen_says_so(capsys):
+    assert main(["health"]) == 1
+    err = capsys.readouterr().err
+    assert "sets no [metaproxy] metrics_listen" in err and "--listen" in err
+
+
+def test_health_refuses_a_bad_listen_entry(capsys):
+    assert main(["health", "--listen", "localhost:1"]) == 2
+    assert "not an IP address" in capsys.readouterr().err
+
+
+def _serve_once(path: str, answer: bytes) -> threading.Thread:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def run():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(answer)
+        conn.close()
+        server.close()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("status, code", [(200, 0), (503, 1)])
+def test_health_exit_status_follows_the_answer(capsys, short_dir, status, code):
+    path = os.path.join(short_dir, "m.sock")
+    body = b'{"status": "x"}'
+    thread = _serve_once(path, b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close"
+                               b"\r\n\r\n%s" % (status, len(body), body))
+    assert main(["health", "--listen", f"unix:{path}"]) == code
+    thread.join(5)
+    assert capsys.readouterr().out.strip() == '{"status": "x"}'

@@ -556,3 +556,14 @@ def test_readme_option_reference_is_current():
     start = readme.index("<!-- options:start -->") + len("<!-- options:start -->")
     end = readme.index("<!-- options:end -->")
     assert readme[start:end] == "\n" + options_markdown()
+
+
+def test_metrics_listen_entry_is_checked_with_file_option_and_fix(state):
+    path = base(state)
+    with open(path, "a") as f:
+        f.write("\n[metaproxy]\nmetrics_listen = 127.0.0.1:9180, localhost:80\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings([path], [])
+    message = str(e.value)
+    assert path in message and "[metaproxy] metrics_listen" in message
+    assert "'localhost:80' is not valid" in message and "Fix: write HOST:PORT" in message
