@@ -139,6 +139,9 @@ class AgentService(MultiService):
             self.workers.setServiceParent(self)
         self._control_port = None
         self._previous_sighup = None
+        self.state_reporter = state_reporter(reactor, settings)
+        if self.state_reporter is not None:
+            self.state_reporter.setServiceParent(self)
 
     def startService(self) -> None:
         try:
@@ -201,6 +204,26 @@ class AgentService(MultiService):
             stops.append(maybeDeferred(self._control_port.stopListening))
             self._control_port = None
         return DeferredList(stops, consumeErrors=True)
+
+
+def state_reporter(reactor: Any, settings: Settings) -> Any:
+    """The L{metaproxy.statereport.StateReporter} for C{settings}, or None: state reports
+    need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do."""
+    if not settings.transport_url or settings.report_interval <= 0:
+        return None
+    from metaproxy.config import rpc_timeout
+    from metaproxy.rpcbus import NeutronRpc
+    from metaproxy.statereport import StateReporter, agent_state
+
+    try:
+        rpc = NeutronRpc(settings, lookup_timeout=rpc_timeout(settings),
+                         report_timeout=settings.report_interval)
+    except Exception as e:
+        log.error("State reports to neutron-server disabled: [DEFAULT] transport_url cannot "
+                  "be used ({error})", error=type(e).__name__)
+        return None
+    return StateReporter(reactor, rpc.report_state, agent_state(settings),
+                         settings.report_interval, close=rpc.close)
 
 
 def worker_args(config_files: tuple[str, ...] | list[str],
