@@ -110,9 +110,10 @@ class FakeNeutronServer:
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
-    def clear(self) -> None:
+    def clear(self, method: str | None = None) -> None:
+        """Forget the recorded calls (of C{method} only, if given)."""
         with self._lock:
-            self.calls.clear()
+            self.calls[:] = [c for c in self.calls if method is not None and c.method != method]
 
     # -- running -------------------------------------------------------------------------
 
