@@ -16,7 +16,9 @@ Agents (L{AGENTS}):
   - C{metaproxy}: C{twistd metaproxy} through Neutron's shared socket;
   - C{metaproxy-namespaces}: the same, through its per-namespace sockets;
   - C{upstream}: upstream's C{neutron-metadata-agent} (L{bench.upstream}: its own code,
-    with only the port lookup RPC answered from the same table), shared socket only;
+    with only the port lookup RPC answered from the same table; with C{--lookup rpc},
+    unpatched, over its own RPC client to the same fake neutron-server), shared socket
+    only;
   - C{metaproxy-haproxy}, C{upstream-haproxy}: the same agent on its shared socket, behind
     real haproxy in network namespaces, the instances connecting from their own
     namespaces (L{bench.nstarget}; root, ip, iptables, haproxy). haproxy retries a
@@ -112,7 +114,9 @@ def start_named_agent(name: str, label: str, fleet: Fleet, table: Path, run_dir:
     fake Nova at C{nova_port}, everything under C{run_dir}.
 
     @param lookup: the lookup service metaproxy uses (L{bench.lookups}); default: the
-        table file. Upstream's port lookups are answered from C{table} either way.
+        table file. Upstream's port lookups are answered from C{table}, except when the
+        lookup service is a bus (C{--lookup rpc}): then upstream, unpatched, asks the same
+        fake neutron-server over the same bus with its own RPC client.
     """
     from bench.__main__ import start_metaproxy
 
@@ -142,13 +146,17 @@ def start_named_agent(name: str, label: str, fleet: Fleet, table: Path, run_dir:
     if name == "upstream":
         from bench import upstream
 
+        transport_url = lookup.transport_url if lookup is not None else None
         process, socket_path = upstream.start_upstream_agent(
-            table, run_dir, nova_port=nova_port, secret=secret, workers=upstream_workers)
+            table, run_dir, nova_port=nova_port, secret=secret, workers=upstream_workers,
+            transport_url=transport_url)
         workers = (f"metadata_workers = {upstream_workers}" if upstream_workers is not None
                    else f"metadata_workers: upstream's default, CPUs // 2 = "
                         f"{(os.cpu_count() or 1) // 2} here")
+        lookups = ("its own RPC client to the same fake neutron-server" if transport_url
+                   else "get_ports answered from the table in-process")
         description = (f"upstream's neutron-metadata-agent ({upstream.NEUTRON_SPEC}), shared "
-                       f"socket; {workers}")
+                       f"socket; {workers}; lookups: {lookups}")
         return RunningAgent(name, label, description, process, SharedSocket(socket_path),
                             run_dir)
     raise ValueError(f"unknown agent {name!r}; one of {', '.join(AGENTS)}")

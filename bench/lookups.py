@@ -5,11 +5,19 @@ Each choice is a function C{start(table, run_dir) -> RunningLookup}: it starts w
 serves lookups from the fleet's port table (nothing for the table itself; a fake
 Neutron API, a real C{ovsdb-server}, a RabbitMQ with a fake neutron-server for the
 production backends), and says which configuration lines point metaproxy at it.
+
+C{rpc}: a private RabbitMQ (L{bench.rabbitmq}) and C{python -m bench.fakeneutronserver}
+on the fleet's table; metaproxy gets only C{transport_url} (so C{lookup_backend}
+defaults to C{rpc}, as on an operator's node) and C{[cache] enabled = true,
+expiration_time = 10} (the expiry Neutron's admin guide recommends). C{compare} points
+upstream's agent at the same bus (C{transport_url}), unpatched.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +38,8 @@ class RunningLookup:
     @ivar description: one line for the report ("table", "fake Neutron API + Keystone").
     @ivar ready_line: text the agent logs once its lookups can be answered; the storm
         waits for it (a backend that first synchronises answers 503 until then).
+    @ivar transport_url: the RPC bus, for lookups over neutron-server's RPC (upstream's
+        agent in C{compare} uses it too); None otherwise.
     """
 
     name: str
@@ -40,6 +50,7 @@ class RunningLookup:
     pids: list[int] = attrs.field(factory=list)
     stop: Callable[[], None] = lambda: None
     ready_line: str = ""
+    transport_url: str | None = None
 
 
 def _table(table: Path, run_dir: Path) -> RunningLookup:
@@ -94,6 +105,36 @@ def _ovn(table: Path, run_dir: Path) -> RunningLookup:
         extra_metaproxy="lookup_backend = ovn\n",
         extra_sections=f"[ovn]\novn_sb_connection = {server.remote('unix')}\n",
         pids=[server.pid], stop=server.stop, ready_line="OVN Southbound synchronised")
+def _rpc(table: Path, run_dir: Path) -> RunningLookup:
+    from bench.processes import Process, _wait_for_line
+    from bench.rabbitmq import RabbitMQ
+
+    broker = RabbitMQ.start(run_dir / "rabbit")
+    log_path = run_dir / "fakeneutronserver.log"
+    try:
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "bench.fakeneutronserver", "--transport-url",
+                 broker.transport_url, "--table", str(table)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=str(Path(__file__).resolve().parent.parent))
+        server = Process(popen, log_path, "fake neutron-server")
+        _wait_for_line(server, "fakeneutronserver ready", 60)
+    except BaseException:
+        broker.close()
+        raise
+
+    def stop() -> None:
+        server.stop()
+        broker.close()
+
+    assert broker.popen is not None
+    return RunningLookup(
+        "rpc", "neutron-server RPC: fake neutron-server (oslo.messaging) on a private "
+        "RabbitMQ; lookup_backend unset (rpc by default), [cache] expiration_time = 10",
+        extra_default=f"transport_url = {broker.transport_url}\n",
+        extra_sections="[cache]\nenabled = true\nexpiration_time = 10\n",
+        pids=[server.pid, broker.popen.pid], stop=stop, transport_url=broker.transport_url)
 
 
 #: C{--lookup} choice -> C{start(table, run_dir)}.
@@ -101,6 +142,7 @@ LOOKUPS: dict[str, Callable[[Path, Path], RunningLookup]] = {
     "table": _table,
     "neutron-api": _neutron_api,
     "ovn": _ovn,
+    "rpc": _rpc,
 }
 
 

@@ -192,9 +192,23 @@ def _ini_value(value: str) -> str:
 
 def write_upstream_config(path: Path, *, state_path: Path, socket_path: Path, log_file: Path,
                           nova_port: int, secret: str, workers: int | None = None,
-                          nova_host: str = "127.0.0.1", debug: bool = False) -> Path:
-    """Write the C{metadata_agent.ini} upstream is started with."""
+                          nova_host: str = "127.0.0.1", debug: bool = False,
+                          transport_url: str | None = None) -> Path:
+    """Write the C{metadata_agent.ini} upstream is started with.
+
+    @param transport_url: a real bus: upstream's own RPC client looks ports up there and
+        reports its state every 30 s (its default), as on a node. Default: C{fake://},
+        no state reports (the table answers its lookups in-process).
+    """
     workers_line = f"metadata_workers = {workers}\n" if workers is not None else ""
+    if transport_url:
+        bus = f"transport_url = {_ini_value(transport_url)}\n"
+        reports = ""
+    else:
+        bus = ("# oslo.messaging's in-process driver: the port lookup RPC is answered from the\n"
+               "# table by upstream_launch.py, and nothing else is ever sent, so no broker.\n"
+               "transport_url = fake://\n")
+        reports = "\n[AGENT]\nreport_interval = 0\n"
     path.write_text(
         "[DEFAULT]\n"
         f"state_path = {_ini_value(str(state_path))}\n"
@@ -204,14 +218,11 @@ def write_upstream_config(path: Path, *, state_path: Path, socket_path: Path, lo
         "nova_metadata_protocol = http\n"
         f"metadata_proxy_shared_secret = {_ini_value(secret)}\n"
         f"{workers_line}"
-        "# oslo.messaging's in-process driver: the port lookup RPC is answered from the\n"
-        "# table by upstream_launch.py, and nothing else is ever sent, so no broker.\n"
-        "transport_url = fake://\n"
+        f"{bus}"
         f"log_file = {_ini_value(str(log_file))}\n"
         "use_stderr = false\n"
         f"debug = {'true' if debug else 'false'}\n"
-        "\n[AGENT]\n"
-        "report_interval = 0\n"
+        f"{reports}"
     )
     return path
 
@@ -219,7 +230,8 @@ def write_upstream_config(path: Path, *, state_path: Path, socket_path: Path, lo
 def start_upstream_agent(table: Path, run_dir: Path, *, nova_port: int, secret: str,
                          workers: int | None = None, timeout: float = 60,
                          venv_dir: Path = DEFAULT_VENV, neutron_spec: str = NEUTRON_SPEC,
-                         debug: bool = False) -> tuple[Process, str]:
+                         debug: bool = False,
+                         transport_url: str | None = None) -> tuple[Process, str]:
     """Start upstream's C{neutron-metadata-agent} on C{table}; return it and its socket.
 
     Installs upstream first if needed (L{ensure_upstream_venv}). Returns once the socket
@@ -230,6 +242,8 @@ def start_upstream_agent(table: Path, run_dir: Path, *, nova_port: int, secret: 
     C{<run_dir>/neutron-metadata-agent.stderr}.
 
     @param workers: C{metadata_workers}; None leaves upstream's default (CPUs // 2).
+    @param transport_url: run upstream unpatched, looking ports up over this bus (a
+        fake neutron-server serving C{table} there, L{bench.fakeneutronserver}).
     @param table: metaproxy's JSON table; checked with metaproxy's own loader first, so a
         table metaproxy refuses is refused here too.
     """
@@ -250,11 +264,11 @@ def start_upstream_agent(table: Path, run_dir: Path, *, nova_port: int, secret: 
     config = write_upstream_config(run_dir / "metadata_agent.ini", state_path=state,
                                    socket_path=socket_path, log_file=log_path,
                                    nova_port=nova_port, secret=secret, workers=workers,
-                                   debug=debug)
+                                   debug=debug, transport_url=transport_url)
     # -I: isolated, so neither this repository (the script's directory, bench/) nor
     # PYTHONPATH can shadow a module of upstream's.
-    args = [str(python), "-I", str(_LAUNCHER), "--table", str(table),
-            "--config-file", str(config)]
+    lookups = ["--rpc"] if transport_url else ["--table", str(table)]
+    args = [str(python), "-I", str(_LAUNCHER), *lookups, "--config-file", str(config)]
     with open(stderr_path, "wb") as err:
         popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err,
                                  stderr=subprocess.STDOUT, cwd=str(run_dir))

@@ -21,6 +21,10 @@ C{neutron-metadata-agent} console script's own function.
 The configuration that C{bench.upstream} writes has C{transport_url = fake://}
 (oslo.messaging's in-process driver, so no broker is needed and none is ever dialled) and
 C{[AGENT] report_interval = 0} (no state reports).
+
+With C{--rpc} instead of C{--table} nothing is replaced: upstream asks neutron-server
+(the bench's fake one, L{bench.fakeneutronserver}) over the configured C{transport_url}
+with its own RPC client, and reports its state there.
 """
 
 from __future__ import annotations
@@ -175,10 +179,13 @@ def upstream_main():
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--table", required=True, help="metaproxy's JSON port table")
+    lookups = parser.add_mutually_exclusive_group(required=True)
+    lookups.add_argument("--table", help="metaproxy's JSON port table")
+    lookups.add_argument("--rpc", action="store_true",
+                         help="upstream unpatched: lookups over its transport_url")
     args, agent_args = parser.parse_known_args(argv)
-    ports = load_ports(args.table)
-    install(ports)
+    if args.table:
+        install(load_ports(args.table))
     entry = upstream_main()
     sys.argv = ["neutron-metadata-agent", *agent_args]
     sys.exit(entry())

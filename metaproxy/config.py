@@ -26,9 +26,8 @@ from metaproxy.socketmode import socket_mode
 
 __all__ = [
     "ConfigError", "Settings", "load_settings", "default_settings", "register_options",
-    "list_opts", "allowed_values", "default_text", "HAPROXY_TIMEOUT_SERVER", "UNIX_PATH_MAX",
-    "NEUTRON_INTERFACES",
-    "parse_listen",
+    "list_opts", "allowed_values", "default_text", "default_lookup_backend", "rpc_timeout",
+    "HAPROXY_TIMEOUT_SERVER", "UNIX_PATH_MAX", "NEUTRON_INTERFACES", "parse_listen",
 ]
 
 #: haproxy's ``timeout server`` (Neutron's hard-coded 32 s): Nova must answer before it.
@@ -118,12 +117,20 @@ CACHE_OPTS = [
                "in-process cache whatever this says."),
 ]
 METAPROXY_OPTS = [
-    cfg.StrOpt("lookup_backend", default="table", choices=["table", "neutron_api", "ovn"],
-               help="Where instances are looked up: table reads lookup_table; neutron_api "
-               "asks Neutron's API (the [neutron] section: Keystone credentials and "
-               "endpoint; enable [cache] with it); ovn keeps a replica of the OVN "
-               "Southbound database named in [ovn] ovn_sb_connection and answers from "
-               "memory."),
+    cfg.StrOpt("lookup_backend", choices=["table", "rpc", "neutron_api", "ovn"],
+               sample_default="rpc when transport_url is set, table otherwise",
+               help="Where instances are looked up: rpc asks neutron-server over "
+               "transport_url (get_ports on topic q-plugin, as neutron-metadata-agent "
+               "does; each call waits at most rpc_response_timeout seconds, and never "
+               "longer than nova_timeout); neutron_api asks Neutron's API (the [neutron] "
+               "section: Keystone credentials and endpoint; enable [cache] with it); ovn "
+               "keeps a replica of the OVN Southbound database named in [ovn] "
+               "ovn_sb_connection and answers from memory; table reads lookup_table. "
+               "Unset: rpc when transport_url is set, table otherwise."),
+    cfg.IntOpt("rpc_lookup_threads", default=8, min=1,
+               help="Threads making RPC lookups at once (oslo.messaging calls block); "
+               "more lookups wait their turn. Concurrent identical lookups share one "
+               "call whatever this says."),
     cfg.StrOpt("lookup_table", default=f"{_S}/ports.json",
                help="Port table file for lookup_backend = table; must exist at start."),
     cfg.StrOpt("namespace_socket_dir", default=f"{_S}/ns",
@@ -369,6 +376,7 @@ class Settings:
     cache_expiration_time: int
     cache_backend: str
     lookup_backend: str
+    rpc_lookup_threads: int
     lookup_table: str
     namespace_socket_dir: str
     namespace_dir: str
@@ -567,6 +575,8 @@ def _build(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
                                    values["nova_metadata_host"], values["nova_metadata_port"])
     values["nova_urls"] = _nova_urls(values["nova_url"], values["nova_metadata_protocol"],
                                      values["nova_metadata_endpoints"])
+    if values["lookup_backend"] is None:
+        values["lookup_backend"] = default_lookup_backend(values["transport_url"])
     return Settings(**values)
 
 
@@ -577,6 +587,19 @@ def _nova_urls(first: str, protocol: str, endpoints: tuple[str, ...]) -> tuple[s
     for entry in endpoints:
         urls.append(entry if "://" in entry else f"{protocol}://{entry}")
     return tuple(urls)
+
+
+def default_lookup_backend(transport_url: str | None) -> str:
+    """C{lookup_backend} when unset: C{rpc} with a C{transport_url}, C{table} without."""
+    return "rpc" if transport_url else "table"
+
+
+def rpc_timeout(s: "Settings") -> float:
+    """Seconds an RPC lookup may take: C{rpc_response_timeout}, capped by
+    C{rpc_response_max_timeout} (Neutron's longest wait) and by C{nova_timeout}, so
+    a slow neutron-server gets the instance metaproxy's 503, not haproxy's 504."""
+    return float(max(1, min(s.rpc_response_timeout, s.rpc_response_max_timeout,
+                            s.nova_timeout)))
 
 
 def _opt(group: str, name: str) -> cfg.Opt:
@@ -702,6 +725,18 @@ def _cross_check(s: Settings, sources: _Sources) -> None:
                            "separated, or leave it empty to serve no metrics") from None
     if s.lookup_backend == "table":
         _check_file(sources, "metaproxy", "lookup_table", s.lookup_table, "port table")
+    if s.lookup_backend == "rpc" and not s.transport_url:
+        raise _problem(
+            sources, "metaproxy", _opt("metaproxy", "lookup_backend"), s.lookup_backend,
+            "asks neutron-server over RPC, but [DEFAULT] transport_url is not set",
+            "set [DEFAULT] transport_url to neutron-server's (it is usually in "
+            "neutron.conf: pass that file with --config-file too), or set lookup_backend = "
+            "table")
+    if s.transport_url and s.rpc_response_timeout < 1:
+        raise _problem(
+            sources, d, _opt(d, "rpc_response_timeout"), s.rpc_response_timeout,
+            "must be at least 1 second", "set a number of seconds >= 1, or remove the line "
+            "to use the default 60")
     if s.lookup_backend == "neutron_api":
         _check_neutron(s, sources)
     if s.lookup_backend == "ovn":
@@ -893,6 +928,9 @@ def default_settings(**overrides: Any) -> Settings:
     if "neutron_valid_interfaces" in overrides:
         overrides["neutron_valid_interfaces"] = tuple(overrides["neutron_valid_interfaces"])
     settings = attrs.evolve(_build(values, ()), **overrides)
+    if "transport_url" in overrides and "lookup_backend" not in overrides:
+        settings = attrs.evolve(
+            settings, lookup_backend=default_lookup_backend(settings.transport_url))
     for derived, inputs in _DERIVED.items():
         if derived not in overrides and any(name in overrides for name in inputs):
             args = [getattr(settings, name) for name in inputs]

@@ -227,6 +227,10 @@ class AgentService(MultiService):
             site = OpsSite(OpsResource(self.snapshot, self.checks))
             OpsListener(reactor, settings.metrics_listen, site).setServiceParent(self)
 
+        self.state_reporter = state_reporter(reactor, settings)
+        if self.state_reporter is not None:
+            self.state_reporter.setServiceParent(self)
+
     def setServiceParent(self, parent: Any) -> Any:
         # twistd hands its application here before it starts logging, and logs to the
         # application's ILogObserver when it has one (metaproxy.logs)
@@ -399,6 +403,24 @@ def rate_limiter(clock: Any, settings: Settings) -> RateLimiter | None:
                        Window(settings.burst_window_duration, settings.burst_query_rate_limit),
                        ip_versions=settings.ip_versions,
                        max_sources=settings.rate_limit_max_sources)
+def state_reporter(reactor: Any, settings: Settings) -> Any:
+    """The L{metaproxy.statereport.StateReporter} for C{settings}, or None: state reports
+    need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do."""
+    if not settings.transport_url or settings.report_interval <= 0:
+        return None
+    from metaproxy.config import rpc_timeout
+    from metaproxy.rpcbus import NeutronRpc
+    from metaproxy.statereport import StateReporter, agent_state
+
+    try:
+        rpc = NeutronRpc(settings, lookup_timeout=rpc_timeout(settings),
+                         report_timeout=settings.report_interval)
+    except Exception as e:
+        log.error("State reports to neutron-server disabled: [DEFAULT] transport_url cannot "
+                  "be used ({error})", error=type(e).__name__)
+        return None
+    return StateReporter(reactor, rpc.report_state, agent_state(settings),
+                         settings.report_interval, close=rpc.close)
 
 
 def worker_args(config_files: tuple[str, ...] | list[str],

@@ -37,6 +37,30 @@ def _ovn(reactor: Any, settings: Settings) -> PortBackend:
     from metaproxy.resolve.ovn_build import build_ovn_backend
 
     return build_ovn_backend(reactor, settings)
+def _rpc(reactor: Any, settings: Settings) -> PortBackend:
+    from metaproxy.config import rpc_timeout
+    from metaproxy.resolve.rpc import RpcBackend
+    from metaproxy.rpcbus import NeutronRpc
+
+    if not settings.transport_url:
+        raise BackendError("[metaproxy] lookup_backend = rpc needs [DEFAULT] transport_url. "
+                           "Fix: set it (it is usually in neutron.conf), or use "
+                           "lookup_backend = table.")
+    timeout = rpc_timeout(settings)
+    try:
+        rpc = NeutronRpc(settings, lookup_timeout=timeout,
+                         report_timeout=settings.report_interval or timeout)
+    except Exception as e:  # oslo.messaging: a bad URL, an unknown driver
+        raise BackendError(f"[DEFAULT] transport_url: cannot use it for RPC lookups "
+                           f"({type(e).__name__}: {_no_url(str(e), settings)}). Fix: give "
+                           "neutron-server's transport_url, e.g. "
+                           "rabbit://user:password@host:5672/.") from None
+    return RpcBackend(reactor, rpc, timeout=timeout, threads=settings.rpc_lookup_threads)
+
+
+def _no_url(text: str, settings: Settings) -> str:
+    """C{text} without the transport URL (it holds the bus password)."""
+    return text.replace(settings.transport_url or "\0", "<transport_url>")
 
 
 #: C{lookup_backend} value -> C{build(reactor, settings)}.
@@ -44,6 +68,7 @@ BUILDERS: dict[str, Callable[[Any, Settings], PortBackend]] = {
     "table": _table,
     "neutron_api": _neutron_api,
     "ovn": _ovn,
+    "rpc": _rpc,
 }
 
 

@@ -447,6 +447,33 @@ def test_missing_lookup_table(state):
                  f"{state}/metaproxy/ports.json", "does not exist")
 
 
+# --- lookup_backend's default: rpc with a transport_url, table without ------------
+
+def test_transport_url_makes_rpc_the_default_lookup(state):
+    """An ML2/OVS node's own neutron.conf (transport_url) is enough: lookups go over RPC,
+    and no port table is needed."""
+    (state / "metaproxy" / "ports.json").unlink()
+    path = base(state, "transport_url = rabbit://openstack:RABBITPASS@ctl:5672/\n")
+    s = load_settings([path], [])
+    assert s.lookup_backend == "rpc"
+
+
+def test_explicit_table_wins_over_transport_url(state):
+    path = base(state, "transport_url = rabbit://u:RABBITPASS@ctl:5672/\n"
+                       "[metaproxy]\nlookup_backend = table\n")
+    assert load_settings([path], []).lookup_backend == "table"
+
+
+def test_no_transport_url_keeps_the_table(state):
+    assert load_settings([base(state)], []).lookup_backend == "table"
+
+
+def test_rpc_without_transport_url_names_the_fix(state):
+    path = base(state, "[metaproxy]\nlookup_backend = rpc\n")
+    assert_names(error([path]), path, "[metaproxy] lookup_backend", "transport_url is not set",
+                 "neutron.conf")
+
+
 # --- the secret ------------------------------------------------------------------
 
 def test_secret_not_in_repr(state):

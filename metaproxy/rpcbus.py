@@ -1,0 +1,169 @@
+"""neutron-server's RPC bus, reached the way upstream's metadata agent reaches it.
+
+Upstream (reference sections 1.3 and 1.7) makes two kinds of call with oslo.messaging:
+
+  - C{get_ports(context, filters=...)} as a C{call} on topic C{q-plugin}, version 1.0,
+    namespace None (neutron's C{MetadataPluginAPI}, answered by neutron-server's
+    C{MetadataRpcCallback});
+  - C{report_state(context, agent_state={'agent_state': state}, time=...)} on topic
+    C{q-reports-plugin}, version 1.4, namespace None (neutron's
+    C{PluginReportStateAPI}): a C{call} for the first report, C{cast}s afterwards, each
+    with the report interval as its timeout.
+
+The context is neutron-lib's C{get_admin_context_without_session()} as its C{to_dict()}
+serialises it (L{admin_context}): no user or project, C{is_admin} true, roles admin,
+member and reader, a new request id. oslo.messaging is the library neutron-server itself
+uses, so the messages are right by construction; it is imported only when a bus is used.
+
+L{NeutronRpc} holds one transport, built from the operator's own configuration files
+(so C{[oslo_messaging_rabbit]} and the other driver options apply, and no new
+credentials are needed), with its blocking C{get_ports} and C{report_state}. Its
+methods block: call them from a thread, never from the reactor.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+from oslo_config import cfg
+
+from metaproxy.config import Settings
+
+__all__ = ["TOPIC_PLUGIN", "TOPIC_REPORTS", "METADATA_RPC_VERSION", "REPORT_STATE_VERSION",
+           "ISO8601_TIME_FORMAT", "admin_context", "report_time", "messaging_conf", "NeutronRpc"]
+
+#: neutron-lib's C{topics.PLUGIN} and C{topics.REPORTS}.
+TOPIC_PLUGIN = "q-plugin"
+TOPIC_REPORTS = "q-reports-plugin"
+#: C{MetadataPluginAPI}'s and C{PluginReportStateAPI}'s target versions.
+METADATA_RPC_VERSION = "1.0"
+REPORT_STATE_VERSION = "1.4"
+#: neutron-lib's C{constants.ISO8601_TIME_FORMAT}: the C{time} of a state report.
+ISO8601_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def _utcnow() -> datetime.datetime:
+    # naive UTC, as oslo.utils' timeutils.utcnow() gives neutron
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def admin_context(now: datetime.datetime | None = None,
+                  request_id: str | None = None) -> dict[str, Any]:
+    """neutron-lib's admin context without session, serialised as neutron sends it.
+
+    @param now: its timestamp (naive UTC); default now.
+    @param request_id: default a new C{req-<uuid>}.
+    """
+    return {
+        "user": None,
+        "project": None,
+        "system_scope": None,
+        "domain": None,
+        "user_domain": None,
+        "project_domain": None,
+        "is_admin": True,
+        "read_only": False,
+        "show_deleted": False,
+        "auth_token": None,
+        "request_id": request_id or f"req-{uuid.uuid4()}",
+        "global_request_id": None,
+        "resource_uuid": None,
+        "roles": ["admin", "member", "reader"],
+        "user_identity": "- - - - -",
+        "is_admin_project": True,
+        "user_id": None,
+        "project_id": None,
+        "timestamp": str(now or _utcnow()),
+        "project_name": None,
+        "user_name": None,
+        "has_global_access": True,
+        "can_set_project_id": True,
+    }
+
+
+def report_time(now: datetime.datetime | None = None) -> str:
+    """The C{time} argument of C{report_state}."""
+    return (now or _utcnow()).strftime(ISO8601_TIME_FORMAT)
+
+
+#: (module, list of options named like their group) oslo.messaging registers globally.
+_GLOBAL_ONLY_OPTS = (("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
+                     ("oslo_messaging._metrics.client", "oslo_messaging_metrics"))
+
+
+def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.ConfigOpts:
+    """A private C{ConfigOpts} over C{config_files} for oslo.messaging's options (the
+    driver registers its own, e.g. C{[oslo_messaging_rabbit]}, when the transport is made).
+
+    Some oslo.messaging modules register options on the global C{cfg.CONF} only, yet
+    read them from the transport's configuration (C{[oslo_messaging_tracing]},
+    C{[oslo_messaging_metrics]}): they are registered here too.
+    """
+    import importlib
+
+    conf = cfg.ConfigOpts()
+    for module, group in _GLOBAL_ONLY_OPTS:
+        try:
+            opts = getattr(importlib.import_module(module), group)
+        except (ImportError, AttributeError):  # an oslo.messaging without them
+            continue
+        conf.register_opts(opts, group=group)
+    conf(args=[], project="neutron", prog="metaproxy", use_env=False,
+         default_config_files=list(config_files), default_config_dirs=[])
+    return conf
+
+
+class NeutronRpc:
+    """One oslo.messaging transport to neutron-server and the two calls upstream makes.
+
+    Built from L{Settings} (C{transport_url} and the files it was read from); nothing
+    connects until the first call. The calls block: run them in a thread.
+
+    @param lookup_timeout: seconds C{get_ports} waits for its answer.
+    @param report_timeout: seconds a C{report_state} waits (upstream: the interval).
+    @param lookup_retry: reconnection attempts of one C{get_ports} when the bus is down
+        (oslo.messaging's C{retry}; None: for ever). Each lookup tries again, so a bus
+        that comes back is used at once, and a thread never waits on a dead bus for
+        longer than a lookup may take.
+    """
+
+    def __init__(self, settings: Settings, *, lookup_timeout: float,
+                 report_timeout: float, lookup_retry: int | None = 1) -> None:
+        import oslo_messaging
+
+        if not settings.transport_url:
+            raise ValueError("NeutronRpc needs [DEFAULT] transport_url")
+        self._messaging = oslo_messaging
+        conf = messaging_conf(settings.config_files)
+        self.transport = oslo_messaging.get_rpc_transport(conf, url=settings.transport_url)
+        serializer = oslo_messaging.NoOpSerializer()  # contexts are already dicts
+        self._ports = oslo_messaging.get_rpc_client(
+            self.transport, oslo_messaging.Target(topic=TOPIC_PLUGIN,
+                                                  version=METADATA_RPC_VERSION),
+            serializer=serializer).prepare(version=METADATA_RPC_VERSION,
+                                           timeout=lookup_timeout, retry=lookup_retry)
+        self._reports = oslo_messaging.get_rpc_client(
+            self.transport, oslo_messaging.Target(topic=TOPIC_REPORTS,
+                                                  version=REPORT_STATE_VERSION),
+            serializer=serializer).prepare(timeout=report_timeout)
+
+    @property
+    def timeout_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._messaging.MessagingTimeout,)
+
+    def get_ports(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """neutron-server's ports matching C{filters} (blocks)."""
+        return self._ports.call(admin_context(), "get_ports", filters=filters)
+
+    def report_state(self, agent_state: dict[str, Any], use_call: bool) -> Any:
+        """Send one state report (blocks): a call when C{use_call}, otherwise a cast."""
+        state = dict(agent_state, uuid=str(uuid.uuid4()))
+        kwargs = {"agent_state": {"agent_state": state}, "time": report_time()}
+        send = self._reports.call if use_call else self._reports.cast
+        return send(admin_context(), "report_state", **kwargs)
+
+    def close(self) -> None:
+        """Close the transport's connections (blocks)."""
+        self.transport.cleanup()
