@@ -156,6 +156,9 @@ class NeutronRpc:
             raise ValueError("NeutronRpc needs [DEFAULT] transport_url")
         self._messaging = oslo_messaging
         conf = messaging_conf(settings.config_files)
+        #: the exchange calls go to (neutron-server's: L{NEUTRON_CONTROL_EXCHANGE} unless
+        #: the operator's files say otherwise), for messages that name the bus
+        self.exchange: str = conf.control_exchange
         self.transport = oslo_messaging.get_rpc_transport(conf, url=settings.transport_url)
         serializer = oslo_messaging.NoOpSerializer()  # contexts are already dicts
         self._ports = oslo_messaging.get_rpc_client(

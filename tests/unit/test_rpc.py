@@ -227,6 +227,7 @@ def test_rpc_backend_is_built_from_transport_url_without_connecting() -> None:
     assert isinstance(backend, RpcBackend)
     text = backends.describe_backend(backend)
     assert "q-plugin" in text and "RABBITPASS" not in text
+    assert "exchange neutron" in text
 
 
 def test_rpc_timeout_is_bounded_by_nova_timeout() -> None:
