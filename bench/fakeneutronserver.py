@@ -15,7 +15,10 @@ or, in a test, C{FakeNeutronServer(url, load_ports("ports.json")).start()}.
   - Topic C{q-reports-plugin}, version 1.4: C{report_state(context, agent_state, time)},
     answered with C{"alive"}.
 
-The servers use oslo.messaging's C{threading} executor (no eventlet). Every call is
+Both listen on the exchange C{neutron}, as neutron-server does (neutron's default
+C{control_exchange}; L{metaproxy.rpcbus.messaging_conf} builds the transport), so
+metaproxy and upstream's unpatched agent reach it alike. The servers use oslo.messaging's
+C{threading} executor (no eventlet). Every call is
 recorded (L{Call}: method, context, arguments, whether it was a call or a cast as far as
 the server can tell: a cast has no reply queue) in C{calls} and, with C{--record}, as a
 JSON line in that file. C{delay} (settable while running) makes C{get_ports} wait before

@@ -32,7 +32,8 @@ from oslo_config import cfg
 from metaproxy.config import Settings
 
 __all__ = ["TOPIC_PLUGIN", "TOPIC_REPORTS", "METADATA_RPC_VERSION", "REPORT_STATE_VERSION",
-           "ISO8601_TIME_FORMAT", "admin_context", "report_time", "messaging_conf", "NeutronRpc"]
+           "ISO8601_TIME_FORMAT", "NEUTRON_CONTROL_EXCHANGE", "admin_context", "report_time",
+           "messaging_conf", "NeutronRpc"]
 
 #: neutron-lib's C{topics.PLUGIN} and C{topics.REPORTS}.
 TOPIC_PLUGIN = "q-plugin"
@@ -88,6 +89,12 @@ def report_time(now: datetime.datetime | None = None) -> str:
     return (now or _utcnow()).strftime(ISO8601_TIME_FORMAT)
 
 
+#: neutron's default C{control_exchange} (C{neutron.common.config} calls
+#: C{oslo_messaging.set_transport_defaults(control_exchange='neutron')} at import), so
+#: neutron-server's RPC servers and every Neutron agent use the exchange C{neutron}, not
+#: oslo.messaging's own default C{openstack}.
+NEUTRON_CONTROL_EXCHANGE = "neutron"
+
 #: (module, list of options named like their group) oslo.messaging registers globally.
 _GLOBAL_ONLY_OPTS = (("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
                      ("oslo_messaging._metrics.client", "oslo_messaging_metrics"))
@@ -100,8 +107,16 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
     Some oslo.messaging modules register options on the global C{cfg.CONF} only, yet
     read them from the transport's configuration (C{[oslo_messaging_tracing]},
     C{[oslo_messaging_metrics]}): they are registered here too.
+
+    C{control_exchange} defaults to neutron's (L{NEUTRON_CONTROL_EXCHANGE}), as it does in
+    neutron-server and upstream's agent: with oslo.messaging's default (C{openstack}) every
+    call would go to an exchange no neutron-server consumes from, and time out. A value in
+    C{config_files} still wins. Only this C{ConfigOpts} is changed (neutron changes the
+    option's default for the whole process).
     """
     import importlib
+
+    from oslo_messaging.opts import list_opts
 
     conf = cfg.ConfigOpts()
     for module, group in _GLOBAL_ONLY_OPTS:
@@ -110,6 +125,10 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
         except (ImportError, AttributeError):  # an oslo.messaging without them
             continue
         conf.register_opts(opts, group=group)
+    # copies equal to the options the transport registers again (a no-op for equal options)
+    conf.register_opts([opt for group, opts in list_opts() if group is None
+                        for opt in opts if opt.name == "control_exchange"])
+    conf.set_default("control_exchange", NEUTRON_CONTROL_EXCHANGE)
     conf(args=[], project="neutron", prog="metaproxy", use_env=False,
          default_config_files=list(config_files), default_config_dirs=[])
     return conf
@@ -137,6 +156,9 @@ class NeutronRpc:
             raise ValueError("NeutronRpc needs [DEFAULT] transport_url")
         self._messaging = oslo_messaging
         conf = messaging_conf(settings.config_files)
+        #: the exchange calls go to (neutron-server's: L{NEUTRON_CONTROL_EXCHANGE} unless
+        #: the operator's files say otherwise), for messages that name the bus
+        self.exchange: str = conf.control_exchange
         self.transport = oslo_messaging.get_rpc_transport(conf, url=settings.transport_url)
         serializer = oslo_messaging.NoOpSerializer()  # contexts are already dicts
         self._ports = oslo_messaging.get_rpc_client(

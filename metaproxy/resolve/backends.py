@@ -55,7 +55,10 @@ def _rpc(reactor: Any, settings: Settings) -> PortBackend:
                            f"({type(e).__name__}: {_no_url(str(e), settings)}). Fix: give "
                            "neutron-server's transport_url, e.g. "
                            "rabbit://user:password@host:5672/.") from None
-    return RpcBackend(reactor, rpc, timeout=timeout, threads=settings.rpc_lookup_threads)
+    # the exchange is named: a server on another one never answers, and only times out
+    return RpcBackend(reactor, rpc, timeout=timeout, threads=settings.rpc_lookup_threads,
+                      where=f"neutron-server (topic q-plugin, exchange {rpc.exchange}, "
+                            "on transport_url)")
 
 
 def _no_url(text: str, settings: Settings) -> str:

@@ -4,18 +4,26 @@ The slow tests install neutron from the package index into ~/.cache/metaproxy/up
 machine (a stamp file makes later runs start at once) and skip if the index cannot be
 reached. The table lookup that replaces upstream's RPC is also tested on its own here (it
 is plain standard library, so metaproxy's environment can import it).
+
+The last tests run upstream unpatched (C{compare --lookup rpc}'s upstream side): its own
+RPC client against the bench's fake neutron-server on a private RabbitMQ; they skip with one
+line when rabbitmq-server is not installed.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
 from bench import upstream
+from bench.fakeneutronserver import FakeNeutronServer
 from bench.processes import start_fakenova
+from bench.rabbitmq import RabbitMQ, rabbitmq_missing
 from bench.unixhttp import get
 from bench.upstream_launch import PortIndex, load_ports, select_ports
 from metaproxy.signing import sign_instance_id
@@ -203,3 +211,104 @@ def test_listen_backlog_is_five(upstream_stack):
     except FileNotFoundError:
         pytest.skip("ss (iproute2) is not installed")
     assert backlog == 5
+
+
+# --- the real upstream agent, unpatched, looking ports up over RPC ---------------------------
+
+CASES = [
+    (("X-Neutron-Router-ID", "r1"), "10.0.0.5", "vm-a"),
+    (("X-Neutron-Router-ID", "r2"), "10.0.0.5", "vm-b"),
+    (("X-Neutron-Network-ID", "net-c"), "10.0.1.7", "vm-c"),
+    (("X-Neutron-Network-ID", "net-c"), "fe80::f816:3eff:fe11:2233", "vm-c"),
+]
+
+
+class UpstreamRpcStack:
+    """A private RabbitMQ, the bench's fake neutron-server on it, a fake Nova and
+    upstream's agent with nothing replaced (C{compare --lookup rpc}'s upstream side)."""
+
+    def __init__(self) -> None:
+        self.root = short_tmp()
+        self.broker = self.neutron = self.nova = self.agent = None
+        try:
+            table = self.root / "ports.json"
+            table.write_text(json.dumps(TABLE))
+            self.broker = RabbitMQ.start(self.root / "rabbit")
+            self.neutron = FakeNeutronServer(self.broker.transport_url,
+                                             load_ports(str(table))).start()
+            self.nova, nova_port = start_fakenova(table, SECRET, self.root / "nova")
+            self.agent, self.shared = upstream.start_upstream_agent(
+                table, self.root / "up", nova_port=nova_port, secret=SECRET, workers=1,
+                transport_url=self.broker.transport_url)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for process in (self.agent, self.nova):
+            if process is not None:
+                process.stop()
+        if self.neutron is not None:
+            self.neutron.stop()
+        if self.broker is not None:
+            self.broker.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def upstream_rpc(upstream_python):
+    missing = rabbitmq_missing()
+    if missing is not None:
+        pytest.skip(f"upstream over RPC: needs {missing}")
+    stack = UpstreamRpcStack()
+    yield stack
+    stack.stop()
+
+
+@pytest.mark.slow
+def test_upstream_over_rpc_answers_from_neutron_server(upstream_rpc):
+    """Upstream's own RPC client reaches the fake neutron-server (on neutron's exchange,
+    as a real one listens) and serves every instance; if its calls go unanswered each
+    request times out instead."""
+    upstream_rpc.neutron.clear("get_ports")
+    for header, xff, instance in CASES:
+        answer = get(upstream_rpc.shared, "/openstack/latest/meta_data.json",
+                     forwarded_for=xff, headers=[header])
+        assert answer.status == 200, (header, xff, answer.status, answer.body,
+                                      upstream_rpc.agent.log()[-2000:])
+        assert json.loads(answer.body)["uuid"] == instance
+    # upstream's lookups, sent as calls: per router request its interfaces then the
+    # address on their networks; per network request the address or (link-local) the MAC
+    lookups = upstream_rpc.neutron.calls_of("get_ports")
+    assert all(c.call for c in lookups)
+    shapes = [tuple(sorted(c.kwargs["filters"])) for c in lookups]
+    assert shapes == [("device_id", "device_owner"), ("fixed_ips", "network_id")] * 2 + [
+        ("fixed_ips", "network_id"), ("mac_address", "network_id")]
+    assert lookups[0].kwargs["filters"]["device_id"] == ["r1"]
+    assert lookups[-1].kwargs["filters"]["mac_address"] == ["fa:16:3e:11:22:33"]
+    assert lookups[0].context["is_admin"] is True
+
+
+@pytest.mark.slow
+def test_upstream_over_rpc_reports_its_state(upstream_rpc):
+    """Its first state report, at start, is a call that the fake answers."""
+    deadline = time.monotonic() + 30
+    while not (reports := upstream_rpc.neutron.calls_of("report_state")):
+        assert time.monotonic() < deadline, upstream_rpc.agent.log()[-2000:]
+        time.sleep(0.2)
+    first = reports[0]
+    assert first.call
+    state = first.kwargs["agent_state"]["agent_state"]
+    assert state["binary"] == "neutron-metadata-agent"
+    assert state["agent_type"] == "Metadata agent"
+    assert state["start_flag"] is True
+    assert "Failed reporting state" not in upstream_rpc.agent.log()
+
+
+@pytest.mark.slow
+def test_upstream_over_rpc_unknown_address_is_its_404(upstream_rpc):
+    """An address neutron-server has no port for: upstream's own 404 after asking."""
+    answer = get(upstream_rpc.shared, "/openstack/latest/meta_data.json",
+                 forwarded_for="10.9.9.9", headers=[("X-Neutron-Router-ID", "r1")])
+    assert answer.status == 404, (answer.status, answer.body)
+    assert b"Instance was not found on router r1." in answer.body

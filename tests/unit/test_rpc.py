@@ -18,7 +18,8 @@ from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import Caller, InstanceResolver
 from metaproxy.resolve.rpc import (RpcBackend, ip_filters, mac_filters, port_from_dict,
                                    router_filters)
-from metaproxy.rpcbus import admin_context, report_time
+from metaproxy.rpcbus import (NEUTRON_CONTROL_EXCHANGE, NeutronRpc, admin_context, messaging_conf,
+                               report_time)
 
 OWNERS = ["network:router_interface", "network:ha_router_replicated_interface",
           "network:router_interface_distributed"]
@@ -226,8 +227,50 @@ def test_rpc_backend_is_built_from_transport_url_without_connecting() -> None:
     assert isinstance(backend, RpcBackend)
     text = backends.describe_backend(backend)
     assert "q-plugin" in text and "RABBITPASS" not in text
+    assert "exchange neutron" in text
 
 
 def test_rpc_timeout_is_bounded_by_nova_timeout() -> None:
     assert rpc_timeout(default_settings()) == 28
     assert rpc_timeout(default_settings(rpc_response_timeout=5)) == 5
+
+
+# --- the exchange: neutron-server consumes from "neutron", not oslo.messaging's "openstack"
+
+def test_messaging_conf_defaults_to_neutrons_exchange(tmp_path) -> None:
+    assert messaging_conf().control_exchange == NEUTRON_CONTROL_EXCHANGE == "neutron"
+    # an operator's explicit value still wins
+    conf_file = tmp_path / "neutron.conf"
+    conf_file.write_text("[DEFAULT]\ncontrol_exchange = openstack\n")
+    assert messaging_conf([str(conf_file)]).control_exchange == "openstack"
+
+
+def test_lookups_reach_a_server_on_the_neutron_exchange() -> None:
+    """What neutron-server and upstream's agent use: a server listening on the exchange
+    C{neutron} answers metaproxy's get_ports (over oslo.messaging's in-process driver).
+    With oslo.messaging's default exchange the call would go unanswered and time out."""
+    import oslo_messaging
+
+    rpc = NeutronRpc(default_settings(transport_url="fake://"), lookup_timeout=10,
+                     report_timeout=10)
+    seen: list[dict[str, Any]] = []
+
+    class Endpoint:
+        target = oslo_messaging.Target(version="1.0")
+
+        def get_ports(self, context: Any, filters: dict[str, Any]) -> list[dict[str, Any]]:
+            seen.append(filters)
+            return [{"id": "p1"}]
+
+    server = oslo_messaging.get_rpc_server(
+        rpc.transport, oslo_messaging.Target(exchange="neutron", topic="q-plugin",
+                                             server="neutron-server"),
+        [Endpoint()], executor="threading", serializer=oslo_messaging.NoOpSerializer())
+    server.start()
+    try:
+        assert rpc.get_ports({"device_id": ["r1"]}) == [{"id": "p1"}]
+    finally:
+        server.stop()
+        server.wait()
+        rpc.close()
+    assert seen == [{"device_id": ["r1"]}]
