@@ -20,10 +20,12 @@ demo: venv
 	$(BIN)/python -m bench.demo
 
 ## bench: the standard boot storm (1,000 instances x ~28 requests, 200 concurrent boots)
-## through the per-namespace sockets, then the shared socket; results in bench/results/
+## through the per-namespace sockets, then the shared socket (results in bench/results/),
+## then the CPU regression benchmarks of the parser and the request path (bench-cpu)
 .PHONY: bench bench-storm
 bench: venv
 	$(BIN)/python -m bench storm --target both
+	$(BIN)/python -m pytest bench/cpu --benchmark-only -q
 
 ## bench-storm: a storm of your own, e.g. make bench-storm ARGS='--instances 200 --keepalive'
 bench-storm: venv
