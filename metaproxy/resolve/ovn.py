@@ -312,29 +312,19 @@ class OvnBackend:
             "OVN Southbound not synchronised yet (connecting to "
             f"{', '.join(map(str, self._remotes))})"))
 
+    # The Deferred lookups are the in-memory answers below, or 503 before the first sync.
+
     def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
-        index = self.index
-        if index is None:
-            return self._unavailable()
-        return succeed(index.router_networks(router_id))
+        found = self.router_networks_now(router_id)
+        return self._unavailable() if found is None else succeed(found)
 
     def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
-        index = self.index
-        if index is None:
-            return self._unavailable()
-        found = index.ports_by_ip(networks, ip)
-        if len(found) > 1:
-            self._several(networks, "IP address", ip, found)
-        return succeed(found)
+        found = self.ports_by_ip_now(networks, ip)
+        return self._unavailable() if found is None else succeed(found)
 
     def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
-        index = self.index
-        if index is None:
-            return self._unavailable()
-        found = index.ports_by_mac(networks, mac)
-        if len(found) > 1:
-            self._several(networks, "MAC address", mac, found)
-        return succeed(found)
+        found = self.ports_by_mac_now(networks, mac)
+        return self._unavailable() if found is None else succeed(found)
 
     # The same answers without a Deferred (metaproxy.resolve.cache, "Answers now"); None
     # before the first synchronisation, so that the Deferred path answers 503.

@@ -390,7 +390,7 @@ class TableBackend:
         return f"table {self._path} ({len(self._table.ports)} ports)"
 
     def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
-        return succeed(self._table.routers.get(router_id, ()))
+        return succeed(self.router_networks_now(router_id))
 
     # The same answers without a Deferred (see metaproxy.resolve.cache, "Answers now").
 
@@ -404,7 +404,7 @@ class TableBackend:
         return _find(self._table.by_mac, networks, mac)
 
     def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
-        return succeed(_find(self._table.by_ip, networks, ip))
+        return succeed(self.ports_by_ip_now(networks, ip))
 
     def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
-        return succeed(_find(self._table.by_mac, networks, mac))
+        return succeed(self.ports_by_mac_now(networks, mac))
