@@ -16,7 +16,7 @@ or, in a test, C{FakeNeutronServer(url, load_ports("ports.json")).start()}.
     answered with C{"alive"}.
 
 Both listen on the exchange C{neutron}, as neutron-server does (neutron's default
-C{control_exchange}; L{metaproxy.rpcbus.messaging_conf} builds the transport), so
+C{control_exchange}; L{metaproxy.neutron.bus.messaging_conf} builds the transport), so
 metaproxy and upstream's unpatched agent reach it alike. The servers use oslo.messaging's
 C{threading} executor (no eventlet). Every call is
 recorded (L{Call}: method, context, arguments, whether it was a call or a cast as far as
@@ -123,7 +123,7 @@ class FakeNeutronServer:
     def start(self) -> "FakeNeutronServer":
         import oslo_messaging
 
-        from metaproxy.rpcbus import messaging_conf
+        from metaproxy.neutron.bus import messaging_conf
 
         self._transport = oslo_messaging.get_rpc_transport(messaging_conf(),
                                                            url=self.transport_url)

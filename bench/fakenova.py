@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_fakenova,tests.integration.test_fakenova_process -*-
+# -*- test-case-name: tests.bench.test_fakenova,tests.integration.test_fakenova_process -*-
 """A fake Nova metadata API for the demo, the integration tests and the bench.
 
 It checks the proxy headers the way Nova does with C{[neutron] service_metadata_proxy =

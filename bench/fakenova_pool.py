@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_fakenova,tests.integration.test_fakenova_process -*-
+# -*- test-case-name: tests.bench.test_fakenova,tests.integration.test_fakenova_process -*-
 """Process plumbing for C{python -m bench.fakenova --processes N}.
 
 The parent (L{bench.fakenova}) binds the listening socket once and serves on it; a

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_fleet -*-
+# -*- test-case-name: tests.bench.test_fleet -*-
 """A fleet of instances for the boot storm: the lookup table and what each should get.
 
     fleet = make_fleet(1000, 50, seed=0)

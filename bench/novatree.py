@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_fakenova -*-
+# -*- test-case-name: tests.bench.test_fakenova -*-
 """What the Nova metadata API serves for one instance: a pure model of Nova's path rules.
 
 Given an L{InstanceRecord}, L{lookup} answers a request path the way

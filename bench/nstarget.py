@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_nstarget,tests.e2e.test_storm_haproxy -*-
+# -*- test-case-name: tests.bench.test_nstarget,tests.e2e.test_storm_haproxy -*-
 """The storm's third target: real haproxy in network namespaces in front of the agent.
 
     front = start_haproxy_front(fleet, 1000, agent_config="run/agent.ini", socket="shared")

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_report -*-
+# -*- test-case-name: tests.bench.test_report -*-
 """A boot storm's result and its three forms: JSON, a Markdown table, a PNG plot.
 
 Percentiles use the B{nearest-rank} method: the p-th percentile of n sorted values is the

@@ -54,7 +54,7 @@ from metaproxy.namespace import Namespace, namespace_socket_path
 
 __all__ = ["SoakRound", "open_fds", "lost_requests", "restart_nova", "main"]
 
-#: seconds the agent keeps an idle Nova connection (metaproxy.nova), plus a margin
+#: seconds the agent keeps an idle Nova connection (metaproxy.nova.client), plus a margin
 POOL_IDLE = 5.0
 
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_storm,tests.integration.test_storm_run -*-
+# -*- test-case-name: tests.bench.test_storm,tests.integration.test_storm_run -*-
 """The boot-storm load generator: many instances running cloud-init's metadata sequence.
 
     fleet = make_fleet(1000, 50)

@@ -15,7 +15,7 @@ import re
 import attrs
 
 from metaproxy.namespace import InvalidNamespace, Namespace, NamespaceKind
-from metaproxy.request import Request
+from metaproxy.http.request import Request
 
 __all__ = ["CallerError", "Identity", "identify", "mac_from_link_local"]
 

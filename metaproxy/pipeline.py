@@ -15,19 +15,19 @@ from twisted.python.failure import Failure
 
 from metaproxy.caller import CallerError, Identity, identify
 from metaproxy.namespace import Namespace
-from metaproxy.nova import (
+from metaproxy.nova.client import (
     NovaBadResponse, NovaOverloaded, NovaResponse, NovaTimeout, NovaUnreachable,
 )
-from metaproxy.request import Request
+from metaproxy.http.request import Request
 from metaproxy.resolve.base import Instance, LookupUnavailable
 from metaproxy.resolve.resolver import Caller
-from metaproxy.response import PASS_THROUGH_STATUSES, error_response, relay_response
+from metaproxy.http.response import PASS_THROUGH_STATUSES, error_response, relay_response
 from metaproxy.signing import sign_instance_id
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from metaproxy.policy import RequestPolicy
+    from metaproxy.guard.policy import RequestPolicy
 
 __all__ = ["Pipeline", "Forwarder", "Resolver"]
 
@@ -78,7 +78,7 @@ class Pipeline:
         self._retry_after = retry_after
         self._gzip_decode = gzip_decode
         self._refresh_on_404 = refresh_on_404
-        #: the rate limit and X-Forwarded-For rule (L{metaproxy.policy}); its counters
+        #: the rate limit and X-Forwarded-For rule (L{metaproxy.guard.policy}); its counters
         #: are C{pipeline.policy.counters}
         self.policy = policy
         self._policy = policy if policy is not None and policy.active else None

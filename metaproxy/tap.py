@@ -40,7 +40,7 @@ class Options(usage.Options):
         self["config_dirs"].append(path)
 
     def postOptions(self) -> None:
-        from metaproxy.listeners import ListenError, prepare_socket_path
+        from metaproxy.http.listeners import ListenError, prepare_socket_path
         from twisted.internet import reactor
 
         from metaproxy.resolve.backends import build_backend
@@ -67,9 +67,9 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from metaproxy.service import AgentService
+    from metaproxy.agent.service import AgentService
 
-    from metaproxy.logs import LogSetup
+    from metaproxy.ops.logs import LogSetup
 
     # twistd's own options (--logfile, --nodaemon, --syslog): where our log goes
     log_setup = LogSetup.for_twistd(reactor, getattr(options, "parent", None),

@@ -20,13 +20,13 @@ from twisted.internet.testing import StringTransport
 from bench.fleet import Fleet, make_fleet
 from bench.storm import haproxy_headers, request_bytes
 from metaproxy.namespace import Namespace
-from metaproxy.nova import NovaResponse
+from metaproxy.nova.client import NovaResponse
 from metaproxy.pipeline import Pipeline
 from metaproxy.resolve.base import Port
 from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import PortTable, parse_table
-from metaproxy.server import Limits, MetadataFactory
+from metaproxy.http.server import Limits, MetadataFactory
 
 __all__ = ["InMemoryBackend", "NovaDouble", "InMemoryStack", "SECRET"]
 

@@ -1,4 +1,4 @@
-"""CPU per request of the request parser (L{metaproxy.request.RequestParser}).
+"""CPU per request of the request parser (L{metaproxy.http.request.RequestParser}).
 
     make bench-cpu                     # or: .venv/bin/python -m pytest bench/cpu --benchmark-only
     make bench-cpu ARGS='--benchmark-autosave'       # keep this run in .benchmarks/
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bench.fleet import make_fleet
 from bench.storm import haproxy_headers, request_bytes
-from metaproxy.request import RequestParser
+from metaproxy.http.request import RequestParser
 
 _INSTANCE = make_fleet(2, 1).instances[0]
 

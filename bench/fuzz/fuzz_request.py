@@ -18,9 +18,9 @@ import atheris
 
 with atheris.instrument_imports():
     from metaproxy.pipeline import Pipeline
-    from metaproxy.policy import RequestPolicy
-    from metaproxy.request import RequestParser
-    from metaproxy.server import Limits, MetadataFactory
+    from metaproxy.guard.policy import RequestPolicy
+    from metaproxy.http.request import RequestParser
+    from metaproxy.http.server import Limits, MetadataFactory
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -28,7 +28,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
 from bench.unixhttp import parse_answer
-from metaproxy.nova import NovaResponse
+from metaproxy.nova.client import NovaResponse
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table
 

@@ -40,7 +40,7 @@ def _ovn(reactor: Any, settings: Settings) -> PortBackend:
 def _rpc(reactor: Any, settings: Settings) -> PortBackend:
     from metaproxy.config import rpc_timeout
     from metaproxy.resolve.rpc import RpcBackend
-    from metaproxy.rpcbus import NeutronRpc
+    from metaproxy.neutron.bus import NeutronRpc
 
     if not settings.transport_url:
         raise BackendError("[metaproxy] lookup_backend = rpc needs [DEFAULT] transport_url. "

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_neutron_api -*-
+# -*- test-case-name: tests.unit.resolve.test_neutron_api -*-
 """The Neutron API lookup backend (C{[metaproxy] lookup_backend = neutron_api}).
 
 It asks Neutron's API what upstream asks over RPC (reference section 1.3), as
@@ -15,7 +15,7 @@ query builders and L{parse_ports} are plain functions.
 
 Neutron's URL is C{[neutron] endpoint_override}, or the catalog's endpoint of
 C{service_type} (C{valid_interfaces} in order, C{region_name}) that came with the token
-(L{metaproxy.keystone}). Each request carries the token in C{X-Auth-Token}; on a 401
+(L{metaproxy.neutron.keystone}). Each request carries the token in C{X-Auth-Token}; on a 401
 the token is replaced once and the request made again.
 
 Every call (a token from Keystone included) ends within C{[neutron] timeout} seconds:
@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
-from metaproxy.keystone import (
+from metaproxy.neutron.keystone import (
     Credentials, KeystoneError, KeystoneSession, Token, describe_error, find_endpoint, within,
 )
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
@@ -333,7 +333,7 @@ def build_neutron_api(reactor: Any, settings: Any) -> NeutronApiBackend:
     """The backend for L{metaproxy.resolve.backends.BUILDERS}: a keep-alive pool, TLS
     from C{[neutron] cafile}/C{insecure}, Keystone from C{[neutron]}'s credentials."""
     from metaproxy.resolve.base import BackendError
-    from metaproxy.tls import nova_tls_policy
+    from metaproxy.nova.tls import nova_tls_policy
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 20

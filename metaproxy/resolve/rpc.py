@@ -1,7 +1,7 @@
 """The RPC backend: ports from neutron-server, asked exactly as upstream's agent asks.
 
 C{lookup_backend = rpc} (the default when C{transport_url} is set). Each lookup is one
-C{get_ports} call (L{metaproxy.rpcbus}) with upstream's filters (reference section 1.3):
+C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (reference section 1.3):
 
   - a router's networks: C{{'device_id': [router], 'device_owner': [the three
     router-interface owners]}}, then the ports' C{network_id}s in order;
@@ -90,7 +90,7 @@ class RpcBackend:
 
     @param reactor: the reactor (time and C{callFromThread}).
     @param rpc: has a blocking C{get_ports(filters) -> list[dict]} (a
-        L{metaproxy.rpcbus.NeutronRpc}, or a fake), and optionally C{timeout_errors}
+        L{metaproxy.neutron.bus.NeutronRpc}, or a fake), and optionally C{timeout_errors}
         (exceptions meaning "no answer in time") and C{close()}.
     @param timeout: seconds a lookup may take, queueing for a thread included.
     @param threads: most calls in flight at once.

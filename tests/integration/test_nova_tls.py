@@ -1,4 +1,4 @@
-"""Integration tests for L{metaproxy.nova} and L{metaproxy.tls} over real sockets.
+"""Integration tests for L{metaproxy.nova.client} and L{metaproxy.nova.tls} over real sockets.
 
 A tiny L{twisted.web} site on 127.0.0.1 stands in for Nova, plain or behind TLS with
 certificates from trustme (a server certificate for the IP literal 127.0.0.1, and a
@@ -25,8 +25,8 @@ from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from metaproxy.nova import NovaClient, NovaTimeout, NovaUnreachable
-from metaproxy.tls import nova_tls_policy
+from metaproxy.nova.client import NovaClient, NovaTimeout, NovaUnreachable
+from metaproxy.nova.tls import nova_tls_policy
 
 HEADERS = [
     (b"X-Forwarded-For", b"10.0.0.5"),

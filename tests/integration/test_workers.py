@@ -50,7 +50,7 @@ def children(pid: int) -> list[int]:
                 cmdline = f.read()
         except OSError:
             continue
-        if int(fields[1]) == pid and fields[0] != "Z" and b"metaproxy.workers" in cmdline:
+        if int(fields[1]) == pid and fields[0] != "Z" and b"metaproxy.agent.workers" in cmdline:
             found.append(int(entry))
     return sorted(found)
 
@@ -246,7 +246,7 @@ def test_sigterm_finishes_requests_in_flight_and_stops_every_worker():
         client.join(30)
         assert answers and answers[0].status == 200, answers
         returncode = s.agent.popen.wait(30)
-        # the agent's own SIGTERM handler (metaproxy.drain) stops the reactor itself, so
+        # the agent's own SIGTERM handler (metaproxy.agent.drain) stops the reactor itself, so
         # twistd exits 0 instead of ending itself with the signal
         assert returncode == 0
         assert not any(alive(pid) for pid in pids)

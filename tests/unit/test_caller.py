@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from metaproxy import caller
 from metaproxy.caller import CallerError, identify, mac_from_link_local
 from metaproxy.namespace import Namespace, NamespaceKind
-from metaproxy.request import Request
+from metaproxy.http.request import Request
 
 
 def request(*headers):
@@ -164,7 +164,7 @@ def test_namespaces_kept_are_bounded(monkeypatch):
 def test_same_identity_from_a_parsed_request():
     """A parsed request (fields picked out by the parser) gives the same identity as
     one built by hand."""
-    from metaproxy.request import RequestParser
+    from metaproxy.http.request import RequestParser
     parsed = RequestParser().feed(b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9\r\n"
                                   b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
     by_hand = request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"),

@@ -12,9 +12,9 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from bench.unixhttp import parse_answer
 from metaproxy.namespace import Namespace
-from metaproxy.nova import NovaBadResponse, NovaResponse, NovaTimeout, NovaUnreachable
+from metaproxy.nova.client import NovaBadResponse, NovaResponse, NovaTimeout, NovaUnreachable
 from metaproxy.pipeline import Pipeline
-from metaproxy.request import RequestParser
+from metaproxy.http.request import RequestParser
 from metaproxy.resolve.base import LookupUnavailable
 from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import InstanceResolver

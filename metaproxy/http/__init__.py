@@ -1,0 +1,1 @@
+"""The HTTP side facing the namespace proxies: the request parser, answers, the server protocol and its listening sockets."""

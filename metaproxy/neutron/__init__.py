@@ -1,0 +1,1 @@
+"""What metaproxy shares with Neutron: the RPC bus, Keystone sessions, the agent's state reports and haproxy's configuration."""

@@ -1,0 +1,1 @@
+"""Operations: metrics, health, the private web listener, logging and log-flood control."""

@@ -1,0 +1,173 @@
+"""metaproxy.ops.metrics: counting, snapshots, adding workers up, the text format."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from metaproxy.ops.metrics import (LATENCY_BUCKETS, Metrics, RequestStats, Sample, WorkerTotals,
+                               merge, render)
+from metaproxy.namespace import Namespace
+from metaproxy.http.server import Limits, MetadataFactory
+from twisted.internet.defer import Deferred, succeed
+
+
+def _values(text: bytes) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+class _Cache:
+    hits, misses, coalesced, failures = 5, 2, 7, 1
+
+
+class _Nova:
+    in_flight, queued, idle = 4, 1, 3
+
+
+def test_record_counts_by_kind_status_and_bucket():
+    stats = RequestStats()
+    stats.record("shared", b"200", 0.0005)
+    stats.record("shared", b"200", 0.2)
+    stats.record("router", b"404", 100.0)
+    assert stats.requests == {("shared", b"200"): 2, ("router", b"404"): 1}
+    assert stats.buckets[0] == 1 and stats.buckets[LATENCY_BUCKETS.index(0.25)] == 1
+    assert stats.buckets[-1] == 1  # +Inf
+    assert abs(stats.latency_sum - 100.2005) < 1e-9
+    stats.refuse(431)
+    stats.refuse(408)
+    stats.refuse(599)
+    assert stats.refused == {"headers_too_large": 1, "request_timeout": 1, "other": 1}
+
+
+def test_render_exports_every_family():
+    stats = RequestStats()
+    stats.record("ovn", b"503", 0.003)
+    stats.refuse(413)
+    metrics = Metrics(stats, cache=_Cache(), nova=_Nova(), ready=lambda: True)
+    metrics.reloaded("ok")
+    metrics.add_source(lambda: [Sample("metaproxy_rate_limited_total", "counter",
+                                       "Requests answered 429.", (("reason", "ip"),), 9)])
+    v = _values(render(metrics.snapshot))
+    assert v[("metaproxy_requests_total", (("socket", "ovn"), ("status", "503")))] == 1
+    assert v[("metaproxy_request_duration_seconds_bucket", (("le", "0.005"),))] == 1
+    assert v[("metaproxy_request_duration_seconds_bucket", (("le", "0.0025"),))] == 0
+    assert v[("metaproxy_request_duration_seconds_count", ())] == 1
+    assert v[("metaproxy_refused_requests_total", (("reason", "body_too_large"),))] == 1
+    assert v[("metaproxy_refused_requests_total", (("reason", "malformed"),))] == 0
+    assert v[("metaproxy_reloads_total", (("outcome", "ok"),))] == 1
+    assert v[("metaproxy_lookups_total", (("result", "coalesced"),))] == 7
+    assert v[("metaproxy_lookups_total", (("result", "failed"),))] == 1
+    assert v[("metaproxy_nova_connections", (("state", "in_use"),))] == 4
+    assert v[("metaproxy_nova_connections", (("state", "idle"),))] == 3
+    assert v[("metaproxy_nova_connections", (("state", "queued"),))] == 1
+    assert v[("metaproxy_lookup_backend_ready", ())] == 1
+    assert v[("metaproxy_rate_limited_total", (("reason", "ip"),))] == 9
+
+
+def test_merge_adds_snapshots_up():
+    a, b = RequestStats(), RequestStats()
+    a.record("shared", b"200", 0.01)
+    b.record("shared", b"200", 0.01)
+    b.record("router", b"200", 0.01)
+    snap = merge([Metrics(a, ready=lambda: True).snapshot(),
+                  Metrics(b, ready=lambda: False).snapshot()])
+    assert snap["requests"] == [["router", "200", 1], ["shared", "200", 2]]
+    assert sum(snap["buckets"]) == 3
+    assert snap["ready"] == [1, 2]
+
+
+def test_worker_totals_keep_a_restarted_workers_counts_and_drop_its_gauges():
+    totals = WorkerTotals()
+    first = RequestStats()
+    first.record("shared", b"200", 0.01)
+    first.open = 4
+    totals.report(1, 100, Metrics(first).snapshot())
+    assert totals.snapshot()["open"] == 4
+    again = RequestStats()  # worker 1 restarted: new pid, counters from zero
+    again.record("shared", b"200", 0.01)
+    totals.report(1, 101, Metrics(again).snapshot())
+    snap = totals.snapshot()
+    assert snap["requests"] == [["shared", "200", 2]]
+    assert snap["open"] == 0
+    totals.report(1, 101, Metrics(again).snapshot())  # same process again: not twice
+    assert totals.snapshot()["requests"] == [["shared", "200", 2]]
+
+
+class _Pipeline:
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.pending: Deferred | None = None
+
+    def handle(self, request, namespace):
+        self.pending = Deferred()
+        return self.pending
+
+
+def test_server_counts_answers_latency_and_open_connections():
+    clock = Clock()
+    stats = RequestStats()
+    pipeline = _Pipeline(b"")
+    factory = MetadataFactory(pipeline, Namespace.parse("qrouter-r1"), Limits(), clock,
+                              stats=stats)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    assert stats.open == 1
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
+    clock.advance(0.3)
+    pipeline.pending.callback(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    proto.connectionLost(None)
+    assert stats.open == 0
+    assert stats.requests == {("router", b"200"): 1}
+    assert stats.buckets[LATENCY_BUCKETS.index(0.5)] == 1
+
+
+def test_server_counts_refusals():
+    clock = Clock()
+    stats = RequestStats()
+    factory = MetadataFactory(_Pipeline(b""), None, Limits(max_header_bytes=1024), clock,
+                              stats=stats)
+    proto = factory.buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    proto.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+    assert stats.refused == {"headers_too_large": 1}
+    assert stats.requests == {("shared", b"431"): 1}
+    slow = factory.buildProtocol(None)
+    slow.makeConnection(StringTransport())
+    slow.dataReceived(b"GET / HTTP/1.1\r\n")
+    clock.advance(31)
+    assert stats.refused["request_timeout"] == 1
+    assert stats.requests[("shared", b"408")] == 1
+
+
+def test_protection_counters_are_exported_at_scrape_time():
+    """The policy's, the connection bounds' and the Nova endpoints' plain counters come
+    out as metrics (read when scraped, nothing per request)."""
+    from types import SimpleNamespace
+
+    from metaproxy.ops.protection_metrics import protection_samples
+
+    policy = SimpleNamespace(counters=SimpleNamespace(rate_limited=7, xff_seen=3,
+                                                      xff_refused=1))
+    limits = SimpleNamespace(connections=SimpleNamespace(refused=2))
+    endpoint = SimpleNamespace(url="http://nova:8775", state="open",
+                               client=SimpleNamespace(rejected=4))
+    nova = SimpleNamespace(failovers=5, refused=6, endpoints=[endpoint])
+    metrics = Metrics(RequestStats())
+    metrics.add_source(protection_samples(policy, limits, lambda: 9, nova))
+    values = {(s[0], tuple(tuple(kv) for kv in s[3])): s[4]
+              for s in metrics.snapshot()["samples"]}
+    assert values[("metaproxy_rate_limited_total", ())] == 7
+    assert values[("metaproxy_guest_forwarded_for_total", (("action", "refused"),))] == 1
+    assert values[("metaproxy_connections_refused_total",
+                   (("bound", "max_connections_per_namespace"),))] == 9
+    assert values[("metaproxy_nova_refused_total", (("reason", "queue_full"),))] == 4
+    assert values[("metaproxy_nova_endpoint_state",
+                   (("endpoint", "http://nova:8775"), ("state", "open")))] == 1
+    assert values[("metaproxy_nova_endpoint_state",
+                   (("endpoint", "http://nova:8775"), ("state", "closed")))] == 0
