@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test unit integration e2e clean
+.PHONY: venv demo test lint format unit integration e2e clean
 
 venv: $(STAMP)
 
@@ -37,9 +37,18 @@ bench-storm: venv
 bench-compare: venv
 	$(BIN)/python -m bench compare --a metaproxy --b upstream
 
-## test: everything, from nothing
-test: venv
+## test: everything, from nothing: the linter first, then every test
+test: lint
 	$(BIN)/python -m pytest
+
+## lint: ruff's checks and its formatter (configured in pyproject.toml); format: apply both
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit

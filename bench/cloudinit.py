@@ -21,14 +21,26 @@ A status the real cloud-init would not accept ends the sequence with L{BootFaile
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
-__all__ = ["OPENSTACK_VERSION", "OPENSTACK_FILES", "BootFailed", "boot_sequence",
-           "ec2_crawl", "acceptable"]
+__all__ = [
+    "OPENSTACK_VERSION",
+    "OPENSTACK_FILES",
+    "BootFailed",
+    "boot_sequence",
+    "ec2_crawl",
+    "acceptable",
+]
 
 OPENSTACK_VERSION = "2018-08-27"
-OPENSTACK_FILES = ("meta_data.json", "user_data", "vendor_data.json", "vendor_data2.json",
-                   "network_data.json")
+OPENSTACK_FILES = (
+    "meta_data.json",
+    "user_data",
+    "vendor_data.json",
+    "vendor_data2.json",
+    "network_data.json",
+)
 _OPTIONAL = {f"/openstack/{OPENSTACK_VERSION}/user_data"}
 
 Answer = tuple[int, bytes]

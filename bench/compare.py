@@ -47,8 +47,9 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 
@@ -56,12 +57,28 @@ from bench.fleet import Fleet
 from bench.lookups import RunningLookup, start_lookup
 from bench.processes import Process
 from bench.procstat import tree_cpu_seconds
-from bench.report import (MATPLOTLIB_MISSING, StormResult, compare_markdown, compare_rows,
-                          matplotlib_available, merge_results, plot_results)
+from bench.report import (
+    MATPLOTLIB_MISSING,
+    StormResult,
+    compare_markdown,
+    compare_rows,
+    matplotlib_available,
+    merge_results,
+    plot_results,
+)
 from bench.storm import NamespaceSockets, SharedSocket, StormConfig, Target, run_storm
 
-__all__ = ["AGENTS", "FORMAT", "RunningAgent", "Comparison", "start_named_agent",
-           "run_compare", "wait_idle", "add_compare_options", "compare_main"]
+__all__ = [
+    "AGENTS",
+    "FORMAT",
+    "RunningAgent",
+    "Comparison",
+    "start_named_agent",
+    "run_compare",
+    "wait_idle",
+    "add_compare_options",
+    "compare_main",
+]
 
 FORMAT = "metaproxy-bench-compare/1"
 #: The sides, in the order of the rounds: A (the reference of the ratios), B, C.
@@ -106,10 +123,18 @@ class RunningAgent:
         return self.name.startswith("metaproxy")
 
 
-def start_named_agent(name: str, label: str, fleet: Fleet, table: Path, run_dir: Path, *,
-                      nova_port: int, secret: str,
-                      upstream_workers: int | None = None,
-                      lookup: RunningLookup | None = None) -> RunningAgent:
+def start_named_agent(
+    name: str,
+    label: str,
+    fleet: Fleet,
+    table: Path,
+    run_dir: Path,
+    *,
+    nova_port: int,
+    secret: str,
+    upstream_workers: int | None = None,
+    lookup: RunningLookup | None = None,
+) -> RunningAgent:
     """Start the agent called C{name} (a key of L{AGENTS}) on C{table} in front of the
     fake Nova at C{nova_port}, everything under C{run_dir}.
 
@@ -124,46 +149,81 @@ def start_named_agent(name: str, label: str, fleet: Fleet, table: Path, run_dir:
     if name.endswith(HAPROXY_SUFFIX) and name in AGENTS:
         from bench.nstarget import start_haproxy_front
 
-        agent = start_named_agent(name[:-len(HAPROXY_SUFFIX)], label, fleet, table, run_dir,
-                                  nova_port=nova_port, secret=secret,
-                                  upstream_workers=upstream_workers, lookup=lookup)
+        agent = start_named_agent(
+            name[: -len(HAPROXY_SUFFIX)],
+            label,
+            fleet,
+            table,
+            run_dir,
+            nova_port=nova_port,
+            secret=secret,
+            upstream_workers=upstream_workers,
+            lookup=lookup,
+        )
         try:
-            front = start_haproxy_front(fleet, len(fleet.instances),
-                                        socket_path=agent.target.path,  # type: ignore
-                                        adopt=[agent.process.pid])
+            front = start_haproxy_front(
+                fleet,
+                len(fleet.instances),
+                socket_path=agent.target.path,  # type: ignore
+                adopt=[agent.process.pid],
+            )
         except BaseException:
             agent.stop()
             raise
         print(f"compare: {label}: {front.describe_setup()}", file=sys.stderr, flush=True)
-        return RunningAgent(name, label, f"{agent.description}; behind {front.target.describe()}",
-                            agent.process, front.target, run_dir, front)
+        return RunningAgent(
+            name,
+            label,
+            f"{agent.description}; behind {front.target.describe()}",
+            agent.process,
+            front.target,
+            run_dir,
+            front,
+        )
     if name in ("metaproxy", "metaproxy-namespaces"):
-        process, shared, ns_dir = start_metaproxy(fleet, table, run_dir, nova_port=nova_port,
-                                                  secret=secret, lookup=lookup)
-        target: Target = (SharedSocket(shared) if name == "metaproxy"
-                          else NamespaceSockets(ns_dir))
+        process, shared, ns_dir = start_metaproxy(
+            fleet, table, run_dir, nova_port=nova_port, secret=secret, lookup=lookup
+        )
+        target: Target = SharedSocket(shared) if name == "metaproxy" else NamespaceSockets(ns_dir)
         return RunningAgent(name, label, AGENTS[name], process, target, run_dir)
     if name == "upstream":
         from bench import upstream
 
         transport_url = lookup.transport_url if lookup is not None else None
         process, socket_path = upstream.start_upstream_agent(
-            table, run_dir, nova_port=nova_port, secret=secret, workers=upstream_workers,
-            transport_url=transport_url)
-        workers = (f"metadata_workers = {upstream_workers}" if upstream_workers is not None
-                   else f"metadata_workers: upstream's default, CPUs // 2 = "
-                        f"{(os.cpu_count() or 1) // 2} here")
-        lookups = ("its own RPC client to the same fake neutron-server" if transport_url
-                   else "get_ports answered from the table in-process")
-        description = (f"upstream's neutron-metadata-agent ({upstream.NEUTRON_SPEC}), shared "
-                       f"socket; {workers}; lookups: {lookups}")
-        return RunningAgent(name, label, description, process, SharedSocket(socket_path),
-                            run_dir)
+            table,
+            run_dir,
+            nova_port=nova_port,
+            secret=secret,
+            workers=upstream_workers,
+            transport_url=transport_url,
+        )
+        workers = (
+            f"metadata_workers = {upstream_workers}"
+            if upstream_workers is not None
+            else f"metadata_workers: upstream's default, CPUs // 2 = "
+            f"{(os.cpu_count() or 1) // 2} here"
+        )
+        lookups = (
+            "its own RPC client to the same fake neutron-server"
+            if transport_url
+            else "get_ports answered from the table in-process"
+        )
+        description = (
+            f"upstream's neutron-metadata-agent ({upstream.NEUTRON_SPEC}), shared "
+            f"socket; {workers}; lookups: {lookups}"
+        )
+        return RunningAgent(name, label, description, process, SharedSocket(socket_path), run_dir)
     raise ValueError(f"unknown agent {name!r}; one of {', '.join(AGENTS)}")
 
 
-def wait_idle(pids: Sequence[int], *, share: float = IDLE_SHARE, window: float = IDLE_WINDOW,
-              timeout: float = IDLE_TIMEOUT) -> tuple[float, bool]:
+def wait_idle(
+    pids: Sequence[int],
+    *,
+    share: float = IDLE_SHARE,
+    window: float = IDLE_WINDOW,
+    timeout: float = IDLE_TIMEOUT,
+) -> tuple[float, bool]:
     """Wait until the process trees of C{pids} use less than C{share} of one core over
     C{window} seconds. Returns (seconds waited, whether they went idle within
     C{timeout})."""
@@ -213,12 +273,14 @@ class Comparison:
 
     def aggregate(self, side: str) -> StormResult:
         rounds = [r for r in self.rounds if r.side == side]
-        result = merge_results([r.result for r in rounds],
-                               [f"round {r.number}" for r in rounds])
+        result = merge_results([r.result for r in rounds], [f"round {r.number}" for r in rounds])
         notes = list(result.notes)
-        notes += [f"round {r.number}: the agent was still busy {r.drain_seconds:.0f} s after "
-                  "the storm (it kept serving connections the generator had given up on)"
-                  for r in rounds if not r.drained]
+        notes += [
+            f"round {r.number}: the agent was still busy {r.drain_seconds:.0f} s after "
+            "the storm (it kept serving connections the generator had given up on)"
+            for r in rounds
+            if not r.drained
+        ]
         return attrs.evolve(result, notes=notes)
 
     @property
@@ -236,21 +298,27 @@ class Comparison:
             result = self.aggregate(side)
             if wrong_secret:
                 if result.good or result.errors != {"status 403": result.requests}:
-                    failures.append(f"{agent.label}: with the wrong secret every request must "
-                                    f"be an error 'status 403'; got {result.good} good and "
-                                    f"{result.errors}")
+                    failures.append(
+                        f"{agent.label}: with the wrong secret every request must "
+                        f"be an error 'status 403'; got {result.good} good and "
+                        f"{result.errors}"
+                    )
             elif result.error_count or result.boots_failed:
-                failures.append(f"{agent.label}: {result.error_count} errors "
-                                f"({result.errors}), {result.boots_failed} boots failed")
+                failures.append(
+                    f"{agent.label}: {result.error_count} errors "
+                    f"({result.errors}), {result.boots_failed} boots failed"
+                )
         return failures
 
     # ---- output
 
     def rounds_markdown(self) -> str:
-        lines = ["| round | agent | requests | duration (s) | requests/s | good | errors "
-                 "| refused | non-CRLF | latency p50 / p99 (ms) | boot time p50 / p99 (s) "
-                 "| agent CPU per request (µs) | host CPU busy | idle after (s) |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            "| round | agent | requests | duration (s) | requests/s | good | errors "
+            "| refused | non-CRLF | latency p50 / p99 (ms) | boot time p50 / p99 (s) "
+            "| agent CPU per request (µs) | host CPU busy | idle after (s) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in self.rounds:
             res = r.result
             lat, boot = res.latency(), res.boot_time()
@@ -263,28 +331,33 @@ class Comparison:
                 f"| {_s(boot['p50'])} / {_s(boot['p99'])} "
                 f"| {'-' if per is None else f'{per * 1e6:,.0f}'} "
                 f"| {res.host.get('busy', 0):.0%} "
-                f"| {r.drain_seconds:.1f}{'' if r.drained else ' (still busy)'} |")
+                f"| {r.drain_seconds:.1f}{'' if r.drained else ' (still busy)'} |"
+            )
         return "\n".join(lines) + "\n"
 
     def ratio_markdown(self, side: str = "b") -> str:
         """The side-by-side table of A and C{side}, with the ratios C{side} / A."""
         a = self.agent("a")
-        return compare_markdown(self.aggregate("a"), self.aggregate(side), a.label,
-                                self.agent(side).label)
+        return compare_markdown(
+            self.aggregate("a"), self.aggregate(side), a.label, self.agent(side).label
+        )
 
     def to_markdown(self, stamp: str = "") -> str:
         s = self.settings
         load = "{:.2f} {:.2f} {:.2f}"
-        per_agent = ("one storm per agent" if s["rounds"] == 1
-                     else f"{s['rounds']} storms per agent")
+        per_agent = "one storm per agent" if s["rounds"] == 1 else f"{s['rounds']} storms per agent"
         names = [f"{self.agent(side).label} ({side.upper()})" for side in self.sides]
         parts = [
             f"# Side by side: {', '.join(names[:-1])} and {names[-1]}"
-            + (f", {stamp}" if stamp else ""), "",
-            f"`{self.command}`" if self.command else "", "",
+            + (f", {stamp}" if stamp else ""),
+            "",
+            f"`{self.command}`" if self.command else "",
+            "",
         ]
-        parts += [f"- {side.upper()}: **{self.agent(side).label}**: "
-                  f"{self.agent(side).description}" for side in self.sides]
+        parts += [
+            f"- {side.upper()}: **{self.agent(side).label}**: {self.agent(side).description}"
+            for side in self.sides
+        ]
         parts += [
             f"- storm: {s['fleet']}; {s['concurrency']} concurrent boots, ramp {s['ramp']:g} s, "
             f"keep-alive {'on' if s['keepalive'] else 'off'}, {s['workers']} generator "
@@ -298,22 +371,33 @@ class Comparison:
         ]
         for side in self.sides[1:]:
             parts += [
-                f"## {side.upper()} / A, all rounds", "",
+                f"## {side.upper()} / A, all rounds",
+                "",
                 f"{side.upper()} / A above 1 means {side.upper()} has more of the figure; the "
                 "last column names the agent that is better on it. Refused connections are "
-                "among the errors and also counted on their own.", "",
-                self.ratio_markdown(side)]
+                "among the errors and also counted on their own.",
+                "",
+                self.ratio_markdown(side),
+            ]
         parts += ["## Rounds", "", self.rounds_markdown()]
         for side in self.sides:
-            parts += [f"## {side.upper()}: {self.agent(side).label}, all rounds", "",
-                      self.aggregate(side).to_markdown()]
+            parts += [
+                f"## {side.upper()}: {self.agent(side).label}, all rounds",
+                "",
+                self.aggregate(side).to_markdown(),
+            ]
         return "\n".join(parts)
 
     def to_json(self) -> str:
         def agent(side: str) -> dict[str, Any]:
             a = self.agent(side)
-            return {"name": a.name, "label": a.label, "description": a.description,
-                    "target": a.target.describe(), "pid": a.process.pid}
+            return {
+                "name": a.name,
+                "label": a.label,
+                "description": a.description,
+                "target": a.target.describe(),
+                "pid": a.process.pid,
+            }
 
         aggregates = {side: self.aggregate(side) for side in self.sides}
         document = {
@@ -322,20 +406,40 @@ class Comparison:
             "settings": self.settings,
             "agents": {side: agent(side) for side in self.sides},
             "order": self.order,
-            "host": {"cpus": os.cpu_count(), "load_before": self.load_before,
-                     "load_after": self.load_after, "kernel": platform.release(),
-                     "python": platform.python_version()},
-            "rounds": [{"round": r.number, "side": r.side, "agent": self.agent(r.side).label,
-                        "drain_seconds": round(r.drain_seconds, 3), "drained": r.drained,
-                        "result": json.loads(r.result.to_json())} for r in self.rounds],
-            "aggregate": {side: json.loads(result.to_json())
-                          for side, result in aggregates.items()},
+            "host": {
+                "cpus": os.cpu_count(),
+                "load_before": self.load_before,
+                "load_after": self.load_after,
+                "kernel": platform.release(),
+                "python": platform.python_version(),
+            },
+            "rounds": [
+                {
+                    "round": r.number,
+                    "side": r.side,
+                    "agent": self.agent(r.side).label,
+                    "drain_seconds": round(r.drain_seconds, 3),
+                    "drained": r.drained,
+                    "result": json.loads(r.result.to_json()),
+                }
+                for r in self.rounds
+            ],
+            "aggregate": {
+                side: json.loads(result.to_json()) for side, result in aggregates.items()
+            },
             # per side but A: that side / A
-            "ratios": {side: [{k: v for k, v in row.items() if not k.endswith("_text")}
-                              for row in compare_rows(aggregates["a"], aggregates[side],
-                                                      self.agent("a").label,
-                                                      self.agent(side).label)]
-                       for side in self.sides[1:]},
+            "ratios": {
+                side: [
+                    {k: v for k, v in row.items() if not k.endswith("_text")}
+                    for row in compare_rows(
+                        aggregates["a"],
+                        aggregates[side],
+                        self.agent("a").label,
+                        self.agent(side).label,
+                    )
+                ]
+                for side in self.sides[1:]
+            },
         }
         return json.dumps(document, indent=1)
 
@@ -347,8 +451,9 @@ class Comparison:
         written = [Path(f"{base}.json"), Path(f"{base}.md")]
         written[0].write_text(self.to_json())
         written[1].write_text(markdown)
-        aggregates = [attrs.evolve(self.aggregate(side), label=self.agent(side).label)
-                      for side in self.sides]
+        aggregates = [
+            attrs.evolve(self.aggregate(side), label=self.agent(side).label) for side in self.sides
+        ]
         if plot_results(aggregates, f"{base}.png"):
             written.append(Path(f"{base}.png"))
         latest = out / "latest-compare.md"
@@ -359,14 +464,28 @@ class Comparison:
 
 def _labels(names: Sequence[str]) -> list[str]:
     """The agents' names, with the side added to those that appear more than once."""
-    return [name if list(names).count(name) == 1 else f"{name} ({SIDES[i].upper()})"
-            for i, name in enumerate(names)]
+    return [
+        name if list(names).count(name) == 1 else f"{name} ({SIDES[i].upper()})"
+        for i, name in enumerate(names)
+    ]
 
 
-def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None = None, *,
-                rounds: int = 2, secret: str, agent_secret: str | None = None,
-                nova_delay: float = 0.0, upstream_workers: int | None = None,
-                keep: bool = False, command: str = "", lookup: str = "table") -> Comparison:
+def run_compare(
+    fleet: Fleet,
+    config: StormConfig,
+    a: str,
+    b: str,
+    c: str | None = None,
+    *,
+    rounds: int = 2,
+    secret: str,
+    agent_secret: str | None = None,
+    nova_delay: float = 0.0,
+    upstream_workers: int | None = None,
+    keep: bool = False,
+    command: str = "",
+    lookup: str = "table",
+) -> Comparison:
     """Start one fake Nova and the agents C{a}, C{b} (and C{c}) on C{fleet}'s table, run
     C{rounds} storms per agent alternating A, B, (C,) A, B, (C,) ..., and stop everything.
 
@@ -394,39 +513,69 @@ def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None
     try:
         nova, nova_port = start_nova(table, run, secret=secret, nova_delay=nova_delay)
         running = start_lookup(lookup, table, run / "lookup")
-        for side, name, label in zip(SIDES, names, labels):
-            agents.append(start_named_agent(
-                name, label, fleet, table, run / side, nova_port=nova_port,
-                secret=agent_secret if agent_secret is not None else secret,
-                upstream_workers=upstream_workers, lookup=running))
+        for side, name, label in zip(SIDES, names, labels, strict=False):
+            agents.append(
+                start_named_agent(
+                    name,
+                    label,
+                    fleet,
+                    table,
+                    run / side,
+                    nova_port=nova_port,
+                    secret=agent_secret if agent_secret is not None else secret,
+                    upstream_workers=upstream_workers,
+                    lookup=running,
+                )
+            )
         run_config = attrs.evolve(config, nova_url=f"http://127.0.0.1:{nova_port}")
         done: list[Round] = []
         for number in range(1, rounds + 1):
-            for side, agent in zip(SIDES, agents):
-                print(f"compare: round {side.upper()}{number}: {agent.label}", file=sys.stderr,
-                      flush=True)
-                result = run_storm(run_config, fleet, [agent.process.pid], target=agent.target,
-                                   nova_pids=[nova.pid],
-                                   label="upstream neutron-metadata-agent"
-                                   if agent.name.startswith("upstream") else "metaproxy")
+            for side, agent in zip(SIDES, agents, strict=False):
+                print(
+                    f"compare: round {side.upper()}{number}: {agent.label}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result = run_storm(
+                    run_config,
+                    fleet,
+                    [agent.process.pid],
+                    target=agent.target,
+                    nova_pids=[nova.pid],
+                    label="upstream neutron-metadata-agent"
+                    if agent.name.startswith("upstream")
+                    else "metaproxy",
+                )
                 for each in agents:
                     if not each.process.alive():
-                        raise RuntimeError(f"{each.label} died during round {side.upper()}"
-                                           f"{number}:\n{each.process.log()[-3000:]}")
+                        raise RuntimeError(
+                            f"{each.label} died during round {side.upper()}"
+                            f"{number}:\n{each.process.log()[-3000:]}"
+                        )
                 waited, drained = wait_idle([agent.process.pid])
                 done.append(Round(number, side, result, waited, drained))
-                print(f"compare: round {side.upper()}{number}: {result.requests:,} requests in "
-                      f"{result.duration:.1f} s, {result.error_count:,} errors "
-                      f"({result.refused:,} refused); agent idle after {waited:.1f} s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"compare: round {side.upper()}{number}: {result.requests:,} requests in "
+                    f"{result.duration:.1f} s, {result.error_count:,} errors "
+                    f"({result.refused:,} refused); agent idle after {waited:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         settings = {
-            "fleet": fleet.describe() if config.instances == len(fleet.instances)
+            "fleet": fleet.describe()
+            if config.instances == len(fleet.instances)
             else f"{config.instances} of {fleet.describe()}",
-            "instances": config.instances, "routers": fleet.routers, "seed": fleet.seed,
-            "concurrency": min(config.concurrency, config.instances), "ramp": config.ramp,
-            "keepalive": config.keepalive, "workers": config.workers,
-            "request_timeout": config.request_timeout, "rounds": rounds,
-            "nova_delay": nova_delay, "wrong_secret": agent_secret is not None,
+            "instances": config.instances,
+            "routers": fleet.routers,
+            "seed": fleet.seed,
+            "concurrency": min(config.concurrency, config.instances),
+            "ramp": config.ramp,
+            "keepalive": config.keepalive,
+            "workers": config.workers,
+            "request_timeout": config.request_timeout,
+            "rounds": rounds,
+            "nova_delay": nova_delay,
+            "wrong_secret": agent_secret is not None,
             "upstream_workers": upstream_workers,
             "lookup": running.description if running is not None else lookup,
         }
@@ -446,19 +595,37 @@ def run_compare(fleet: Fleet, config: StormConfig, a: str, b: str, c: str | None
 
 # ---- command line
 
+
 def add_compare_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("comparison")
-    group.add_argument("--a", default="metaproxy", choices=sorted(AGENTS),
-                       help="agent A, the reference of the ratios (default %(default)s)")
-    group.add_argument("--b", default="upstream", choices=sorted(AGENTS),
-                       help="agent B (default %(default)s)")
-    group.add_argument("--c", default=None, choices=sorted(AGENTS),
-                       help="a third agent, compared with A as B is (default: none)")
-    group.add_argument("--rounds", type=int, default=2,
-                       help="storms per agent, alternating A, B, A, B (default %(default)s)")
-    group.add_argument("--upstream-workers", type=int, default=None, metavar="N",
-                       help="upstream's metadata_workers (default: upstream's own default, "
-                            "CPUs // 2)")
+    group.add_argument(
+        "--a",
+        default="metaproxy",
+        choices=sorted(AGENTS),
+        help="agent A, the reference of the ratios (default %(default)s)",
+    )
+    group.add_argument(
+        "--b", default="upstream", choices=sorted(AGENTS), help="agent B (default %(default)s)"
+    )
+    group.add_argument(
+        "--c",
+        default=None,
+        choices=sorted(AGENTS),
+        help="a third agent, compared with A as B is (default: none)",
+    )
+    group.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="storms per agent, alternating A, B, A, B (default %(default)s)",
+    )
+    group.add_argument(
+        "--upstream-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="upstream's metadata_workers (default: upstream's own default, CPUs // 2)",
+    )
 
 
 def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -477,29 +644,43 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         missing = missing_line()
         if missing:
-            print(f"bench compare: {missing.replace('--target haproxy', 'a -haproxy agent')}",
-                  file=sys.stderr)
+            print(
+                f"bench compare: {missing.replace('--target haproxy', 'a -haproxy agent')}",
+                file=sys.stderr,
+            )
             return 2
     secret = args.secret
     agent_secret = secret + "-but-wrong" if args.wrong_secret else None
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     command = "python -m bench " + " ".join(argv)
     third = f" and {args.c} (C)" if args.c else ""
-    print(f"compare: {args.a} (A), {args.b} (B){third}; {fleet.describe()}; "
-          f"{config.concurrency} concurrent boots; {args.rounds} storm"
-          f"{'s' if args.rounds > 1 else ''} per agent, alternating", file=sys.stderr)
+    print(
+        f"compare: {args.a} (A), {args.b} (B){third}; {fleet.describe()}; "
+        f"{config.concurrency} concurrent boots; {args.rounds} storm"
+        f"{'s' if args.rounds > 1 else ''} per agent, alternating",
+        file=sys.stderr,
+    )
     from bench.__main__ import _sigterm_interrupts
 
     try:
         with _sigterm_interrupts():  # SIGTERM cleans up as Ctrl-C does (namespaces too)
-            comparison = run_compare(fleet, config, args.a, args.b, args.c,
-                                     rounds=args.rounds, secret=secret,
-                                     agent_secret=agent_secret, nova_delay=args.nova_delay,
-                                     upstream_workers=args.upstream_workers, keep=args.keep,
-                                     command=command, lookup=args.lookup)
+            comparison = run_compare(
+                fleet,
+                config,
+                args.a,
+                args.b,
+                args.c,
+                rounds=args.rounds,
+                secret=secret,
+                agent_secret=agent_secret,
+                nova_delay=args.nova_delay,
+                upstream_workers=args.upstream_workers,
+                keep=args.keep,
+                command=command,
+                lookup=args.lookup,
+            )
     except KeyboardInterrupt:
-        print("bench compare: interrupted; what it started is stopped and removed",
-              file=sys.stderr)
+        print("bench compare: interrupted; what it started is stopped and removed", file=sys.stderr)
         return 130
     written = comparison.write(args.out, stamp)
     print(comparison.to_markdown(stamp))

@@ -30,9 +30,10 @@ import ipaddress
 import json
 import secrets
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -41,12 +42,28 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from metaproxy.resolve.table import load_table, parse_table
 
-__all__ = ["FakeCloud", "Recorded", "cloud_resource", "neutron_ports", "select_ports",
-           "FilterError", "main"]
+__all__ = [
+    "FakeCloud",
+    "Recorded",
+    "cloud_resource",
+    "neutron_ports",
+    "select_ports",
+    "FilterError",
+    "main",
+]
 
 #: The filters this fake knows (Neutron knows more; metaproxy uses these).
-_FILTERS = ("id", "network_id", "device_id", "device_owner", "mac_address", "fixed_ips",
-            "project_id", "tenant_id", "status")
+_FILTERS = (
+    "id",
+    "network_id",
+    "device_id",
+    "device_owner",
+    "mac_address",
+    "fixed_ips",
+    "project_id",
+    "tenant_id",
+    "status",
+)
 _INTERFACES = {"internal": "network", "public": "network-public", "admin": "network-admin"}
 REGION = "RegionOne"
 
@@ -56,21 +73,41 @@ class FilterError(ValueError):
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _port_dict(port_id: str, network: str, mac: str, ips: Sequence[str], device_id: str,
-               project: str, owner: str) -> dict[str, Any]:
+def _port_dict(
+    port_id: str,
+    network: str,
+    mac: str,
+    ips: Sequence[str],
+    device_id: str,
+    project: str,
+    owner: str,
+) -> dict[str, Any]:
     """A port as Neutron's API shows it (the fields it has, not only those used)."""
     return {
-        "id": port_id, "name": "", "network_id": network, "tenant_id": project,
-        "project_id": project, "mac_address": mac, "admin_state_up": True,
-        "status": "ACTIVE", "device_id": device_id, "device_owner": owner,
+        "id": port_id,
+        "name": "",
+        "network_id": network,
+        "tenant_id": project,
+        "project_id": project,
+        "mac_address": mac,
+        "admin_state_up": True,
+        "status": "ACTIVE",
+        "device_id": device_id,
+        "device_owner": owner,
         "fixed_ips": [{"subnet_id": f"subnet-{network}", "ip_address": ip} for ip in ips],
-        "allowed_address_pairs": [], "extra_dhcp_opts": [], "security_groups": [],
-        "description": "", "binding:vnic_type": "normal", "port_security_enabled": True,
-        "tags": [], "created_at": "2026-01-01T00:00:00Z",
-        "updated_at": "2026-01-01T00:00:00Z", "revision_number": 1,
+        "allowed_address_pairs": [],
+        "extra_dhcp_opts": [],
+        "security_groups": [],
+        "description": "",
+        "binding:vnic_type": "normal",
+        "port_security_enabled": True,
+        "tags": [],
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "revision_number": 1,
     }
 
 
@@ -81,13 +118,26 @@ def neutron_ports(document: dict[str, Any]) -> list[dict[str, Any]]:
     @raise metaproxy.resolve.table.TableError: the table is not valid.
     """
     table = parse_table(document)
-    ports = [_port_dict(p.id, p.network_id, p.mac_address, p.fixed_ips, p.device_id,
-                        p.project_id, p.device_owner) for p in table.ports]
+    ports = [
+        _port_dict(
+            p.id,
+            p.network_id,
+            p.mac_address,
+            p.fixed_ips,
+            p.device_id,
+            p.project_id,
+            p.device_owner,
+        )
+        for p in table.ports
+    ]
     for r, (router, networks) in enumerate(sorted(document.get("routers", {}).items())):
         for i, network in enumerate(networks):
-            mac = f"fa:16:3f:{(r >> 8) & 0xff:02x}:{r & 0xff:02x}:{i & 0xff:02x}"
-            ports.append(_port_dict(f"{router}-if{i}", network, mac, (), router, "admin",
-                                    "network:router_interface"))
+            mac = f"fa:16:3f:{(r >> 8) & 0xFF:02x}:{r & 0xFF:02x}:{i & 0xFF:02x}"
+            ports.append(
+                _port_dict(
+                    f"{router}-if{i}", network, mac, (), router, "admin", "network:router_interface"
+                )
+            )
     return ports
 
 
@@ -117,8 +167,9 @@ def _ip_filters(values: list[str]) -> list[str]:
             try:
                 ips.append(ipaddress.ip_address(ip).compressed)
             except ValueError:
-                raise FilterError(f"Invalid input for fixed_ips. Reason: '{ip}' is not a "
-                                  "valid IP address.") from None
+                raise FilterError(
+                    f"Invalid input for fixed_ips. Reason: '{ip}' is not a valid IP address."
+                ) from None
         elif key not in ("subnet_id", "ip_address_substr"):
             raise FilterError(f"Invalid input for fixed_ips: {value!r}")
     return ips
@@ -145,7 +196,8 @@ def select_ports(index: _Index, query: Sequence[tuple[str, str]]) -> list[dict[s
     # start from the narrowest index
     candidates: list[dict[str, Any]] | None = None
     for key, values in [("ip_address", ips)] + [
-            (k, filters.get(k, [])) for k in ("id", "device_id", "mac_address", "network_id")]:
+        (k, filters.get(k, [])) for k in ("id", "device_id", "mac_address", "network_id")
+    ]:
         if values:
             found: dict[int, dict[str, Any]] = {}
             for value in values:
@@ -190,18 +242,25 @@ class FakeCloud:
     when L{release} is called).
     """
 
-    def __init__(self, ports: list[dict[str, Any]], clock: Any, *,
-                 base_url: str = "http://cloud.test", username: str = "metaproxy",
-                 password: str = "fake-password", user_domain: str = "Default",
-                 project: str = "service", project_domain: str = "Default",
-                 application_credential: tuple[str, str] | None = None,
-                 token_lifetime: float = 3600.0) -> None:
+    def __init__(
+        self,
+        ports: list[dict[str, Any]],
+        clock: Any,
+        *,
+        base_url: str = "http://cloud.test",
+        username: str = "metaproxy",
+        password: str = "fake-password",
+        user_domain: str = "Default",
+        project: str = "service",
+        project_domain: str = "Default",
+        application_credential: tuple[str, str] | None = None,
+        token_lifetime: float = 3600.0,
+    ) -> None:
         self.index = _Index(ports)
         self.clock = clock
         self.base_url = base_url
         self.username, self.password = username, password
-        self.user_domain, self.project, self.project_domain = user_domain, project, \
-            project_domain
+        self.user_domain, self.project, self.project_domain = user_domain, project, project_domain
         self.application_credential = application_credential
         self.token_lifetime = token_lifetime
         self.tokens: dict[str, float] = {}
@@ -219,7 +278,7 @@ class FakeCloud:
         return len(held)
 
     @classmethod
-    def from_table(cls, path: str | Path, clock: Any, **kwargs: Any) -> "FakeCloud":
+    def from_table(cls, path: str | Path, clock: Any, **kwargs: Any) -> FakeCloud:
         load_table(path)  # validates, with the table's own messages
         return cls(neutron_ports(json.loads(Path(path).read_text())), clock, **kwargs)
 
@@ -235,16 +294,30 @@ class FakeCloud:
 
     def catalog(self) -> list[dict[str, Any]]:
         base = self.base_url.rstrip("/")
-        network = [{"id": f"ep-network-{interface}", "interface": interface,
-                    "region_id": REGION, "region": REGION, "url": f"{base}/{path}"}
-                   for interface, path in _INTERFACES.items()]
-        identity = [{"id": f"ep-identity-{interface}", "interface": interface,
-                     "region_id": REGION, "region": REGION, "url": f"{base}/identity/v3"}
-                    for interface in _INTERFACES]
-        return [{"type": "identity", "name": "keystone", "id": "svc-identity",
-                 "endpoints": identity},
-                {"type": "network", "name": "neutron", "id": "svc-network",
-                 "endpoints": network}]
+        network = [
+            {
+                "id": f"ep-network-{interface}",
+                "interface": interface,
+                "region_id": REGION,
+                "region": REGION,
+                "url": f"{base}/{path}",
+            }
+            for interface, path in _INTERFACES.items()
+        ]
+        identity = [
+            {
+                "id": f"ep-identity-{interface}",
+                "interface": interface,
+                "region_id": REGION,
+                "region": REGION,
+                "url": f"{base}/identity/v3",
+            }
+            for interface in _INTERFACES
+        ]
+        return [
+            {"type": "identity", "name": "keystone", "id": "svc-identity", "endpoints": identity},
+            {"type": "network", "name": "neutron", "id": "svc-network", "endpoints": network},
+        ]
 
     def authenticate(self, body: Any) -> tuple[int, dict[str, Any], str | None]:
         """Keystone's C{POST /v3/auth/tokens}: (status, JSON answer, token or None)."""
@@ -257,27 +330,49 @@ class FakeCloud:
             ok = self._password_ok(identity.get("password"), body["auth"].get("scope"))
         elif methods == ["application_credential"]:
             given = identity.get("application_credential") or {}
-            ok = (self.application_credential is not None
-                  and (given.get("id"), given.get("secret")) == self.application_credential)
+            ok = (
+                self.application_credential is not None
+                and (given.get("id"), given.get("secret")) == self.application_credential
+            )
         else:
             ok = False
         if not ok:
-            return 401, _error(401, "Unauthorized",
-                               "The request you have made requires authentication."), None
+            return (
+                401,
+                _error(401, "Unauthorized", "The request you have made requires authentication."),
+                None,
+            )
         token = "gAAAAA" + secrets.token_urlsafe(24)
         now = self.clock.seconds()
         expires = now + self.token_lifetime
         self.tokens[token] = expires
-        project = {"id": "project-service", "name": self.project,
-                   "domain": {"id": "default", "name": self.project_domain}}
-        return 201, {"token": {
-            "methods": methods, "audit_ids": [secrets.token_urlsafe(16)],
-            "user": {"id": "user-metaproxy", "name": self.username,
-                     "domain": {"id": "default", "name": self.user_domain},
-                     "password_expires_at": None},
-            "expires_at": _iso(expires), "issued_at": _iso(now), "project": project,
-            "is_domain": False, "roles": [{"id": "role-admin", "name": "admin"}],
-            "catalog": self.catalog()}}, token
+        project = {
+            "id": "project-service",
+            "name": self.project,
+            "domain": {"id": "default", "name": self.project_domain},
+        }
+        return (
+            201,
+            {
+                "token": {
+                    "methods": methods,
+                    "audit_ids": [secrets.token_urlsafe(16)],
+                    "user": {
+                        "id": "user-metaproxy",
+                        "name": self.username,
+                        "domain": {"id": "default", "name": self.user_domain},
+                        "password_expires_at": None,
+                    },
+                    "expires_at": _iso(expires),
+                    "issued_at": _iso(now),
+                    "project": project,
+                    "is_domain": False,
+                    "roles": [{"id": "role-admin", "name": "admin"}],
+                    "catalog": self.catalog(),
+                }
+            },
+            token,
+        )
 
     def _password_ok(self, password: Any, scope: Any) -> bool:
         try:
@@ -288,15 +383,18 @@ class FakeCloud:
             return False
         if (user.get("name"), user.get("password")) != (self.username, self.password):
             return False
-        if domain.get("name", self.user_domain) != self.user_domain and \
-                domain.get("id") != "default":
+        if (
+            domain.get("name", self.user_domain) != self.user_domain
+            and domain.get("id") != "default"
+        ):
             return False
         if project.get("id") == "project-service":
             return True
         project_domain = project.get("domain") or {}
         return project.get("name") == self.project and (
             project_domain.get("name") == self.project_domain
-            or project_domain.get("id") == "default")
+            or project_domain.get("id") == "default"
+        )
 
     def token_alive(self, token: str | None) -> bool:
         expires = self.tokens.get(token or "")
@@ -311,8 +409,9 @@ def _query(request: Request) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(request.uri.decode("latin-1")).query, keep_blank_values=True)
 
 
-def _answer(request: Request, status: int, document: Any,
-            headers: dict[str, str] | None = None) -> bytes:
+def _answer(
+    request: Request, status: int, document: Any, headers: dict[str, str] | None = None
+) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     for name, value in (headers or {}).items():
@@ -333,8 +432,9 @@ class _Tokens(Resource):
             body = json.loads(request.content.read())
         except ValueError:
             body = None
-        cloud.requests.append(Recorded("keystone", request.path.decode(), _query(request),
-                                       body=body))
+        cloud.requests.append(
+            Recorded("keystone", request.path.decode(), _query(request), body=body)
+        )
         if cloud.keystone_fault == "hang":
             cloud.hanging.append(request)
             return NOT_DONE_YET
@@ -342,16 +442,18 @@ class _Tokens(Resource):
             cloud._held.append(lambda: _finish(request, self._answer(request, body)))
             return NOT_DONE_YET
         if isinstance(cloud.keystone_fault, int):
-            return _answer(request, cloud.keystone_fault,
-                           _error(cloud.keystone_fault, "Fault", "injected fault"))
+            return _answer(
+                request,
+                cloud.keystone_fault,
+                _error(cloud.keystone_fault, "Fault", "injected fault"),
+            )
         return self._answer(request, body)
 
     def _answer(self, request: Request, body: Any) -> bytes:
         if body is None:
             return _answer(request, 400, _error(400, "Bad Request", "Malformed JSON"))
         status, document, token = self.cloud.authenticate(body)
-        return _answer(request, status, document,
-                       {"X-Subject-Token": token} if token else None)
+        return _answer(request, status, document, {"X-Subject-Token": token} if token else None)
 
 
 class _Ports(Resource):
@@ -365,8 +467,11 @@ class _Ports(Resource):
         cloud = self.cloud
         token = request.getHeader(b"X-Auth-Token")
         query = _query(request)
-        cloud.requests.append(Recorded("neutron", request.path.decode(), query,
-                                       token=token.decode() if token else None))
+        cloud.requests.append(
+            Recorded(
+                "neutron", request.path.decode(), query, token=token.decode() if token else None
+            )
+        )
         if cloud.neutron_fault == "hang":
             cloud.hanging.append(request)
             return NOT_DONE_YET
@@ -374,23 +479,32 @@ class _Ports(Resource):
             cloud._held.append(lambda: _finish(request, self._answer(request, token, query)))
             return NOT_DONE_YET
         if isinstance(cloud.neutron_fault, int):
-            return _answer(request, cloud.neutron_fault, {"NeutronError": {
-                "type": "Fault", "message": "injected fault", "detail": ""}})
+            return _answer(
+                request,
+                cloud.neutron_fault,
+                {"NeutronError": {"type": "Fault", "message": "injected fault", "detail": ""}},
+            )
         return self._answer(request, token, query)
 
-    def _answer(self, request: Request, token: bytes | None,
-                query: list[tuple[str, str]]) -> bytes:
+    def _answer(self, request: Request, token: bytes | None, query: list[tuple[str, str]]) -> bytes:
         cloud = self.cloud
         if not cloud.token_alive(token.decode() if token else None):
-            request.setHeader(b"WWW-Authenticate",
-                              f"Keystone uri=\"{cloud.base_url}/identity\"".encode())
-            return _answer(request, 401, _error(
-                401, "Unauthorized", "The request you have made requires authentication."))
+            request.setHeader(
+                b"WWW-Authenticate", f'Keystone uri="{cloud.base_url}/identity"'.encode()
+            )
+            return _answer(
+                request,
+                401,
+                _error(401, "Unauthorized", "The request you have made requires authentication."),
+            )
         try:
             ports = select_ports(cloud.index, query)
         except FilterError as e:
-            return _answer(request, 400, {"NeutronError": {
-                "type": "HTTPBadRequest", "message": str(e), "detail": ""}})
+            return _answer(
+                request,
+                400,
+                {"NeutronError": {"type": "HTTPBadRequest", "message": str(e), "detail": ""}},
+            )
         return _answer(request, 200, {"ports": ports})
 
 
@@ -424,14 +538,20 @@ class _QuietSite(Site):
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.fakeneutron", description=(
-        "A fake Keystone v3 and Neutron API answering from a port table."))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fakeneutron",
+        description=("A fake Keystone v3 and Neutron API answering from a port table."),
+    )
     parser.add_argument("--table", required=True, help="port table (ports.json)")
-    parser.add_argument("--listen", default="tcp:0:interface=127.0.0.1",
-                        help="Twisted server endpoint (default %(default)s)")
+    parser.add_argument(
+        "--listen",
+        default="tcp:0:interface=127.0.0.1",
+        help="Twisted server endpoint (default %(default)s)",
+    )
     parser.add_argument("--username", default="metaproxy")
-    parser.add_argument("--password-file", help="file holding the password "
-                        "(default: the password is fake-password)")
+    parser.add_argument(
+        "--password-file", help="file holding the password (default: the password is fake-password)"
+    )
     parser.add_argument("--project", default="service")
     parser.add_argument("--token-lifetime", type=float, default=3600.0)
     return parser.parse_args(argv)
@@ -444,9 +564,14 @@ async def _serve(reactor: Any, args: argparse.Namespace) -> None:
     password = "fake-password"
     if args.password_file:
         password = Path(args.password_file).read_text().strip()
-    cloud = FakeCloud.from_table(args.table, reactor, username=args.username,
-                                 password=password, project=args.project,
-                                 token_lifetime=args.token_lifetime)
+    cloud = FakeCloud.from_table(
+        args.table,
+        reactor,
+        username=args.username,
+        password=password,
+        project=args.project,
+        token_lifetime=args.token_lifetime,
+    )
     site = _QuietSite(cloud_resource(cloud))
     site.noisy = False
     port = await serverFromString(reactor, args.listen).listen(site)
@@ -467,8 +592,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     react(_serve, (args,))
 
 
-def start_process(table: str | Path, run_dir: Path, *, password: str,
-                  timeout: float = 20.0) -> tuple[Any, str]:
+def start_process(
+    table: str | Path, run_dir: Path, *, password: str, timeout: float = 20.0
+) -> tuple[Any, str]:
     """Start C{python -m bench.fakeneutron} on a free loopback port; return the
     L{bench.processes.Process} and its base URL."""
     import subprocess
@@ -479,11 +605,22 @@ def start_process(table: str | Path, run_dir: Path, *, password: str,
     secret_file = run_dir / "fakeneutron.password"
     secret_file.write_text(password)
     log_path = run_dir / "fakeneutron.log"
-    args = [sys.executable, "-m", "bench.fakeneutron", "--table", str(table),
-            "--password-file", str(secret_file)]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.fakeneutron",
+        "--table",
+        str(table),
+        "--password-file",
+        str(secret_file),
+    ]
     with open(log_path, "wb") as log:
-        popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=str(Path(__file__).resolve().parent.parent))
+        popen = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
     process = Process(popen, log_path, "fake Neutron API")
     try:
         line = _wait_for_line(process, "fakeneutron listening on", timeout)

@@ -60,8 +60,9 @@ class Call:
 
 def _neutron_shape(port: dict[str, Any]) -> dict[str, Any]:
     port = dict(port)
-    port["fixed_ips"] = [{"subnet_id": f"subnet-{port['network_id']}", **ip}
-                         for ip in port["fixed_ips"]]
+    port["fixed_ips"] = [
+        {"subnet_id": f"subnet-{port['network_id']}", **ip} for ip in port["fixed_ips"]
+    ]
     return port
 
 
@@ -73,9 +74,15 @@ class FakeNeutronServer:
     @param record: an open text file that gets one JSON line per call, or None.
     """
 
-    def __init__(self, transport_url: str, ports: list[dict[str, Any]], *,
-                 host: str = "fake-neutron-server", delay: float = 0.0,
-                 record: Any = None) -> None:
+    def __init__(
+        self,
+        transport_url: str,
+        ports: list[dict[str, Any]],
+        *,
+        host: str = "fake-neutron-server",
+        delay: float = 0.0,
+        record: Any = None,
+    ) -> None:
         self.transport_url = transport_url
         self.index = PortIndex(ports)
         self.host = host
@@ -89,8 +96,14 @@ class FakeNeutronServer:
     # -- what the agent sees -----------------------------------------------------------
 
     def _note(self, topic: str, method: str, context: Any, kwargs: dict[str, Any]) -> None:
-        call = Call(topic, method, dict(context or {}), kwargs,
-                    bool(getattr(_dispatching, "is_call", False)), time.time())
+        call = Call(
+            topic,
+            method,
+            dict(context or {}),
+            kwargs,
+            bool(getattr(_dispatching, "is_call", False)),
+            time.time(),
+        )
         with self._lock:
             self.calls.append(call)
             if self._record is not None:
@@ -120,13 +133,12 @@ class FakeNeutronServer:
 
     # -- running -------------------------------------------------------------------------
 
-    def start(self) -> "FakeNeutronServer":
+    def start(self) -> FakeNeutronServer:
         import oslo_messaging
 
         from metaproxy.neutron.bus import messaging_conf
 
-        self._transport = oslo_messaging.get_rpc_transport(messaging_conf(),
-                                                           url=self.transport_url)
+        self._transport = oslo_messaging.get_rpc_transport(messaging_conf(), url=self.transport_url)
         server = self
 
         class Metadata:
@@ -143,9 +155,13 @@ class FakeNeutronServer:
 
         for topic, endpoint in (("q-plugin", Metadata()), ("q-reports-plugin", Reports())):
             rpc_server = oslo_messaging.get_rpc_server(
-                self._transport, oslo_messaging.Target(topic=topic, server=self.host),
-                [endpoint], executor="threading",
-                serializer=oslo_messaging.NoOpSerializer(), server_cls=_server_class())
+                self._transport,
+                oslo_messaging.Target(topic=topic, server=self.host),
+                [endpoint],
+                executor="threading",
+                serializer=oslo_messaging.NoOpSerializer(),
+                server_cls=_server_class(),
+            )
             rpc_server.start()
             self._servers.append(rpc_server)
         return self
@@ -182,17 +198,20 @@ def _server_class() -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.fakeneutronserver",
-                                     description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fakeneutronserver", description=__doc__.split("\n", 1)[0]
+    )
     parser.add_argument("--transport-url", required=True)
     parser.add_argument("--table", required=True, help="metaproxy's JSON port table")
     parser.add_argument("--record", help="append one JSON line per call to this file")
-    parser.add_argument("--delay", type=float, default=0.0,
-                        help="seconds get_ports waits before answering")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds get_ports waits before answering"
+    )
     args = parser.parse_args(argv)
     record = open(args.record, "a") if args.record else None
-    server = FakeNeutronServer(args.transport_url, load_ports(args.table), delay=args.delay,
-                               record=record)
+    server = FakeNeutronServer(
+        args.transport_url, load_ports(args.table), delay=args.delay, record=record
+    )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

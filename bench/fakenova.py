@@ -53,7 +53,8 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Any, Iterator, Mapping, MutableMapping, Sequence, Union
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import attrs
@@ -162,11 +163,11 @@ class ServiceTime:
     params: tuple[float, ...]
 
     @classmethod
-    def fixed(cls, seconds: float) -> "ServiceTime":
+    def fixed(cls, seconds: float) -> ServiceTime:
         return cls.parse(f"fixed:{seconds!r}")
 
     @classmethod
-    def parse(cls, spec: str) -> "ServiceTime":
+    def parse(cls, spec: str) -> ServiceTime:
         """@raise ValueError: not one of the specs above."""
         kind, *fields = str(spec).split(":")
         if kind not in _DISTRIBUTIONS:
@@ -193,7 +194,7 @@ class ServiceTime:
         return ":".join([self.kind, *(repr(p) for p in self.params)])
 
     @property
-    def seconds(self) -> Union[float, None]:
+    def seconds(self) -> float | None:
         """The fixed time, or C{None} for a distribution."""
         return self.params[0] if self.kind == "fixed" else None
 
@@ -261,7 +262,7 @@ class SharedBoard:
         configuration hold a POSIX lock on the file (C{lockf}).
     """
 
-    def __init__(self, buffer: mmap.mmap, fd: Union[int, None]) -> None:
+    def __init__(self, buffer: mmap.mmap, fd: int | None) -> None:
         self._buffer = buffer
         self.fd = fd
         self.raw = memoryview(buffer)
@@ -276,7 +277,7 @@ class SharedBoard:
         return (_HEADER_SLOTS + processes * _ROW_SLOTS) * _SLOT + _CONFIG_BYTES
 
     @classmethod
-    def create(cls, processes: int = 1, *, shared: bool = False) -> "SharedBoard":
+    def create(cls, processes: int = 1, *, shared: bool = False) -> SharedBoard:
         """A new board; with C{shared}, backed by a descriptor (L{fd}) children can map
         with L{attach}, otherwise by anonymous memory."""
         if processes < 1:
@@ -301,7 +302,7 @@ class SharedBoard:
         return cls(buffer, fd)
 
     @classmethod
-    def attach(cls, fd: int) -> "SharedBoard":
+    def attach(cls, fd: int) -> SharedBoard:
         """Map the board a parent passed as descriptor C{fd}."""
         return cls(mmap.mmap(fd, os.fstat(fd).st_size), fd)
 
@@ -371,15 +372,13 @@ class NovaStats:
         self,
         max_recorded: int = 1000,
         *,
-        board: Union[SharedBoard, None] = None,
+        board: SharedBoard | None = None,
         index: int = 0,
     ) -> None:
         self.max_recorded = max_recorded
         self.board = board if board is not None else SharedBoard.create(1)
         self.index = index
-        self.requests: collections.deque[RecordedRequest] = collections.deque(
-            maxlen=max_recorded
-        )
+        self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=max_recorded)
         self._slots = self.board.slots
         self._base = self.board.row(index)
         self._slots[self._base + _R_PID] = os.getpid()
@@ -493,7 +492,7 @@ class NovaStats:
             if row[_R_EPOCH] != epoch:  # reset since this process last looked: all zero
                 row[_COUNTERS] = [0] * (_COUNTERS.stop - _COUNTERS.start)
                 row[_R_MAX_QUEUED] = row[_R_QUEUED]
-            totals = [a + b for a, b in zip(totals, row)]
+            totals = [a + b for a, b in zip(totals, row, strict=False)]
             processes.append(
                 {
                     "index": index,
@@ -526,7 +525,7 @@ class _Answer:
     outcome: str
 
 
-def _error(status: int, outcome: str, explanation: Union[str, None] = None) -> _Answer:
+def _error(status: int, outcome: str, explanation: str | None = None) -> _Answer:
     return _Answer(status, novatree.TEXT_HTML, novatree.error_page(status, explanation), outcome)
 
 
@@ -575,15 +574,15 @@ class FakeNova(Resource):
     def __init__(
         self,
         instances: Mapping[str, InstanceRecord],
-        secret: Union[str, bytes],
+        secret: str | bytes,
         reactor: IReactorTime,
         stats: NovaStats,
         *,
         delay: float = 0.0,
-        service_time: Union[ServiceTime, None] = None,
+        service_time: ServiceTime | None = None,
         concurrency: int = 0,
-        rng: Union[random.Random, None] = None,
-        status_override: Union[MutableMapping[str, int], None] = None,
+        rng: random.Random | None = None,
+        status_override: MutableMapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.instances = dict(instances)
@@ -608,10 +607,10 @@ class FakeNova(Resource):
         # Memos for the hot path (bounded by _remember).
         self._signatures: dict[str, bytes] = {}
         self._password_paths: dict[str, bool] = {}
-        self._lookups: dict[tuple[int, str, Union[str, None]], tuple[InstanceRecord, _Answer]] = {}
+        self._lookups: dict[tuple[int, str, str | None], tuple[InstanceRecord, _Answer]] = {}
 
     @property
-    def delay(self) -> Union[float, None]:
+    def delay(self) -> float | None:
         """The fixed service time, or C{None} when it is drawn from a distribution."""
         return self.service_time.seconds
 
@@ -1009,7 +1008,7 @@ _INSTANCE_KEYS = frozenset(
 )
 
 
-def _user_data(instance_id: str, entry: Mapping[str, Any]) -> Union[bytes, None]:
+def _user_data(instance_id: str, entry: Mapping[str, Any]) -> bytes | None:
     keys = ("user_data", "user_data_base64", "user_data_gzip_base64")
     given = [k for k in keys if entry.get(k) is not None]
     if len(given) > 1:
@@ -1098,16 +1097,16 @@ def load_table(path: str) -> dict[str, Any]:
 
 def make_site(
     table: Mapping[str, Any],
-    secret: Union[str, bytes],
+    secret: str | bytes,
     reactor: IReactorTime,
     delay: float = 0.0,
     *,
-    service_time: Union[ServiceTime, None] = None,
+    service_time: ServiceTime | None = None,
     concurrency: int = 0,
-    seed: Union[int, None] = None,
-    status_override: Union[MutableMapping[str, int], None] = None,
+    seed: int | None = None,
+    status_override: MutableMapping[str, int] | None = None,
     max_recorded: int = 1000,
-    board: Union[SharedBoard, None] = None,
+    board: SharedBoard | None = None,
     index: int = 0,
 ) -> tuple[QuietSite, NovaStats]:
     """Build the fake Nova for a parsed lookup table.
@@ -1142,6 +1141,7 @@ def make_site(
     site.noisy = False
     return site, stats
 
+
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -1157,7 +1157,7 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def tls_options(cert_path: str, key_path: str, client_ca_path: Union[str, None] = None) -> Any:
+def tls_options(cert_path: str, key_path: str, client_ca_path: str | None = None) -> Any:
     """The server's C{CertificateOptions}; with a client CA, client certificates are
     required and checked against it."""
     from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
@@ -1195,7 +1195,7 @@ def _service_time_arg(spec: str) -> ServiceTime:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _parse_args(argv: Union[Sequence[str], None]) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fakenova", description="A fake Nova metadata API."
     )
@@ -1356,7 +1356,7 @@ async def _serve_worker(reactor: Any, args: argparse.Namespace) -> None:
     await parent_gone
 
 
-def main(argv: Union[Sequence[str], None] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """C{python -m bench.fakenova --table PATH (--secret S | --secret-file PATH)
     [--listen tcp:8775:interface=127.0.0.1] [--tls-cert PEM --tls-key PEM
     [--tls-client-ca PEM]] [--delay SECONDS | --delay-dist SPEC] [--seed N]

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.error import ProcessDone
@@ -49,7 +50,7 @@ _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class _Child(ProcessProtocol):
-    def __init__(self, pool: "WorkerPool", index: int) -> None:
+    def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.ready: Deferred[None] = Deferred()
@@ -66,9 +67,7 @@ class _Child(ProcessProtocol):
             self.is_ready = True
             self.ready.callback(None)
         elif not READY.startswith(self._output):
-            self.ready.errback(
-                RuntimeError(f"fakenova worker {self.index} said {self._output!r}")
-            )
+            self.ready.errback(RuntimeError(f"fakenova worker {self.index} said {self._output!r}"))
 
     def processEnded(self, reason: Failure) -> None:
         self.running = False
@@ -124,23 +123,34 @@ class WorkerPool:
         env["PYTHONPATH"] = _SOURCE_ROOT + (os.pathsep + path if path else "")
         for index in range(1, self._count + 1):
             child = _Child(self, index)
-            args = [sys.executable, "-m", "bench.fakenova", *self._argv,
-                    "--worker-index", str(index)]
+            args = [
+                sys.executable,
+                "-m",
+                "bench.fakenova",
+                *self._argv,
+                "--worker-index",
+                str(index),
+            ]
             self._children.append(child)
             self._reactor.spawnProcess(
                 child,
                 sys.executable,
                 args,
                 env=env,
-                childFDs={0: "w", 1: "r", 2: 2, LISTEN_FD: self._listen_fd,
-                          BOARD_FD: self._board_fd},
+                childFDs={
+                    0: "w",
+                    1: "r",
+                    2: 2,
+                    LISTEN_FD: self._listen_fd,
+                    BOARD_FD: self._board_fd,
+                },
             )
         all_ready = DeferredList(
             [c.ready for c in self._children], fireOnOneErrback=True, consumeErrors=True
         )
         timer = self._reactor.callLater(timeout, all_ready.cancel)
 
-        def done(result: Any) -> Union[Failure, None]:
+        def done(result: Any) -> Failure | None:
             if timer.active():
                 timer.cancel()
             if not isinstance(result, Failure):
@@ -204,7 +214,7 @@ class _EndOfFile:
     def logPrefix(self) -> str:
         return "fakenova-parent"
 
-    def doRead(self) -> Union[Exception, None]:
+    def doRead(self) -> Exception | None:
         try:
             data = os.read(self._fd, 4096)
         except BlockingIOError:

@@ -33,7 +33,8 @@ import json
 import os
 import random
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -105,9 +106,11 @@ class Fleet:
             f.write("\n")
 
     def describe(self) -> str:
-        parts = [f"{len(self.instances)} instances", f"{self.routers} routers"
-                 + (f" x {self.networks_per_router} networks" if self.networks_per_router > 1
-                    else "")]
+        parts = [
+            f"{len(self.instances)} instances",
+            f"{self.routers} routers"
+            + (f" x {self.networks_per_router} networks" if self.networks_per_router > 1 else ""),
+        ]
         if self.dhcp_networks:
             parts.append(f"{self.dhcp_networks} DHCP networks")
         if self.ovn_networks:
@@ -115,15 +118,26 @@ class Fleet:
         return ", ".join(parts)
 
 
-def make_fleet(instances: int, routers: int, *, networks_per_router: int = 1,
-               dhcp_networks: int = 0, ovn_networks: int = 0, seed: int = 0) -> Fleet:
+def make_fleet(
+    instances: int,
+    routers: int,
+    *,
+    networks_per_router: int = 1,
+    dhcp_networks: int = 0,
+    ovn_networks: int = 0,
+    seed: int = 0,
+) -> Fleet:
     """Build a fleet (see the module docstring for the layout).
 
     @raise ValueError: no boot domain, a negative count, or more instances per network
         than a /16 holds.
     """
-    for name, value in (("instances", instances), ("routers", routers),
-                        ("dhcp_networks", dhcp_networks), ("ovn_networks", ovn_networks)):
+    for name, value in (
+        ("instances", instances),
+        ("routers", routers),
+        ("dhcp_networks", dhcp_networks),
+        ("ovn_networks", ovn_networks),
+    ):
         if value < 0:
             raise ValueError(f"{name} must not be negative")
     if networks_per_router < 1 or networks_per_router > 255:
@@ -159,8 +173,17 @@ def make_fleet(instances: int, routers: int, *, networks_per_router: int = 1,
         networks = [new_id() for _ in range(networks_per_router)]
         if r % 2 == 0:
             for j, network in enumerate(networks):
-                ports.append(_port(port_id(), network, _mac(0xFE, r, j), f"10.{j}.0.1",
-                                   router_id, project, "network:router_interface"))
+                ports.append(
+                    _port(
+                        port_id(),
+                        network,
+                        _mac(0xFE, r, j),
+                        f"10.{j}.0.1",
+                        router_id,
+                        project,
+                        "network:router_interface",
+                    )
+                )
         else:
             routers_map[router_id] = list(networks)
         domain_namespace.append(Namespace(NamespaceKind.ROUTER, router_id))
@@ -174,8 +197,17 @@ def make_fleet(instances: int, routers: int, *, networks_per_router: int = 1,
                 owner, device = "network:dhcp", f"dhcp{network}"
             else:
                 owner, device = "network:distributed", f"ovnmeta-{network}"
-            ports.append(_port(port_id(), network, _mac(0xFD, len(domain_namespace), d),
-                               "10.0.0.2", device, project, owner))
+            ports.append(
+                _port(
+                    port_id(),
+                    network,
+                    _mac(0xFD, len(domain_namespace), d),
+                    "10.0.0.2",
+                    device,
+                    project,
+                    owner,
+                )
+            )
             domain_namespace.append(Namespace(kind, network))
             domain_project.append(project)
             domain_networks.append([network])
@@ -192,8 +224,7 @@ def make_fleet(instances: int, routers: int, *, networks_per_router: int = 1,
         project = domain_project[domain]
         hostname = f"vm-{i:05d}"
         mac = _mac(i >> 16, (i >> 8) & 0xFF, i & 0xFF)
-        ports.append(_port(port_id(), networks[j], mac, ip, instance_id, project,
-                           "compute:nova"))
+        ports.append(_port(port_id(), networks[j], mac, ip, instance_id, project, "compute:nova"))
         entry: dict[str, Any] = {"hostname": hostname}
         user_data: bytes | None
         variant = i % 5
@@ -202,37 +233,67 @@ def make_fleet(instances: int, routers: int, *, networks_per_router: int = 1,
         elif variant == 3:
             user_data = gzip.compress(
                 b"#cloud-config\nwrite_files:\n  - path: /etc/bench\n    encoding: b64\n"
-                b"    content: " + base64.b64encode(rng.randbytes(48)) + b"\n"
-                + rng.randbytes(32), mtime=0)
+                b"    content: " + base64.b64encode(rng.randbytes(48)) + b"\n" + rng.randbytes(32),
+                mtime=0,
+            )
             entry["user_data_gzip_base64"] = base64.b64encode(user_data).decode("ascii")
         else:
-            text = (f"#cloud-config\nhostname: {hostname}\nruncmd:\n"
-                    f"  - echo booted {rng.getrandbits(64):016x}\n")
+            text = (
+                f"#cloud-config\nhostname: {hostname}\nruncmd:\n"
+                f"  - echo booted {rng.getrandbits(64):016x}\n"
+            )
             user_data = text.encode("utf-8")
             entry["user_data"] = text
         keys: tuple[tuple[str, str], ...] = ()
         if i % 6 != 5:
-            key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + base64.b64encode(
-                rng.randbytes(32)).decode("ascii").rstrip("=") + f" bench@{hostname}"
+            key = (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"
+                + base64.b64encode(rng.randbytes(32)).decode("ascii").rstrip("=")
+                + f" bench@{hostname}"
+            )
             keys = ((f"key-{i}", key),)
             entry["public_keys"] = dict(keys)
         entries[instance_id] = entry
-        fleet_instances.append(FleetInstance(
-            index=i, instance_id=instance_id, project_id=project, hostname=hostname, ip=ip,
-            mac=mac, network_id=networks[j], namespace=domain_namespace[domain],
-            user_data=user_data, public_keys=keys))
+        fleet_instances.append(
+            FleetInstance(
+                index=i,
+                instance_id=instance_id,
+                project_id=project,
+                hostname=hostname,
+                ip=ip,
+                mac=mac,
+                network_id=networks[j],
+                namespace=domain_namespace[domain],
+                user_data=user_data,
+                public_keys=keys,
+            )
+        )
 
     table = {"routers": routers_map, "ports": ports, "instances": entries}
-    return Fleet(table=table, instances=tuple(fleet_instances),
-                 namespaces=tuple(domain_namespace), routers=routers,
-                 networks_per_router=networks_per_router, dhcp_networks=dhcp_networks,
-                 ovn_networks=ovn_networks, seed=seed)
+    return Fleet(
+        table=table,
+        instances=tuple(fleet_instances),
+        namespaces=tuple(domain_namespace),
+        routers=routers,
+        networks_per_router=networks_per_router,
+        dhcp_networks=dhcp_networks,
+        ovn_networks=ovn_networks,
+        seed=seed,
+    )
 
 
-def _port(port_id: str, network: str, mac: str, ip: str, device_id: str, project: str,
-          owner: str) -> dict[str, Any]:
-    return {"id": port_id, "network_id": network, "mac_address": mac, "fixed_ips": [ip],
-            "device_id": device_id, "project_id": project, "device_owner": owner}
+def _port(
+    port_id: str, network: str, mac: str, ip: str, device_id: str, project: str, owner: str
+) -> dict[str, Any]:
+    return {
+        "id": port_id,
+        "network_id": network,
+        "mac_address": mac,
+        "fixed_ips": [ip],
+        "device_id": device_id,
+        "project_id": project,
+        "device_owner": owner,
+    }
 
 
 def _mac(a: int, b: int, c: int) -> str:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
 
@@ -81,8 +81,11 @@ def _neutron_api(table: Path, run_dir: Path) -> RunningLookup:
             "project_domain_name = Default\n"
             "\n[cache]\n"
             "enabled = true\n"
-            "expiration_time = 60\n"),
-        pids=[process.pid], stop=process.stop)
+            "expiration_time = 60\n"
+        ),
+        pids=[process.pid],
+        stop=process.stop,
+    )
 
 
 def _ovn(table: Path, run_dir: Path) -> RunningLookup:
@@ -100,11 +103,16 @@ def _ovn(table: Path, run_dir: Path) -> RunningLookup:
         server.stop()
         raise
     return RunningLookup(
-        "ovn", f"OVN Southbound in a real ovsdb-server ({rows} Port_Binding rows, "
-        "lookup_backend = ovn)",
+        "ovn",
+        f"OVN Southbound in a real ovsdb-server ({rows} Port_Binding rows, lookup_backend = ovn)",
         extra_metaproxy="lookup_backend = ovn\n",
         extra_sections=f"[ovn]\novn_sb_connection = {server.remote('unix')}\n",
-        pids=[server.pid], stop=server.stop, ready_line="OVN Southbound synchronised")
+        pids=[server.pid],
+        stop=server.stop,
+        ready_line="OVN Southbound synchronised",
+    )
+
+
 def _rpc(table: Path, run_dir: Path) -> RunningLookup:
     from bench.processes import Process, _wait_for_line
     from bench.rabbitmq import RabbitMQ
@@ -114,10 +122,20 @@ def _rpc(table: Path, run_dir: Path) -> RunningLookup:
     try:
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "bench.fakeneutronserver", "--transport-url",
-                 broker.transport_url, "--table", str(table)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=str(Path(__file__).resolve().parent.parent))
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.fakeneutronserver",
+                    "--transport-url",
+                    broker.transport_url,
+                    "--table",
+                    str(table),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
         server = Process(popen, log_path, "fake neutron-server")
         _wait_for_line(server, "fakeneutronserver ready", 60)
     except BaseException:
@@ -130,11 +148,15 @@ def _rpc(table: Path, run_dir: Path) -> RunningLookup:
 
     assert broker.popen is not None
     return RunningLookup(
-        "rpc", "neutron-server RPC: fake neutron-server (oslo.messaging) on a private "
+        "rpc",
+        "neutron-server RPC: fake neutron-server (oslo.messaging) on a private "
         "RabbitMQ; lookup_backend unset (rpc by default), [cache] expiration_time = 10",
         extra_default=f"transport_url = {broker.transport_url}\n",
         extra_sections="[cache]\nenabled = true\nexpiration_time = 10\n",
-        pids=[server.pid, broker.popen.pid], stop=stop, transport_url=broker.transport_url)
+        pids=[server.pid, broker.popen.pid],
+        stop=stop,
+        transport_url=broker.transport_url,
+    )
 
 
 #: C{--lookup} choice -> C{start(table, run_dir)}.

@@ -42,8 +42,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import attrs
 
@@ -89,13 +89,17 @@ class TopologyError(RuntimeError):
     """A command building or tearing down the topology failed; the message says which."""
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
-         cwd: str | os.PathLike | None = None,
-         input: bytes | None = None) -> subprocess.CompletedProcess:
+def _run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 30.0,
+    cwd: str | os.PathLike | None = None,
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess:
     stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     try:
-        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
-                              **stdin)
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd, **stdin)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise TopologyError(f"{' '.join(argv)}: {e}") from None
     if check and done.returncode != 0:
@@ -123,8 +127,9 @@ def find_iptables(namespace: str) -> str | None:
     for command in ("iptables", "iptables-legacy"):
         if shutil.which(command) is None:
             continue
-        done = _run(["ip", "netns", "exec", namespace, command, "-w", "-t", "nat", "-S"],
-                    check=False)
+        done = _run(
+            ["ip", "netns", "exec", namespace, command, "-w", "-t", "nat", "-S"], check=False
+        )
         if done.returncode == 0:
             return command
     return None
@@ -151,8 +156,10 @@ def missing_prerequisites() -> list[str]:
         return ["a working `ip netns add` (%s)" % (reason[-1] if reason else done.returncode)]
     try:
         if find_iptables(probe) is None:
-            missing.append("iptables that works in a network namespace (iptables and "
-                           "iptables-legacy both fail on the nat table)")
+            missing.append(
+                "iptables that works in a network namespace (iptables and "
+                "iptables-legacy both fail on the nat table)"
+            )
     finally:
         _run(["ip", "netns", "delete", probe], check=False)
     return missing
@@ -278,7 +285,7 @@ def cleanup_leftovers() -> list[str]:
         if match:
             by_tag.setdefault(match.group(1), []).append(namespace)
     for run_dir in Path(RUN_DIR_PREFIX).parent.glob(Path(RUN_DIR_PREFIX).name + "*"):
-        tag = run_dir.name[len(Path(RUN_DIR_PREFIX).name):]
+        tag = run_dir.name[len(Path(RUN_DIR_PREFIX).name) :]
         if re.fullmatch("[0-9a-f]{%d}" % _TAG_HEX, tag):
             by_tag.setdefault(tag, [])
     removed = []
@@ -306,8 +313,8 @@ class Namespace:
     name: str
     kind: str
     id: str
-    ports: dict[str, "Port"] = attrs.field(factory=dict)
-    haproxy: "Haproxy | None" = None
+    ports: dict[str, Port] = attrs.field(factory=dict)
+    haproxy: Haproxy | None = None
     ipv6: bool = False  # DHCP and OVN: fe80::a9fe:a9fe on the port, bound by haproxy
 
     def __str__(self) -> str:
@@ -414,7 +421,7 @@ class Topology:
 
     def _ifname(self, prefix: str) -> str:
         name = prefix + secrets.token_hex(8)
-        return name[:_IFNAME_MAX - 1]
+        return name[: _IFNAME_MAX - 1]
 
     # -- building -------------------------------------------------------------------------
 
@@ -428,9 +435,15 @@ class Topology:
         self.namespaces[name] = namespace
         # No duplicate address detection: addresses are usable at once (the EUI-64
         # link-local address is still the kernel's own, derived from the MAC).
-        self.exec(name, ["sh", "-c",
-                         "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; "
-                         "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad"])
+        self.exec(
+            name,
+            [
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; "
+                "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
+            ],
+        )
         _run(["ip", "-n", name, "link", "set", "lo", "up"])
         return namespace
 
@@ -446,8 +459,14 @@ class Topology:
         """The iptables command in use (C{iptables} or C{iptables-legacy}), once known."""
         return self._iptables
 
-    def _add_port(self, parent: Namespace, network_id: str, ifname: str, cidr: str,
-                  extra: Sequence[tuple[str, ...]] = ()) -> Port:
+    def _add_port(
+        self,
+        parent: Namespace,
+        network_id: str,
+        ifname: str,
+        cidr: str,
+        extra: Sequence[tuple[str, ...]] = (),
+    ) -> Port:
         """A veth in C{parent}: C{ifname} configured and up; its peer waits in C{parent}
         under a temporary name until an instance takes it (L{add_instance})."""
         if len(ifname.encode()) > _IFNAME_MAX:
@@ -473,16 +492,61 @@ class Topology:
             self._add_port(namespace, network_id, self._ifname("qr-"), cidr)
         ipt = self._iptables_command(namespace.name)
         rules = [
-            ["-t", "mangle", "-A", "PREROUTING", "-d", f"{METADATA_V4}/32", "-i", "qr-+",
-             "-p", "tcp", "-m", "tcp", "--dport", "80",
-             "-j", "MARK", "--set-xmark", "0x1/0xffff"],
-            ["-t", "nat", "-A", "PREROUTING", "-d", f"{METADATA_V4}/32", "-i", "qr-+",
-             "-p", "tcp", "-m", "tcp", "--dport", "80",
-             "-j", "REDIRECT", "--to-ports", str(ROUTER_METADATA_PORT)],
-            ["-t", "filter", "-A", "INPUT", "-m", "mark", "--mark", "0x1/0xffff",
-             "-j", "ACCEPT"],
-            ["-t", "filter", "-A", "INPUT", "-p", "tcp", "-m", "tcp",
-             "--dport", str(ROUTER_METADATA_PORT), "-j", "DROP"],
+            [
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-d",
+                f"{METADATA_V4}/32",
+                "-i",
+                "qr-+",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "MARK",
+                "--set-xmark",
+                "0x1/0xffff",
+            ],
+            [
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                f"{METADATA_V4}/32",
+                "-i",
+                "qr-+",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                str(ROUTER_METADATA_PORT),
+            ],
+            ["-t", "filter", "-A", "INPUT", "-m", "mark", "--mark", "0x1/0xffff", "-j", "ACCEPT"],
+            [
+                "-t",
+                "filter",
+                "-A",
+                "INPUT",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                str(ROUTER_METADATA_PORT),
+                "-j",
+                "DROP",
+            ],
         ]
         for rule in rules:
             self.exec(namespace.name, [ipt, "-w", *rule])
@@ -500,8 +564,9 @@ class Topology:
         169.254.169.254/32 and (with C{ipv6}) fe80::a9fe:a9fe on that port."""
         namespace = self._add_namespace(f"qdhcp-{network_id}", "dhcp", network_id)
         namespace.ipv6 = ipv6
-        self._add_port(namespace, network_id, self._ifname("tap"), cidr,
-                       self._metadata_addresses(ipv6))
+        self._add_port(
+            namespace, network_id, self._ifname("tap"), cidr, self._metadata_addresses(ipv6)
+        )
         return namespace
 
     def add_ovn(self, network_id: str, cidr: str, *, ipv6: bool = True) -> Namespace:
@@ -509,12 +574,14 @@ class Topology:
         C{cidr}, plus 169.254.169.254/32 and (with C{ipv6}) fe80::a9fe:a9fe."""
         namespace = self._add_namespace(f"ovnmeta-{network_id}", "ovn", network_id)
         namespace.ipv6 = ipv6
-        self._add_port(namespace, network_id, f"tap{network_id[:10]}1", cidr,
-                       self._metadata_addresses(ipv6))
+        self._add_port(
+            namespace, network_id, f"tap{network_id[:10]}1", cidr, self._metadata_addresses(ipv6)
+        )
         return namespace
 
-    def add_instance(self, name: str, attached_to: tuple[Namespace, str], ip: str,
-                     mac: str) -> Instance:
+    def add_instance(
+        self, name: str, attached_to: tuple[Namespace, str], ip: str, mac: str
+    ) -> Instance:
         """An instance namespace C{mpe2e-<hex>-<name>} whose C{eth0} (MAC C{mac}, address
         C{ip}, with the port's prefix unless given) is the peer of the port of
         C{attached_to = (namespace, network id)}.
@@ -535,8 +602,9 @@ class Topology:
         self.instances[name] = instance
         return instance
 
-    def add_instance_group(self, name: str, attached_to: tuple[Namespace, str],
-                           ips: Sequence[str], mac: str) -> InstanceGroup:
+    def add_instance_group(
+        self, name: str, attached_to: tuple[Namespace, str], ips: Sequence[str], mac: str
+    ) -> InstanceGroup:
         """One namespace C{mpe2e-<hex>-<name>} standing for several instances of one
         network: its C{eth0} (MAC C{mac}), the peer of C{attached_to}'s port, carries
         every address of C{ips} (with the port's prefix unless given), routed as in
@@ -556,22 +624,26 @@ class Topology:
         prefix = port.cidr.split("/")[1]
         addresses = [ip if "/" in ip else f"{ip}/{prefix}" for ip in ips]
         self._attach(ns_name, parent, port, mac, addresses)
-        group = InstanceGroup(name, ns_name, network_id, parent,
-                              tuple(a.split("/")[0] for a in addresses), mac)
+        group = InstanceGroup(
+            name, ns_name, network_id, parent, tuple(a.split("/")[0] for a in addresses), mac
+        )
         self.instance_groups[name] = group
         return group
 
     def _take_port(self, name: str, parent: Namespace, network_id: str) -> str:
         """Check C{parent}'s port on C{network_id} is free; add the instance namespace."""
-        if any(i.attached_to is parent and i.network_id == network_id
-               for i in [*self.instances.values(), *self.instance_groups.values()]):
+        if any(
+            i.attached_to is parent and i.network_id == network_id
+            for i in [*self.instances.values(), *self.instance_groups.values()]
+        ):
             raise TopologyError(f"{parent.name} already has an instance on {network_id}")
         ns_name = f"{_INSTANCE_PREFIX}{self._hex}-{name}"
         self._add_namespace(ns_name, "instance", name)
         return ns_name
 
-    def _attach(self, ns_name: str, parent: Namespace, port: Port, mac: str,
-                addresses: Sequence[str]) -> None:
+    def _attach(
+        self, ns_name: str, parent: Namespace, port: Port, mac: str, addresses: Sequence[str]
+    ) -> None:
         """Move C{port}'s peer into C{ns_name} as C{eth0} with C{addresses}; route
         169.254.169.254 through the port (the default route behind a router)."""
         _run(["ip", "-n", parent.name, "link", "set", port.peer, "netns", ns_name])
@@ -590,10 +662,16 @@ class Topology:
 
     # -- haproxy --------------------------------------------------------------------------
 
-    def haproxy_config(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
-                       shared: bool = False, socket: str | None = None,
-                       extra_args: Sequence[str] = (),
-                       as_namespace: str | None = None) -> tuple[str, Path]:
+    def haproxy_config(
+        self,
+        namespace: Namespace,
+        *,
+        config_file: str | os.PathLike | None,
+        shared: bool = False,
+        socket: str | None = None,
+        extra_args: Sequence[str] = (),
+        as_namespace: str | None = None,
+    ) -> tuple[str, Path]:
         """The configuration C{metaproxy haproxy-config} renders for C{namespace}, and the
         pidfile it names. DHCP and OVN namespaces with IPv6 also bind fe80::a9fe:a9fe on
         their port.
@@ -603,9 +681,19 @@ class Topology:
             run's tag, while the fleet's routers and networks have uuids.
         """
         pidfile = self.haproxy_pidfile(namespace)
-        argv = [sys.executable, "-m", "metaproxy.cli", "haproxy-config",
-                as_namespace or namespace.name,
-                "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
+        argv = [
+            sys.executable,
+            "-m",
+            "metaproxy.cli",
+            "haproxy-config",
+            as_namespace or namespace.name,
+            "--user",
+            "root",
+            "--group",
+            "root",
+            "--pidfile",
+            str(pidfile),
+        ]
         if config_file is not None:
             argv += ["--config-file", str(config_file)]
         if shared:
@@ -621,19 +709,27 @@ class Topology:
         except (OSError, subprocess.TimeoutExpired) as e:
             raise TopologyError(f"metaproxy haproxy-config: {e}") from None
         if done.returncode != 0:
-            raise TopologyError(f"metaproxy haproxy-config {namespace.name} failed: "
-                                f"{done.stderr.decode(errors='replace').strip()}")
+            raise TopologyError(
+                f"metaproxy haproxy-config {namespace.name} failed: "
+                f"{done.stderr.decode(errors='replace').strip()}"
+            )
         return done.stdout.decode(), pidfile
 
     def haproxy_pidfile(self, namespace: Namespace) -> Path:
         """Where the configuration for C{namespace}'s haproxy must put its pidfile."""
         return self.run_dir / "haproxy" / f"{namespace.id}.pid"
 
-    def start_haproxy(self, namespace: Namespace, *, config_file: str | os.PathLike | None,
-                      shared: bool = False, socket: str | None = None,
-                      extra_args: Sequence[str] = (),
-                      as_namespace: str | None = None,
-                      config_text: str | None = None) -> Haproxy:
+    def start_haproxy(
+        self,
+        namespace: Namespace,
+        *,
+        config_file: str | os.PathLike | None,
+        shared: bool = False,
+        socket: str | None = None,
+        extra_args: Sequence[str] = (),
+        as_namespace: str | None = None,
+        config_text: str | None = None,
+    ) -> Haproxy:
         """Write C{namespace}'s configuration (see L{haproxy_config}) and start
         C{haproxy -f <conf>} in the namespace as Neutron does; it daemonises after
         binding, so it listens when this returns.
@@ -642,17 +738,22 @@ class Topology:
             L{haproxy_pidfile} as its pidfile); the other options are then unused.
         """
         if self._cleaned:
-            raise TopologyError(f"cannot start haproxy in {namespace.name}: this topology "
-                                "has been cleaned up")
+            raise TopologyError(
+                f"cannot start haproxy in {namespace.name}: this topology has been cleaned up"
+            )
         if namespace.haproxy is not None:
             raise TopologyError(f"haproxy already runs in {namespace.name}")
         if config_text is not None:
             text, pidfile = config_text, self.haproxy_pidfile(namespace)
         else:
-            text, pidfile = self.haproxy_config(namespace, config_file=config_file,
-                                                shared=shared, socket=socket,
-                                                extra_args=extra_args,
-                                                as_namespace=as_namespace)
+            text, pidfile = self.haproxy_config(
+                namespace,
+                config_file=config_file,
+                shared=shared,
+                socket=socket,
+                extra_args=extra_args,
+                as_namespace=as_namespace,
+            )
         config_path = self.run_dir / "haproxy" / f"{namespace.id}.conf"
         config_path.write_text(text)
         log_path = self.run_dir / "haproxy" / f"{namespace.id}.log"
@@ -660,13 +761,19 @@ class Topology:
             try:
                 done = subprocess.run(
                     ["ip", "netns", "exec", namespace.name, "haproxy", "-f", str(config_path)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=30,
-                    env={**os.environ, "PROCESS_TAG": f"haproxy-{namespace.id}"})
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=30,
+                    env={**os.environ, "PROCESS_TAG": f"haproxy-{namespace.id}"},
+                )
             except subprocess.TimeoutExpired:
                 raise TopologyError(f"haproxy in {namespace.name} did not daemonise") from None
         if done.returncode != 0:
-            raise TopologyError(f"haproxy in {namespace.name} exited with {done.returncode}: "
-                                f"{log_path.read_text(errors='replace').strip()}")
+            raise TopologyError(
+                f"haproxy in {namespace.name} exited with {done.returncode}: "
+                f"{log_path.read_text(errors='replace').strip()}"
+            )
         deadline = time.monotonic() + 10
         pid = None
         while time.monotonic() < deadline:
@@ -691,18 +798,26 @@ class Topology:
 
     # -- running things -------------------------------------------------------------------
 
-    def exec(self, namespace: str | Namespace | Instance, argv: Sequence[str], *,
-             check: bool = True, timeout: float = 60.0,
-             cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        namespace: str | Namespace | Instance,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        cwd: str | os.PathLike | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run C{argv} inside C{namespace} and wait; stdout and stderr are captured.
 
         @raise TopologyError: with C{check}, a non-zero exit status; always, a timeout.
         """
-        return _run(["ip", "netns", "exec", str(namespace), *argv], check=check,
-                    timeout=timeout, cwd=cwd)
+        return _run(
+            ["ip", "netns", "exec", str(namespace), *argv], check=check, timeout=timeout, cwd=cwd
+        )
 
-    def popen(self, namespace: str | Namespace | Instance, argv: Sequence[str],
-              **kwargs) -> subprocess.Popen:
+    def popen(
+        self, namespace: str | Namespace | Instance, argv: Sequence[str], **kwargs
+    ) -> subprocess.Popen:
         """Start C{argv} inside C{namespace} (killed at clean-up if still running)."""
         return subprocess.Popen(["ip", "netns", "exec", str(namespace), *argv], **kwargs)
 
@@ -756,7 +871,7 @@ class Topology:
         except Exception:  # pragma: no cover - interpreter shutting down
             pass
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -27,7 +27,8 @@ import html
 import json
 import posixpath
 import zlib
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -120,7 +121,7 @@ class InstanceRecord:
     project_id: str
     hostname: str
     local_ipv4: str = ""
-    user_data: Union[bytes, None] = attrs.field(
+    user_data: bytes | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(bytes))
     )
     public_keys: Mapping[str, str] = _mapping_field()
@@ -159,8 +160,7 @@ _WEBOB_EXPLANATIONS = {
     404: "The resource could not be found.",
     405: "The method is not allowed for this resource.",
     409: "There was a conflict when trying to complete your request.",
-    500: "The server has either erred or is incapable of performing the requested "
-    "operation.",
+    500: "The server has either erred or is incapable of performing the requested operation.",
     502: "Bad gateway.",
     503: "The server is currently unavailable. Please try again at a later time.",
     504: "The gateway has timed out.",
@@ -183,7 +183,7 @@ _REASONS = {
 }
 
 
-def error_page(status: int, explanation: Union[str, None] = None) -> bytes:
+def error_page(status: int, explanation: str | None = None) -> bytes:
     """The HTML body webob renders for an C{HTTPException} (Accept: */*).
 
     @param explanation: the explanation Nova passes; webob's default for the status if
@@ -247,7 +247,7 @@ def _openstack_version(version: str) -> str:
     return version
 
 
-def _ec2_tree(record: InstanceRecord, version: str, address: Union[str, None]) -> dict[str, Any]:
+def _ec2_tree(record: InstanceRecord, version: str, address: str | None) -> dict[str, Any]:
     def since(required: str) -> bool:
         return _at_least(required, version, EC2_VERSIONS)
 
@@ -399,7 +399,7 @@ def _openstack_item(record: InstanceRecord, tokens: list[str]) -> tuple[Any, str
     raise _NotFound(name)
 
 
-def _resolve(record: InstanceRecord, path: str, address: Union[str, None]) -> tuple[Any, str]:
+def _resolve(record: InstanceRecord, path: str, address: str | None) -> tuple[Any, str]:
     tokens = _tokens(path)
     if len(tokens) == 1:
         if tokens[0] == "openstack":
@@ -412,7 +412,7 @@ def _resolve(record: InstanceRecord, path: str, address: Union[str, None]) -> tu
 
 
 def lookup(
-    record: InstanceRecord, path: str, *, address: Union[str, None] = None
+    record: InstanceRecord, path: str, *, address: str | None = None
 ) -> tuple[int, str, bytes]:
     """Answer a GET for C{path} the way Nova does once the proxy headers have passed.
 

@@ -91,8 +91,9 @@ class _Connection(http.client.HTTPConnection):
         self.source = sock.getsockname()[0]
 
 
-def fetch(target: Target, path: str, headers: list[tuple[str, str]],
-          timeout: float) -> dict[str, Any]:
+def fetch(
+    target: Target, path: str, headers: list[tuple[str, str]], timeout: float
+) -> dict[str, Any]:
     """GET C{path} on a new connection; the answer as a JSON-ready dict."""
     conn = _Connection(target, timeout)
     try:
@@ -117,11 +118,22 @@ def fetch(target: Target, path: str, headers: list[tuple[str, str]],
         conn.close()
 
 
-def run(base: str, *, paths: list[str] | None = None, first: int | None = None,
-        headers: list[tuple[str, str]] = (), timeout: float = 10.0) -> dict[str, Any]:
+def run(
+    base: str,
+    *,
+    paths: list[str] | None = None,
+    first: int | None = None,
+    headers: list[tuple[str, str]] = (),
+    timeout: float = 10.0,
+) -> dict[str, Any]:
     """Run the sequence (or the paths) against C{base}; the JSON-ready report."""
-    report: dict[str, Any] = {"base": base, "source": None, "requests": [], "error": None,
-                              "failed": None}
+    report: dict[str, Any] = {
+        "base": base,
+        "source": None,
+        "requests": [],
+        "error": None,
+        "failed": None,
+    }
     requests: list[dict[str, Any]] = report["requests"]
     try:
         target = parse_base(base)
@@ -164,21 +176,40 @@ def _header(value: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.nsclient",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True,
-                        help="http://169.254.169.254 or 'http://[fe80::a9fe:a9fe%%25eth0]'")
-    parser.add_argument("--first", type=int, metavar="N",
-                        help="only the first N requests of the boot sequence")
-    parser.add_argument("--path", action="append", dest="paths", metavar="PATH",
-                        help="ask this path instead of the boot sequence (repeatable)")
-    parser.add_argument("--header", action="append", type=_header, default=[],
-                        metavar="NAME:VALUE", help="an extra request header (repeatable)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds per connect and per read (cloud-init: 10)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.nsclient", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--base", required=True, help="http://169.254.169.254 or 'http://[fe80::a9fe:a9fe%%25eth0]'"
+    )
+    parser.add_argument(
+        "--first", type=int, metavar="N", help="only the first N requests of the boot sequence"
+    )
+    parser.add_argument(
+        "--path",
+        action="append",
+        dest="paths",
+        metavar="PATH",
+        help="ask this path instead of the boot sequence (repeatable)",
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        type=_header,
+        default=[],
+        metavar="NAME:VALUE",
+        help="an extra request header (repeatable)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds per connect and per read (cloud-init: 10)",
+    )
     args = parser.parse_args(argv)
-    report = run(args.base, paths=args.paths, first=args.first, headers=args.header,
-                 timeout=args.timeout)
+    report = run(
+        args.base, paths=args.paths, first=args.first, headers=args.header, timeout=args.timeout
+    )
     sys.stdout.write(json.dumps(report) + "\n")
     return 0 if report["error"] is None else 1
 

@@ -60,18 +60,30 @@ import ipaddress
 import os
 import socket
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
 from bench.fleet import Fleet, FleetInstance
-from bench.netns import METADATA_V4, Namespace, Topology, TopologyError, \
-    missing_prerequisites
+from bench.netns import METADATA_V4, Namespace, Topology, TopologyError, missing_prerequisites
 from metaproxy.namespace import NamespaceKind
 
-__all__ = ["SOCKET_KINDS", "Domain", "Side", "FrontPlan", "plan_front", "NetnsSockets",
-           "HaproxyNamespaces", "HaproxyFront", "start_haproxy_front", "missing_line",
-           "NETNS_DIR", "render_haproxy_config", "target_for"]
+__all__ = [
+    "SOCKET_KINDS",
+    "Domain",
+    "Side",
+    "FrontPlan",
+    "plan_front",
+    "NetnsSockets",
+    "HaproxyNamespaces",
+    "HaproxyFront",
+    "start_haproxy_front",
+    "missing_line",
+    "NETNS_DIR",
+    "render_haproxy_config",
+    "target_for",
+]
 
 #: Where C{ip netns} keeps its namespaces (C{/run/netns/<name>}).
 NETNS_DIR = "/run/netns"
@@ -80,8 +92,11 @@ SOCKET_KINDS = ("shared", "namespaces")
 #: The fleet's networks are /16s: the router on C{.1}, the DHCP/OVN port on C{.2}
 #: (L{bench.fleet}).
 _PREFIX = 16
-_KIND = {NamespaceKind.ROUTER: ("router", "r"), NamespaceKind.NETWORK: ("dhcp", "d"),
-         NamespaceKind.OVN: ("ovn", "o")}
+_KIND = {
+    NamespaceKind.ROUTER: ("router", "r"),
+    NamespaceKind.NETWORK: ("dhcp", "d"),
+    NamespaceKind.OVN: ("ovn", "o"),
+}
 #: haproxy daemons started at once (each start waits for its pidfile).
 _HAPROXY_PARALLEL = 4
 
@@ -90,12 +105,14 @@ def missing_line() -> str | None:
     """The one line C{--target haproxy} exits with when this host cannot run it."""
     missing = missing_prerequisites()
     if missing:
-        return ("--target haproxy needs root, ip, iptables and haproxy: missing "
-                + ", ".join(missing))
+        return "--target haproxy needs root, ip, iptables and haproxy: missing " + ", ".join(
+            missing
+        )
     return None
 
 
 # ---- the plan (plain data)
+
 
 @attrs.frozen
 class Domain:
@@ -176,15 +193,18 @@ def plan_front(fleet: Fleet, count: int) -> FrontPlan:
             ports.append((network_id, f"{subnet[host]}/{_PREFIX}"))
             addresses = [f"{m.ip}/{_PREFIX}" for m in members]
             if len(set(addresses)) != len(addresses):
-                raise ValueError(f"two instances of network {network_id} in {namespace.name} "
-                                 "share an address")
+                raise ValueError(
+                    f"two instances of network {network_id} in {namespace.name} share an address"
+                )
             if any(ipaddress.ip_address(m.ip) not in subnet for m in members):
-                raise ValueError(f"network {network_id} in {namespace.name} spans more "
-                                 f"than one /{_PREFIX}")
+                raise ValueError(
+                    f"network {network_id} in {namespace.name} spans more than one /{_PREFIX}"
+                )
             for m in members:
                 placement[m.index] = len(sides)
-            sides.append(Side(f"{key}n{n}", len(domains), network_id, tuple(addresses),
-                              members[0].mac))
+            sides.append(
+                Side(f"{key}n{n}", len(domains), network_id, tuple(addresses), members[0].mac)
+            )
         domains.append(Domain(namespace, kind, key, tuple(ports)))
     return FrontPlan(tuple(domains), tuple(sides), placement)
 
@@ -203,6 +223,7 @@ def _libc_setns() -> Callable[[int, int], None]:
         if libc.setns(fd, nstype) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"setns: {os.strerror(errno)}")
+
     return setns
 
 
@@ -214,17 +235,22 @@ class NetnsSockets:
     descriptors are opened once and kept. Not thread-safe: one per thread.
     """
 
-    def __init__(self, *, setns: Callable[[int, int], None] | None = None,
-                 open_ns: Callable[[str], int] | None = None,
-                 new_socket: Callable[[int, int], socket.socket] = socket.socket) -> None:
+    def __init__(
+        self,
+        *,
+        setns: Callable[[int, int], None] | None = None,
+        open_ns: Callable[[str], int] | None = None,
+        new_socket: Callable[[int, int], socket.socket] = socket.socket,
+    ) -> None:
         self._setns = setns or _libc_setns()
         self._open = open_ns or (lambda path: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         self._new_socket = new_socket
         self._home = self._open("/proc/thread-self/ns/net")
         self._fds: dict[str, int] = {}
 
-    def socket(self, netns: str, family: int = socket.AF_INET,
-               kind: int = socket.SOCK_STREAM) -> socket.socket:
+    def socket(
+        self, netns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+    ) -> socket.socket:
         """A new socket in the namespace at path C{netns} (C{/run/netns/<name>}).
 
         @raise OSError: the namespace cannot be opened or entered, or no socket.
@@ -241,8 +267,10 @@ class NetnsSockets:
             try:
                 self._setns(self._home, CLONE_NEWNET)
             except OSError as e:
-                raise RuntimeError(f"cannot return to this thread's own network namespace "
-                                   f"after creating a socket in {netns}: {e}") from None
+                raise RuntimeError(
+                    f"cannot return to this thread's own network namespace "
+                    f"after creating a socket in {netns}: {e}"
+                ) from None
 
     def close(self) -> None:
         for fd in [*self._fds.values(), self._home]:
@@ -294,26 +322,28 @@ class HaproxyNamespaces:
         return b""
 
     def describe(self) -> str:
-        socket_kind = ("the shared socket" if self.via == "shared"
-                       else "per-namespace sockets")
-        return (f"haproxy in {self.namespaces} network namespaces (Neutron's iptables), "
-                f"to {socket_kind}; instances connect from their own address in "
-                f"{len({p for p, _ in self.places.values()})} instance-side namespaces")
+        socket_kind = "the shared socket" if self.via == "shared" else "per-namespace sockets"
+        return (
+            f"haproxy in {self.namespaces} network namespaces (Neutron's iptables), "
+            f"to {socket_kind}; instances connect from their own address in "
+            f"{len({p for p, _ in self.places.values()})} instance-side namespaces"
+        )
 
 
-def target_for(plan: FrontPlan, side_namespaces: Sequence[str], via: str,
-               instances: Sequence[FleetInstance]) -> HaproxyNamespaces:
+def target_for(
+    plan: FrontPlan, side_namespaces: Sequence[str], via: str, instances: Sequence[FleetInstance]
+) -> HaproxyNamespaces:
     """The target for C{instances}, whose sides are built as the kernel namespaces
     C{side_namespaces} (in the plan's order)."""
     places = {}
     for instance in instances:
         side = plan.placement[instance.index]
-        places[instance.index] = (os.path.join(NETNS_DIR, side_namespaces[side]),
-                                  instance.ip)
+        places[instance.index] = (os.path.join(NETNS_DIR, side_namespaces[side]), instance.ip)
     return HaproxyNamespaces(places, via, len(plan.domains))
 
 
 # ---- building it
+
 
 @attrs.define
 class HaproxyFront:
@@ -329,17 +359,24 @@ class HaproxyFront:
 
     def describe_setup(self) -> str:
         t = self.timings
-        return (f"haproxy front {self.topology.tag}: {len(self.plan.domains)} namespaces "
-                f"with haproxy, "
-                f"{len(self.plan.sides)} instance-side namespaces for "
-                f"{len(self.plan.placement)} instances; built in {t['namespaces']:.1f} s, "
-                f"haproxy started in {t['haproxy']:.1f} s")
+        return (
+            f"haproxy front {self.topology.tag}: {len(self.plan.domains)} namespaces "
+            f"with haproxy, "
+            f"{len(self.plan.sides)} instance-side namespaces for "
+            f"{len(self.plan.placement)} instances; built in {t['namespaces']:.1f} s, "
+            f"haproxy started in {t['haproxy']:.1f} s"
+        )
 
 
-def start_haproxy_front(fleet: Fleet, count: int, *,
-                        agent_config: str | os.PathLike | None = None,
-                        socket: str = "shared", socket_path: str | None = None,
-                        adopt: Sequence[int] = ()) -> HaproxyFront:
+def start_haproxy_front(
+    fleet: Fleet,
+    count: int,
+    *,
+    agent_config: str | os.PathLike | None = None,
+    socket: str = "shared",
+    socket_path: str | None = None,
+    adopt: Sequence[int] = (),
+) -> HaproxyFront:
     """Build the namespaces for the first C{count} instances of C{fleet} and start
     haproxy in each Neutron namespace, configured by C{metaproxy haproxy-config} from
     C{agent_config} (the running agent's file: where its sockets are).
@@ -374,8 +411,9 @@ def start_haproxy_front(fleet: Fleet, count: int, *,
         for side in plan.sides:
             parent = built[side.domain]
             port_key = side.network_id if parent.kind == "router" else parent.id
-            group = topology.add_instance_group(side.key, (parent, port_key),
-                                                side.addresses, side.mac)
+            group = topology.add_instance_group(
+                side.key, (parent, port_key), side.addresses, side.mac
+            )
             side_names.append(group.namespace)
         t1 = time.monotonic()
         _start_all_haproxy(topology, plan, built, agent_config, socket, socket_path)
@@ -387,9 +425,14 @@ def start_haproxy_front(fleet: Fleet, count: int, *,
     return HaproxyFront(topology, plan, target, {"namespaces": t1 - t0, "haproxy": t2 - t1})
 
 
-def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLike | None,
-                          pidfile: str | os.PathLike, shared: bool = False,
-                          socket_path: str | None = None) -> str:
+def render_haproxy_config(
+    namespace_name: str,
+    *,
+    agent_config: str | os.PathLike | None,
+    pidfile: str | os.PathLike,
+    shared: bool = False,
+    socket_path: str | None = None,
+) -> str:
     """What C{metaproxy haproxy-config NAMESPACE --config-file AGENT_CONFIG} prints (as
     root, with C{pidfile}; C{--shared} for the shared socket, C{--socket} for
     C{socket_path}), run in this process: the command's own code, without a Python
@@ -399,8 +442,16 @@ def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLik
     """
     from metaproxy import cli
 
-    argv = ["haproxy-config", namespace_name,
-            "--user", "root", "--group", "root", "--pidfile", str(pidfile)]
+    argv = [
+        "haproxy-config",
+        namespace_name,
+        "--user",
+        "root",
+        "--group",
+        "root",
+        "--pidfile",
+        str(pidfile),
+    ]
     if agent_config is not None:
         argv += ["--config-file", str(agent_config)]
     if socket_path is not None:
@@ -411,18 +462,31 @@ def render_haproxy_config(namespace_name: str, *, agent_config: str | os.PathLik
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = cli.main(argv)
     if status != 0:
-        raise TopologyError(f"metaproxy haproxy-config {namespace_name} exited with "
-                            f"{status}: {err.getvalue().strip()}")
+        raise TopologyError(
+            f"metaproxy haproxy-config {namespace_name} exited with "
+            f"{status}: {err.getvalue().strip()}"
+        )
     return out.getvalue()
 
 
-def _start_all_haproxy(topology: Topology, plan: FrontPlan, built: Sequence[Namespace],
-                       agent_config: str | os.PathLike | None, socket_kind: str,
-                       socket_path: str | None) -> None:
-    texts = [render_haproxy_config(domain.namespace.name, agent_config=agent_config,
-                                   pidfile=topology.haproxy_pidfile(namespace),
-                                   shared=socket_kind == "shared", socket_path=socket_path)
-             for domain, namespace in zip(plan.domains, built)]
+def _start_all_haproxy(
+    topology: Topology,
+    plan: FrontPlan,
+    built: Sequence[Namespace],
+    agent_config: str | os.PathLike | None,
+    socket_kind: str,
+    socket_path: str | None,
+) -> None:
+    texts = [
+        render_haproxy_config(
+            domain.namespace.name,
+            agent_config=agent_config,
+            pidfile=topology.haproxy_pidfile(namespace),
+            shared=socket_kind == "shared",
+            socket_path=socket_path,
+        )
+        for domain, namespace in zip(plan.domains, built, strict=False)
+    ]
 
     def start(i: int) -> None:
         topology.start_haproxy(built[i], config_file=None, config_text=texts[i])
@@ -431,5 +495,8 @@ def _start_all_haproxy(topology: Topology, plan: FrontPlan, built: Sequence[Name
         futures = [pool.submit(start, i) for i in range(len(built))]
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
-        raise errors[0] if isinstance(errors[0], TopologyError) else \
-            TopologyError(f"starting haproxy: {errors[0]}")
+        raise (
+            errors[0]
+            if isinstance(errors[0], TopologyError)
+            else TopologyError(f"starting haproxy: {errors[0]}")
+        )

@@ -22,14 +22,14 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from metaproxy.ovsdb.framing import JsonSplitter
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS
 
-__all__ = ["SCHEMA_CACHE", "find_schema", "missing", "SbServer", "table_to_operations",
-           "free_port"]
+__all__ = ["SCHEMA_CACHE", "find_schema", "missing", "SbServer", "table_to_operations", "free_port"]
 
 DATABASE = "OVN_Southbound"
 SCHEMA_CACHE = Path.home() / ".cache" / "metaproxy" / "ovn"
@@ -50,8 +50,8 @@ def find_schema() -> Path | None:
 
 def _program(name: str) -> str | None:
     return shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()),
-        None)
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
 
 
 def missing() -> str | None:
@@ -60,8 +60,10 @@ def missing() -> str | None:
         if _program(name) is None:
             return f"{name} not found (Debian package openvswitch-common)"
     if find_schema() is None:
-        return ("OVN Southbound schema not found (ovn-sb.ovsschema from Debian's ovn-central: "
-                f"apt-get download ovn-central && dpkg -x ovn-central_*.deb {SCHEMA_CACHE}/root)")
+        return (
+            "OVN Southbound schema not found (ovn-sb.ovsschema from Debian's ovn-central: "
+            f"apt-get download ovn-central && dpkg -x ovn-central_*.deb {SCHEMA_CACHE}/root)"
+        )
     return None
 
 
@@ -88,7 +90,7 @@ class SbServer:
         self._popen: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, run_dir: Path, tls: Mapping[str, str] | None = None) -> "SbServer":
+    def start(cls, run_dir: Path, tls: Mapping[str, str] | None = None) -> SbServer:
         """Create the database and start the server.
 
         @param tls: C{private_key}, C{certificate}, C{ca_cert} paths: also listen on
@@ -100,8 +102,11 @@ class SbServer:
             raise RuntimeError(problem)
         run_dir.mkdir(parents=True, exist_ok=True)
         server = cls(run_dir, tls)
-        subprocess.run([_program("ovsdb-tool"), "create", str(server.db_path),
-                        str(find_schema())], check=True, capture_output=True)
+        subprocess.run(
+            [_program("ovsdb-tool"), "create", str(server.db_path), str(find_schema())],
+            check=True,
+            capture_output=True,
+        )
         server._spawn()
         return server
 
@@ -116,23 +121,30 @@ class SbServer:
         return f"{kind}:127.0.0.1:{self.tcp_port if kind == 'tcp' else self.ssl_port}"
 
     def _spawn(self) -> None:
-        args = [_program("ovsdb-server"), str(self.db_path), "--no-chdir",
-                f"--remote=punix:{self.unix_path}",
-                f"--remote=ptcp:{self.tcp_port}:127.0.0.1",
-                f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}",
-                f"--log-file={self.run_dir / 'ovsdb-server.log'}", "-vconsole:off"]
+        args = [
+            _program("ovsdb-server"),
+            str(self.db_path),
+            "--no-chdir",
+            f"--remote=punix:{self.unix_path}",
+            f"--remote=ptcp:{self.tcp_port}:127.0.0.1",
+            f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}",
+            f"--log-file={self.run_dir / 'ovsdb-server.log'}",
+            "-vconsole:off",
+        ]
         if self._tls:
-            args += [f"--remote=pssl:{self.ssl_port}:127.0.0.1",
-                     f"--private-key={self._tls['private_key']}",
-                     f"--certificate={self._tls['certificate']}",
-                     f"--ca-cert={self._tls['ca_cert']}"]
-        self._popen = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+            args += [
+                f"--remote=pssl:{self.ssl_port}:127.0.0.1",
+                f"--private-key={self._tls['private_key']}",
+                f"--certificate={self._tls['certificate']}",
+                f"--ca-cert={self._tls['ca_cert']}",
+            ]
+        self._popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self._popen.poll() is not None:
-                raise RuntimeError(f"ovsdb-server exited with {self._popen.returncode}: "
-                                   f"{self.log()[-2000:]}")
+                raise RuntimeError(
+                    f"ovsdb-server exited with {self._popen.returncode}: {self.log()[-2000:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.tcp_port), 0.5):
                     pass
@@ -165,8 +177,7 @@ class SbServer:
         self.stop()
         self._spawn()
 
-    def transact(self, operations: Iterable[Mapping[str, Any]],
-                 timeout: float = 60.0) -> list[Any]:
+    def transact(self, operations: Iterable[Mapping[str, Any]], timeout: float = 60.0) -> list[Any]:
         """Run one transaction over the Unix socket; return its results.
 
         @raise RuntimeError: the server reported an error for an operation.
@@ -205,8 +216,9 @@ def _map(pairs: Mapping[str, str]) -> list[Any]:
     return ["map", sorted(pairs.items())]
 
 
-def table_to_operations(table: Mapping[str, Any], chassis: str = "bench-chassis"
-                        ) -> list[dict[str, Any]]:
+def table_to_operations(
+    table: Mapping[str, Any], chassis: str = "bench-chassis"
+) -> list[dict[str, Any]]:
     """The Southbound rows a port table describes, as C{insert} operations.
 
     One Chassis (with its Encap) binds every port that is not a router interface; a
@@ -216,34 +228,58 @@ def table_to_operations(table: Mapping[str, Any], chassis: str = "bench-chassis"
     C{routers} map, as Neutron would have created it.
     """
     ops: list[dict[str, Any]] = [
-        {"op": "insert", "table": "Encap", "uuid-name": "encap",
-         "row": {"type": "geneve", "ip": "192.0.2.1", "chassis_name": chassis}},
-        {"op": "insert", "table": "Chassis", "uuid-name": "chassis",
-         "row": {"name": chassis, "hostname": chassis, "encaps": ["named-uuid", "encap"]}},
+        {
+            "op": "insert",
+            "table": "Encap",
+            "uuid-name": "encap",
+            "row": {"type": "geneve", "ip": "192.0.2.1", "chassis_name": chassis},
+        },
+        {
+            "op": "insert",
+            "table": "Chassis",
+            "uuid-name": "chassis",
+            "row": {"name": chassis, "hostname": chassis, "encaps": ["named-uuid", "encap"]},
+        },
     ]
     ports = list(table.get("ports", []))
     for router, networks in table.get("routers", {}).items():
         for i, network in enumerate(networks):
-            ports.append({"id": f"rif-{router}-{i}", "network_id": network,
-                          "mac_address": "fa:16:3e:ff:ff:%02x" % (i % 256),
-                          "fixed_ips": [], "device_id": router, "project_id": "",
-                          "device_owner": ROUTER_INTERFACE_OWNERS[0]})
+            ports.append(
+                {
+                    "id": f"rif-{router}-{i}",
+                    "network_id": network,
+                    "mac_address": "fa:16:3e:ff:ff:%02x" % (i % 256),
+                    "fixed_ips": [],
+                    "device_id": router,
+                    "project_id": "",
+                    "device_owner": ROUTER_INTERFACE_OWNERS[0],
+                }
+            )
     datapaths: dict[str, str] = {}
     keys: dict[str, int] = {}
     for port in ports:
         network = port["network_id"]
         if network not in datapaths:
             datapaths[network] = f"dp{len(datapaths)}"
-            ops.append({"op": "insert", "table": "Datapath_Binding",
-                        "uuid-name": datapaths[network],
-                        "row": {"tunnel_key": len(datapaths),
-                                "external_ids": _map({"name": f"neutron-{network}"})}})
+            ops.append(
+                {
+                    "op": "insert",
+                    "table": "Datapath_Binding",
+                    "uuid-name": datapaths[network],
+                    "row": {
+                        "tunnel_key": len(datapaths),
+                        "external_ids": _map({"name": f"neutron-{network}"}),
+                    },
+                }
+            )
         keys[network] = keys.get(network, 0) + 1
         owner = port.get("device_owner", "")
         router_port = owner in ROUTER_INTERFACE_OWNERS
-        external = {"neutron:device_id": port.get("device_id", ""),
-                    "neutron:project_id": port.get("project_id", ""),
-                    "neutron:device_owner": owner}
+        external = {
+            "neutron:device_id": port.get("device_id", ""),
+            "neutron:project_id": port.get("project_id", ""),
+            "neutron:device_owner": owner,
+        }
         row: dict[str, Any] = {
             "logical_port": port.get("id") or f"port-{len(keys)}-{keys[network]}",
             "datapath": ["named-uuid", datapaths[network]],

@@ -12,11 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-__all__ = ["Process", "start_fakenova", "start_agent", "wait_for_socket", "wait_for_log",
-           "write_agent_config"]
+__all__ = [
+    "Process",
+    "start_fakenova",
+    "start_agent",
+    "wait_for_socket",
+    "wait_for_log",
+    "write_agent_config",
+]
 
 
 class Process:
@@ -58,35 +64,63 @@ def _wait_for_line(process: Process, prefix: str, timeout: float) -> str:
             if line.startswith(prefix):
                 return line
         if not process.alive():
-            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n"
-                               f"{process.log()[-3000:]}")
+            raise RuntimeError(
+                f"{process.name} exited with {process.popen.returncode}:\n{process.log()[-3000:]}"
+            )
         time.sleep(0.05)
     raise RuntimeError(f"{process.name} did not start within {timeout} s:\n{process.log()[-3000:]}")
 
 
-def start_fakenova(table: str | os.PathLike, secret: str, run_dir: Path, *,
-                   extra_args: Iterable[str] = (), timeout: float = 20.0) -> tuple[Process, int]:
+def start_fakenova(
+    table: str | os.PathLike,
+    secret: str,
+    run_dir: Path,
+    *,
+    extra_args: Iterable[str] = (),
+    timeout: float = 20.0,
+) -> tuple[Process, int]:
     """Start C{python -m bench.fakenova} on a free loopback port; return it and the port."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "fakenova.log"
     secret_file = run_dir / "fakenova.secret"
     secret_file.write_text(secret)
-    args = [sys.executable, "-m", "bench.fakenova", "--table", str(table),
-            "--secret-file", str(secret_file), "--listen", "tcp:0:interface=127.0.0.1",
-            *extra_args]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.fakenova",
+        "--table",
+        str(table),
+        "--secret-file",
+        str(secret_file),
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        *extra_args,
+    ]
     with open(log_path, "wb") as log:
-        popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=str(Path(__file__).resolve().parent.parent))
+        popen = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
     process = Process(popen, log_path, "fake Nova")
     line = _wait_for_line(process, "fakenova listening on", timeout)
     port = int(line.rsplit(":", 1)[1].strip().rstrip(")"))
     return process, port
 
 
-def write_agent_config(path: Path, *, state_path: Path, nova_port: int, secret: str,
-                       table: str | os.PathLike, namespaces: Iterable[str] = (),
-                       extra_default: str = "", extra_metaproxy: str = "",
-                       extra_sections: str = "") -> Path:
+def write_agent_config(
+    path: Path,
+    *,
+    state_path: Path,
+    nova_port: int,
+    secret: str,
+    table: str | os.PathLike,
+    namespaces: Iterable[str] = (),
+    extra_default: str = "",
+    extra_metaproxy: str = "",
+    extra_sections: str = "",
+) -> Path:
     """Write a metadata_agent.ini for a local run (everything under C{state_path}).
 
     @param extra_sections: whole sections appended at the end (C{"[ovn]\\n..."}).
@@ -102,19 +136,28 @@ def write_agent_config(path: Path, *, state_path: Path, nova_port: int, secret: 
         f"lookup_table = {table}\n"
         f"namespaces = {','.join(namespaces)}\n"
         "namespace_rescan_interval = 0.5\n"
-        f"{extra_metaproxy}"
-        + (f"\n{extra_sections}" if extra_sections else "")
+        f"{extra_metaproxy}" + (f"\n{extra_sections}" if extra_sections else "")
     )
     return path
 
 
-def start_agent(config_files: Iterable[str | os.PathLike], run_dir: Path, *,
-                wait_socket: str | None, timeout: float = 30.0) -> Process:
+def start_agent(
+    config_files: Iterable[str | os.PathLike],
+    run_dir: Path,
+    *,
+    wait_socket: str | None,
+    timeout: float = 30.0,
+) -> Process:
     """Start C{twistd -n metaproxy --config-file ...} and wait for its shared socket."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "metaproxy.log"
-    args = [str(Path(sys.executable).with_name("twistd")), "--nodaemon", "--pidfile=",
-            f"--logfile={log_path}", "metaproxy"]
+    args = [
+        str(Path(sys.executable).with_name("twistd")),
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={log_path}",
+        "metaproxy",
+    ]
     for f in config_files:
         args += ["--config-file", str(f)]
     stderr_path = run_dir / "metaproxy.stderr"
@@ -126,8 +169,9 @@ def start_agent(config_files: Iterable[str | os.PathLike], run_dir: Path, *,
             wait_for_socket(wait_socket, timeout, process)
         except RuntimeError:
             process.stop()
-            raise RuntimeError(f"metaproxy did not start:\n{stderr_path.read_text()}\n"
-                               f"{process.log()[-3000:]}") from None
+            raise RuntimeError(
+                f"metaproxy did not start:\n{stderr_path.read_text()}\n{process.log()[-3000:]}"
+            ) from None
     return process
 
 
@@ -138,11 +182,13 @@ def wait_for_log(process: Process, text: str, timeout: float = 30.0) -> None:
         if text in process.log():
             return
         if not process.alive():
-            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n"
-                               f"{process.log()[-3000:]}")
+            raise RuntimeError(
+                f"{process.name} exited with {process.popen.returncode}:\n{process.log()[-3000:]}"
+            )
         time.sleep(0.05)
-    raise RuntimeError(f"{process.name} did not log {text!r} within {timeout} s:\n"
-                       f"{process.log()[-3000:]}")
+    raise RuntimeError(
+        f"{process.name} did not log {text!r} within {timeout} s:\n{process.log()[-3000:]}"
+    )
 
 
 def wait_for_socket(path: str, timeout: float = 30.0, process: Process | None = None) -> None:

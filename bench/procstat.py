@@ -20,10 +20,19 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
-__all__ = ["ProcSample", "descendants", "tree_pids", "process_cpu_seconds", "tree_cpu_seconds",
-           "rss_bytes", "tree_rss_bytes", "host_cpu_times", "PeakRSS"]
+__all__ = [
+    "ProcSample",
+    "descendants",
+    "tree_pids",
+    "process_cpu_seconds",
+    "tree_cpu_seconds",
+    "rss_bytes",
+    "tree_rss_bytes",
+    "host_cpu_times",
+    "PeakRSS",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PROC = "/proc"
@@ -40,7 +49,7 @@ def _stat_fields(pid: int, proc: str = _PROC) -> list[str] | None:
     end = data.rfind(b")")
     if end < 0:
         return None
-    return data[end + 2:].decode("ascii", "replace").split()
+    return data[end + 2 :].decode("ascii", "replace").split()
 
 
 def descendants(pids: Iterable[int], proc: str = _PROC) -> set[int]:
@@ -69,8 +78,7 @@ def tree_pids(pids: Iterable[int], proc: str = _PROC) -> set[int]:
     return roots | descendants(roots, proc)
 
 
-def process_cpu_seconds(pid: int, *, reaped_children: bool = True,
-                        proc: str = _PROC) -> float:
+def process_cpu_seconds(pid: int, *, reaped_children: bool = True, proc: str = _PROC) -> float:
     """C{utime + stime} of one process (plus C{cutime + cstime}); 0 if it is gone."""
     fields = _stat_fields(pid, proc)
     if fields is None or len(fields) < 14:
@@ -161,7 +169,7 @@ class PeakRSS:
         while not self._stop.wait(self._interval):
             self._sample()
 
-    def start(self) -> "PeakRSS":
+    def start(self) -> PeakRSS:
         self._sample()
         self._thread.start()
         return self
@@ -174,7 +182,7 @@ class PeakRSS:
             self._sample()
         return self.peak_bytes
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

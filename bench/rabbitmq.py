@@ -35,7 +35,9 @@ RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 def rabbitmq_missing() -> str | None:
     """Why a broker cannot be started here (one line), or None when it can."""
     if not os.access(RABBITMQ_SERVER, os.X_OK):
-        return f"rabbitmq-server is not installed ({RABBITMQ_SERVER}; apt-get install rabbitmq-server)"
+        return (
+            f"rabbitmq-server is not installed ({RABBITMQ_SERVER}; apt-get install rabbitmq-server)"
+        )
     if shutil.which("epmd") is None:
         return "epmd (Erlang) is not installed (apt-get install rabbitmq-server)"
     return None
@@ -53,8 +55,9 @@ def _amqp_ready(port: int) -> bool:
     import amqp
 
     try:
-        connection = amqp.Connection(f"127.0.0.1:{port}", userid="guest", password="guest",
-                                     connect_timeout=2)
+        connection = amqp.Connection(
+            f"127.0.0.1:{port}", userid="guest", password="guest", connect_timeout=2
+        )
         connection.connect()
         connection.close()
         return True
@@ -65,8 +68,7 @@ def _amqp_ready(port: int) -> bool:
 class RabbitMQ:
     """One private broker (see the module docstring). Build it with L{start}."""
 
-    def __init__(self, run_dir: Path, port: int, dist_port: int, epmd_port: int,
-                 node: str) -> None:
+    def __init__(self, run_dir: Path, port: int, dist_port: int, epmd_port: int, node: str) -> None:
         self.run_dir = run_dir
         self.port = port
         self.dist_port = dist_port
@@ -75,7 +77,7 @@ class RabbitMQ:
         self.popen: subprocess.Popen | None = None
 
     @classmethod
-    def start(cls, run_dir: Path, timeout: float = 60.0) -> "RabbitMQ":
+    def start(cls, run_dir: Path, timeout: float = 60.0) -> RabbitMQ:
         """Start a new broker under C{run_dir}; returns once it accepts AMQP logins.
 
         @raise RuntimeError: it did not start (the message has its log's tail).
@@ -85,13 +87,15 @@ class RabbitMQ:
             raise RuntimeError(missing)
         run_dir = Path(run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-        broker = cls(run_dir, free_port(), free_port(), free_port(),
-                     f"mp{uuid.uuid4().hex[:10]}@localhost")
+        broker = cls(
+            run_dir, free_port(), free_port(), free_port(), f"mp{uuid.uuid4().hex[:10]}@localhost"
+        )
         (run_dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{broker.port}\n"
             "loopback_users.guest = true\n"
             "log.console = false\n"
-            "log.file.level = info\n")
+            "log.file.level = info\n"
+        )
         (run_dir / "enabled_plugins").write_text("[].\n")
         broker._launch(timeout)
         return broker
@@ -133,20 +137,28 @@ class RabbitMQ:
     def _launch(self, timeout: float) -> None:
         with open(self.run_dir / "stdout.log", "ab") as out:
             self.popen = subprocess.Popen(
-                [RABBITMQ_SERVER], env=self._env(), cwd=str(self.run_dir),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [RABBITMQ_SERVER],
+                env=self._env(),
+                cwd=str(self.run_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited with {self.popen.returncode}:\n"
-                                   f"{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"rabbitmq-server exited with {self.popen.returncode}:\n{self.log()[-3000:]}"
+                )
             if _amqp_ready(self.port):
                 return
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"rabbitmq-server did not accept AMQP logins on port {self.port} "
-                           f"within {timeout:g} s:\n{self.log()[-3000:]}")
+        raise RuntimeError(
+            f"rabbitmq-server did not accept AMQP logins on port {self.port} "
+            f"within {timeout:g} s:\n{self.log()[-3000:]}"
+        )
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -178,5 +190,10 @@ class RabbitMQ:
         """Stop the broker and the epmd its Erlang started on the private port."""
         self.stop()
         env = self._env()
-        subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], env=env,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        subprocess.run(
+            ["epmd", "-port", str(self.epmd_port), "-kill"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )

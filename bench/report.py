@@ -25,19 +25,36 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
-__all__ = ["FORMAT", "MATPLOTLIB_MISSING", "REFUSAL_KINDS", "BARE_LF_NAME", "TRAILING_NAME",
-           "HIGHER", "LOWER", "NEUTRAL", "percentile", "summarize", "StormResult",
-           "compare_markdown", "compare_rows", "merge_results", "plot_results",
-           "matplotlib_available"]
+__all__ = [
+    "FORMAT",
+    "MATPLOTLIB_MISSING",
+    "REFUSAL_KINDS",
+    "BARE_LF_NAME",
+    "TRAILING_NAME",
+    "HIGHER",
+    "LOWER",
+    "NEUTRAL",
+    "percentile",
+    "summarize",
+    "StormResult",
+    "compare_markdown",
+    "compare_rows",
+    "merge_results",
+    "plot_results",
+    "matplotlib_available",
+]
 
 #: The C{format} field of the JSON document; bumped when fields change meaning.
 FORMAT = "metaproxy-bench-storm/1"
-MATPLOTLIB_MISSING = ("matplotlib is not installed: no PNG plot "
-                      "(install it in the venv: .venv/bin/pip install matplotlib)")
+MATPLOTLIB_MISSING = (
+    "matplotlib is not installed: no PNG plot "
+    "(install it in the venv: .venv/bin/pip install matplotlib)"
+)
 #: A worker busier than this share of one core is reported as saturated.
 SATURATED = 0.90
 #: The whole machine busier than this share of its CPUs is reported too.
@@ -212,11 +229,10 @@ class StormResult:
         return json.dumps(document, indent=1)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "StormResult":
+    def from_json(cls, text: str | bytes) -> StormResult:
         document = json.loads(text)
         if document.get("format") != FORMAT:
-            raise ValueError(f"not a storm result of format {FORMAT}: "
-                             f"{document.get('format')!r}")
+            raise ValueError(f"not a storm result of format {FORMAT}: {document.get('format')!r}")
         fields = {a.name for a in attrs.fields(cls)}
         return cls(**{k: v for k, v in document.items() if k in fields})
 
@@ -229,36 +245,56 @@ class StormResult:
         rows = [
             ("target", str(s.get("target_description", self.target))),
             ("fleet", str(s.get("fleet", f"{s.get('instances')} instances"))),
-            ("load", f"{s.get('concurrency')} concurrent boots, ramp {s.get('ramp', 0):g} s, "
-                     f"keep-alive {'on' if s.get('keepalive') else 'off'}, "
-                     f"{s.get('workers')} generator processes"),
-            ("requests", f"{self.requests:,} in {self.duration:.2f} s "
-                         + (f"over {s['rounds']} rounds " if s.get("rounds", 1) > 1 else "")
-                         + f"({self.connections:,} connections)"),
+            (
+                "load",
+                f"{s.get('concurrency')} concurrent boots, ramp {s.get('ramp', 0):g} s, "
+                f"keep-alive {'on' if s.get('keepalive') else 'off'}, "
+                f"{s.get('workers')} generator processes",
+            ),
+            (
+                "requests",
+                f"{self.requests:,} in {self.duration:.2f} s "
+                + (f"over {s['rounds']} rounds " if s.get("rounds", 1) > 1 else "")
+                + f"({self.connections:,} connections)",
+            ),
             ("requests/s", f"{self.rps:,.0f}"),
             ("good requests/s", f"{self.good_rps:,.0f} ({_share(self.good, self.requests)})"),
-            ("latency p50 / p95 / p99 / max",
-             " / ".join(_ms(lat[k]) for k in ("p50", "p95", "p99", "max")) + " ms"),
-            ("boot time p50 / p95 / p99",
-             " / ".join(_secs(boot[k]) for k in ("p50", "p95", "p99"))
-             + f" s ({self.boots_completed:,} of {self.boots:,} boots completed)"),
+            (
+                "latency p50 / p95 / p99 / max",
+                " / ".join(_ms(lat[k]) for k in ("p50", "p95", "p99", "max")) + " ms",
+            ),
+            (
+                "boot time p50 / p95 / p99",
+                " / ".join(_secs(boot[k]) for k in ("p50", "p95", "p99"))
+                + f" s ({self.boots_completed:,} of {self.boots:,} boots completed)",
+            ),
             ("boots failed", _counts(self.boots_failed, self.boot_failures)),
             ("errors", _counts(self.error_count, self.errors)),
-            ("refused connections (among the errors)",
-             _counts(self.refused, {k: v for k, v in self.errors.items()
-                                    if k in REFUSAL_KINDS})),
+            (
+                "refused connections (among the errors)",
+                _counts(self.refused, {k: v for k, v in self.errors.items() if k in REFUSAL_KINDS}),
+            ),
             ("non-CRLF answers", _counts(self.nonstandard_count, self.nonstandard)),
         ]
         cpu = self.agent.get("cpu_seconds")
         per = self.agent_cpu_per_request
-        rows.append(("agent CPU per request",
-                     "n/a" if per is None else
-                     f"{per * 1e6:,.0f} µs ({cpu:.2f} s in all, "
-                     f"{_share(cpu, self.duration)} of one core)"))
-        rows.append(("agent peak RSS",
-                     f"{_mib(self.agent.get('peak_rss_bytes'))} MiB "
-                     f"({self.agent.get('processes', '?')} process"
-                     f"{'' if self.agent.get('processes') == 1 else 'es'})"))
+        rows.append(
+            (
+                "agent CPU per request",
+                "n/a"
+                if per is None
+                else f"{per * 1e6:,.0f} µs ({cpu:.2f} s in all, "
+                f"{_share(cpu, self.duration)} of one core)",
+            )
+        )
+        rows.append(
+            (
+                "agent peak RSS",
+                f"{_mib(self.agent.get('peak_rss_bytes'))} MiB "
+                f"({self.agent.get('processes', '?')} process"
+                f"{'' if self.agent.get('processes') == 1 else 'es'})",
+            )
+        )
         if self.nova is not None:
             outcomes = {k: v for k, v in (self.nova.get("by_outcome") or {}).items() if v}
             statuses = self.nova.get("by_status") or {}
@@ -271,18 +307,30 @@ class StormResult:
                 text += f"; CPU {self.nova['cpu_seconds']:.2f} s"
             rows.append(("fake Nova", text))
         busy = self.generator.get("busy") or []
-        rows.append(("generator CPU",
-                     ", ".join(f"{b:.0%}" for b in busy) + " of a core per worker"
-                     + (" (SATURATED: figures are a floor)" if self.generator_saturated
-                        else "")))
+        rows.append(
+            (
+                "generator CPU",
+                ", ".join(f"{b:.0%}" for b in busy)
+                + " of a core per worker"
+                + (" (SATURATED: figures are a floor)" if self.generator_saturated else ""),
+            )
+        )
         if self.host:
-            rows.append(("host CPU busy", f"{self.host.get('busy', 0):.0%} of "
-                                          f"{self.host.get('cpus', '?')} CPUs"))
+            rows.append(
+                (
+                    "host CPU busy",
+                    f"{self.host.get('busy', 0):.0%} of {self.host.get('cpus', '?')} CPUs",
+                )
+            )
         return rows
 
     def to_markdown(self) -> str:
-        lines = [f"### {self.label}, {self.target} ({self.started})", "",
-                 "| figure | value |", "|---|---|"]
+        lines = [
+            f"### {self.label}, {self.target} ({self.started})",
+            "",
+            "| figure | value |",
+            "|---|---|",
+        ]
         lines += [f"| {name} | {_cell(value)} |" for name, value in self.rows()]
         if self.notes:
             lines.append("")
@@ -325,14 +373,15 @@ class StormResult:
         return plot_results([self], path)
 
 
-def compare_rows(a: StormResult, b: StormResult, label_a: str, label_b: str
-                 ) -> list[dict[str, Any]]:
+def compare_rows(
+    a: StormResult, b: StormResult, label_a: str, label_b: str
+) -> list[dict[str, Any]]:
     """Every comparison figure of two results: C{figure}, C{a}, C{b} (values), C{ratio}
     (B / A; None when A is zero or a figure is missing), C{direction} (C{"higher"},
     C{"lower"} or C{None}: which way is better) and C{better} (the label of the better
     result, C{"same"} when equal, None for a neutral figure)."""
     rows = []
-    for (name, va, fmt, direction), (_, vb, _, _) in zip(a.figures(), b.figures()):
+    for (name, va, fmt, direction), (_, vb, _, _) in zip(a.figures(), b.figures(), strict=False):
         ratio = None if va is None or vb is None or va == 0 else vb / va
         better: str | None = None
         if direction != NEUTRAL and va is not None and vb is not None:
@@ -340,9 +389,18 @@ def compare_rows(a: StormResult, b: StormResult, label_a: str, label_b: str
                 better = "same"
             else:
                 better = label_b if (vb > va) == (direction == HIGHER) else label_a
-        rows.append({"figure": name, "a": va, "b": vb, "ratio": ratio,
-                     "direction": {HIGHER: "higher", LOWER: "lower"}.get(direction),
-                     "better": better, "a_text": fmt(va), "b_text": fmt(vb)})
+        rows.append(
+            {
+                "figure": name,
+                "a": va,
+                "b": vb,
+                "ratio": ratio,
+                "direction": {HIGHER: "higher", LOWER: "lower"}.get(direction),
+                "better": better,
+                "a_text": fmt(va),
+                "b_text": fmt(vb),
+            }
+        )
     return rows
 
 
@@ -350,8 +408,11 @@ def compare_markdown(a: StormResult, b: StormResult, label_a: str, label_b: str)
     """A side-by-side table of two results with the ratio B / A of every figure (C{-}
     when A is zero or a figure is missing) and, in the last column, which is better on
     it and why (C{higher}/C{lower} is better); a blank for figures that are context."""
-    lines = [f"| figure | {_cell(label_a)} | {_cell(label_b)} | {_cell(label_b)} / "
-             f"{_cell(label_a)} | better |", "|---|---:|---:|---:|---|"]
+    lines = [
+        f"| figure | {_cell(label_a)} | {_cell(label_b)} | {_cell(label_b)} / "
+        f"{_cell(label_a)} | better |",
+        "|---|---:|---:|---:|---|",
+    ]
     for row in compare_rows(a, b, label_a, label_b):
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         if row["better"] is None:
@@ -360,8 +421,9 @@ def compare_markdown(a: StormResult, b: StormResult, label_a: str, label_b: str)
             better = "same"
         else:
             better = f"{_cell(row['better'])} ({row['direction']} is better)"
-        lines.append(f"| {row['figure']} | {row['a_text']} | {row['b_text']} | {ratio} "
-                     f"| {better} |")
+        lines.append(
+            f"| {row['figure']} | {row['a_text']} | {row['b_text']} | {ratio} | {better} |"
+        )
     notes = [f"{label}: {note}" for label, r in ((label_a, a), (label_b, b)) for note in r.notes]
     if notes:
         lines.append("")
@@ -369,8 +431,9 @@ def compare_markdown(a: StormResult, b: StormResult, label_a: str, label_b: str)
     return "\n".join(lines) + "\n"
 
 
-def merge_results(results: Sequence[StormResult], names: Sequence[str] | None = None
-                  ) -> StormResult:
+def merge_results(
+    results: Sequence[StormResult], names: Sequence[str] | None = None
+) -> StormResult:
     """One result for several storms of one agent (the rounds of C{bench compare}):
     counts, durations, CPU seconds and Nova's counters are summed (so rates are over the
     summed durations), latencies and boot times pooled, peak memory is the largest,
@@ -378,8 +441,7 @@ def merge_results(results: Sequence[StormResult], names: Sequence[str] | None = 
     C{rounds}; notes are kept, prefixed with C{names} (default C{round 1}, ...)."""
     if not results:
         raise ValueError("nothing to merge")
-    names = list(names) if names is not None else [f"round {i + 1}"
-                                                   for i in range(len(results))]
+    names = list(names) if names is not None else [f"round {i + 1}" for i in range(len(results))]
     first = results[0]
     duration = sum(r.duration for r in results)
 
@@ -394,33 +456,45 @@ def merge_results(results: Sequence[StormResult], names: Sequence[str] | None = 
                 merged[key] = merged.get(key, 0) + value
         return merged
 
-    worker_cpu = [sum(values) for values in
-                  zip(*(r.generator.get("cpu_seconds") or [] for r in results))]
-    generator = {"workers": first.generator.get("workers"),
-                 "cpu_seconds": [round(v, 6) for v in worker_cpu],
-                 "busy": [round(v / duration, 3) if duration > 0 else 0.0
-                          for v in worker_cpu],
-                 "collector_cpu_seconds": round(sum(r.generator.get(
-                     "collector_cpu_seconds", 0.0) for r in results), 3)}
+    worker_cpu = [
+        sum(values)
+        for values in zip(*(r.generator.get("cpu_seconds") or [] for r in results), strict=False)
+    ]
+    generator = {
+        "workers": first.generator.get("workers"),
+        "cpu_seconds": [round(v, 6) for v in worker_cpu],
+        "busy": [round(v / duration, 3) if duration > 0 else 0.0 for v in worker_cpu],
+        "collector_cpu_seconds": round(
+            sum(r.generator.get("collector_cpu_seconds", 0.0) for r in results), 3
+        ),
+    }
     agent_cpu = total(lambda r: r.agent.get("cpu_seconds"))
     peaks = [r.agent.get("peak_rss_bytes") for r in results]
     hwms = [r.agent.get("peak_hwm_bytes") for r in results]
-    agent = {"pids": first.agent.get("pids"),
-             "processes": max(r.agent.get("processes") or 0 for r in results),
-             "cpu_seconds": None if agent_cpu is None else round(agent_cpu, 6),
-             "peak_rss_bytes": max((p for p in peaks if p is not None), default=None),
-             "peak_hwm_bytes": max((h for h in hwms if h is not None), default=None)}
+    agent = {
+        "pids": first.agent.get("pids"),
+        "processes": max(r.agent.get("processes") or 0 for r in results),
+        "cpu_seconds": None if agent_cpu is None else round(agent_cpu, 6),
+        "peak_rss_bytes": max((p for p in peaks if p is not None), default=None),
+        "peak_hwm_bytes": max((h for h in hwms if h is not None), default=None),
+    }
     nova = None
     if all(r.nova is not None for r in results):
         nova_cpu = total(lambda r: (r.nova or {}).get("cpu_seconds"))
-        nova = {"total": sum((r.nova or {}).get("total", 0) for r in results),
-                "by_status": counters(lambda r: (r.nova or {}).get("by_status")),
-                "by_outcome": counters(lambda r: (r.nova or {}).get("by_outcome")),
-                "cpu_seconds": None if nova_cpu is None else round(nova_cpu, 6)}
-    busy = (sum(r.host.get("busy", 0.0) * r.duration for r in results) / duration
-            if duration > 0 else 0.0)
+        nova = {
+            "total": sum((r.nova or {}).get("total", 0) for r in results),
+            "by_status": counters(lambda r: (r.nova or {}).get("by_status")),
+            "by_outcome": counters(lambda r: (r.nova or {}).get("by_outcome")),
+            "cpu_seconds": None if nova_cpu is None else round(nova_cpu, 6),
+        }
+    busy = (
+        sum(r.host.get("busy", 0.0) * r.duration for r in results) / duration
+        if duration > 0
+        else 0.0
+    )
     return StormResult(
-        label=first.label, target=first.target,
+        label=first.label,
+        target=first.target,
         settings={**first.settings, "rounds": len(results)},
         started=first.started,
         duration=round(duration, 6),
@@ -435,9 +509,13 @@ def merge_results(results: Sequence[StormResult], names: Sequence[str] | None = 
         latencies=[v for r in results for v in r.latencies],
         boot_times=[v for r in results for v in r.boot_times],
         boot_lengths=[n for r in results for n in r.boot_lengths],
-        generator=generator, agent=agent, nova=nova,
+        generator=generator,
+        agent=agent,
+        nova=nova,
         host={"cpus": first.host.get("cpus"), "busy": round(busy, 3)},
-        notes=[f"{name}: {note}" for name, r in zip(names, results) for note in r.notes],
+        notes=[
+            f"{name}: {note}" for name, r in zip(names, results, strict=False) for note in r.notes
+        ],
         nonstandard=counters(lambda r: r.nonstandard),
     )
 
@@ -475,8 +553,9 @@ def plot_results(results: Sequence[StormResult], path: str) -> bool:
                 n = len(latencies)
                 cdf.step(latencies, [(i + 1) / n for i in range(n)], where="post", label=name)
             if result.boot_times:
-                hist.hist(result.boot_times, bins=bins,
-                          alpha=0.6 if len(results) > 1 else 1.0, label=name)
+                hist.hist(
+                    result.boot_times, bins=bins, alpha=0.6 if len(results) > 1 else 1.0, label=name
+                )
         cdf.set_xscale("log")
         cdf.set_xlabel("request latency (ms, log scale)")
         cdf.set_ylabel("share of requests")
@@ -490,8 +569,9 @@ def plot_results(results: Sequence[StormResult], path: str) -> bool:
             if axes.get_legend_handles_labels()[0]:
                 axes.legend(fontsize="small")
         s = results[0].settings
-        figure.suptitle(f"{s.get('fleet', '')}; {s.get('concurrency')} concurrent boots",
-                        fontsize="medium")
+        figure.suptitle(
+            f"{s.get('fleet', '')}; {s.get('concurrency')} concurrent boots", fontsize="medium"
+        )
         figure.tight_layout()
         figure.savefig(path, dpi=100)
     finally:
@@ -500,6 +580,7 @@ def plot_results(results: Sequence[StormResult], path: str) -> bool:
 
 
 # ---- formatting
+
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
@@ -526,8 +607,9 @@ def _share(part: float | None, whole: float | None) -> str:
 def _counts(total: int, kinds: dict[str, int]) -> str:
     if not total:
         return "0"
-    return f"{total:,}: " + ", ".join(f"{kind} {count:,}" for kind, count in
-                                      sorted(kinds.items(), key=lambda kv: -kv[1]))
+    return f"{total:,}: " + ", ".join(
+        f"{kind} {count:,}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])
+    )
 
 
 def _cell(text: str) -> str:

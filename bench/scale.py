@@ -47,8 +47,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from bench.__main__ import DEFAULT_SECRET, RESULTS, new_run_dir, start_nova
 from bench.fleet import Fleet, make_fleet
@@ -58,9 +59,20 @@ from bench.storm import StormConfig, run_storm
 from bench.unixhttp import Answer, get
 from metaproxy.namespace import Namespace, NamespaceKind, namespace_socket_path
 
-__all__ = ["raise_nofile", "open_fds", "ConnectionHolder", "hold_connections",
-           "start_scale_agent", "wait_accepting", "ctl", "nofile_limit", "run_connections", "run_namespaces",
-           "scale_namespaces", "main"]
+__all__ = [
+    "raise_nofile",
+    "open_fds",
+    "ConnectionHolder",
+    "hold_connections",
+    "start_scale_agent",
+    "wait_accepting",
+    "ctl",
+    "nofile_limit",
+    "run_connections",
+    "run_namespaces",
+    "scale_namespaces",
+    "main",
+]
 
 #: What each held connection has sent: a request line and one header, no blank line.
 PARTIAL_REQUEST = b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n"
@@ -107,9 +119,11 @@ def nofile_limit(pid: int) -> int | None:
 
 def _memory(pids: Sequence[int]) -> dict[str, int]:
     tree = tree_pids(pids)
-    return {"rss_bytes": tree_rss_bytes(pids),
-            "hwm_bytes": max((rss_bytes(p, peak=True) for p in tree), default=0),
-            "processes": len(tree)}
+    return {
+        "rss_bytes": tree_rss_bytes(pids),
+        "hwm_bytes": max((rss_bytes(p, peak=True) for p in tree), default=0),
+        "processes": len(tree),
+    }
 
 
 def _wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> float:
@@ -134,8 +148,11 @@ def _hold_main(path: str, count: int) -> int:
     stdin closes, then close them."""
     limit = raise_nofile(count + 64)
     if limit < count + 16:
-        print(f"error: RLIMIT_NOFILE is {limit}; {count} connections need more "
-              "(raise the hard limit)", flush=True)
+        print(
+            f"error: RLIMIT_NOFILE is {limit}; {count} connections need more "
+            "(raise the hard limit)",
+            flush=True,
+        )
         return 1
     sockets = []
     retries = 0
@@ -177,8 +194,11 @@ class ConnectionHolder:
         self.count = count
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bench.scale", "_hold", path, str(count)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            cwd=str(Path(__file__).resolve().parent.parent))
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
         assert self._process.stdout is not None
         line = _readline(self._process, timeout)
         if not line.startswith("held "):
@@ -198,7 +218,7 @@ class ConnectionHolder:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self) -> "ConnectionHolder":
+    def __enter__(self) -> ConnectionHolder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -207,8 +227,7 @@ class ConnectionHolder:
 
 def _readline(process: subprocess.Popen, timeout: float) -> str:
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()),
-                              daemon=True)
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     if not lines:
@@ -227,8 +246,16 @@ def hold_connections(path: str, count: int, timeout: float = 300.0) -> Connectio
 class ScaleAgent:
     """The fake Nova and C{twistd metaproxy} of one check, in a run directory."""
 
-    def __init__(self, run: Path, nova: Process, nova_port: int, agent: Process,
-                 config: Path, started: float, socket_dir: str) -> None:
+    def __init__(
+        self,
+        run: Path,
+        nova: Process,
+        nova_port: int,
+        agent: Process,
+        config: Path,
+        started: float,
+        socket_dir: str,
+    ) -> None:
         self.run, self.nova, self.nova_port, self.agent = run, nova, nova_port, agent
         self.config = config
         self.started = started  # time.monotonic() just before the agent was started
@@ -254,10 +281,17 @@ class ScaleAgent:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-def start_scale_agent(fleet: Fleet, *, namespaces: Sequence[Namespace] = (),
-                      declare: str = "config", extra_metaproxy: str = "",
-                      extra_default: str = "", run: Path | None = None,
-                      socket_dir: str | None = None, wait_shared: bool = True) -> ScaleAgent:
+def start_scale_agent(
+    fleet: Fleet,
+    *,
+    namespaces: Sequence[Namespace] = (),
+    declare: str = "config",
+    extra_metaproxy: str = "",
+    extra_default: str = "",
+    run: Path | None = None,
+    socket_dir: str | None = None,
+    wait_shared: bool = True,
+) -> ScaleAgent:
     """Write the fleet's table, start the fake Nova, then C{twistd metaproxy} with
     C{namespaces} declared in the configuration (C{declare="config"}) or as files in its
     C{namespace_dir} (C{"dir"}). Waits for the shared socket only if C{wait_shared}.
@@ -280,14 +314,20 @@ def start_scale_agent(fleet: Fleet, *, namespaces: Sequence[Namespace] = (),
                 (namespace_dir / namespace.name).touch()
         socket_dir = socket_dir or str(run / "ns")
         config = write_agent_config(
-            run / "agent.ini", state_path=run / "s", nova_port=nova_port,
-            secret=DEFAULT_SECRET, table=table,
+            run / "agent.ini",
+            state_path=run / "s",
+            nova_port=nova_port,
+            secret=DEFAULT_SECRET,
+            table=table,
             namespaces=[n.name for n in namespaces] if declare == "config" else (),
             extra_default=extra_default,
-            extra_metaproxy=(f"namespace_socket_dir = {socket_dir}\n"
-                             f"namespace_dir = {namespace_dir}\n"
-                             f"control_socket = {run / 's' / 'control.sock'}\n"
-                             f"{extra_metaproxy}"))
+            extra_metaproxy=(
+                f"namespace_socket_dir = {socket_dir}\n"
+                f"namespace_dir = {namespace_dir}\n"
+                f"control_socket = {run / 's' / 'control.sock'}\n"
+                f"{extra_metaproxy}"
+            ),
+        )
         raise_nofile(len(namespaces) + 1024)
         started = time.monotonic()
         agent = start_agent([config], run / "agent", wait_socket=None)
@@ -300,8 +340,9 @@ def start_scale_agent(fleet: Fleet, *, namespaces: Sequence[Namespace] = (),
     return scale
 
 
-def wait_accepting(paths: Sequence[str], timeout: float, process: Process | None = None
-                   ) -> tuple[float, float]:
+def wait_accepting(
+    paths: Sequence[str], timeout: float, process: Process | None = None
+) -> tuple[float, float]:
     """Wait until every one of C{paths} accepts a connection (the kernel accepts it: the
     socket listens).
 
@@ -328,8 +369,9 @@ def wait_accepting(paths: Sequence[str], timeout: float, process: Process | None
 
     while missing():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{missing()} of {len(paths)} socket files missing after "
-                               f"{timeout} s")
+            raise RuntimeError(
+                f"{missing()} of {len(paths)} socket files missing after {timeout} s"
+            )
         if process is not None and not process.alive():
             raise RuntimeError(f"the agent exited:\n{process.log()[-3000:]}")
         time.sleep(0.02)
@@ -347,8 +389,10 @@ def wait_accepting(paths: Sequence[str], timeout: float, process: Process | None
         waiting = still
         if waiting:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(waiting)} of {len(paths)} sockets not accepting "
-                                   f"after {timeout} s, e.g. {waiting[0]}")
+                raise RuntimeError(
+                    f"{len(waiting)} of {len(paths)} sockets not accepting "
+                    f"after {timeout} s, e.g. {waiting[0]}"
+                )
             time.sleep(0.02)
     return files_at, time.monotonic()
 
@@ -359,8 +403,7 @@ def _normal_request(path: str, fleet: Fleet, headers: bool = True) -> tuple[Answ
     instance = fleet.instances[0]
     extra = [(instance.namespace.kind.header_name, instance.namespace.id)] if headers else []
     start = time.monotonic()
-    answer = get(path, "/openstack/latest/meta_data.json", forwarded_for=instance.ip,
-                 headers=extra)
+    answer = get(path, "/openstack/latest/meta_data.json", forwarded_for=instance.ip, headers=extra)
     latency = time.monotonic() - start
     right = answer.status == 200 and json.loads(answer.body).get("uuid") == instance.instance_id
     return answer, latency, right
@@ -369,16 +412,22 @@ def _normal_request(path: str, fleet: Fleet, headers: bool = True) -> tuple[Answ
 # ---- connections -----------------------------------------------------------------------------
 
 
-def run_connections(connections: int = 10000, *, hold: float = 3.0,
-                    request_timeout: float = 300.0, workers: int | None = None,
-                    keep: bool = False) -> dict[str, Any]:
+def run_connections(
+    connections: int = 10000,
+    *,
+    hold: float = 3.0,
+    request_timeout: float = 300.0,
+    workers: int | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
     """Peak memory of the agent holding C{connections} partial requests on the shared
     socket, and whether a normal request is still answered meanwhile."""
     fleet = make_fleet(10, 2)
     extra_default = f"metadata_workers = {workers}\n" if workers is not None else ""
     raise_nofile(connections + 1024)
-    scale = start_scale_agent(fleet, extra_metaproxy=f"request_timeout = {request_timeout}\n",
-                              extra_default=extra_default)
+    scale = start_scale_agent(
+        fleet, extra_metaproxy=f"request_timeout = {request_timeout}\n", extra_default=extra_default
+    )
     pids = [scale.agent.pid]
     agent_nofile = nofile_limit(scale.agent.pid)
     try:
@@ -387,15 +436,21 @@ def run_connections(connections: int = 10000, *, hold: float = 3.0,
         before = _memory(pids)
         fds_before = open_fds(pids)
         with PeakRSS(pids) as peak, hold_connections(scale.shared, connections) as held:
-            accepted = _wait_until(lambda: open_fds(pids) >= fds_before + connections, 120,
-                                   "the agent accepting every connection")
+            accepted = _wait_until(
+                lambda: open_fds(pids) >= fds_before + connections,
+                120,
+                "the agent accepting every connection",
+            )
             time.sleep(hold)
             held_memory = _memory(pids)
             answer, latency, right = _normal_request(scale.shared, fleet)
             if not scale.agent.alive():
                 raise RuntimeError(f"the agent died:\n{scale.agent.log()[-3000:]}")
-        released = _wait_until(lambda: open_fds(pids) <= fds_before + 5, 120,
-                               "the agent closing the released connections")
+        released = _wait_until(
+            lambda: open_fds(pids) <= fds_before + 5,
+            120,
+            "the agent closing the released connections",
+        )
         after = _memory(pids)
         log_408 = scale.agent.log().count("answered 408")
     finally:
@@ -431,25 +486,39 @@ def connections_markdown(r: dict[str, Any]) -> str:
     mib = lambda b: f"{b / MIB:.1f} MiB"  # noqa: E731
     held = r["normal_request_held"]
     rows = [
-        ("held connections", f"{r['connections']:,} on the shared socket, each with a partial "
-                             f"request ({len(PARTIAL_REQUEST)} bytes)"),
-        ("agent processes", str(r["agent_processes"])
-         + (f" (metadata_workers = {r['metadata_workers']})" if r["metadata_workers"] is not None
-            else " (metadata_workers unset)")
-         + f"; its nofile limit {r['agent_nofile']}"),
+        (
+            "held connections",
+            f"{r['connections']:,} on the shared socket, each with a partial "
+            f"request ({len(PARTIAL_REQUEST)} bytes)",
+        ),
+        (
+            "agent processes",
+            str(r["agent_processes"])
+            + (
+                f" (metadata_workers = {r['metadata_workers']})"
+                if r["metadata_workers"] is not None
+                else " (metadata_workers unset)"
+            )
+            + f"; its nofile limit {r['agent_nofile']}",
+        ),
         ("RSS idle", mib(r["rss_idle_bytes"])),
-        ("RSS holding them", mib(r["rss_held_bytes"])
-         + f" (target < {r['target_rss_mib']} MiB)"),
+        ("RSS holding them", mib(r["rss_held_bytes"]) + f" (target < {r['target_rss_mib']} MiB)"),
         ("peak (VmHWM)", mib(r["hwm_bytes"])),
         ("per connection", f"{r['bytes_per_connection'] / 1024:.2f} KiB"),
         ("RSS after they closed", mib(r["rss_after_release_bytes"])),
-        ("opening them", f"{r['open_seconds']:.2f} s ({r['listen_queue_full_retries']} "
-                         "retries on a full listen queue); all accepted after "
-                         f"{r['all_accepted_seconds']:.2f} s"),
-        ("normal request meanwhile", f"status {held['status']}, "
-                                     f"{'right' if held['right'] else 'WRONG'} instance, "
-                                     f"{held['seconds'] * 1000:.1f} ms (idle: "
-                                     f"{r['normal_request_idle']['seconds'] * 1000:.1f} ms)"),
+        (
+            "opening them",
+            f"{r['open_seconds']:.2f} s ({r['listen_queue_full_retries']} "
+            "retries on a full listen queue); all accepted after "
+            f"{r['all_accepted_seconds']:.2f} s",
+        ),
+        (
+            "normal request meanwhile",
+            f"status {held['status']}, "
+            f"{'right' if held['right'] else 'WRONG'} instance, "
+            f"{held['seconds'] * 1000:.1f} ms (idle: "
+            f"{r['normal_request_idle']['seconds'] * 1000:.1f} ms)",
+        ),
         ("closed after release", f"{r['released_seconds']:.2f} s"),
         ("answered 408 (should be 0)", str(r["answered_408"])),
     ]
@@ -464,9 +533,10 @@ def scale_namespaces(fleet: Fleet, count: int, seed: int = 0) -> list[Namespace]
     namespaces = list(fleet.namespaces)
     rng = uuid.UUID(int=seed)
     while len(namespaces) < count:
-        namespaces.append(Namespace(NamespaceKind.ROUTER,
-                                    str(uuid.uuid5(rng, str(len(namespaces))))))
-    return namespaces[:max(count, len(fleet.namespaces))]
+        namespaces.append(
+            Namespace(NamespaceKind.ROUTER, str(uuid.uuid5(rng, str(len(namespaces)))))
+        )
+    return namespaces[: max(count, len(fleet.namespaces))]
 
 
 def _filesystem(path: str) -> str:
@@ -477,8 +547,9 @@ def _filesystem(path: str) -> str:
             for line in mounts:
                 fields = line.split()
                 point = fields[1]
-                if (path == point or path.startswith(point.rstrip("/") + "/")) \
-                        and len(point) > len(best):
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(
+                    best
+                ):
                     best, kind = point, fields[2]
     except OSError:
         pass
@@ -490,9 +561,18 @@ def ctl(scale: ScaleAgent, action: str, namespace: Namespace) -> tuple[float, st
     and an error (empty when it succeeded)."""
     start = time.monotonic()
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("metaproxy")), "ctl", "--control-socket",
-         scale.control_socket, action, namespace.name],
-        capture_output=True, text=True, timeout=60)
+        [
+            str(Path(sys.executable).with_name("metaproxy")),
+            "ctl",
+            "--control-socket",
+            scale.control_socket,
+            action,
+            namespace.name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     seconds = time.monotonic() - start
     if done.returncode != 0:
         return seconds, f"exit {done.returncode}: {done.stderr.strip()}"
@@ -523,8 +603,15 @@ class _Probe(threading.Thread):
         self.join(10)
 
 
-def _changes(scale: ScaleAgent, fleet: Fleet, namespace: Namespace, ops: int, gap: float,
-             events: list[dict[str, Any]], done: threading.Event) -> None:
+def _changes(
+    scale: ScaleAgent,
+    fleet: Fleet,
+    namespace: Namespace,
+    ops: int,
+    gap: float,
+    events: list[dict[str, Any]],
+    done: threading.Event,
+) -> None:
     """Add and remove C{namespace} C{ops} times, C{gap} seconds apart, recording each."""
     path = scale.socket_path(namespace)
     try:
@@ -540,15 +627,15 @@ def _changes(scale: ScaleAgent, fleet: Fleet, namespace: Namespace, ops: int, ga
                     served = answer.status
                 except OSError as e:
                     error = f"added socket not answering: {e}"
-            events.append({"action": "add", "at": at, "seconds": seconds,
-                           "answered": served, "error": error})
+            events.append(
+                {"action": "add", "at": at, "seconds": seconds, "answered": served, "error": error}
+            )
             done.wait(gap)
             at = time.monotonic()
             seconds, error = ctl(scale, "remove", namespace)
             if not error and os.path.exists(path):
                 error = "socket file still there after remove"
-            events.append({"action": "remove", "at": at, "seconds": seconds,
-                           "error": error})
+            events.append({"action": "remove", "at": at, "seconds": seconds, "error": error})
     except Exception as e:  # reported, not raised from the thread
         events.append({"action": "error", "at": time.monotonic(), "error": repr(e)})
 
@@ -561,10 +648,20 @@ def _percentile(values: Sequence[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def run_namespaces(count: int = 10000, *, declare: str = "config", instances: int = 200,
-                   routers: int = 20, concurrency: int = 50, ops: int = 4, gap: float = 1.5,
-                   storm: bool = True, workers: int | None = None, socket_fs: str | None = None,
-                   keep: bool = False) -> dict[str, Any]:
+def run_namespaces(
+    count: int = 10000,
+    *,
+    declare: str = "config",
+    instances: int = 200,
+    routers: int = 20,
+    concurrency: int = 50,
+    ops: int = 4,
+    gap: float = 1.5,
+    storm: bool = True,
+    workers: int | None = None,
+    socket_fs: str | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
     """Start-up time with C{count} declared namespace sockets; then a storm on some of
     them while one more namespace is added and removed.
 
@@ -577,14 +674,23 @@ def run_namespaces(count: int = 10000, *, declare: str = "config", instances: in
     socket_dir = None
     if socket_fs:
         socket_dir = tempfile.mkdtemp(prefix="mps-", dir=socket_fs)
-    scale = start_scale_agent(fleet, namespaces=namespaces, declare=declare,
-                              extra_default=extra_default, socket_dir=socket_dir,
-                              wait_shared=False)
-    result: dict[str, Any] = {"check": "namespaces", "namespaces": len(namespaces),
-                              "declare": declare, "metadata_workers": workers,
-                              "socket_dir": scale.socket_dir,
-                              "socket_filesystem": _filesystem(scale.socket_dir),
-                              "target_startup_seconds": 3.0}
+    scale = start_scale_agent(
+        fleet,
+        namespaces=namespaces,
+        declare=declare,
+        extra_default=extra_default,
+        socket_dir=socket_dir,
+        wait_shared=False,
+    )
+    result: dict[str, Any] = {
+        "check": "namespaces",
+        "namespaces": len(namespaces),
+        "declare": declare,
+        "metadata_workers": workers,
+        "socket_dir": scale.socket_dir,
+        "socket_filesystem": _filesystem(scale.socket_dir),
+        "target_startup_seconds": 3.0,
+    }
     try:
         _, shared_at = wait_accepting([scale.shared], 120, scale.agent)
         paths = [scale.socket_path(n) for n in namespaces]
@@ -595,8 +701,9 @@ def run_namespaces(count: int = 10000, *, declare: str = "config", instances: in
         result["rss_after_start_bytes"] = _memory([scale.agent.pid])["rss_bytes"]
         result["open_fds"] = open_fds([scale.agent.pid])
         if storm:
-            result.update(_storm_with_changes(scale, fleet, instances, routers, concurrency,
-                                              ops, gap))
+            result.update(
+                _storm_with_changes(scale, fleet, instances, routers, concurrency, ops, gap)
+            )
         result["rss_end_bytes"] = _memory([scale.agent.pid])["rss_bytes"]
         if not scale.agent.alive():
             raise RuntimeError(f"the agent died:\n{scale.agent.log()[-3000:]}")
@@ -607,17 +714,32 @@ def run_namespaces(count: int = 10000, *, declare: str = "config", instances: in
     return result
 
 
-def _storm_with_changes(scale: ScaleAgent, fleet: Fleet, instances: int, routers: int,
-                        concurrency: int, ops: int, gap: float) -> dict[str, Any]:
+def _storm_with_changes(
+    scale: ScaleAgent,
+    fleet: Fleet,
+    instances: int,
+    routers: int,
+    concurrency: int,
+    ops: int,
+    gap: float,
+) -> dict[str, Any]:
     extra = Namespace(NamespaceKind.ROUTER, "scale-added")
-    config = StormConfig(instances=instances, routers=routers, concurrency=concurrency,
-                         workers=2, target="namespaces", shared_socket=scale.shared,
-                         namespace_socket_dir=scale.socket_dir, nova_url=scale.nova_url)
+    config = StormConfig(
+        instances=instances,
+        routers=routers,
+        concurrency=concurrency,
+        workers=2,
+        target="namespaces",
+        shared_socket=scale.shared,
+        namespace_socket_dir=scale.socket_dir,
+        nova_url=scale.nova_url,
+    )
     probe = _Probe(scale.socket_path(fleet.instances[0].namespace), fleet)
     events: list[dict[str, Any]] = []
     done = threading.Event()
-    changer = threading.Thread(target=_changes,
-                               args=(scale, fleet, extra, ops, gap, events, done), daemon=True)
+    changer = threading.Thread(
+        target=_changes, args=(scale, fleet, extra, ops, gap, events, done), daemon=True
+    )
     probe.start()
     changer.start()
     storm_result = run_storm(config, fleet, [scale.agent.pid], nova_pids=[scale.nova.pid])
@@ -632,40 +754,65 @@ def _storm_with_changes(scale: ScaleAgent, fleet: Fleet, instances: int, routers
         else:
             far.append(latency)
     return {
-        "storm": {"instances": instances, "routers": routers, "concurrency": concurrency,
-                  "requests": storm_result.requests, "good": storm_result.good,
-                  "errors": dict(storm_result.errors), "duration": storm_result.duration,
-                  "latency_p50": _percentile(storm_result.latencies, 50),
-                  "latency_p99": _percentile(storm_result.latencies, 99),
-                  "agent_cpu_seconds": storm_result.agent.get("cpu_seconds")},
+        "storm": {
+            "instances": instances,
+            "routers": routers,
+            "concurrency": concurrency,
+            "requests": storm_result.requests,
+            "good": storm_result.good,
+            "errors": dict(storm_result.errors),
+            "duration": storm_result.duration,
+            "latency_p50": _percentile(storm_result.latencies, 50),
+            "latency_p99": _percentile(storm_result.latencies, 99),
+            "agent_cpu_seconds": storm_result.agent.get("cpu_seconds"),
+        },
         "changes": [{k: v for k, v in e.items() if k != "at"} for e in events],
         "change_errors": [e["error"] for e in events if e.get("error")],
-        "probe": {"requests": len(probe.samples),
-                  "wrong": sum(1 for _, _, ok in probe.samples if not ok),
-                  "near_changes": {"n": len(near), "p50": _percentile(near, 50),
-                                   "p99": _percentile(near, 99),
-                                   "max": max(near, default=float("nan"))},
-                  "elsewhere": {"n": len(far), "p50": _percentile(far, 50),
-                                "p99": _percentile(far, 99),
-                                "max": max(far, default=float("nan"))}},
+        "probe": {
+            "requests": len(probe.samples),
+            "wrong": sum(1 for _, _, ok in probe.samples if not ok),
+            "near_changes": {
+                "n": len(near),
+                "p50": _percentile(near, 50),
+                "p99": _percentile(near, 99),
+                "max": max(near, default=float("nan")),
+            },
+            "elsewhere": {
+                "n": len(far),
+                "p50": _percentile(far, 50),
+                "p99": _percentile(far, 99),
+                "max": max(far, default=float("nan")),
+            },
+        },
     }
 
 
 def namespaces_markdown(r: dict[str, Any]) -> str:
     ms = lambda s: f"{s * 1000:.1f} ms"  # noqa: E731
     rows = [
-        ("namespace sockets", f"{r['namespaces']:,}, declared in "
-                              + ("[metaproxy] namespaces" if r["declare"] == "config"
-                                 else "namespace_dir (one file each)")
-                              + f"; in {r['socket_dir']} ({r['socket_filesystem']})"),
+        (
+            "namespace sockets",
+            f"{r['namespaces']:,}, declared in "
+            + (
+                "[metaproxy] namespaces"
+                if r["declare"] == "config"
+                else "namespace_dir (one file each)"
+            )
+            + f"; in {r['socket_dir']} ({r['socket_filesystem']})",
+        ),
         ("start-up until the shared socket accepts", f"{r['shared_socket_seconds']:.2f} s"),
         ("start-up until every socket file exists", f"{r['socket_files_seconds']:.2f} s"),
-        ("start-up until every socket accepts", f"{r['startup_seconds']:.2f} s "
-                                                f"(target < {r['target_startup_seconds']:.0f} s; "
-                                                "checked by connecting to each once they "
-                                                "all exist)"),
-        ("RSS after start-up", f"{r['rss_after_start_bytes'] / MIB:.1f} MiB, "
-                               f"{r['open_fds']:,} open descriptors"),
+        (
+            "start-up until every socket accepts",
+            f"{r['startup_seconds']:.2f} s "
+            f"(target < {r['target_startup_seconds']:.0f} s; "
+            "checked by connecting to each once they "
+            "all exist)",
+        ),
+        (
+            "RSS after start-up",
+            f"{r['rss_after_start_bytes'] / MIB:.1f} MiB, {r['open_fds']:,} open descriptors",
+        ),
     ]
     storm = r.get("storm")
     if storm:
@@ -673,24 +820,33 @@ def namespaces_markdown(r: dict[str, Any]) -> str:
         adds = [c for c in r["changes"] if c["action"] == "add"]
         removes = [c for c in r["changes"] if c["action"] == "remove"]
         rows += [
-            ("storm meanwhile", f"{storm['instances']} boots over {storm['routers']} of the "
-                                f"namespaces, {storm['requests']:,} requests, "
-                                f"{sum(storm['errors'].values())} errors "
-                                f"{storm['errors'] or ''}; p50 {ms(storm['latency_p50'])}, "
-                                f"p99 {ms(storm['latency_p99'])}"),
+            (
+                "storm meanwhile",
+                f"{storm['instances']} boots over {storm['routers']} of the "
+                f"namespaces, {storm['requests']:,} requests, "
+                f"{sum(storm['errors'].values())} errors "
+                f"{storm['errors'] or ''}; p50 {ms(storm['latency_p50'])}, "
+                f"p99 {ms(storm['latency_p99'])}",
+            ),
             ("ctl add (command's wall time)", ", ".join(f"{c['seconds']:.2f} s" for c in adds)),
             ("ctl remove", ", ".join(f"{c['seconds']:.2f} s" for c in removes)),
             ("added socket answered", ", ".join(str(c.get("answered")) for c in adds)),
             ("change errors", "; ".join(r["change_errors"]) or "0"),
-            ("probe near a change", f"{probe['near_changes']['n']} requests, p50 "
-                                    f"{ms(probe['near_changes']['p50'])}, p99 "
-                                    f"{ms(probe['near_changes']['p99'])}, max "
-                                    f"{ms(probe['near_changes']['max'])}"),
-            ("probe elsewhere", f"{probe['elsewhere']['n']} requests, p50 "
-                                f"{ms(probe['elsewhere']['p50'])}, p99 "
-                                f"{ms(probe['elsewhere']['p99'])}, max "
-                                f"{ms(probe['elsewhere']['max'])}; "
-                                f"{probe['wrong']} wrong or failed"),
+            (
+                "probe near a change",
+                f"{probe['near_changes']['n']} requests, p50 "
+                f"{ms(probe['near_changes']['p50'])}, p99 "
+                f"{ms(probe['near_changes']['p99'])}, max "
+                f"{ms(probe['near_changes']['max'])}",
+            ),
+            (
+                "probe elsewhere",
+                f"{probe['elsewhere']['n']} requests, p50 "
+                f"{ms(probe['elsewhere']['p50'])}, p99 "
+                f"{ms(probe['elsewhere']['p99'])}, max "
+                f"{ms(probe['elsewhere']['max'])}; "
+                f"{probe['wrong']} wrong or failed",
+            ),
         ]
     return _table(f"Scale: {r['namespaces']:,} namespace sockets", rows)
 
@@ -706,11 +862,17 @@ def _table(title: str, rows: Sequence[tuple[str, str]]) -> str:
 
 def _write(result: dict[str, Any], markdown: str, out: Path, command: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     base = out / f"{stamp}-scale-{result['check']}"
     json_path, md_path = Path(f"{base}.json"), Path(f"{base}.md")
-    json_path.write_text(json.dumps({"format": "metaproxy-bench-scale/1", "command": command,
-                                     **result}, indent=1, default=str) + "\n")
+    json_path.write_text(
+        json.dumps(
+            {"format": "metaproxy-bench-scale/1", "command": command, **result},
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     md_path.write_text(f"`{command}`\n\n{markdown}")
     return [json_path, md_path]
 
@@ -719,46 +881,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_hold"]:  # the connection generator (internal)
         return _hold_main(argv[1], int(argv[2]))
-    parser = argparse.ArgumentParser(prog="python -m bench.scale",
-                                     description="Scale checks of metaproxy; figures only.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description="Scale checks of metaproxy; figures only."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     conn = commands.add_parser("connections", help="agent memory with many held connections")
     conn.add_argument("--connections", type=int, default=10000)
-    conn.add_argument("--hold", type=float, default=3.0,
-                      help="seconds to hold them once all are accepted (default %(default)s)")
-    conn.add_argument("--request-timeout", type=float, default=300.0,
-                      help="the agent's request_timeout for the run (default %(default)s)")
-    ns = commands.add_parser("namespaces", help="start-up with many namespace sockets, and "
-                                                "changes during a storm")
+    conn.add_argument(
+        "--hold",
+        type=float,
+        default=3.0,
+        help="seconds to hold them once all are accepted (default %(default)s)",
+    )
+    conn.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300.0,
+        help="the agent's request_timeout for the run (default %(default)s)",
+    )
+    ns = commands.add_parser(
+        "namespaces", help="start-up with many namespace sockets, and changes during a storm"
+    )
     ns.add_argument("--namespaces", type=int, default=10000)
-    ns.add_argument("--declare", choices=("config", "dir"), default="config",
-                    help="[metaproxy] namespaces, or one file each in namespace_dir")
+    ns.add_argument(
+        "--declare",
+        choices=("config", "dir"),
+        default="config",
+        help="[metaproxy] namespaces, or one file each in namespace_dir",
+    )
     ns.add_argument("--instances", type=int, default=200, help="boots in the storm")
     ns.add_argument("--routers", type=int, default=20, help="namespaces the storm uses")
     ns.add_argument("--concurrency", type=int, default=50)
     ns.add_argument("--ops", type=int, default=4, help="add/remove pairs during the storm")
     ns.add_argument("--no-storm", action="store_true", help="start-up time only")
-    ns.add_argument("--socket-fs", metavar="DIR",
-                    help="make the socket directory under DIR (e.g. /dev/shm, a tmpfs); "
-                         "default: the run directory under /tmp")
+    ns.add_argument(
+        "--socket-fs",
+        metavar="DIR",
+        help="make the socket directory under DIR (e.g. /dev/shm, a tmpfs); "
+        "default: the run directory under /tmp",
+    )
     for sub in (conn, ns):
-        sub.add_argument("--workers", type=int, default=None,
-                         help="metadata_workers for the agent (default: unset)")
+        sub.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="metadata_workers for the agent (default: unset)",
+        )
         sub.add_argument("--out", type=Path, default=RESULTS)
         sub.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
     command = "python -m bench.scale " + " ".join(argv)
     if args.command == "connections":
-        result = run_connections(args.connections, hold=args.hold,
-                                 request_timeout=args.request_timeout, workers=args.workers,
-                                 keep=args.keep)
+        result = run_connections(
+            args.connections,
+            hold=args.hold,
+            request_timeout=args.request_timeout,
+            workers=args.workers,
+            keep=args.keep,
+        )
         markdown = connections_markdown(result)
     else:
-        result = run_namespaces(args.namespaces, declare=args.declare,
-                                instances=args.instances, routers=args.routers,
-                                concurrency=args.concurrency, ops=args.ops,
-                                storm=not args.no_storm, workers=args.workers,
-                                socket_fs=args.socket_fs, keep=args.keep)
+        result = run_namespaces(
+            args.namespaces,
+            declare=args.declare,
+            instances=args.instances,
+            routers=args.routers,
+            concurrency=args.concurrency,
+            ops=args.ops,
+            storm=not args.no_storm,
+            workers=args.workers,
+            socket_fs=args.socket_fs,
+            keep=args.keep,
+        )
         markdown = namespaces_markdown(result)
     print(markdown)
     written = _write(result, markdown, args.out, command)

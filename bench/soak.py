@@ -40,8 +40,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import attrs
 
@@ -90,9 +90,16 @@ def restart_nova(stack: Stack, secret: str) -> None:
     while True:
         try:
             stack.nova, _ = start_fakenova(
-                table, secret, stack.run_dir / "nova",
-                extra_args=["--max-recorded", "100",
-                            "--listen", f"tcp:{stack.nova_port}:interface=127.0.0.1"])
+                table,
+                secret,
+                stack.run_dir / "nova",
+                extra_args=[
+                    "--max-recorded",
+                    "100",
+                    "--listen",
+                    f"tcp:{stack.nova_port}:interface=127.0.0.1",
+                ],
+            )
             return
         except RuntimeError:
             if time.monotonic() > deadline:
@@ -103,8 +110,11 @@ def restart_nova(stack: Stack, secret: str) -> None:
 def _rotate_secret(stack: Stack, agent: Process, new: str, old: str) -> None:
     config = stack.run_dir / "agent.ini"
     text = config.read_text()
-    config.write_text(text.replace(f"metadata_proxy_shared_secret = {old}\n",
-                                   f"metadata_proxy_shared_secret = {new}\n"))
+    config.write_text(
+        text.replace(
+            f"metadata_proxy_shared_secret = {old}\n", f"metadata_proxy_shared_secret = {new}\n"
+        )
+    )
     restart_nova(stack, new)
     before = agent.log().count("Reloaded:")
     agent.popen.send_signal(signal.SIGHUP)
@@ -116,9 +126,21 @@ def _rotate_secret(stack: Stack, agent: Process, new: str, old: str) -> None:
 
 
 def _ctl(config: Path, action: str, names: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "metaproxy.cli", "ctl", action, *names,
-                           "--config-file", str(config)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metaproxy.cli",
+            "ctl",
+            action,
+            *names,
+            "--config-file",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"metaproxy ctl {action} failed: {done.stderr.strip()}")
 
@@ -145,14 +167,14 @@ def _churn(stack: Stack, round_number: int, count: int, errors: list[str]) -> in
 
 
 def _nova_served(stack: Stack) -> int:
-    request = urllib.request.Request(f"{stack.nova_url}/_fakenova/stats",
-                                     headers={"X-Fakenova-Control": "1"})
+    request = urllib.request.Request(
+        f"{stack.nova_url}/_fakenova/stats", headers={"X-Fakenova-Control": "1"}
+    )
     with urllib.request.urlopen(request, timeout=5) as answer:
         return int(json.loads(answer.read())["total"])
 
 
-def _outage(stack: Stack, secret: str, after: int, seconds: float,
-            errors: list[str]) -> None:
+def _outage(stack: Stack, secret: str, after: int, seconds: float, errors: list[str]) -> None:
     """Once Nova has served C{after} requests of this storm, stop it for C{seconds}."""
     try:
         deadline = time.monotonic() + 120
@@ -169,6 +191,7 @@ def _outage(stack: Stack, secret: str, after: int, seconds: float,
 
 def _metrics(path: str) -> str:
     import socket as _socket
+
     with _socket.socket(_socket.AF_UNIX) as s:
         s.settimeout(10)
         s.connect(path)
@@ -186,24 +209,34 @@ def _sample(pid: int) -> tuple[float, int]:
 
 def run_soak(args: argparse.Namespace) -> int:
     fleet = make_fleet(args.instances, args.routers)
-    config = StormConfig(instances=args.instances, routers=args.routers,
-                         concurrency=args.concurrency, workers=1, request_timeout=10.0,
-                         target=args.target)
+    config = StormConfig(
+        instances=args.instances,
+        routers=args.routers,
+        concurrency=args.concurrency,
+        workers=1,
+        request_timeout=10.0,
+        target=args.target,
+    )
     metrics_sock = None
     stack = None
     rounds: list[SoakRound] = []
     problems: list[str] = []
     try:
         from bench.__main__ import new_run_dir
+
         run = new_run_dir()
         metrics_sock = str(run / "m.sock")
-        stack = start_stack(fleet, run_dir=run,
-                            extra_metaproxy=f"metrics_listen = unix:{metrics_sock}\n")
+        stack = start_stack(
+            fleet, run_dir=run, extra_metaproxy=f"metrics_listen = unix:{metrics_sock}\n"
+        )
         agent = stack.agent
         assert agent is not None
-        config = attrs.evolve(config, shared_socket=stack.shared_socket,
-                              namespace_socket_dir=stack.namespace_socket_dir,
-                              nova_url=None)  # Nova goes down: no counters asked
+        config = attrs.evolve(
+            config,
+            shared_socket=stack.shared_socket,
+            namespace_socket_dir=stack.namespace_socket_dir,
+            nova_url=None,
+        )  # Nova goes down: no counters asked
         secret = DEFAULT_SECRET
         for number in range(1, args.rounds + 1):
             faults, errors, threads, churned = [], [], [], [0]
@@ -213,13 +246,20 @@ def run_soak(args: argparse.Namespace) -> int:
                 secret = new
                 faults.append("secret rotated")
                 after = max(1, int(args.instances * 28 * args.outage_at))
-                threads.append(threading.Thread(
-                    target=_outage, args=(stack, secret, after, args.outage, errors)))
+                threads.append(
+                    threading.Thread(
+                        target=_outage, args=(stack, secret, after, args.outage, errors)
+                    )
+                )
                 faults.append(f"Nova down {args.outage:g} s")
                 if args.churn:
-                    threads.append(threading.Thread(
-                        target=lambda n=number: churned.__setitem__(
-                            0, _churn(stack, n, args.churn, errors))))
+                    threads.append(
+                        threading.Thread(
+                            target=lambda n=number, out=churned, errs=errors: out.__setitem__(
+                                0, _churn(stack, n, args.churn, errs)
+                            )
+                        )
+                    )
                     faults.append(f"{args.churn} namespaces churned")
             for t in threads:
                 t.start()
@@ -230,14 +270,29 @@ def run_soak(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"the agent died:\n{agent.log()[-3000:]}")
             rss, fds = _sample(agent.pid)
             lost = lost_requests(result.errors)
-            rounds.append(SoakRound(number, ", ".join(faults) or "warm-up", result.requests,
-                                    result.good, result.errors.get("status 503", 0),
-                                    sum(lost.values()), lost, rss, fds, churned[0]))
+            rounds.append(
+                SoakRound(
+                    number,
+                    ", ".join(faults) or "warm-up",
+                    result.requests,
+                    result.good,
+                    result.errors.get("status 503", 0),
+                    sum(lost.values()),
+                    lost,
+                    rss,
+                    fds,
+                    churned[0],
+                )
+            )
             problems += [f"round {number}: {e}" for e in errors]
             r = rounds[-1]
-            print(f"round {number}/{args.rounds}: {r.requests} requests, {r.good} good, "
-                  f"{r.unavailable} 503, {r.lost} lost, RSS {r.rss_mib:.1f} MiB, "
-                  f"{r.fds} fds", file=sys.stderr, flush=True)
+            print(
+                f"round {number}/{args.rounds}: {r.requests} requests, {r.good} good, "
+                f"{r.unavailable} 503, {r.lost} lost, RSS {r.rss_mib:.1f} MiB, "
+                f"{r.fds} fds",
+                file=sys.stderr,
+                flush=True,
+            )
         scraped = _metrics(metrics_sock)
     finally:
         if stack is not None:
@@ -249,14 +304,17 @@ def run_soak(args: argparse.Namespace) -> int:
     return _report(args, rounds, problems, scraped)
 
 
-def _report(args: argparse.Namespace, rounds: list[SoakRound], problems: list[str],
-            scraped: str) -> int:
+def _report(
+    args: argparse.Namespace, rounds: list[SoakRound], problems: list[str], scraped: str
+) -> int:
     print("| round | faults | requests | good | 503 (Nova down) | lost | RSS MiB | fds |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rounds:
-        print(f"| {r.number} | {r.faults} | {r.requests} | {r.good} | {r.unavailable} | "
-              f"{r.lost}{' ' + str(r.lost_kinds) if r.lost_kinds else ''} | "
-              f"{r.rss_mib:.1f} | {r.fds} |")
+        print(
+            f"| {r.number} | {r.faults} | {r.requests} | {r.good} | {r.unavailable} | "
+            f"{r.lost}{' ' + str(r.lost_kinds) if r.lost_kinds else ''} | "
+            f"{r.rss_mib:.1f} | {r.fds} |"
+        )
     lost = sum(r.lost for r in rounds)
     if lost:
         problems.append(f"{lost} request(s) lost (errors other than 503)")
@@ -266,14 +324,15 @@ def _report(args: argparse.Namespace, rounds: list[SoakRound], problems: list[st
     if len(rounds) >= 2:
         warm, last = rounds[0], rounds[-1]
         growth = last.rss_mib - warm.rss_mib
-        print(f"\nafter the warm-up round: RSS {warm.rss_mib:.1f} -> {last.rss_mib:.1f} MiB "
-              f"({growth:+.1f}), open descriptors {warm.fds} -> {last.fds}")
+        print(
+            f"\nafter the warm-up round: RSS {warm.rss_mib:.1f} -> {last.rss_mib:.1f} MiB "
+            f"({growth:+.1f}), open descriptors {warm.fds} -> {last.fds}"
+        )
         if growth > args.rss_slack_mib:
             problems.append(f"RSS grew {growth:.1f} MiB (more than {args.rss_slack_mib:g})")
         if last.fds - warm.fds > args.fd_slack:
             problems.append(f"open descriptors grew from {warm.fds} to {last.fds}")
-    reloads = [line for line in scraped.splitlines()
-               if line.startswith("metaproxy_reloads_total")]
+    reloads = [line for line in scraped.splitlines() if line.startswith("metaproxy_reloads_total")]
     if reloads:
         print("agent metrics: " + "; ".join(reloads))
     for p in problems:
@@ -283,25 +342,49 @@ def _report(args: argparse.Namespace, rounds: list[SoakRound], problems: list[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10,
-                        help="storms, the first a warm-up without faults (default 10)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="storms, the first a warm-up without faults (default 10)",
+    )
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--routers", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--target", choices=("shared", "namespaces"), default="shared")
-    parser.add_argument("--outage-at", type=float, default=0.3,
-                        help="share of a storm's requests (about 28 per instance) Nova "
-                        "serves before it is stopped (default 0.3)")
-    parser.add_argument("--outage", type=float, default=1.0,
-                        help="seconds the fake Nova stays down")
-    parser.add_argument("--churn", type=int, default=5,
-                        help="namespaces added and removed during each storm (0: none)")
-    parser.add_argument("--rss-slack-mib", type=float, default=8.0,
-                        help="RSS growth after the warm-up round that still passes")
-    parser.add_argument("--fd-slack", type=int, default=2,
-                        help="descriptor growth after the warm-up round that still passes")
+    parser.add_argument(
+        "--outage-at",
+        type=float,
+        default=0.3,
+        help="share of a storm's requests (about 28 per instance) Nova "
+        "serves before it is stopped (default 0.3)",
+    )
+    parser.add_argument(
+        "--outage", type=float, default=1.0, help="seconds the fake Nova stays down"
+    )
+    parser.add_argument(
+        "--churn",
+        type=int,
+        default=5,
+        help="namespaces added and removed during each storm (0: none)",
+    )
+    parser.add_argument(
+        "--rss-slack-mib",
+        type=float,
+        default=8.0,
+        help="RSS growth after the warm-up round that still passes",
+    )
+    parser.add_argument(
+        "--fd-slack",
+        type=int,
+        default=2,
+        help="descriptor growth after the warm-up round that still passes",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
     if args.rounds < 2:

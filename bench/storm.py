@@ -47,7 +47,8 @@ import time
 import traceback
 import urllib.request
 from array import array
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -58,10 +59,29 @@ from bench.report import BARE_LF_NAME, HOST_SATURATED, SATURATED, TRAILING_NAME,
 from bench.unixhttp import find_head_end, split_head
 from metaproxy.namespace import namespace_socket_path
 
-__all__ = ["OK", "KINDS", "REFUSALS", "kind_name", "Target", "SharedSocket",
-           "NamespaceSockets", "StormConfig", "BadHTTP", "ClosedEarly", "Answer",
-           "AnswerParser", "find_head_end", "split_head", "request_bytes", "check_answer",
-           "run_storm", "nova_stats", "BARE_LF", "TRAILING", "framing_name"]
+__all__ = [
+    "OK",
+    "KINDS",
+    "REFUSALS",
+    "kind_name",
+    "Target",
+    "SharedSocket",
+    "NamespaceSockets",
+    "StormConfig",
+    "BadHTTP",
+    "ClosedEarly",
+    "Answer",
+    "AnswerParser",
+    "find_head_end",
+    "split_head",
+    "request_bytes",
+    "check_answer",
+    "run_storm",
+    "nova_stats",
+    "BARE_LF",
+    "TRAILING",
+    "framing_name",
+]
 
 # ---- error kinds: one code per request; "status" is spelt with the status, "status 403"
 
@@ -104,8 +124,9 @@ TRAILING = 2
 
 def framing_name(flags: int) -> str:
     """The C{non-CRLF answers} kind of a request's framing flags (non-zero)."""
-    return ", ".join(name for flag, name in ((BARE_LF, BARE_LF_NAME), (TRAILING, TRAILING_NAME))
-                     if flags & flag)
+    return ", ".join(
+        name for flag, name in ((BARE_LF, BARE_LF_NAME), (TRAILING, TRAILING_NAME)) if flags & flag
+    )
 
 
 #: Boot outcomes.
@@ -119,6 +140,7 @@ def kind_name(code: int, status: int = 0) -> str:
 
 
 # ---- targets
+
 
 class Target(Protocol):
     """Where the storm's requests go. Must be picklable (it is sent to the workers).
@@ -161,8 +183,9 @@ def haproxy_headers(instance: FleetInstance) -> bytes:
     kind of socket; the agent ignores it on a per-namespace socket), then
     C{X-Forwarded-For} last (C{option forwardfor})."""
     namespace = instance.namespace
-    return (f"{namespace.kind.header_name}: {namespace.id}\r\n"
-            f"X-Forwarded-For: {instance.ip}\r\n").encode("latin-1")
+    return (
+        f"{namespace.kind.header_name}: {namespace.id}\r\nX-Forwarded-For: {instance.ip}\r\n"
+    ).encode("latin-1")
 
 
 @attrs.frozen
@@ -252,8 +275,10 @@ class StormConfig:
                 raise ValueError("target 'shared' needs shared_socket")
             return SharedSocket(self.shared_socket)
         if self.target == "haproxy":
-            raise ValueError("target 'haproxy' needs its namespaces built: pass "
-                             "bench.nstarget.start_haproxy_front(...).target to run_storm")
+            raise ValueError(
+                "target 'haproxy' needs its namespaces built: pass "
+                "bench.nstarget.start_haproxy_front(...).target to run_storm"
+            )
         if not self.namespace_socket_dir:
             raise ValueError("target 'namespaces' needs namespace_socket_dir")
         return NamespaceSockets(self.namespace_socket_dir)
@@ -262,15 +287,24 @@ class StormConfig:
 # ---- requests and answers (sans-IO)
 
 #: What cloud-init (python-requests) sends, before haproxy's additions.
-CLIENT_HEADERS = (b"Host: 169.254.169.254\r\nUser-Agent: Cloud-Init/24.1\r\n"
-                  b"Accept-Encoding: gzip, deflate\r\nAccept: */*\r\n")
+CLIENT_HEADERS = (
+    b"Host: 169.254.169.254\r\nUser-Agent: Cloud-Init/24.1\r\n"
+    b"Accept-Encoding: gzip, deflate\r\nAccept: */*\r\n"
+)
 
 
 def request_bytes(path: str, added_headers: bytes, *, keepalive: bool) -> bytes:
     """A GET as haproxy forwards it: cloud-init's headers, C{Connection: close} unless
     keep-alive (HTTP/1.1 is persistent by default), then C{added_headers}."""
-    return (b"GET " + path.encode("ascii") + b" HTTP/1.1\r\n" + CLIENT_HEADERS
-            + (b"" if keepalive else b"Connection: close\r\n") + added_headers + b"\r\n")
+    return (
+        b"GET "
+        + path.encode("ascii")
+        + b" HTTP/1.1\r\n"
+        + CLIENT_HEADERS
+        + (b"" if keepalive else b"Connection: close\r\n")
+        + added_headers
+        + b"\r\n"
+    )
 
 
 class BadHTTP(Exception):
@@ -336,8 +370,9 @@ class AnswerParser:
         """
         if self.done is not None:
             if data:
-                self.done = attrs.evolve(self.done, close=True,
-                                         trailing=self.done.trailing + len(data))
+                self.done = attrs.evolve(
+                    self.done, close=True, trailing=self.done.trailing + len(data)
+                )
             return self.done
         if data:
             self._received = True
@@ -379,8 +414,12 @@ class AnswerParser:
         if not lines:
             raise BadHTTP("an empty head")
         parts = lines[0].split(b" ", 2)
-        if (len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0")
-                or len(parts[1]) != 3 or not parts[1].isdigit()):
+        if (
+            len(parts) < 2
+            or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0")
+            or len(parts[1]) != 3
+            or not parts[1].isdigit()
+        ):
             raise BadHTTP(f"bad status line {lines[0][:80]!r}")
         status = int(parts[1])
         headers = []
@@ -396,10 +435,15 @@ class AnswerParser:
         self._bare_lf = bare_lf
         self._status = status
         self._headers = tuple(headers)
-        connection = {token.strip().lower() for key, value in headers if key == b"connection"
-                      for token in value.split(b",")}
-        self._close = b"close" in connection or (parts[0] == b"HTTP/1.0"
-                                                  and b"keep-alive" not in connection)
+        connection = {
+            token.strip().lower()
+            for key, value in headers
+            if key == b"connection"
+            for token in value.split(b",")
+        }
+        self._close = b"close" in connection or (
+            parts[0] == b"HTTP/1.0" and b"keep-alive" not in connection
+        )
         encodings = [value for key, value in headers if key == b"transfer-encoding"]
         lengths = {value for key, value in headers if key == b"content-length"}
         if encodings:
@@ -427,8 +471,9 @@ class AnswerParser:
             if len(self._body) == self._length:
                 trailing = len(self._buffer)
                 self._buffer.clear()
-                return self._finish(bytes(self._body), close=self._close or extra,
-                                    trailing=trailing)
+                return self._finish(
+                    bytes(self._body), close=self._close or extra, trailing=trailing
+                )
             return None
         if self._mode == "eof":
             self._body += self._buffer
@@ -444,12 +489,13 @@ class AnswerParser:
                 if end < 0:
                     return None
                 line = bytes(buffer[:end])
-                del buffer[:end + 2]
+                del buffer[: end + 2]
                 if not line:
                     trailing = len(buffer)
                     buffer.clear()
-                    return self._finish(bytes(self._body), close=self._close or bool(trailing),
-                                        trailing=trailing)
+                    return self._finish(
+                        bytes(self._body), close=self._close or bool(trailing), trailing=trailing
+                    )
                 continue
             if self._chunk_left < 0:
                 end = buffer.find(b"\r\n")
@@ -458,7 +504,7 @@ class AnswerParser:
                         raise BadHTTP("chunk size line too long")
                     return None
                 size = bytes(buffer[:end]).split(b";", 1)[0].strip()
-                del buffer[:end + 2]
+                del buffer[: end + 2]
                 try:
                     self._chunk_left = int(size, 16)
                 except ValueError:
@@ -468,10 +514,10 @@ class AnswerParser:
                 continue
             if len(buffer) < self._chunk_left + 2:
                 return None
-            if buffer[self._chunk_left:self._chunk_left + 2] != b"\r\n":
+            if buffer[self._chunk_left : self._chunk_left + 2] != b"\r\n":
                 raise BadHTTP("chunk not followed by CRLF")
-            self._body += buffer[:self._chunk_left]
-            del buffer[:self._chunk_left + 2]
+            self._body += buffer[: self._chunk_left]
+            del buffer[: self._chunk_left + 2]
             self._chunk_left = -1
 
     def _finish(self, body: bytes, *, close: bool, trailing: int = 0) -> Answer:
@@ -524,6 +570,7 @@ def check_answer(path: str, status: int, body: bytes, instance: FleetInstance) -
 
 
 # ---- the worker processes
+
 
 @attrs.frozen
 class _WorkerSpec:
@@ -612,17 +659,32 @@ class _Worker:
         self.b_kind, self.b_status = array("b"), array("h")
 
     def flush(self) -> None:
-        payload = (self.r_boot, self.r_latency, self.r_status, self.r_kind, self.r_flags,
-                   self.b_boot, self.b_start, self.b_end, self.b_requests, self.b_outcome,
-                   self.b_kind, self.b_status, self.connections, _cpu() - self.rusage0)
+        payload = (
+            self.r_boot,
+            self.r_latency,
+            self.r_status,
+            self.r_kind,
+            self.r_flags,
+            self.b_boot,
+            self.b_start,
+            self.b_end,
+            self.b_requests,
+            self.b_outcome,
+            self.b_kind,
+            self.b_status,
+            self.connections,
+            _cpu() - self.rusage0,
+        )
         self.out.put(("batch", self.spec.index, payload))
         self._new_records()
         self.connections = 0
 
     async def run(self) -> None:
         pending = collections.deque(self.spec.boots)
-        runners = [asyncio.create_task(self._runner(pending))
-                   for _ in range(min(self.spec.concurrency, len(pending)))]
+        runners = [
+            asyncio.create_task(self._runner(pending))
+            for _ in range(min(self.spec.concurrency, len(pending)))
+        ]
         flusher = asyncio.create_task(self._flush_loop())
         try:
             await asyncio.gather(*runners)
@@ -666,8 +728,9 @@ class _Worker:
                 if answer is not None:
                     kind = check_answer(path, status, answer.body, instance)
                     self.r_latency.append(now - began)
-                    flags = (BARE_LF if answer.bare_lf else 0) | (TRAILING if answer.trailing
-                                                                 else 0)
+                    flags = (BARE_LF if answer.bare_lf else 0) | (
+                        TRAILING if answer.trailing else 0
+                    )
                 else:
                     self.r_latency.append(-1.0)  # no answer: not a latency sample
                 self.r_flags.append(flags)
@@ -698,9 +761,9 @@ class _Worker:
         self.b_kind.append(end_kind)
         self.b_status.append(end_status)
 
-    async def _request(self, instance: FleetInstance, data: bytes,
-                       connection: _Connection | None
-                       ) -> tuple[int, Answer | None, _Connection | None]:
+    async def _request(
+        self, instance: FleetInstance, data: bytes, connection: _Connection | None
+    ) -> tuple[int, Answer | None, _Connection | None]:
         """One request: C{(kind, answer or None, connection to reuse or None)}."""
         loop = asyncio.get_running_loop()
         try:
@@ -762,10 +825,12 @@ def _worker_main(spec: _WorkerSpec, out: Any, go: Any, t0: Any) -> None:
 
 # ---- the parent: start workers, collect, measure, build the result
 
+
 def nova_stats(nova_url: str, timeout: float = 10.0) -> dict[str, Any]:
     """The fake Nova's C{/_fakenova/stats}."""
-    request = urllib.request.Request(nova_url.rstrip("/") + "/_fakenova/stats",
-                                     headers={"X-Fakenova-Control": "1"})
+    request = urllib.request.Request(
+        nova_url.rstrip("/") + "/_fakenova/stats", headers={"X-Fakenova-Control": "1"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as answer:
         return json.loads(answer.read())
 
@@ -773,10 +838,17 @@ def nova_stats(nova_url: str, timeout: float = 10.0) -> dict[str, Any]:
 def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     def diff(key: str) -> dict[str, int]:
         a, b = before.get(key) or {}, after.get(key) or {}
-        return {k: b.get(k, 0) - a.get(k, 0) for k in sorted(set(a) | set(b))
-                if b.get(k, 0) - a.get(k, 0)}
-    return {"total": after.get("total", 0) - before.get("total", 0),
-            "by_status": diff("by_status"), "by_outcome": diff("by_outcome")}
+        return {
+            k: b.get(k, 0) - a.get(k, 0)
+            for k in sorted(set(a) | set(b))
+            if b.get(k, 0) - a.get(k, 0)
+        }
+
+    return {
+        "total": after.get("total", 0) - before.get("total", 0),
+        "by_status": diff("by_status"),
+        "by_outcome": diff("by_outcome"),
+    }
 
 
 class _Collector:
@@ -794,8 +866,22 @@ class _Collector:
         self.errors = 0
 
     def add(self, worker: int, payload: tuple) -> None:
-        (r_boot, r_latency, r_status, r_kind, r_flags, b_boot, b_start, b_end, b_requests,
-         b_outcome, b_kind, b_status, connections, cpu) = payload
+        (
+            r_boot,
+            r_latency,
+            r_status,
+            r_kind,
+            r_flags,
+            b_boot,
+            b_start,
+            b_end,
+            b_requests,
+            b_outcome,
+            b_kind,
+            b_status,
+            connections,
+            cpu,
+        ) = payload
         self.r_boot += r_boot
         self.r_latency += r_latency
         self.r_status += r_status
@@ -816,16 +902,23 @@ class _Collector:
         done = len(self.r_kind)
         span = elapsed - last[0]
         rate = (done - last[1]) / span if span > 0 else 0.0
-        busy = ", ".join(f"{cpu / elapsed:.0%}" if elapsed > 0 else "-"
-                         for cpu in self.worker_cpu)
-        return (f"[storm {label}] {elapsed:6.1f} s  {done:,} requests  {rate:,.0f}/s  "
-                f"boots {len(self.b_boot):,}/{self.boots:,}  errors {self.errors:,}  "
-                f"generator CPU {busy}")
+        busy = ", ".join(f"{cpu / elapsed:.0%}" if elapsed > 0 else "-" for cpu in self.worker_cpu)
+        return (
+            f"[storm {label}] {elapsed:6.1f} s  {done:,} requests  {rate:,.0f}/s  "
+            f"boots {len(self.b_boot):,}/{self.boots:,}  errors {self.errors:,}  "
+            f"generator CPU {busy}"
+        )
 
 
-def run_storm(config: StormConfig, fleet: Fleet, agent_pids: Sequence[int], *,
-              target: Target | None = None, nova_pids: Sequence[int] = (),
-              label: str | None = None) -> StormResult:
+def run_storm(
+    config: StormConfig,
+    fleet: Fleet,
+    agent_pids: Sequence[int],
+    *,
+    target: Target | None = None,
+    nova_pids: Sequence[int] = (),
+    label: str | None = None,
+) -> StormResult:
     """Run one storm and measure it.
 
     @param agent_pids: the agent's processes (their descendants are found and included)
@@ -837,31 +930,44 @@ def run_storm(config: StormConfig, fleet: Fleet, agent_pids: Sequence[int], *,
     @raise RuntimeError: a generator process failed.
     """
     if config.instances > len(fleet.instances):
-        raise ValueError(f"the fleet has {len(fleet.instances)} instances, "
-                         f"not {config.instances}")
+        raise ValueError(f"the fleet has {len(fleet.instances)} instances, not {config.instances}")
     if config.routers != fleet.routers:
         raise ValueError(f"the fleet has {fleet.routers} routers, not {config.routers}")
     target = target if target is not None else config.make_target()
     label = label or config.label
-    instances = fleet.instances[:config.instances]
+    instances = fleet.instances[: config.instances]
     workers = min(config.workers, len(instances))
     concurrency = min(config.concurrency, len(instances))
     boots = list(enumerate(instances))
     specs = []
     for w in range(workers):
         share = concurrency // workers + (1 if w < concurrency % workers else 0)
-        specs.append(_WorkerSpec(index=w, target=target, boots=tuple(boots[w::workers]),
-                                 total_boots=len(boots), concurrency=max(1, share),
-                                 ramp=config.ramp, keepalive=config.keepalive,
-                                 request_timeout=config.request_timeout))
+        specs.append(
+            _WorkerSpec(
+                index=w,
+                target=target,
+                boots=tuple(boots[w::workers]),
+                total_boots=len(boots),
+                concurrency=max(1, share),
+                ramp=config.ramp,
+                keepalive=config.keepalive,
+                request_timeout=config.request_timeout,
+            )
+        )
 
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     go = context.Event()
     t0 = context.Value("d", 0.0, lock=False)
-    processes = [context.Process(target=_worker_main, args=(spec, out, go, t0),
-                                 name=f"storm-worker-{spec.index}", daemon=True)
-                 for spec in specs]
+    processes = [
+        context.Process(
+            target=_worker_main,
+            args=(spec, out, go, t0),
+            name=f"storm-worker-{spec.index}",
+            daemon=True,
+        )
+        for spec in specs
+    ]
     for process in processes:
         process.start()
     collector = _Collector(len(boots), workers)
@@ -874,11 +980,12 @@ def run_storm(config: StormConfig, fleet: Fleet, agent_pids: Sequence[int], *,
         host0 = host_cpu_times()
         collector_cpu0 = _cpu()
         sampler = PeakRSS(agent_pids).start() if agent_pids else None
-        started = datetime.datetime.now(datetime.timezone.utc)
+        started = datetime.datetime.now(datetime.UTC)
         t0.value = time.monotonic() + 0.02
         go.set()
-        worker_cpu = _collect(out, processes, collector, config.progress,
-                              f"{label} {target.name}", t0.value)
+        worker_cpu = _collect(
+            out, processes, collector, config.progress, f"{label} {target.name}", t0.value
+        )
         wall = time.monotonic() - t0.value
         peak = sampler.stop() if sampler is not None else None
         agent_cpu = tree_cpu_seconds(agent_pids) - agent_cpu0 if agent_cpu0 is not None else None
@@ -896,9 +1003,28 @@ def run_storm(config: StormConfig, fleet: Fleet, agent_pids: Sequence[int], *,
                 process.join(5)
         out.close()
 
-    return _result(config, fleet, target, label, collector, started, wall, worker_cpu,
-                   collector_cpu, agent_pids, agent_cpu, sampler, peak, nova_before,
-                   nova_after, nova_cpu, host0, host1, workers, concurrency)
+    return _result(
+        config,
+        fleet,
+        target,
+        label,
+        collector,
+        started,
+        wall,
+        worker_cpu,
+        collector_cpu,
+        agent_pids,
+        agent_cpu,
+        sampler,
+        peak,
+        nova_before,
+        nova_after,
+        nova_cpu,
+        host0,
+        host1,
+        workers,
+        concurrency,
+    )
 
 
 def _wait_ready(out: Any, processes: list, timeout: float = 120.0) -> None:
@@ -920,12 +1046,12 @@ def _wait_ready(out: Any, processes: list, timeout: float = 120.0) -> None:
 def _check_alive(processes: list) -> None:
     for process in processes:
         if process.exitcode not in (None, 0):
-            raise RuntimeError(f"generator process {process.name} exited with "
-                               f"{process.exitcode}")
+            raise RuntimeError(f"generator process {process.name} exited with {process.exitcode}")
 
 
-def _collect(out: Any, processes: list, collector: _Collector, progress: bool, label: str,
-             t0: float) -> list[float]:
+def _collect(
+    out: Any, processes: list, collector: _Collector, progress: bool, label: str, t0: float
+) -> list[float]:
     done: dict[int, float] = {}
     next_line = t0 + 1.0
     last = (0.0, 0)
@@ -950,14 +1076,30 @@ def _collect(out: Any, processes: list, collector: _Collector, progress: bool, l
     return [done[i] for i in range(len(processes))]
 
 
-def _result(config: StormConfig, fleet: Fleet, target: Target, label: str,
-            c: _Collector, started: datetime.datetime, wall: float, worker_cpu: list[float],
-            collector_cpu: float, agent_pids: Sequence[int], agent_cpu: float | None,
-            sampler: PeakRSS | None, peak: int | None, nova_before: dict | None,
-            nova_after: dict | None, nova_cpu: float | None, host0: tuple[float, float],
-            host1: tuple[float, float], workers: int, concurrency: int) -> StormResult:
+def _result(
+    config: StormConfig,
+    fleet: Fleet,
+    target: Target,
+    label: str,
+    c: _Collector,
+    started: datetime.datetime,
+    wall: float,
+    worker_cpu: list[float],
+    collector_cpu: float,
+    agent_pids: Sequence[int],
+    agent_cpu: float | None,
+    sampler: PeakRSS | None,
+    peak: int | None,
+    nova_before: dict | None,
+    nova_after: dict | None,
+    nova_cpu: float | None,
+    host0: tuple[float, float],
+    host1: tuple[float, float],
+    workers: int,
+    concurrency: int,
+) -> StormResult:
     errors: collections.Counter[str] = collections.Counter()
-    for kind, status in zip(c.r_kind, c.r_status):
+    for kind, status in zip(c.r_kind, c.r_status, strict=False):
         if kind != OK:
             errors[kind_name(kind, status)] += 1
     nonstandard = collections.Counter(framing_name(flags) for flags in c.r_flags if flags)
@@ -965,7 +1107,8 @@ def _result(config: StormConfig, fleet: Fleet, target: Target, label: str,
     boot_times, lengths = [], [0] * c.boots
     completed = clean = 0
     for boot, start, end, requests, outcome, kind, status in zip(
-            c.b_boot, c.b_start, c.b_end, c.b_requests, c.b_outcome, c.b_kind, c.b_status):
+        c.b_boot, c.b_start, c.b_end, c.b_requests, c.b_outcome, c.b_kind, c.b_status, strict=False
+    ):
         lengths[boot] = requests
         if outcome == BOOT_FAILED:
             boot_failures[kind_name(kind, status)] += 1
@@ -975,26 +1118,32 @@ def _result(config: StormConfig, fleet: Fleet, target: Target, label: str,
             boot_times.append(round(end - start, 6))
     duration = max(c.b_end) if len(c.b_end) else wall
     busy = [cpu / duration if duration > 0 else 0.0 for cpu in worker_cpu]
-    host_busy = ((host1[0] - host0[0]) / (host1[1] - host0[1])
-                 if host1[1] > host0[1] else 0.0)
+    host_busy = (host1[0] - host0[0]) / (host1[1] - host0[1]) if host1[1] > host0[1] else 0.0
     notes = []
     if max(busy, default=0) >= SATURATED:
-        notes.append(f"the generator was saturated (a worker used {max(busy):.0%} of a core): "
-                     "the figures are a floor, not the agent's limit; add --workers or cores")
+        notes.append(
+            f"the generator was saturated (a worker used {max(busy):.0%} of a core): "
+            "the figures are a floor, not the agent's limit; add --workers or cores"
+        )
     if host_busy >= HOST_SATURATED:
-        notes.append(f"the host's CPUs were {host_busy:.0%} busy: the agent, the fake Nova and "
-                     "the generator shared them, so the figures are a floor for a node whose "
-                     "CPUs serve the agent alone")
+        notes.append(
+            f"the host's CPUs were {host_busy:.0%} busy: the agent, the fake Nova and "
+            "the generator shared them, so the figures are a floor for a node whose "
+            "CPUs serve the agent alone"
+        )
     if sum(boot_failures.values()):
-        notes.append("v1 does not retry: a boot ends at its first failure, where cloud-init "
-                     "would retry (503 with Retry-After, timeouts) and haproxy would retry "
-                     "a refused connection")
+        notes.append(
+            "v1 does not retry: a boot ends at its first failure, where cloud-init "
+            "would retry (503 with Retry-After, timeouts) and haproxy would retry "
+            "a refused connection"
+        )
     settings = {
         "instances": config.instances,
         "routers": fleet.routers,
-        "fleet": fleet.describe() if config.instances == len(fleet.instances)
+        "fleet": fleet.describe()
+        if config.instances == len(fleet.instances)
         else f"{config.instances} of {fleet.describe()}",
-        "namespaces": len({i.namespace for i in fleet.instances[:config.instances]}),
+        "namespaces": len({i.namespace for i in fleet.instances[: config.instances]}),
         "seed": fleet.seed,
         "concurrency": concurrency,
         "ramp": config.ramp,
@@ -1027,14 +1176,19 @@ def _result(config: StormConfig, fleet: Fleet, target: Target, label: str,
         latencies=[round(v, 6) for v in c.r_latency if v >= 0],
         boot_times=boot_times,
         boot_lengths=lengths,
-        generator={"workers": workers, "cpu_seconds": [round(v, 3) for v in worker_cpu],
-                   "busy": [round(v, 3) for v in busy],
-                   "collector_cpu_seconds": round(collector_cpu, 3)},
-        agent={"pids": list(agent_pids),
-               "processes": sampler.max_processes if sampler is not None else 0,
-               "cpu_seconds": None if agent_cpu is None else round(agent_cpu, 3),
-               "peak_rss_bytes": peak,
-               "peak_hwm_bytes": sampler.peak_hwm_bytes if sampler is not None else None},
+        generator={
+            "workers": workers,
+            "cpu_seconds": [round(v, 3) for v in worker_cpu],
+            "busy": [round(v, 3) for v in busy],
+            "collector_cpu_seconds": round(collector_cpu, 3),
+        },
+        agent={
+            "pids": list(agent_pids),
+            "processes": sampler.max_processes if sampler is not None else 0,
+            "cpu_seconds": None if agent_cpu is None else round(agent_cpu, 3),
+            "peak_rss_bytes": peak,
+            "peak_hwm_bytes": sampler.peak_hwm_bytes if sampler is not None else None,
+        },
         nova=nova,
         host={"cpus": os.cpu_count(), "busy": round(host_busy, 3)},
         notes=notes,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 
@@ -72,14 +72,16 @@ def parse_answer(data: bytes) -> Answer:
     found = find_head_end(data)
     if found is None:
         raise ValueError(f"incomplete answer: {data[:200]!r}")
-    raw_lines, bare_lf = split_head(data[:found[0]])
-    body = data[found[1]:]
+    raw_lines, bare_lf = split_head(data[: found[0]])
+    body = data[found[1] :]
     lines = [line.decode("latin-1") for line in raw_lines]
     version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
     if not version.startswith("HTTP/1."):
         raise ValueError(f"not an HTTP answer: {lines[0]!r}")
-    headers = tuple(tuple(part.strip() for part in line.split(":", 1))  # type: ignore[misc]
-                    for line in lines[1:])
+    headers = tuple(
+        tuple(part.strip() for part in line.split(":", 1))  # type: ignore[misc]
+        for line in lines[1:]
+    )
     answer = Answer(int(status), reason, headers, body, bare_lf)
     length = answer.header("content-length")
     if length is not None and int(length) != len(body):
@@ -87,8 +89,9 @@ def parse_answer(data: bytes) -> Answer:
     return answer
 
 
-def send_raw(path: str, segments: Iterable[bytes], *, pause: float = 0.0,
-             timeout: float = 10.0) -> Answer:
+def send_raw(
+    path: str, segments: Iterable[bytes], *, pause: float = 0.0, timeout: float = 10.0
+) -> Answer:
     """Connect to the Unix socket C{path}, send C{segments} (pausing between them, so a
     body can arrive in a later segment) and read the whole answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -107,9 +110,15 @@ def send_raw(path: str, segments: Iterable[bytes], *, pause: float = 0.0,
     return parse_answer(b"".join(chunks))
 
 
-def get(path: str, target: str, *, forwarded_for: str | None,
-        headers: Iterable[tuple[str, str]] = (), method: str = "GET",
-        body: bytes = b"") -> Answer:
+def get(
+    path: str,
+    target: str,
+    *,
+    forwarded_for: str | None,
+    headers: Iterable[tuple[str, str]] = (),
+    method: str = "GET",
+    body: bytes = b"",
+) -> Answer:
     """A request shaped like haproxy's: C{X-Forwarded-For} appended last."""
     lines = [f"{method} {target} HTTP/1.1", "Host: 169.254.169.254"]
     lines += [f"{n}: {v}" for n, v in headers]

@@ -50,8 +50,12 @@ NEUTRON_SPEC = "neutron==29.0.0"
 _REPO = Path(__file__).resolve().parent.parent
 #: Outside the work tree, so fresh clones on one machine (CI's among them) share one install
 #: of neutron and its ~125 dependencies instead of downloading them again each time.
-DEFAULT_VENV = Path(os.environ.get("METAPROXY_UPSTREAM_VENV") or Path(
-    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metaproxy" / "upstream-venv")
+DEFAULT_VENV = Path(
+    os.environ.get("METAPROXY_UPSTREAM_VENV")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "metaproxy"
+    / "upstream-venv"
+)
 _LAUNCHER = Path(__file__).resolve().with_name("upstream_launch.py")
 _STAMP = ".installed"
 #: pip output lines worth echoing as progress (the full output goes to pip-install.log).
@@ -74,8 +78,15 @@ def _base_python() -> str:
 
 def _runs(python: Path) -> bool:
     try:
-        return subprocess.run([str(python), "-c", "pass"], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=30).returncode == 0
+        return (
+            subprocess.run(
+                [str(python), "-c", "pass"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -96,16 +107,32 @@ def index_reachable(timeout: float = 60.0) -> bool:
     """Whether pip (as configured on this machine) can reach the package index."""
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "index", "versions", "neutron",
-             "--timeout", "15", "--retries", "1", "--disable-pip-version-check"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "index",
+                "versions",
+                "neutron",
+                "--timeout",
+                "15",
+                "--retries",
+                "1",
+                "--disable-pip-version-check",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0 and "neutron (" in result.stdout
 
 
-def ensure_upstream_venv(venv_dir: Path = DEFAULT_VENV, neutron_spec: str = NEUTRON_SPEC,
-                         *, python: str | None = None) -> Path:
+def ensure_upstream_venv(
+    venv_dir: Path = DEFAULT_VENV, neutron_spec: str = NEUTRON_SPEC, *, python: str | None = None
+) -> Path:
     """Create C{venv_dir} and C{pip install neutron_spec} into it; return its python.
 
     Idempotent: a stamp file (C{.installed}, holding the spec) written after a successful
@@ -147,20 +174,40 @@ def _install(venv_dir: Path, spec: str, base_python: str) -> None:
             else:
                 child.unlink()
         _say(f"creating virtualenv {venv_dir} with {base_python}")
-        result = subprocess.run([base_python, "-m", "venv", str(venv_dir)],
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        result = subprocess.run(
+            [base_python, "-m", "venv", str(venv_dir)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
-            raise UpstreamInstallError(f"{base_python} -m venv {venv_dir} failed:\n"
-                                       f"{result.stdout}{result.stderr}")
-    _say(f"pip install {spec} (about 130 packages; a minute or two the first time), "
-         f"log: {venv_dir / 'pip-install.log'}")
+            raise UpstreamInstallError(
+                f"{base_python} -m venv {venv_dir} failed:\n{result.stdout}{result.stderr}"
+            )
+    _say(
+        f"pip install {spec} (about 130 packages; a minute or two the first time), "
+        f"log: {venv_dir / 'pip-install.log'}"
+    )
     log_path = venv_dir / "pip-install.log"
-    args = [str(venv_python), "-m", "pip", "install", "--disable-pip-version-check",
-            "--progress-bar", "off", spec]
+    args = [
+        str(venv_python),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        spec,
+    ]
     collected = 0
     with open(log_path, "w") as log:
-        popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+        popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert popen.stdout is not None
         for line in popen.stdout:
             log.write(line)
@@ -173,11 +220,15 @@ def _install(venv_dir: Path, spec: str, base_python: str) -> None:
         returncode = popen.wait()
     if returncode != 0:
         tail = "".join(log_path.read_text(errors="replace").splitlines(True)[-30:])
-        raise UpstreamInstallError(f"pip install {spec} failed (exit {returncode}); "
-                                   f"full log {log_path}:\n{tail}")
-    freeze = subprocess.run([str(venv_python), "-m", "pip", "freeze",
-                             "--disable-pip-version-check"], stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True)
+        raise UpstreamInstallError(
+            f"pip install {spec} failed (exit {returncode}); full log {log_path}:\n{tail}"
+        )
+    freeze = subprocess.run(
+        [str(venv_python), "-m", "pip", "freeze", "--disable-pip-version-check"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
     (venv_dir / "installed.txt").write_text(freeze.stdout)
     stamp.write_text(spec + "\n")
     _say(f"installed {spec} in {time.monotonic() - started:.0f} s")
@@ -190,10 +241,19 @@ def _ini_value(value: str) -> str:
     return value.replace("$", "$$")
 
 
-def write_upstream_config(path: Path, *, state_path: Path, socket_path: Path, log_file: Path,
-                          nova_port: int, secret: str, workers: int | None = None,
-                          nova_host: str = "127.0.0.1", debug: bool = False,
-                          transport_url: str | None = None) -> Path:
+def write_upstream_config(
+    path: Path,
+    *,
+    state_path: Path,
+    socket_path: Path,
+    log_file: Path,
+    nova_port: int,
+    secret: str,
+    workers: int | None = None,
+    nova_host: str = "127.0.0.1",
+    debug: bool = False,
+    transport_url: str | None = None,
+) -> Path:
     """Write the C{metadata_agent.ini} upstream is started with.
 
     @param transport_url: a real bus: upstream's own RPC client looks ports up there and
@@ -205,9 +265,11 @@ def write_upstream_config(path: Path, *, state_path: Path, socket_path: Path, lo
         bus = f"transport_url = {_ini_value(transport_url)}\n"
         reports = ""
     else:
-        bus = ("# oslo.messaging's in-process driver: the port lookup RPC is answered from the\n"
-               "# table by upstream_launch.py, and nothing else is ever sent, so no broker.\n"
-               "transport_url = fake://\n")
+        bus = (
+            "# oslo.messaging's in-process driver: the port lookup RPC is answered from the\n"
+            "# table by upstream_launch.py, and nothing else is ever sent, so no broker.\n"
+            "transport_url = fake://\n"
+        )
         reports = "\n[AGENT]\nreport_interval = 0\n"
     path.write_text(
         "[DEFAULT]\n"
@@ -227,11 +289,19 @@ def write_upstream_config(path: Path, *, state_path: Path, socket_path: Path, lo
     return path
 
 
-def start_upstream_agent(table: Path, run_dir: Path, *, nova_port: int, secret: str,
-                         workers: int | None = None, timeout: float = 60,
-                         venv_dir: Path = DEFAULT_VENV, neutron_spec: str = NEUTRON_SPEC,
-                         debug: bool = False,
-                         transport_url: str | None = None) -> tuple[Process, str]:
+def start_upstream_agent(
+    table: Path,
+    run_dir: Path,
+    *,
+    nova_port: int,
+    secret: str,
+    workers: int | None = None,
+    timeout: float = 60,
+    venv_dir: Path = DEFAULT_VENV,
+    neutron_spec: str = NEUTRON_SPEC,
+    debug: bool = False,
+    transport_url: str | None = None,
+) -> tuple[Process, str]:
     """Start upstream's C{neutron-metadata-agent} on C{table}; return it and its socket.
 
     Installs upstream first if needed (L{ensure_upstream_venv}). Returns once the socket
@@ -257,29 +327,40 @@ def start_upstream_agent(table: Path, run_dir: Path, *, nova_port: int, secret: 
     state = run_dir / "state"
     socket_path = state / "metadata_proxy"
     if len(os.fsencode(str(socket_path))) > 107:
-        raise ValueError(f"socket path {socket_path} is too long for a Unix socket; "
-                         "use a shorter run_dir")
+        raise ValueError(
+            f"socket path {socket_path} is too long for a Unix socket; use a shorter run_dir"
+        )
     log_path = run_dir / "neutron-metadata-agent.log"
     stderr_path = run_dir / "neutron-metadata-agent.stderr"
-    config = write_upstream_config(run_dir / "metadata_agent.ini", state_path=state,
-                                   socket_path=socket_path, log_file=log_path,
-                                   nova_port=nova_port, secret=secret, workers=workers,
-                                   debug=debug, transport_url=transport_url)
+    config = write_upstream_config(
+        run_dir / "metadata_agent.ini",
+        state_path=state,
+        socket_path=socket_path,
+        log_file=log_path,
+        nova_port=nova_port,
+        secret=secret,
+        workers=workers,
+        debug=debug,
+        transport_url=transport_url,
+    )
     # -I: isolated, so neither this repository (the script's directory, bench/) nor
     # PYTHONPATH can shadow a module of upstream's.
     lookups = ["--rpc"] if transport_url else ["--table", str(table)]
     args = [str(python), "-I", str(_LAUNCHER), *lookups, "--config-file", str(config)]
     with open(stderr_path, "wb") as err:
-        popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err,
-                                 stderr=subprocess.STDOUT, cwd=str(run_dir))
+        popen = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=str(run_dir)
+        )
     process = Process(popen, log_path, "upstream neutron-metadata-agent")
     try:
         wait_for_socket(str(socket_path), timeout, process)
     except RuntimeError as e:
         process.stop()
-        raise RuntimeError(f"upstream neutron-metadata-agent did not start ({e}):\n"
-                           f"{stderr_path.read_text(errors='replace')[-3000:]}\n"
-                           f"{process.log()[-3000:]}") from None
+        raise RuntimeError(
+            f"upstream neutron-metadata-agent did not start ({e}):\n"
+            f"{stderr_path.read_text(errors='replace')[-3000:]}\n"
+            f"{process.log()[-3000:]}"
+        ) from None
     _say(f"neutron-metadata-agent (pid {process.pid}) on {socket_path}; log: {log_path}")
     return process, str(socket_path)
 
@@ -290,8 +371,9 @@ def listen_backlog(socket_path: str) -> int | None:
 
     @raise FileNotFoundError: C{ss} (iproute2) is not installed.
     """
-    output = subprocess.run(["ss", "-xlH"], capture_output=True, text=True, check=True,
-                            stdin=subprocess.DEVNULL).stdout
+    output = subprocess.run(
+        ["ss", "-xlH"], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL
+    ).stdout
     for line in output.splitlines():
         fields = line.split()
         # Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port

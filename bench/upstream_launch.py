@@ -66,28 +66,32 @@ def load_ports(path: str) -> list[dict]:
     ports = []
     for index, entry in enumerate(document.get("ports", [])):
         project = entry.get("project_id", "")
-        ports.append({
-            "id": entry.get("id", f"port-{index}"),
-            "network_id": entry["network_id"],
-            "mac_address": _normalise_mac(entry["mac_address"]),
-            "fixed_ips": [{"ip_address": _normalise_ip(ip)} for ip in entry["fixed_ips"]],
-            "device_id": entry.get("device_id", ""),
-            "device_owner": entry.get("device_owner", ""),
-            "project_id": project,
-            "tenant_id": project,
-        })
+        ports.append(
+            {
+                "id": entry.get("id", f"port-{index}"),
+                "network_id": entry["network_id"],
+                "mac_address": _normalise_mac(entry["mac_address"]),
+                "fixed_ips": [{"ip_address": _normalise_ip(ip)} for ip in entry["fixed_ips"]],
+                "device_id": entry.get("device_id", ""),
+                "device_owner": entry.get("device_owner", ""),
+                "project_id": project,
+                "tenant_id": project,
+            }
+        )
     for router_id, networks in document.get("routers", {}).items():
         for i, network_id in enumerate(networks):
-            ports.append({
-                "id": f"{router_id}-if-{i}",
-                "network_id": network_id,
-                "mac_address": "fa:16:3f:00:00:00",
-                "fixed_ips": [],
-                "device_id": router_id,
-                "device_owner": _ROUTER_INTERFACE_OWNER,
-                "project_id": "",
-                "tenant_id": "",
-            })
+            ports.append(
+                {
+                    "id": f"{router_id}-if-{i}",
+                    "network_id": network_id,
+                    "mac_address": "fa:16:3f:00:00:00",
+                    "fixed_ips": [],
+                    "device_id": router_id,
+                    "device_owner": _ROUTER_INTERFACE_OWNER,
+                    "project_id": "",
+                    "tenant_id": "",
+                }
+            )
     return ports
 
 
@@ -106,8 +110,11 @@ def _matches(port: dict, key: str, wanted) -> bool:
 
 def select_ports(ports: list[dict], filters: dict) -> list[dict]:
     """Neutron's C{get_ports(filters=...)}: ports matching every key of C{filters}."""
-    return [_copy(port) for port in ports
-            if all(_matches(port, key, wanted) for key, wanted in filters.items())]
+    return [
+        _copy(port)
+        for port in ports
+        if all(_matches(port, key, wanted) for key, wanted in filters.items())
+    ]
 
 
 def _copy(port: dict) -> dict:
@@ -131,25 +138,37 @@ class PortIndex:
         for port in ports:
             self.by_device.setdefault(port["device_id"], []).append(port)
             for ip in port["fixed_ips"]:
-                self.by_network_ip.setdefault(
-                    (port["network_id"], ip["ip_address"]), []).append(port)
-            self.by_network_mac.setdefault(
-                (port["network_id"], port["mac_address"]), []).append(port)
+                self.by_network_ip.setdefault((port["network_id"], ip["ip_address"]), []).append(
+                    port
+                )
+            self.by_network_mac.setdefault((port["network_id"], port["mac_address"]), []).append(
+                port
+            )
 
     def select(self, filters: dict) -> list[dict]:
         keys = set(filters)
         if keys == {"device_id", "device_owner"}:
             owners = set(filters["device_owner"])
-            found = [p for d in filters["device_id"] for p in self.by_device.get(d, ())
-                     if p["device_owner"] in owners]
+            found = [
+                p
+                for d in filters["device_id"]
+                for p in self.by_device.get(d, ())
+                if p["device_owner"] in owners
+            ]
         elif keys == {"network_id", "fixed_ips"} and set(filters["fixed_ips"]) == {"ip_address"}:
-            found = [p for n in dict.fromkeys(filters["network_id"])
-                     for ip in filters["fixed_ips"]["ip_address"]
-                     for p in self.by_network_ip.get((n, _normalise_ip(ip)), ())]
+            found = [
+                p
+                for n in dict.fromkeys(filters["network_id"])
+                for ip in filters["fixed_ips"]["ip_address"]
+                for p in self.by_network_ip.get((n, _normalise_ip(ip)), ())
+            ]
         elif keys == {"network_id", "mac_address"}:
-            found = [p for n in dict.fromkeys(filters["network_id"])
-                     for mac in filters["mac_address"]
-                     for p in self.by_network_mac.get((n, _normalise_mac(mac)), ())]
+            found = [
+                p
+                for n in dict.fromkeys(filters["network_id"])
+                for mac in filters["mac_address"]
+                for p in self.by_network_mac.get((n, _normalise_mac(mac)), ())
+            ]
         else:
             return select_ports(self.ports, filters)
         # in table order and once each, as the scan (and a database query) returns them
@@ -181,8 +200,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     lookups = parser.add_mutually_exclusive_group(required=True)
     lookups.add_argument("--table", help="metaproxy's JSON port table")
-    lookups.add_argument("--rpc", action="store_true",
-                         help="upstream unpatched: lookups over its transport_url")
+    lookups.add_argument(
+        "--rpc", action="store_true", help="upstream unpatched: lookups over its transport_url"
+    )
     args, agent_args = parser.parse_known_args(argv)
     if args.table:
         install(load_ports(args.table))

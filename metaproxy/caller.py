@@ -14,8 +14,8 @@ import re
 
 import attrs
 
-from metaproxy.namespace import InvalidNamespace, Namespace, NamespaceKind
 from metaproxy.http.request import Request
+from metaproxy.namespace import InvalidNamespace, Namespace, NamespaceKind
 
 __all__ = ["CallerError", "Identity", "identify", "mac_from_link_local"]
 
@@ -79,14 +79,20 @@ def _namespace_from_headers(request: Request) -> Namespace:
             # guest copies first, so there is normally exactly one
             found[_KIND_BY_HEADER[header]] = (header, value)
         if not found:
-            raise CallerError(400, "The request has no X-Neutron-Router-ID, "
-                                   "X-Neutron-Network-ID or X-OVN-Network-ID header: it did "
-                                   "not come through a namespace proxy.")
+            raise CallerError(
+                400,
+                "The request has no X-Neutron-Router-ID, "
+                "X-Neutron-Network-ID or X-OVN-Network-ID header: it did "
+                "not come through a namespace proxy.",
+            )
         if len(found) > 1:
             router = found.get(NamespaceKind.ROUTER)
             network = found.get(NamespaceKind.NETWORK, found.get(NamespaceKind.OVN))
-            raise CallerError(400, "Both network %s and router %s defined." % (
-                _printable(network), _printable(router)))
+            raise CallerError(
+                400,
+                "Both network %s and router %s defined."
+                % (_printable(network), _printable(router)),
+            )
         header, value = next(iter(found.values()))
     namespace = _namespaces.get((header, value))
     if namespace is None:

@@ -85,11 +85,11 @@ class Namespace:
         return self.kind.prefix + self.id
 
     @classmethod
-    def parse(cls, name: str) -> "Namespace":
+    def parse(cls, name: str) -> Namespace:
         """Parse ``qrouter-<id>``, ``qdhcp-<id>`` or ``ovnmeta-<id>``."""
         for kind in NamespaceKind:
             if name.startswith(kind.prefix):
-                return cls(kind, name[len(kind.prefix):])
+                return cls(kind, name[len(kind.prefix) :])
         raise InvalidNamespace(
             f"{name!r} is not a namespace name: expected qrouter-<router id>, "
             "qdhcp-<network id> or ovnmeta-<network id>"

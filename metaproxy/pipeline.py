@@ -7,21 +7,26 @@ HTTP answer and one log line an operator can act on; the success path logs nothi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.caller import CallerError, Identity, identify
+from metaproxy.http.request import Request
+from metaproxy.http.response import PASS_THROUGH_STATUSES, error_response, relay_response
 from metaproxy.namespace import Namespace
 from metaproxy.nova.client import (
-    NovaBadResponse, NovaOverloaded, NovaResponse, NovaTimeout, NovaUnreachable,
+    NovaBadResponse,
+    NovaOverloaded,
+    NovaResponse,
+    NovaTimeout,
+    NovaUnreachable,
 )
-from metaproxy.http.request import Request
 from metaproxy.resolve.base import Instance, LookupUnavailable
 from metaproxy.resolve.resolver import Caller
-from metaproxy.http.response import PASS_THROUGH_STATUSES, error_response, relay_response
 from metaproxy.signing import sign_instance_id
 
 if TYPE_CHECKING:
@@ -40,12 +45,13 @@ _MAX_SIGNED = 4096
 
 
 class Resolver(Protocol):
-    def resolve(self, caller: Caller, fresh: bool = False) -> "Deferred[object]": ...
+    def resolve(self, caller: Caller, fresh: bool = False) -> Deferred[object]: ...
 
 
 class Forwarder(Protocol):
-    def forward(self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]],
-                body: bytes) -> "Deferred[NovaResponse]": ...
+    def forward(
+        self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> Deferred[NovaResponse]: ...
 
 
 class Pipeline:
@@ -61,11 +67,20 @@ class Pipeline:
         The Forwarder then gets a fifth argument: the deadline (C{clock.seconds()}).
     """
 
-    def __init__(self, resolver: Resolver, nova: Forwarder, secret: bytes, *,
-                 retry_after: int = 1, gzip_decode: bool = False,
-                 refresh_on_404: bool = False, policy: "RequestPolicy | None" = None,
-                 clock: "IReactorTime | None" = None, answer_within: float = 31.0,
-                 nova_timeout: float = 28.0) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        nova: Forwarder,
+        secret: bytes,
+        *,
+        retry_after: int = 1,
+        gzip_decode: bool = False,
+        refresh_on_404: bool = False,
+        policy: RequestPolicy | None = None,
+        clock: IReactorTime | None = None,
+        answer_within: float = 31.0,
+        nova_timeout: float = 28.0,
+    ) -> None:
         self._resolver = resolver
         self._clock = clock
         self._answer_within = answer_within
@@ -97,7 +112,7 @@ class Pipeline:
     # coroutine under Deferred.fromCoroutine: the same steps, measurably less CPU per
     # request (bench/cpu). Each step runs as soon as the one before has its result.
 
-    def handle(self, request: Request, namespace: Namespace | None) -> "Deferred[bytes]":
+    def handle(self, request: Request, namespace: Namespace | None) -> Deferred[bytes]:
         """Answer C{request}; C{namespace} is the socket's, or C{None} on the shared socket.
 
         The Deferred always fires with bytes; cancelling it (the client went away)
@@ -106,10 +121,13 @@ class Pipeline:
         try:
             identity = identify(request, namespace)
         except CallerError as e:
-            log.warn("Refused request {method} {target} on {socket}: {reason}",
-                     method=_show(request.method), target=_show(request.target),
-                     socket=namespace.name if namespace else "the shared socket",
-                     reason=e.message)
+            log.warn(
+                "Refused request {method} {target} on {socket}: {reason}",
+                method=_show(request.method),
+                target=_show(request.target),
+                socket=namespace.name if namespace else "the shared socket",
+                reason=e.message,
+            )
             return succeed(error_response(e.status, e.message))
         except Exception:
             return fail()
@@ -137,13 +155,19 @@ class Pipeline:
             d.addCallback(self._resolved, request, identity, caller, started)
         # a failure of the steps above is answered by _failed; one of _answer is a bug
         # (the server answers 500 for it)
-        d.addCallbacks(self._answer, self._failed, callbackArgs=(request, identity),
-                       errbackArgs=(identity,))
+        d.addCallbacks(
+            self._answer, self._failed, callbackArgs=(request, identity), errbackArgs=(identity,)
+        )
         return d
 
-    def _resolved(self, found: object, request: Request, identity: Identity,
-                  caller: Caller, started: float | None = None
-                  ) -> "bytes | Deferred[NovaResponse]":
+    def _resolved(
+        self,
+        found: object,
+        request: Request,
+        identity: Identity,
+        caller: Caller,
+        started: float | None = None,
+    ) -> bytes | Deferred[NovaResponse]:
         """The lookup's result: Nova's answer to come, or the 404 answer."""
         if not isinstance(found, Instance):
             return self._not_found(identity, found)
@@ -158,60 +182,93 @@ class Pipeline:
             d.addCallback(self._refresh_on_not_found, request, identity, caller, found)
         return d
 
-    def _refresh_on_not_found(self, response: NovaResponse, request: Request,
-                              identity: Identity, caller: Caller, found: Instance
-                              ) -> "NovaResponse | Deferred[NovaResponse]":
+    def _refresh_on_not_found(
+        self,
+        response: NovaResponse,
+        request: Request,
+        identity: Identity,
+        caller: Caller,
+        found: Instance,
+    ) -> NovaResponse | Deferred[NovaResponse]:
         if response.status != 404:
             return response
 
-        def retry(fresh: object) -> "NovaResponse | Deferred[NovaResponse]":
+        def retry(fresh: object) -> NovaResponse | Deferred[NovaResponse]:
             if isinstance(fresh, Instance) and fresh != found:
                 return self._forward(request, identity, fresh)
             return response
+
         return self._resolver.resolve(caller, fresh=True).addCallback(retry)
 
-    def _answer(self, result: "bytes | NovaResponse", request: Request,
-                identity: Identity) -> bytes:
+    def _answer(self, result: bytes | NovaResponse, request: Request, identity: Identity) -> bytes:
         if isinstance(result, bytes):
             return result
         return self._map(request, identity, result)
 
-    def _failed(self, failure: Failure, identity: Identity) -> "bytes | Failure":
+    def _failed(self, failure: Failure, identity: Identity) -> bytes | Failure:
         error = failure.value
         if isinstance(error, CancelledError):
             return failure  # the client went away: nobody to answer
         if isinstance(error, LookupUnavailable):
-            log.warn("Lookup failed for {address} in {namespace}: {error}; answered 503",
-                     address=_address(identity), namespace=identity.namespace.name,
-                     error=str(error))
+            log.warn(
+                "Lookup failed for {address} in {namespace}: {error}; answered 503",
+                address=_address(identity),
+                namespace=identity.namespace.name,
+                error=str(error),
+            )
             return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
         if isinstance(error, NovaOverloaded):
             # refused before being sent (queue full, every endpoint left alone): whoever
             # refused it logs, at most once a minute, not once per request
-            return error_response(503, _UNAVAILABLE, retry_after=max(
-                self._retry_after, getattr(error, "retry_after", 0)))
+            return error_response(
+                503,
+                _UNAVAILABLE,
+                retry_after=max(self._retry_after, getattr(error, "retry_after", 0)),
+            )
         if isinstance(error, NovaUnreachable):
-            log.warn("Nova metadata API unreachable for {address} in {namespace}: {error}; "
-                     "answered 503", address=_address(identity),
-                     namespace=identity.namespace.name, error=str(error))
+            log.warn(
+                "Nova metadata API unreachable for {address} in {namespace}: {error}; answered 503",
+                address=_address(identity),
+                namespace=identity.namespace.name,
+                error=str(error),
+            )
             return error_response(503, _UNAVAILABLE, retry_after=self._retry_after)
         if isinstance(error, NovaTimeout):
-            log.warn("Nova metadata API too slow for {address} in {namespace}: {error}; "
-                     "answered 503", address=_address(identity),
-                     namespace=identity.namespace.name, error=str(error))
-            return error_response(503, "The remote metadata server did not answer in time. "
-                                       "Please try again later.", retry_after=self._retry_after)
+            log.warn(
+                "Nova metadata API too slow for {address} in {namespace}: {error}; answered 503",
+                address=_address(identity),
+                namespace=identity.namespace.name,
+                error=str(error),
+            )
+            return error_response(
+                503,
+                "The remote metadata server did not answer in time. Please try again later.",
+                retry_after=self._retry_after,
+            )
         if isinstance(error, NovaBadResponse):
-            log.warn("Unusable answer from the Nova metadata API for {address} in {namespace}: "
-                     "{error}; answered 502", address=_address(identity),
-                     namespace=identity.namespace.name, error=str(error))
+            log.warn(
+                "Unusable answer from the Nova metadata API for {address} in {namespace}: "
+                "{error}; answered 502",
+                address=_address(identity),
+                namespace=identity.namespace.name,
+                error=str(error),
+            )
             return error_response(502, "The remote metadata server sent an unusable answer.")
-        log.failure("Internal error answering {address} in {namespace}; answered 500",
-                    failure, address=_address(identity), namespace=identity.namespace.name)
+        log.failure(
+            "Internal error answering {address} in {namespace}; answered 500",
+            failure,
+            address=_address(identity),
+            namespace=identity.namespace.name,
+        )
         return error_response(500, _UNKNOWN)
 
-    def _forward(self, request: Request, identity: Identity, instance: Instance,
-                 deadline: float | None = None) -> "Deferred[NovaResponse]":
+    def _forward(
+        self,
+        request: Request,
+        identity: Identity,
+        instance: Instance,
+        deadline: float | None = None,
+    ) -> Deferred[NovaResponse]:
         key = (instance.instance_id, instance.project_id)
         signed = self._signed.get(key)
         if signed is None:
@@ -219,47 +276,72 @@ class Pipeline:
             signed = (
                 (b"X-Instance-ID", instance.instance_id.encode("utf-8")),
                 (b"X-Tenant-ID", instance.project_id.encode("utf-8")),
-                (b"X-Instance-ID-Signature",
-                 sign_instance_id(self._secret, instance.instance_id).encode("ascii")),
+                (
+                    b"X-Instance-ID-Signature",
+                    sign_instance_id(self._secret, instance.instance_id).encode("ascii"),
+                ),
             )
             if len(self._signed) >= _MAX_SIGNED:
                 self._signed.clear()
             self._signed[key] = signed
         headers = ((b"X-Forwarded-For", identity.forwarded_for),) + signed
         if deadline is not None:
-            return self._nova.forward(request.method, request.target, headers, request.body,
-                                      deadline)
+            return self._nova.forward(
+                request.method, request.target, headers, request.body, deadline
+            )
         return self._nova.forward(request.method, request.target, headers, request.body)
 
     def _not_found(self, identity: Identity, reason: object) -> bytes:
         namespace = identity.namespace
-        log.warn("No port found in {kind} {id} with {what} {address} ({reason}); answered 404",
-                 kind=namespace.kind.noun, id=namespace.id,
-                 what="MAC address" if identity.mac else "IP address",
-                 address=_address(identity), reason=str(reason))
-        return error_response(404, "Instance was not found on %s %s." % (
-            namespace.kind.noun, namespace.id))
+        log.warn(
+            "No port found in {kind} {id} with {what} {address} ({reason}); answered 404",
+            kind=namespace.kind.noun,
+            id=namespace.id,
+            what="MAC address" if identity.mac else "IP address",
+            address=_address(identity),
+            reason=str(reason),
+        )
+        return error_response(
+            404, "Instance was not found on %s %s." % (namespace.kind.noun, namespace.id)
+        )
 
     def _map(self, request: Request, identity: Identity, response: NovaResponse) -> bytes:
         status = response.status
         if status in PASS_THROUGH_STATUSES:
             if status == 403:
-                log.warn("The remote metadata server responded with Forbidden for {address} in "
-                         "{namespace}. This response usually occurs when shared secrets do not "
-                         "match.", address=_address(identity), namespace=identity.namespace.name)
+                log.warn(
+                    "The remote metadata server responded with Forbidden for {address} in "
+                    "{namespace}. This response usually occurs when shared secrets do not "
+                    "match.",
+                    address=_address(identity),
+                    namespace=identity.namespace.name,
+                )
             elif status == 500:
-                log.warn("Remote metadata server experienced an internal server error "
-                         "(request from {address} in {namespace}).",
-                         address=_address(identity), namespace=identity.namespace.name)
-            return relay_response(status, response.reason, response.headers, response.body,
-                                  head_only=request.method == b"HEAD",
-                                  gzip_decode=self._gzip_decode)
-        log.warn("Unexpected response code {status} from the Nova metadata API for {target} "
-                 "(from {address} in {namespace}); answered 502", status=status,
-                 target=_show(request.target), address=_address(identity),
-                 namespace=identity.namespace.name)
-        return error_response(502, "Unexpected response code %d from the remote metadata "
-                                   "server." % (status,))
+                log.warn(
+                    "Remote metadata server experienced an internal server error "
+                    "(request from {address} in {namespace}).",
+                    address=_address(identity),
+                    namespace=identity.namespace.name,
+                )
+            return relay_response(
+                status,
+                response.reason,
+                response.headers,
+                response.body,
+                head_only=request.method == b"HEAD",
+                gzip_decode=self._gzip_decode,
+            )
+        log.warn(
+            "Unexpected response code {status} from the Nova metadata API for {target} "
+            "(from {address} in {namespace}); answered 502",
+            status=status,
+            target=_show(request.target),
+            address=_address(identity),
+            namespace=identity.namespace.name,
+        )
+        return error_response(
+            502, "Unexpected response code %d from the remote metadata server." % (status,)
+        )
 
 
 def _not_now(caller: Caller) -> None:

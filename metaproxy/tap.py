@@ -20,9 +20,11 @@ __all__ = ["Options", "makeService"]
 
 class Options(usage.Options):
     synopsis = "[--config-file FILE]... [--config-dir DIR]..."
-    longdesc = ("Neutron metadata agent replacement. Reads the operator's neutron.conf and "
-                "metadata_agent.ini (same option names and defaults as "
-                "neutron-metadata-agent) plus a [metaproxy] section.")
+    longdesc = (
+        "Neutron metadata agent replacement. Reads the operator's neutron.conf and "
+        "metadata_agent.ini (same option names and defaults as "
+        "neutron-metadata-agent) plus a [metaproxy] section."
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,9 +42,9 @@ class Options(usage.Options):
         self["config_dirs"].append(path)
 
     def postOptions(self) -> None:
-        from metaproxy.http.listeners import ListenError, prepare_socket_path
         from twisted.internet import reactor
 
+        from metaproxy.http.listeners import ListenError, prepare_socket_path
         from metaproxy.resolve.backends import build_backend
         from metaproxy.resolve.base import BackendError
 
@@ -55,9 +57,10 @@ class Options(usage.Options):
         except BackendError as e:
             raise usage.UsageError(str(e)) from None
         # refuse to start (rather than fail later) when another process owns our sockets
-        for option, path in (("[DEFAULT] metadata_proxy_socket",
-                               self.settings.metadata_proxy_socket),
-                              ("[metaproxy] control_socket", self.settings.control_socket)):
+        for option, path in (
+            ("[DEFAULT] metadata_proxy_socket", self.settings.metadata_proxy_socket),
+            ("[metaproxy] control_socket", self.settings.control_socket),
+        ):
             try:
                 prepare_socket_path(path)
             except ListenError as e:
@@ -68,12 +71,15 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from metaproxy.agent.service import AgentService
-
     from metaproxy.ops.logs import LogSetup
 
     # twistd's own options (--logfile, --nodaemon, --syslog): where our log goes
-    log_setup = LogSetup.for_twistd(reactor, getattr(options, "parent", None),
-                                    options.settings)
-    return AgentService(reactor, options.settings, options.backend,
-                        config_files=tuple(options["config_files"]),
-                        config_dirs=tuple(options["config_dirs"]), log_setup=log_setup)
+    log_setup = LogSetup.for_twistd(reactor, getattr(options, "parent", None), options.settings)
+    return AgentService(
+        reactor,
+        options.settings,
+        options.backend,
+        config_files=tuple(options["config_files"]),
+        config_dirs=tuple(options["config_dirs"]),
+        log_setup=log_setup,
+    )

@@ -18,18 +18,27 @@ _INSTANCE = make_fleet(2, 1).instances[0]
 
 #: What haproxy forwards for cloud-init: its headers, Connection: close, the namespace
 #: header and X-Forwarded-For last.
-TYPICAL = request_bytes("/openstack/2018-08-27/meta_data.json", haproxy_headers(_INSTANCE),
-                        keepalive=False)
+TYPICAL = request_bytes(
+    "/openstack/2018-08-27/meta_data.json", haproxy_headers(_INSTANCE), keepalive=False
+)
 
 #: The same with a 9 KiB header (upstream reads only the first 4 KiB).
 LARGE = TYPICAL[:-2] + b"X-Filler: " + b"f" * 9216 + b"\r\n\r\n"
 
 #: A password POST with a chunked body, as a client without Content-Length sends it.
 _PASSWORD = b"p" * 128
-CHUNKED = (b"POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\n"
-           b"Transfer-Encoding: chunked\r\n" + haproxy_headers(_INSTANCE) + b"\r\n"
-           + b"40\r\n" + _PASSWORD[:64] + b"\r\n40;ext=1\r\n" + _PASSWORD[64:] + b"\r\n"
-           + b"0\r\n\r\n")
+CHUNKED = (
+    b"POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+    + haproxy_headers(_INSTANCE)
+    + b"\r\n"
+    + b"40\r\n"
+    + _PASSWORD[:64]
+    + b"\r\n40;ext=1\r\n"
+    + _PASSWORD[64:]
+    + b"\r\n"
+    + b"0\r\n\r\n"
+)
 
 
 def _parse(data: bytes):
@@ -40,7 +49,8 @@ def _check(request, target: bytes) -> None:
     assert request is not None and request.target == target
     assert request.forwarded_for == _INSTANCE.ip.encode()
     assert request.namespace_headers == (
-        (_INSTANCE.namespace.kind.header, _INSTANCE.namespace.id.encode()),)
+        (_INSTANCE.namespace.kind.header, _INSTANCE.namespace.id.encode()),
+    )
 
 
 def test_parse_typical_haproxy_request(benchmark):
@@ -51,7 +61,7 @@ def test_parse_typical_haproxy_request(benchmark):
 
 def test_parse_typical_request_in_three_segments(benchmark):
     cuts = (0, 40, 150, len(TYPICAL))
-    segments = [TYPICAL[a:b] for a, b in zip(cuts, cuts[1:])]
+    segments = [TYPICAL[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
 
     def parse_segments():
         parser = RequestParser()

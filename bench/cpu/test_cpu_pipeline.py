@@ -45,8 +45,11 @@ def test_request_through_shared_socket(benchmark, stack):
 def test_request_through_namespace_socket(benchmark, stack):
     """A per-namespace socket (its own namespace, the header ignored)."""
     own = InMemoryStack(stack.fleet, namespace=stack.fleet.instances[0].namespace)
-    requests = [r for r, i in zip(own.requests, own.fleet.instances)
-                if i.namespace == own.fleet.instances[0].namespace]
+    requests = [
+        r
+        for r, i in zip(own.requests, own.fleet.instances, strict=False)
+        if i.namespace == own.fleet.instances[0].namespace
+    ]
     _ok(benchmark(_round_robin(own, requests)))
 
 
@@ -65,10 +68,15 @@ def test_request_in_two_segments(benchmark, stack):
 def test_unknown_caller_gets_404(benchmark, stack):
     """No port for the address: the agent's own 404 (the error path, no Nova)."""
     instance = stack.fleet.instances[0]
-    data = request_bytes("/openstack", (f"{instance.namespace.kind.header_name}: "
-                                        f"{instance.namespace.id}\r\n"
-                                        "X-Forwarded-For: 192.0.2.1\r\n").encode(),
-                         keepalive=False)
+    data = request_bytes(
+        "/openstack",
+        (
+            f"{instance.namespace.kind.header_name}: "
+            f"{instance.namespace.id}\r\n"
+            "X-Forwarded-For: 192.0.2.1\r\n"
+        ).encode(),
+        keepalive=False,
+    )
     before = stack.nova.count
     answer = parse_answer(benchmark(stack.answer, data))
     assert answer.status == 404 and b"Instance was not found" in answer.body

@@ -17,10 +17,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from metaproxy.pipeline import Pipeline
     from metaproxy.guard.policy import RequestPolicy
     from metaproxy.http.request import RequestParser
     from metaproxy.http.server import Limits, MetadataFactory
+    from metaproxy.pipeline import Pipeline
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -32,15 +32,29 @@ from metaproxy.nova.client import NovaResponse
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table
 
-TABLE = parse_table({
-    "routers": {"r1": ["blue"], "r2": ["green"]},
-    "ports": [
-        {"id": "a", "network_id": "blue", "mac_address": "fa:16:3e:00:00:01",
-         "fixed_ips": ["10.0.0.5"], "device_id": "vm-blue", "project_id": "p1"},
-        {"id": "b", "network_id": "green", "mac_address": "52:54:00:de:5b:bf",
-         "fixed_ips": ["10.0.0.5"], "device_id": "vm-green", "project_id": "p2"},
-    ],
-})
+TABLE = parse_table(
+    {
+        "routers": {"r1": ["blue"], "r2": ["green"]},
+        "ports": [
+            {
+                "id": "a",
+                "network_id": "blue",
+                "mac_address": "fa:16:3e:00:00:01",
+                "fixed_ips": ["10.0.0.5"],
+                "device_id": "vm-blue",
+                "project_id": "p1",
+            },
+            {
+                "id": "b",
+                "network_id": "green",
+                "mac_address": "52:54:00:de:5b:bf",
+                "fixed_ips": ["10.0.0.5"],
+                "device_id": "vm-green",
+                "project_id": "p2",
+            },
+        ],
+    }
+)
 OWNER = {"r1": b"vm-blue", "blue": b"vm-blue", "r2": b"vm-green", "green": b"vm-green"}
 
 
@@ -57,12 +71,15 @@ class Backend:
 
 class EchoNova:
     def forward(self, method, target, headers, body):
-        return succeed(NovaResponse(200, b"OK", (), b"metadata of " + dict(headers)[b"X-Instance-ID"]))
+        return succeed(
+            NovaResponse(200, b"OK", (), b"metadata of " + dict(headers)[b"X-Instance-ID"])
+        )
 
 
 errors: list[object] = []
 globalLogPublisher.addObserver(
-    lambda e: errors.append(e) if e.get("log_failure") is not None else None)
+    lambda e: errors.append(e) if e.get("log_failure") is not None else None
+)
 
 
 def one_input(data: bytes) -> None:
@@ -70,16 +87,23 @@ def one_input(data: bytes) -> None:
     split = fdp.ConsumeIntInRange(1, 64)
     raw = fdp.ConsumeBytes(fdp.remaining_bytes())
     clock = Clock()
-    pipeline = Pipeline(InstanceResolver(Backend()), EchoNova(), b"secret",
-                        policy=RequestPolicy(clock, forwarded_for="log"))
-    factory = MetadataFactory(pipeline, None, Limits(max_header_bytes=2048, max_headers=32,
-                                                     max_body_bytes=512, request_timeout=5),
-                              clock)
+    pipeline = Pipeline(
+        InstanceResolver(Backend()),
+        EchoNova(),
+        b"secret",
+        policy=RequestPolicy(clock, forwarded_for="log"),
+    )
+    factory = MetadataFactory(
+        pipeline,
+        None,
+        Limits(max_header_bytes=2048, max_headers=32, max_body_bytes=512, request_timeout=5),
+        clock,
+    )
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     for i in range(0, len(raw), split):
-        protocol.dataReceived(raw[i:i + split])
+        protocol.dataReceived(raw[i : i + split])
         if transport.disconnecting:
             break
     clock.advance(5)

@@ -1,1 +1,2 @@
-"""The running agent: the service, namespace registry, control socket, drain and worker processes."""
+"""The running agent: the service, namespace registry, control socket, drain and worker
+processes."""

@@ -14,8 +14,8 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from metaproxy.namespace import InvalidNamespace, Namespace
 from metaproxy.agent.registry import NamespaceRegistry, RegistryError
+from metaproxy.namespace import InvalidNamespace, Namespace
 
 __all__ = ["ControlProtocol", "ControlFactory"]
 
@@ -49,8 +49,9 @@ class ControlProtocol(LineOnlyReceiver):
             return
         action = self._registry.add if command == "add" else self._registry.remove
         d = maybeDeferred(action, namespace)
-        d.addCallbacks(lambda _: self._done(command, namespace),
-                       lambda f: self._error(command, namespace, f))
+        d.addCallbacks(
+            lambda _: self._done(command, namespace), lambda f: self._error(command, namespace, f)
+        )
 
     def _done(self, command: str, namespace: Namespace) -> None:
         log.info("Control: {command} {namespace}", command=command, namespace=namespace.name)
@@ -60,8 +61,12 @@ class ControlProtocol(LineOnlyReceiver):
         if failure.check(RegistryError, OSError):
             message = str(failure.value)
         else:
-            log.failure("Control: {command} {namespace} failed", failure,
-                        command=command, namespace=namespace.name)
+            log.failure(
+                "Control: {command} {namespace} failed",
+                failure,
+                command=command,
+                namespace=namespace.name,
+            )
             message = "internal error; see the agent's log"
         self._reply(f"error: {message}\n")
 

@@ -9,7 +9,8 @@ twistd exits 0. A second SIGTERM while draining changes nothing.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -30,9 +31,15 @@ class Drain:
     @param stop: called once drained or timed out (normally C{reactor.stop}).
     """
 
-    def __init__(self, clock: Any, *, stop_listening: Callable[[], Any],
-                 in_flight: Callable[[], int], timeout: float,
-                 stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        *,
+        stop_listening: Callable[[], Any],
+        in_flight: Callable[[], int],
+        timeout: float,
+        stop: Callable[[], None],
+    ) -> None:
         self._clock = clock
         self._stop_listening = stop_listening
         self._in_flight = in_flight
@@ -41,17 +48,23 @@ class Drain:
         self.started = False
         self.done: Deferred[bool] = Deferred()
 
-    def start(self, why: str = "SIGTERM") -> "Deferred[bool]":
+    def start(self, why: str = "SIGTERM") -> Deferred[bool]:
         """Begin draining; the Deferred fires with C{True} when every request finished,
         C{False} when the timeout came first (it fires before C{stop} is called)."""
         if self.started:
-            log.info("{why} again while draining: still waiting for {count} request(s)",
-                     why=why, count=self._in_flight())
+            log.info(
+                "{why} again while draining: still waiting for {count} request(s)",
+                why=why,
+                count=self._in_flight(),
+            )
             return self.done
         self.started = True
-        log.info("{why}: no new connections; waiting up to {timeout} s for {count} "
-                 "request(s) in flight", why=why, timeout=self._timeout,
-                 count=self._in_flight())
+        log.info(
+            "{why}: no new connections; waiting up to {timeout} s for {count} request(s) in flight",
+            why=why,
+            timeout=self._timeout,
+            count=self._in_flight(),
+        )
         deadline = self._clock.seconds() + self._timeout
         d = maybeDeferred(self._stop_listening)
         d.addErrback(lambda f: log.failure("Error while closing the listeners", f))
@@ -64,8 +77,12 @@ class Drain:
             log.info("Drained: every request in flight was answered; stopping")
             self._finish(True)
         elif self._clock.seconds() >= deadline:
-            log.warn("Stopping with {count} request(s) still in flight after {timeout} s "
-                     "([metaproxy] drain_timeout)", count=left, timeout=self._timeout)
+            log.warn(
+                "Stopping with {count} request(s) still in flight after {timeout} s "
+                "([metaproxy] drain_timeout)",
+                count=left,
+                timeout=self._timeout,
+            )
             self._finish(False)
         else:
             self._clock.callLater(POLL, self._wait, deadline)

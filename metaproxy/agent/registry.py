@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -44,9 +44,16 @@ class RegistryError(Exception):
 class NamespaceRegistry(Service):
     """Keeps the listeners in line with the declared namespaces."""
 
-    def __init__(self, reactor: IReactorTime, listeners: Listeners, *,
-                 declared: Iterable[Namespace], directory: str,
-                 rescan_interval: float = 10.0, use_inotify: bool = True) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        listeners: Listeners,
+        *,
+        declared: Iterable[Namespace],
+        directory: str,
+        rescan_interval: float = 10.0,
+        use_inotify: bool = True,
+    ) -> None:
         self._reactor = reactor
         self._listeners = listeners
         self._declared = frozenset(declared)
@@ -98,8 +105,11 @@ class NamespaceRegistry(Service):
                 except InvalidNamespace as e:
                     if name not in self._bad_names:
                         self._bad_names.add(name)
-                        log.warn("Ignoring {path}: {error}",
-                                 path=os.path.join(self._directory, name), error=str(e))
+                        log.warn(
+                            "Ignoring {path}: {error}",
+                            path=os.path.join(self._directory, name),
+                            error=str(e),
+                        )
                     continue
             parsed[name] = namespace
         self._parsed = parsed
@@ -118,7 +128,7 @@ class NamespaceRegistry(Service):
 
     # -- bringing the listeners in line ---------------------------------------------
 
-    def sync(self) -> "Deferred[None]":
+    def sync(self) -> Deferred[None]:
         """Add the sockets that are wanted and missing; remove those no longer wanted."""
         wanted = self.wanted()
         current = self._listeners.namespaces
@@ -128,9 +138,11 @@ class NamespaceRegistry(Service):
             except ListenError as e:
                 message = str(e)
                 if self._failures.get(namespace) != message:
-                    log.error("Cannot serve namespace {namespace}: {error} "
-                              "(retried at every rescan)", namespace=namespace.name,
-                              error=message)
+                    log.error(
+                        "Cannot serve namespace {namespace}: {error} (retried at every rescan)",
+                        namespace=namespace.name,
+                        error=message,
+                    )
                 self._failures[namespace] = message
             else:
                 if self._failures.pop(namespace, None) is not None:
@@ -161,7 +173,7 @@ class NamespaceRegistry(Service):
     def _marker(self, namespace: Namespace) -> str:
         return os.path.join(self._directory, namespace.name)
 
-    def add(self, namespace: Namespace) -> "Deferred[None]":
+    def add(self, namespace: Namespace) -> Deferred[None]:
         """Declare C{namespace} (persistently) and serve it.
 
         @raise RegistryError: through the Deferred, when its socket cannot be served.
@@ -174,16 +186,19 @@ class NamespaceRegistry(Service):
         def check(_: object) -> None:
             if namespace not in self._listeners.namespaces:
                 raise RegistryError(self._failures.get(namespace, "not served"))
+
         return d.addCallback(check)
 
-    def remove(self, namespace: Namespace) -> "Deferred[None]":
+    def remove(self, namespace: Namespace) -> Deferred[None]:
         """Forget C{namespace} and remove its socket.
 
         @raise RegistryError: it is declared in the configuration file, or unknown.
         """
         if namespace in self._declared:
-            raise RegistryError(f"{namespace.name} is declared in [metaproxy] namespaces; "
-                                "remove it from the configuration file instead")
+            raise RegistryError(
+                f"{namespace.name} is declared in [metaproxy] namespaces; "
+                "remove it from the configuration file instead"
+            )
         try:
             os.unlink(self._marker(namespace))
         except FileNotFoundError:
@@ -203,7 +218,8 @@ class NamespaceRegistry(Service):
         self._loop = LoopingCall(self._rescan)
         self._loop.clock = self._reactor
         self._loop.start(self._interval, now=False).addErrback(
-            lambda f: log.failure("Namespace rescans stopped", f))
+            lambda f: log.failure("Namespace rescans stopped", f)
+        )
         if self._use_inotify:
             self._watch()
 
@@ -211,15 +227,27 @@ class NamespaceRegistry(Service):
         try:
             from twisted.internet import inotify
             from twisted.python.filepath import FilePath
+
             notifier = inotify.INotify(self._reactor)
             notifier.startReading()
-            notifier.watch(FilePath(self._directory),
-                           mask=(inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_TO
-                                 | inotify.IN_MOVED_FROM | inotify.IN_ATTRIB),
-                           callbacks=[self._changed])
+            notifier.watch(
+                FilePath(self._directory),
+                mask=(
+                    inotify.IN_CREATE
+                    | inotify.IN_DELETE
+                    | inotify.IN_MOVED_TO
+                    | inotify.IN_MOVED_FROM
+                    | inotify.IN_ATTRIB
+                ),
+                callbacks=[self._changed],
+            )
         except Exception as e:  # no inotify here: the periodic rescan still works
-            log.info("Watching {directory} by rescanning every {interval} s only ({error})",
-                     directory=self._directory, interval=self._interval, error=str(e))
+            log.info(
+                "Watching {directory} by rescanning every {interval} s only ({error})",
+                directory=self._directory,
+                interval=self._interval,
+                error=str(e),
+            )
             return
         self._notifier = notifier
 

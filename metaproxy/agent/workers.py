@@ -59,29 +59,48 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorTime, IWriteDescriptor
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.logger import (ILogObserver, Logger, eventFromJSON,
-                            globalLogBeginner, globalLogPublisher, jsonFileLogObserver)
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    eventFromJSON,
+    globalLogBeginner,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import metaproxy
 from metaproxy.http.listeners import AdoptedUNIXPort
+from metaproxy.http.server import MetadataFactory, MetadataProtocol
 from metaproxy.namespace import InvalidNamespace, Namespace
 from metaproxy.resolve.backends import describe_backend
-from metaproxy.http.server import MetadataFactory, MetadataProtocol
 
-__all__ = ["SHARED", "CHANNEL_FD", "FIRST_SOCKET_FD", "ProtocolError", "socket_name",
-           "parse_name", "parse_command", "AdoptedUNIXPort", "Channel", "WorkerPool",
-           "ConnectionTracker", "ChannelProtocol", "WorkerService", "main"]
+__all__ = [
+    "SHARED",
+    "CHANNEL_FD",
+    "FIRST_SOCKET_FD",
+    "ProtocolError",
+    "socket_name",
+    "parse_name",
+    "parse_command",
+    "AdoptedUNIXPort",
+    "Channel",
+    "WorkerPool",
+    "ConnectionTracker",
+    "ChannelProtocol",
+    "WorkerService",
+    "main",
+]
 
 log = Logger("metaproxy.workers")
 
@@ -171,9 +190,14 @@ class Channel:
     worker, which is restarted with every socket.
     """
 
-    def __init__(self, reactor: Any, sock: socket.socket,
-                 on_broken: Callable[[str], None] = lambda reason: None, *,
-                 max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        sock: socket.socket,
+        on_broken: Callable[[str], None] = lambda reason: None,
+        *,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
         self._reactor = reactor
         self._max_pending = max_pending
         self._socket: socket.socket | None = sock
@@ -198,8 +222,7 @@ class Channel:
         if len(self._queue) >= self._max_pending:
             self._broken(f"{len(self._queue)} lines waiting: it does not read them")
             return
-        self._queue.append((line.encode("ascii") + b"\n",
-                            os.dup(fd) if fd is not None else None))
+        self._queue.append((line.encode("ascii") + b"\n", os.dup(fd) if fd is not None else None))
         if not self._writing and self._retry is None:
             self._flush()
 
@@ -290,7 +313,7 @@ class _Worker:
 class _WorkerProtocol(ProcessProtocol):
     """Relays a worker's log (stdout: JSON events; stderr: text) and reports its end."""
 
-    def __init__(self, pool: "WorkerPool", worker: _Worker) -> None:
+    def __init__(self, pool: WorkerPool, worker: _Worker) -> None:
         self._pool = pool
         self._worker = worker
         self._pid: int | None = None
@@ -358,10 +381,16 @@ class WorkerPool(Service):
     @param config_args: the agent's C{--config-file} / C{--config-dir} arguments.
     """
 
-    def __init__(self, reactor: Any, count: int, config_args: Sequence[str], *,
-                 executable: str = sys.executable,
-                 publisher: Callable[[dict], None] | None = None,
-                 kill_after: float = KILL_AFTER) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        count: int,
+        config_args: Sequence[str],
+        *,
+        executable: str = sys.executable,
+        publisher: Callable[[dict], None] | None = None,
+        kill_after: float = KILL_AFTER,
+    ) -> None:
         if count < 1:
             raise ValueError("a pool needs at least one worker")
         self._reactor = reactor
@@ -401,8 +430,11 @@ class WorkerPool(Service):
         return [w.pid for w in self._workers if w.pid is not None]
 
     def _running(self) -> list[_Worker]:
-        return [w for w in self._workers
-                if w.process is not None and w.channel is not None and not w.channel.closed]
+        return [
+            w
+            for w in self._workers
+            if w.process is not None and w.channel is not None and not w.channel.closed
+        ]
 
     def startService(self) -> None:
         super().startService()
@@ -415,7 +447,8 @@ class WorkerPool(Service):
         # the workers import the very metaproxy this process runs
         source = os.path.dirname(os.path.dirname(os.path.abspath(metaproxy.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
-            [source] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+            [source] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
         return env
 
     def _spawn(self, worker: _Worker) -> None:
@@ -427,13 +460,26 @@ class WorkerPool(Service):
         for number, (name, fd) in enumerate(self._sockets.items(), FIRST_SOCKET_FD):
             child_fds[number] = fd
             lines.append(f"add {name} {number}")
-        args = [self._executable, "-m", "metaproxy.agent.workers", "--worker", str(worker.index),
-                "--channel-fd", str(CHANNEL_FD), "--inherited", str(len(lines)),
-                *self._config_args]
+        args = [
+            self._executable,
+            "-m",
+            "metaproxy.agent.workers",
+            "--worker",
+            str(worker.index),
+            "--channel-fd",
+            str(CHANNEL_FD),
+            "--inherited",
+            str(len(lines)),
+            *self._config_args,
+        ]
         try:
             process = self._reactor.spawnProcess(
-                _WorkerProtocol(self, worker), self._executable, args,
-                env=self._environment(), childFDs=child_fds)
+                _WorkerProtocol(self, worker),
+                self._executable,
+                args,
+                env=self._environment(),
+                childFDs=child_fds,
+            )
         except Exception:
             ours.close()
             log.failure("Cannot start worker {index}", index=worker.index)
@@ -446,19 +492,28 @@ class WorkerPool(Service):
         worker.pid = process.pid
         worker.ready = worker.reload_pending = False
         worker.started = self._reactor.seconds()
-        worker.channel = Channel(self._reactor, ours,
-                                 lambda reason, w=worker: self._channel_broken(w, reason))
+        worker.channel = Channel(
+            self._reactor, ours, lambda reason, w=worker: self._channel_broken(w, reason)
+        )
         for line in lines:
             worker.channel.send(line)
-        log.info("Worker {index} started (pid {pid}) with {count} socket(s)",
-                 index=worker.index, pid=process.pid, count=len(lines))
+        log.info(
+            "Worker {index} started (pid {pid}) with {count} socket(s)",
+            index=worker.index,
+            pid=process.pid,
+            count=len(lines),
+        )
 
     def _channel_broken(self, worker: _Worker, reason: str) -> None:
         if self._stopping or worker.process is None:
             return
-        log.error("Worker {index} (pid {pid}) cannot be sent its sockets ({reason}); "
-                  "killing it so that it restarts", index=worker.index, pid=worker.pid,
-                  reason=reason)
+        log.error(
+            "Worker {index} (pid {pid}) cannot be sent its sockets ({reason}); "
+            "killing it so that it restarts",
+            index=worker.index,
+            pid=worker.pid,
+            reason=reason,
+        )
         self._signal(worker, signal.SIGKILL)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
@@ -473,19 +528,29 @@ class WorkerPool(Service):
             ended, worker.ended = worker.ended, None
             ended.callback(None)
         if self._stopping or not self.running:
-            log.info("Worker {index} (pid {pid}) stopped: {how}", index=worker.index, pid=pid,
-                     how=_describe_end(reason))
+            log.info(
+                "Worker {index} (pid {pid}) stopped: {how}",
+                index=worker.index,
+                pid=pid,
+                how=_describe_end(reason),
+            )
             return
         lived = self._reactor.seconds() - worker.started
         if lived >= STABLE_AFTER:
             worker.failures = 0
         delay = self._schedule_restart(worker)
-        log.error("Worker {index} (pid {pid}) {how} after {lived:.1f} s; restarting it in "
-                  "{delay} s; the other workers keep serving", index=worker.index, pid=pid,
-                  how=_describe_end(reason), lived=lived, delay=delay)
+        log.error(
+            "Worker {index} (pid {pid}) {how} after {lived:.1f} s; restarting it in "
+            "{delay} s; the other workers keep serving",
+            index=worker.index,
+            pid=pid,
+            how=_describe_end(reason),
+            lived=lived,
+            delay=delay,
+        )
 
     def _schedule_restart(self, worker: _Worker) -> float:
-        delay = min(RESTART_MAX, RESTART_FIRST * 2 ** worker.failures)
+        delay = min(RESTART_MAX, RESTART_FIRST * 2**worker.failures)
         worker.failures += 1
         worker.restart = self._reactor.callLater(delay, self._restart, worker)
         return delay
@@ -529,7 +594,7 @@ class WorkerPool(Service):
             worker.reload_pending = False
             self._signal(worker, signal.SIGHUP)
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
         waits = []
@@ -549,15 +614,19 @@ class WorkerPool(Service):
             if self._kill_timer is not None and self._kill_timer.active():
                 self._kill_timer.cancel()
             self._kill_timer = None
+
         return gatherResults(waits).addBoth(done)
 
     def _kill_stragglers(self) -> None:
         self._kill_timer = None
         for worker in self._workers:
             if worker.process is not None:
-                log.warn("Worker {index} (pid {pid}) still running {after} s after SIGTERM; "
-                         "killing it", index=worker.index, pid=worker.pid,
-                         after=self._kill_after)
+                log.warn(
+                    "Worker {index} (pid {pid}) still running {after} s after SIGTERM; killing it",
+                    index=worker.index,
+                    pid=worker.pid,
+                    after=self._kill_after,
+                )
                 self._signal(worker, signal.SIGKILL)
 
 
@@ -581,7 +650,7 @@ class ConnectionTracker:
             for d in waiting:
                 d.callback(True)
 
-    def idle(self, clock: IReactorTime, timeout: float) -> "Deferred[bool]":
+    def idle(self, clock: IReactorTime, timeout: float) -> Deferred[bool]:
         """Fires with C{True} once no connection is left, or C{False} after C{timeout}."""
         if self.live == 0:
             return succeed(True)
@@ -592,6 +661,7 @@ class ConnectionTracker:
             if d in self._waiting:
                 self._waiting.remove(d)
                 d.callback(False)
+
         call = clock.callLater(timeout, expire)
         return d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
 
@@ -632,9 +702,12 @@ class ChannelProtocol(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
 
-    def __init__(self, on_add: Callable[[Namespace | None, int, bool], None],
-                 on_remove: Callable[[Namespace | None], None],
-                 on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_add: Callable[[Namespace | None, int, bool], None],
+        on_remove: Callable[[Namespace | None], None],
+        on_lost: Callable[[], None],
+    ) -> None:
         self._on_add = on_add
         self._on_remove = on_remove
         self._on_lost = on_lost
@@ -656,8 +729,7 @@ class ChannelProtocol(LineOnlyReceiver):
             self._on_add(namespace, fd, True)
             return
         if not self._fds:
-            log.error("Ignoring {line!r} from the agent: no descriptor came with it",
-                      line=line)
+            log.error("Ignoring {line!r} from the agent: no descriptor came with it", line=line)
             return
         self._on_add(namespace, self._fds.popleft(), False)
 
@@ -673,9 +745,18 @@ class ChannelProtocol(LineOnlyReceiver):
 class WorkerService(Service):
     """One worker: serves every socket its channel hands it with its own L{Proxy}."""
 
-    def __init__(self, reactor: Any, proxy: Any, index: int, channel_fd: int, *,
-                 inherited: int = 0, config_args: tuple[list[str], list[str]] = ([], []),
-                 drain: float = DRAIN_SECONDS, install_signal_handlers: bool = True) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        proxy: Any,
+        index: int,
+        channel_fd: int,
+        *,
+        inherited: int = 0,
+        config_args: tuple[list[str], list[str]] = ([], []),
+        drain: float = DRAIN_SECONDS,
+        install_signal_handlers: bool = True,
+    ) -> None:
         self._reactor = reactor
         self._inherited_left = inherited
         self.proxy = proxy
@@ -694,19 +775,21 @@ class WorkerService(Service):
         super().startService()
         self.proxy.start()
         factory = Factory.forProtocol(
-            lambda: ChannelProtocol(self.add, self.remove, self._parent_gone))
+            lambda: ChannelProtocol(self.add, self.remove, self._parent_gone)
+        )
         try:
             self._channel = self._reactor.adoptStreamConnection(
-                self._channel_fd, socket.AF_UNIX, factory)
+                self._channel_fd, socket.AF_UNIX, factory
+            )
         finally:
             os.close(self._channel_fd)  # adopted as a copy
         if self._install_signals:
             # SIGTERM may come twice (systemd signals the whole unit, then the agent
             # signals its workers): the reactor's own handler would stop it twice
-            signal.signal(signal.SIGTERM,
-                          lambda *_: self._reactor.callFromThread(self.terminate, "SIGTERM"))
-            signal.signal(signal.SIGHUP,
-                          lambda *_: self._reactor.callFromThread(self.reload))
+            signal.signal(
+                signal.SIGTERM, lambda *_: self._reactor.callFromThread(self.terminate, "SIGTERM")
+            )
+            signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self._inherited_left == 0:
             self._ready()
@@ -718,16 +801,23 @@ class WorkerService(Service):
         self._metrics_call = None
         snapshot = getattr(self.proxy, "metrics", None)
         if snapshot is not None:
-            log.debug("Worker {worker_index} metrics", worker_index=self.index,
-                      worker_pid=os.getpid(), worker_metrics=snapshot.snapshot())
+            log.debug(
+                "Worker {worker_index} metrics",
+                worker_index=self.index,
+                worker_pid=os.getpid(),
+                worker_metrics=snapshot.snapshot(),
+            )
         if not self._stopping:
-            self._metrics_call = self._reactor.callLater(METRICS_INTERVAL,
-                                                         self._report_metrics)
+            self._metrics_call = self._reactor.callLater(METRICS_INTERVAL, self._report_metrics)
 
     def _ready(self) -> None:
         # worker_ready: the agent holds SIGHUP back until it sees this event
-        log.info("Worker {index} ready: serving {count} socket(s)", index=self.index,
-                 count=len(self.ports), worker_ready=True)
+        log.info(
+            "Worker {index} ready: serving {count} socket(s)",
+            index=self.index,
+            count=len(self.ports),
+            worker_ready=True,
+        )
 
     def add(self, namespace: Namespace | None, fd: int, inherited: bool = False) -> None:
         """Serve the listening socket C{fd} (taken: it is closed here). The worker says it
@@ -736,13 +826,21 @@ class WorkerService(Service):
             old = self.ports.pop(namespace, None)
             if old is not None:
                 old.stopListening()
-            factory = _TrackedFactory(self.proxy.pipeline, namespace, self.proxy.limits,
-                                      self._reactor, tracker=self.tracker,
-                                      stats=getattr(self.proxy, "stats", None))
+            factory = _TrackedFactory(
+                self.proxy.pipeline,
+                namespace,
+                self.proxy.limits,
+                self._reactor,
+                tracker=self.tracker,
+                stats=getattr(self.proxy, "stats", None),
+            )
             self.ports[namespace] = AdoptedUNIXPort.adopt(self._reactor, fd, factory)
         except OSError as e:
-            log.error("Cannot serve {name}: {error}", name=socket_name(namespace),
-                      error=e.strerror or str(e))
+            log.error(
+                "Cannot serve {name}: {error}",
+                name=socket_name(namespace),
+                error=e.strerror or str(e),
+            )
         finally:
             os.close(fd)
         if inherited and self._inherited_left > 0:
@@ -757,8 +855,9 @@ class WorkerService(Service):
 
     def reload(self) -> None:
         self.proxy.reload(self._config_args)
-        log.info("Reloaded: secret, lookups from {backend}",
-                 backend=describe_backend(self.proxy.backend))
+        log.info(
+            "Reloaded: secret, lookups from {backend}", backend=describe_backend(self.proxy.backend)
+        )
 
     def terminate(self, why: str) -> None:
         """Stop the worker's reactor (once, whatever asks again)."""
@@ -774,7 +873,7 @@ class WorkerService(Service):
             log.warn("The agent's process went away")
         self.terminate("no agent")
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
         if self._channel is not None:
@@ -784,14 +883,18 @@ class WorkerService(Service):
         self.ports.clear()
         d = self.tracker.idle(self._reactor, self._drain)
 
-        def drained(finished: bool) -> "Deferred[None]":
+        def drained(finished: bool) -> Deferred[None]:
             if not finished:
-                log.warn("Stopping with {count} request(s) still in flight after {drain} s",
-                         count=self.tracker.live, drain=self._drain)
+                log.warn(
+                    "Stopping with {count} request(s) still in flight after {drain} s",
+                    count=self.tracker.live,
+                    drain=self._drain,
+                )
             if self._metrics_call is not None and self._metrics_call.active():
                 self._metrics_call.cancel()
             self._report_metrics()
             return self.proxy.close()
+
         return d.addCallback(drained)
 
 
@@ -807,21 +910,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m metaproxy.agent.workers",
         description="One metaproxy worker process; the agent (twistd metaproxy with "
-                    "metadata_workers >= 2) starts them and hands them the sockets.")
+        "metadata_workers >= 2) starts them and hands them the sockets.",
+    )
     parser.add_argument("--worker", type=int, default=0, help="this worker's number")
-    parser.add_argument("--channel-fd", type=int, default=CHANNEL_FD,
-                        help="descriptor of the channel from the agent")
-    parser.add_argument("--inherited", type=int, default=0,
-                        help="how many listening sockets were inherited at spawn")
+    parser.add_argument(
+        "--channel-fd",
+        type=int,
+        default=CHANNEL_FD,
+        help="descriptor of the channel from the agent",
+    )
+    parser.add_argument(
+        "--inherited",
+        type=int,
+        default=0,
+        help="how many listening sockets were inherited at spawn",
+    )
     parser.add_argument("--config-file", action="append", default=[])
     parser.add_argument("--config-dir", action="append", default=[])
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
 
+    from metaproxy.agent.service import Proxy
     from metaproxy.config import ConfigError, load_settings
     from metaproxy.resolve.base import BackendError
-    from metaproxy.agent.service import Proxy
 
     _log_to_stdout()
     config_args = (list(args.config_file), list(args.config_dir))
@@ -831,9 +943,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BackendError) as e:
         log.critical("Worker {index} cannot start: {error}", index=args.worker, error=str(e))
         return 1
-    service = WorkerService(reactor, proxy, args.worker, args.channel_fd,
-                            inherited=args.inherited, config_args=config_args,
-                            drain=settings.drain_timeout)
+    service = WorkerService(
+        reactor,
+        proxy,
+        args.worker,
+        args.channel_fd,
+        inherited=args.inherited,
+        config_args=config_args,
+        drain=settings.drain_timeout,
+    )
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

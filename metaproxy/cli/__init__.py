@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from metaproxy.config import ConfigError, Settings, default_settings, load_settings
+from metaproxy.namespace import InvalidNamespace, Namespace, namespace_socket_path
 from metaproxy.neutron.haproxy import (
     InvalidUserOrGroup,
     RateLimit,
@@ -32,7 +33,6 @@ from metaproxy.neutron.haproxy import (
     resolve_group,
     resolve_user,
 )
-from metaproxy.namespace import InvalidNamespace, Namespace, namespace_socket_path
 
 __all__ = ["main"]
 
@@ -97,11 +97,19 @@ def _build_parser() -> argparse.ArgumentParser:
     config = argparse.ArgumentParser(add_help=False)
     group = config.add_argument_group("configuration")
     group.add_argument(
-        "--config-file", dest="config_files", action="append", default=[], metavar="FILE",
+        "--config-file",
+        dest="config_files",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="a configuration file (repeatable, later files win), as for the agent",
     )
     group.add_argument(
-        "--config-dir", dest="config_dirs", action="append", default=[], metavar="DIR",
+        "--config-dir",
+        dest="config_dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
         help="a directory of *.conf files read after the files (repeatable)",
     )
 
@@ -112,58 +120,110 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     hc = commands.add_parser(
-        "haproxy-config", parents=[config],
+        "haproxy-config",
+        parents=[config],
         help="print the haproxy configuration for a namespace proxy",
         description="Print the haproxy configuration for the proxy in NAMESPACE, rendered "
         "as Neutron renders it, forwarding to that namespace's own metaproxy socket "
         "(or to the shared socket with --shared).",
     )
-    hc.add_argument("namespace", type=_namespace, metavar="NAMESPACE",
-                    help="qrouter-<router id>, qdhcp-<network id> or ovnmeta-<network id>")
+    hc.add_argument(
+        "namespace",
+        type=_namespace,
+        metavar="NAMESPACE",
+        help="qrouter-<router id>, qdhcp-<network id> or ovnmeta-<network id>",
+    )
     where = hc.add_mutually_exclusive_group()
-    where.add_argument("--shared", action="store_true",
-                       help="forward to the shared socket (metadata_proxy_socket)")
-    where.add_argument("--socket", metavar="PATH",
-                       help="forward to this socket (default: <namespace_socket_dir>/NAMESPACE.sock)")
-    hc.add_argument("--ipv6-interface", metavar="IF",
-                    help="also bind [fe80::a9fe:a9fe]:80 on IF (qdhcp- and ovnmeta- namespaces)")
-    hc.add_argument("--bind-v6-any", action="store_true",
-                    help="router namespaces: bind :::PORT (v4 and v6) instead of 0.0.0.0:PORT")
-    hc.add_argument("--metadata-port", type=_port, default=None, metavar="PORT",
-                    help="router namespaces: the port to bind (default 9697)")
-    hc.add_argument("--pidfile", metavar="P",
-                    help="haproxy's pidfile (default: <state_path>/external/pids/<id>.pid.haproxy)")
-    hc.add_argument("--user", metavar="U",
-                    help="user haproxy runs as, name or uid (default: metadata_proxy_user, "
-                    "else the effective user)")
-    hc.add_argument("--group", metavar="G",
-                    help="group haproxy runs as, name or gid (default: metadata_proxy_group, "
-                    "else the effective group)")
+    where.add_argument(
+        "--shared", action="store_true", help="forward to the shared socket (metadata_proxy_socket)"
+    )
+    where.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="forward to this socket (default: <namespace_socket_dir>/NAMESPACE.sock)",
+    )
+    hc.add_argument(
+        "--ipv6-interface",
+        metavar="IF",
+        help="also bind [fe80::a9fe:a9fe]:80 on IF (qdhcp- and ovnmeta- namespaces)",
+    )
+    hc.add_argument(
+        "--bind-v6-any",
+        action="store_true",
+        help="router namespaces: bind :::PORT (v4 and v6) instead of 0.0.0.0:PORT",
+    )
+    hc.add_argument(
+        "--metadata-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="router namespaces: the port to bind (default 9697)",
+    )
+    hc.add_argument(
+        "--pidfile",
+        metavar="P",
+        help="haproxy's pidfile (default: <state_path>/external/pids/<id>.pid.haproxy)",
+    )
+    hc.add_argument(
+        "--user",
+        metavar="U",
+        help="user haproxy runs as, name or uid (default: metadata_proxy_user, "
+        "else the effective user)",
+    )
+    hc.add_argument(
+        "--group",
+        metavar="G",
+        help="group haproxy runs as, name or gid (default: metadata_proxy_group, "
+        "else the effective group)",
+    )
     rl = hc.add_argument_group("rate limiting (off unless --rate-limit-base or --rate-limit-burst)")
-    rl.add_argument("--rate-limit-base", type=_rate, metavar="N/SECONDS",
-                    help="answer 429 past N requests per source in SECONDS (default 10/10)")
-    rl.add_argument("--rate-limit-burst", type=_rate, metavar="N/SECONDS",
-                    help="a second, usually shorter, window (default 10/10)")
-    rl.add_argument("--rate-limit-ip-version", type=int, choices=(4, 6), metavar="4|6",
-                    help="the address family the limit tables hold (default 4)")
+    rl.add_argument(
+        "--rate-limit-base",
+        type=_rate,
+        metavar="N/SECONDS",
+        help="answer 429 past N requests per source in SECONDS (default 10/10)",
+    )
+    rl.add_argument(
+        "--rate-limit-burst",
+        type=_rate,
+        metavar="N/SECONDS",
+        help="a second, usually shorter, window (default 10/10)",
+    )
+    rl.add_argument(
+        "--rate-limit-ip-version",
+        type=int,
+        choices=(4, 6),
+        metavar="4|6",
+        help="the address family the limit tables hold (default 4)",
+    )
     hc.set_defaults(run=_haproxy_config)
 
     ctl = commands.add_parser(
-        "ctl", parents=[config],
+        "ctl",
+        parents=[config],
         help="add, remove or list the namespaces a running agent serves",
         description="Talk to a running agent over its control socket "
         "([metaproxy] control_socket, or --control-socket).",
     )
-    ctl.add_argument("--control-socket", metavar="PATH",
-                     help="the agent's control socket (default: from the configuration)")
-    ctl.add_argument("--timeout", type=_timeout, default=DEFAULT_CTL_TIMEOUT, metavar="SECONDS",
-                     help=f"how long to wait for the agent (default {DEFAULT_CTL_TIMEOUT:g})")
+    ctl.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="the agent's control socket (default: from the configuration)",
+    )
+    ctl.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=DEFAULT_CTL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the agent (default {DEFAULT_CTL_TIMEOUT:g})",
+    )
     ctl.add_argument("action", choices=("add", "remove", "list"))
     ctl.add_argument("namespaces", nargs="*", type=_namespace, metavar="NAMESPACE")
     ctl.set_defaults(run=_ctl, parser=ctl)
 
     check = commands.add_parser(
-        "check-config", parents=[config],
+        "check-config",
+        parents=[config],
         help="load the configuration and print the values that matter",
         description="Load the configuration as the agent would; print 'configuration OK' "
         "and the key resolved values, or what is wrong.",
@@ -171,16 +231,25 @@ def _build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     health = commands.add_parser(
-        "health", parents=[config],
+        "health",
+        parents=[config],
         help="ask a running agent whether it is healthy (exit 0) or not (exit 1)",
         description="GET /healthz from the agent's [metaproxy] metrics_listen (its first "
         "entry, or --listen) and print the answer; exit 0 when healthy, 1 otherwise.",
     )
-    health.add_argument("--listen", metavar="ENTRY",
-                        help="HOST:PORT, PORT or unix:PATH (default: the configuration's "
-                        "first [metaproxy] metrics_listen entry)")
-    health.add_argument("--timeout", type=_timeout, default=5.0, metavar="SECONDS",
-                        help="how long to wait for the answer (default 5)")
+    health.add_argument(
+        "--listen",
+        metavar="ENTRY",
+        help="HOST:PORT, PORT or unix:PATH (default: the configuration's "
+        "first [metaproxy] metrics_listen entry)",
+    )
+    health.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the answer (default 5)",
+    )
     health.set_defaults(run=_health)
     return parser
 
@@ -293,7 +362,7 @@ def _ask(path: str, line: str, timeout: float) -> list[str]:
     if status == "ok":
         return rest
     if status.startswith("error:"):
-        raise _Failure(status[len("error:"):].strip() or "the agent answered an error")
+        raise _Failure(status[len("error:") :].strip() or "the agent answered an error")
     raise _Failure(f"unexpected answer from {path}: {status!r}")
 
 
@@ -307,8 +376,8 @@ def _ctl(args: argparse.Namespace) -> int:
         path = _settings(args).control_socket
         if not path:
             raise _Failure(
-                "the configuration sets no [metaproxy] control_socket; "
-                "pass --control-socket PATH", 2
+                "the configuration sets no [metaproxy] control_socket; pass --control-socket PATH",
+                2,
             )
     if args.action == "list":
         for name in _ask(path, "list\n", args.timeout):
@@ -352,9 +421,12 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
         ("control_socket", settings.control_socket),
         ("nova metadata url", settings.nova_url),
         ("lookup backend", lookup),
-        ("metadata_proxy_shared_secret",
-         "set" if settings.metadata_proxy_shared_secret else "NOT SET (Nova will refuse "
-         "signed requests unless its secret is empty too)"),
+        (
+            "metadata_proxy_shared_secret",
+            "set"
+            if settings.metadata_proxy_shared_secret
+            else "NOT SET (Nova will refuse signed requests unless its secret is empty too)",
+        ),
     ]
 
 
@@ -370,8 +442,10 @@ def _health(args: argparse.Namespace) -> int:
     if entry is None:
         entries = _settings(args).metrics_listen
         if not entries:
-            raise _Failure("the configuration sets no [metaproxy] metrics_listen, so the "
-                           "agent serves no /healthz; set it, or pass --listen")
+            raise _Failure(
+                "the configuration sets no [metaproxy] metrics_listen, so the "
+                "agent serves no /healthz; set it, or pass --listen"
+            )
         entry = entries[0]
     try:
         kind, where, port = parse_listen(entry)

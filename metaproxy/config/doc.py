@@ -38,8 +38,9 @@ def sample_config() -> str:
         out.append(f"[{group}]\n\n")
         for opt in opts:
             if opt is COMMON_OPTS[0]:
-                out.append("#\n# Options shared by all Neutron agents, usually set in "
-                           "neutron.conf\n#\n")
+                out.append(
+                    "#\n# Options shared by all Neutron agents, usually set in neutron.conf\n#\n"
+                )
             text = opt.help
             if getattr(opt.type, "choices", None) or not isinstance(opt.type, types.String):
                 text += f" Allowed: {allowed_values(opt)}."

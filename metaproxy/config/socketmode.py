@@ -61,6 +61,4 @@ def socket_mode(mode: str, user: str, group: str) -> int:
     try:
         return MODES[mode]
     except KeyError:
-        raise ValueError(
-            f"socket mode {mode!r} is not one of deduce, user, group, all"
-        ) from None
+        raise ValueError(f"socket mode {mode!r} is not one of deduce, user, group, all") from None

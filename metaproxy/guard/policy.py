@@ -25,10 +25,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from metaproxy.caller import Identity
-from metaproxy.ops.throttle import LogThrottle
 from metaproxy.guard.ratelimit import RateLimiter
 from metaproxy.http.request import Request
 from metaproxy.http.response import error_response
+from metaproxy.ops.throttle import LogThrottle
 
 __all__ = ["FORWARDED_FOR_MODES", "PolicyCounters", "RequestPolicy"]
 
@@ -38,8 +38,10 @@ log = Logger("metaproxy.policy")
 FORWARDED_FOR_MODES = ("off", "log", "enforce")
 
 _TOO_MANY = "Too many metadata requests from this address. Please slow down."
-_FORWARDED = ("The request came through a proxy inside the instance (it carried its own "
-              "X-Forwarded-For); metadata is only served to the instance itself.")
+_FORWARDED = (
+    "The request came through a proxy inside the instance (it carried its own "
+    "X-Forwarded-For); metadata is only served to the instance itself."
+)
 
 
 @attrs.define
@@ -64,8 +66,14 @@ class RequestPolicy:
     @param log_interval: seconds between two log lines of the same kind.
     """
 
-    def __init__(self, clock: IReactorTime, *, forwarded_for: str = "log",
-                 limiter: RateLimiter | None = None, log_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        forwarded_for: str = "log",
+        limiter: RateLimiter | None = None,
+        log_interval: float = 60.0,
+    ) -> None:
         if forwarded_for not in FORWARDED_FOR_MODES:
             raise ValueError(f"forwarded_for must be one of {', '.join(FORWARDED_FOR_MODES)}")
         self.forwarded_for = forwarded_for
@@ -87,8 +95,7 @@ class RequestPolicy:
             wait = limiter.check(identity.namespace.id, identity.ip)
             if wait:
                 return self._rate_limited(identity, wait)
-        if self._xff_mode and (request.forwarded_for_count > 1
-                               or b"," in request.forwarded_for):
+        if self._xff_mode and (request.forwarded_for_count > 1 or b"," in request.forwarded_for):
             return self._guest_forwarded(request, identity)
         return None
 
@@ -98,14 +105,20 @@ class RequestPolicy:
         if left_out is not None:
             limiter = self.limiter
             assert limiter is not None
-            log.warn("Rate limit: {address} in {namespace} asked more than {base} times in "
-                     "{base_s:g} s or {burst} times in {burst_s:g} s; answered 429 with "
-                     "Retry-After {wait} ({left_out} more such answers since the last line; "
-                     "[metadata_rate_limiting] sets the limits)",
-                     address=_address(identity), namespace=identity.namespace.name,
-                     base=limiter.base.limit, base_s=limiter.base.seconds,
-                     burst=limiter.burst.limit, burst_s=limiter.burst.seconds,
-                     wait=wait, left_out=left_out)
+            log.warn(
+                "Rate limit: {address} in {namespace} asked more than {base} times in "
+                "{base_s:g} s or {burst} times in {burst_s:g} s; answered 429 with "
+                "Retry-After {wait} ({left_out} more such answers since the last line; "
+                "[metadata_rate_limiting] sets the limits)",
+                address=_address(identity),
+                namespace=identity.namespace.name,
+                base=limiter.base.limit,
+                base_s=limiter.base.seconds,
+                burst=limiter.burst.limit,
+                burst_s=limiter.burst.seconds,
+                wait=wait,
+                left_out=left_out,
+            )
         return error_response(429, _TOO_MANY, retry_after=wait)
 
     def _guest_forwarded(self, request: Request, identity: Identity) -> bytes | None:
@@ -117,14 +130,18 @@ class RequestPolicy:
         left_out = self._xff_log.allow()
         if left_out is not None:
             values = b", ".join(request.values(b"x-forwarded-for"))
-            log.warn("{address} in {namespace} sent X-Forwarded-For {values}: a proxy inside "
-                     "the instance forwarded the request; {action} ({left_out} more such "
-                     "requests since the last line; [metaproxy] guest_forwarded_for = "
-                     "{mode})", address=_address(identity),
-                     namespace=identity.namespace.name,
-                     values=values[:200].decode("ascii", "backslashreplace"),
-                     action="answered 403" if enforce else "served it anyway",
-                     left_out=left_out, mode=self.forwarded_for)
+            log.warn(
+                "{address} in {namespace} sent X-Forwarded-For {values}: a proxy inside "
+                "the instance forwarded the request; {action} ({left_out} more such "
+                "requests since the last line; [metaproxy] guest_forwarded_for = "
+                "{mode})",
+                address=_address(identity),
+                namespace=identity.namespace.name,
+                values=values[:200].decode("ascii", "backslashreplace"),
+                action="answered 403" if enforce else "served it anyway",
+                left_out=left_out,
+                mode=self.forwarded_for,
+            )
         if enforce:
             return error_response(403, _FORWARDED)
         return None

@@ -23,7 +23,7 @@ generation at once (C{evicted} counts what was dropped that way).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -47,16 +47,23 @@ class _Source:
     """One source's counters: for each window, its period number, the count in that
     period and the count in the period before."""
 
-    __slots__ = ("base_period", "base_now", "base_before",
-                 "burst_period", "burst_now", "burst_before")
+    __slots__ = (
+        "base_period",
+        "base_now",
+        "base_before",
+        "burst_period",
+        "burst_now",
+        "burst_before",
+    )
 
     def __init__(self) -> None:
         self.base_period = self.burst_period = -2
         self.base_now = self.base_before = self.burst_now = self.burst_before = 0
 
 
-def _wait(period: int, now_count: int, before_count: int, position: float,
-          seconds: float, limit: int) -> float:
+def _wait(
+    period: int, now_count: int, before_count: int, position: float, seconds: float, limit: int
+) -> float:
     """Seconds until one more request fits in a window whose current period is
     C{period} (counts as given, already rolled to it) at C{position} (0..1) into it;
     0 if it fits now."""
@@ -79,8 +86,15 @@ class RateLimiter:
     @ivar evicted: sources dropped early because C{max_sources} was reached.
     """
 
-    def __init__(self, clock: IReactorTime, base: Window, burst: Window, *,
-                 ip_versions: Iterable[int] = (4, 6), max_sources: int = 100_000) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        base: Window,
+        burst: Window,
+        *,
+        ip_versions: Iterable[int] = (4, 6),
+        max_sources: int = 100_000,
+    ) -> None:
         self._clock = clock
         self.base = base
         self.burst = burst
@@ -146,19 +160,25 @@ class RateLimiter:
             source.base_before = source.base_now if source.base_period == period - 1 else 0
             source.base_now = 0
             source.base_period = period
-        base_wait = _wait(period, source.base_now, source.base_before, position,
-                          base.seconds, base.limit)
+        base_wait = _wait(
+            period, source.base_now, source.base_before, position, base.seconds, base.limit
+        )
 
         burst_position = now / burst.seconds
         burst_period = math.floor(burst_position)
         burst_position -= burst_period
         if source.burst_period != burst_period:
-            source.burst_before = (source.burst_now
-                                   if source.burst_period == burst_period - 1 else 0)
+            source.burst_before = source.burst_now if source.burst_period == burst_period - 1 else 0
             source.burst_now = 0
             source.burst_period = burst_period
-        burst_wait = _wait(burst_period, source.burst_now, source.burst_before,
-                           burst_position, burst.seconds, burst.limit)
+        burst_wait = _wait(
+            burst_period,
+            source.burst_now,
+            source.burst_before,
+            burst_position,
+            burst.seconds,
+            burst.limit,
+        )
 
         if base_wait == 0.0 and burst_wait == 0.0:
             source.base_now += 1

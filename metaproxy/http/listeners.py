@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -26,8 +27,16 @@ from twisted.python.failure import Failure
 
 from metaproxy.namespace import Namespace, namespace_socket_path
 
-__all__ = ["ListenError", "prepare_socket_path", "bind_unix_socket", "HeldSocket",
-           "AdoptedUNIXPort", "ServedSocket", "SocketHandoff", "Listeners"]
+__all__ = [
+    "ListenError",
+    "prepare_socket_path",
+    "bind_unix_socket",
+    "HeldSocket",
+    "AdoptedUNIXPort",
+    "ServedSocket",
+    "SocketHandoff",
+    "Listeners",
+]
 
 #: sun_path is 108 bytes on Linux including the NUL, but haproxy keeps room for a
 #: ".<pid>.tmp" suffix on every Unix address and refuses paths over 97 bytes
@@ -49,15 +58,18 @@ def prepare_socket_path(path: str, *, make_directory: bool = True) -> None:
         socket.
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ListenError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, "
-                          "which haproxy cannot connect to; choose a shorter directory")
+        raise ListenError(
+            f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, "
+            "which haproxy cannot connect to; choose a shorter directory"
+        )
     if make_directory:
         directory = os.path.dirname(path) or "."
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
         except OSError as e:
             raise ListenError(
-                f"cannot create the socket directory {directory}: {e.strerror}") from e
+                f"cannot create the socket directory {directory}: {e.strerror}"
+            ) from e
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -71,13 +83,15 @@ def prepare_socket_path(path: str, *, make_directory: bool = True) -> None:
     except (ConnectionRefusedError, FileNotFoundError):
         pass  # stale: nobody listens
     except BlockingIOError:
-        raise ListenError(f"{path} is in use by a live process (its backlog is full); "
-                          "stop that process first") from None
+        raise ListenError(
+            f"{path} is in use by a live process (its backlog is full); stop that process first"
+        ) from None
     except OSError as e:
         raise ListenError(f"cannot check whether {path} is in use: {e.strerror}") from e
     else:
-        raise ListenError(f"{path} is in use by a live process; stop it first "
-                          "(another metadata agent?)")
+        raise ListenError(
+            f"{path} is in use by a live process; stop it first (another metadata agent?)"
+        )
     finally:
         probe.close()
     try:
@@ -160,7 +174,7 @@ class AdoptedUNIXPort(unix.Port):
     _shouldShutdown = False
 
     @classmethod
-    def adopt(cls, reactor: Any, fd: int, factory: Factory) -> "AdoptedUNIXPort":
+    def adopt(cls, reactor: Any, fd: int, factory: Factory) -> AdoptedUNIXPort:
         """Accept on the listening socket C{fd} with C{factory}. C{fd} is copied: it
         stays the caller's to close."""
         port = cls._fromListeningDescriptor(reactor, fd, factory)
@@ -168,8 +182,7 @@ class AdoptedUNIXPort(unix.Port):
         return port
 
     @classmethod
-    def adopt_socket(cls, reactor: Any, sock: socket.socket,
-                     factory: Factory) -> "AdoptedUNIXPort":
+    def adopt_socket(cls, reactor: Any, sock: socket.socket, factory: Factory) -> AdoptedUNIXPort:
         """Accept on the listening socket C{sock}, which the port now owns (no copy)."""
         port = cls(sock.getsockname(), factory, reactor=reactor)
         port._preexistingSocket = sock
@@ -204,17 +217,19 @@ class ServedSocket:
     connect, then stops accepting and closes the socket; connections already accepted
     finish their request."""
 
-    def __init__(self, reactor: Any, path: str, factory: Factory, *, mode: int,
-                 backlog: int) -> None:
+    def __init__(
+        self, reactor: Any, path: str, factory: Factory, *, mode: int, backlog: int
+    ) -> None:
         self.path = path
         self.port: AdoptedUNIXPort | None = AdoptedUNIXPort.adopt_socket(
-            reactor, bind_unix_socket(path, mode=mode, backlog=backlog), factory)
+            reactor, bind_unix_socket(path, mode=mode, backlog=backlog), factory
+        )
 
     def getHost(self) -> Any:
         assert self.port is not None
         return self.port.getHost()
 
-    def stopListening(self) -> "Deferred[None] | None":
+    def stopListening(self) -> Deferred[None] | None:
         """Unlink the path and close the socket (once; later calls do nothing)."""
         port, self.port = self.port, None
         if port is None:
@@ -247,10 +262,17 @@ class Listeners:
         socket is served wherever the handoff passes it (the workers).
     """
 
-    def __init__(self, reactor: IReactorUNIX, *, shared_socket: str | None, socket_dir: str,
-                 mode: int, backlog: int,
-                 factory_for: Callable[[Namespace | None], Factory] | None = None,
-                 handoff: SocketHandoff | None = None) -> None:
+    def __init__(
+        self,
+        reactor: IReactorUNIX,
+        *,
+        shared_socket: str | None,
+        socket_dir: str,
+        mode: int,
+        backlog: int,
+        factory_for: Callable[[Namespace | None], Factory] | None = None,
+        handoff: SocketHandoff | None = None,
+    ) -> None:
         if (factory_for is None) == (handoff is None):
             raise TypeError("give either factory_for or handoff")
         self._reactor = reactor
@@ -274,8 +296,13 @@ class Listeners:
                 self._handoff.add(namespace, held.fileno())
                 return held
             assert self._factory_for is not None
-            return ServedSocket(self._reactor, path, self._factory_for(namespace),
-                                mode=self._mode, backlog=self._backlog)
+            return ServedSocket(
+                self._reactor,
+                path,
+                self._factory_for(namespace),
+                mode=self._mode,
+                backlog=self._backlog,
+            )
         except ListenError:
             if not os.path.isdir(directory):  # removed behind our back: make it again
                 self._directories.discard(directory)
@@ -303,7 +330,7 @@ class Listeners:
             return
         self._ports[namespace] = self._listen(self.socket_path(namespace), namespace)
 
-    def remove(self, namespace: Namespace) -> "Deferred[None]":
+    def remove(self, namespace: Namespace) -> Deferred[None]:
         """Stop listening on C{namespace}'s socket and remove its file.
 
         Connections already accepted finish their request.
@@ -316,7 +343,7 @@ class Listeners:
             self._handoff.remove(namespace)  # after the unlink: nothing new can connect
         return d
 
-    def stop(self) -> "Deferred[object]":
+    def stop(self) -> Deferred[object]:
         """Stop every listener (service shutdown). A handoff is not told: its workers are
         stopped with the service."""
         ports = list(self._ports.values())
@@ -324,5 +351,4 @@ class Listeners:
         if self._shared_port is not None:
             ports.append(self._shared_port)
             self._shared_port = None
-        return DeferredList([maybeDeferred(p.stopListening) for p in ports],
-                            consumeErrors=True)
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)

@@ -49,7 +49,7 @@ _PICKED = {
 }
 
 
-def _last_forwarded_for(request: "Request") -> bytes:
+def _last_forwarded_for(request: Request) -> bytes:
     last = b""
     for name, value in request.headers:
         if name == b"x-forwarded-for":
@@ -57,11 +57,11 @@ def _last_forwarded_for(request: "Request") -> bytes:
     return last
 
 
-def _forwarded_for_count(request: "Request") -> int:
+def _forwarded_for_count(request: Request) -> int:
     return sum(1 for name, _ in request.headers if name == b"x-forwarded-for")
 
 
-def _namespace_headers(request: "Request") -> tuple[tuple[bytes, bytes], ...]:
+def _namespace_headers(request: Request) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((n, v) for n, v in request.headers if _PICKED.get(n) == _NAMESPACE)
 
 
@@ -87,12 +87,13 @@ class Request:
     version: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes = b""
-    forwarded_for: bytes = attrs.field(
-        default=attrs.Factory(_last_forwarded_for, takes_self=True))
+    forwarded_for: bytes = attrs.field(default=attrs.Factory(_last_forwarded_for, takes_self=True))
     namespace_headers: tuple[tuple[bytes, bytes], ...] = attrs.field(
-        default=attrs.Factory(_namespace_headers, takes_self=True))
+        default=attrs.Factory(_namespace_headers, takes_self=True)
+    )
     forwarded_for_count: int = attrs.field(
-        default=attrs.Factory(_forwarded_for_count, takes_self=True))
+        default=attrs.Factory(_forwarded_for_count, takes_self=True)
+    )
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of header C{name} (lower case), in arrival order."""
@@ -109,15 +110,23 @@ class RequestError(Exception):
 
 #: method, target, version, headers, forwarded_for, namespace_headers,
 #: forwarded_for_count
-_Head = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...], bytes,
-              tuple[tuple[bytes, bytes], ...], int]
+_Head = tuple[
+    bytes,
+    bytes,
+    bytes,
+    tuple[tuple[bytes, bytes], ...],
+    bytes,
+    tuple[tuple[bytes, bytes], ...],
+    int,
+]
 
 
 class RequestParser:
     """Feed bytes as they arrive; L{feed} returns the L{Request} once it is complete."""
 
-    def __init__(self, max_header_bytes: int = 16384, max_headers: int = 100,
-                 max_body_bytes: int = 65536) -> None:
+    def __init__(
+        self, max_header_bytes: int = 16384, max_headers: int = 100, max_body_bytes: int = 65536
+    ) -> None:
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         self._max_body_bytes = max_body_bytes
@@ -147,13 +156,16 @@ class RequestParser:
                 if _BARE_LF.search(self._buffer, self._scan_from) is not None:
                     raise RequestError(400, "Header lines must end with CRLF, not a bare LF.")
                 if len(self._buffer) > self._max_header_bytes:
-                    raise RequestError(431, "Request header section is larger than "
-                                            f"{self._max_header_bytes} bytes.")
+                    raise RequestError(
+                        431,
+                        f"Request header section is larger than {self._max_header_bytes} bytes.",
+                    )
                 self._scan_from = max(0, len(self._buffer) - 3)
                 return None
             if end + 4 > self._max_header_bytes:
-                raise RequestError(431, "Request header section is larger than "
-                                        f"{self._max_header_bytes} bytes.")
+                raise RequestError(
+                    431, f"Request header section is larger than {self._max_header_bytes} bytes."
+                )
             self._head = self._parse_head(self._buffer[:end])
             self._body_start = end + 4
         if self._chunked:
@@ -164,10 +176,11 @@ class RequestParser:
             stop = self._body_start + self._body_length
             if len(self._buffer) < stop:
                 return None
-            body = self._buffer[self._body_start:stop]
+            body = self._buffer[self._body_start : stop]
         method, target, version, headers, forwarded_for, namespace_headers, count = self._head
-        return Request(method, target, version, headers, body, forwarded_for,
-                       namespace_headers, count)
+        return Request(
+            method, target, version, headers, body, forwarded_for, namespace_headers, count
+        )
 
     def _parse_head(self, head: bytes) -> _Head:
         """Parse the request line and the fields of C{head} (the header section up to,
@@ -176,7 +189,7 @@ class RequestParser:
         if line_end < 0:
             request_line, fields = head, b""
         else:
-            request_line, fields = head[:line_end], head[line_end + 2:] + b"\r\n"
+            request_line, fields = head[:line_end], head[line_end + 2 :] + b"\r\n"
         parts = request_line.split(b" ")
         if len(parts) != 3:
             raise RequestError(400, "Malformed request line.")
@@ -244,9 +257,18 @@ class RequestParser:
         elif content_length is not None:
             self._body_length = int(content_length)
             if self._body_length > self._max_body_bytes:
-                raise RequestError(413, f"Request body is larger than {self._max_body_bytes} bytes.")
-        return (method, target, version, tuple(headers), forwarded_for,
-                tuple(namespace_headers), forwarded_for_count)
+                raise RequestError(
+                    413, f"Request body is larger than {self._max_body_bytes} bytes."
+                )
+        return (
+            method,
+            target,
+            version,
+            tuple(headers),
+            forwarded_for,
+            tuple(namespace_headers),
+            forwarded_for_count,
+        )
 
     @staticmethod
     def _check_fields(lines: list[bytes]) -> None:
@@ -287,12 +309,14 @@ class RequestParser:
                 break
             total += size
             if total > self._max_body_bytes:
-                raise RequestError(413, f"Request body is larger than {self._max_body_bytes} bytes.")
+                raise RequestError(
+                    413, f"Request body is larger than {self._max_body_bytes} bytes."
+                )
             if len(buf) < pos + size + 2:
                 return None
-            if buf[pos + size:pos + size + 2] != b"\r\n":
+            if buf[pos + size : pos + size + 2] != b"\r\n":
                 raise RequestError(400, "Chunk data is not followed by CRLF.")
-            parts.append(buf[pos:pos + size])
+            parts.append(buf[pos : pos + size])
             pos += size + 2
         # trailer section: fields we ignore, then an empty line
         while True:

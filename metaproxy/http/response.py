@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import gzip
 import zlib
+from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Iterable
 
 __all__ = [
     "PASS_THROUGH_STATUSES",
@@ -24,11 +24,20 @@ __all__ = [
 PASS_THROUGH_STATUSES = frozenset({200, 400, 403, 404, 409, 500, 502, 503, 504})
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the framing headers we set ourselves.
-_DROPPED = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"content-length", b"proxy-authenticate",
-    b"proxy-authorization",
-})
+_DROPPED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
 
 _STATUS_LINES = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
@@ -68,8 +77,15 @@ def error_response(status: int, message: str, *, retry_after: int | None = None)
     return b"".join(head)
 
 
-def relay_response(status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]],
-                   body: bytes, *, head_only: bool = False, gzip_decode: bool = False) -> bytes:
+def relay_response(
+    status: int,
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    head_only: bool = False,
+    gzip_decode: bool = False,
+) -> bytes:
     """Nova's answer for the instance: status, end-to-end headers, body byte-exact.
 
     @param head_only: the request was HEAD: keep Nova's Content-Length semantics by

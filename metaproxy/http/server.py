@@ -24,10 +24,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.http.connlimit import ConnectionLimit
-from metaproxy.ops.metrics import RequestStats
-from metaproxy.namespace import Namespace
 from metaproxy.http.request import RequestError, RequestParser
 from metaproxy.http.response import error_response
+from metaproxy.namespace import Namespace
+from metaproxy.ops.metrics import RequestStats
 
 if TYPE_CHECKING:
     from metaproxy.pipeline import Pipeline
@@ -85,7 +85,7 @@ class RequestTimeouts:
         self._call: IDelayedCall | None = None
 
     @classmethod
-    def shared(cls, clock: IReactorTime, timeout: float) -> "RequestTimeouts":
+    def shared(cls, clock: IReactorTime, timeout: float) -> RequestTimeouts:
         """The one instance for C{clock} and C{timeout}, shared by every listener."""
         try:
             by_timeout = _shared.setdefault(clock, {})
@@ -100,14 +100,14 @@ class RequestTimeouts:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, connection: "MetadataProtocol") -> None:
-        """Time C{connection} out (L{MetadataProtocol.requestTimedOut}) after C{timeout}
+    def add(self, connection: MetadataProtocol) -> None:
+        """Time C{connection} out (L{MetadataProtocol.request_timed_out}) after C{timeout}
         seconds, unless it is discarded first."""
         self._waiting[connection] = self._clock.seconds() + self.timeout
         if self._call is None:
             self._call = self._clock.callLater(self.timeout, self._expire)
 
-    def discard(self, connection: "MetadataProtocol") -> None:
+    def discard(self, connection: MetadataProtocol) -> None:
         """Forget C{connection} (nothing happens if it is not there)."""
         if self._waiting.pop(connection, None) is not None and not self._waiting:
             if self._call is not None:
@@ -126,7 +126,7 @@ class RequestTimeouts:
             del self._waiting[connection]
         for connection in expired:
             try:
-                connection.requestTimedOut()
+                connection.request_timed_out()
             except Exception:
                 log.failure("Error while timing out a request")
         if self._waiting and self._call is None:
@@ -135,18 +135,20 @@ class RequestTimeouts:
 
 
 #: RequestTimeouts.shared's instances, per clock (usually the one reactor)
-_shared: "weakref.WeakKeyDictionary[IReactorTime, dict[float, RequestTimeouts]]" = \
+_shared: weakref.WeakKeyDictionary[IReactorTime, dict[float, RequestTimeouts]] = (
     weakref.WeakKeyDictionary()
+)
 
 
 class MetadataProtocol(Protocol):
     """One connection from a namespace proxy."""
 
-    def __init__(self, factory: "MetadataFactory") -> None:
+    def __init__(self, factory: MetadataFactory) -> None:
         self._factory = factory
         limits = factory.limits
-        self._parser = RequestParser(limits.max_header_bytes, limits.max_headers,
-                                     limits.max_body_bytes)
+        self._parser = RequestParser(
+            limits.max_header_bytes, limits.max_headers, limits.max_body_bytes
+        )
         self._timeouts = factory.timeouts
         self._pending: Deferred[bytes] | None = None
         self._done = False
@@ -164,8 +166,12 @@ class MetadataProtocol(Protocol):
         try:
             request = self._parser.feed(data)
         except RequestError as e:
-            log.warn("Refused a malformed request on {socket}: {status} {reason}",
-                     socket=self._factory.describe(), status=e.status, reason=e.message)
+            log.warn(
+                "Refused a malformed request on {socket}: {status} {reason}",
+                socket=self._factory.describe(),
+                status=e.status,
+                reason=e.message,
+            )
             self._factory.stats.refuse(e.status)
             self._answer(error_response(e.status, e.message))
             return
@@ -185,8 +191,7 @@ class MetadataProtocol(Protocol):
             self.transport.loseConnection()
             # the one place every answer is counted (metaproxy.ops.metrics)
             factory = self._factory
-            factory.stats.record(factory.kind, data[9:12],
-                                 factory.clock.seconds() - self._started)
+            factory.stats.record(factory.kind, data[9:12], factory.clock.seconds() - self._started)
 
     def _failed(self, failure: Failure) -> None:
         self._pending = None
@@ -196,13 +201,16 @@ class MetadataProtocol(Protocol):
         log.failure("Unexpected error while answering a request", failure)
         self._answer(error_response(500, _UNKNOWN))
 
-    def requestTimedOut(self) -> None:
+    def request_timed_out(self) -> None:
         """The request did not arrive within the request timeout (L{RequestTimeouts})."""
         if self._done or self._lost:
             return
         if self._parser.started:
-            log.warn("Request on {socket} not complete after {timeout} seconds; answered 408",
-                     socket=self._factory.describe(), timeout=self._factory.limits.request_timeout)
+            log.warn(
+                "Request on {socket} not complete after {timeout} seconds; answered 408",
+                socket=self._factory.describe(),
+                timeout=self._factory.limits.request_timeout,
+            )
             self._factory.stats.refuse(408)
             self._answer(error_response(408, "The request was not received in time."))
         else:
@@ -247,19 +255,30 @@ class MetadataFactory(Factory):
     noisy = False
     protocol = MetadataProtocol
 
-    def __init__(self, pipeline: "Pipeline", namespace: Namespace | None, limits: Limits,
-                 clock: IReactorTime, *, timeouts: RequestTimeouts | None = None,
-                 stats: RequestStats | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        namespace: Namespace | None,
+        limits: Limits,
+        clock: IReactorTime,
+        *,
+        timeouts: RequestTimeouts | None = None,
+        stats: RequestStats | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.namespace = namespace
         self.limits = limits
         self.clock = clock
-        self.timeouts = (timeouts if timeouts is not None
-                         else RequestTimeouts.shared(clock, limits.request_timeout))
+        self.timeouts = (
+            timeouts
+            if timeouts is not None
+            else RequestTimeouts.shared(clock, limits.request_timeout)
+        )
         #: this listener's own bound (namespace sockets only); C{limits.connections}
         #: bounds the process
         self.connections = ConnectionLimit(
-            limits.max_connections_per_namespace if namespace is not None else 0)
+            limits.max_connections_per_namespace if namespace is not None else 0
+        )
         self.stats = stats if stats is not None else RequestStats()
         #: the socket kind the answers are counted under
         self.kind = namespace.kind.value if namespace is not None else "shared"
@@ -281,13 +300,23 @@ class MetadataFactory(Factory):
     def _refuse(self, bound: ConnectionLimit, option: str) -> RefusedConnection:
         left_out = bound.throttle(self.clock, self.limits.refusal_log_interval).allow()
         if left_out is not None:
-            log.warn("{open} connections open on {socket}, the most allowed ([metaproxy] "
-                     "{option} = {limit}): new ones are answered 503 and closed ({left_out} "
-                     "more since the last line)", open=bound.open, socket=self.describe(),
-                     option=option, limit=bound.limit, left_out=left_out)
-        return RefusedConnection(error_response(
-            503, "Too many connections to the metadata agent. Please try again later.",
-            retry_after=self.limits.retry_after))
+            log.warn(
+                "{open} connections open on {socket}, the most allowed ([metaproxy] "
+                "{option} = {limit}): new ones are answered 503 and closed ({left_out} "
+                "more since the last line)",
+                open=bound.open,
+                socket=self.describe(),
+                option=option,
+                limit=bound.limit,
+                left_out=left_out,
+            )
+        return RefusedConnection(
+            error_response(
+                503,
+                "Too many connections to the metadata agent. Please try again later.",
+                retry_after=self.limits.retry_after,
+            )
+        )
 
     def describe(self) -> str:
         return f"the socket of {self.namespace.name}" if self.namespace else "the shared socket"

@@ -1,1 +1,2 @@
-"""What metaproxy shares with Neutron: the RPC bus, Keystone sessions, the agent's state reports and haproxy's configuration."""
+"""What metaproxy shares with Neutron: the RPC bus, Keystone sessions, the agent's state
+reports and haproxy's configuration."""

@@ -31,9 +31,18 @@ from oslo_config import cfg
 
 from metaproxy.config import Settings
 
-__all__ = ["TOPIC_PLUGIN", "TOPIC_REPORTS", "METADATA_RPC_VERSION", "REPORT_STATE_VERSION",
-           "ISO8601_TIME_FORMAT", "NEUTRON_CONTROL_EXCHANGE", "admin_context", "report_time",
-           "messaging_conf", "NeutronRpc"]
+__all__ = [
+    "TOPIC_PLUGIN",
+    "TOPIC_REPORTS",
+    "METADATA_RPC_VERSION",
+    "REPORT_STATE_VERSION",
+    "ISO8601_TIME_FORMAT",
+    "NEUTRON_CONTROL_EXCHANGE",
+    "admin_context",
+    "report_time",
+    "messaging_conf",
+    "NeutronRpc",
+]
 
 #: neutron-lib's C{topics.PLUGIN} and C{topics.REPORTS}.
 TOPIC_PLUGIN = "q-plugin"
@@ -47,11 +56,12 @@ ISO8601_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 def _utcnow() -> datetime.datetime:
     # naive UTC, as oslo.utils' timeutils.utcnow() gives neutron
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
-def admin_context(now: datetime.datetime | None = None,
-                  request_id: str | None = None) -> dict[str, Any]:
+def admin_context(
+    now: datetime.datetime | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     """neutron-lib's admin context without session, serialised as neutron sends it.
 
     @param now: its timestamp (naive UTC); default now.
@@ -96,8 +106,10 @@ def report_time(now: datetime.datetime | None = None) -> str:
 NEUTRON_CONTROL_EXCHANGE = "neutron"
 
 #: (module, list of options named like their group) oslo.messaging registers globally.
-_GLOBAL_ONLY_OPTS = (("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
-                     ("oslo_messaging._metrics.client", "oslo_messaging_metrics"))
+_GLOBAL_ONLY_OPTS = (
+    ("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
+    ("oslo_messaging._metrics.client", "oslo_messaging_metrics"),
+)
 
 
 def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.ConfigOpts:
@@ -126,11 +138,24 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
             continue
         conf.register_opts(opts, group=group)
     # copies equal to the options the transport registers again (a no-op for equal options)
-    conf.register_opts([opt for group, opts in list_opts() if group is None
-                        for opt in opts if opt.name == "control_exchange"])
+    conf.register_opts(
+        [
+            opt
+            for group, opts in list_opts()
+            if group is None
+            for opt in opts
+            if opt.name == "control_exchange"
+        ]
+    )
     conf.set_default("control_exchange", NEUTRON_CONTROL_EXCHANGE)
-    conf(args=[], project="neutron", prog="metaproxy", use_env=False,
-         default_config_files=list(config_files), default_config_dirs=[])
+    conf(
+        args=[],
+        project="neutron",
+        prog="metaproxy",
+        use_env=False,
+        default_config_files=list(config_files),
+        default_config_dirs=[],
+    )
     return conf
 
 
@@ -148,8 +173,14 @@ class NeutronRpc:
         longer than a lookup may take.
     """
 
-    def __init__(self, settings: Settings, *, lookup_timeout: float,
-                 report_timeout: float, lookup_retry: int | None = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lookup_timeout: float,
+        report_timeout: float,
+        lookup_retry: int | None = 1,
+    ) -> None:
         import oslo_messaging
 
         if not settings.transport_url:
@@ -162,14 +193,15 @@ class NeutronRpc:
         self.transport = oslo_messaging.get_rpc_transport(conf, url=settings.transport_url)
         serializer = oslo_messaging.NoOpSerializer()  # contexts are already dicts
         self._ports = oslo_messaging.get_rpc_client(
-            self.transport, oslo_messaging.Target(topic=TOPIC_PLUGIN,
-                                                  version=METADATA_RPC_VERSION),
-            serializer=serializer).prepare(version=METADATA_RPC_VERSION,
-                                           timeout=lookup_timeout, retry=lookup_retry)
+            self.transport,
+            oslo_messaging.Target(topic=TOPIC_PLUGIN, version=METADATA_RPC_VERSION),
+            serializer=serializer,
+        ).prepare(version=METADATA_RPC_VERSION, timeout=lookup_timeout, retry=lookup_retry)
         self._reports = oslo_messaging.get_rpc_client(
-            self.transport, oslo_messaging.Target(topic=TOPIC_REPORTS,
-                                                  version=REPORT_STATE_VERSION),
-            serializer=serializer).prepare(timeout=report_timeout)
+            self.transport,
+            oslo_messaging.Target(topic=TOPIC_REPORTS, version=REPORT_STATE_VERSION),
+            serializer=serializer,
+        ).prepare(timeout=report_timeout)
 
     @property
     def timeout_errors(self) -> tuple[type[BaseException], ...]:

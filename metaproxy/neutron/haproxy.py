@@ -199,12 +199,13 @@ backend burst_rate_limiter
     stick-table type {table_type} size 10k expire {expire}s store http_req_rate({burst_window}s)
 """
 
+# Neutron's template, line for line (its long lines included).
 _RATE_LIMIT_RULES = """\
     http-request track-sc0 src table base_rate_limiter
     http-request track-sc1 src table burst_rate_limiter
     http-request deny deny_status 429 if {{ src_http_req_rate(base_rate_limiter) gt {base_limit} }}
     http-request deny deny_status 429 if {{ src_http_req_rate(burst_rate_limiter) gt {burst_limit} }}
-"""
+"""  # noqa: E501
 
 
 def _header_lines(namespace: Namespace) -> list[str]:
@@ -264,8 +265,10 @@ def render_haproxy_config(
                 "ipv6_interface applies to DHCP and OVN namespaces; a router namespace "
                 "binds one address for both (bind_v6_any)"
             )
-        if isinstance(metadata_port, bool) or not isinstance(metadata_port, int) or not (
-            1 <= metadata_port <= 65535
+        if (
+            isinstance(metadata_port, bool)
+            or not isinstance(metadata_port, int)
+            or not (1 <= metadata_port <= 65535)
         ):
             raise ValueError(f"metadata_port must be a TCP port (1-65535), not {metadata_port!r}")
         binds = [f"bind {':::' if bind_v6_any else '0.0.0.0:'}{metadata_port}"]

@@ -24,8 +24,9 @@ message nor in a repr.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 import treq
@@ -37,9 +38,19 @@ from zope.interface import implementer
 
 from metaproxy.resolve.base import LookupUnavailable
 
-__all__ = ["Credentials", "Token", "KeystoneError", "RENEW_BEFORE", "tokens_url",
-           "token_request_body", "parse_token", "find_endpoint", "KeystoneSession",
-           "describe_error", "within"]
+__all__ = [
+    "Credentials",
+    "Token",
+    "KeystoneError",
+    "RENEW_BEFORE",
+    "tokens_url",
+    "token_request_body",
+    "parse_token",
+    "find_endpoint",
+    "KeystoneSession",
+    "describe_error",
+    "within",
+]
 
 #: Seconds before its expiry a token is replaced (keystoneauth's C{MIN_TOKEN_LIFE_SECONDS}).
 RENEW_BEFORE = 120.0
@@ -70,7 +81,7 @@ class Credentials:
     application_credential_secret: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Credentials":
+    def from_settings(cls, settings: Any) -> Credentials:
         """From L{metaproxy.config.Settings}' C{neutron_*} fields."""
         names = [f.name for f in attrs.fields(cls)]
         return cls(**{name: getattr(settings, f"neutron_{name}") for name in names})
@@ -97,19 +108,35 @@ def token_request_body(credentials: Credentials) -> dict[str, Any]:
     """
     c = credentials
     if c.auth_type == "v3applicationcredential":
-        return {"auth": {"identity": {
-            "methods": ["application_credential"],
-            "application_credential": {"id": c.application_credential_id,
-                                       "secret": c.application_credential_secret}}}}
-    user = {"name": c.username, "password": c.password,
-            "domain": _domain(c.user_domain_name, c.user_domain_id)}
+        return {
+            "auth": {
+                "identity": {
+                    "methods": ["application_credential"],
+                    "application_credential": {
+                        "id": c.application_credential_id,
+                        "secret": c.application_credential_secret,
+                    },
+                }
+            }
+        }
+    user = {
+        "name": c.username,
+        "password": c.password,
+        "domain": _domain(c.user_domain_name, c.user_domain_id),
+    }
     if c.project_id:
         project: dict[str, Any] = {"id": c.project_id}
     else:
-        project = {"name": c.project_name,
-                   "domain": _domain(c.project_domain_name, c.project_domain_id)}
-    return {"auth": {"identity": {"methods": ["password"], "password": {"user": user}},
-                     "scope": {"project": project}}}
+        project = {
+            "name": c.project_name,
+            "domain": _domain(c.project_domain_name, c.project_domain_id),
+        }
+    return {
+        "auth": {
+            "identity": {"methods": ["password"], "password": {"user": user}},
+            "scope": {"project": project},
+        }
+    }
 
 
 @attrs.frozen
@@ -136,7 +163,7 @@ def _expiry(text: object) -> float:
     except ValueError:
         raise KeystoneError(f"token.expires_at {text!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # Keystone's times are UTC
+        moment = moment.replace(tzinfo=UTC)  # Keystone's times are UTC
     return moment.timestamp()
 
 
@@ -161,7 +188,8 @@ def parse_token(status: int, subject_token: str | None, body: bytes, now: float)
         if status == 401:
             raise KeystoneError(
                 f"refused the credentials (HTTP 401{_keystone_message(body)}); check "
-                "[neutron] auth_type and its credentials")
+                "[neutron] auth_type and its credentials"
+            )
         raise KeystoneError(f"answered HTTP {status}{_keystone_message(body)}")
     if not subject_token:
         raise KeystoneError("answered 201 without an X-Subject-Token header")
@@ -179,8 +207,12 @@ def parse_token(status: int, subject_token: str | None, body: bytes, now: float)
     return Token(subject_token, expires_at, renew_at, tuple(catalog))
 
 
-def find_endpoint(catalog: Sequence[Mapping[str, Any]], service_type: str,
-                  interfaces: Sequence[str], region: str | None) -> str:
+def find_endpoint(
+    catalog: Sequence[Mapping[str, Any]],
+    service_type: str,
+    interfaces: Sequence[str],
+    region: str | None,
+) -> str:
     """The URL of C{service_type}'s endpoint: the first of C{interfaces} (keystoneauth's
     names; C{internalURL} is C{internal}) that the catalog has, in C{region} if given.
 
@@ -210,10 +242,11 @@ def find_endpoint(catalog: Sequence[Mapping[str, Any]], service_type: str,
     raise KeystoneError(
         f"the catalog has no {service_type!r} endpoint with interface "
         f"{' or '.join(wanted)}{in_region} (it has: {has}); check [neutron] "
-        "valid_interfaces and region_name, or set endpoint_override")
+        "valid_interfaces and region_name, or set endpoint_override"
+    )
 
 
-def within(reactor: IReactorTime, d: "Deferred[Any]", seconds: float) -> "Deferred[Any]":
+def within(reactor: IReactorTime, d: Deferred[Any], seconds: float) -> Deferred[Any]:
     """C{d}, cancelled after C{seconds}: it then fails with C{defer.TimeoutError} whatever
     the cancellation turned into (Twisted's Agent reports a cancelled request as
     C{ResponseNeverReceived}, which C{Deferred.addTimeout} would let through)."""
@@ -222,6 +255,7 @@ def within(reactor: IReactorTime, d: "Deferred[Any]", seconds: float) -> "Deferr
     def expire() -> None:
         timed_out.append(True)
         d.cancel()
+
     call = reactor.callLater(seconds, expire)
 
     def settle(result: Any) -> Any:
@@ -230,6 +264,7 @@ def within(reactor: IReactorTime, d: "Deferred[Any]", seconds: float) -> "Deferr
         if timed_out and isinstance(result, Failure):
             raise TimeoutError(seconds, "Deferred") from None
         return result
+
     return d.addBoth(settle)
 
 
@@ -252,7 +287,7 @@ class _Body:
         self._data = data
         self.length = len(data)
 
-    def startProducing(self, consumer: Any) -> "Deferred[None]":
+    def startProducing(self, consumer: Any) -> Deferred[None]:
         consumer.write(self._data)
         return succeed(None)
 
@@ -276,8 +311,9 @@ class KeystoneSession:
     Counters: C{fetches} (token requests made), C{failures} (those that failed).
     """
 
-    def __init__(self, reactor: IReactorTime, http: Any, credentials: Credentials, *,
-                 timeout: float) -> None:
+    def __init__(
+        self, reactor: IReactorTime, http: Any, credentials: Credentials, *, timeout: float
+    ) -> None:
         self._reactor = reactor
         self._http = http
         self._credentials = credentials
@@ -293,7 +329,7 @@ class KeystoneSession:
         """The token kept now (maybe due for renewal)."""
         return self._token
 
-    def token(self) -> "Deferred[Token]":
+    def token(self) -> Deferred[Token]:
         """A token that is not due for renewal: the kept one, or a new one.
 
         Every caller gets its own Deferred: cancelling it leaves the Keystone call (and
@@ -319,21 +355,26 @@ class KeystoneSession:
     def _fetch(self) -> None:
         self.fetches += 1
         body = json.dumps(token_request_body(self._credentials)).encode("utf-8")
-        d = self._http.post(self.url, data=_Body(body), allow_redirects=False,
-                            headers={"Accept": ["application/json"],
-                                     "Content-Type": ["application/json"]},
-                            reactor=self._reactor)
+        d = self._http.post(
+            self.url,
+            data=_Body(body),
+            allow_redirects=False,
+            headers={"Accept": ["application/json"], "Content-Type": ["application/json"]},
+            reactor=self._reactor,
+        )
         d.addCallback(self._read)
         within(self._reactor, d, self._timeout).addBoth(self._landed)
 
-    def _read(self, response: Any) -> "Deferred[Token]":
+    def _read(self, response: Any) -> Deferred[Token]:
         def parse(body: bytes) -> Token:
             subject = response.headers.getRawHeaders(b"X-Subject-Token", [b""])[0]
-            return parse_token(response.code, subject.decode("latin-1") or None, body,
-                               self._reactor.seconds())
+            return parse_token(
+                response.code, subject.decode("latin-1") or None, body, self._reactor.seconds()
+            )
+
         return treq.content(response).addCallback(parse)
 
-    def _landed(self, result: "Token | Failure") -> None:
+    def _landed(self, result: Token | Failure) -> None:
         waiters, self._waiters = self._waiters or [], None
         if isinstance(result, Token):
             self._token = result

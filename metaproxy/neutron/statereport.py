@@ -17,7 +17,8 @@ L{StateReporter} is a Twisted service attached to the process that holds the soc
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -67,10 +68,16 @@ class StateReporter(Service):
     @param close: called (in a thread) when the service stops, e.g. to close the transport.
     """
 
-    def __init__(self, reactor: Any, send: Callable[[dict[str, Any], bool], Any],
-                 state: dict[str, Any], interval: float, *,
-                 run_in_thread: Callable[..., "Deferred[Any]"] | None = None,
-                 close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        send: Callable[[dict[str, Any], bool], Any],
+        state: dict[str, Any],
+        interval: float,
+        *,
+        run_in_thread: Callable[..., Deferred[Any]] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
         if not interval > 0:
             raise ValueError(f"report interval must be > 0, not {interval!r}")
         self._reactor = reactor
@@ -79,7 +86,8 @@ class StateReporter(Service):
         self.interval = interval
         if run_in_thread is None:
             run_in_thread = lambda f, *a: deferToThreadPool(  # noqa: E731
-                reactor, reactor.getThreadPool(), f, *a)
+                reactor, reactor.getThreadPool(), f, *a
+            )
         self._run = run_in_thread
         self._close = close
         self._loop: LoopingCall | None = None
@@ -94,9 +102,10 @@ class StateReporter(Service):
         loop = self._loop = LoopingCall(self._report)
         loop.clock = self._reactor
         loop.start(self.interval, now=True).addErrback(
-            lambda f: log.failure("State reports stopped", f))
+            lambda f: log.failure("State reports stopped", f)
+        )
 
-    def stopService(self) -> "Deferred[Any] | None":
+    def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
@@ -104,11 +113,13 @@ class StateReporter(Service):
         if self._close is not None:
             close, self._close = self._close, None
             return self._run(close).addErrback(
-                lambda f: log.warn("Closing the state report transport failed: {error}",
-                                   error=f.getErrorMessage()))
+                lambda f: log.warn(
+                    "Closing the state report transport failed: {error}", error=f.getErrorMessage()
+                )
+            )
         return None
 
-    def _report(self) -> "Deferred[None]":
+    def _report(self) -> Deferred[None]:
         use_call = bool(self.state.get("start_flag"))
         d = self._run(self._send, dict(self.state), use_call)
         d.addCallbacks(self._sent, self._failed)
@@ -123,14 +134,18 @@ class StateReporter(Service):
 
     def _failed(self, failure: Failure) -> None:
         if failure.check(AttributeError):
-            log.warn("Neutron server does not support state report. State report for this "
-                     "agent will be disabled.")
+            log.warn(
+                "Neutron server does not support state report. State report for this "
+                "agent will be disabled."
+            )
             self.disabled = True
             if self._loop is not None and self._loop.running:
                 self._loop.stop()
             return
         self.failed = True
-        log.error("Failed reporting state to neutron-server (topic q-reports-plugin): "
-                  "{error}; trying again in {interval:g} s",
-                  error=f"{type(failure.value).__name__}: {failure.value}",
-                  interval=self.interval)
+        log.error(
+            "Failed reporting state to neutron-server (topic q-reports-plugin): "
+            "{error}; trying again in {interval:g} s",
+            error=f"{type(failure.value).__name__}: {failure.value}",
+            interval=self.interval,
+        )

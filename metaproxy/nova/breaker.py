@@ -28,11 +28,27 @@ class Breaker:
     @ivar retry_at: when an open breaker lets a probe through.
     """
 
-    __slots__ = ("_clock", "threshold", "base_cooldown", "max_cooldown", "cooldown", "state",
-                 "failures", "opened", "retry_at", "_probing")
+    __slots__ = (
+        "_clock",
+        "threshold",
+        "base_cooldown",
+        "max_cooldown",
+        "cooldown",
+        "state",
+        "failures",
+        "opened",
+        "retry_at",
+        "_probing",
+    )
 
-    def __init__(self, clock: IReactorTime, *, failures: int = 5, cooldown: float = 5.0,
-                 max_cooldown: float | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        failures: int = 5,
+        cooldown: float = 5.0,
+        max_cooldown: float | None = None,
+    ) -> None:
         if failures < 1 or cooldown <= 0:
             raise ValueError("failures must be >= 1 and cooldown > 0")
         self._clock = clock

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from OpenSSL import SSL
@@ -39,7 +39,7 @@ from service_identity import VerificationError
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
@@ -208,7 +208,7 @@ class _Exchange:
         d, self.deferred = self.deferred, None
         d.errback(Failure(client._classify(reason)))
 
-    def timedOut(self) -> None:
+    def timed_out(self) -> None:
         if self.done:
             return
         self.timer = None
@@ -275,23 +275,23 @@ class NovaClient:
         max_queued: int | None = None,
         tls: IPolicyForHTTPS | None = None,
     ) -> None:
-        scheme, host, port, prefix = _parseBaseURL(base_url)
+        scheme, host, port, prefix = _parse_base_url(base_url)
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive")
         if pool_size < 1 or max_in_flight < 1:
             raise ValueError("pool_size and max_in_flight must be at least 1")
         self._reactor = reactor
         self._timeout = timeout
-        self._connectTimeout = connect_timeout
+        self._connect_timeout = connect_timeout
         netloc = f"[{host}]" if ":" in host else host
         self._where = f"{netloc}:{port}"
         default = {"http": 80, "https": 443}[scheme]
-        hostValue = (netloc if port == default else self._where).encode("ascii")
-        # The request line is method + _lineStart + target + _hostLine.
-        self._lineStart = b" " + prefix.encode("ascii")
-        self._hostLine = b" HTTP/1.1\r\nHost: " + hostValue + b"\r\n"
-        self._maxInFlight = max_in_flight
-        self._maxQueued = max_queued if max_queued is not None else float("inf")
+        host_value = (netloc if port == default else self._where).encode("ascii")
+        # The request line is method + _line_start + target + _host_line.
+        self._line_start = b" " + prefix.encode("ascii")
+        self._host_line = b" HTTP/1.1\r\nHost: " + host_value + b"\r\n"
+        self._max_in_flight = max_in_flight
+        self._max_queued = max_queued if max_queued is not None else float("inf")
         #: requests refused because the queue was full (for metrics)
         self.rejected = 0
         self._active = 0
@@ -351,12 +351,12 @@ class NovaClient:
         @return: Fires with a L{NovaResponse} for any status (a 302 is not followed),
             or fails with L{NovaUnreachable}, L{NovaTimeout} or L{NovaBadResponse}; or
             with C{ValueError} for an unusable target, header or method (before taking
-            a slot), or L{NovaOverloaded} when the queue for a slot is full. Cancelling it aborts the request and fails it with
-            C{CancelledError}.
+            a slot), or L{NovaOverloaded} when the queue for a slot is full. Cancelling it
+            aborts the request and fails it with C{CancelledError}.
         """
         if b"#" in target:
             target = target[: target.index(b"#")]
-        parts = [method, self._lineStart, target, self._hostLine]
+        parts = [method, self._line_start, target, self._host_line]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         lines = len(headers) + 3  # Request line, Host, the headers, the empty line.
@@ -388,15 +388,19 @@ class NovaClient:
             method in _RETRYABLE and not body,
         )
         d = exchange.deferred
-        if self._active >= self._maxInFlight and len(self._queue) >= self._maxQueued:
+        if self._active >= self._max_in_flight and len(self._queue) >= self._max_queued:
             self.rejected += 1
-            return fail(NovaOverloaded(
-                f"{self._maxInFlight} requests in flight to the Nova metadata API at "
-                f"{self._where} and {len(self._queue)} waiting (nova_max_in_flight, "
-                "nova_max_queued)"))
+            return fail(
+                NovaOverloaded(
+                    f"{self._max_in_flight} requests in flight to the Nova metadata API at "
+                    f"{self._where} and {len(self._queue)} waiting (nova_max_in_flight, "
+                    "nova_max_queued)"
+                )
+            )
         exchange.timer = self._reactor.callLater(
-            self._timeout if timeout is None else timeout, exchange.timedOut)
-        if self._active < self._maxInFlight:
+            self._timeout if timeout is None else timeout, exchange.timed_out
+        )
+        if self._active < self._max_in_flight:
             self._active += 1
             self._pool.send(exchange)
         else:
@@ -433,16 +437,14 @@ class NovaClient:
             return NovaUnreachable(f"{at} refused the connection")
         if isinstance(reason, ierror.TimeoutError):
             return NovaUnreachable(
-                f"cannot connect to {at}: connect timeout after {self._connectTimeout:g}s"
+                f"cannot connect to {at}: connect timeout after {self._connect_timeout:g}s"
             )
         if isinstance(reason, (ierror.DNSLookupError, ierror.ConnectError)):
             # DNSLookupError says "DNS lookup failed: ...", NoRouteError "No route to host".
             return NovaUnreachable(f"cannot connect to {at}: {reason}")
         if isinstance(reason, (SSL.Error, VerificationError)):
             return NovaUnreachable(f"TLS with {at} failed: {_describe(reason)}")
-        return NovaUnreachable(
-            f"request to {at} failed: {reason.__class__.__name__}: {reason}"
-        )
+        return NovaUnreachable(f"request to {at} failed: {reason.__class__.__name__}: {reason}")
 
 
 def _refusal(method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> str:
@@ -476,13 +478,13 @@ def _describe(exc: BaseException) -> str:
 def check_url(url: str) -> str | None:
     """Why C{url} cannot be a Nova endpoint (a sentence), or C{None} if it can."""
     try:
-        _parseBaseURL(url)
+        _parse_base_url(url)
     except ValueError as e:
         return str(e)
     return None
 
 
-def _parseBaseURL(base_url: str) -> tuple[str, str, int, str]:
+def _parse_base_url(base_url: str) -> tuple[str, str, int, str]:
     """C{(scheme, host, port, path prefix)} of the configured Nova URL."""
     try:
         parts = urlsplit(base_url)

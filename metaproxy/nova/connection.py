@@ -133,7 +133,7 @@ class ResponseParser:
         "_headers",
         "_body",
         "_size",
-        "_inHead",
+        "_in_head",
         "_delimited",
         "_length",
         "_response",
@@ -159,7 +159,7 @@ class ResponseParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
-        self._inHead = True
+        self._in_head = True
         self._delimited = False
         self._length = 0
 
@@ -208,7 +208,7 @@ class ResponseParser:
         if (
             self._response is None
             and self._error is None
-            and not self._inHead
+            and not self._in_head
             and not self._delimited
             and self._status >= 200
         ):
@@ -232,7 +232,7 @@ class ResponseParser:
         self._reason += reason  # Called once per received fragment of the reason.
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._inHead:
+        if not self._in_head:
             return  # A trailer field after a chunked body: not part of the answer.
         value = value.rstrip(b" \t")
         self._headers.append((name, value))
@@ -246,7 +246,7 @@ class ResponseParser:
                 self._delimited = value.lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
-        self._inHead = False
+        self._in_head = False
         status = self._http.get_status_code()  # type: ignore[union-attr]
         self._status = status
         if status < 100:
@@ -333,25 +333,25 @@ class HTTPConnection(Protocol):
 
     @ivar exchange: The request in progress, or C{None} when idle.
     @ivar pooled: It is in the pool's idle list.
-    @ivar idleSince: When it last became idle (reactor time).
+    @ivar idle_since: When it last became idle (reactor time).
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self._parser = ResponseParser()
         self._reused = False
-        self._whenClosed: list[Deferred[None]] = []
+        self._when_closed: list[Deferred[None]] = []
         self.exchange: IExchange | None = None
         self.pooled = False
-        self.idleSince = 0.0
+        self.idle_since = 0.0
 
     def connectionMade(self) -> None:
         # Requests are single writes, but a lone small write after an unacknowledged one
         # must not wait for the delayed ACK (Twisted's own HTTP client does the same).
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
             try:
-                setNoDelay(True)
+                set_no_delay(True)
             except OSError:
                 pass
 
@@ -371,10 +371,10 @@ class HTTPConnection(Protocol):
             self.exchange = None
         self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def whenClosed(self) -> Deferred[None]:
+    def when_closed(self) -> Deferred[None]:
         """Fires once the connection is lost."""
         d: Deferred[None] = Deferred()
-        self._whenClosed.append(d)
+        self._when_closed.append(d)
         return d
 
     def dataReceived(self, data: bytes) -> None:
@@ -415,10 +415,7 @@ class HTTPConnection(Protocol):
             if response is not None:
                 exchange.responded(response)
             elif (
-                not parser.started
-                and self._reused
-                and exchange.retryable
-                and not exchange.retried
+                not parser.started and self._reused and exchange.retryable and not exchange.retried
             ):
                 # The server closed the idle connection as we reused it: once more, on a
                 # new one (Twisted's pool does the same for idempotent requests).
@@ -427,7 +424,7 @@ class HTTPConnection(Protocol):
             else:
                 exchange.failed(ConnectionClosed(reason, parser.started))
         parser.close()
-        waiting, self._whenClosed = self._whenClosed, []
+        waiting, self._when_closed = self._when_closed, []
         for d in waiting:
             d.callback(None)
 
@@ -505,7 +502,7 @@ class ConnectionPool:
         """Send C{exchange} on a new connection."""
         d = self._endpoint.connect(self.factory)
         exchange.connecting = d
-        d.addCallbacks(self._connected, self._connectFailed, (exchange, d), None, (exchange, d))
+        d.addCallbacks(self._connected, self._connect_failed, (exchange, d), None, (exchange, d))
 
     def abort(self, exchange: IExchange) -> None:
         """Stop C{exchange}: abort its connection or its connection attempt. It hears
@@ -520,7 +517,7 @@ class ConnectionPool:
 
     def release(self, connection: HTTPConnection) -> None:
         """Keep C{connection}, which finished a request and may carry another."""
-        connection.idleSince = self._reactor.seconds()
+        connection.idle_since = self._reactor.seconds()
         idle = self._idle
         if len(idle) >= self.size:
             oldest = idle.pop(0)
@@ -548,20 +545,18 @@ class ConnectionPool:
         closed = []
         for connection in idle:
             connection.pooled = False
-            closed.append(connection.whenClosed())
+            closed.append(connection.when_closed())
             connection.transport.loseConnection()  # type: ignore[union-attr]
         return DeferredList(closed).addCallback(lambda _: None)
 
-    def _connected(
-        self, connection: HTTPConnection, exchange: IExchange, d: Deferred
-    ) -> None:
+    def _connected(self, connection: HTTPConnection, exchange: IExchange, d: Deferred) -> None:
         if exchange.connecting is not d:  # Aborted meanwhile: keep the connection.
             self.release(connection)
             return
         exchange.connecting = None
         connection.send(exchange, False)
 
-    def _connectFailed(self, reason: Failure, exchange: IExchange, d: Deferred) -> None:
+    def _connect_failed(self, reason: Failure, exchange: IExchange, d: Deferred) -> None:
         if exchange.connecting is not d:
             return None  # We cancelled it (L{abort}): nobody to tell.
         exchange.connecting = None
@@ -574,10 +569,10 @@ class ConnectionPool:
         timeout = self.idle_timeout
         idle = self._idle
         # A hair of slack: the timer may fire a rounding error early.
-        while idle and now - idle[0].idleSince >= timeout - 1e-6:
+        while idle and now - idle[0].idle_since >= timeout - 1e-6:
             connection = idle.pop(0)
             connection.pooled = False
             connection.transport.loseConnection()  # type: ignore[union-attr]
         if idle:
-            delay = idle[0].idleSince + timeout - now
+            delay = idle[0].idle_since + timeout - now
             self._timer = self._reactor.callLater(max(delay, 0.0), self._expire)

@@ -27,8 +27,12 @@ def write_now(transport: Any, data: bytes) -> None:
     if not isinstance(transport, FileDescriptor):
         transport.write(data)
         return
-    if (transport.connected and not transport.disconnecting and not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)):
+    if (
+        transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+    ):
         sent = transport.writeSomeData(data)
         if isinstance(sent, int):
             if sent == len(data):

@@ -27,7 +27,8 @@ its client's C{rejected}, C{in_flight}, C{queued}.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
 from twisted.internet.interfaces import IReactorTime
@@ -35,10 +36,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.nova.breaker import Breaker
-from metaproxy.ops.throttle import LogThrottle
 from metaproxy.nova.client import (
-    NovaBadResponse, NovaClient, NovaOverloaded, NovaResponse, NovaTimeout, NovaUnreachable,
+    NovaBadResponse,
+    NovaClient,
+    NovaOverloaded,
+    NovaResponse,
+    NovaTimeout,
+    NovaUnreachable,
 )
+from metaproxy.ops.throttle import LogThrottle
 
 __all__ = ["Endpoint", "NovaEndpoints"]
 
@@ -71,8 +77,14 @@ class NovaEndpoints:
     @param timeout: the whole budget of one request, failovers included (nova_timeout).
     """
 
-    def __init__(self, clock: IReactorTime, endpoints: Sequence[Endpoint], *,
-                 timeout: float, log_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        endpoints: Sequence[Endpoint],
+        *,
+        timeout: float,
+        log_interval: float = 60.0,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one Nova endpoint is needed")
         self._clock = clock
@@ -99,23 +111,47 @@ class NovaEndpoints:
         return sum(e.client.pool.idle for e in self.endpoints)
 
     @classmethod
-    def build(cls, reactor: Any, urls: Sequence[str], *, timeout: float,
-              connect_timeout: float, pool_size: int, max_in_flight: int,
-              max_queued: int | None, tls: Any, failures: int, cooldown: float,
-              log_interval: float = 60.0) -> "NovaEndpoints":
+    def build(
+        cls,
+        reactor: Any,
+        urls: Sequence[str],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        pool_size: int,
+        max_in_flight: int,
+        max_queued: int | None,
+        tls: Any,
+        failures: int,
+        cooldown: float,
+        log_interval: float = 60.0,
+    ) -> NovaEndpoints:
         """One L{NovaClient} and L{Breaker} per URL (the agent's configuration)."""
         endpoints = []
         for url in urls:
-            client = NovaClient(reactor, url, timeout=timeout, connect_timeout=connect_timeout,
-                                pool_size=pool_size, max_in_flight=max_in_flight,
-                                max_queued=max_queued,
-                                tls=tls if url.startswith("https:") else None)
-            endpoints.append(Endpoint(url, client, Breaker(reactor, failures=failures,
-                                                           cooldown=cooldown)))
+            client = NovaClient(
+                reactor,
+                url,
+                timeout=timeout,
+                connect_timeout=connect_timeout,
+                pool_size=pool_size,
+                max_in_flight=max_in_flight,
+                max_queued=max_queued,
+                tls=tls if url.startswith("https:") else None,
+            )
+            endpoints.append(
+                Endpoint(url, client, Breaker(reactor, failures=failures, cooldown=cooldown))
+            )
         return cls(reactor, endpoints, timeout=timeout, log_interval=log_interval)
 
-    def forward(self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]],
-                body: bytes, deadline: float | None = None) -> "Deferred[NovaResponse]":
+    def forward(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        deadline: float | None = None,
+    ) -> Deferred[NovaResponse]:
         """Send the request to the first endpoint that takes it (see the module).
 
         @param deadline: when the answer must be there (C{clock.seconds()}), if sooner
@@ -123,9 +159,15 @@ class NovaEndpoints:
         """
         return self._attempt(0, method, target, headers, body, deadline)
 
-    def _attempt(self, start: int, method: bytes, target: bytes,
-                 headers: Sequence[tuple[bytes, bytes]], body: bytes,
-                 deadline: float | None) -> "Deferred[NovaResponse]":
+    def _attempt(
+        self,
+        start: int,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        deadline: float | None,
+    ) -> Deferred[NovaResponse]:
         endpoints = self.endpoints
         for index in range(start, len(endpoints)):
             endpoint = endpoints[index]
@@ -139,8 +181,12 @@ class NovaEndpoints:
         else:
             timeout = max(0.0, deadline - self._clock.seconds())
         d = endpoint.client.forward(method, target, headers, body, timeout)
-        d.addCallbacks(self._answered, self._failed, callbackArgs=(endpoint,),
-                       errbackArgs=(index, method, target, headers, body, deadline))
+        d.addCallbacks(
+            self._answered,
+            self._failed,
+            callbackArgs=(endpoint,),
+            errbackArgs=(index, method, target, headers, body, deadline),
+        )
         return d
 
     def _answered(self, response: NovaResponse, endpoint: Endpoint) -> NovaResponse:
@@ -148,9 +194,16 @@ class NovaEndpoints:
             log.info("Nova metadata API at {url} answers again: back in use", url=endpoint.url)
         return response
 
-    def _failed(self, failure: Failure, index: int, method: bytes, target: bytes,
-                headers: Sequence[tuple[bytes, bytes]], body: bytes,
-                deadline: float) -> "Failure | Deferred[NovaResponse]":
+    def _failed(
+        self,
+        failure: Failure,
+        index: int,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        deadline: float,
+    ) -> Failure | Deferred[NovaResponse]:
         endpoint = self.endpoints[index]
         error = failure.value
         if isinstance(error, NovaOverloaded):
@@ -163,14 +216,22 @@ class NovaEndpoints:
             return failure
         breaker = endpoint.breaker
         if breaker.failed():
-            log.warn("Nova metadata API at {url}: {count} consecutive failures, the last: "
-                     "{error}; not used for {cooldown:g} s, then probed with one request "
-                     "([metaproxy] nova_breaker_failures, nova_breaker_cooldown)",
-                     url=endpoint.url, count=breaker.failures, error=str(error),
-                     cooldown=breaker.cooldown)
-        if (isinstance(error, NovaTimeout) or method not in _IDEMPOTENT or body
-                or index + 1 >= len(self.endpoints)
-                or deadline - self._clock.seconds() < _MIN_RETRY_SECONDS):
+            log.warn(
+                "Nova metadata API at {url}: {count} consecutive failures, the last: "
+                "{error}; not used for {cooldown:g} s, then probed with one request "
+                "([metaproxy] nova_breaker_failures, nova_breaker_cooldown)",
+                url=endpoint.url,
+                count=breaker.failures,
+                error=str(error),
+                cooldown=breaker.cooldown,
+            )
+        if (
+            isinstance(error, NovaTimeout)
+            or method not in _IDEMPOTENT
+            or body
+            or index + 1 >= len(self.endpoints)
+            or deadline - self._clock.seconds() < _MIN_RETRY_SECONDS
+        ):
             return failure
         self.failovers += 1
         retry = self._attempt(index + 1, method, target, headers, body, deadline)
@@ -181,27 +242,31 @@ class NovaEndpoints:
     def _keep_first_error(second: Failure, first: Failure) -> Failure:
         if isinstance(second.value, CancelledError):
             return second
-        if isinstance(second.value, NovaOverloaded) and not isinstance(first.value,
-                                                                       NovaOverloaded):
+        if isinstance(second.value, NovaOverloaded) and not isinstance(first.value, NovaOverloaded):
             return first
         return second
 
-    def _all_open(self, start: int) -> "Deferred[NovaResponse]":
+    def _all_open(self, start: int) -> Deferred[NovaResponse]:
         self.refused += 1
         left = min(e.breaker.seconds_left() for e in self.endpoints[start:])
         error = NovaOverloaded(
             "every Nova metadata API endpoint failed repeatedly and is left alone for "
-            f"{left:.1f} s more ({', '.join(e.url for e in self.endpoints[start:])})")
+            f"{left:.1f} s more ({', '.join(e.url for e in self.endpoints[start:])})"
+        )
         error.retry_after = max(1, math.ceil(left))  # type: ignore[attr-defined]
         return self._overloaded(Failure(error))
 
-    def _overloaded(self, failure: Failure) -> "Deferred[NovaResponse]":
+    def _overloaded(self, failure: Failure) -> Deferred[NovaResponse]:
         left_out = self._refusal_log.allow()
         if left_out is not None:
-            log.warn("Answered 503 without asking Nova: {error} ({left_out} more such answers "
-                     "since the last line)", error=str(failure.value), left_out=left_out)
+            log.warn(
+                "Answered 503 without asking Nova: {error} ({left_out} more such answers "
+                "since the last line)",
+                error=str(failure.value),
+                left_out=left_out,
+            )
         return fail(failure)
 
-    def close(self) -> "Deferred[Any]":
+    def close(self) -> Deferred[Any]:
         """Close every endpoint's idle connections (service stop)."""
         return DeferredList([e.client.close() for e in self.endpoints], consumeErrors=True)

@@ -81,7 +81,7 @@ def nova_tls_policy(
     """
     client: dict[str, object] = {}
     if client_cert and client_key:
-        client = _loadClientCertificate(client_cert, client_key)
+        client = _load_client_certificate(client_cert, client_key)
     elif client_cert or client_key:
         # Upstream sends a client certificate only when both options are set.
         _log.warn(
@@ -96,7 +96,7 @@ def nova_tls_policy(
             CertificateOptions(verify=False, **client)  # type: ignore[arg-type]
         )
     else:
-        trust = platformTrust() if not ca_file else _loadTrustRoot(ca_file)
+        trust = platformTrust() if not ca_file else _load_trust_root(ca_file)
         policy = _VerifyingPolicy(trust, client)
     return HostnameCachingHTTPSPolicy(policy)
 
@@ -131,8 +131,8 @@ class _UnverifiedPolicy:
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         name = hostname.decode("ascii")
-        isName = not (isIPAddress(name) or isIPv6Address(name))
-        return _UnverifiedCreator(self.options.getContext(), hostname if isName else None)
+        is_name = not (isIPAddress(name) or isIPv6Address(name))
+        return _UnverifiedCreator(self.options.getContext(), hostname if is_name else None)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -159,7 +159,7 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read {what} {path!r}: {e.strerror or e}") from None
 
 
-def _loadCertificates(path: str, what: str) -> list[x509.Certificate]:
+def _load_certificates(path: str, what: str) -> list[x509.Certificate]:
     data = _read(path, what)
     try:
         certificates = x509.load_pem_x509_certificates(data)
@@ -168,18 +168,18 @@ def _loadCertificates(path: str, what: str) -> list[x509.Certificate]:
     return certificates
 
 
-def _loadTrustRoot(ca_file: str) -> IOpenSSLTrustRoot:
-    certificates = _loadCertificates(ca_file, "CA file")
+def _load_trust_root(ca_file: str) -> IOpenSSLTrustRoot:
+    certificates = _load_certificates(ca_file, "CA file")
     return trustRootFromCertificates([Certificate(X509.from_cryptography(c)) for c in certificates])
 
 
-def _loadClientCertificate(cert_file: str, key_file: str) -> dict[str, object]:
+def _load_client_certificate(cert_file: str, key_file: str) -> dict[str, object]:
     """C{CertificateOptions} keywords presenting this certificate, key and chain.
 
     The objects are cryptography's: pyOpenSSL (which Twisted hands them to unchanged)
     deprecates its own X509 and PKey types there.
     """
-    chain = _loadCertificates(cert_file, "client certificate file")
+    chain = _load_certificates(cert_file, "client certificate file")
     data = _read(key_file, "client key file")
     try:
         key = load_pem_private_key(data, password=None)
@@ -187,14 +187,13 @@ def _loadClientCertificate(cert_file: str, key_file: str) -> dict[str, object]:
         raise ValueError(
             f"client key file {key_file!r} holds no usable unencrypted PEM private key: {e}"
         ) from None
-    if _publicKey(key) != _publicKey(chain[0]):
+    if _public_key(key) != _public_key(chain[0]):
         raise ValueError(
-            f"the private key in {key_file!r} does not belong to the certificate in "
-            f"{cert_file!r}"
+            f"the private key in {key_file!r} does not belong to the certificate in {cert_file!r}"
         )
     return {"privateKey": key, "certificate": chain[0], "extraCertChain": chain[1:]}
 
 
-def _publicKey(holder: object) -> bytes:
+def _public_key(holder: object) -> bytes:
     public = holder.public_key()  # type: ignore[attr-defined]
     return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -10,7 +10,8 @@ naming each check. Plain objects: the web shell (L{metaproxy.ops.web}) only serv
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -32,8 +33,7 @@ class NovaProbe:
     @ivar checked: C{clock.seconds()} of the last probe's end.
     """
 
-    def __init__(self, clock: Any, forward: Callable[..., "Deferred[Any]"],
-                 interval: float) -> None:
+    def __init__(self, clock: Any, forward: Callable[..., Deferred[Any]], interval: float) -> None:
         self._clock = clock
         self._forward = forward
         self.interval = interval
@@ -98,9 +98,10 @@ def health(checks: Mapping[str, tuple[bool, str]]) -> tuple[int, bytes]:
     @param checks: check name -> (passed, detail). Every one must pass for 200.
     """
     healthy = all(ok for ok, _ in checks.values())
-    body = {"status": "ok" if healthy else "unhealthy",
-            "checks": {name: {"ok": ok, "detail": detail}
-                       for name, (ok, detail) in checks.items()}}
+    body = {
+        "status": "ok" if healthy else "unhealthy",
+        "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+    }
     return (200 if healthy else 503), (json.dumps(body, sort_keys=True) + "\n").encode()
 
 

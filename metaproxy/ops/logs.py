@@ -26,10 +26,16 @@ import datetime
 import json
 import os
 import sys
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
-from twisted.logger import (ILogObserver, LogLevel, formatEvent, formatEventAsClassicLogText,
-                            eventAsText)
+from twisted.logger import (
+    ILogObserver,
+    LogLevel,
+    eventAsText,
+    formatEvent,
+    formatEventAsClassicLogText,
+)
 from zope.interface import implementer
 
 __all__ = ["LIMITED_NAMESPACES", "LevelFilter", "RateLimiter", "format_json", "LogSetup"]
@@ -57,8 +63,9 @@ class RateLimiter:
     @param emit: where the summary lines go (the observer after this step).
     """
 
-    def __init__(self, clock: Any, emit: Callable[[dict], None], *, limit: int,
-                 window: float = 10.0) -> None:
+    def __init__(
+        self, clock: Any, emit: Callable[[dict], None], *, limit: int, window: float = 10.0
+    ) -> None:
         self._clock = clock
         self._emit = emit
         self.limit = limit
@@ -67,8 +74,11 @@ class RateLimiter:
         self._kinds: dict[tuple[str, str], list[Any]] = {}
 
     def __call__(self, event: dict) -> bool:
-        if (not self.limit or event.get("log_namespace") not in LIMITED_NAMESPACES
-                or event.get("log_level") not in (LogLevel.warn, LogLevel.error)):
+        if (
+            not self.limit
+            or event.get("log_namespace") not in LIMITED_NAMESPACES
+            or event.get("log_level") not in (LogLevel.warn, LogLevel.error)
+        ):
             return True
         key = (event["log_namespace"], str(event.get("log_format")))
         now = self._clock.seconds()
@@ -82,8 +92,9 @@ class RateLimiter:
             return True
         state[2] += 1
         if state[3] is None:
-            state[3] = self._clock.callLater(max(0.0, state[0] + self.window - now),
-                                             self._flush, key)
+            state[3] = self._clock.callLater(
+                max(0.0, state[0] + self.window - now), self._flush, key
+            )
         return False
 
     def _flush(self, key: tuple[str, str]) -> None:
@@ -94,14 +105,21 @@ class RateLimiter:
         if timer is not None and timer.active():
             timer.cancel()
         if state[2]:
-            self._emit({
-                "log_namespace": key[0], "log_level": LogLevel.warn,
-                "log_time": self._clock.seconds(), "log_system": "-",
-                "log_format": "{left_out} more line(s) like this were left out in "
-                              "{window:g} s ([metaproxy] log_rate_limit = {limit}): "
-                              "{kind}",
-                "left_out": state[2], "window": self.window, "limit": self.limit,
-                "kind": key[1]})
+            self._emit(
+                {
+                    "log_namespace": key[0],
+                    "log_level": LogLevel.warn,
+                    "log_time": self._clock.seconds(),
+                    "log_system": "-",
+                    "log_format": "{left_out} more line(s) like this were left out in "
+                    "{window:g} s ([metaproxy] log_rate_limit = {limit}): "
+                    "{kind}",
+                    "left_out": state[2],
+                    "window": self.window,
+                    "limit": self.limit,
+                    "kind": key[1],
+                }
+            )
 
     def flush_all(self) -> None:
         for key in list(self._kinds):
@@ -115,8 +133,9 @@ def format_json(event: dict) -> str:
     """One JSON object and a newline: time, level, logger, message, the event's plain
     fields and, for an error with a traceback, the traceback."""
     record: dict[str, Any] = {
-        "time": datetime.datetime.fromtimestamp(
-            event.get("log_time") or 0, datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.datetime.fromtimestamp(event.get("log_time") or 0, datetime.UTC).isoformat(
+            timespec="milliseconds"
+        ),
         "level": getattr(event.get("log_level"), "name", "info"),
         "logger": event.get("log_namespace", "-"),
         "message": formatEvent(event),
@@ -155,9 +174,17 @@ class LogSetup:
     @param stream: where to write without a file (standard output).
     """
 
-    def __init__(self, clock: Any, *, path: str | None = None, stream: IO[str] | None = None,
-                 use_json: bool = False, debug: bool = False, rate_limit: int = 20,
-                 window: float = 10.0) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        *,
+        path: str | None = None,
+        stream: IO[str] | None = None,
+        use_json: bool = False,
+        debug: bool = False,
+        rate_limit: int = 20,
+        window: float = 10.0,
+    ) -> None:
         self._path = path
         self._stream = stream if stream is not None else sys.stdout
         self._file: IO[str] | None = None
@@ -168,7 +195,7 @@ class LogSetup:
             self._file = open(path, "a", encoding="utf-8")
 
     @classmethod
-    def for_twistd(cls, clock: Any, twistd_options: Any, settings: Any) -> "LogSetup | None":
+    def for_twistd(cls, clock: Any, twistd_options: Any, settings: Any) -> LogSetup | None:
         """From twistd's own options (C{--logfile}, C{--nodaemon}, C{--syslog}); None
         when twistd should keep its observer (syslog, or no options: not under twistd)."""
         if twistd_options is None:
@@ -184,11 +211,16 @@ class LogSetup:
             path = None
         else:
             path = os.path.abspath(logfile or "twistd.log")
-        return cls(clock, path=path, use_json=settings.use_json, debug=settings.debug,
-                   rate_limit=settings.log_rate_limit)
+        return cls(
+            clock,
+            path=path,
+            use_json=settings.use_json,
+            debug=settings.debug,
+            rate_limit=settings.log_rate_limit,
+        )
 
     @property
-    def observer(self) -> "LogSetup":
+    def observer(self) -> LogSetup:
         return self
 
     def __call__(self, event: dict) -> None:

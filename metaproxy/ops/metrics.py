@@ -21,23 +21,57 @@ A source is a callable returning L{Sample}s; another module plugs in with one li
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
-__all__ = ["LATENCY_BUCKETS", "REFUSAL_REASONS", "RequestStats", "Sample", "Metrics",
-           "merge", "families", "render", "WorkerTotals", "CONTENT_TYPE"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "REFUSAL_REASONS",
+    "RequestStats",
+    "Sample",
+    "Metrics",
+    "merge",
+    "families",
+    "render",
+    "WorkerTotals",
+    "CONTENT_TYPE",
+]
 
 #: Upper bounds (seconds) of the request latency histogram's buckets.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                   5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 #: Status of a refusal by the request parser or the server -> the reason label.
-REFUSAL_REASONS = {400: "malformed", 408: "request_timeout", 413: "body_too_large",
-                   431: "headers_too_large", 501: "not_implemented",
-                   505: "version_not_supported"}
+REFUSAL_REASONS = {
+    400: "malformed",
+    408: "request_timeout",
+    413: "body_too_large",
+    431: "headers_too_large",
+    501: "not_implemented",
+    505: "version_not_supported",
+}
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -110,8 +144,14 @@ class Metrics:
         L{metaproxy.nova.client.NovaClient} (C{in_flight}, C{queued}, C{idle}), or None.
     """
 
-    def __init__(self, stats: RequestStats | None = None, *, cache: Any = None,
-                 nova: Any = None, ready: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        stats: RequestStats | None = None,
+        *,
+        cache: Any = None,
+        nova: Any = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.stats = stats if stats is not None else RequestStats()
         self.cache = cache
         self.nova = nova
@@ -131,8 +171,10 @@ class Metrics:
         """Everything, as plain JSON-able values (see L{families})."""
         s = self.stats
         snap: dict[str, Any] = {
-            "requests": [[kind, _status_label(status), count]
-                         for (kind, status), count in sorted(s.requests.items())],
+            "requests": [
+                [kind, _status_label(status), count]
+                for (kind, status), count in sorted(s.requests.items())
+            ],
             "buckets": list(s.buckets),
             "bounds": list(s.bounds),
             "latency_sum": s.latency_sum,
@@ -146,23 +188,40 @@ class Metrics:
         }
         if self.cache is not None:
             c = self.cache
-            snap["lookups"] = {"hit": c.hits, "miss": c.misses, "coalesced": c.coalesced,
-                               "failed": c.failures}
+            snap["lookups"] = {
+                "hit": c.hits,
+                "miss": c.misses,
+                "coalesced": c.coalesced,
+                "failed": c.failures,
+            }
         if self.nova is not None:
             n = self.nova
             snap["nova"] = {"in_use": n.in_flight, "idle": n.idle, "queued": n.queued}
         for source in self._sources:
-            snap["samples"].extend([list(sample[:3]) + [[list(kv) for kv in sample[3]],
-                                                         sample[4]]
-                                    for sample in source()])
+            snap["samples"].extend(
+                [
+                    list(sample[:3]) + [[list(kv) for kv in sample[3]], sample[4]]
+                    for sample in source()
+                ]
+            )
         return snap
 
 
 def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Add snapshots up (workers): every counter and gauge is summed."""
-    total: dict[str, Any] = {"requests": [], "buckets": [], "bounds": list(LATENCY_BUCKETS),
-                             "latency_sum": 0.0, "open": 0, "refused": {}, "reloads": {},
-                             "lookups": {}, "nova": {}, "samples": [], "ready": [0, 0]}
+    total: dict[str, Any] = {
+        "requests": [],
+        "buckets": [],
+        "bounds": list(LATENCY_BUCKETS),
+        "latency_sum": 0.0,
+        "open": 0,
+        "refused": {},
+        "reloads": {},
+        "lookups": {},
+        "nova": {},
+        "samples": [],
+        "ready": [0, 0],
+    }
     requests: dict[tuple[str, str], float] = {}
     samples: dict[tuple[str, str, str, tuple], float] = {}
     for snap in snapshots:
@@ -174,7 +233,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 total["buckets"] = [0] * len(buckets)
                 total["bounds"] = list(snap.get("bounds", LATENCY_BUCKETS))
             if len(buckets) == len(total["buckets"]):
-                total["buckets"] = [a + b for a, b in zip(total["buckets"], buckets)]
+                total["buckets"] = [a + b for a, b in zip(total["buckets"], buckets, strict=False)]
         total["latency_sum"] += snap.get("latency_sum", 0.0)
         ready = snap.get("ready") or [0, 0]
         total["ready"] = [total["ready"][0] + ready[0], total["ready"][1] + ready[1]]
@@ -186,8 +245,9 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             k = (name, kind, help_, tuple(tuple(kv) for kv in labels))
             samples[k] = samples.get(k, 0) + value
     total["requests"] = [[k, s, c] for (k, s), c in sorted(requests.items())]
-    total["samples"] = [[n, k, h, [list(kv) for kv in labels], v]
-                        for (n, k, h, labels), v in samples.items()]
+    total["samples"] = [
+        [n, k, h, [list(kv) for kv in labels], v] for (n, k, h, labels), v in samples.items()
+    ]
     return total
 
 
@@ -195,55 +255,82 @@ def families(snap: dict[str, Any]) -> list[Metric]:
     """Prometheus metric families of a snapshot (L{Metrics.snapshot} or L{merge})."""
     out: list[Metric] = []
     requests = CounterMetricFamily(
-        "metaproxy_requests", "Requests answered, by socket kind (shared, router, network, "
-        "ovn) and HTTP status.", labels=["socket", "status"])
+        "metaproxy_requests",
+        "Requests answered, by socket kind (shared, router, network, ovn) and HTTP status.",
+        labels=["socket", "status"],
+    )
     for kind, status, count in snap["requests"]:
         requests.add_metric([kind, status], count)
     out.append(requests)
     if snap["buckets"]:
         cumulative, running = [], 0
-        for bound, count in zip(list(snap["bounds"]) + ["+Inf"], snap["buckets"]):
+        for bound, count in zip(list(snap["bounds"]) + ["+Inf"], snap["buckets"], strict=False):
             running += count
             cumulative.append((str(float(bound)) if bound != "+Inf" else "+Inf", running))
-        out.append(HistogramMetricFamily(
-            "metaproxy_request_duration_seconds", "Seconds from the connection made to the "
-            "answer written.", buckets=cumulative, sum_value=snap["latency_sum"]))
-    out.append(GaugeMetricFamily("metaproxy_connections_open",
-                                 "Connections from the namespace proxies being served.",
-                                 value=snap["open"]))
+        out.append(
+            HistogramMetricFamily(
+                "metaproxy_request_duration_seconds",
+                "Seconds from the connection made to the answer written.",
+                buckets=cumulative,
+                sum_value=snap["latency_sum"],
+            )
+        )
+    out.append(
+        GaugeMetricFamily(
+            "metaproxy_connections_open",
+            "Connections from the namespace proxies being served.",
+            value=snap["open"],
+        )
+    )
     refused = CounterMetricFamily(
-        "metaproxy_refused_requests", "Requests the agent refused before the pipeline, by "
+        "metaproxy_refused_requests",
+        "Requests the agent refused before the pipeline, by "
         "reason (headers_too_large 431, body_too_large 413, request_timeout 408, "
-        "malformed 400, ...).", labels=["reason"])
+        "malformed 400, ...).",
+        labels=["reason"],
+    )
     for reason in sorted(set(REFUSAL_REASONS.values()) | set(snap["refused"])):
         refused.add_metric([reason], snap["refused"].get(reason, 0))
     out.append(refused)
-    reloads = CounterMetricFamily("metaproxy_reloads", "SIGHUP reloads, by outcome.",
-                                  labels=["outcome"])
+    reloads = CounterMetricFamily(
+        "metaproxy_reloads", "SIGHUP reloads, by outcome.", labels=["outcome"]
+    )
     for outcome in sorted({"ok", "failed"} | set(snap["reloads"])):
         reloads.add_metric([outcome], snap["reloads"].get(outcome, 0))
     out.append(reloads)
     if snap.get("ready", [0, 0])[1]:
-        out.append(GaugeMetricFamily(
-            "metaproxy_lookup_backend_ready", "Serving processes whose lookup backend is "
-            "ready (of metaproxy_serving_processes).", value=snap["ready"][0]))
-        out.append(GaugeMetricFamily(
-            "metaproxy_serving_processes", "Processes serving the metadata sockets that "
-            "reported their metrics (the agent itself, or its workers).",
-            value=snap["ready"][1]))
+        out.append(
+            GaugeMetricFamily(
+                "metaproxy_lookup_backend_ready",
+                "Serving processes whose lookup backend is ready (of metaproxy_serving_processes).",
+                value=snap["ready"][0],
+            )
+        )
+        out.append(
+            GaugeMetricFamily(
+                "metaproxy_serving_processes",
+                "Processes serving the metadata sockets that "
+                "reported their metrics (the agent itself, or its workers).",
+                value=snap["ready"][1],
+            )
+        )
     if snap["lookups"]:
         lookups = CounterMetricFamily(
-            "metaproxy_lookups", "Port lookups: hit (kept answer), miss (backend call), "
+            "metaproxy_lookups",
+            "Port lookups: hit (kept answer), miss (backend call), "
             "coalesced (joined a call in flight), failed (backend call failed).",
-            labels=["result"])
+            labels=["result"],
+        )
         for result in ("hit", "miss", "coalesced", "failed"):
             lookups.add_metric([result], snap["lookups"].get(result, 0))
         out.append(lookups)
     if snap["nova"]:
         pool = GaugeMetricFamily(
-            "metaproxy_nova_connections", "Requests to Nova in flight (in_use), idle "
+            "metaproxy_nova_connections",
+            "Requests to Nova in flight (in_use), idle "
             "keep-alive connections (idle), requests waiting for a slot (queued).",
-            labels=["state"])
+            labels=["state"],
+        )
         for state in ("in_use", "idle", "queued"):
             pool.add_metric([state], snap["nova"].get(state, 0))
         out.append(pool)
@@ -306,8 +393,13 @@ class WorkerTotals:
             self._retire(previous[1])
 
     def _retire(self, snap: dict[str, Any]) -> None:
-        counters = dict(snap, open=0, nova={}, ready=[0, 0],
-                        samples=[s for s in snap.get("samples", ()) if s[1] == "counter"])
+        counters = dict(
+            snap,
+            open=0,
+            nova={},
+            ready=[0, 0],
+            samples=[s for s in snap.get("samples", ()) if s[1] == "counter"],
+        )
         self._retired = merge([self._retired, counters])
 
     def reporting(self) -> dict[int, dict[str, Any]]:

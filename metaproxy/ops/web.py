@@ -11,19 +11,19 @@ access log (a scrape every few seconds would fill the log with nothing).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import DeferredList, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, \
-    UNIXServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from metaproxy.config import parse_listen
-from metaproxy.ops.health import health
 from metaproxy.http.listeners import ListenError, prepare_socket_path
+from metaproxy.ops.health import health
 from metaproxy.ops.metrics import CONTENT_TYPE, render
 
 __all__ = ["OpsResource", "OpsSite", "OpsListener"]
@@ -61,8 +61,11 @@ class _Health(Resource):
 class OpsResource(Resource):
     """The root: C{/metrics} and C{/healthz}; anything else is 404."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]],
-                 checks: Callable[[], Mapping[str, tuple[bool, str]]]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        checks: Callable[[], Mapping[str, tuple[bool, str]]],
+    ) -> None:
         super().__init__()
         self.putChild(b"metrics", _Metrics(snapshot))
         self.putChild(b"healthz", _Health(checks))
@@ -105,15 +108,22 @@ class OpsListener(Service):
             try:
                 d = self._endpoint(entry).listen(self._site)
             except (ListenError, ValueError, OSError) as e:
-                log.error("Cannot serve metrics and health on {entry}: {error}; the agent "
-                          "serves instances without it", entry=entry, error=str(e))
+                log.error(
+                    "Cannot serve metrics and health on {entry}: {error}; the agent "
+                    "serves instances without it",
+                    entry=entry,
+                    error=str(e),
+                )
                 continue
             d.addCallbacks(self.ports.append, self._cannot, errbackArgs=(entry,))
 
     def _cannot(self, failure: Any, entry: str) -> None:
-        log.error("Cannot serve metrics and health on {entry}: {error}; fix [metaproxy] "
-                  "metrics_listen (another process on that port?)", entry=entry,
-                  error=str(failure.value))
+        log.error(
+            "Cannot serve metrics and health on {entry}: {error}; fix [metaproxy] "
+            "metrics_listen (another process on that port?)",
+            entry=entry,
+            error=str(failure.value),
+        )
 
     def stopService(self) -> Any:
         super().stopService()

@@ -15,7 +15,8 @@ Everything here is pure: bytes-free, reactor-free, tested with JSON literals.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -36,8 +37,13 @@ class Column:
     default: Any = None
 
 
-_DEFAULTS = {"string": "", "integer": 0, "real": 0.0, "boolean": False,
-             "uuid": "00000000-0000-0000-0000-000000000000"}
+_DEFAULTS = {
+    "string": "",
+    "integer": 0,
+    "real": 0.0,
+    "boolean": False,
+    "uuid": "00000000-0000-0000-0000-000000000000",
+}
 
 
 def _atomic_type(base: Any) -> str:
@@ -72,7 +78,7 @@ class Schema:
     tables: Mapping[str, Mapping[str, Column]]
 
     @classmethod
-    def from_json(cls, schema: Any) -> "Schema":
+    def from_json(cls, schema: Any) -> Schema:
         try:
             tables = {
                 table: {name: _column(spec) for name, spec in body["columns"].items()}
@@ -117,8 +123,12 @@ def decode_value(column: Column, value: Any) -> Any:
     @raise DataError: the value does not have the wire form of its kind.
     """
     if column.kind == "map":
-        if not (isinstance(value, list) and len(value) == 2 and value[0] == "map"
-                and isinstance(value[1], list)):
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and value[0] == "map"
+            and isinstance(value[1], list)
+        ):
             raise DataError(f"{value!r} is not a map")
         try:
             return {_atom(k): _atom(v) for k, v in value[1]}
@@ -178,12 +188,15 @@ class RowStore:
     """
 
     def __init__(self, schema: Schema, columns: Mapping[str, Iterable[str]]) -> None:
-        self._columns = {table: {name: schema.tables[table][name] for name in names}
-                         for table, names in columns.items()}
+        self._columns = {
+            table: {name: schema.tables[table][name] for name in names}
+            for table, names in columns.items()
+        }
         self.tables: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in columns}
 
-    def _decode_row(self, table: str, row: Any, base: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
+    def _decode_row(
+        self, table: str, row: Any, base: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         if not isinstance(row, dict):
             raise DataError(f"{table}: row {row!r} is not an object")
         columns = self._columns[table]
@@ -252,8 +265,9 @@ class RowStore:
             else:
                 row = update.get("initial", update.get("insert"))
                 if row is None:
-                    raise DataError(f"{table} {uuid}: row update without initial, insert, "
-                                    "modify or delete")
+                    raise DataError(
+                        f"{table} {uuid}: row update without initial, insert, modify or delete"
+                    )
                 new = self._decode_row(table, row)
                 rows[uuid] = new
                 changes.append(RowChange(table, uuid, old, new))

@@ -32,8 +32,8 @@ class JsonSplitter:
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self._buffer = bytearray()
-        self._scan = 0          # where scanning resumes in _buffer
-        self._depth = 0         # brackets open in the current value
+        self._scan = 0  # where scanning resumes in _buffer
+        self._depth = 0  # brackets open in the current value
         self._in_string = False
         self._max_bytes = max_bytes
 
@@ -63,7 +63,8 @@ class JsonSplitter:
                 first = buffer[pos]
                 if first not in b"{[":
                     raise FramingError(
-                        f"expected a JSON object or array, got byte {bytes([first])!r}")
+                        f"expected a JSON object or array, got byte {bytes([first])!r}"
+                    )
                 if pos:
                     del buffer[:pos]
                     end -= pos

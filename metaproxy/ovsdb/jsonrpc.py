@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
@@ -52,9 +53,14 @@ class JsonRpcProtocol(Protocol):
     @param max_message_bytes: the largest message accepted.
     """
 
-    def __init__(self, clock: Any, request_timeout: float, probe_interval: float,
-                 on_notification: Callable[[str, Any], None],
-                 max_message_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        request_timeout: float,
+        probe_interval: float,
+        on_notification: Callable[[str, Any], None],
+        max_message_bytes: int = 1 << 30,
+    ) -> None:
         self._clock = clock
         self._request_timeout = request_timeout
         self._probe_interval = probe_interval
@@ -74,8 +80,10 @@ class JsonRpcProtocol(Protocol):
     def connectionMade(self) -> None:
         self._last_received = self._clock.seconds()
         peer = self.transport.getPeer()
-        self.connected_to = str(getattr(peer, "name", None) or
-                                f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        self.connected_to = str(
+            getattr(peer, "name", None)
+            or f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        )
         if self._probe_interval > 0:
             self._probe_call = self._clock.callLater(self._probe_interval, self._probe)
 
@@ -130,11 +138,12 @@ class JsonRpcProtocol(Protocol):
                 try:
                     self._on_notification(method, message.get("params"))
                 except Exception as e:
-                    self.close(f"notification {method} could not be applied "
-                               f"({type(e).__name__}: {e}); resynchronising")
+                    self.close(
+                        f"notification {method} could not be applied "
+                        f"({type(e).__name__}: {e}); resynchronising"
+                    )
             else:
-                self._send({"id": msg_id, "result": None,
-                            "error": f"unknown method {method}"})
+                self._send({"id": msg_id, "result": None, "error": f"unknown method {method}"})
             return
         msg_id = message.get("id")
         entry = self._pending.pop(msg_id, None) if isinstance(msg_id, int) else None
@@ -154,7 +163,7 @@ class JsonRpcProtocol(Protocol):
     def _send(self, message: dict[str, Any]) -> None:
         self.transport.write(json.dumps(message, separators=(",", ":")).encode("utf-8"))
 
-    def request(self, method: str, params: list[Any]) -> "Deferred[Any]":
+    def request(self, method: str, params: list[Any]) -> Deferred[Any]:
         """Send a request; the Deferred fires with its result (see the module docstring)."""
         if self.closed:
             raise ConnectionLost(f"connection closed; {method} not sent")
@@ -169,9 +178,12 @@ class JsonRpcProtocol(Protocol):
     def _timed_out(self, msg_id: int) -> None:
         entry = self._pending.pop(msg_id, None)
         if entry is not None:
-            entry[1].errback(RpcTimeout(
-                f"{entry[0]} not answered by {self.connected_to} within "
-                f"{self._request_timeout:g} s"))
+            entry[1].errback(
+                RpcTimeout(
+                    f"{entry[0]} not answered by {self.connected_to} within "
+                    f"{self._request_timeout:g} s"
+                )
+            )
             self.close(f"{entry[0]} not answered within {self._request_timeout:g} s")
 
     def _probe(self) -> None:
@@ -181,8 +193,9 @@ class JsonRpcProtocol(Protocol):
         idle = self._clock.seconds() - self._last_received
         if idle >= self._probe_interval:
             if self._probe_sent:
-                self.close(f"nothing received for {idle:g} s (probe interval "
-                           f"{self._probe_interval:g} s)")
+                self.close(
+                    f"nothing received for {idle:g} s (probe interval {self._probe_interval:g} s)"
+                )
                 return
             self._probe_sent = True
             self._send({"method": "echo", "params": [], "id": "echo"})

@@ -19,7 +19,8 @@ are answered, and the protocol probes a silent server (L{metaproxy.ovsdb.jsonrpc
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory
@@ -57,15 +58,23 @@ class OvsdbMonitor:
     @param min_retry_interval: the first wait.
     """
 
-    def __init__(self, reactor: Any, remotes: Sequence[Remote], database: str,
-                 columns: Mapping[str, Sequence[str]], *,
-                 on_sync: Callable[[RowStore], None],
-                 on_changes: Callable[[list[RowChange]], None],
-                 on_down: Callable[[str], None] = lambda reason: None,
-                 conditions: Mapping[str, list[Any]] | None = None,
-                 tls_options: Any = None, timeout: float = 180.0,
-                 probe_interval: float = 60.0, retry_max_interval: float = 180.0,
-                 min_retry_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        remotes: Sequence[Remote],
+        database: str,
+        columns: Mapping[str, Sequence[str]],
+        *,
+        on_sync: Callable[[RowStore], None],
+        on_changes: Callable[[list[RowChange]], None],
+        on_down: Callable[[str], None] = lambda reason: None,
+        conditions: Mapping[str, list[Any]] | None = None,
+        tls_options: Any = None,
+        timeout: float = 180.0,
+        probe_interval: float = 60.0,
+        retry_max_interval: float = 180.0,
+        min_retry_interval: float = 0.5,
+    ) -> None:
         self._reactor = reactor
         self.remotes = tuple(remotes)
         self._database = database
@@ -100,7 +109,7 @@ class OvsdbMonitor:
             self._running = True
             self._connect()
 
-    def stop(self) -> "Deferred[None]":
+    def stop(self) -> Deferred[None]:
         """Stop reconnecting and close the connection; fires when it is closed."""
         self._running = False
         if self._retry_call is not None and self._retry_call.active():
@@ -132,12 +141,14 @@ class OvsdbMonitor:
         factory = Factory.forProtocol(self._new_protocol)
         d = endpoint.connect(factory)
         self._connecting = d
-        d.addCallbacks(self._connected, self._connect_failed, callbackArgs=(remote,),
-                       errbackArgs=(remote,))
+        d.addCallbacks(
+            self._connected, self._connect_failed, callbackArgs=(remote,), errbackArgs=(remote,)
+        )
 
     def _new_protocol(self) -> JsonRpcProtocol:
-        return JsonRpcProtocol(self._reactor, self._timeout, self._probe_interval,
-                               self._notification)
+        return JsonRpcProtocol(
+            self._reactor, self._timeout, self._probe_interval, self._notification
+        )
 
     def _connect_failed(self, failure: Failure, remote: Remote) -> None:
         self._connecting = None
@@ -149,8 +160,13 @@ class OvsdbMonitor:
         delay = min(self._retry_max, self._retry_min * (2 ** min(self._failures, 30)))
         delay *= random.uniform(0.8, 1.0)
         self._failures += 1
-        log.warn("OVSDB {database} at {remote}: {why}; retrying in {delay:.1f} s",
-                 database=self._database, remote=str(remote), why=why, delay=delay)
+        log.warn(
+            "OVSDB {database} at {remote}: {why}; retrying in {delay:.1f} s",
+            database=self._database,
+            remote=str(remote),
+            why=why,
+            delay=delay,
+        )
         if self._running:
             self._retry_call = self._reactor.callLater(delay, self._connect)
 
@@ -165,13 +181,14 @@ class OvsdbMonitor:
         d.addCallback(self._got_schema, protocol)
         d.addErrback(self._setup_failed, protocol, remote)
 
-    def _got_schema(self, result: Any, protocol: JsonRpcProtocol) -> "Deferred[Any]":
+    def _got_schema(self, result: Any, protocol: JsonRpcProtocol) -> Deferred[Any]:
         schema = Schema.from_json(result)
         missing = schema.missing(self._columns)
         if missing:
             raise _SchemaMismatch(
                 f"database {schema.name} {schema.version} lacks {', '.join(missing)}; is "
-                f"this the {self._database} database of a supported OVN version?")
+                f"this the {self._database} database of a supported OVN version?"
+            )
         store = RowStore(schema, self._columns)
         requests = {}
         for table, columns in self._columns.items():
@@ -184,19 +201,24 @@ class OvsdbMonitor:
         d.addErrback(self._without_conditions, protocol, store)
         return d
 
-    def _without_conditions(self, failure: Failure, protocol: JsonRpcProtocol,
-                            store: RowStore) -> "Deferred[Any]":
+    def _without_conditions(
+        self, failure: Failure, protocol: JsonRpcProtocol, store: RowStore
+    ) -> Deferred[Any]:
         failure.trap(RpcError)
-        log.info("OVSDB {database} at {remote} has no monitor_cond ({error}); monitoring "
-                 "whole tables", database=self._database, remote=str(self.remote),
-                 error=failure.value.error)
+        log.info(
+            "OVSDB {database} at {remote} has no monitor_cond ({error}); monitoring whole tables",
+            database=self._database,
+            remote=str(self.remote),
+            error=failure.value.error,
+        )
         requests = {table: {"columns": columns} for table, columns in self._columns.items()}
         d = protocol.request("monitor", [self._database, _MONITOR_ID, requests])
         d.addCallback(self._initial, protocol, store, "update")
         return d
 
-    def _initial(self, updates: Any, protocol: JsonRpcProtocol, store: RowStore,
-                 method: str) -> None:
+    def _initial(
+        self, updates: Any, protocol: JsonRpcProtocol, store: RowStore, method: str
+    ) -> None:
         if method == "update2":
             store.apply_update2(updates)
         else:
@@ -210,8 +232,7 @@ class OvsdbMonitor:
         self.syncs += 1
         self._on_sync(store)
 
-    def _setup_failed(self, failure: Failure, protocol: JsonRpcProtocol, remote: Remote
-                      ) -> None:
+    def _setup_failed(self, failure: Failure, protocol: JsonRpcProtocol, remote: Remote) -> None:
         if protocol.closed:
             return  # _lost reports it
         if failure.check(_SchemaMismatch, DataError, RpcError):

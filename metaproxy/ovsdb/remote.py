@@ -18,8 +18,15 @@ from typing import Any
 
 import attrs
 
-__all__ = ["RemoteError", "Remote", "TlsFiles", "parse_remote", "parse_remotes",
-           "endpoint_for", "load_tls_options"]
+__all__ = [
+    "RemoteError",
+    "Remote",
+    "TlsFiles",
+    "parse_remote",
+    "parse_remotes",
+    "endpoint_for",
+    "load_tls_options",
+]
 
 
 class RemoteError(ValueError):
@@ -77,8 +84,10 @@ def parse_remote(text: str) -> Remote:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise RemoteError(f"{text!r}: {host!r} is not an IP address; {_EXPECTED} "
-                          "(OVSDB remotes take addresses, not names)") from None
+        raise RemoteError(
+            f"{text!r}: {host!r} is not an IP address; {_EXPECTED} "
+            "(OVSDB remotes take addresses, not names)"
+        ) from None
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise RemoteError(f"{text!r}: {port_text!r} is not a port number (1-65535)")
     return Remote(kind, host=host, port=int(port_text))
@@ -116,29 +125,35 @@ def load_tls_options(files: TlsFiles) -> Any:
     try:
         private = ssl.PrivateCertificate.loadPEM(key + b"\n" + cert)
     except Exception as e:
-        raise RemoteError(f"private key {files.private_key!r} and certificate "
-                          f"{files.certificate!r} cannot be loaded as a PEM pair: {e}") from None
+        raise RemoteError(
+            f"private key {files.private_key!r} and certificate "
+            f"{files.certificate!r} cannot be loaded as a PEM pair: {e}"
+        ) from None
     try:
         authority = ssl.Certificate.loadPEM(ca)
     except Exception as e:
-        raise RemoteError(f"CA certificate {files.ca_cert!r} is not a PEM certificate: "
-                          f"{e}") from None
+        raise RemoteError(
+            f"CA certificate {files.ca_cert!r} is not a PEM certificate: {e}"
+        ) from None
     return private.options(authority)
 
 
-def endpoint_for(reactor: Any, remote: Remote, timeout: float,
-                 tls_options: Any = None) -> Any:
+def endpoint_for(reactor: Any, remote: Remote, timeout: float, tls_options: Any = None) -> Any:
     """The client endpoint of C{remote}; C{tls_options} (L{load_tls_options}) for C{ssl}."""
     from twisted.internet import endpoints
 
     if remote.kind == "unix":
         return endpoints.UNIXClientEndpoint(reactor, remote.path, timeout=timeout)
     if remote.kind == "tcp":
-        return endpoints.TCP4ClientEndpoint(reactor, remote.host, remote.port, timeout=timeout) \
-            if ":" not in remote.host else \
-            endpoints.TCP6ClientEndpoint(reactor, remote.host, remote.port, timeout=timeout)
+        return (
+            endpoints.TCP4ClientEndpoint(reactor, remote.host, remote.port, timeout=timeout)
+            if ":" not in remote.host
+            else endpoints.TCP6ClientEndpoint(reactor, remote.host, remote.port, timeout=timeout)
+        )
     if tls_options is None:
-        raise RemoteError(f"{remote}: an ssl: remote needs the private key, certificate "
-                          "and CA certificate")
-    return endpoints.SSL4ClientEndpoint(reactor, remote.host, remote.port, tls_options,
-                                        timeout=timeout)
+        raise RemoteError(
+            f"{remote}: an ssl: remote needs the private key, certificate and CA certificate"
+        )
+    return endpoints.SSL4ClientEndpoint(
+        reactor, remote.host, remote.port, tls_options, timeout=timeout
+    )

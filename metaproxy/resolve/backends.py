@@ -8,7 +8,8 @@ L{backend_ready} and L{describe_backend} supply what it lacks.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
@@ -16,20 +17,30 @@ from metaproxy.config import Settings
 from metaproxy.resolve.base import BackendError, PortBackend
 from metaproxy.resolve.table import TableBackend, TableError
 
-__all__ = ["BUILDERS", "build_backend", "start_backend", "stop_backend", "reload_backend",
-           "backend_ready", "describe_backend"]
+__all__ = [
+    "BUILDERS",
+    "build_backend",
+    "start_backend",
+    "stop_backend",
+    "reload_backend",
+    "backend_ready",
+    "describe_backend",
+]
 
 
 def _table(reactor: Any, settings: Settings) -> PortBackend:
     try:
         return TableBackend(settings.lookup_table)
     except TableError as e:
-        raise BackendError(f"[metaproxy] lookup_table: {e}. Fix the table file or point "
-                           "lookup_table at a valid one.") from None
+        raise BackendError(
+            f"[metaproxy] lookup_table: {e}. Fix the table file or point "
+            "lookup_table at a valid one."
+        ) from None
 
 
 def _neutron_api(reactor: Any, settings: Settings) -> PortBackend:
     from metaproxy.resolve.neutron_api import build_neutron_api  # treq only when used
+
     return build_neutron_api(reactor, settings)
 
 
@@ -37,28 +48,39 @@ def _ovn(reactor: Any, settings: Settings) -> PortBackend:
     from metaproxy.resolve.ovn_build import build_ovn_backend
 
     return build_ovn_backend(reactor, settings)
+
+
 def _rpc(reactor: Any, settings: Settings) -> PortBackend:
     from metaproxy.config import rpc_timeout
-    from metaproxy.resolve.rpc import RpcBackend
     from metaproxy.neutron.bus import NeutronRpc
+    from metaproxy.resolve.rpc import RpcBackend
 
     if not settings.transport_url:
-        raise BackendError("[metaproxy] lookup_backend = rpc needs [DEFAULT] transport_url. "
-                           "Fix: set it (it is usually in neutron.conf), or use "
-                           "lookup_backend = table.")
+        raise BackendError(
+            "[metaproxy] lookup_backend = rpc needs [DEFAULT] transport_url. "
+            "Fix: set it (it is usually in neutron.conf), or use "
+            "lookup_backend = table."
+        )
     timeout = rpc_timeout(settings)
     try:
-        rpc = NeutronRpc(settings, lookup_timeout=timeout,
-                         report_timeout=settings.report_interval or timeout)
+        rpc = NeutronRpc(
+            settings, lookup_timeout=timeout, report_timeout=settings.report_interval or timeout
+        )
     except Exception as e:  # oslo.messaging: a bad URL, an unknown driver
-        raise BackendError(f"[DEFAULT] transport_url: cannot use it for RPC lookups "
-                           f"({type(e).__name__}: {_no_url(str(e), settings)}). Fix: give "
-                           "neutron-server's transport_url, e.g. "
-                           "rabbit://user:password@host:5672/.") from None
+        raise BackendError(
+            f"[DEFAULT] transport_url: cannot use it for RPC lookups "
+            f"({type(e).__name__}: {_no_url(str(e), settings)}). Fix: give "
+            "neutron-server's transport_url, e.g. "
+            "rabbit://user:password@host:5672/."
+        ) from None
     # the exchange is named: a server on another one never answers, and only times out
-    return RpcBackend(reactor, rpc, timeout=timeout, threads=settings.rpc_lookup_threads,
-                      where=f"neutron-server (topic q-plugin, exchange {rpc.exchange}, "
-                            "on transport_url)")
+    return RpcBackend(
+        reactor,
+        rpc,
+        timeout=timeout,
+        threads=settings.rpc_lookup_threads,
+        where=f"neutron-server (topic q-plugin, exchange {rpc.exchange}, on transport_url)",
+    )
 
 
 def _no_url(text: str, settings: Settings) -> str:
@@ -83,8 +105,10 @@ def build_backend(reactor: Any, settings: Settings) -> PortBackend:
     try:
         build = BUILDERS[settings.lookup_backend]
     except KeyError:
-        raise BackendError(f"[metaproxy] lookup_backend = {settings.lookup_backend}: no such "
-                           f"backend. Fix: use one of {', '.join(sorted(BUILDERS))}.") from None
+        raise BackendError(
+            f"[metaproxy] lookup_backend = {settings.lookup_backend}: no such "
+            f"backend. Fix: use one of {', '.join(sorted(BUILDERS))}."
+        ) from None
     return build(reactor, settings)
 
 
@@ -94,7 +118,7 @@ def start_backend(backend: PortBackend) -> None:
         start()
 
 
-def stop_backend(backend: PortBackend) -> "Deferred[Any]":
+def stop_backend(backend: PortBackend) -> Deferred[Any]:
     stop = getattr(backend, "stop", None)
     return maybeDeferred(stop) if stop is not None else succeed(None)
 

@@ -8,7 +8,8 @@ resolver's job (L{metaproxy.resolve.resolver}), not the backend's.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -75,15 +76,15 @@ class BackendError(Exception):
 class PortBackend(Protocol):
     """A source of ports. Every method returns a Deferred; errors are L{LookupUnavailable}."""
 
-    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+    def router_networks(self, router_id: str) -> Deferred[tuple[str, ...]]:
         """Network ids of the router's interface ports, in port order (duplicates kept)."""
         ...
 
-    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> Deferred[list[Port]]:
         """Ports on any of C{networks} with C{ip} among their fixed IPs."""
         ...
 
-    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> Deferred[list[Port]]:
         """Ports on any of C{networks} with MAC address C{mac}."""
         ...
 
@@ -101,7 +102,7 @@ class ManagedBackend(PortBackend, Protocol):
 
     def start(self) -> None: ...
 
-    def stop(self) -> "Deferred[None] | None": ...
+    def stop(self) -> Deferred[None] | None: ...
 
     def reload(self) -> None: ...
 

@@ -48,7 +48,8 @@ calls that failed).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -85,8 +86,14 @@ class CachingBackend:
 
     accepts_fresh = True
 
-    def __init__(self, backend: PortBackend, clock: IReactorTime, ttl: float,
-                 enabled: bool = True, max_entries: int = 100_000) -> None:
+    def __init__(
+        self,
+        backend: PortBackend,
+        clock: IReactorTime,
+        ttl: float,
+        enabled: bool = True,
+        max_entries: int = 100_000,
+    ) -> None:
         if not ttl >= 0:
             raise ValueError(f"cache ttl must be a number of seconds >= 0, not {ttl!r}")
         if max_entries < 1:
@@ -141,36 +148,37 @@ class CachingBackend:
         self._answers.clear()
         self._flights.clear()
 
-    def router_networks(self, router_id: str, fresh: bool = False
-                        ) -> "Deferred[tuple[str, ...]]":
-        return self._lookup((_ROUTER_NETWORKS, router_id), self._backend.router_networks,
-                            (router_id,), fresh)
+    def router_networks(self, router_id: str, fresh: bool = False) -> Deferred[tuple[str, ...]]:
+        return self._lookup(
+            (_ROUTER_NETWORKS, router_id), self._backend.router_networks, (router_id,), fresh
+        )
 
-    def ports_by_ip(self, networks: Sequence[str], ip: str, fresh: bool = False
-                    ) -> "Deferred[list[Port]]":
+    def ports_by_ip(
+        self, networks: Sequence[str], ip: str, fresh: bool = False
+    ) -> Deferred[list[Port]]:
         networks = tuple(networks)
-        return self._lookup((_PORTS_BY_IP, networks, ip), self._backend.ports_by_ip,
-                            (networks, ip), fresh)
+        return self._lookup(
+            (_PORTS_BY_IP, networks, ip), self._backend.ports_by_ip, (networks, ip), fresh
+        )
 
-    def ports_by_mac(self, networks: Sequence[str], mac: str, fresh: bool = False
-                     ) -> "Deferred[list[Port]]":
+    def ports_by_mac(
+        self, networks: Sequence[str], mac: str, fresh: bool = False
+    ) -> Deferred[list[Port]]:
         networks = tuple(networks)
-        return self._lookup((_PORTS_BY_MAC, networks, mac), self._backend.ports_by_mac,
-                            (networks, mac), fresh)
+        return self._lookup(
+            (_PORTS_BY_MAC, networks, mac), self._backend.ports_by_mac, (networks, mac), fresh
+        )
 
     def router_networks_now(self, router_id: str) -> tuple[str, ...] | None:
-        return self._now((_ROUTER_NETWORKS, router_id), self._router_networks_now,
-                         (router_id,))
+        return self._now((_ROUTER_NETWORKS, router_id), self._router_networks_now, (router_id,))
 
     def ports_by_ip_now(self, networks: tuple[str, ...], ip: str) -> list[Port] | None:
         return self._now((_PORTS_BY_IP, networks, ip), self._ports_by_ip_now, (networks, ip))
 
     def ports_by_mac_now(self, networks: tuple[str, ...], mac: str) -> list[Port] | None:
-        return self._now((_PORTS_BY_MAC, networks, mac), self._ports_by_mac_now,
-                         (networks, mac))
+        return self._now((_PORTS_BY_MAC, networks, mac), self._ports_by_mac_now, (networks, mac))
 
-    def _now(self, key: Hashable, call: Callable[..., Any] | None,
-             args: tuple[Any, ...]) -> Any:
+    def _now(self, key: Hashable, call: Callable[..., Any] | None, args: tuple[Any, ...]) -> Any:
         if self._keep:
             entry = self._answers.get(key)
             if entry is not None:
@@ -190,8 +198,13 @@ class CachingBackend:
                 self._store(key, answer)
         return answer
 
-    def _lookup(self, key: Hashable, call: Callable[..., "Deferred[Any]"],
-                args: tuple[Any, ...], fresh: bool) -> "Deferred[Any]":
+    def _lookup(
+        self,
+        key: Hashable,
+        call: Callable[..., Deferred[Any]],
+        args: tuple[Any, ...],
+        fresh: bool,
+    ) -> Deferred[Any]:
         if self._keep and not fresh:
             entry = self._answers.get(key)
             if entry is not None:

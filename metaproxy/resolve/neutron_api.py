@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import treq
 from treq.client import HTTPClient
@@ -39,28 +40,51 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from metaproxy.neutron.keystone import (
-    Credentials, KeystoneError, KeystoneSession, Token, describe_error, find_endpoint, within,
+    Credentials,
+    KeystoneError,
+    KeystoneSession,
+    Token,
+    describe_error,
+    find_endpoint,
+    within,
 )
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
 
-__all__ = ["NeutronApiBackend", "PORT_FIELDS", "router_ports_query", "ports_by_ip_query",
-           "ports_by_mac_query", "parse_ports", "parse_router_networks", "ports_url",
-           "build_neutron_api"]
+__all__ = [
+    "NeutronApiBackend",
+    "PORT_FIELDS",
+    "router_ports_query",
+    "ports_by_ip_query",
+    "ports_by_mac_query",
+    "parse_ports",
+    "parse_router_networks",
+    "ports_url",
+    "build_neutron_api",
+]
 
 log = Logger("metaproxy.resolve.neutron_api")
 
 #: The port fields a lookup uses (the C{fields=} of the port queries).
-PORT_FIELDS = ("id", "network_id", "mac_address", "fixed_ips", "device_id", "device_owner",
-               "project_id")
+PORT_FIELDS = (
+    "id",
+    "network_id",
+    "mac_address",
+    "fixed_ips",
+    "device_id",
+    "device_owner",
+    "project_id",
+)
 
 Query = list[tuple[str, str]]
 
 
 def router_ports_query(router_id: str) -> Query:
     """The router's interface ports (not its gateway port): their networks only."""
-    return ([("device_id", router_id)]
-            + [("device_owner", owner) for owner in ROUTER_INTERFACE_OWNERS]
-            + [("fields", "network_id")])
+    return (
+        [("device_id", router_id)]
+        + [("device_owner", owner) for owner in ROUTER_INTERFACE_OWNERS]
+        + [("fields", "network_id")]
+    )
 
 
 def _networks(networks: Sequence[str]) -> Query:
@@ -68,13 +92,15 @@ def _networks(networks: Sequence[str]) -> Query:
 
 
 def ports_by_ip_query(networks: Sequence[str], ip: str) -> Query:
-    return (_networks(networks) + [("fixed_ips", f"ip_address={ip}")]
-            + [("fields", f) for f in PORT_FIELDS])
+    return (
+        _networks(networks)
+        + [("fixed_ips", f"ip_address={ip}")]
+        + [("fields", f) for f in PORT_FIELDS]
+    )
 
 
 def ports_by_mac_query(networks: Sequence[str], mac: str) -> Query:
-    return (_networks(networks) + [("mac_address", mac)]
-            + [("fields", f) for f in PORT_FIELDS])
+    return _networks(networks) + [("mac_address", mac)] + [("fields", f) for f in PORT_FIELDS]
 
 
 def ports_url(endpoint: str) -> str:
@@ -89,9 +115,9 @@ def _port_list(body: bytes) -> list[Any]:
     try:
         ports = json.loads(body)["ports"]
     except (ValueError, KeyError, TypeError):
-        raise ValueError("not a JSON object with a \"ports\" list") from None
+        raise ValueError('not a JSON object with a "ports" list') from None
     if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
-        raise ValueError("\"ports\" is not a list of objects")
+        raise ValueError('"ports" is not a list of objects')
     return ports
 
 
@@ -138,14 +164,20 @@ def parse_ports(body: bytes) -> list[Port]:
             try:
                 ips.append(ipaddress.ip_address(address).compressed)  # type: ignore[arg-type]
             except ValueError:
-                raise ValueError(f"port {raw.get('id')!r}: fixed_ips entry {entry!r:.80} "
-                                 "has no IP address") from None
-        ports.append(Port(
-            id=_text(raw, "id"), network_id=_text(raw, "network_id"),
-            mac_address=_text(raw, "mac_address").lower(), fixed_ips=tuple(ips),
-            device_id=_text(raw, "device_id"),
-            project_id=_text(raw, "project_id") or _text(raw, "tenant_id"),
-            device_owner=_text(raw, "device_owner")))
+                raise ValueError(
+                    f"port {raw.get('id')!r}: fixed_ips entry {entry!r:.80} has no IP address"
+                ) from None
+        ports.append(
+            Port(
+                id=_text(raw, "id"),
+                network_id=_text(raw, "network_id"),
+                mac_address=_text(raw, "mac_address").lower(),
+                fixed_ips=tuple(ips),
+                device_id=_text(raw, "device_id"),
+                project_id=_text(raw, "project_id") or _text(raw, "tenant_id"),
+                device_owner=_text(raw, "device_owner"),
+            )
+        )
     return ports
 
 
@@ -173,11 +205,19 @@ class NeutronApiBackend:
 
     name = "Neutron API"
 
-    def __init__(self, reactor: Any, http: Any, keystone: KeystoneSession, *,
-                 timeout: float, endpoint_override: str | None = None,
-                 service_type: str = "network",
-                 interfaces: Sequence[str] = ("internal", "public"),
-                 region: str | None = None, pool: HTTPConnectionPool | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        http: Any,
+        keystone: KeystoneSession,
+        *,
+        timeout: float,
+        endpoint_override: str | None = None,
+        service_type: str = "network",
+        interfaces: Sequence[str] = ("internal", "public"),
+        region: str | None = None,
+        pool: HTTPConnectionPool | None = None,
+    ) -> None:
         self._reactor = reactor
         self._http = http
         self._keystone = keystone
@@ -195,16 +235,16 @@ class NeutronApiBackend:
 
     # -- lookups ------------------------------------------------------------------
 
-    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+    def router_networks(self, router_id: str) -> Deferred[tuple[str, ...]]:
         return self._get(router_ports_query(router_id), parse_router_networks)
 
-    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> Deferred[list[Port]]:
         return self._get(ports_by_ip_query(networks, ip), parse_ports)
 
-    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> Deferred[list[Port]]:
         return self._get(ports_by_mac_query(networks, mac), parse_ports)
 
-    def _get(self, query: Query, parse: Any) -> "Deferred[Any]":
+    def _get(self, query: Query, parse: Any) -> Deferred[Any]:
         stage = _Stage(f"waiting for a token from Keystone at {self._keystone.url}")
         d = Deferred.fromCoroutine(self._call(query, parse, stage))
         return within(self._reactor, d, self._timeout).addBoth(self._ended, stage)
@@ -218,8 +258,12 @@ class NeutronApiBackend:
             self.calls += 1
             try:
                 response = await self._http.get(
-                    url, params=query, allow_redirects=False, reactor=self._reactor,
-                    headers={"X-Auth-Token": [token.value], "Accept": ["application/json"]})
+                    url,
+                    params=query,
+                    allow_redirects=False,
+                    reactor=self._reactor,
+                    headers={"X-Auth-Token": [token.value], "Accept": ["application/json"]},
+                )
                 body = await treq.content(response)
             except CancelledError:
                 raise
@@ -236,7 +280,8 @@ class NeutronApiBackend:
                 again = " with a new token too" if attempt == 2 else ""
                 raise LookupUnavailable(
                     f"Neutron API at {url} answered HTTP {response.code}{again}"
-                    + _neutron_message(body))
+                    + _neutron_message(body)
+                )
             try:
                 return parse(body)
             except ValueError as e:
@@ -250,8 +295,9 @@ class NeutronApiBackend:
         if known is not None and known[0] is token:
             return known[1]
         try:
-            endpoint = find_endpoint(token.catalog, self._service_type, self._interfaces,
-                                     self._region)
+            endpoint = find_endpoint(
+                token.catalog, self._service_type, self._interfaces, self._region
+            )
         except KeystoneError as e:
             raise LookupUnavailable(f"Keystone at {self._keystone.url}: {e}") from None
         url = ports_url(endpoint)
@@ -267,7 +313,8 @@ class NeutronApiBackend:
         if result.check(TimeoutError):
             raise LookupUnavailable(
                 f"no answer within {self._timeout:g} s ([neutron] timeout) while "
-                f"{'asking the ' if stage.where.startswith('Neutron') else ''}{stage.where}")
+                f"{'asking the ' if stage.where.startswith('Neutron') else ''}{stage.where}"
+            )
         return result
 
     # -- lifecycle (metaproxy.resolve.base.ManagedBackend) ------------------------
@@ -285,15 +332,22 @@ class NeutronApiBackend:
                 except LookupUnavailable as e:
                     log.error("Neutron API lookups: {error}", error=str(e))
                     return
-            log.info("Neutron API lookups: token from Keystone at {keystone}; ports at "
-                     "{url}", keystone=self._keystone.url, url=where)
+            log.info(
+                "Neutron API lookups: token from Keystone at {keystone}; ports at {url}",
+                keystone=self._keystone.url,
+                url=where,
+            )
 
         def failed(failure: Failure) -> None:
-            log.error("Neutron API lookups: no token yet ({error}); lookups answer 503 "
-                      "until Keystone answers", error=str(failure.value))
+            log.error(
+                "Neutron API lookups: no token yet ({error}); lookups answer 503 "
+                "until Keystone answers",
+                error=str(failure.value),
+            )
+
         d.addCallbacks(got, failed)
 
-    def stop(self) -> "Deferred[None] | None":
+    def stop(self) -> Deferred[None] | None:
         if self._pool is not None:
             return self._pool.closeCachedConnections()
         return None
@@ -307,8 +361,10 @@ class NeutronApiBackend:
             where = self._override
         else:
             region = f", region {self._region}" if self._region else ""
-            where = (f"the catalog's {self._service_type} endpoint "
-                     f"({', '.join(self._interfaces)}{region})")
+            where = (
+                f"the catalog's {self._service_type} endpoint "
+                f"({', '.join(self._interfaces)}{region})"
+            )
         return f"Neutron API at {where}, tokens from Keystone at {self._keystone.url}"
 
 
@@ -332,8 +388,8 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 def build_neutron_api(reactor: Any, settings: Any) -> NeutronApiBackend:
     """The backend for L{metaproxy.resolve.backends.BUILDERS}: a keep-alive pool, TLS
     from C{[neutron] cafile}/C{insecure}, Keystone from C{[neutron]}'s credentials."""
-    from metaproxy.resolve.base import BackendError
     from metaproxy.nova.tls import nova_tls_policy
+    from metaproxy.resolve.base import BackendError
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 20
@@ -341,21 +397,30 @@ def build_neutron_api(reactor: Any, settings: Any) -> NeutronApiBackend:
     pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
     try:
         tls = nova_tls_policy(
-            ca_file=settings.neutron_cafile, insecure=settings.neutron_insecure,
-            client_cert=None, client_key=None,
+            ca_file=settings.neutron_cafile,
+            insecure=settings.neutron_insecure,
+            client_cert=None,
+            client_key=None,
             insecure_warning="Keystone's and Neutron's TLS certificates are not verified "
-                             "([neutron] insecure).")
+            "([neutron] insecure).",
+        )
     except ValueError as e:
-        raise BackendError(f"[neutron] cafile: {e}. Fix: point cafile at a PEM CA "
-                           "bundle.") from None
-    agent = Agent(reactor, contextFactory=tls, pool=pool,
-                  connectTimeout=settings.neutron_timeout)
+        raise BackendError(
+            f"[neutron] cafile: {e}. Fix: point cafile at a PEM CA bundle."
+        ) from None
+    agent = Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=settings.neutron_timeout)
     http = HTTPClient(agent)
-    keystone = KeystoneSession(reactor, http, Credentials.from_settings(settings),
-                               timeout=settings.neutron_timeout)
+    keystone = KeystoneSession(
+        reactor, http, Credentials.from_settings(settings), timeout=settings.neutron_timeout
+    )
     return NeutronApiBackend(
-        reactor, http, keystone, timeout=settings.neutron_timeout,
+        reactor,
+        http,
+        keystone,
+        timeout=settings.neutron_timeout,
         endpoint_override=settings.neutron_endpoint_override,
         service_type=settings.neutron_service_type,
         interfaces=settings.neutron_valid_interfaces,
-        region=settings.neutron_region_name, pool=pool)
+        region=settings.neutron_region_name,
+        pool=pool,
+    )

@@ -24,7 +24,8 @@ replaces it in one step.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -47,13 +48,17 @@ SB_COLUMNS: dict[str, list[str]] = {
 }
 #: Port_Binding rows that matter: bound ones, and router interfaces (any clause holds).
 SB_CONDITIONS: dict[str, list[Any]] = {
-    "Port_Binding": [["chassis", "!=", ["set", []]]] + [
+    "Port_Binding": [["chassis", "!=", ["set", []]]]
+    + [
         ["external_ids", "includes", ["map", [["neutron:device_owner", owner]]]]
-        for owner in ROUTER_INTERFACE_OWNERS],
+        for owner in ROUTER_INTERFACE_OWNERS
+    ],
 }
 _INTERFACE_OWNERS = frozenset(ROUTER_INTERFACE_OWNERS)
-_SYNC_ADVICE = ("Please run the neutron-ovn-db-sync-util script as there seems to be "
-                "inconsistent data between Neutron and OVN databases")
+_SYNC_ADVICE = (
+    "Please run the neutron-ovn-db-sync-util script as there seems to be "
+    "inconsistent data between Neutron and OVN databases"
+)
 
 
 def network_of(datapath_row: Mapping[str, Any]) -> str:
@@ -83,11 +88,15 @@ def port_from_row(row: Mapping[str, Any], network_id: str) -> Port:
     external = row.get("external_ids", {})
     entry = _first_mac_entry(row)
     mac, ips = entry if entry is not None else ("", ())
-    return Port(id=str(row.get("logical_port", "")), network_id=network_id,
-                mac_address=mac, fixed_ips=ips,
-                device_id=external.get("neutron:device_id", ""),
-                project_id=external.get("neutron:project_id", ""),
-                device_owner=external.get("neutron:device_owner", ""))
+    return Port(
+        id=str(row.get("logical_port", "")),
+        network_id=network_id,
+        mac_address=mac,
+        fixed_ips=ips,
+        device_id=external.get("neutron:device_id", ""),
+        project_id=external.get("neutron:project_id", ""),
+        device_owner=external.get("neutron:device_owner", ""),
+    )
 
 
 class _Entry:
@@ -110,16 +119,16 @@ class OvnIndex:
     date row by row. Plain object: feed it rows, ask it questions."""
 
     def __init__(self) -> None:
-        self._networks: dict[str, str] = {}           # datapath uuid -> network id
-        self._entries: dict[str, _Entry] = {}         # port binding uuid -> entry
-        self._on_datapath: dict[str, set[str]] = {}   # datapath uuid -> port binding uuids
+        self._networks: dict[str, str] = {}  # datapath uuid -> network id
+        self._entries: dict[str, _Entry] = {}  # port binding uuid -> entry
+        self._on_datapath: dict[str, set[str]] = {}  # datapath uuid -> port binding uuids
         self._by_ip: dict[tuple[str, str], dict[str, Port]] = {}
         self._by_mac: dict[tuple[str, str], dict[str, Port]] = {}
         self._routers: dict[str, dict[str, str]] = {}  # router -> {pb uuid: network}
         self.chassis = 0
 
     @classmethod
-    def from_store(cls, store: RowStore) -> "OvnIndex":
+    def from_store(cls, store: RowStore) -> OvnIndex:
         index = cls()
         for uuid, row in store.tables.get("Datapath_Binding", {}).items():
             index.set_datapath(uuid, row)
@@ -219,8 +228,9 @@ class OvnIndex:
         return _find(self._by_mac, networks, mac.lower())
 
 
-def _discard(index: dict[tuple[str, str], dict[str, Port]], key: tuple[str, str],
-             uuid: str) -> None:
+def _discard(
+    index: dict[tuple[str, str], dict[str, Port]], key: tuple[str, str], uuid: str
+) -> None:
     ports = index.get(key)
     if ports is not None:
         ports.pop(uuid, None)
@@ -228,8 +238,9 @@ def _discard(index: dict[tuple[str, str], dict[str, Port]], key: tuple[str, str]
             del index[key]
 
 
-def _find(index: Mapping[tuple[str, str], dict[str, Port]], networks: Sequence[str],
-          value: str) -> list[Port]:
+def _find(
+    index: Mapping[tuple[str, str], dict[str, Port]], networks: Sequence[str], value: str
+) -> list[Port]:
     found: list[Port] = []
     for network in dict.fromkeys(networks):
         ports = index.get((network, value))
@@ -250,30 +261,46 @@ class OvnBackend:
     #: cache in front would only make them stale
     answers_from_memory = True
 
-    def __init__(self, reactor: Any, remotes: Sequence[Remote], *, tls_options: Any = None,
-                 timeout: float = 180.0, probe_interval: float = 60.0,
-                 retry_max_interval: float = 180.0, monitor_factory: Any = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        remotes: Sequence[Remote],
+        *,
+        tls_options: Any = None,
+        timeout: float = 180.0,
+        probe_interval: float = 60.0,
+        retry_max_interval: float = 180.0,
+        monitor_factory: Any = None,
+    ) -> None:
         self._remotes = tuple(remotes)
         self.index: OvnIndex | None = None
         self._warned: dict[tuple[str, tuple[str, ...], str], tuple[str, ...]] = {}
-        callbacks = dict(on_sync=self._synchronised, on_changes=self._changed,
-                         on_down=self._down)
+        callbacks = dict(on_sync=self._synchronised, on_changes=self._changed, on_down=self._down)
         if monitor_factory is None:
             self.monitor: Any = OvsdbMonitor(
-                reactor, remotes, DATABASE, SB_COLUMNS, conditions=SB_CONDITIONS,
-                tls_options=tls_options, timeout=timeout, probe_interval=probe_interval,
-                retry_max_interval=retry_max_interval, **callbacks)
+                reactor,
+                remotes,
+                DATABASE,
+                SB_COLUMNS,
+                conditions=SB_CONDITIONS,
+                tls_options=tls_options,
+                timeout=timeout,
+                probe_interval=probe_interval,
+                retry_max_interval=retry_max_interval,
+                **callbacks,
+            )
         else:
             self.monitor = monitor_factory(**callbacks)
 
     # lifecycle (ManagedBackend)
 
     def start(self) -> None:
-        log.info("Connecting to OVN Southbound at {remotes}",
-                 remotes=", ".join(map(str, self._remotes)))
+        log.info(
+            "Connecting to OVN Southbound at {remotes}", remotes=", ".join(map(str, self._remotes))
+        )
         self.monitor.start()
 
-    def stop(self) -> "Deferred[None]":
+    def stop(self) -> Deferred[None]:
         return self.monitor.stop()
 
     def ready(self) -> bool:
@@ -284,45 +311,56 @@ class OvnBackend:
         index = self.index
         if index is None:
             return f"OVN Southbound at {where} (not synchronised yet)"
-        return (f"OVN Southbound at {where} ({index.bound_ports} bound ports on "
-                f"{index.networks} networks, {index.chassis} chassis)")
+        return (
+            f"OVN Southbound at {where} ({index.bound_ports} bound ports on "
+            f"{index.networks} networks, {index.chassis} chassis)"
+        )
 
     # monitor callbacks
 
     def _synchronised(self, store: RowStore) -> None:
         self.index = OvnIndex.from_store(store)
         self._warned.clear()
-        log.info("OVN Southbound synchronised from {remote}: {ports} bound ports on "
-                 "{networks} networks, {chassis} chassis",
-                 remote=str(self.monitor.remote), ports=self.index.bound_ports,
-                 networks=self.index.networks, chassis=self.index.chassis)
+        log.info(
+            "OVN Southbound synchronised from {remote}: {ports} bound ports on "
+            "{networks} networks, {chassis} chassis",
+            remote=str(self.monitor.remote),
+            ports=self.index.bound_ports,
+            networks=self.index.networks,
+            chassis=self.index.chassis,
+        )
 
     def _changed(self, changes: list[RowChange]) -> None:
         if self.index is not None:
             self.index.apply(changes)
 
     def _down(self, reason: str) -> None:
-        log.warn("OVN Southbound {reason}; answering from the last copy until it is "
-                 "synchronised again", reason=reason)
+        log.warn(
+            "OVN Southbound {reason}; answering from the last copy until it is synchronised again",
+            reason=reason,
+        )
 
     # lookups (PortBackend)
 
-    def _unavailable(self) -> "Deferred[Any]":
-        return fail(LookupUnavailable(
-            "OVN Southbound not synchronised yet (connecting to "
-            f"{', '.join(map(str, self._remotes))})"))
+    def _unavailable(self) -> Deferred[Any]:
+        return fail(
+            LookupUnavailable(
+                "OVN Southbound not synchronised yet (connecting to "
+                f"{', '.join(map(str, self._remotes))})"
+            )
+        )
 
     # The Deferred lookups are the in-memory answers below, or 503 before the first sync.
 
-    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+    def router_networks(self, router_id: str) -> Deferred[tuple[str, ...]]:
         found = self.router_networks_now(router_id)
         return self._unavailable() if found is None else succeed(found)
 
-    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> Deferred[list[Port]]:
         found = self.ports_by_ip_now(networks, ip)
         return self._unavailable() if found is None else succeed(found)
 
-    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> Deferred[list[Port]]:
         found = self.ports_by_mac_now(networks, mac)
         return self._unavailable() if found is None else succeed(found)
 
@@ -351,8 +389,7 @@ class OvnBackend:
             self._several(networks, "MAC address", mac, found)
         return found
 
-    def _several(self, networks: Sequence[str], what: str, value: str,
-                 found: list[Port]) -> None:
+    def _several(self, networks: Sequence[str], what: str, value: str, found: list[Port]) -> None:
         key = (what, tuple(networks), value)
         ids = tuple(sorted(port.id for port in found))
         if self._warned.get(key) == ids:
@@ -360,6 +397,12 @@ class OvnBackend:
         if len(self._warned) >= 10_000:
             self._warned.clear()
         self._warned[key] = ids
-        log.error("More than one port found in network {networks} with {what} {value}. "
-                  "{advice}. OVN Port uuids: {ids}", networks=", ".join(networks), what=what,
-                  value=value, advice=_SYNC_ADVICE, ids=", ".join(ids))
+        log.error(
+            "More than one port found in network {networks} with {what} {value}. "
+            "{advice}. OVN Port uuids: {ids}",
+            networks=", ".join(networks),
+            what=what,
+            value=value,
+            advice=_SYNC_ADVICE,
+            ids=", ".join(ids),
+        )

@@ -24,19 +24,27 @@ def build_ovn_backend(reactor: Any, settings: Settings) -> OvnBackend:
     try:
         remotes = parse_remotes(settings.ovn_sb_connection)
     except RemoteError as e:
-        raise BackendError(f"[ovn] ovn_sb_connection: {e}. Fix: write tcp:IP:PORT, "
-                           "ssl:IP:PORT or unix:PATH.") from None
+        raise BackendError(
+            f"[ovn] ovn_sb_connection: {e}. Fix: write tcp:IP:PORT, ssl:IP:PORT or unix:PATH."
+        ) from None
     tls = None
     if any(remote.kind == "ssl" for remote in remotes):
-        files = TlsFiles(settings.ovn_sb_private_key, settings.ovn_sb_certificate,
-                         settings.ovn_sb_ca_cert)
+        files = TlsFiles(
+            settings.ovn_sb_private_key, settings.ovn_sb_certificate, settings.ovn_sb_ca_cert
+        )
         try:
             tls = load_tls_options(files)
         except RemoteError as e:
-            raise BackendError(f"[ovn] {e}. Fix: point ovn_sb_private_key, "
-                               "ovn_sb_certificate and ovn_sb_ca_cert at the PEM files "
-                               "ovn-controller uses on this node.") from None
-    return OvnBackend(reactor, remotes, tls_options=tls,
-                      timeout=float(settings.ovsdb_connection_timeout),
-                      probe_interval=probe_seconds(settings.ovsdb_probe_interval),
-                      retry_max_interval=float(settings.ovsdb_retry_max_interval))
+            raise BackendError(
+                f"[ovn] {e}. Fix: point ovn_sb_private_key, "
+                "ovn_sb_certificate and ovn_sb_ca_cert at the PEM files "
+                "ovn-controller uses on this node."
+            ) from None
+    return OvnBackend(
+        reactor,
+        remotes,
+        tls_options=tls,
+        timeout=float(settings.ovsdb_connection_timeout),
+        probe_interval=probe_seconds(settings.ovsdb_probe_interval),
+        retry_max_interval=float(settings.ovsdb_retry_max_interval),
+    )

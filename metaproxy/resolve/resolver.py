@@ -15,7 +15,8 @@ backend does); a backend without a store of answers is always fresh and gets no 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -88,7 +89,7 @@ class InstanceResolver:
     def backend(self) -> PortBackend:
         return self._backend
 
-    def resolve_now(self, caller: Caller) -> "Instance | NotFound | None":
+    def resolve_now(self, caller: Caller) -> Instance | NotFound | None:
         """The answer for C{caller} when the backend has every lookup it needs at hand
         (C{*_now} methods: see L{metaproxy.resolve.cache}), without a Deferred; C{None}
         when it has not: then use L{resolve}. Never raises: a backend error means
@@ -115,8 +116,7 @@ class InstanceResolver:
             return None
         return _choose(ports, networks)
 
-    def resolve(self, caller: Caller, fresh: bool = False
-                ) -> "Deferred[Instance | NotFound]":
+    def resolve(self, caller: Caller, fresh: bool = False) -> Deferred[Instance | NotFound]:
         """Find the instance behind C{caller}.
 
         @param fresh: ignore cached answers (after Nova answered 404 for the cached one);
@@ -141,14 +141,16 @@ class InstanceResolver:
         d.addErrback(self._unavailable)
         return d
 
-    def _router_ports(self, networks: tuple[str, ...], caller: Caller, fresh: bool
-                      ) -> "Deferred[Instance | NotFound] | NotFound":
+    def _router_ports(
+        self, networks: tuple[str, ...], caller: Caller, fresh: bool
+    ) -> Deferred[Instance | NotFound] | NotFound:
         if not networks:
             return _NO_NETWORKS
         return self._find_ports(networks, caller, fresh)
 
-    def _find_ports(self, networks: tuple[str, ...], caller: Caller, fresh: bool
-                    ) -> "Deferred[Instance | NotFound]":
+    def _find_ports(
+        self, networks: tuple[str, ...], caller: Caller, fresh: bool
+    ) -> Deferred[Instance | NotFound]:
         backend = self._backend
         mac = caller.mac
         try:
@@ -188,4 +190,3 @@ def _choose(ports: Sequence[Port], networks: tuple[str, ...]) -> Instance | NotF
     if not ports:
         return NotFound("no port", networks)
     return NotFound(f"{len(ports)} ports", networks, tuple(port.id for port in ports))
-

@@ -26,9 +26,11 @@ again, not one per failed lookup (the pipeline logs each 503).
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -70,8 +72,11 @@ def port_from_dict(port: dict[str, Any]) -> Port:
     @raise ValueError: a field the lookups need is missing or of the wrong type.
     """
     try:
-        fixed = tuple(ip for ip in (_ip(f.get("ip_address")) for f in port.get("fixed_ips") or ())
-                      if ip is not None)
+        fixed = tuple(
+            ip
+            for ip in (_ip(f.get("ip_address")) for f in port.get("fixed_ips") or ())
+            if ip is not None
+        )
         return Port(
             id=str(port.get("id", "")),
             network_id=str(port["network_id"]),
@@ -99,9 +104,16 @@ class RpcBackend:
         the backend's own thread pool (tests pass a synchronous fake).
     """
 
-    def __init__(self, reactor: Any, rpc: Any, *, timeout: float, threads: int = 8,
-                 where: str = "neutron-server (topic q-plugin on transport_url)",
-                 run_in_thread: Callable[..., "Deferred[Any]"] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        rpc: Any,
+        *,
+        timeout: float,
+        threads: int = 8,
+        where: str = "neutron-server (topic q-plugin on transport_url)",
+        run_in_thread: Callable[..., Deferred[Any]] | None = None,
+    ) -> None:
         self._reactor = reactor
         self._rpc = rpc
         self._timeout = timeout
@@ -109,8 +121,7 @@ class RpcBackend:
         self._timeout_errors = tuple(getattr(rpc, "timeout_errors", ()))
         self._pool: ThreadPool | None = None
         if run_in_thread is None:
-            self._pool = ThreadPool(minthreads=0, maxthreads=threads,
-                                    name="metaproxy-rpc-lookups")
+            self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="metaproxy-rpc-lookups")
             pool = self._pool
             run_in_thread = lambda f, *a: deferToThreadPool(reactor, pool, f, *a)  # noqa: E731
         self._run = run_in_thread
@@ -125,7 +136,7 @@ class RpcBackend:
             self._pool.start()
         self._started = True
 
-    def stop(self) -> "Deferred[None] | None":
+    def stop(self) -> Deferred[None] | None:
         """Stop the threads and close the transport, off the reactor (a thread may be
         stuck in a call until its timeout)."""
         if not self._started:
@@ -141,27 +152,29 @@ class RpcBackend:
                 close()
 
         return deferToThread(shut).addErrback(
-            lambda f: log.warn("Closing the RPC transport failed: {error}",
-                               error=f.getErrorMessage()))
+            lambda f: log.warn(
+                "Closing the RPC transport failed: {error}", error=f.getErrorMessage()
+            )
+        )
 
     def ready(self) -> bool:
         return self._started and self._failing_since is None
 
     def describe(self) -> str:
-        return (f"rpc: get_ports from {self._where}, {self._timeout:g} s per call")
+        return f"rpc: get_ports from {self._where}, {self._timeout:g} s per call"
 
-    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+    def router_networks(self, router_id: str) -> Deferred[tuple[str, ...]]:
         d = self._call(router_filters(router_id))
         d.addCallback(lambda ports: tuple(p.network_id for p in ports))
         return d
 
-    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> Deferred[list[Port]]:
         return self._call(ip_filters(networks, ip))
 
-    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> Deferred[list[Port]]:
         return self._call(mac_filters(networks, mac))
 
-    def _call(self, filters: dict[str, Any]) -> "Deferred[list[Port]]":
+    def _call(self, filters: dict[str, Any]) -> Deferred[list[Port]]:
         expired = [False]
 
         def in_thread() -> Any:
@@ -188,15 +201,21 @@ class RpcBackend:
 
     def _answered(self, answer: Any) -> list[Port]:
         if not isinstance(answer, list):
-            return self._failed(Failure(ValueError(
-                f"get_ports answered {type(answer).__name__}, not a list of ports")))
+            return self._failed(
+                Failure(
+                    ValueError(f"get_ports answered {type(answer).__name__}, not a list of ports")
+                )
+            )
         try:
             ports = [port_from_dict(p) for p in answer]
         except ValueError as e:
             return self._failed(Failure(e))
         if self._failing_since is not None:
-            log.info("RPC lookups answered again by {where} after {count} failed",
-                     where=self._where, count=self.failures - self._failing_since)
+            log.info(
+                "RPC lookups answered again by {where} after {count} failed",
+                where=self._where,
+                count=self.failures - self._failing_since,
+            )
             self._failing_since = None
         return ports
 
@@ -204,15 +223,21 @@ class RpcBackend:
         self.failures += 1
         error = failure.value
         if isinstance(error, DeferredTimeout) or isinstance(error, self._timeout_errors):
-            reason = (f"no answer from {self._where} within {self._timeout:g} s "
-                      "(rpc_response_timeout; neutron-server slow or the bus down)")
+            reason = (
+                f"no answer from {self._where} within {self._timeout:g} s "
+                "(rpc_response_timeout; neutron-server slow or the bus down)"
+            )
         elif type(error).__name__ == "RemoteError":
-            reason = (f"{self._where} failed get_ports: "
-                      f"{getattr(error, 'exc_type', '')}: {getattr(error, 'value', error)}")
+            reason = (
+                f"{self._where} failed get_ports: "
+                f"{getattr(error, 'exc_type', '')}: {getattr(error, 'value', error)}"
+            )
         else:
             reason = f"get_ports to {self._where} failed: {type(error).__name__}: {error}"
         if self._failing_since is None:
             self._failing_since = self.failures - 1
-            log.warn("RPC lookups failing: {reason}; instances get 503 until they work "
-                     "again", reason=reason)
+            log.warn(
+                "RPC lookups failing: {reason}; instances get 503 until they work again",
+                reason=reason,
+            )
         raise LookupUnavailable(reason)

@@ -32,7 +32,8 @@ import ipaddress
 import json
 import os
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -42,8 +43,15 @@ from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, BackendError, Port
 __all__ = ["TableError", "PortTable", "parse_table", "load_table", "TableBackend"]
 
 _TOP_LEVEL_KEYS = ("routers", "ports", "instances")
-_PORT_KEYS = ("id", "network_id", "mac_address", "fixed_ips", "device_id", "project_id",
-              "device_owner")
+_PORT_KEYS = (
+    "id",
+    "network_id",
+    "mac_address",
+    "fixed_ips",
+    "device_id",
+    "project_id",
+    "device_owner",
+)
 _REQUIRED_PORT_KEYS = ("network_id", "mac_address", "fixed_ips", "device_id", "project_id")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}\Z")
 _INTERFACE_OWNERS = frozenset(ROUTER_INTERFACE_OWNERS)
@@ -99,8 +107,9 @@ class PortTable:
         return _find(self.by_mac, networks, mac)
 
 
-def _find(index: Mapping[tuple[str, str], list[Port]], networks: Sequence[str],
-          value: str) -> list[Port]:
+def _find(
+    index: Mapping[tuple[str, str], list[Port]], networks: Sequence[str], value: str
+) -> list[Port]:
     if len(networks) == 1:
         found = index.get((networks[0], value))
         return found if found is not None else []
@@ -131,7 +140,8 @@ def load_table(path: str | os.PathLike[str]) -> PortTable:
         document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
         raise TableError(
-            [f"{source}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"]) from None
+            [f"{source}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"]
+        ) from None
     except _DuplicateKey as e:
         raise TableError([f"{source}: key {e.args[0]!r} appears twice in one object"]) from None
     return parse_table(document, source)
@@ -164,8 +174,12 @@ def parse_table(document: object, source: str = "<table>") -> PortTable:
         problems.append(f"{source}: {text}")
 
     if not isinstance(document, dict):
-        raise TableError([f"{source}: the table must be a JSON object with keys "
-                          f"{_quoted(_TOP_LEVEL_KEYS)}, not {_json_type(document)}"])
+        raise TableError(
+            [
+                f"{source}: the table must be a JSON object with keys "
+                f"{_quoted(_TOP_LEVEL_KEYS)}, not {_json_type(document)}"
+            ]
+        )
     for key in document:
         if key not in _TOP_LEVEL_KEYS:
             problem(f"unknown top-level key {key!r} (expected {_quoted(_TOP_LEVEL_KEYS)})")
@@ -200,8 +214,10 @@ def parse_table(document: object, source: str = "<table>") -> PortTable:
 
 def _parse_routers(value: object, problem: Callable[[str], None]) -> dict[str, list[str]]:
     if not isinstance(value, dict):
-        problem(f"routers must be an object mapping router ids to lists of network ids, "
-                f"not {_json_type(value)}")
+        problem(
+            f"routers must be an object mapping router ids to lists of network ids, "
+            f"not {_json_type(value)}"
+        )
         return {}
     routers: dict[str, list[str]] = {}
     for router_id, networks in value.items():
@@ -217,8 +233,7 @@ def _parse_routers(value: object, problem: Callable[[str], None]) -> dict[str, l
             if isinstance(network, str) and network:
                 good.append(network)
             else:
-                problem(f"{where}[{i}]: {_show(network)} is not a network id "
-                        "(a non-empty string)")
+                problem(f"{where}[{i}]: {_show(network)} is not a network id (a non-empty string)")
         routers[router_id] = good
     return routers
 
@@ -234,8 +249,10 @@ def _parse_ports(value: object, problem: Callable[[str], None]) -> list[Port]:
         if port is None:
             continue
         if port.id in first_index:
-            problem(f"ports[{index}] (id {port.id!r}): the id is already used by "
-                    f"ports[{first_index[port.id]}]")
+            problem(
+                f"ports[{index}] (id {port.id!r}): the id is already used by "
+                f"ports[{first_index[port.id]}]"
+            )
             continue
         first_index[port.id] = index
         ports.append(port)
@@ -274,8 +291,10 @@ def _parse_port(index: int, entry: object, problem: Callable[[str], None]) -> Po
         if isinstance(mac, str) and _MAC.match(mac):
             mac = mac.lower().replace("-", ":")
         else:
-            fail(f"mac_address {_show(mac)} is not a MAC address "
-                 "(six hex pairs separated by ':' or '-')")
+            fail(
+                f"mac_address {_show(mac)} is not a MAC address "
+                "(six hex pairs separated by ':' or '-')"
+            )
 
     fixed_ips: list[str] = []
     raw_ips = entry.get("fixed_ips", [])
@@ -293,7 +312,7 @@ def _parse_port(index: int, entry: object, problem: Callable[[str], None]) -> Po
 
     device_id = entry.get("device_id", "")
     if not isinstance(device_id, str):
-        fail(f"device_id {_show(device_id)} is not a string (use \"\" for no device)")
+        fail(f'device_id {_show(device_id)} is not a string (use "" for no device)')
     project_id = entry.get("project_id", "")
     if "project_id" in entry and not (isinstance(project_id, str) and project_id):
         fail(f"project_id {_show(project_id)} is not a project id (a non-empty string)")
@@ -389,7 +408,7 @@ class TableBackend:
     def describe(self) -> str:
         return f"table {self._path} ({len(self._table.ports)} ports)"
 
-    def router_networks(self, router_id: str) -> "Deferred[tuple[str, ...]]":
+    def router_networks(self, router_id: str) -> Deferred[tuple[str, ...]]:
         return succeed(self.router_networks_now(router_id))
 
     # The same answers without a Deferred (see metaproxy.resolve.cache, "Answers now").
@@ -403,8 +422,8 @@ class TableBackend:
     def ports_by_mac_now(self, networks: Sequence[str], mac: str) -> list[Port]:
         return _find(self._table.by_mac, networks, mac)
 
-    def ports_by_ip(self, networks: Sequence[str], ip: str) -> "Deferred[list[Port]]":
+    def ports_by_ip(self, networks: Sequence[str], ip: str) -> Deferred[list[Port]]:
         return succeed(self.ports_by_ip_now(networks, ip))
 
-    def ports_by_mac(self, networks: Sequence[str], mac: str) -> "Deferred[list[Port]]":
+    def ports_by_mac(self, networks: Sequence[str], mac: str) -> Deferred[list[Port]]:
         return succeed(self.ports_by_mac_now(networks, mac))

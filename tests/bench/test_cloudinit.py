@@ -5,10 +5,16 @@ import pytest
 from bench import cloudinit, novatree
 from bench.novatree import InstanceRecord
 
-RECORD = InstanceRecord(instance_id="vm-1", project_id="p", hostname="vm-1",
-                        local_ipv4="10.0.0.5", user_data=None,
-                        public_keys={"mykey": "ssh-ed25519 AAAA"}, floating_ip="",
-                        availability_zone="nova")
+RECORD = InstanceRecord(
+    instance_id="vm-1",
+    project_id="p",
+    hostname="vm-1",
+    local_ipv4="10.0.0.5",
+    user_data=None,
+    public_keys={"mykey": "ssh-ed25519 AAAA"},
+    floating_ip="",
+    availability_zone="nova",
+)
 
 
 def replay(fetch):
@@ -26,6 +32,7 @@ def nova(record):
     def fetch(path):
         status, _, body = novatree.lookup(record, path)
         return status, body
+
     return fetch
 
 
@@ -43,18 +50,23 @@ def test_first_boot_is_28_requests_in_cloud_inits_order():
 
 def test_no_keypair_is_26_requests():
     """Without a keypair the crawl skips public-keys: 26 requests."""
-    _, asked = replay(nova(InstanceRecord(instance_id="vm-2", project_id="p", hostname="h",
-                                          local_ipv4="10.0.0.6")))
+    _, asked = replay(
+        nova(
+            InstanceRecord(instance_id="vm-2", project_id="p", hostname="h", local_ipv4="10.0.0.6")
+        )
+    )
     assert len(asked) == 26
 
 
 @pytest.mark.parametrize("status", [403, 404, 500, 503])
 def test_bad_status_fails_the_boot(status):
     """A status cloud-init would not accept ends the boot with BootFailed at that path."""
+
     def fetch(path):
         if path == "/openstack/2018-08-27/meta_data.json":
             return status, b""
         return nova(RECORD)(path)
+
     with pytest.raises(cloudinit.BootFailed) as info:
         replay(fetch)
     assert info.value.path.endswith("meta_data.json") and info.value.status == status

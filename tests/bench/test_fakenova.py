@@ -15,13 +15,13 @@ import math
 import os
 import random
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.internet.error import ConnectionDone
 
 from bench import cloudinit, fakenova, novatree
 from bench.novatree import InstanceRecord
@@ -387,8 +387,14 @@ def test_stats_and_recorded_requests():
         "queued": 0,
         "max_queued": 0,
         "processes": [
-            {"index": 0, "pid": os.getpid(), "total": 6, "in_service": 0, "queued": 0,
-             "max_queued": 0}
+            {
+                "index": 0,
+                "pid": os.getpid(),
+                "total": 6,
+                "in_service": 0,
+                "queued": 0,
+                "max_queued": 0,
+            }
         ],
     }
     assert stats.total == 6
@@ -562,8 +568,22 @@ def test_service_time_specs(spec, kind, params):
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "fixed", "fixed:", "fixed:-1", "fixed:nan", "fixed:inf", "fixed:1:2", "uniform:2:1",
-     "uniform:1", "exp:x", "lognormal:0:1", "lognormal:1", "gamma:1:2", "1.5"],
+    [
+        "",
+        "fixed",
+        "fixed:",
+        "fixed:-1",
+        "fixed:nan",
+        "fixed:inf",
+        "fixed:1:2",
+        "uniform:2:1",
+        "uniform:1",
+        "exp:x",
+        "lognormal:0:1",
+        "lognormal:1",
+        "gamma:1:2",
+        "1.5",
+    ],
 )
 def test_bad_service_time_specs_rejected(spec):
     with pytest.raises(ValueError):
@@ -677,16 +697,39 @@ def test_config_endpoint_service_time_and_concurrency():
     """POST /_fakenova/config sets delay_dist or delay, and concurrency; a higher limit
     lets queued requests in at once; bad values change nothing."""
     site, stats, clock = make(delay=1.0, concurrency=1)
-    config = get(site, b"/_fakenova/config", CONTROL, b"POST",
-                 json.dumps({"delay_dist": "exp:0.5", "concurrency": 3}).encode())
+    config = get(
+        site,
+        b"/_fakenova/config",
+        CONTROL,
+        b"POST",
+        json.dumps({"delay_dist": "exp:0.5", "concurrency": 3}).encode(),
+    )
     assert json.loads(config.body) == {
-        "delay": None, "delay_dist": "exp:0.5", "concurrency": 3, "status_override": {}
+        "delay": None,
+        "delay_dist": "exp:0.5",
+        "concurrency": 3,
+        "status_override": {},
     }
-    post = lambda value: get(site, b"/_fakenova/config", CONTROL, b"POST",  # noqa: E731
-                             json.dumps(value).encode())
-    for bad in [{"delay_dist": "gamma:1"}, {"delay_dist": 5}, {"delay": 1, "delay_dist": "exp:1"},
-                {"concurrency": -1}, {"concurrency": 1.5}, {"concurrency": True}, {"delay": "1"},
-                {"nonsense": 1}]:
+
+    def post(value):
+        return get(
+            site,
+            b"/_fakenova/config",
+            CONTROL,
+            b"POST",  # noqa: E731
+            json.dumps(value).encode(),
+        )
+
+    for bad in [
+        {"delay_dist": "gamma:1"},
+        {"delay_dist": 5},
+        {"delay": 1, "delay_dist": "exp:1"},
+        {"concurrency": -1},
+        {"concurrency": 1.5},
+        {"concurrency": True},
+        {"delay": "1"},
+        {"nonsense": 1},
+    ]:
         response = post(bad)
         assert response.status == 400, bad
         assert "error" in json.loads(response.body)
@@ -776,7 +819,10 @@ def test_config_reaches_every_process():
     assert Response(overridden.value()).status == 418  # ...and the override
     assert Response(waiting.value()).status == 200
     assert json.loads(get(b, b"/_fakenova/config", CONTROL).body) == {
-        "delay": 1.0, "delay_dist": "fixed:1.0", "concurrency": 4, "status_override": {"/x": 418}
+        "delay": 1.0,
+        "delay_dist": "fixed:1.0",
+        "concurrency": 4,
+        "status_override": {"/x": 418},
     }
     # Concurrency 4 over two processes: process 1 serves two at once.
     transports = [open_request(b)[1] for _ in range(3)]
@@ -855,12 +901,28 @@ def test_command_line_service_time():
     parse = lambda *argv: fakenova._parse_args(["--table", "t", "--secret", "s", *argv])  # noqa: E731
     args = parse()
     assert (args.service_time.spec, args.concurrency, args.processes, args.seed) == (
-        "fixed:0.0", 0, 1, None)
+        "fixed:0.0",
+        0,
+        1,
+        None,
+    )
     assert parse("--delay", "0.25").service_time.spec == "fixed:0.25"
-    args = parse("--delay-dist", "lognormal:0.02:0.4", "--seed", "5", "--concurrency", "8",
-                 "--processes", "3")
+    args = parse(
+        "--delay-dist",
+        "lognormal:0.02:0.4",
+        "--seed",
+        "5",
+        "--concurrency",
+        "8",
+        "--processes",
+        "3",
+    )
     assert (args.service_time.spec, args.seed, args.concurrency, args.processes) == (
-        "lognormal:0.02:0.4", 5, 8, 3)
+        "lognormal:0.02:0.4",
+        5,
+        8,
+        3,
+    )
     assert args.argv[-2:] == ["--processes", "3"]
 
 
@@ -1040,8 +1102,13 @@ def test_instance_without_port_needs_project():
     still gets a network_data link."""
     with pytest.raises(ValueError, match="no port and no project_id"):
         fakenova.instances_from_table({"ports": [], "instances": {"x": {}}})
-    port = {"network_id": "n", "mac_address": "fa:16:3e:00:00:09", "fixed_ips": [],
-            "device_id": "y", "project_id": "q"}
+    port = {
+        "network_id": "n",
+        "mac_address": "fa:16:3e:00:00:09",
+        "fixed_ips": [],
+        "device_id": "y",
+        "project_id": "q",
+    }
     record = fakenova.instances_from_table({"ports": [port]})["y"]
     assert record.network_data["links"][0]["vif_id"] == "port-0"
     table = {"instances": {"x": {"project_id": "p", "user_data": "hi"}}}

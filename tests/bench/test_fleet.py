@@ -74,8 +74,11 @@ def test_every_instance_resolves_to_itself_through_its_namespace():
 
 def test_both_ways_of_attaching_routers_are_used():
     fleet = make_fleet(10, 4)
-    interface_routers = {p["device_id"] for p in fleet.table["ports"]
-                         if p["device_owner"] == "network:router_interface"}
+    interface_routers = {
+        p["device_id"]
+        for p in fleet.table["ports"]
+        if p["device_owner"] == "network:router_interface"
+    }
     mapped_routers = set(fleet.table["routers"])
     routers = {ns.id for ns in fleet.namespaces}
     assert interface_routers and mapped_routers
@@ -142,9 +145,14 @@ def test_namespaces_are_the_boot_domains_in_order():
     assert [i.namespace for i in fleet.instances] == list(fleet.namespaces) + [fleet.namespaces[0]]
 
 
-@pytest.mark.parametrize("kwargs", [dict(instances=5, routers=0),
-                                    dict(instances=-1, routers=1),
-                                    dict(instances=5, routers=1, networks_per_router=0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(instances=5, routers=0),
+        dict(instances=-1, routers=1),
+        dict(instances=5, routers=1, networks_per_router=0),
+    ],
+)
 def test_bad_shapes_are_refused(kwargs):
     with pytest.raises(ValueError):
         make_fleet(**kwargs)

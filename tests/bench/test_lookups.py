@@ -22,8 +22,14 @@ def test_unknown_lookup_names_the_choices(tmp_path: Path) -> None:
 
 
 def test_extra_sections_are_appended_after_metaproxy(tmp_path: Path) -> None:
-    path = write_agent_config(tmp_path / "a.ini", state_path=tmp_path, nova_port=1,
-                              secret="s", table="t.json", extra_metaproxy="x = 1\n",
-                              extra_sections="[ovn]\novn_sb_connection = unix:/x\n")
+    path = write_agent_config(
+        tmp_path / "a.ini",
+        state_path=tmp_path,
+        nova_port=1,
+        secret="s",
+        table="t.json",
+        extra_metaproxy="x = 1\n",
+        extra_sections="[ovn]\novn_sb_connection = unix:/x\n",
+    )
     text = path.read_text()
     assert text.endswith("x = 1\n\n[ovn]\novn_sb_connection = unix:/x\n")

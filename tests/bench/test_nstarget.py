@@ -22,12 +22,18 @@ import bench.__main__ as bench_main
 from bench import nstarget
 from bench.fleet import make_fleet
 from bench.netns import TopologyError
-from bench.nstarget import (CLONE_NEWNET, HaproxyNamespaces, NetnsSockets, plan_front,
-                            render_haproxy_config, target_for)
+from bench.nstarget import (
+    CLONE_NEWNET,
+    HaproxyNamespaces,
+    NetnsSockets,
+    plan_front,
+    render_haproxy_config,
+    target_for,
+)
 from bench.storm import StormConfig
 
-
 # ---- the plan
+
 
 def test_overlapping_addresses_are_kept_in_different_namespaces():
     """The k-th instance behind every router has the same address: each network gets its
@@ -82,6 +88,7 @@ def test_count_outside_the_fleet_is_refused(count):
 
 
 # ---- the target
+
 
 def _target(fleet, count=6):
     plan = plan_front(fleet, count)
@@ -143,11 +150,19 @@ def test_socket_is_made_inside_the_namespace_and_the_thread_goes_home():
     a, b = recorder.fds["/run/netns/a"], recorder.fds["/run/netns/b"]
     assert made_in == [("setns", a), ("setns", a), ("setns", b)]
     assert [c for c in recorder.calls if c[0] == "setns"] == [
-        ("setns", a), ("setns", home), ("setns", a), ("setns", home),
-        ("setns", b), ("setns", home)]
+        ("setns", a),
+        ("setns", home),
+        ("setns", a),
+        ("setns", home),
+        ("setns", b),
+        ("setns", home),
+    ]
     # each namespace opened once
     assert [c for c in recorder.calls if c[0] == "open"] == [
-        ("open", "/proc/thread-self/ns/net"), ("open", "/run/netns/a"), ("open", "/run/netns/b")]
+        ("open", "/proc/thread-self/ns/net"),
+        ("open", "/run/netns/a"),
+        ("open", "/run/netns/b"),
+    ]
 
 
 def test_thread_goes_home_when_the_socket_cannot_be_made():
@@ -166,8 +181,11 @@ def test_a_thread_stuck_in_another_namespace_is_an_error_not_a_socket():
     recorder = RecordingNamespaces()
     sockets = _sockets(recorder)
     recorder.fail_setns_to = recorder.fds["/proc/thread-self/ns/net"]
-    with pytest.raises(RuntimeError, match="cannot return to this thread's own network "
-                                           "namespace after creating a socket in /run/netns/a"):
+    with pytest.raises(
+        RuntimeError,
+        match="cannot return to this thread's own network "
+        "namespace after creating a socket in /run/netns/a",
+    ):
         sockets.socket("/run/netns/a")
 
 
@@ -195,8 +213,9 @@ def test_target_open_binds_the_instance_address_and_connects(in_place):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        target = HaproxyNamespaces({0: ("/run/netns/x", "127.0.0.1")}, "shared", 1,
-                                   address=server.getsockname())
+        target = HaproxyNamespaces(
+            {0: ("/run/netns/x", "127.0.0.1")}, "shared", 1, address=server.getsockname()
+        )
 
         async def connect():
             return await target.open(instance)
@@ -215,8 +234,7 @@ def test_target_open_refused_is_connection_refused(in_place):
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         address = free.getsockname()  # nothing listens once closed
-    target = HaproxyNamespaces({0: ("/run/netns/x", "127.0.0.1")}, "shared", 1,
-                               address=address)
+    target = HaproxyNamespaces({0: ("/run/netns/x", "127.0.0.1")}, "shared", 1, address=address)
     with pytest.raises(ConnectionRefusedError):
         asyncio.run(target.open(make_fleet(1, 1).instances[0]))
 
@@ -228,26 +246,31 @@ def test_storm_config_says_haproxy_needs_a_built_target():
 
 # ---- haproxy's configuration
 
+
 @pytest.fixture
 def agent_ini(tmp_path):
     fleet = make_fleet(2, 1)
     fleet.write(tmp_path / "ports.json")
     path = tmp_path / "agent.ini"
-    path.write_text(f"[DEFAULT]\nstate_path = {tmp_path}/s\n[metaproxy]\n"
-                    f"lookup_table = {tmp_path}/ports.json\nnamespace_socket_dir = /tmp/mp-ns\n")
+    path.write_text(
+        f"[DEFAULT]\nstate_path = {tmp_path}/s\n[metaproxy]\n"
+        f"lookup_table = {tmp_path}/ports.json\nnamespace_socket_dir = /tmp/mp-ns\n"
+    )
     return fleet, path
 
 
 def test_config_is_rendered_for_the_fleets_namespace(agent_ini, tmp_path):
     fleet, path = agent_ini
     namespace = fleet.namespaces[0]
-    own = render_haproxy_config(namespace.name, agent_config=path, pidfile="/tmp/p.pid",
-                                shared=False)
+    own = render_haproxy_config(
+        namespace.name, agent_config=path, pidfile="/tmp/p.pid", shared=False
+    )
     assert f"http-request set-header X-Neutron-Router-ID {namespace.id}\n" in own
     assert f"server metadata /tmp/mp-ns/{namespace.name}.sock\n" in own
     assert "    pidfile     /tmp/p.pid\n" in own and "    user        root\n" in own
-    shared = render_haproxy_config(namespace.name, agent_config=path, pidfile="/tmp/p.pid",
-                                   shared=True)
+    shared = render_haproxy_config(
+        namespace.name, agent_config=path, pidfile="/tmp/p.pid", shared=True
+    )
     assert f"server metadata {tmp_path}/s/metadata_proxy\n" in shared
 
 
@@ -260,17 +283,20 @@ def test_config_error_is_a_topology_error_saying_why(tmp_path):
 
 # ---- the command line
 
+
 def test_missing_prerequisites_exit_with_one_line(monkeypatch, capsys):
-    monkeypatch.setattr(nstarget, "missing_prerequisites",
-                        lambda: ["root (running as uid 1000)", "haproxy"])
+    monkeypatch.setattr(
+        nstarget, "missing_prerequisites", lambda: ["root (running as uid 1000)", "haproxy"]
+    )
     started = []
     monkeypatch.setattr(bench_main, "run_local_storms", lambda *a, **k: started.append(1))
-    status = bench_main.main(["storm", "--target", "haproxy", "--instances", "4",
-                              "--routers", "2"])
+    status = bench_main.main(["storm", "--target", "haproxy", "--instances", "4", "--routers", "2"])
     assert status == 2 and not started
     err = capsys.readouterr().err
-    assert err == ("bench storm: --target haproxy needs root, ip, iptables and haproxy: "
-                   "missing root (running as uid 1000), haproxy\n")
+    assert err == (
+        "bench storm: --target haproxy needs root, ip, iptables and haproxy: "
+        "missing root (running as uid 1000), haproxy\n"
+    )
 
 
 def test_sigterm_becomes_keyboard_interrupt_while_the_front_is_up():
@@ -288,9 +314,20 @@ def test_compare_haproxy_agent_without_prerequisites_exits_with_one_line(monkeyp
 
     monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
     monkeypatch.setattr(compare, "run_compare", lambda *a, **k: pytest.fail("started"))
-    status = bench_main.main(["compare", "--a", "metaproxy", "--b", "upstream-haproxy",
-                              "--instances", "4", "--routers", "2"])
+    status = bench_main.main(
+        [
+            "compare",
+            "--a",
+            "metaproxy",
+            "--b",
+            "upstream-haproxy",
+            "--instances",
+            "4",
+            "--routers",
+            "2",
+        ]
+    )
     assert status == 2
     assert capsys.readouterr().err == (
-        "bench compare: a -haproxy agent needs root, ip, iptables and haproxy: "
-        "missing iptables\n")
+        "bench compare: a -haproxy agent needs root, ip, iptables and haproxy: missing iptables\n"
+    )

@@ -16,15 +16,36 @@ from bench.fakenova import instances_from_table
 from bench.fleet import boot_length, make_fleet
 from bench.novatree import error_page, lookup
 from bench.report import REFUSAL_KINDS
-from bench.storm import (BACKLOG_FULL, BAD_HTTP, BARE_LF, CLOSED, CONNECT_ERROR, KINDS, OK,
-                         REFUSALS, REFUSED, STATUS, TIMEOUT, TRAILING, WRONG_BODY,
-                         WRONG_INSTANCE, AnswerParser, BadHTTP, ClosedEarly, NamespaceSockets,
-                         SharedSocket, check_answer, find_head_end, framing_name, kind_name,
-                         request_bytes)
+from bench.storm import (
+    BACKLOG_FULL,
+    BAD_HTTP,
+    BARE_LF,
+    CLOSED,
+    CONNECT_ERROR,
+    KINDS,
+    OK,
+    REFUSALS,
+    REFUSED,
+    STATUS,
+    TIMEOUT,
+    TRAILING,
+    WRONG_BODY,
+    WRONG_INSTANCE,
+    AnswerParser,
+    BadHTTP,
+    ClosedEarly,
+    NamespaceSockets,
+    SharedSocket,
+    check_answer,
+    find_head_end,
+    framing_name,
+    kind_name,
+    request_bytes,
+)
 from bench.unixhttp import parse_answer
 from metaproxy.caller import identify
-from metaproxy.namespace import namespace_socket_path
 from metaproxy.http.request import RequestParser
+from metaproxy.namespace import namespace_socket_path
 
 FLEET = make_fleet(12, 3, dhcp_networks=1)
 RECORDS = instances_from_table(FLEET.table)
@@ -32,15 +53,20 @@ RECORDS = instances_from_table(FLEET.table)
 
 # ---- request bytes
 
+
 @pytest.mark.parametrize("keepalive", [False, True])
 def test_request_is_what_haproxy_forwards(keepalive):
     """The agent's own parser and caller identification read the instance's namespace
     and address from the bytes; X-Forwarded-For is the last header."""
     instance = FLEET.instances[4]
-    data = request_bytes("/openstack/2018-08-27/meta_data.json",
-                         SharedSocket("/x").headers(instance), keepalive=keepalive)
-    assert data.startswith(b"GET /openstack/2018-08-27/meta_data.json HTTP/1.1\r\n"
-                           b"Host: 169.254.169.254\r\n")
+    data = request_bytes(
+        "/openstack/2018-08-27/meta_data.json",
+        SharedSocket("/x").headers(instance),
+        keepalive=keepalive,
+    )
+    assert data.startswith(
+        b"GET /openstack/2018-08-27/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+    )
     assert data.endswith(b"X-Forwarded-For: " + instance.ip.encode() + b"\r\n\r\n")
     request = RequestParser().feed(data)
     assert request is not None and request.method == b"GET"
@@ -66,8 +92,10 @@ def test_namespace_target_connects_to_the_namespace_socket(sock_dir):
 
 # ---- answer parsing
 
-ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
-          b"Connection: close\r\n\r\nhello world")
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
+    b"Connection: close\r\n\r\nhello world"
+)
 
 
 def test_answer_split_at_every_byte():
@@ -88,11 +116,13 @@ def test_answer_read_to_eof_without_content_length():
 
 
 def test_chunked_answer_in_pieces_and_interim_100():
-    data = (b"HTTP/1.1 100 Continue\r\n\r\n"
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n")
+    data = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+    )
     parser = AnswerParser()
-    answers = [parser.feed(data[i:i + 3]) for i in range(0, len(data), 3)]
+    answers = [parser.feed(data[i : i + 3]) for i in range(0, len(data), 3)]
     assert all(a is None for a in answers[:-1])
     assert answers[-1].body == b"hello world" and not answers[-1].close
 
@@ -103,15 +133,18 @@ def test_keep_alive_answer_is_reusable_and_extra_bytes_are_not():
     assert AnswerParser().feed(head + b"HTTP/1.1 200").close is True
 
 
-@pytest.mark.parametrize("data", [
-    b"SSH-2.0-OpenSSH_9.6\r\n",
-    b"HTTP/1.1 2OO OK\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"HTTP/1.1 2OO OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ],
+)
 def test_malformed_answers_are_bad_http(data):
     with pytest.raises(BadHTTP):
         AnswerParser().feed(data)
@@ -134,11 +167,13 @@ def test_eof_before_and_within_an_answer():
 
 #: Upstream's own 404 (neutron.common.metadata.encode_http_reponse), byte for byte: a
 #: jinja template with bare LF line ends.
-UPSTREAM_404 = (b"HTTP/1.1 404 Not Found\nContent-Type: text/plain; charset=UTF-8\n"
-                b"Connection: close\nContent-Length: 191\n\n<html>\n <head>\n  <title>404 Not "
-                b"Found</title>\n </head>\n <body>\n  <h1>404 Not Found</h1>\n  Instance was not "
-                b"found on router e3e70682-c209-4cac-a29f-6fbed82c07cd.<br /><br />\n\n\n"
-                b" </body>\n</html>")
+UPSTREAM_404 = (
+    b"HTTP/1.1 404 Not Found\nContent-Type: text/plain; charset=UTF-8\n"
+    b"Connection: close\nContent-Length: 191\n\n<html>\n <head>\n  <title>404 Not "
+    b"Found</title>\n </head>\n <body>\n  <h1>404 Not Found</h1>\n  Instance was not "
+    b"found on router e3e70682-c209-4cac-a29f-6fbed82c07cd.<br /><br />\n\n\n"
+    b" </body>\n</html>"
+)
 
 
 def test_bare_lf_answer_split_at_every_byte():
@@ -150,8 +185,7 @@ def test_bare_lf_answer_split_at_every_byte():
         answer = first or parser.feed(UPSTREAM_404[cut:])
         assert first is None or cut == len(UPSTREAM_404)
         assert answer is not None, cut
-        assert (answer.status, answer.body, answer.bare_lf, answer.trailing) == \
-            (404, body, True, 0)
+        assert (answer.status, answer.body, answer.bare_lf, answer.trailing) == (404, body, True, 0)
         assert answer.close and answer.header(b"content-length") == b"191"
 
 
@@ -165,8 +199,10 @@ def test_crlf_answers_are_not_bare_lf():
 
 def test_bare_lf_head_read_to_eof_and_1xx():
     parser = AnswerParser()
-    assert parser.feed(b"HTTP/1.1 100 Continue\n\nHTTP/1.0 503 Service Unavailable\n"
-                       b"X: y\n\nretry\n") is None
+    assert (
+        parser.feed(b"HTTP/1.1 100 Continue\n\nHTTP/1.0 503 Service Unavailable\nX: y\n\nretry\n")
+        is None
+    )
     answer = parser.eof()
     assert (answer.status, answer.body, answer.bare_lf) == (503, b"retry\n", True)
 
@@ -220,12 +256,14 @@ def test_refusal_kinds():
 
 # ---- answer checks
 
+
 def nova_fetch(instance):
     record = RECORDS[instance.instance_id]
 
     def fetch(path):
         status, _, body = lookup(record, path, address=instance.ip)
         return status, body
+
     return fetch
 
 
@@ -272,6 +310,7 @@ def test_user_data_checks():
     none = next(i for i in FLEET.instances if i.user_data is None)
     path = "/openstack/2018-08-27/user_data"
     import gzip
+
     assert check_answer(path, 200, gzipped.user_data, gzipped) == OK
     assert check_answer(path, 200, gzip.decompress(gzipped.user_data), gzipped) == WRONG_BODY
     assert check_answer(path, 404, error_page(404), gzipped) == STATUS
@@ -284,16 +323,21 @@ def test_wrong_status_and_other_checks():
     instance = FLEET.instances[3]
     assert check_answer("/openstack", 403, error_page(403), instance) == STATUS
     assert kind_name(STATUS, 403) == "status 403"
-    assert check_answer("/latest/meta-data/local-ipv4", 200, b"10.9.9.9", instance) \
-        == WRONG_INSTANCE
+    assert (
+        check_answer("/latest/meta-data/local-ipv4", 200, b"10.9.9.9", instance) == WRONG_INSTANCE
+    )
     assert check_answer("/latest/meta-data/local-ipv4", 200, instance.ip.encode(), instance) == OK
-    assert check_answer("/openstack/2018-08-27/meta_data.json", 200, b"<html>", instance) \
-        == WRONG_BODY
-    assert check_answer("/latest/meta-data/public-keys/1/openssh-key", 200, b"x", instance) \
+    assert (
+        check_answer("/openstack/2018-08-27/meta_data.json", 200, b"<html>", instance) == WRONG_BODY
+    )
+    assert (
+        check_answer("/latest/meta-data/public-keys/1/openssh-key", 200, b"x", instance)
         == WRONG_INSTANCE
+    )
 
 
 # ---- a worker against in-process servers
+
 
 class _Out:
     def __init__(self):
@@ -303,13 +347,21 @@ class _Out:
         self.messages.append(message)
 
 
-def run_worker(target, *, instances=None, keepalive=False, timeout=5.0, concurrency=3,
-               server=None, path=None):
+def run_worker(
+    target, *, instances=None, keepalive=False, timeout=5.0, concurrency=3, server=None, path=None
+):
     instances = FLEET.instances if instances is None else instances
     boots = tuple(enumerate(instances))
-    spec = storm._WorkerSpec(index=0, target=target, boots=boots, total_boots=len(boots),
-                             concurrency=concurrency, ramp=0.0, keepalive=keepalive,
-                             request_timeout=timeout)
+    spec = storm._WorkerSpec(
+        index=0,
+        target=target,
+        boots=boots,
+        total_boots=len(boots),
+        concurrency=concurrency,
+        ramp=0.0,
+        keepalive=keepalive,
+        request_timeout=timeout,
+    )
     out = _Out()
 
     async def main():
@@ -321,6 +373,7 @@ def run_worker(target, *, instances=None, keepalive=False, timeout=5.0, concurre
         finally:
             if listening is not None:
                 listening.close()
+
     asyncio.run(main())
     collector = storm._Collector(len(boots), 1)
     for kind, index, payload in out.messages:
@@ -344,11 +397,15 @@ def nova_server(*, keepalive=False, answer_as=None, bare_lf_errors=False):
                 instance = by_caller[(identity.namespace, identity.ip)]
                 if answer_as is not None:
                     instance = answer_as(instance)
-                status, content_type, body = lookup(RECORDS[instance.instance_id],
-                                                    request.target.decode(), address=identity.ip)
-                head = (b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
-                        % (status, content_type.encode(), len(body),
-                           b"" if keepalive else b"Connection: close\r\n"))
+                status, content_type, body = lookup(
+                    RECORDS[instance.instance_id], request.target.decode(), address=identity.ip
+                )
+                head = b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+                    status,
+                    content_type.encode(),
+                    len(body),
+                    b"" if keepalive else b"Connection: close\r\n",
+                )
                 if bare_lf_errors and status != 200:
                     head = head.replace(b"\r\n", b"\n")
                 writer.write(head + body)
@@ -359,6 +416,7 @@ def nova_server(*, keepalive=False, answer_as=None, bare_lf_errors=False):
             pass
         finally:
             writer.close()
+
     return handle
 
 
@@ -374,7 +432,7 @@ def test_worker_right_answers(sock_dir):
     c = run_worker(SharedSocket(path), server=nova_server(), path=path)
     assert set(c.r_kind) == {OK}
     assert sum(c.b_requests) == len(c.r_kind) == c.connections
-    lengths = dict(zip(c.b_boot, c.b_requests))
+    lengths = dict(zip(c.b_boot, c.b_requests, strict=False))
     assert [lengths[i] for i in range(len(FLEET))] == boot_length(FLEET)
     assert set(c.b_outcome) == {storm.BOOT_CLEAN}
 
@@ -387,13 +445,14 @@ def test_worker_takes_bare_lf_answers_and_flags_them(sock_dir):
     no_user_data = sum(1 for i in FLEET.instances if i.user_data is None)
     assert no_user_data and list(c.r_flags).count(BARE_LF) == no_user_data
     assert set(c.r_flags) == {0, BARE_LF}
-    assert [s for s, f in zip(c.r_status, c.r_flags) if f] == [404] * no_user_data
+    assert [s for s, f in zip(c.r_status, c.r_flags, strict=False) if f] == [404] * no_user_data
 
 
 def test_worker_keepalive_reuses_a_connection_per_boot(sock_dir):
     path = os.path.join(sock_dir, "s")
-    c = run_worker(SharedSocket(path), keepalive=True, server=nova_server(keepalive=True),
-                   path=path)
+    c = run_worker(
+        SharedSocket(path), keepalive=True, server=nova_server(keepalive=True), path=path
+    )
     assert set(c.r_kind) == {OK}
     assert c.connections == len(FLEET)
     # an agent that closes after each answer: one connection per request anyway
@@ -404,8 +463,12 @@ def test_worker_keepalive_reuses_a_connection_per_boot(sock_dir):
 def test_worker_wrong_instance_is_counted_and_the_boot_goes_on(sock_dir):
     path = os.path.join(sock_dir, "s")
     neighbours = {FLEET.instances[0].instance_id: FLEET.instances[1]}
-    c = run_worker(SharedSocket(path), instances=FLEET.instances[:1], path=path,
-                   server=nova_server(answer_as=lambda i: neighbours.get(i.instance_id, i)))
+    c = run_worker(
+        SharedSocket(path),
+        instances=FLEET.instances[:1],
+        path=path,
+        server=nova_server(answer_as=lambda i: neighbours.get(i.instance_id, i)),
+    )
     assert list(c.b_outcome) == [storm.BOOT_WRONG]
     assert c.r_kind.count(WRONG_INSTANCE) == 5 and c.r_kind.count(WRONG_BODY) == 1
     assert len(c.r_kind) == 28
@@ -419,19 +482,24 @@ def _fixed_server(data, *, close=True, wait=False):
         writer.write(data)
         if close:
             writer.close()
+
     return handle
 
 
-@pytest.mark.parametrize("data, kind, status", [
-    (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", STATUS, 403),
-    (b"", CLOSED, 0),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short", BAD_HTTP, 0),
-    (b"220 smtp.example ESMTP\r\n", BAD_HTTP, 0),
-])
+@pytest.mark.parametrize(
+    "data, kind, status",
+    [
+        (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", STATUS, 403),
+        (b"", CLOSED, 0),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short", BAD_HTTP, 0),
+        (b"220 smtp.example ESMTP\r\n", BAD_HTTP, 0),
+    ],
+)
 def test_worker_failures_end_the_boot(sock_dir, data, kind, status):
     path = os.path.join(sock_dir, "s")
-    c = run_worker(SharedSocket(path), instances=FLEET.instances[:4], path=path,
-                   server=_fixed_server(data))
+    c = run_worker(
+        SharedSocket(path), instances=FLEET.instances[:4], path=path, server=_fixed_server(data)
+    )
     assert list(c.r_kind) == [kind] * 4 and list(c.r_status) == [status] * 4
     assert list(c.b_outcome) == [storm.BOOT_FAILED] * 4 and list(c.b_requests) == [1] * 4
     assert set(c.b_kind) == {kind}
@@ -439,8 +507,13 @@ def test_worker_failures_end_the_boot(sock_dir, data, kind, status):
 
 def test_worker_timeout(sock_dir):
     path = os.path.join(sock_dir, "s")
-    c = run_worker(SharedSocket(path), instances=FLEET.instances[:2], path=path, timeout=0.2,
-                   server=_fixed_server(b"", close=False, wait=True))
+    c = run_worker(
+        SharedSocket(path),
+        instances=FLEET.instances[:2],
+        path=path,
+        timeout=0.2,
+        server=_fixed_server(b"", close=False, wait=True),
+    )
     assert list(c.r_kind) == [TIMEOUT, TIMEOUT] and all(v < 0 for v in c.r_latency)
 
 
@@ -487,22 +560,26 @@ def test_config_checks():
         storm.StormConfig(instances=1, routers=1, target="elsewhere")
     with pytest.raises(ValueError, match="shared_socket"):
         storm.StormConfig(instances=1, routers=1).make_target()
-    assert storm.StormConfig(instances=1, routers=1, target="namespaces",
-                             namespace_socket_dir="/d").make_target() == NamespaceSockets("/d")
+    assert storm.StormConfig(
+        instances=1, routers=1, target="namespaces", namespace_socket_dir="/d"
+    ).make_target() == NamespaceSockets("/d")
 
 
 # ---- how the agent is measured: /proc
+
 
 def _fake_proc(root, pid, ppid, comm, utime, stime, cutime, cstime, rss_kib, hwm_kib):
     (root / str(pid)).mkdir()
     fields = ["S", str(ppid)] + ["0"] * 9 + [str(utime), str(stime), str(cutime), str(cstime)]
     (root / str(pid) / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields + ["20"] * 5))
-    (root / str(pid) / "status").write_text(f"Name:\t{comm}\nVmHWM:\t{hwm_kib} kB\n"
-                                            f"VmRSS:\t{rss_kib} kB\n")
+    (root / str(pid) / "status").write_text(
+        f"Name:\t{comm}\nVmHWM:\t{hwm_kib} kB\nVmRSS:\t{rss_kib} kB\n"
+    )
 
 
 def test_procstat_sums_a_tree_from_proc(tmp_path):
     from bench import procstat
+
     ticks = os.sysconf("SC_CLK_TCK")
     _fake_proc(tmp_path, 10, 1, "twistd", 100, 50, 10, 5, 1000, 1500)
     _fake_proc(tmp_path, 11, 10, "odd) name (x", 20, 10, 0, 0, 300, 400)  # a child
@@ -520,10 +597,11 @@ def test_procstat_on_live_processes():
     """A real child and grandchild: both found, their CPU and memory counted."""
     import subprocess
     import sys
+
     from bench import procstat
+
     marker = tempfile.mktemp(prefix="mpt-")
-    inner = (f"x = sum(range(5_000_000)); open({marker!r}, 'w').close(); "
-             "import time; time.sleep(60)")
+    inner = f"x = sum(range(5_000_000)); open({marker!r}, 'w').close(); import time; time.sleep(60)"
     code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {inner!r}])"
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
@@ -537,7 +615,8 @@ def test_procstat_on_live_processes():
             pass
         assert peak.max_processes == 2
         assert peak.peak_bytes == pytest.approx(
-            procstat.rss_bytes(child.pid) + procstat.rss_bytes(grandchild), rel=0.5)
+            procstat.rss_bytes(child.pid) + procstat.rss_bytes(grandchild), rel=0.5
+        )
         busy, total = procstat.host_cpu_times()
         assert 0 < busy < total
     finally:

@@ -41,8 +41,13 @@ import pytest
 from bench import novatree
 from bench.fakenova import instances_from_table
 from bench.netns import Instance, Namespace, Topology, missing_prerequisites
-from bench.processes import Process, start_agent, start_fakenova, wait_for_socket, \
-    write_agent_config
+from bench.processes import (
+    Process,
+    start_agent,
+    start_fakenova,
+    wait_for_socket,
+    write_agent_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "e2e-shared-secret"
@@ -128,15 +133,23 @@ class E2E:
 
     def add_port(self, variant: str, name: str, network: str, ip: str, mac: str) -> str:
         device = self.device(variant, name)
-        self.table["ports"].append({
-            "id": f"port-{variant}-{name}", "network_id": network, "mac_address": mac,
-            "fixed_ips": [ip], "device_id": device, "project_id": f"proj-{variant}-{name}",
-            "device_owner": "compute:nova"})
+        self.table["ports"].append(
+            {
+                "id": f"port-{variant}-{name}",
+                "network_id": network,
+                "mac_address": mac,
+                "fixed_ips": [ip],
+                "device_id": device,
+                "project_id": f"proj-{variant}-{name}",
+                "device_owner": "compute:nova",
+            }
+        )
         user_data: dict[str, Any]
         if name.startswith("d"):
             # binary, gzipped user data: relayed byte-exact through haproxy too
-            blob = gzip.compress(f"#cloud-config\nhostname: {variant}-{name}\n".encode()
-                                 + bytes(range(256)))
+            blob = gzip.compress(
+                f"#cloud-config\nhostname: {variant}-{name}\n".encode() + bytes(range(256))
+            )
             user_data = {"user_data_gzip_base64": base64.b64encode(blob).decode()}
         else:
             user_data = {"user_data": f"#!/bin/sh\necho {variant}-{name}\n"}
@@ -154,19 +167,29 @@ class E2E:
     # -- processes -------------------------------------------------------------------------
 
     def start_nova(self) -> None:
-        self.nova, self.nova_port = start_fakenova(self.table_path, SECRET,
-                                                   self.topo.run_dir / "nova")
+        self.nova, self.nova_port = start_fakenova(
+            self.table_path, SECRET, self.topo.run_dir / "nova"
+        )
         self.topo.adopt(self.nova.pid)
 
     def write_config(self, namespaces: list[str]) -> None:
-        write_agent_config(self.config, state_path=self.state, nova_port=self.nova_port,
-                           secret=SECRET, table=self.table_path, namespaces=namespaces)
+        write_agent_config(
+            self.config,
+            state_path=self.state,
+            nova_port=self.nova_port,
+            secret=SECRET,
+            table=self.table_path,
+            namespaces=namespaces,
+        )
 
     def start_agent(self) -> Process:
         """Start C{twistd metaproxy} as the integration tests do; wait for every socket."""
         self.agent_runs += 1
-        self.agent = start_agent([self.config], self.topo.run_dir / f"agent{self.agent_runs}",
-                                 wait_socket=self.shared_socket)
+        self.agent = start_agent(
+            [self.config],
+            self.topo.run_dir / f"agent{self.agent_runs}",
+            wait_socket=self.shared_socket,
+        )
         self.topo.adopt(self.agent.pid)
         for namespace in self.site("own").namespaces:
             wait_for_socket(str(self.ns_socket(namespace)), 20, self.agent)
@@ -178,14 +201,28 @@ class E2E:
 
     def ctl(self, action: str, *namespaces: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "metaproxy.cli", "ctl", "--control-socket",
-             self.control_socket, action, *namespaces],
-            capture_output=True, text=True, timeout=60, cwd=str(REPO))
+            [
+                sys.executable,
+                "-m",
+                "metaproxy.cli",
+                "ctl",
+                "--control-socket",
+                self.control_socket,
+                action,
+                *namespaces,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=str(REPO),
+        )
 
     def nova_control(self, what: str, method: str = "GET") -> Any:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.nova_port}/_fakenova/{what}", method=method,
-            headers={"X-Fakenova-Control": "1"})
+            f"http://127.0.0.1:{self.nova_port}/_fakenova/{what}",
+            method=method,
+            headers={"X-Fakenova-Control": "1"},
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.loads(answer.read() or b"null")
 
@@ -194,12 +231,18 @@ class E2E:
     def site(self, variant: str) -> Site:
         return self.sites[variant]
 
-    def client(self, instance: Instance, base: str = V4, *, first: int | None = None,
-               paths: list[str] | None = None, headers: list[tuple[str, str]] = (),
-               timeout: float = 10.0) -> dict[str, Any]:
+    def client(
+        self,
+        instance: Instance,
+        base: str = V4,
+        *,
+        first: int | None = None,
+        paths: list[str] | None = None,
+        headers: list[tuple[str, str]] = (),
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
         """Run L{bench.nsclient} inside C{instance}'s namespace; its report."""
-        argv = [sys.executable, "-m", "bench.nsclient", "--base", base,
-                "--timeout", str(timeout)]
+        argv = [sys.executable, "-m", "bench.nsclient", "--base", base, "--timeout", str(timeout)]
         if first is not None:
             argv += ["--first", str(first)]
         for path in paths or ():
@@ -212,8 +255,7 @@ class E2E:
     def clients(self, calls: list[tuple[Instance, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Run several L{client} calls at once (one thread each); their reports in order."""
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            futures = [pool.submit(self.client, instance, **kwargs)
-                       for instance, kwargs in calls]
+            futures = [pool.submit(self.client, instance, **kwargs) for instance, kwargs in calls]
             return [future.result() for future in futures]
 
     @staticmethod
@@ -222,8 +264,10 @@ class E2E:
         try:
             report = json.loads(stdout)
         except ValueError:
-            raise AssertionError(f"nsclient in {instance.name} printed no report: "
-                                 f"{stdout[-500:]!r} {stderr.decode()[-2000:]}") from None
+            raise AssertionError(
+                f"nsclient in {instance.name} printed no report: "
+                f"{stdout[-500:]!r} {stderr.decode()[-2000:]}"
+            ) from None
         for answer in report["requests"]:
             answer["body"] = base64.b64decode(answer["body"])
         return report
@@ -232,13 +276,15 @@ class E2E:
         device = self.device_of[str(instance)] if isinstance(instance, Instance) else instance
         return self.records[device]
 
-    def expected(self, instance: Instance | str, path: str,
-                 address: str | None = None) -> tuple[int, bytes]:
+    def expected(
+        self, instance: Instance | str, path: str, address: str | None = None
+    ) -> tuple[int, bytes]:
         status, _type, body = novatree.lookup(self.record(instance), path, address=address)
         return status, body
 
-    def assert_own(self, instance: Instance, report: dict[str, Any], *,
-                   count: int | None = None) -> None:
+    def assert_own(
+        self, instance: Instance, report: dict[str, Any], *, count: int | None = None
+    ) -> None:
         """Every answer in C{report} is exactly what Nova serves C{instance}."""
         assert report["error"] is None, (instance.name, report["error"])
         if count is not None:
@@ -246,7 +292,11 @@ class E2E:
         for answer in report["requests"]:
             status, body = self.expected(instance, answer["path"], answer["source"])
             assert (answer["status"], answer["body"]) == (status, body), (
-                instance.name, answer["path"], answer["status"], answer["body"][:300])
+                instance.name,
+                answer["path"],
+                answer["status"],
+                answer["body"][:300],
+            )
 
     def others(self, instance: Instance | str) -> list[str]:
         """Every other instance's device id (ghosts included)."""
@@ -255,8 +305,12 @@ class E2E:
 
 
 #: Paths whose answers say which instance they are about.
-IDENTITY_PATHS = ["/openstack/2018-08-27/meta_data.json", "/latest/meta-data/instance-id",
-                  "/latest/meta-data/hostname", "/openstack/2018-08-27/user_data"]
+IDENTITY_PATHS = [
+    "/openstack/2018-08-27/meta_data.json",
+    "/latest/meta-data/instance-id",
+    "/latest/meta-data/hostname",
+    "/openstack/2018-08-27/user_data",
+]
 #: The whole boot sequence for these instances: 2 probes, 5 OpenStack files, 21 EC2.
 BOOT_REQUESTS = 28
 
@@ -277,8 +331,9 @@ def _build(e2e: E2E) -> None:
         instances = {}
         for name, (parent, network, ip, last) in INSTANCES.items():
             mac = f"fa:16:3e:e2:{vi:02x}:{last:02x}"
-            instance = topo.add_instance(f"{variant}-{name}", (parents[parent], n(network)),
-                                         ip, mac)
+            instance = topo.add_instance(
+                f"{variant}-{name}", (parents[parent], n(network)), ip, mac
+            )
             e2e.device_of[instance.namespace] = e2e.add_port(variant, name, n(network), ip, mac)
             instances[name] = instance
         for name, (network, ip, last) in GHOSTS.items():
@@ -342,6 +397,7 @@ def e2e(e2e_prerequisites, request) -> E2E | None:
         env.stop_agent()
         if env.nova is not None:
             env.nova.stop()
+
     request.addfinalizer(stop)
 
     # Ctrl-C or SIGTERM (a CI job cancelled, say): remove everything at once, then let
@@ -358,8 +414,9 @@ def e2e(e2e_prerequisites, request) -> E2E | None:
         received.append(signum)
         if len(received) > 1:
             raise KeyboardInterrupt
-        request.session.shouldstop = (f"e2e: {signal.Signals(signum).name}: "
-                                      "topology removed, stopping")
+        request.session.shouldstop = (
+            f"e2e: {signal.Signals(signum).name}: topology removed, stopping"
+        )
         stop()
         topo.cleanup()
 
@@ -367,13 +424,16 @@ def e2e(e2e_prerequisites, request) -> E2E | None:
         if not topo.cleaned:
             for signum in signals:
                 signal.signal(signum, interrupted)
+
     install()
     from twisted.internet import reactor
+
     reactor.callWhenRunning(install)
 
     def restore() -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
     request.addfinalizer(restore)
     _build(env)
     return env

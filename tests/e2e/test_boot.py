@@ -53,7 +53,7 @@ def test_same_ip_behind_two_routers(e2e, variant):
     argv = [sys.executable, "-m", "bench.nsclient", "--base", V4]
     procs = [e2e.topo.popen(i, argv, stdout=subprocess.PIPE, cwd=str(REPO)) for i in (a1, b)]
     metas = []
-    for instance, proc in zip((a1, b), procs):
+    for instance, proc in zip((a1, b), procs, strict=False):
         out, _ = proc.communicate(timeout=120)
         report = e2e.parse_report(instance, out)
         e2e.assert_own(instance, report, count=BOOT_REQUESTS)
@@ -68,8 +68,9 @@ def test_router_metadata_port_only_through_the_redirect(e2e, variant):
     traffic; the instance going straight to <gateway>:9697 is dropped."""
     instance = e2e.site(variant).instances["a1"]
     gateway = instance.attached_to.ports[instance.network_id].ip
-    report = e2e.client(instance, f"http://{gateway}:{ROUTER_METADATA_PORT}",
-                        paths=["/openstack"], timeout=1.0)
+    report = e2e.client(
+        instance, f"http://{gateway}:{ROUTER_METADATA_PORT}", paths=["/openstack"], timeout=1.0
+    )
     assert report["requests"] == []
     assert report["error"] is not None and "timed out" in report["error"]
     # while the same haproxy answers through the redirect
@@ -84,22 +85,45 @@ def test_haproxy_runs_metaproxys_config(e2e, variant):
         proxy = namespace.haproxy
         assert proxy is not None
         rendered = subprocess.run(
-            [sys.executable, "-m", "metaproxy.cli", "haproxy-config", namespace.name,
-             "--config-file", str(e2e.config), "--user", "root", "--group", "root",
-             "--pidfile", str(proxy.pidfile)]
+            [
+                sys.executable,
+                "-m",
+                "metaproxy.cli",
+                "haproxy-config",
+                namespace.name,
+                "--config-file",
+                str(e2e.config),
+                "--user",
+                "root",
+                "--group",
+                "root",
+                "--pidfile",
+                str(proxy.pidfile),
+            ]
             + (["--shared"] if variant == "shared" else [])
-            + ([f"--ipv6-interface={next(iter(namespace.ports.values())).ifname}"]
-               if namespace.kind != "router" else []),
-            capture_output=True, text=True, check=True, cwd=str(REPO)).stdout
+            + (
+                [f"--ipv6-interface={next(iter(namespace.ports.values())).ifname}"]
+                if namespace.kind != "router"
+                else []
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=str(REPO),
+        ).stdout
         assert proxy.config_path.read_text() == rendered
         lines = [line.strip() for line in rendered.splitlines()]
-        socket = (e2e.shared_socket if variant == "shared"
-                  else str(e2e.ns_socket(namespace)))
+        socket = e2e.shared_socket if variant == "shared" else str(e2e.ns_socket(namespace))
         assert f"server metadata {socket}" in lines
-        header = {"router": "X-Neutron-Router-ID", "dhcp": "X-Neutron-Network-ID",
-                  "ovn": "X-OVN-Network-ID"}[namespace.kind]
-        assert any(line.startswith("http-request") and line.endswith(f"{header} {namespace.id}")
-                   for line in lines)
+        header = {
+            "router": "X-Neutron-Router-ID",
+            "dhcp": "X-Neutron-Network-ID",
+            "ovn": "X-OVN-Network-ID",
+        }[namespace.kind]
+        assert any(
+            line.startswith("http-request") and line.endswith(f"{header} {namespace.id}")
+            for line in lines
+        )
         if namespace.kind == "router":
             assert "bind 0.0.0.0:9697" in lines
         else:

@@ -71,13 +71,16 @@ def test_posing_as_another_instance_or_namespace(e2e, variant, name, spoof):
         path, status, body = answer["path"], answer["status"], answer["body"]
         for other in e2e.others(instance):
             assert body != e2e.expected(other, path, instance.ip)[1], (
-                f"{instance.name} got {other}'s {path} by sending {headers}")
+                f"{instance.name} got {other}'s {path} by sending {headers}"
+            )
         if outcome == "own":
             assert (status, body) == e2e.expected(instance, path, instance.ip), (path, status)
         else:
             assert status == 400 and b"Both network" in body, (path, status, body[:200])
 
     # and Nova was only ever asked about the caller
-    asked = {dict((k.lower(), v) for k, v in r["headers"]).get("x-instance-id")
-             for r in e2e.nova_control("requests")}
+    asked = {
+        dict((k.lower(), v) for k, v in r["headers"]).get("x-instance-id")
+        for r in e2e.nova_control("requests")
+    }
     assert asked == ({me} if outcome == "own" else set())

@@ -22,13 +22,16 @@ def test_agent_stopped_gives_haproxys_503_and_a_restart_is_picked_up(agent_runni
     e2e = agent_running
     callers = [e2e.site(v).instances[n] for v in VARIANTS for n in ("a1", "d", "o")]
     before = _haproxy_processes(e2e)
-    configs = {ns.name: ns.haproxy.config_path.read_bytes()
-               for v in VARIANTS for ns in e2e.site(v).namespaces}
+    configs = {
+        ns.name: ns.haproxy.config_path.read_bytes()
+        for v in VARIANTS
+        for ns in e2e.site(v).namespaces
+    }
 
     e2e.stop_agent()
     assert not e2e.agent.alive()
     reports = e2e.clients([(i, {"paths": ["/openstack"], "timeout": 20}) for i in callers])
-    for instance, report in zip(callers, reports):
+    for instance, report in zip(callers, reports, strict=False):
         assert report["error"] is None, (instance.name, report["error"])
         (answer,) = report["requests"]
         headers = {k.lower(): v for k, v in answer["headers"]}
@@ -38,12 +41,15 @@ def test_agent_stopped_gives_haproxys_503_and_a_restart_is_picked_up(agent_runni
 
     e2e.start_agent()
     reports = e2e.clients([(i, {}) for i in callers])
-    for instance, report in zip(callers, reports):
+    for instance, report in zip(callers, reports, strict=False):
         e2e.assert_own(instance, report, count=BOOT_REQUESTS)
 
     # picked up without touching haproxy: same processes, same configuration files
     assert _haproxy_processes(e2e) == before
     for name, (pid, _) in before.items():
         assert os.path.exists(f"/proc/{pid}")
-    assert {ns.name: ns.haproxy.config_path.read_bytes()
-            for v in VARIANTS for ns in e2e.site(v).namespaces} == configs
+    assert {
+        ns.name: ns.haproxy.config_path.read_bytes()
+        for v in VARIANTS
+        for ns in e2e.site(v).namespaces
+    } == configs

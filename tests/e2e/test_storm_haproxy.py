@@ -21,9 +21,9 @@ import pytest
 
 from bench.__main__ import start_stack
 from bench.fleet import boot_length, make_fleet
-from bench.procstat import descendants
 from bench.netns import RUN_DIR_PREFIX, _netns_list
 from bench.nstarget import start_haproxy_front
+from bench.procstat import descendants
 from bench.storm import StormConfig, run_storm
 from tests.e2e.conftest import REPO
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("e2e_prerequisites")
 
 def _left(tag: str) -> list[str]:
     """The namespaces of the topology C{tag} (C{e2e<hex>}) that still exist."""
-    hex_part = tag[len("e2e"):]
+    hex_part = tag[len("e2e") :]
     return [n for n in _netns_list() if tag in n or f"mpe2e-{hex_part}-" in n]
 
 
@@ -44,27 +44,33 @@ def test_small_storm_through_haproxy_in_namespaces(via):
     shared socket a request without the namespace header is refused)."""
     fleet = make_fleet(20, 3)
     assert len({i.ip for i in fleet.instances}) < 20  # overlapping addresses
-    config = StormConfig(instances=20, routers=3, concurrency=10, workers=2,
-                         request_timeout=20.0)
+    config = StormConfig(instances=20, routers=3, concurrency=10, workers=2, request_timeout=20.0)
     stack = start_stack(fleet)
     front = None
     try:
-        front = start_haproxy_front(fleet, 20, agent_config=stack.agent_config, socket=via,
-                                    adopt=stack.pids)
+        front = start_haproxy_front(
+            fleet, 20, agent_config=stack.agent_config, socket=via, adopt=stack.pids
+        )
         tag = front.topology.tag
         assert len(front.plan.domains) == 3 and len(front.plan.sides) == 3
         # haproxy runs in each router namespace, configured for the fleet's router
-        for domain, namespace in zip(front.plan.domains,
-                                     [n for n in front.topology.namespaces.values()
-                                      if n.kind == "router"]):
+        for domain, namespace in zip(
+            front.plan.domains,
+            [n for n in front.topology.namespaces.values() if n.kind == "router"],
+            strict=False,
+        ):
             assert namespace.haproxy is not None
             assert f"X-Neutron-Router-ID {domain.namespace.id}\n" in namespace.haproxy.config
-            socket_line = (stack.shared_socket if via == "shared"
-                           else f"{stack.namespace_socket_dir}/{domain.namespace.name}.sock")
+            socket_line = (
+                stack.shared_socket
+                if via == "shared"
+                else f"{stack.namespace_socket_dir}/{domain.namespace.name}.sock"
+            )
             assert f"server metadata {socket_line}\n" in namespace.haproxy.config
         run_config = attrs.evolve(config, nova_url=stack.nova_url)
-        result = run_storm(run_config, fleet, [stack.agent.pid], target=front.target,
-                           nova_pids=[stack.nova.pid])
+        result = run_storm(
+            run_config, fleet, [stack.agent.pid], target=front.target, nova_pids=[stack.nova.pid]
+        )
         assert stack.agent.alive()
     finally:
         if front is not None:
@@ -72,8 +78,9 @@ def test_small_storm_through_haproxy_in_namespaces(via):
         stack.stop()
         shutil.rmtree(stack.run_dir, ignore_errors=True)
     assert result.target == "haproxy"
-    assert ("to the shared socket" if via == "shared" else "to per-namespace sockets") \
-        in result.settings["target_description"]
+    assert (
+        "to the shared socket" if via == "shared" else "to per-namespace sockets"
+    ) in result.settings["target_description"]
     assert result.errors == {} and result.boot_failures == {}
     assert result.boots == result.boots_completed == result.boots_clean == 20
     assert result.boot_lengths == boot_length(fleet)
@@ -81,18 +88,37 @@ def test_small_storm_through_haproxy_in_namespaces(via):
     assert result.nova["total"] == result.requests
     # nothing of the topology is left
     assert _left(tag) == []
-    assert not Path(RUN_DIR_PREFIX + tag[len("e2e"):]).exists()
+    assert not Path(RUN_DIR_PREFIX + tag[len("e2e") :]).exists()
 
 
 def test_sigterm_during_a_haproxy_storm_removes_everything():
     """`python -m bench storm --target haproxy` stopped by SIGTERM mid-storm: the
     namespaces, haproxy, the agent and the fake Nova are gone, and it says it stopped."""
     out = Path(REPO) / "bench" / "results"
-    argv = [sys.executable, "-m", "bench", "storm", "--target", "haproxy",
-            "--instances", "60", "--routers", "3", "--concurrency", "3", "--workers", "1",
-            "--ramp", "60", "--no-progress", "--out", str(out)]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "bench",
+        "storm",
+        "--target",
+        "haproxy",
+        "--instances",
+        "60",
+        "--routers",
+        "3",
+        "--concurrency",
+        "3",
+        "--workers",
+        "1",
+        "--ramp",
+        "60",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     tag = None
     try:
         deadline = time.monotonic() + 120
@@ -107,8 +133,9 @@ def test_sigterm_during_a_haproxy_storm_removes_everything():
                 tag = match.group(1)
         assert tag is not None, "".join(seen)
         assert _left(tag)  # built
-        haproxies = subprocess.run(["ip", "netns", "pids", f"qrouter-{tag}-r0"],
-                                   capture_output=True, text=True).stdout.split()
+        haproxies = subprocess.run(
+            ["ip", "netns", "pids", f"qrouter-{tag}-r0"], capture_output=True, text=True
+        ).stdout.split()
         assert haproxies
         time.sleep(1.0)  # the storm is running (60 s of ramp)
         started = descendants([proc.pid])  # the agent, the fake Nova, the generator
@@ -122,7 +149,7 @@ def test_sigterm_during_a_haproxy_storm_removes_everything():
     assert proc.returncode == 130, err
     assert "interrupted; what it started is stopped and removed" in err
     assert _left(tag) == []
-    assert not Path(RUN_DIR_PREFIX + tag[len("e2e"):]).exists()
+    assert not Path(RUN_DIR_PREFIX + tag[len("e2e") :]).exists()
     assert [pid for pid in haproxies if _running(int(pid))] == []
     assert [pid for pid in started if _running(pid)] == []
 

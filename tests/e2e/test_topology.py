@@ -23,14 +23,19 @@ def _namespaces():
 
 def test_skip_line_says_exactly_what_is_missing(monkeypatch):
     monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(netns.shutil, "which",
-                        lambda tool: None if tool in ("haproxy", "iptables") else "/bin/" + tool)
+    monkeypatch.setattr(
+        netns.shutil,
+        "which",
+        lambda tool: None if tool in ("haproxy", "iptables") else "/bin/" + tool,
+    )
     assert _prerequisites() == (
-        "e2e: needs root and ip, haproxy, iptables: missing haproxy, iptables")
+        "e2e: needs root and ip, haproxy, iptables: missing haproxy, iptables"
+    )
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(netns.shutil, "which", lambda tool: "/bin/" + tool)
     assert _prerequisites() == (
-        "e2e: needs root and ip, haproxy, iptables: missing root (running as uid 1000)")
+        "e2e: needs root and ip, haproxy, iptables: missing root (running as uid 1000)"
+    )
 
 
 def test_eui64_link_local():
@@ -70,8 +75,9 @@ time.sleep(300)
 def test_leftovers_of_a_killed_run_are_removed_and_live_runs_kept(e2e):
     """A run killed with SIGKILL leaves namespaces, haproxy and processes behind; the
     next topology removes them. A topology whose owner lives (this session's) stays."""
-    orphan = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE,
-                              cwd=str(REPO), text=True)
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE, cwd=str(REPO), text=True
+    )
     try:
         run_dir, haproxy_pid, sleeper_pid, *names = orphan.stdout.readline().split()
     finally:
@@ -88,8 +94,7 @@ def test_leftovers_of_a_killed_run_are_removed_and_live_runs_kept(e2e):
     assert not Path(run_dir).exists()
     assert wait_until(lambda: not os.path.exists(f"/proc/{haproxy_pid}"), 5)
     # the sleeper was `ip netns exec`'s child, reparented when the orphan died: gone too
-    assert wait_until(lambda: not os.path.exists(f"/proc/{sleeper_pid}")
-                      or _zombie(sleeper_pid), 5)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{sleeper_pid}") or _zombie(sleeper_pid), 5)
 
     # this session's topology has a live owner: untouched
     live = set(e2e.topo.namespaces)

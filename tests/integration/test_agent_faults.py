@@ -47,8 +47,9 @@ def test_nova_down_is_503_with_retry_after():
 
 def test_slow_nova_answered_by_agent_before_haproxy_timeout():
     """A Nova slower than [metaproxy] nova_timeout gets a 503 from the agent, not a hang."""
-    stack = start_stack("slownova", nova_args=["--delay", "3"],
-                        extra_metaproxy="nova_timeout = 0.5\n")
+    stack = start_stack(
+        "slownova", nova_args=["--delay", "3"], extra_metaproxy="nova_timeout = 0.5\n"
+    )
     try:
         answer = ask(stack)
         assert answer.status == 503 and answer.header("Retry-After") == "1"
@@ -76,12 +77,19 @@ def pki():
 
 
 def tls_stack(pki, with_client_cert: bool):
-    nova_args = ["--tls-cert", pki["server.pem"], "--tls-key", pki["server.key"],
-                 "--tls-client-ca", pki["ca.pem"]]
-    extra = (f"nova_metadata_protocol = https\nauth_ca_cert = {pki['ca.pem']}\n")
+    nova_args = [
+        "--tls-cert",
+        pki["server.pem"],
+        "--tls-key",
+        pki["server.key"],
+        "--tls-client-ca",
+        pki["ca.pem"],
+    ]
+    extra = f"nova_metadata_protocol = https\nauth_ca_cert = {pki['ca.pem']}\n"
     if with_client_cert:
-        extra += (f"nova_client_cert = {pki['client.pem']}\n"
-                  f"nova_client_priv_key = {pki['client.key']}\n")
+        extra += (
+            f"nova_client_cert = {pki['client.pem']}\nnova_client_priv_key = {pki['client.key']}\n"
+        )
     return start_stack("tls", nova_args=nova_args, extra_default=extra)
 
 
@@ -108,8 +116,13 @@ def test_tls_without_client_certificate_refused(pki):
 
 def twistd(*args, cwd):
     exe = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return subprocess.run([exe, "--nodaemon", "--pidfile=", "metaproxy", *args],
-                          capture_output=True, text=True, timeout=60, cwd=cwd)
+    return subprocess.run(
+        [exe, "--nodaemon", "--pidfile=", "metaproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
 
 
 def test_bad_config_value_stops_startup_with_one_message():

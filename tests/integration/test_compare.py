@@ -18,9 +18,13 @@ TINY = ["--instances", "10", "--routers", "2", "--concurrency", "5", "--no-progr
 
 
 def compare(tmp_path, *args, timeout=300):
-    run = subprocess.run([sys.executable, "-m", "bench", "compare", *TINY, "--out",
-                          str(tmp_path), *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", *TINY, "--out", str(tmp_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     written = list(tmp_path.glob("*-compare.json"))
     document = json.loads(written[0].read_text()) if len(written) == 1 else None
     return run, document
@@ -38,8 +42,9 @@ def check_clean(result, fleet):
 def test_metaproxy_shared_against_namespaces(tmp_path):
     """Two rounds each (so the alternation shows: A1, B1, A2, B2), one agent per side for
     the whole run, the ratio table printed and written."""
-    run, document = compare(tmp_path, "--a", "metaproxy", "--b", "metaproxy-namespaces",
-                            "--rounds", "2")
+    run, document = compare(
+        tmp_path, "--a", "metaproxy", "--b", "metaproxy-namespaces", "--rounds", "2"
+    )
     assert run.returncode == 0, run.stderr
     fleet = make_fleet(10, 2)
     assert document["format"] == "metaproxy-bench-compare/1"
@@ -64,8 +69,9 @@ def test_metaproxy_shared_against_namespaces(tmp_path):
     ratios = {row["figure"]: row for row in document["ratios"]["b"]}
     assert ratios["requests"]["ratio"] == 1.0
     assert ratios["errors"]["better"] == "same"
-    header = ("| figure | metaproxy | metaproxy-namespaces | metaproxy-namespaces / metaproxy "
-              "| better |")
+    header = (
+        "| figure | metaproxy | metaproxy-namespaces | metaproxy-namespaces / metaproxy | better |"
+    )
     assert header in run.stdout
     assert "| requests | 556 | 556 | 1.00x |  |" in run.stdout
     assert "| refused connections (among the errors) | 0 | 0 | - | same |" in run.stdout
@@ -76,23 +82,44 @@ def test_metaproxy_shared_against_namespaces(tmp_path):
 def test_a_third_agent_alternates_too(tmp_path):
     """A, B, C, each compared with A; an agent kind given twice gets its side in its
     label (two agents of that kind run)."""
-    run, document = compare(tmp_path, "--a", "metaproxy", "--b", "metaproxy-namespaces",
-                            "--c", "metaproxy", "--rounds", "1")
+    run, document = compare(
+        tmp_path,
+        "--a",
+        "metaproxy",
+        "--b",
+        "metaproxy-namespaces",
+        "--c",
+        "metaproxy",
+        "--rounds",
+        "1",
+    )
     assert run.returncode == 0, run.stderr
     assert document["order"] == ["A1", "B1", "C1"]
-    assert [document["agents"][side]["label"] for side in "abc"] == \
-        ["metaproxy (A)", "metaproxy-namespaces", "metaproxy (C)"]
+    assert [document["agents"][side]["label"] for side in "abc"] == [
+        "metaproxy (A)",
+        "metaproxy-namespaces",
+        "metaproxy (C)",
+    ]
     assert sorted(document["ratios"]) == ["b", "c"]
     pids = [r["result"]["agent"]["pids"] for r in document["rounds"]]
     assert len({tuple(p) for p in pids}) == 3
-    assert "| figure | metaproxy (A) | metaproxy (C) | metaproxy (C) / metaproxy (A) |" \
-        in run.stdout
+    assert (
+        "| figure | metaproxy (A) | metaproxy (C) | metaproxy (C) / metaproxy (A) |" in run.stdout
+    )
     assert "## C / A, all rounds" in run.stdout and "## B / A, all rounds" in run.stdout
 
 
 def test_wrong_secret_every_metaproxy_request_is_a_403(tmp_path):
-    run, document = compare(tmp_path, "--a", "metaproxy", "--b", "metaproxy-namespaces",
-                            "--rounds", "1", "--wrong-secret")
+    run, document = compare(
+        tmp_path,
+        "--a",
+        "metaproxy",
+        "--b",
+        "metaproxy-namespaces",
+        "--rounds",
+        "1",
+        "--wrong-secret",
+    )
     assert run.returncode == 0, run.stderr
     for side in ("a", "b"):
         result = document["aggregate"][side]
@@ -110,7 +137,8 @@ def test_metaproxy_against_upstream(tmp_path):
     fleet = make_fleet(10, 2)
     assert document["order"] == ["A1", "B1"]
     assert document["agents"]["b"]["description"].startswith(
-        f"upstream's neutron-metadata-agent ({upstream.NEUTRON_SPEC})")
+        f"upstream's neutron-metadata-agent ({upstream.NEUTRON_SPEC})"
+    )
     check_clean(document["aggregate"]["a"], fleet)
     theirs = document["aggregate"]["b"]
     assert theirs["label"] == "upstream neutron-metadata-agent"

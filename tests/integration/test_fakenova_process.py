@@ -21,9 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -75,8 +75,18 @@ class FakeNovaProcess:
         self.stderr_path = tmp_path / f"fakenova-{len(list(tmp_path.glob('fakenova-*')))}.err"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.fakenova", "--table", str(table),
-             "--secret-file", str(secret), "--listen", "tcp:0:interface=127.0.0.1", *extra],
+            [
+                sys.executable,
+                "-m",
+                "bench.fakenova",
+                "--table",
+                str(table),
+                "--secret-file",
+                str(secret),
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                *extra,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -110,17 +120,24 @@ class FakeNovaProcess:
         self._stderr.close()
 
 
-def control(url: str, what: str, method: str = "GET", body: object = None,
-            context: ssl.SSLContext | None = None):
+def control(
+    url: str,
+    what: str,
+    method: str = "GET",
+    body: object = None,
+    context: ssl.SSLContext | None = None,
+):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + "/_fakenova/" + what, data=data, method=method,
-                                     headers={"X-Fakenova-Control": "1"})
+    request = urllib.request.Request(
+        url + "/_fakenova/" + what, data=data, method=method, headers={"X-Fakenova-Control": "1"}
+    )
     with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.load(response)
 
 
-def signed_get(url: str, path: str = "/latest/meta-data/local-ipv4",
-               context: ssl.SSLContext | None = None) -> tuple[int, int, bytes]:
+def signed_get(
+    url: str, path: str = "/latest/meta-data/local-ipv4", context: ssl.SSLContext | None = None
+) -> tuple[int, int, bytes]:
     """Status, answering pid and body of a signed GET, errors included."""
     request = urllib.request.Request(url + path, headers=signed_headers())
     try:
@@ -165,8 +182,14 @@ def make_pki(tmp_path: Path) -> tuple[trustme.CA, trustme.LeafCert, dict[str, Pa
 
 
 def tls_args(paths: dict[str, Path]) -> list[str]:
-    return ["--tls-cert", str(paths["server"]), "--tls-key", str(paths["server-key"]),
-            "--tls-client-ca", str(paths["ca"])]
+    return [
+        "--tls-cert",
+        str(paths["server"]),
+        "--tls-key",
+        str(paths["server-key"]),
+        "--tls-client-ca",
+        str(paths["ca"]),
+    ]
 
 
 def test_signed_request_and_recording_over_http(tmp_path):
@@ -253,8 +276,17 @@ def test_bad_table_exits_nonzero(tmp_path):
     table = tmp_path / "bad.json"
     table.write_text(json.dumps({"ports": [], "instances": {"x": {"hostnme": "typo"}}}))
     result = subprocess.run(
-        [sys.executable, "-m", "bench.fakenova", "--table", str(table), "--secret", "s",
-         "--listen", "tcp:0:interface=127.0.0.1"],
+        [
+            sys.executable,
+            "-m",
+            "bench.fakenova",
+            "--table",
+            str(table),
+            "--secret",
+            "s",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
         cwd=ROOT,
         capture_output=True,
         timeout=30,
@@ -295,8 +327,9 @@ def test_processes_share_the_socket_and_the_counts(tmp_path):
         assert {p["pid"]: p["total"] for p in processes if p["total"]} == Counter(served)
 
         # /requests is per process: the answering process's part only.
-        request = urllib.request.Request(nova.url + "/_fakenova/requests",
-                                         headers={"X-Fakenova-Control": "1"})
+        request = urllib.request.Request(
+            nova.url + "/_fakenova/requests", headers={"X-Fakenova-Control": "1"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             answering = int(response.headers["X-Fakenova-Pid"])
             assert len(json.load(response)) == Counter(served)[answering]
@@ -305,7 +338,8 @@ def test_processes_share_the_socket_and_the_counts(tmp_path):
         control(nova.url, "config", "POST", {"status_override": {path: 503}})
         overridden = [signed_get(nova.url) for _ in range(30)]
         assert {status for status, _, _ in overridden} == {503}, Counter(
-            (status, pid) for status, pid, _ in overridden)
+            (status, pid) for status, pid, _ in overridden
+        )
 
         assert control(nova.url, "reset", "POST")["total"] == 0
         for _ in range(6):
@@ -380,16 +414,20 @@ def test_workers_exit_with_a_killed_parent(tmp_path):
 def test_service_time_and_concurrency_options(tmp_path):
     """--delay-dist, --seed and --concurrency reach the fake: with one worker and a
     service time of at least two seconds, a second request waits in the queue."""
-    nova = FakeNovaProcess(tmp_path, "--delay-dist", "uniform:2:2.5", "--seed", "7",
-                           "--concurrency", "1")
+    nova = FakeNovaProcess(
+        tmp_path, "--delay-dist", "uniform:2:2.5", "--seed", "7", "--concurrency", "1"
+    )
     try:
         assert control(nova.url, "config") == {
-            "delay": None, "delay_dist": "uniform:2.0:2.5", "concurrency": 1,
+            "delay": None,
+            "delay_dist": "uniform:2.0:2.5",
+            "concurrency": 1,
             "status_override": {},
         }
         answers: list[tuple[int, int, bytes]] = []
-        clients = [threading.Thread(target=lambda: answers.append(signed_get(nova.url)))
-                   for _ in range(2)]
+        clients = [
+            threading.Thread(target=lambda: answers.append(signed_get(nova.url))) for _ in range(2)
+        ]
         for thread in clients:
             thread.start()
         stats = {}
@@ -414,9 +452,22 @@ def test_bad_process_options_exit_with_usage(tmp_path):
     table = tmp_path / "ports.json"
     table.write_text(json.dumps(TABLE))
     result = subprocess.run(
-        [sys.executable, "-m", "bench.fakenova", "--table", str(table), "--secret", "s",
-         "--processes", "4", "--concurrency", "3"],
-        cwd=ROOT, capture_output=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "bench.fakenova",
+            "--table",
+            str(table),
+            "--secret",
+            "s",
+            "--processes",
+            "4",
+            "--concurrency",
+            "3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert b"below the number of processes" in result.stderr

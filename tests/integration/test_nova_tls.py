@@ -268,8 +268,12 @@ async def test_connection_refused_fails_quickly():
         port = closed.getHost().port
         await closed.stopListening()
         client = NovaClient(
-            reactor, f"http://127.0.0.1:{port}",
-            timeout=10, connect_timeout=5, pool_size=1, max_in_flight=1,
+            reactor,
+            f"http://127.0.0.1:{port}",
+            timeout=10,
+            connect_timeout=5,
+            pool_size=1,
+            max_in_flight=1,
         )
         started = reactor.seconds()
         with pytest.raises(NovaUnreachable, match=f"127.0.0.1:{port} refused the connection"):
@@ -317,7 +321,9 @@ async def test_https_wrong_ca_is_unreachable(pki):
     async with _Nova(reactor, _server_tls(pki.server)) as nova:
         tls = policy(ca_file=pki.other_ca_file, insecure=False)
         client = nova.client(tls=tls)
-        expected = r"TLS with Nova metadata API at 127\.0\.0\.1:\d+ failed: .*certificate verify failed"
+        expected = (
+            r"TLS with Nova metadata API at 127\.0\.0\.1:\d+ failed: .*certificate verify failed"
+        )
         with pytest.raises(NovaUnreachable, match=expected):
             await client.forward(b"GET", b"/", HEADERS, b"")
 
@@ -451,7 +457,10 @@ def _mismatched(f):
         (_missing_key, r"cannot read client key file '.*nokey'"),
         (_cert_as_key, r"client key file '.*client\.pem' holds no usable"),
         (_encrypted, r"client key file '.*encrypted\.key' holds no usable unencrypted"),
-        (_mismatched, r"key in '.*other\.key' does not belong to the certificate in '.*client\.pem'"),
+        (
+            _mismatched,
+            r"key in '.*other\.key' does not belong to the certificate in '.*client\.pem'",
+        ),
     ],
 )
 def test_policy_file_errors_name_the_file(pki, setup, message):

@@ -20,8 +20,9 @@ from tests.integration.conftest import SECRET, start_stack
 
 
 def _http_unix(path: str, target: str) -> tuple[int, bytes]:
-    answer = send_raw(path, [f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                             .encode()])
+    answer = send_raw(
+        path, [f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()]
+    )
     return answer.status, answer.body
 
 
@@ -51,13 +52,18 @@ def _wait(predicate, timeout: float = 15.0, what: str = "condition") -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "metaproxy.cli", *args], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "metaproxy.cli", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def _ask(stack, xff="10.0.0.5", router="r1"):
-    return get(stack.shared, "/openstack/latest/meta_data.json", forwarded_for=xff,
-               headers=[("X-Neutron-Router-ID", router)])
+    return get(
+        stack.shared,
+        "/openstack/latest/meta_data.json",
+        forwarded_for=xff,
+        headers=[("X-Neutron-Router-ID", router)],
+    )
 
 
 class _Stopping:
@@ -81,8 +87,7 @@ def _start(extra: str = "", **kw):
     sock_dir = tempfile.mkdtemp(prefix="mpm-", dir="/tmp")
     sock = f"{sock_dir}/m.sock"
     try:
-        stack = start_stack("ops", extra_metaproxy=f"metrics_listen = unix:{sock}\n" + extra,
-                            **kw)
+        stack = start_stack("ops", extra_metaproxy=f"metrics_listen = unix:{sock}\n" + extra, **kw)
     except BaseException:
         shutil.rmtree(sock_dir, ignore_errors=True)
         raise
@@ -109,15 +114,23 @@ def test_metrics_count_requests_lookups_pool_and_refusals():
         assert _metric(text, "metaproxy_requests_total", socket="shared", status="200") == 2
         assert _metric(text, "metaproxy_requests_total", socket="shared", status="404") == 1
         assert _metric(text, "metaproxy_requests_total", socket="shared", status="431") == 1
-        assert _metric(text, "metaproxy_refused_requests_total",
-                       reason="headers_too_large") == 1
+        assert _metric(text, "metaproxy_refused_requests_total", reason="headers_too_large") == 1
         assert _metric(text, "metaproxy_request_duration_seconds_count") == 4
         assert _metric(text, "metaproxy_lookups_total", result="miss") >= 1
         assert _metric(text, "metaproxy_nova_connections", state="idle") >= 1
         assert _metric(text, "metaproxy_lookup_backend_ready") == 1
         stack.agent.popen.send_signal(signal.SIGHUP)
-        _wait(lambda: _metric(_http_unix(sock, "/metrics")[1].decode(),
-                              "metaproxy_reloads_total", outcome="ok") == 1, what="a reload")
+        _wait(
+            lambda: (
+                _metric(
+                    _http_unix(sock, "/metrics")[1].decode(),
+                    "metaproxy_reloads_total",
+                    outcome="ok",
+                )
+                == 1
+            ),
+            what="a reload",
+        )
         assert _http_unix(sock, "/nothing")[0] == 404
     finally:
         stack.stop()
@@ -171,10 +184,12 @@ def test_json_logs_never_hold_the_secret_or_a_signature():
     """use_json and debug on; failures logged one JSON object per line; no secret."""
     import hashlib
     import hmac
-    stack = start_stack("opsjson", extra_default="use_json = true\ndebug = true\n",
-                        agent_secret="agent-secret-xyz")
+
+    stack = start_stack(
+        "opsjson", extra_default="use_json = true\ndebug = true\n", agent_secret="agent-secret-xyz"
+    )
     try:
-        assert _ask(stack).status == 403          # Nova refuses the agent's signature
+        assert _ask(stack).status == 403  # Nova refuses the agent's signature
         assert _ask(stack, xff="10.9.9.9").status == 404
         assert send_raw(stack.shared, [b"BAD\r\n\r\n"]).status == 400
         _wait(lambda: "Refused a malformed request" in stack.agent.log(), what="log lines")
@@ -194,16 +209,21 @@ def test_json_logs_never_hold_the_secret_or_a_signature():
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0():
     """A request in flight at SIGTERM gets its 200; the agent exits 0 once it is done."""
-    stack = start_stack("opsdrain", nova_args=["--delay", "1.5"],
-                        extra_metaproxy="drain_timeout = 10\n")
+    stack = start_stack(
+        "opsdrain", nova_args=["--delay", "1.5"], extra_metaproxy="drain_timeout = 10\n"
+    )
     result: dict = {}
     try:
+
         def ask():
             result["answer"] = _ask(stack)
+
         thread = threading.Thread(target=ask)
         thread.start()
-        _wait(lambda: stack.nova_control("stats")["in_service"] == 1,
-              what="the request at the slow Nova")
+        _wait(
+            lambda: stack.nova_control("stats")["in_service"] == 1,
+            what="the request at the slow Nova",
+        )
         stack.agent.popen.send_signal(signal.SIGTERM)
         code = stack.agent.popen.wait(15)
         thread.join(15)
@@ -216,15 +236,26 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0():
 
 
 def test_workers_metrics_add_up_and_sigterm_exits_0():
-    stack, sock = _start("health_probe_interval = 1\ndrain_timeout = 5\n",
-                         extra_default="metadata_workers = 2\n")
+    stack, sock = _start(
+        "health_probe_interval = 1\ndrain_timeout = 5\n", extra_default="metadata_workers = 2\n"
+    )
     try:
         for _ in range(6):
             assert _ask(stack).status == 200
         # each worker reports every 5 s
-        _wait(lambda: _metric(_http_unix(sock, "/metrics")[1].decode(),
-                              "metaproxy_requests_total", socket="shared", status="200") == 6,
-              timeout=20, what="the workers' reports")
+        _wait(
+            lambda: (
+                _metric(
+                    _http_unix(sock, "/metrics")[1].decode(),
+                    "metaproxy_requests_total",
+                    socket="shared",
+                    status="200",
+                )
+                == 6
+            ),
+            timeout=20,
+            what="the workers' reports",
+        )
         text = _http_unix(sock, "/metrics")[1].decode()
         assert _metric(text, "metaproxy_serving_processes") == 2
         _wait(lambda: _http_unix(sock, "/healthz")[0] == 200, what="healthy")

@@ -26,8 +26,12 @@ pytestmark = pytest.mark.slow
 def fresh_venv(where: Path) -> Path:
     venv.EnvBuilder(with_pip=True, clear=True).create(where)
     python = where / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # dependencies (Twisted, oslo.config, ...) come from the test venv, read-only
     Path(site, "_deps_from_test_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
@@ -37,9 +41,21 @@ def fresh_venv(where: Path) -> Path:
 def test_twistd_lists_metaproxy(tmp_path, editable):
     """After installing into a fresh venv, `twistd --help` lists metaproxy, from any cwd."""
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "__pycache__", "*.egg-info", "build", ".pytest_cache", ".hypothesis",
-        "dropin.cache", "results"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "__pycache__",
+            "*.egg-info",
+            "build",
+            ".pytest_cache",
+            ".hypothesis",
+            "dropin.cache",
+            "results",
+        ),
+    )
     python = fresh_venv(tmp_path / "venv")
     args = [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
     args += ["-e", str(source)] if editable else [str(source)]
@@ -49,14 +65,25 @@ def test_twistd_lists_metaproxy(tmp_path, editable):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # twistd's console script lives in the test venv; run its entry point with the fresh
     # venv's interpreter so the plugin is found from the fresh install only
-    twistd_help = ("import sys; from twisted.scripts.twistd import run; "
-                   "sys.argv = ['twistd', '--help']; run()")
-    result = subprocess.run([str(python), "-c", twistd_help],
-                            capture_output=True, text=True, cwd=str(elsewhere), env=env)
+    twistd_help = (
+        "import sys; from twisted.scripts.twistd import run; sys.argv = ['twistd', '--help']; run()"
+    )
+    result = subprocess.run(
+        [str(python), "-c", twistd_help],
+        capture_output=True,
+        text=True,
+        cwd=str(elsewhere),
+        env=env,
+    )
     assert "metaproxy" in result.stdout, result.stdout + result.stderr
     # and the installed metaproxy is the one in the fresh venv or its source, not ours
-    where = subprocess.run([str(python), "-c", "import metaproxy; print(metaproxy.__file__)"],
-                           capture_output=True, text=True, cwd=str(elsewhere), env=env,
-                           check=True).stdout.strip()
+    where = subprocess.run(
+        [str(python), "-c", "import metaproxy; print(metaproxy.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=str(elsewhere),
+        env=env,
+        check=True,
+    ).stdout.strip()
     expected = str(source) if editable else str(tmp_path / "venv")
     assert where.startswith(expected), where

@@ -51,14 +51,22 @@ class RpcStack:
         self.nova, nova_port = start_fakenova(table, SECRET, self.root / "nova")
         self.state = self.root / "s"
         config = write_agent_config(
-            self.root / "agent.ini", state_path=self.state, nova_port=nova_port,
-            secret=SECRET, table=self.root / "no-table-needed.json",
+            self.root / "agent.ini",
+            state_path=self.state,
+            nova_port=nova_port,
+            secret=SECRET,
+            table=self.root / "no-table-needed.json",
             namespaces=("qrouter-r1",),
-            extra_default=(f"transport_url = {broker.transport_url}\n"
-                           f"rpc_response_timeout = {RPC_TIMEOUT}\n"
-                           "host = agent-host-1\n"),
-            extra_sections=(f"[AGENT]\nreport_interval = {REPORT_INTERVAL}\n"
-                            "[cache]\nenabled = true\nexpiration_time = 30\n"))
+            extra_default=(
+                f"transport_url = {broker.transport_url}\n"
+                f"rpc_response_timeout = {RPC_TIMEOUT}\n"
+                "host = agent-host-1\n"
+            ),
+            extra_sections=(
+                f"[AGENT]\nreport_interval = {REPORT_INTERVAL}\n"
+                "[cache]\nenabled = true\nexpiration_time = 30\n"
+            ),
+        )
         self.agent = start_agent([config], self.root / "agent", wait_socket=self.shared)
 
     @property
@@ -109,7 +117,9 @@ def test_one_boot_costs_two_calls_with_upstreams_filters(rpc_stack):
     assert requests >= 26
     calls = neutron.calls_of("get_ports")
     assert [c.kwargs["filters"] for c in calls] == [
-        router_filters("r1"), ip_filters(["net-a"], "10.0.0.5")]
+        router_filters("r1"),
+        ip_filters(["net-a"], "10.0.0.5"),
+    ]
     for c in calls:
         assert c.call and c.topic == "q-plugin"
         assert c.context["is_admin"] is True
@@ -120,12 +130,16 @@ def test_one_boot_costs_two_calls_with_upstreams_filters(rpc_stack):
 def test_link_local_caller_is_looked_up_by_mac(rpc_stack):
     neutron = rpc_stack.neutron
     neutron.clear("get_ports")
-    answer = get(rpc_stack.shared, "/openstack/latest/meta_data.json",
-                 forwarded_for="fe80::f816:3eff:fe11:2233",
-                 headers=[("X-Neutron-Network-ID", "net-c")])
+    answer = get(
+        rpc_stack.shared,
+        "/openstack/latest/meta_data.json",
+        forwarded_for="fe80::f816:3eff:fe11:2233",
+        headers=[("X-Neutron-Network-ID", "net-c")],
+    )
     assert answer.status == 200 and json.loads(answer.body)["uuid"] == "vm-c"
     assert [c.kwargs["filters"] for c in neutron.calls_of("get_ports")] == [
-        mac_filters(["net-c"], "fa:16:3e:11:22:33")]
+        mac_filters(["net-c"], "fa:16:3e:11:22:33")
+    ]
 
 
 def test_state_reports_first_a_call_with_start_flag_then_casts(rpc_stack):
@@ -139,12 +153,17 @@ def test_state_reports_first_a_call_with_start_flag_then_casts(rpc_stack):
     assert first.call is True and state.pop("start_flag") is True
     state.pop("uuid")
     assert state == {
-        "binary": "neutron-metadata-agent", "host": "agent-host-1", "topic": "N/A",
+        "binary": "neutron-metadata-agent",
+        "host": "agent-host-1",
+        "topic": "N/A",
         "agent_type": "Metadata agent",
-        "configurations": {"metadata_proxy_socket": rpc_stack.shared,
-                           "nova_metadata_host": "127.0.0.1",
-                           "nova_metadata_port": state["configurations"]["nova_metadata_port"],
-                           "log_agent_heartbeats": False}}
+        "configurations": {
+            "metadata_proxy_socket": rpc_stack.shared,
+            "nova_metadata_host": "127.0.0.1",
+            "nova_metadata_port": state["configurations"]["nova_metadata_port"],
+            "log_agent_heartbeats": False,
+        },
+    }
     assert time.strptime(first.kwargs["time"].split(".")[0], "%Y-%m-%dT%H:%M:%S")
     for report in later:
         assert report.call is False
@@ -157,8 +176,12 @@ def test_slow_neutron_server_gets_the_instance_503(rpc_stack):
     neutron.delay = RPC_TIMEOUT + 2
     try:
         started = time.monotonic()
-        answer = get(rpc_stack.shared, "/openstack", forwarded_for="10.0.0.5",
-                     headers=[("X-Neutron-Router-ID", "r2")])
+        answer = get(
+            rpc_stack.shared,
+            "/openstack",
+            forwarded_for="10.0.0.5",
+            headers=[("X-Neutron-Router-ID", "r2")],
+        )
         took = time.monotonic() - started
     finally:
         neutron.delay = 0
@@ -176,8 +199,12 @@ def test_recovers_after_the_broker_restarts(rpc_stack):
     statuses = []
     while True:
         # a new key each time, so no cached answer hides the bus
-        answer = get(rpc_stack.shared, "/openstack", forwarded_for="192.168.5.9",
-                     headers=[("X-Neutron-Network-ID", "net-d")])
+        answer = get(
+            rpc_stack.shared,
+            "/openstack",
+            forwarded_for="192.168.5.9",
+            headers=[("X-Neutron-Network-ID", "net-d")],
+        )
         statuses.append(answer.status)
         if answer.status == 200:
             break

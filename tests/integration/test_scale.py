@@ -11,8 +11,15 @@ import time
 import pytest
 
 from bench.fleet import make_fleet
-from bench.scale import (ScaleAgent, hold_connections, open_fds, scale_namespaces,
-                         start_scale_agent, wait_accepting, ctl)
+from bench.scale import (
+    ScaleAgent,
+    ctl,
+    hold_connections,
+    open_fds,
+    scale_namespaces,
+    start_scale_agent,
+    wait_accepting,
+)
 from bench.unixhttp import get
 from metaproxy.namespace import Namespace
 
@@ -25,8 +32,12 @@ def _stop(scale: ScaleAgent) -> None:
 
 
 def _metadata(scale: ScaleAgent, path: str, instance) -> dict:
-    answer = get(path, "/openstack/latest/meta_data.json", forwarded_for=instance.ip,
-                 headers=[(instance.namespace.kind.header_name, instance.namespace.id)])
+    answer = get(
+        path,
+        "/openstack/latest/meta_data.json",
+        forwarded_for=instance.ip,
+        headers=[(instance.namespace.kind.header_name, instance.namespace.id)],
+    )
     assert answer.status == 200, (answer.status, answer.body)
     return json.loads(answer.body)
 

@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_tiny_storm_through_both_kinds_of_socket():
     fleet = make_fleet(10, 2)
-    config = StormConfig(instances=10, routers=2, concurrency=5, workers=2,
-                         request_timeout=10.0)
+    config = StormConfig(instances=10, routers=2, concurrency=5, workers=2, request_timeout=10.0)
     results = run_local_storms(fleet, config, ["namespaces", "shared"])
     expected_lengths = boot_length(fleet)
     no_user_data = sum(1 for i in fleet.instances if i.user_data is None)
@@ -34,8 +33,10 @@ def test_tiny_storm_through_both_kinds_of_socket():
         assert len(result.latencies) == result.requests and len(result.boot_times) == 10
         # every request reached Nova once; the user data 404s are Nova's own
         assert result.nova["total"] == result.requests
-        assert result.nova["by_outcome"] == {"ok": result.requests - no_user_data,
-                                             "not_found": no_user_data}
+        assert result.nova["by_outcome"] == {
+            "ok": result.requests - no_user_data,
+            "not_found": no_user_data,
+        }
         assert result.agent["cpu_seconds"] > 0 and result.agent["peak_rss_bytes"] > 0
         assert result.agent["processes"] == 1
         assert len(result.generator["cpu_seconds"]) == 2
@@ -44,9 +45,29 @@ def test_tiny_storm_through_both_kinds_of_socket():
 def test_wrong_secret_every_request_is_a_relayed_403(tmp_path):
     """The command line, with an agent whose secret Nova does not share."""
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "storm", "--instances", "10", "--routers", "2",
-         "--concurrency", "5", "--target", "shared", "--wrong-secret", "--no-progress",
-         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "storm",
+            "--instances",
+            "10",
+            "--routers",
+            "2",
+            "--concurrency",
+            "5",
+            "--target",
+            "shared",
+            "--wrong-secret",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     [path] = tmp_path.glob("*-shared.json")
     result = json.loads(path.read_text())

@@ -29,11 +29,15 @@ from bench.upstream_launch import PortIndex, load_ports, select_ports
 from metaproxy.signing import sign_instance_id
 from tests.integration.conftest import SECRET, TABLE, Stack, short_tmp
 
-ROUTER_OWNERS = ["network:router_interface", "network:ha_router_replicated_interface",
-                 "network:router_interface_distributed"]
+ROUTER_OWNERS = [
+    "network:router_interface",
+    "network:ha_router_replicated_interface",
+    "network:router_interface_distributed",
+]
 
 
 # --- the table lookup that stands in for neutron-server ------------------------------------
+
 
 @pytest.fixture
 def table_ports(tmp_path):
@@ -42,12 +46,24 @@ def table_ports(tmp_path):
     # a real router interface port as well as the routers map, and a gateway port that
     # upstream's router filter must not return
     document["ports"] += [
-        {"id": "r3-if", "network_id": "net-d", "mac_address": "fa:16:3e:00:03:01",
-         "fixed_ips": ["192.168.5.1"], "device_id": "r3", "project_id": "admin",
-         "device_owner": "network:router_interface_distributed"},
-        {"id": "r3-gw", "network_id": "ext", "mac_address": "fa:16:3e:00:03:02",
-         "fixed_ips": ["203.0.113.3"], "device_id": "r3", "project_id": "admin",
-         "device_owner": "network:router_gateway"},
+        {
+            "id": "r3-if",
+            "network_id": "net-d",
+            "mac_address": "fa:16:3e:00:03:01",
+            "fixed_ips": ["192.168.5.1"],
+            "device_id": "r3",
+            "project_id": "admin",
+            "device_owner": "network:router_interface_distributed",
+        },
+        {
+            "id": "r3-gw",
+            "network_id": "ext",
+            "mac_address": "fa:16:3e:00:03:02",
+            "fixed_ips": ["203.0.113.3"],
+            "device_id": "r3",
+            "project_id": "admin",
+            "device_owner": "network:router_gateway",
+        },
     ]
     path.write_text(json.dumps(document))
     return load_ports(str(path))
@@ -60,29 +76,38 @@ def test_router_filter_returns_interfaces_only(table_ports):
     assert r1[0]["device_id"] == "r1"
     r3 = select_ports(table_ports, {"device_id": ["r3"], "device_owner": ROUTER_OWNERS})
     assert [p["id"] for p in r3] == ["r3-if"]
-    assert select_ports(table_ports, {"device_id": ["nope"],
-                                      "device_owner": ROUTER_OWNERS}) == []
+    assert select_ports(table_ports, {"device_id": ["nope"], "device_owner": ROUTER_OWNERS}) == []
 
 
 def test_ip_filter_finds_the_port_on_those_networks(table_ports):
-    found = select_ports(table_ports, {"network_id": ("net-b",),
-                                       "fixed_ips": {"ip_address": ["10.0.0.5"]}})
+    found = select_ports(
+        table_ports, {"network_id": ("net-b",), "fixed_ips": {"ip_address": ["10.0.0.5"]}}
+    )
     assert len(found) == 1
     port = found[0]
-    assert (port["device_id"], port["project_id"], port["tenant_id"]) == \
-        ("vm-b", "proj-b", "proj-b")
+    assert (port["device_id"], port["project_id"], port["tenant_id"]) == (
+        "vm-b",
+        "proj-b",
+        "proj-b",
+    )
     assert port["fixed_ips"] == [{"ip_address": "10.0.0.5"}]
     # both networks that reuse 10.0.0.5: two ports, which upstream treats as not found
-    both = select_ports(table_ports, {"network_id": ("net-a", "net-b"),
-                                      "fixed_ips": {"ip_address": ["10.0.0.5"]}})
+    both = select_ports(
+        table_ports, {"network_id": ("net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}}
+    )
     assert [p["device_id"] for p in both] == ["vm-a", "vm-b"]
-    assert select_ports(table_ports, {"network_id": ("net-c",),
-                                      "fixed_ips": {"ip_address": ["10.0.0.5"]}}) == []
+    assert (
+        select_ports(
+            table_ports, {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["10.0.0.5"]}}
+        )
+        == []
+    )
 
 
 def test_mac_filter_and_unknown_filters(table_ports):
-    found = select_ports(table_ports, {"network_id": ("net-c",),
-                                       "mac_address": ["FA:16:3E:11:22:33"]})
+    found = select_ports(
+        table_ports, {"network_id": ("net-c",), "mac_address": ["FA:16:3E:11:22:33"]}
+    )
     assert [p["device_id"] for p in found] == ["vm-c"]
     with pytest.raises(ValueError, match="unsupported port filter 'status'"):
         select_ports(table_ports, {"status": ["ACTIVE"]})
@@ -95,17 +120,20 @@ def test_answers_are_copies(table_ports):
     assert select_ports(table_ports, filters)[0]["fixed_ips"] == [{"ip_address": "10.0.0.5"}]
 
 
-@pytest.mark.parametrize("filters", [
-    {"device_id": ["r1"], "device_owner": ROUTER_OWNERS},
-    {"device_id": ["r3", "r1"], "device_owner": ROUTER_OWNERS},
-    {"device_id": ["r3"], "device_owner": ["network:router_gateway"]},
-    {"network_id": ("net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
-    {"network_id": ("net-b", "net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
-    {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["fd00:0::7"]}},
-    {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
-    {"network_id": ("net-c",), "mac_address": ["FA:16:3E:11:22:33"]},
-    {"network_id": ("net-d",), "mac_address": ["fa:16:3e:00:00:99"]},
-])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"device_id": ["r1"], "device_owner": ROUTER_OWNERS},
+        {"device_id": ["r3", "r1"], "device_owner": ROUTER_OWNERS},
+        {"device_id": ["r3"], "device_owner": ["network:router_gateway"]},
+        {"network_id": ("net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
+        {"network_id": ("net-b", "net-a", "net-b"), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
+        {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["fd00:0::7"]}},
+        {"network_id": ("net-c",), "fixed_ips": {"ip_address": ["10.0.0.5"]}},
+        {"network_id": ("net-c",), "mac_address": ["FA:16:3E:11:22:33"]},
+        {"network_id": ("net-d",), "mac_address": ["fa:16:3e:00:00:99"]},
+    ],
+)
 def test_index_answers_as_the_scan_does(table_ports, filters):
     """The constant-time index (what upstream's agent really calls) gives exactly the
     scan's answer, in the same order, for every filter shape upstream sends."""
@@ -113,6 +141,7 @@ def test_index_answers_as_the_scan_does(table_ports, filters):
 
 
 # --- the real upstream agent ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def upstream_python():
@@ -130,7 +159,8 @@ def upstream_stack(upstream_python):
     nova, nova_port = start_fakenova(table, SECRET, root / "nova")
     try:
         agent, socket_path = upstream.start_upstream_agent(
-            table, root / "up", nova_port=nova_port, secret=SECRET)
+            table, root / "up", nova_port=nova_port, secret=SECRET
+        )
     except BaseException:
         nova.stop()
         raise
@@ -157,23 +187,33 @@ def test_installed_version_and_stamp(upstream_python):
     assert python == upstream_python
     version = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('neutron'))"],
-        capture_output=True, text=True, check=True).stdout.strip()
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert f"neutron=={version}" == upstream.NEUTRON_SPEC
     assert (python.parent.parent / ".installed").read_text().strip() == upstream.NEUTRON_SPEC
     assert not upstream.upstream_installed(neutron_spec="neutron==0.0.1")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("header, xff, instance, project", [
-    (("X-Neutron-Router-ID", "r1"), "10.0.0.5", "vm-a", "proj-a"),
-    (("X-Neutron-Router-ID", "r2"), "10.0.0.5", "vm-b", "proj-b"),
-    (("X-Neutron-Network-ID", "net-c"), "10.0.1.7", "vm-c", "proj-c"),
-    # link-local IPv6: upstream looks the port up by the MAC the EUI-64 address encodes
-    (("X-Neutron-Network-ID", "net-c"), "fe80::f816:3eff:fe11:2233", "vm-c", "proj-c"),
-])
+@pytest.mark.parametrize(
+    "header, xff, instance, project",
+    [
+        (("X-Neutron-Router-ID", "r1"), "10.0.0.5", "vm-a", "proj-a"),
+        (("X-Neutron-Router-ID", "r2"), "10.0.0.5", "vm-b", "proj-b"),
+        (("X-Neutron-Network-ID", "net-c"), "10.0.1.7", "vm-c", "proj-c"),
+        # link-local IPv6: upstream looks the port up by the MAC the EUI-64 address encodes
+        (("X-Neutron-Network-ID", "net-c"), "fe80::f816:3eff:fe11:2233", "vm-c", "proj-c"),
+    ],
+)
 def test_upstream_serves_our_table(upstream_stack, header, xff, instance, project):
-    answer = get(upstream_stack.shared, "/openstack/latest/meta_data.json",
-                 forwarded_for=xff, headers=[header])
+    answer = get(
+        upstream_stack.shared,
+        "/openstack/latest/meta_data.json",
+        forwarded_for=xff,
+        headers=[header],
+    )
     assert answer.status == 200, (answer.status, answer.body, upstream_stack.agent.log()[-2000:])
     assert json.loads(answer.body)["uuid"] == instance
     # forwarded by upstream's own code: requests, upstream's headers, its signature
@@ -190,9 +230,11 @@ def test_upstream_serves_our_table(upstream_stack, header, xff, instance, projec
 def test_unknown_address_gets_upstreams_404(upstream_stack):
     """Upstream's own 404, written with bare LF line ends (read raw here, so the test sees
     the exact bytes)."""
-    data = read_raw(upstream_stack.shared,
-                    b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n"
-                    b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n")
+    data = read_raw(
+        upstream_stack.shared,
+        b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+        b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n",
+    )
     head, sep, body = data.partition(b"\n\n")
     assert sep, data
     lines = head.split(b"\n")
@@ -234,12 +276,18 @@ class UpstreamRpcStack:
             table = self.root / "ports.json"
             table.write_text(json.dumps(TABLE))
             self.broker = RabbitMQ.start(self.root / "rabbit")
-            self.neutron = FakeNeutronServer(self.broker.transport_url,
-                                             load_ports(str(table))).start()
+            self.neutron = FakeNeutronServer(
+                self.broker.transport_url, load_ports(str(table))
+            ).start()
             self.nova, nova_port = start_fakenova(table, SECRET, self.root / "nova")
             self.agent, self.shared = upstream.start_upstream_agent(
-                table, self.root / "up", nova_port=nova_port, secret=SECRET, workers=1,
-                transport_url=self.broker.transport_url)
+                table,
+                self.root / "up",
+                nova_port=nova_port,
+                secret=SECRET,
+                workers=1,
+                transport_url=self.broker.transport_url,
+            )
         except BaseException:
             self.stop()
             raise
@@ -272,10 +320,19 @@ def test_upstream_over_rpc_answers_from_neutron_server(upstream_rpc):
     request times out instead."""
     upstream_rpc.neutron.clear("get_ports")
     for header, xff, instance in CASES:
-        answer = get(upstream_rpc.shared, "/openstack/latest/meta_data.json",
-                     forwarded_for=xff, headers=[header])
-        assert answer.status == 200, (header, xff, answer.status, answer.body,
-                                      upstream_rpc.agent.log()[-2000:])
+        answer = get(
+            upstream_rpc.shared,
+            "/openstack/latest/meta_data.json",
+            forwarded_for=xff,
+            headers=[header],
+        )
+        assert answer.status == 200, (
+            header,
+            xff,
+            answer.status,
+            answer.body,
+            upstream_rpc.agent.log()[-2000:],
+        )
         assert json.loads(answer.body)["uuid"] == instance
     # upstream's lookups, sent as calls: per router request its interfaces then the
     # address on their networks; per network request the address or (link-local) the MAC
@@ -283,7 +340,9 @@ def test_upstream_over_rpc_answers_from_neutron_server(upstream_rpc):
     assert all(c.call for c in lookups)
     shapes = [tuple(sorted(c.kwargs["filters"])) for c in lookups]
     assert shapes == [("device_id", "device_owner"), ("fixed_ips", "network_id")] * 2 + [
-        ("fixed_ips", "network_id"), ("mac_address", "network_id")]
+        ("fixed_ips", "network_id"),
+        ("mac_address", "network_id"),
+    ]
     assert lookups[0].kwargs["filters"]["device_id"] == ["r1"]
     assert lookups[-1].kwargs["filters"]["mac_address"] == ["fa:16:3e:11:22:33"]
     assert lookups[0].context["is_admin"] is True
@@ -308,7 +367,11 @@ def test_upstream_over_rpc_reports_its_state(upstream_rpc):
 @pytest.mark.slow
 def test_upstream_over_rpc_unknown_address_is_its_404(upstream_rpc):
     """An address neutron-server has no port for: upstream's own 404 after asking."""
-    answer = get(upstream_rpc.shared, "/openstack/latest/meta_data.json",
-                 forwarded_for="10.9.9.9", headers=[("X-Neutron-Router-ID", "r1")])
+    answer = get(
+        upstream_rpc.shared,
+        "/openstack/latest/meta_data.json",
+        forwarded_for="10.9.9.9",
+        headers=[("X-Neutron-Router-ID", "r1")],
+    )
     assert answer.status == 404, (answer.status, answer.body)
     assert b"Instance was not found on router r1." in answer.body

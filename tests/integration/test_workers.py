@@ -69,14 +69,16 @@ def wait_for(condition, what: str, timeout: float = 15.0):
 def workers_of(stack, count: int = 2) -> list[int]:
     """The agent's workers, once C{count} of them run and each has said it is ready
     (its reactor runs and it serves every socket it inherited)."""
+
     def ready():
         pids = children(stack.agent.pid)
         log = stack.agent.log()
         if len(pids) == count and all(
-                re.search(rf"pid {pid}\] Worker \d+ ready: serving \d+ socket", log)
-                for pid in pids):
+            re.search(rf"pid {pid}\] Worker \d+ ready: serving \d+ socket", log) for pid in pids
+        ):
             return pids
         return None
+
     return wait_for(ready, f"{count} workers ready")
 
 
@@ -108,9 +110,20 @@ def uuid(path: str, **request) -> str:
 
 
 def ctl(stack, *args):
-    return subprocess.run([sys.executable, "-m", "metaproxy.cli", "ctl", "--control-socket",
-                           str(stack.state / "metaproxy" / "control.sock"), *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metaproxy.cli",
+            "ctl",
+            "--control-socket",
+            str(stack.state / "metaproxy" / "control.sock"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_every_worker_serves_the_shared_and_namespace_sockets(stack):
@@ -174,8 +187,9 @@ def test_killed_worker_restarted_with_every_socket(stack):
         os.kill(victim, signal.SIGKILL)
         for _ in range(20):
             assert uuid(stack.shared, **SHARED_R1) == "vm-a"
-        new = wait_for(lambda: [p for p in children(stack.agent.pid) if p not in pids],
-                       "a new worker")
+        new = wait_for(
+            lambda: [p for p in children(stack.agent.pid) if p not in pids], "a new worker"
+        )
         assert len(new) == 1 and not alive(victim)
         current = workers_of(stack)
         assert sorted(current) == sorted([survivor, new[0]])
@@ -197,28 +211,42 @@ def test_sighup_reaches_every_worker(stack):
     each of them) and says so in the agent's log."""
     pids = workers_of(stack)
     table = json.loads(stack.table.read_text())
-    table["ports"].append({"id": "pz", "network_id": "net-a", "mac_address": "fa:16:3e:00:00:7a",
-                           "fixed_ips": ["10.0.0.88"], "device_id": "vm-a",
-                           "project_id": "proj-a"})
+    table["ports"].append(
+        {
+            "id": "pz",
+            "network_id": "net-a",
+            "mac_address": "fa:16:3e:00:00:7a",
+            "fixed_ips": ["10.0.0.88"],
+            "device_id": "vm-a",
+            "project_id": "proj-a",
+        }
+    )
     stack.table.write_text(json.dumps(table))
     before = stack.agent.log().count("Reloaded: secret, lookups from table")
     stack.agent.popen.send_signal(signal.SIGHUP)
-    wait_for(lambda: stack.agent.log().count("Reloaded: secret, lookups from table") >= before + 2,
-             "both workers reloaded")
+    wait_for(
+        lambda: stack.agent.log().count("Reloaded: secret, lookups from table") >= before + 2,
+        "both workers reloaded",
+    )
     log = stack.agent.log()
     for pid in pids:
-        assert re.search(rf"pid {pid}\] Reloaded: secret, lookups from table \S+ \(5 ports\)",
-                         log)
+        assert re.search(rf"pid {pid}\] Reloaded: secret, lookups from table \S+ \(5 ports\)", log)
         with only(pid, pids):
-            assert uuid(stack.shared, forwarded_for="10.0.0.88",
-                        headers=[("X-Neutron-Router-ID", "r1")]) == "vm-a"
+            assert (
+                uuid(
+                    stack.shared, forwarded_for="10.0.0.88", headers=[("X-Neutron-Router-ID", "r1")]
+                )
+                == "vm-a"
+            )
 
 
 def nova_config(stack, **values):
     request = urllib.request.Request(
-        f"http://127.0.0.1:{stack.nova_port}/_fakenova/config", method="POST",
+        f"http://127.0.0.1:{stack.nova_port}/_fakenova/config",
+        method="POST",
         data=json.dumps(values).encode(),
-        headers={"X-Fakenova-Control": "1", "Content-Type": "application/json"})
+        headers={"X-Fakenova-Control": "1", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=5) as answer:
         return json.loads(answer.read())
 
@@ -235,13 +263,18 @@ def test_sigterm_finishes_requests_in_flight_and_stops_every_worker():
         nova_config(s, delay=3)
         answers = []
         with only(busy, pids):  # the request can only be taken by `busy`
-            client = threading.Thread(target=lambda: answers.append(
-                get(s.shared, "/openstack/latest/meta_data.json", **SHARED_R1)))
+            client = threading.Thread(
+                target=lambda: answers.append(
+                    get(s.shared, "/openstack/latest/meta_data.json", **SHARED_R1)
+                )
+            )
             client.start()
             wait_for(lambda: s.nova_control("stats")["in_service"] == 1, "the request at Nova")
         os.kill(busy, signal.SIGTERM)
-        wait_for(lambda: re.search(rf"pid {busy}\] Worker \d+ stopping \(SIGTERM\)",
-                                   s.agent.log()), "the worker stopping")
+        wait_for(
+            lambda: re.search(rf"pid {busy}\] Worker \d+ stopping \(SIGTERM\)", s.agent.log()),
+            "the worker stopping",
+        )
         s.agent.popen.send_signal(signal.SIGTERM)
         client.join(30)
         assert answers and answers[0].status == 200, answers

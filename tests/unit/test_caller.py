@@ -3,12 +3,13 @@
 import ipaddress
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metaproxy import caller
 from metaproxy.caller import CallerError, identify, mac_from_link_local
-from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.http.request import Request
+from metaproxy.namespace import Namespace, NamespaceKind
 
 
 def request(*headers):
@@ -20,11 +21,14 @@ NETWORK = (b"X-Neutron-Network-ID", b"n1")
 OVN = (b"X-OVN-Network-ID", b"n2")
 
 
-@pytest.mark.parametrize("header, kind, id_", [
-    (ROUTER, NamespaceKind.ROUTER, "r1"),
-    (NETWORK, NamespaceKind.NETWORK, "n1"),
-    (OVN, NamespaceKind.OVN, "n2"),
-])
+@pytest.mark.parametrize(
+    "header, kind, id_",
+    [
+        (ROUTER, NamespaceKind.ROUTER, "r1"),
+        (NETWORK, NamespaceKind.NETWORK, "n1"),
+        (OVN, NamespaceKind.OVN, "n2"),
+    ],
+)
 def test_shared_socket_namespace_from_header(header, kind, id_):
     """On the shared socket the namespace comes from the one namespace header."""
     who = identify(request(header, (b"X-Forwarded-For", b"192.168.1.1")), None)
@@ -57,15 +61,17 @@ def test_no_namespace_header_on_shared_socket_is_400():
 def test_per_namespace_socket_ignores_headers():
     """On a namespace's own socket, headers claiming another namespace are ignored."""
     own = Namespace(NamespaceKind.ROUTER, "mine")
-    who = identify(request((b"X-Neutron-Router-ID", b"other"), NETWORK,
-                           (b"X-Forwarded-For", b"10.0.0.5")), own)
+    who = identify(
+        request((b"X-Neutron-Router-ID", b"other"), NETWORK, (b"X-Forwarded-For", b"10.0.0.5")), own
+    )
     assert who.namespace == own
 
 
 def test_last_forwarded_for_wins():
     """A guest-supplied X-Forwarded-For before haproxy's: the last value is used."""
-    who = identify(request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"),
-                           (b"X-Forwarded-For", b"10.0.0.5")), None)
+    who = identify(
+        request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"), (b"X-Forwarded-For", b"10.0.0.5")), None
+    )
     assert who.ip == "10.0.0.5" and who.forwarded_for == b"10.0.0.5"
     who = identify(request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9, 10.0.0.6")), None)
     assert who.ip == "10.0.0.6"
@@ -96,8 +102,9 @@ def test_mac_vector_from_oslo():
     assert mac_from_link_local(ipaddress.IPv6Address("fe80::99")) == "02:00:00:00:00:99"
 
 
-@pytest.mark.parametrize("value", [None, b"", b"not-an-ip", b"10.0.0.300", b"\xff\xfe",
-                                   b"10.0.0.5, ", b"10.0.0.5:80"])
+@pytest.mark.parametrize(
+    "value", [None, b"", b"not-an-ip", b"10.0.0.300", b"\xff\xfe", b"10.0.0.5, ", b"10.0.0.5:80"]
+)
 def test_missing_or_unparsable_forwarded_for_is_400(value):
     """A missing or unparsable X-Forwarded-For (or non-UTF-8 bytes) is a 400, not a 502."""
     headers = [ROUTER] + ([(b"X-Forwarded-For", value)] if value is not None else [])
@@ -110,14 +117,18 @@ def test_bad_namespace_id_is_400():
     """A namespace header that is not a usable id (non-ASCII, spaces) is a 400."""
     for value in (b"\xe9t\xe9", b"a b", b""):
         with pytest.raises(CallerError) as info:
-            identify(request((b"X-Neutron-Router-ID", value),
-                             (b"X-Forwarded-For", b"10.0.0.5")), None)
+            identify(
+                request((b"X-Neutron-Router-ID", value), (b"X-Forwarded-For", b"10.0.0.5")), None
+            )
         assert info.value.status == 400
 
 
-_OCTETS = st.one_of(st.integers(0, 300).map(str),
-                    st.sampled_from(["00", "01", "010", "099", "0255", "256", "", " 1", "1 ",
-                                     "+1", "1e2", "0x1", "٣"]))
+_OCTETS = st.one_of(
+    st.integers(0, 300).map(str),
+    st.sampled_from(
+        ["00", "01", "010", "099", "0255", "256", "", " 1", "1 ", "+1", "1e2", "0x1", "٣"]
+    ),
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -145,8 +156,9 @@ def test_same_namespace_header_gives_the_same_namespace():
     assert again is first
     for _ in range(2):
         with pytest.raises(CallerError):
-            identify(request((b"X-Neutron-Router-ID", b"a b"),
-                             (b"X-Forwarded-For", b"10.0.0.5")), None)
+            identify(
+                request((b"X-Neutron-Router-ID", b"a b"), (b"X-Forwarded-For", b"10.0.0.5")), None
+            )
     assert (b"x-neutron-router-id", b"a b") not in caller._namespaces
 
 
@@ -155,8 +167,9 @@ def test_namespaces_kept_are_bounded(monkeypatch):
     monkeypatch.setattr(caller, "_namespaces", {})
     monkeypatch.setattr(caller, "_MAX_NAMESPACES", 3)
     for i in range(10):
-        who = identify(request((b"X-Neutron-Network-ID", b"n%d" % i),
-                               (b"X-Forwarded-For", b"10.0.0.5")), None)
+        who = identify(
+            request((b"X-Neutron-Network-ID", b"n%d" % i), (b"X-Forwarded-For", b"10.0.0.5")), None
+        )
         assert who.namespace == Namespace(NamespaceKind.NETWORK, f"n{i}")
         assert len(caller._namespaces) <= 3
 
@@ -165,8 +178,10 @@ def test_same_identity_from_a_parsed_request():
     """A parsed request (fields picked out by the parser) gives the same identity as
     one built by hand."""
     from metaproxy.http.request import RequestParser
-    parsed = RequestParser().feed(b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9\r\n"
-                                  b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
-    by_hand = request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"),
-                      (b"X-Forwarded-For", b"10.0.0.5"))
+
+    parsed = RequestParser().feed(
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9\r\n"
+        b"X-Neutron-Router-ID: r1\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n"
+    )
+    by_hand = request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"), (b"X-Forwarded-For", b"10.0.0.5"))
     assert identify(parsed, None) == identify(by_hand, None)

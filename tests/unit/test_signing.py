@@ -6,7 +6,8 @@ from metaproxy.signing import sign_instance_id
 def test_upstream_test_vector():
     """secret 'secret' and id 'foo' give Neutron's and Nova's documented signature."""
     assert sign_instance_id(b"secret", "foo") == (
-        "773ba44693c7553d6ee20f61ea5d2757a9a4f4a44d2841ae4e95b52e4cd62db4")
+        "773ba44693c7553d6ee20f61ea5d2757a9a4f4a44d2841ae4e95b52e4cd62db4"
+    )
 
 
 def test_empty_secret_still_signs():

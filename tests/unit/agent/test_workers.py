@@ -23,11 +23,19 @@ from twisted.python.failure import Failure
 
 import metaproxy
 from metaproxy.agent import workers
-from metaproxy.namespace import Namespace
+from metaproxy.agent.workers import (
+    AdoptedUNIXPort,
+    Channel,
+    ChannelProtocol,
+    ConnectionTracker,
+    ProtocolError,
+    WorkerPool,
+    WorkerService,
+    parse_command,
+    socket_name,
+)
 from metaproxy.http.server import Limits
-from metaproxy.agent.workers import (AdoptedUNIXPort, Channel, ChannelProtocol, ConnectionTracker,
-                               ProtocolError, WorkerPool, WorkerService, parse_command,
-                               socket_name)
+from metaproxy.namespace import Namespace
 
 R1 = Namespace.parse("qrouter-r1")
 R2 = Namespace.parse("qrouter-r2")
@@ -82,6 +90,7 @@ async def until(condition, timeout: float = 10.0) -> None:
     """Let the real reactor run until C{condition()} holds (fails after C{timeout})."""
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
+
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -111,22 +120,34 @@ class Hello(Protocol):
 # ---- the line protocol -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line, parsed", [
-    (b"add shared", ("add", None, None)),
-    (b"add qrouter-r1", ("add", R1, None)),
-    (b"add qrouter-r1 7", ("add", R1, 7)),
-    (b"remove qrouter-r1", ("remove", R1, None)),
-    (b"remove shared", ("remove", None, None)),
-])
+@pytest.mark.parametrize(
+    "line, parsed",
+    [
+        (b"add shared", ("add", None, None)),
+        (b"add qrouter-r1", ("add", R1, None)),
+        (b"add qrouter-r1 7", ("add", R1, 7)),
+        (b"remove qrouter-r1", ("remove", R1, None)),
+        (b"remove shared", ("remove", None, None)),
+    ],
+)
 def test_channel_lines_parsed(line, parsed):
     """add <name> [<fd>] and remove <name>; 'shared' is the shared socket."""
     assert parse_command(line) == parsed
 
 
-@pytest.mark.parametrize("line", [
-    b"", b"add", b"add bogus-name", b"remove qrouter-r1 7", b"add qrouter-r1 -1",
-    b"frobnicate qrouter-r1", b"add qrouter-\xe9", b"add shared 4 5",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"add",
+        b"add bogus-name",
+        b"remove qrouter-r1 7",
+        b"add qrouter-r1 -1",
+        b"frobnicate qrouter-r1",
+        b"add qrouter-\xe9",
+        b"add shared 4 5",
+    ],
+)
 def test_bad_channel_lines_refused(line):
     with pytest.raises(ProtocolError):
         parse_command(line)
@@ -146,6 +167,7 @@ async def test_adopted_port_keeps_mode_backlog_path_and_socket(tmp_path):
     chmod, no listen(50), no unlink, no shutdown)."""
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
+
     path = str(tmp_path / "s.sock")
     owner = listening(path, mode=0o640, backlog=4096)
     try:
@@ -277,9 +299,11 @@ def test_channel_close_releases_queued_descriptors(tmp_path):
 
 def make_channel_protocol():
     added, removed, lost = [], [], []
-    protocol = ChannelProtocol(lambda ns, fd, inherited: added.append((ns, fd, inherited)),
-                               removed.append,
-                               lambda: lost.append(True))
+    protocol = ChannelProtocol(
+        lambda ns, fd, inherited: added.append((ns, fd, inherited)),
+        removed.append,
+        lambda: lost.append(True),
+    )
     protocol.makeConnection(StringTransport())
     return protocol, added, removed, lost
 
@@ -316,13 +340,18 @@ async def test_descriptors_and_lines_pair_up_through_a_real_socketpair(tmp_path)
     """Sent all at once (so the kernel may coalesce them), every 'add' on the worker's side
     gets the socket that was sent with its line."""
     from twisted.internet import reactor
+
     ours, theirs = socket.socketpair()
     names = [f"qrouter-r{i}" for i in range(12)]
     owners = {name: listening(tmp_path / f"{name}.sock") for name in names}
     added, removed = [], []
-    factory = Factory.forProtocol(lambda: ChannelProtocol(
-        lambda ns, fd, _: added.append((ns.name, bound_path(fd), os.close(fd))),
-        removed.append, lambda: None))
+    factory = Factory.forProtocol(
+        lambda: ChannelProtocol(
+            lambda ns, fd, _: added.append((ns.name, bound_path(fd), os.close(fd))),
+            removed.append,
+            lambda: None,
+        )
+    )
     theirs.setblocking(False)
     transport = reactor.adoptStreamConnection(theirs.fileno(), socket.AF_UNIX, factory)
     theirs.close()
@@ -334,7 +363,8 @@ async def test_descriptors_and_lines_pair_up_through_a_real_socketpair(tmp_path)
                 channel.send(f"remove {name}")
         await until(lambda: len(added) == len(names))
         assert [(n, p) for n, p, _ in added] == [
-            (name, str(tmp_path / f"{name}.sock")) for name in names]
+            (name, str(tmp_path / f"{name}.sock")) for name in names
+        ]
         assert [ns.name for ns in removed] == ["qrouter-r3"]
     finally:
         channel.close()
@@ -364,8 +394,11 @@ class Spawn:
         self.protocol, self.args, self.env, self.process = protocol, args, env, process
         self.child_fds = child_fds
         self.channel = socket.socket(fileno=os.dup(child_fds[workers.CHANNEL_FD]))
-        self.inherited = {n: bound_path(fd) for n, fd in child_fds.items()
-                          if isinstance(n, int) and n >= workers.FIRST_SOCKET_FD}
+        self.inherited = {
+            n: bound_path(fd)
+            for n, fd in child_fds.items()
+            if isinstance(n, int) and n >= workers.FIRST_SOCKET_FD
+        }
 
     def end(self, reason):
         self.process.pid = None
@@ -380,8 +413,18 @@ class ProcessReactor(MemoryReactorClock):
         super().__init__()
         self.spawned: list[Spawn] = []
 
-    def spawnProcess(self, protocol, executable, args, env=None, path=None, uid=None,
-                     gid=None, usePTY=0, childFDs=None):
+    def spawnProcess(
+        self,
+        protocol,
+        executable,
+        args,
+        env=None,
+        path=None,
+        uid=None,
+        gid=None,
+        usePTY=0,
+        childFDs=None,
+    ):
         spawn = Spawn(protocol, args, env, childFDs, FakeProcess(1000 + len(self.spawned)))
         self.spawned.append(spawn)
         protocol.makeConnection(spawn.process)
@@ -392,10 +435,13 @@ class ProcessReactor(MemoryReactorClock):
 def pool_setup(tmp_path):
     reactor = ProcessReactor()
     published = []
-    pool = WorkerPool(reactor, 2, ["--config-file", "/etc/a.ini"], executable="/py",
-                      publisher=published.append)
-    owners = {name: listening(tmp_path / f"{name}.sock")
-              for name in ("shared", "qrouter-r1", "qrouter-r2")}
+    pool = WorkerPool(
+        reactor, 2, ["--config-file", "/etc/a.ini"], executable="/py", publisher=published.append
+    )
+    owners = {
+        name: listening(tmp_path / f"{name}.sock")
+        for name in ("shared", "qrouter-r1", "qrouter-r2")
+    }
     yield reactor, pool, owners, published
     if pool.running:
         pool.stopService()
@@ -414,15 +460,28 @@ def test_pool_starts_workers_with_every_socket_inherited(pool_setup, tmp_path):
     pool.startService()
     assert len(reactor.spawned) == 2
     for index, spawn in enumerate(reactor.spawned, 1):
-        assert spawn.args == ["/py", "-m", "metaproxy.agent.workers", "--worker", str(index),
-                              "--channel-fd", "3", "--inherited", "2",
-                              "--config-file", "/etc/a.ini"]
+        assert spawn.args == [
+            "/py",
+            "-m",
+            "metaproxy.agent.workers",
+            "--worker",
+            str(index),
+            "--channel-fd",
+            "3",
+            "--inherited",
+            "2",
+            "--config-file",
+            "/etc/a.ini",
+        ]
         assert spawn.child_fds[1] == "r" and spawn.child_fds[2] == "r"
-        assert spawn.inherited == {4: str(tmp_path / "shared.sock"),
-                                   5: str(tmp_path / "qrouter-r1.sock")}
+        assert spawn.inherited == {
+            4: str(tmp_path / "shared.sock"),
+            5: str(tmp_path / "qrouter-r1.sock"),
+        }
         assert read_channel(spawn.channel) == (["add shared 4", "add qrouter-r1 5"], [])
-        assert os.path.dirname(os.path.dirname(metaproxy.__file__)) in \
-            spawn.env["PYTHONPATH"].split(os.pathsep)
+        assert os.path.dirname(os.path.dirname(metaproxy.__file__)) in spawn.env[
+            "PYTHONPATH"
+        ].split(os.pathsep)
     assert pool.pids() == [1000, 1001]
 
 
@@ -453,15 +512,18 @@ def test_dead_worker_restarted_with_backoff_and_every_current_socket(pool_setup,
     with capturedLogs() as events:
         first.end(ProcessTerminated(signal=signal.SIGKILL))
     assert [e["delay"] for e in events if e.get("how") == "was killed by SIGKILL"] == [
-        workers.RESTART_FIRST]
+        workers.RESTART_FIRST
+    ]
     reactor.advance(workers.RESTART_FIRST * 0.9)
     assert len(reactor.spawned) == 2
     reactor.advance(workers.RESTART_FIRST * 0.2)
     assert len(reactor.spawned) == 3
     again = reactor.spawned[2]
     assert again.args[4] == "1"
-    assert again.inherited == {4: str(tmp_path / "shared.sock"),
-                               5: str(tmp_path / "qrouter-r1.sock")}
+    assert again.inherited == {
+        4: str(tmp_path / "shared.sock"),
+        5: str(tmp_path / "qrouter-r1.sock"),
+    }
     assert read_channel(again.channel)[0] == ["add shared 4", "add qrouter-r1 5"]
     # dying young again: twice the delay
     again.end(ProcessDone(0))
@@ -482,8 +544,7 @@ def test_restart_delay_is_capped(pool_setup):
     pool.startService()
     delays = []
     for _ in range(10):
-        spawn = next(s for s in reactor.spawned if s.process.pid is not None
-                     and s.args[4] == "1")
+        spawn = next(s for s in reactor.spawned if s.process.pid is not None and s.args[4] == "1")
         before = reactor.seconds()
         spawn.end(ProcessTerminated(exitCode=1))
         count = len(reactor.spawned)
@@ -526,8 +587,8 @@ def ready_line(index: int) -> bytes:
     """What a worker writes on its stdout when it is ready."""
     events = []
     Logger("metaproxy.workers", observer=events.append).info(
-        "Worker {index} ready: serving {count} socket(s)", index=index, count=0,
-        worker_ready=True)
+        "Worker {index} ready: serving {count} socket(s)", index=index, count=0, worker_ready=True
+    )
     return (eventAsJSON(events[0]) + "\n").encode()
 
 
@@ -572,7 +633,8 @@ def test_worker_log_relayed_tagged_with_the_worker(pool_setup):
     pool.startService()
     events = []
     Logger("metaproxy.server", observer=events.append).warn(
-        "Refused a request on {socket}", socket="the shared socket")
+        "Refused a request on {socket}", socket="the shared socket"
+    )
     data = (eventAsJSON(events[0]) + "\n").encode()
     protocol = reactor.spawned[1].protocol
     protocol.childDataReceived(1, data[:10])
@@ -641,10 +703,12 @@ async def test_worker_serves_what_its_channel_hands_it_and_drains_on_stop(tmp_pa
     stops accepting but lets the request in flight finish."""
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
+
     ours, theirs = socket.socketpair()
     proxy = FakeProxy()
-    service = WorkerService(reactor, proxy, 1, os.dup(theirs.fileno()),
-                            install_signal_handlers=False)
+    service = WorkerService(
+        reactor, proxy, 1, os.dup(theirs.fileno()), install_signal_handlers=False
+    )
     theirs.close()
     shared, r1 = str(tmp_path / "shared.sock"), str(tmp_path / "r1.sock")
     owners = [listening(shared), listening(r1)]
@@ -669,7 +733,8 @@ async def test_worker_serves_what_its_channel_hands_it_and_drains_on_stop(tmp_pa
         stopped = service.stopService()
         assert not stopped.called and not proxy.closed
         proxy.pipeline.hold.callback(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlate")
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlate"
+        )
         assert (await answer).endswith(b"late")
         await stopped
         assert proxy.closed and service.ports == {}
@@ -685,10 +750,12 @@ async def test_worker_serves_what_its_channel_hands_it_and_drains_on_stop(tmp_pa
 @pytest_twisted.ensureDeferred
 async def test_worker_stops_when_the_agent_goes_away(tmp_path):
     from twisted.internet import reactor
+
     recording = StopRecordingReactor(reactor)
     ours, theirs = socket.socketpair()
-    service = WorkerService(recording, FakeProxy(), 1, os.dup(theirs.fileno()),
-                            install_signal_handlers=False)
+    service = WorkerService(
+        recording, FakeProxy(), 1, os.dup(theirs.fileno()), install_signal_handlers=False
+    )
     theirs.close()
     service.startService()
     try:
@@ -724,11 +791,13 @@ async def test_worker_ready_once_it_serves_its_inherited_sockets(tmp_path):
     ready when it serves as many as it was told it inherited, not before."""
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
+
     ours, theirs = socket.socketpair()
     owners = [listening(tmp_path / "shared.sock"), listening(tmp_path / "r1.sock")]
     inherited = [os.dup(o.fileno()) for o in owners]
-    service = WorkerService(reactor, FakeProxy(), 3, os.dup(theirs.fileno()), inherited=2,
-                            install_signal_handlers=False)
+    service = WorkerService(
+        reactor, FakeProxy(), 3, os.dup(theirs.fileno()), inherited=2, install_signal_handlers=False
+    )
     theirs.close()
     channel = Channel(reactor, ours)
     try:
@@ -740,11 +809,14 @@ async def test_worker_ready_once_it_serves_its_inherited_sockets(tmp_path):
             assert ready == []
             channel.send(f"add qrouter-r1 {inherited[1]}")
             await until(lambda: R1 in service.ports)
-        ready = [(e["index"], e["count"]) for e in events
-                 if e["log_format"].startswith("Worker {index} ready")]
+        ready = [
+            (e["index"], e["count"])
+            for e in events
+            if e["log_format"].startswith("Worker {index} ready")
+        ]
         assert ready == [(3, 2)]
         # the inherited descriptors were taken over: closed here, served from copies
-        for fd, owner in zip(inherited, owners):
+        for fd, owner in zip(inherited, owners, strict=False):
             try:
                 still = os.fstat(fd).st_ino == os.fstat(owner.fileno()).st_ino
             except OSError:

@@ -15,11 +15,11 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 
+from metaproxy.agent.control import ControlFactory
+from metaproxy.agent.registry import RegistryError
 from metaproxy.cli import main
 from metaproxy.config import default_settings
-from metaproxy.agent.control import ControlFactory
 from metaproxy.namespace import Namespace
-from metaproxy.agent.registry import RegistryError
 
 ROUTER = "qrouter-3f5d8c3a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
 DHCP = "qdhcp-9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
@@ -72,9 +72,7 @@ def test_haproxy_config_defaults_to_the_namespace_socket(capsys):
     assert main(["haproxy-config", ROUTER]) == 0
     out = capsys.readouterr().out
     defaults = default_settings()
-    assert _server_lines(out) == [
-        f"server metadata {defaults.namespace_socket_dir}/{ROUTER}.sock"
-    ]
+    assert _server_lines(out) == [f"server metadata {defaults.namespace_socket_dir}/{ROUTER}.sock"]
     router_id = ROUTER.removeprefix("qrouter-")
     assert f"    pidfile     {defaults.state_path}/external/pids/{router_id}.pid.haproxy\n" in out
     assert f"    user        {pwd.getpwuid(os.geteuid()).pw_name}\n" in out
@@ -108,8 +106,18 @@ def test_haproxy_config_shared_socket_with_defaults(capsys):
 def test_haproxy_config_explicit_values(capsys):
     me = pwd.getpwuid(os.geteuid()).pw_name
     argv = [
-        "haproxy-config", DHCP, "--socket", "/run/mp/x.sock", "--ipv6-interface", "tap9a8b7c6d-5e",
-        "--pidfile", "/run/mp/x.pid", "--user", str(os.geteuid()), "--group", str(os.getegid()),
+        "haproxy-config",
+        DHCP,
+        "--socket",
+        "/run/mp/x.sock",
+        "--ipv6-interface",
+        "tap9a8b7c6d-5e",
+        "--pidfile",
+        "/run/mp/x.pid",
+        "--user",
+        str(os.geteuid()),
+        "--group",
+        str(os.getegid()),
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -125,8 +133,21 @@ def test_haproxy_config_router_options(capsys):
 
 
 def test_haproxy_config_rate_limiting(capsys):
-    assert main(["haproxy-config", OVN, "--rate-limit-base", "30/60",
-                 "--rate-limit-burst", "3/5", "--rate-limit-ip-version", "6"]) == 0
+    assert (
+        main(
+            [
+                "haproxy-config",
+                OVN,
+                "--rate-limit-base",
+                "30/60",
+                "--rate-limit-burst",
+                "3/5",
+                "--rate-limit-ip-version",
+                "6",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "    stick-table type ipv6 size 10k expire 60s store http_req_rate(60s)\n" in out
     assert "    stick-table type ipv6 size 10k expire 60s store http_req_rate(5s)\n" in out
@@ -151,20 +172,35 @@ def test_haproxy_config_rate_limiting(capsys):
         (["haproxy-config", ROUTER, "--shared", "--socket", "/x"], 2, "not allowed with"),
         (["haproxy-config", ROUTER, "--rate-limit-base", "10"], 2, "is not N/SECONDS"),
         (["haproxy-config", ROUTER, "--rate-limit-base", "0/10"], 2, "must be >= 1"),
-        (["haproxy-config", ROUTER, "--rate-limit-ip-version", "6"], 2,
-         "--rate-limit-ip-version needs --rate-limit-base or --rate-limit-burst"),
+        (
+            ["haproxy-config", ROUTER, "--rate-limit-ip-version", "6"],
+            2,
+            "--rate-limit-ip-version needs --rate-limit-base or --rate-limit-burst",
+        ),
         (["haproxy-config", ROUTER, "--metadata-port", "70000"], 2, "is not a TCP port"),
-        (["haproxy-config", ROUTER, "--ipv6-interface", "tap1"], 1,
-         "ipv6_interface applies to DHCP and OVN namespaces"),
+        (
+            ["haproxy-config", ROUTER, "--ipv6-interface", "tap1"],
+            1,
+            "ipv6_interface applies to DHCP and OVN namespaces",
+        ),
         (["haproxy-config", DHCP, "--bind-v6-any"], 1, "bind_v6_any applies to router"),
         (["haproxy-config", ROUTER, "--socket", "/run/a b.sock"], 1, "socket_path '/run/a b.sock'"),
         (["haproxy-config", ROUTER, "--socket", "/" + "s" * 120], 1, "haproxy accepts at most 97"),
-        (["haproxy-config", ROUTER, "--user", "no-such-user-metaproxy"], 1,
-         "metadata_proxy_user 'no-such-user-metaproxy': no such user"),
-        (["haproxy-config", ROUTER, "--config-file", "/nonexistent/metaproxy.ini"], 1,
-         "configuration file not found"),
-        (["haproxy-config", ROUTER, "--config-dir", "/nonexistent/metaproxy.d"], 1,
-         "configuration directory not found"),
+        (
+            ["haproxy-config", ROUTER, "--user", "no-such-user-metaproxy"],
+            1,
+            "metadata_proxy_user 'no-such-user-metaproxy': no such user",
+        ),
+        (
+            ["haproxy-config", ROUTER, "--config-file", "/nonexistent/metaproxy.ini"],
+            1,
+            "configuration file not found",
+        ),
+        (
+            ["haproxy-config", ROUTER, "--config-dir", "/nonexistent/metaproxy.d"],
+            1,
+            "configuration directory not found",
+        ),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
         ([], 2, "the following arguments are required: COMMAND"),
     ],
@@ -277,8 +313,12 @@ def test_ctl_add_list_remove(capsys, control):
     assert main(["ctl", *sock, "list"]) == 0
     assert capsys.readouterr().out == f"{ROUTER}\n{OVN}\n"
     assert server.received == [
-        f"add {ROUTER}\n".encode(), f"add {DHCP}\n".encode(), f"add {OVN}\n".encode(),
-        b"list\n", f"remove {DHCP}\n".encode(), b"list\n",
+        f"add {ROUTER}\n".encode(),
+        f"add {DHCP}\n".encode(),
+        f"add {OVN}\n".encode(),
+        b"list\n",
+        f"remove {DHCP}\n".encode(),
+        b"list\n",
     ]
 
 
@@ -307,7 +347,10 @@ def test_ctl_list_error(capsys, control):
 
 @pytest.mark.parametrize(
     "answer, message",
-    [(b"", "closed the connection without an answer"), (b"HTTP/1.1 200 OK\r\n", "unexpected answer")],
+    [
+        (b"", "closed the connection without an answer"),
+        (b"HTTP/1.1 200 OK\r\n", "unexpected answer"),
+    ],
 )
 def test_ctl_malformed_answer(capsys, control, answer, message):
     server = control(lambda line: answer)
@@ -397,7 +440,8 @@ def test_ctl_against_the_agent_control_protocol(short_dir, capsys):
         assert registry.names() == [ROUTER]
         assert (yield deferToThread(main, ["ctl", *sock, "list"])) == 0
         assert capsys.readouterr() == (
-            f"{ROUTER}\n", f"metaproxy ctl: remove {DHCP}: {DHCP} is not registered\n"
+            f"{ROUTER}\n",
+            f"metaproxy ctl: remove {DHCP}: {DHCP} is not registered\n",
         )
     finally:
         yield port.stopListening()
@@ -455,6 +499,7 @@ def _serve_once(path: str, answer: bytes) -> threading.Thread:
         conn.sendall(answer)
         conn.close()
         server.close()
+
     thread = threading.Thread(target=run)
     thread.start()
     return thread
@@ -464,8 +509,11 @@ def _serve_once(path: str, answer: bytes) -> threading.Thread:
 def test_health_exit_status_follows_the_answer(capsys, short_dir, status, code):
     path = os.path.join(short_dir, "m.sock")
     body = b'{"status": "x"}'
-    thread = _serve_once(path, b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close"
-                               b"\r\n\r\n%s" % (status, len(body), body))
+    thread = _serve_once(
+        path,
+        b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close"
+        b"\r\n\r\n%s" % (status, len(body), body),
+    )
     assert main(["health", "--listen", f"unix:{path}"]) == code
     thread.join(5)
     assert capsys.readouterr().out.strip() == '{"status": "x"}'

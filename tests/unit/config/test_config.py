@@ -15,10 +15,14 @@ import pytest
 from oslo_config import cfg
 
 from metaproxy import config
-from metaproxy.config.doc import options_markdown, sample_config
 from metaproxy.config import (
-    ConfigError, Settings, default_settings, list_opts, load_settings,
+    ConfigError,
+    Settings,
+    default_settings,
+    list_opts,
+    load_settings,
 )
+from metaproxy.config.doc import options_markdown, sample_config
 from metaproxy.namespace import Namespace, NamespaceKind
 
 SECRET = "s3cr3t-Sh4red-Value"
@@ -55,13 +59,27 @@ def error(config_files, config_dirs=()) -> str:
 # --- defaults and reading ---------------------------------------------------------
 
 UPSTREAM_DEFAULTS = dict(
-    metadata_proxy_user="", metadata_proxy_group="", metadata_proxy_socket_mode="deduce",
-    metadata_backlog=4096, nova_metadata_host="127.0.0.1", nova_metadata_port=8775,
-    nova_metadata_protocol="http", nova_metadata_insecure=False, auth_ca_cert=None,
-    nova_client_cert="", nova_client_priv_key="", metadata_proxy_shared_secret="",
-    rpc_response_max_timeout=600, host=socket.gethostname(), debug=False,
-    transport_url=None, rpc_response_timeout=60, report_interval=30.0,
-    log_agent_heartbeats=False, cache_enabled=False, cache_expiration_time=600,
+    metadata_proxy_user="",
+    metadata_proxy_group="",
+    metadata_proxy_socket_mode="deduce",
+    metadata_backlog=4096,
+    nova_metadata_host="127.0.0.1",
+    nova_metadata_port=8775,
+    nova_metadata_protocol="http",
+    nova_metadata_insecure=False,
+    auth_ca_cert=None,
+    nova_client_cert="",
+    nova_client_priv_key="",
+    metadata_proxy_shared_secret="",
+    rpc_response_max_timeout=600,
+    host=socket.gethostname(),
+    debug=False,
+    transport_url=None,
+    rpc_response_timeout=60,
+    report_interval=30.0,
+    log_agent_heartbeats=False,
+    cache_enabled=False,
+    cache_expiration_time=600,
     cache_backend="dogpile.cache.null",
 )
 
@@ -110,16 +128,23 @@ def test_uses_a_private_configopts(state):
 
 def test_second_file_overrides_first(state):
     """--config-file order: the later file wins, options only in the first stay."""
-    first = base(state, """
+    first = base(
+        state,
+        """
         metadata_backlog = 100
         nova_metadata_port = 9000
         [metaproxy]
         nova_timeout = 10
-    """)
-    second = write(state, "second.ini", """
+    """,
+    )
+    second = write(
+        state,
+        "second.ini",
+        """
         [DEFAULT]
         metadata_backlog = 200
-    """)
+    """,
+    )
     s = load_settings([first, second], [])
     assert (s.metadata_backlog, s.nova_metadata_port, s.nova_timeout) == (200, 9000, 10.0)
     assert s.config_files == (first, second)
@@ -140,10 +165,13 @@ def test_config_dir_files_after_config_files(state):
 
 def test_state_path_interpolation(state):
     """$state_path reaches metadata_proxy_socket and the [metaproxy] paths, set or default."""
-    path = base(state, """
+    path = base(
+        state,
+        """
         [metaproxy]
         namespace_dir = $state_path/decl
-    """)
+    """,
+    )
     s = load_settings([path], [])
     assert s.metadata_proxy_socket == f"{state}/metadata_proxy"
     assert s.lookup_table == f"{state}/metaproxy/ports.json"
@@ -154,7 +182,9 @@ def test_state_path_interpolation(state):
 
 def test_cache_and_agent_sections(state):
     """[cache] and [AGENT] are read (section names case-insensitive, as oslo.config)."""
-    path = base(state, """
+    path = base(
+        state,
+        """
         [cache]
         enabled = true
         expiration_time = 30
@@ -162,39 +192,51 @@ def test_cache_and_agent_sections(state):
         [agent]
         report_interval = 0
         log_agent_heartbeats = true
-    """)
+    """,
+    )
     s = load_settings([path], [])
     assert (s.cache_enabled, s.cache_expiration_time, s.cache_backend) == (
-        True, 30, "oslo_cache.memcache_pool")
+        True,
+        30,
+        "oslo_cache.memcache_pool",
+    )
     assert (s.report_interval, s.log_agent_heartbeats) == (0.0, True)
 
 
 def test_metaproxy_section_values(state):
     """[metaproxy] values are converted, namespaces parsed (blanks and repeats dropped)."""
-    path = base(state, """
+    path = base(
+        state,
+        """
         [metaproxy]
         namespaces = qrouter-r1, qdhcp-n1,, ovnmeta-n2, qrouter-r1
         gzip_decode = true
         max_body_bytes = 0
         retry_after = 5
-    """)
+    """,
+    )
     s = load_settings([path], [])
-    assert s.namespaces == (Namespace(NamespaceKind.ROUTER, "r1"),
-                            Namespace(NamespaceKind.NETWORK, "n1"),
-                            Namespace(NamespaceKind.OVN, "n2"))
+    assert s.namespaces == (
+        Namespace(NamespaceKind.ROUTER, "r1"),
+        Namespace(NamespaceKind.NETWORK, "n1"),
+        Namespace(NamespaceKind.OVN, "n2"),
+    )
     assert (s.gzip_decode, s.max_body_bytes, s.retry_after) == (True, 0, 5)
 
 
 def test_derived_values(state):
     """socket_mode follows the deduce rule; nova_url brackets an IPv6 literal."""
-    path = base(state, f"""
+    path = base(
+        state,
+        f"""
         nova_metadata_host = fd00::5
         nova_metadata_protocol = https
         nova_metadata_port = 8443
         metadata_proxy_user = {os.geteuid() + 1}
         metadata_proxy_group = {os.getegid() + 1}
         metadata_workers = 0
-    """)
+    """,
+    )
     s = load_settings([path], [])
     assert s.nova_url == "https://[fd00::5]:8443"
     assert s.socket_mode == 0o666
@@ -203,7 +245,10 @@ def test_derived_values(state):
 
 def test_realistic_neutron_conf(state):
     """An operator's neutron.conf with many unrelated sections and options loads."""
-    neutron = write(state, "neutron.conf", f"""
+    neutron = write(
+        state,
+        "neutron.conf",
+        f"""
         [DEFAULT]
         core_plugin = ml2
         service_plugins = router,segments
@@ -235,8 +280,12 @@ def test_realistic_neutron_conf(state):
 
         [oslo_messaging_notifications]
         driver = messagingv2
-    """)
-    ini = write(state, "metadata_agent.ini", f"""
+    """,
+    )
+    ini = write(
+        state,
+        "metadata_agent.ini",
+        f"""
         [DEFAULT]
         nova_metadata_host = nova-api.example.com
         metadata_proxy_shared_secret = {SECRET}
@@ -245,7 +294,8 @@ def test_realistic_neutron_conf(state):
         memcache_servers = ctl1:11211
         [ovs]
         ovsdb_connection = unix:/run/openvswitch/db.sock
-    """)
+    """,
+    )
     s = load_settings([neutron, ini], [])
     assert s.host == "net-node-01.example.com"
     assert (s.debug, s.report_interval, s.metadata_workers) == (True, 15.0, 4)
@@ -257,6 +307,7 @@ def test_realistic_neutron_conf(state):
 
 # --- errors: one message naming file, [section] option, value and fix -----------------
 
+
 def assert_names(message: str, *parts: str) -> None:
     for part in parts:
         assert part in message, (part, message)
@@ -267,22 +318,28 @@ def assert_names(message: str, *parts: str) -> None:
 def test_bad_int(state):
     """A non-integer names the file, the option, the value, the range and the default."""
     path = base(state, "metadata_backlog = lots\n")
-    assert_names(error([path]), path, "[DEFAULT] metadata_backlog", "'lots'",
-                 "an integer >= 1", "remove the line to use the default 4096")
+    assert_names(
+        error([path]),
+        path,
+        "[DEFAULT] metadata_backlog",
+        "'lots'",
+        "an integer >= 1",
+        "remove the line to use the default 4096",
+    )
 
 
 def test_int_below_minimum(state):
     """An integer below the minimum is reported the same way."""
     path = base(state, "[metaproxy]\nmax_headers = 2\n")
-    assert_names(error([path]), path, "[metaproxy] max_headers", "'2'", ">= 8",
-                 "default 100")
+    assert_names(error([path]), path, "[metaproxy] max_headers", "'2'", ">= 8", "default 100")
 
 
 def test_bad_choice(state):
     """A value outside the choices lists the allowed values."""
     path = base(state, "nova_metadata_protocol = ftp\n")
-    assert_names(error([path]), path, "[DEFAULT] nova_metadata_protocol", "'ftp'",
-                 "one of http, https")
+    assert_names(
+        error([path]), path, "[DEFAULT] nova_metadata_protocol", "'ftp'", "one of http, https"
+    )
 
 
 def test_bad_bool(state):
@@ -310,8 +367,7 @@ def test_bad_value_overridden_by_later_file_is_fine(state):
 def test_bad_substitution(state):
     """A $reference to nothing says how to write a literal $."""
     path = base(state, "[metaproxy]\nlookup_table = $nowhere/ports.json\n")
-    assert_names(error([path]), path, "[metaproxy] lookup_table", "'$nowhere/ports.json'",
-                 "$$")
+    assert_names(error([path]), path, "[metaproxy] lookup_table", "'$nowhere/ports.json'", "$$")
 
 
 def test_missing_file(state):
@@ -336,8 +392,9 @@ def test_unreadable_file(state):
 
 def test_directory_as_config_file(state):
     """A directory given as --config-file is named."""
-    assert_names(error([base(state), str(state / "metaproxy")]), f"{state}/metaproxy",
-                 "cannot be read")
+    assert_names(
+        error([base(state), str(state / "metaproxy")]), f"{state}/metaproxy", "cannot be read"
+    )
 
 
 def test_undecodable_file(state):
@@ -365,8 +422,10 @@ def test_bad_namespace_entry(state):
     assert_names(error([path]), path, "[metaproxy] namespaces", "'qfoo-1'", "qdhcp-<network id>")
 
 
-@pytest.mark.parametrize("have, lack", [("nova_client_cert", "nova_client_priv_key"),
-                                        ("nova_client_priv_key", "nova_client_cert")])
+@pytest.mark.parametrize(
+    "have, lack",
+    [("nova_client_cert", "nova_client_priv_key"), ("nova_client_priv_key", "nova_client_cert")],
+)
 def test_half_configured_client_cert(state, have, lack):
     """With https, a client certificate without its key (or the reverse) is an error."""
     pem = write(state, "client.pem", "x")
@@ -383,22 +442,32 @@ def test_half_client_cert_ignored_with_http(state):
 def test_missing_certificate_files(state):
     """With https, cert, key and CA files must exist (the CA unless insecure)."""
     pem = write(state, "client.pem", "x")
-    path = base(state, f"nova_metadata_protocol = https\nnova_client_cert = {pem}\n"
-                       f"nova_client_priv_key = {state}/key.pem\n")
-    assert_names(error([path]), path, "[DEFAULT] nova_client_priv_key", f"{state}/key.pem",
-                 "does not exist")
+    path = base(
+        state,
+        f"nova_metadata_protocol = https\nnova_client_cert = {pem}\n"
+        f"nova_client_priv_key = {state}/key.pem\n",
+    )
+    assert_names(
+        error([path]), path, "[DEFAULT] nova_client_priv_key", f"{state}/key.pem", "does not exist"
+    )
     path = base(state, f"nova_metadata_protocol = https\nauth_ca_cert = {state}/ca.pem\n")
     assert_names(error([path]), path, "[DEFAULT] auth_ca_cert", "does not exist")
-    path = base(state, f"nova_metadata_protocol = https\nauth_ca_cert = {state}/ca.pem\n"
-                       "nova_metadata_insecure = true\n")
+    path = base(
+        state,
+        f"nova_metadata_protocol = https\nauth_ca_cert = {state}/ca.pem\n"
+        "nova_metadata_insecure = true\n",
+    )
     assert load_settings([path], []).nova_metadata_insecure is True
 
 
 def test_https_with_existing_files(state):
     """With https and existing files the settings load."""
     cert, key, ca = (write(state, n, "x") for n in ("c.pem", "k.pem", "ca.pem"))
-    path = base(state, f"nova_metadata_protocol = https\nnova_client_cert = {cert}\n"
-                       f"nova_client_priv_key = {key}\nauth_ca_cert = {ca}\n")
+    path = base(
+        state,
+        f"nova_metadata_protocol = https\nnova_client_cert = {cert}\n"
+        f"nova_client_priv_key = {key}\nauth_ca_cert = {ca}\n",
+    )
     s = load_settings([path], [])
     assert (s.nova_client_cert, s.nova_client_priv_key, s.auth_ca_cert) == (cert, key, ca)
 
@@ -417,15 +486,25 @@ def test_socket_path_too_long(state):
     (deep / "metaproxy").mkdir(parents=True)
     (deep / "metaproxy" / "ports.json").write_text("[]")
     path = write(state, "long.ini", f"[DEFAULT]\nstate_path = {deep}\n")
-    assert_names(error([path]), "[DEFAULT] metadata_proxy_socket", path, "97 bytes",
-                 "'$state_path/metadata_proxy'")
+    assert_names(
+        error([path]),
+        "[DEFAULT] metadata_proxy_socket",
+        path,
+        "97 bytes",
+        "'$state_path/metadata_proxy'",
+    )
 
 
 def test_namespace_socket_dir_too_long(state):
     """namespace_socket_dir must leave room for <dir>/ovnmeta-<uuid>.sock in 97 bytes."""
     path = base(state, f"[metaproxy]\nnamespace_socket_dir = {state}/{'n' * 50}\n")
-    assert_names(error([path]), path, "[metaproxy] namespace_socket_dir",
-                 "an OVN namespace's socket path", "97 bytes")
+    assert_names(
+        error([path]),
+        path,
+        "[metaproxy] namespace_socket_dir",
+        "an OVN namespace's socket path",
+        "97 bytes",
+    )
     path = base(state, f"[metaproxy]\nnamespace_socket_dir = {state}/{'n' * 30}\n")
     assert load_settings([path], []).namespace_socket_dir == f"{state}/{'n' * 30}"
 
@@ -433,21 +512,30 @@ def test_namespace_socket_dir_too_long(state):
 def test_declared_namespace_socket_too_long(state):
     """A declared namespace whose socket path would not fit is named."""
     long_id = "r" * 64
-    path = base(state, f"[metaproxy]\nnamespace_socket_dir = {state}/{'n' * 20}\n"
-                       f"namespaces = qrouter-{long_id}\n")
-    assert_names(error([path]), path, "[metaproxy] namespace_socket_dir",
-                 f"qrouter-{long_id}'s socket path")
+    path = base(
+        state,
+        f"[metaproxy]\nnamespace_socket_dir = {state}/{'n' * 20}\nnamespaces = qrouter-{long_id}\n",
+    )
+    assert_names(
+        error([path]), path, "[metaproxy] namespace_socket_dir", f"qrouter-{long_id}'s socket path"
+    )
 
 
 def test_missing_lookup_table(state):
     """lookup_backend = table needs lookup_table to exist, even at its default."""
     (state / "metaproxy" / "ports.json").unlink()
     path = base(state)
-    assert_names(error([path]), "[metaproxy] lookup_table", path,
-                 f"{state}/metaproxy/ports.json", "does not exist")
+    assert_names(
+        error([path]),
+        "[metaproxy] lookup_table",
+        path,
+        f"{state}/metaproxy/ports.json",
+        "does not exist",
+    )
 
 
 # --- lookup_backend's default: rpc with a transport_url, table without ------------
+
 
 def test_transport_url_makes_rpc_the_default_lookup(state):
     """An ML2/OVS node's own neutron.conf (transport_url) is enough: lookups go over RPC,
@@ -459,8 +547,10 @@ def test_transport_url_makes_rpc_the_default_lookup(state):
 
 
 def test_explicit_table_wins_over_transport_url(state):
-    path = base(state, "transport_url = rabbit://u:RABBITPASS@ctl:5672/\n"
-                       "[metaproxy]\nlookup_backend = table\n")
+    path = base(
+        state,
+        "transport_url = rabbit://u:RABBITPASS@ctl:5672/\n[metaproxy]\nlookup_backend = table\n",
+    )
     assert load_settings([path], []).lookup_backend == "table"
 
 
@@ -470,28 +560,39 @@ def test_no_transport_url_keeps_the_table(state):
 
 def test_rpc_without_transport_url_names_the_fix(state):
     path = base(state, "[metaproxy]\nlookup_backend = rpc\n")
-    assert_names(error([path]), path, "[metaproxy] lookup_backend", "transport_url is not set",
-                 "neutron.conf")
+    assert_names(
+        error([path]),
+        path,
+        "[metaproxy] lookup_backend",
+        "transport_url is not set",
+        "neutron.conf",
+    )
 
 
 # --- the secret ------------------------------------------------------------------
 
+
 def test_secret_not_in_repr(state):
     """Neither the shared secret nor the transport URL is in repr(settings)."""
-    path = base(state, f"metadata_proxy_shared_secret = {SECRET}\n"
-                       "transport_url = rabbit://u:RABBITPASS@h//\n")
+    path = base(
+        state,
+        f"metadata_proxy_shared_secret = {SECRET}\ntransport_url = rabbit://u:RABBITPASS@h//\n",
+    )
     text = repr(load_settings([path], []))
     assert SECRET not in text and "RABBITPASS" not in text
     assert "metadata_proxy_shared_secret" not in text
     assert SECRET not in repr(default_settings(metadata_proxy_shared_secret=SECRET))
 
 
-@pytest.mark.parametrize("bad", [
-    "metadata_backlog = lots\n",
-    "[metaproxy]\nnamespaces = nope\n",
-    "nova_metadata_protocol = https\nnova_client_cert = /x.pem\n",
-    "[metaproxy]\nnova_timeout = 40\n",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "metadata_backlog = lots\n",
+        "[metaproxy]\nnamespaces = nope\n",
+        "nova_metadata_protocol = https\nnova_client_cert = /x.pem\n",
+        "[metaproxy]\nnova_timeout = 40\n",
+    ],
+)
 def test_secret_not_in_errors(state, bad):
     """A bad value elsewhere in the file holding the secret never shows the secret."""
     path = base(state, f"metadata_proxy_shared_secret = {SECRET}\n" + bad)
@@ -517,11 +618,16 @@ def test_secret_not_in_syntax_error(state):
 
 # --- default_settings, options and the sample --------------------------------------
 
+
 def test_default_settings_overrides():
     """state_path flows into the paths; other overrides replace fields; derived follow."""
-    s = default_settings(state_path="/srv/n", nova_metadata_host="::1", retry_after=3,
-                         metadata_proxy_user=str(os.geteuid() + 1),
-                         metadata_proxy_group=str(os.getegid() + 1))
+    s = default_settings(
+        state_path="/srv/n",
+        nova_metadata_host="::1",
+        retry_after=3,
+        metadata_proxy_user=str(os.geteuid() + 1),
+        metadata_proxy_group=str(os.getegid() + 1),
+    )
     assert (s.state_path, s.metadata_proxy_socket) == ("/srv/n", "/srv/n/metadata_proxy")
     assert s.lookup_table == "/srv/n/metaproxy/ports.json"
     assert (s.retry_after, s.nova_url, s.socket_mode) == (3, "http://[::1]:8775", 0o666)
@@ -533,10 +639,17 @@ def test_default_settings_overrides():
 def test_settings_fields_are_the_options():
     """Settings has one field per option ([cache] and [neutron] ones prefixed) plus the
     derived ones."""
-    names = {(f"{group}_" if group in ("cache", "neutron") else "") + opt.dest
-             for group, opts in list_opts() for opt in opts}
+    names = {
+        (f"{group}_" if group in ("cache", "neutron") else "") + opt.dest
+        for group, opts in list_opts()
+        for opt in opts
+    }
     assert {f.name for f in attrs.fields(Settings)} == names | {
-        "socket_mode", "nova_url", "nova_urls", "config_files"}
+        "socket_mode",
+        "nova_url",
+        "nova_urls",
+        "config_files",
+    }
 
 
 def test_sample_lists_every_option():
@@ -563,7 +676,8 @@ def test_sample_loads_as_defaults(state):
     sample = write(state, "sample.ini", sample_config())
     s = load_settings([base(state), sample], [])
     assert attrs.evolve(s, config_files=()) == attrs.evolve(
-        default_settings(state_path=str(state)), config_files=())
+        default_settings(state_path=str(state)), config_files=()
+    )
 
 
 def test_register_options_on_another_conf():

@@ -21,9 +21,7 @@ def _not_my_gid() -> str:
     return str(os.getegid() + 1)
 
 
-@pytest.mark.parametrize(
-    "mode, expected", [("user", 0o644), ("group", 0o664), ("all", 0o666)]
-)
+@pytest.mark.parametrize("mode, expected", [("user", 0o644), ("group", 0o664), ("all", 0o666)])
 def test_explicit_modes(mode, expected):
     """user, group and all map to 0644, 0664 and 0666 whatever the user and group."""
     assert socket_mode(mode, _not_my_uid(), _not_my_gid()) == expected

@@ -2,27 +2,32 @@
 crashes the agent, leaves a connection without an answer, or gets another instance's
 metadata."""
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from bench.unixhttp import parse_answer
-from metaproxy.nova.client import NovaResponse
-from metaproxy.pipeline import Pipeline
 from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
 from metaproxy.http.request import RequestParser
-from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.http.server import Limits, MetadataFactory
+from metaproxy.nova.client import NovaResponse
+from metaproxy.pipeline import Pipeline
+from metaproxy.resolve.resolver import InstanceResolver
 from tests.unit.test_pipeline import SECRET, TableOnly
 
 #: (router, address) -> the instance the table gives it (tests/unit/test_pipeline.TABLE)
-OWNER = {(b"r1", b"10.0.0.5"): b"vm-blue", (b"r2", b"10.0.0.5"): b"vm-green",
-         (b"blue", b"10.0.0.5"): b"vm-blue", (b"green", b"10.0.0.5"): b"vm-green",
-         # link-local: the MAC its EUI-64 encodes, 52:54:00:de:5b:bf, is vm-green's
-         (b"r2", b"fe80::5054:ff:fede:5bbf"): b"vm-green",
-         (b"green", b"fe80::5054:ff:fede:5bbf"): b"vm-green"}
+OWNER = {
+    (b"r1", b"10.0.0.5"): b"vm-blue",
+    (b"r2", b"10.0.0.5"): b"vm-green",
+    (b"blue", b"10.0.0.5"): b"vm-blue",
+    (b"green", b"10.0.0.5"): b"vm-green",
+    # link-local: the MAC its EUI-64 encodes, 52:54:00:de:5b:bf, is vm-green's
+    (b"r2", b"fe80::5054:ff:fede:5bbf"): b"vm-green",
+    (b"green", b"fe80::5054:ff:fede:5bbf"): b"vm-green",
+}
 
 
 class EchoNova:
@@ -38,8 +43,7 @@ def serve(chunks, policy=None):
     bytes written and whether the connection was closed."""
     clock = Clock()
     pipeline = Pipeline(InstanceResolver(TableOnly()), EchoNova(), SECRET, policy=policy)
-    limits = Limits(max_header_bytes=1024, max_headers=16, max_body_bytes=256,
-                    request_timeout=5)
+    limits = Limits(max_header_bytes=1024, max_headers=16, max_body_bytes=256, request_timeout=5)
     factory = MetadataFactory(pipeline, None, limits, clock)
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
@@ -70,8 +74,11 @@ def check_answer(written, started, head=False):
 chunks = st.lists(st.binary(max_size=64), max_size=20)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                          HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(chunks)
 def test_arbitrary_bytes_always_get_an_answer_and_a_close(no_logged_errors, data):
     written, closed = serve(data)
@@ -79,33 +86,66 @@ def test_arbitrary_bytes_always_get_an_answer_and_a_close(no_logged_errors, data
     check_answer(written, any(data))
 
 
-fields = st.sampled_from([
-    b"X-Forwarded-For: 10.0.0.5", b"X-Forwarded-For: 10.0.0.6", b"X-Forwarded-For: 1.2.3.4",
-    b"X-Forwarded-For: 10.0.0.5, 10.0.0.5", b"X-Forwarded-For: ::ffff:10.0.0.5",
-    b"X-Forwarded-For: fe80::5054:ff:fede:5bbf", b"X-Forwarded-For: garbage",
-    b"X-Neutron-Router-ID: r1", b"X-Neutron-Router-ID: r2", b"X-Neutron-Network-ID: blue",
-    b"X-OVN-Network-ID: green", b"X-Neutron-Router-ID: ../r1", b"Content-Length: 3",
-    b"Transfer-Encoding: chunked", b"Host: 169.254.169.254", b"X-Instance-ID: vm-green",
-    b"X-Instance-ID-Signature: 00", b"X-Tenant-ID: proj-2", b"Connection: keep-alive",
-])
+fields = st.sampled_from(
+    [
+        b"X-Forwarded-For: 10.0.0.5",
+        b"X-Forwarded-For: 10.0.0.6",
+        b"X-Forwarded-For: 1.2.3.4",
+        b"X-Forwarded-For: 10.0.0.5, 10.0.0.5",
+        b"X-Forwarded-For: ::ffff:10.0.0.5",
+        b"X-Forwarded-For: fe80::5054:ff:fede:5bbf",
+        b"X-Forwarded-For: garbage",
+        b"X-Neutron-Router-ID: r1",
+        b"X-Neutron-Router-ID: r2",
+        b"X-Neutron-Network-ID: blue",
+        b"X-OVN-Network-ID: green",
+        b"X-Neutron-Router-ID: ../r1",
+        b"Content-Length: 3",
+        b"Transfer-Encoding: chunked",
+        b"Host: 169.254.169.254",
+        b"X-Instance-ID: vm-green",
+        b"X-Instance-ID-Signature: 00",
+        b"X-Tenant-ID: proj-2",
+        b"Connection: keep-alive",
+    ]
+)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                          HealthCheck.function_scoped_fixture])
-@given(st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"G\x00T"]),
-       st.sampled_from([b"/", b"/openstack/latest/meta_data.json", b"/a?b#c", b"/%00",
-                        b"//x/../y", b"http://169.254.169.254/latest"]),
-       st.lists(fields, max_size=8), st.binary(max_size=8), st.integers(1, 40),
-       st.booleans())
-def test_requests_never_get_another_instances_data(no_logged_errors, method, target, lines,
-                                                  body, split, enforce):
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"G\x00T"]),
+    st.sampled_from(
+        [
+            b"/",
+            b"/openstack/latest/meta_data.json",
+            b"/a?b#c",
+            b"/%00",
+            b"//x/../y",
+            b"http://169.254.169.254/latest",
+        ]
+    ),
+    st.lists(fields, max_size=8),
+    st.binary(max_size=8),
+    st.integers(1, 40),
+    st.booleans(),
+)
+def test_requests_never_get_another_instances_data(
+    no_logged_errors, method, target, lines, body, split, enforce
+):
     """Whatever the guest adds (its own X-Forwarded-For, namespace or instance headers,
     odd framing), a 200 carries exactly the metadata of the instance that owns
     (router, haproxy's last X-Forwarded-For) in the table, and nothing else."""
     raw = b"\r\n".join([method + b" " + target + b" HTTP/1.1"] + lines) + b"\r\n\r\n" + body
-    policy = RequestPolicy(Clock(), forwarded_for="enforce" if enforce else "log",
-                           limiter=RateLimiter(Clock(), Window(10, 5), Window(10, 5)))
-    written, closed = serve([raw[i:i + split] for i in range(0, len(raw), split)], policy)
+    policy = RequestPolicy(
+        Clock(),
+        forwarded_for="enforce" if enforce else "log",
+        limiter=RateLimiter(Clock(), Window(10, 5), Window(10, 5)),
+    )
+    written, closed = serve([raw[i : i + split] for i in range(0, len(raw), split)], policy)
     assert closed
     answer = check_answer(written, True, head=method == b"HEAD")
     if answer.status != 200:

@@ -5,10 +5,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from metaproxy.ops.throttle import LogThrottle
 from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
-from tests.unit.test_pipeline import FakeNova, get, make, run
+from metaproxy.ops.throttle import LogThrottle
+from tests.unit.test_pipeline import get, make, run
 
 SECRET = b"s3cr3t-never-logged"
 
@@ -32,8 +32,9 @@ def pipeline_with(clock, **kw):
 
 
 def boot(*xff):
-    return get(b"/openstack", *[(b"X-Forwarded-For", x) for x in xff],
-               (b"X-Neutron-Router-ID", b"r1"))
+    return get(
+        b"/openstack", *[(b"X-Forwarded-For", x) for x in xff], (b"X-Neutron-Router-ID", b"r1")
+    )
 
 
 def test_rate_limited_source_gets_429_with_retry_after_and_no_lookup(logged):

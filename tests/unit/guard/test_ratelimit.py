@@ -1,7 +1,8 @@
 """The rate limiter on a fake clock: base and burst windows, both families, bounded memory."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from metaproxy.guard.ratelimit import RateLimiter, Window
@@ -133,8 +134,11 @@ def test_sources_are_bounded_by_max_sources():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(min_value=0, max_value=5), min_size=1, max_size=80),
-       st.integers(1, 8), st.sampled_from([1, 2, 5, 10]))
+@given(
+    st.lists(st.floats(min_value=0, max_value=5), min_size=1, max_size=80),
+    st.integers(1, 8),
+    st.sampled_from([1, 2, 5, 10]),
+)
 def test_never_more_than_the_limit_in_any_window(gaps, limit, seconds):
     """Whatever the timing, no stretch of `seconds` holds more than 2 x limit admitted
     requests (the sliding estimate is exact at period ends and at most doubles inside

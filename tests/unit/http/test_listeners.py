@@ -12,9 +12,9 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from metaproxy.agent.control import ControlFactory
+from metaproxy.agent.registry import NamespaceRegistry, RegistryError
 from metaproxy.http.listeners import HeldSocket, ListenError, Listeners, prepare_socket_path
 from metaproxy.namespace import Namespace
-from metaproxy.agent.registry import NamespaceRegistry, RegistryError
 
 
 def test_missing_directory_created_0755(tmp_path):
@@ -72,9 +72,15 @@ def make_listeners(tmp_path, reactor=None):
         f.namespace = ns
         built.append(ns)
         return f
-    listeners = Listeners(reactor, shared_socket=str(tmp_path / "metadata_proxy"),
-                          socket_dir=str(tmp_path / "ns"), mode=0o664, backlog=4096,
-                          factory_for=factory_for)
+
+    listeners = Listeners(
+        reactor,
+        shared_socket=str(tmp_path / "metadata_proxy"),
+        socket_dir=str(tmp_path / "ns"),
+        mode=0o664,
+        backlog=4096,
+        factory_for=factory_for,
+    )
     return reactor, listeners
 
 
@@ -88,12 +94,14 @@ def test_backlog_and_mode_applied(tmp_path):
     for path in (shared, r1):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o664
     assert listeners._shared_port.port.factory.namespace is None
-    assert listeners._ports[Namespace.parse("qrouter-r1")].port.factory.namespace == \
+    assert listeners._ports[
         Namespace.parse("qrouter-r1")
+    ].port.factory.namespace == Namespace.parse("qrouter-r1")
     if shutil.which("ss"):
         out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True).stdout
-        backlogs = {line.split()[4]: line.split()[3] for line in out.splitlines()
-                    if len(line.split()) > 4}
+        backlogs = {
+            line.split()[4]: line.split()[3] for line in out.splitlines() if len(line.split()) > 4
+        }
         assert backlogs[shared] == backlogs[r1] == "4096"
     listeners.stop()
     reactor.advance(0)
@@ -104,6 +112,7 @@ def test_backlog_and_mode_applied(tmp_path):
 async def test_add_remove_real_sockets(tmp_path):
     """Adding makes the socket file (with the mode); removing deletes it; others stay."""
     from twisted.internet import reactor
+
     _, listeners = make_listeners(tmp_path, reactor)
     a, b = Namespace.parse("qdhcp-n1"), Namespace.parse("ovnmeta-n2")
     try:
@@ -127,8 +136,14 @@ def test_registry_from_config_directory_and_control(tmp_path):
     (nsdir / "bogus-name").touch()
     (nsdir / ".tmp-file").touch()
     declared = Namespace.parse("qdhcp-n1")
-    registry = NamespaceRegistry(reactor, listeners, declared=[declared],
-                                 directory=str(nsdir), rescan_interval=1, use_inotify=False)
+    registry = NamespaceRegistry(
+        reactor,
+        listeners,
+        declared=[declared],
+        directory=str(nsdir),
+        rescan_interval=1,
+        use_inotify=False,
+    )
     registry.startService()
     assert registry.names() == ["qdhcp-n1", "qrouter-r2"]
     # a file dropped in the directory is picked up by the rescan
@@ -156,8 +171,9 @@ def test_registry_keeps_others_when_one_fails(tmp_path):
     (tmp_path / "ns" / "qrouter-bad.sock").write_text("not a socket")
     (nsdir / "qrouter-bad").touch()
     (nsdir / "qrouter-good").touch()
-    registry = NamespaceRegistry(reactor, listeners, declared=[], directory=str(nsdir),
-                                 rescan_interval=1, use_inotify=False)
+    registry = NamespaceRegistry(
+        reactor, listeners, declared=[], directory=str(nsdir), rescan_interval=1, use_inotify=False
+    )
     registry.startService()
     assert registry.names() == ["qrouter-good"]
     assert "not a socket" in registry.failure(Namespace.parse("qrouter-bad"))
@@ -179,8 +195,9 @@ def control(registry, line):
 def test_control_protocol(tmp_path):
     """add, list and remove over the control protocol; errors are one clear line."""
     reactor, listeners = make_listeners(tmp_path)
-    registry = NamespaceRegistry(reactor, listeners, declared=[],
-                                 directory=str(tmp_path / "d"), use_inotify=False)
+    registry = NamespaceRegistry(
+        reactor, listeners, declared=[], directory=str(tmp_path / "d"), use_inotify=False
+    )
     registry.startService()
     assert control(registry, b"add qrouter-r1\n") == "ok\n"
     assert control(registry, b"list\n") == "ok\nqrouter-r1\n"
@@ -206,6 +223,7 @@ def test_stale_socket_vanishing_meanwhile_is_fine(tmp_path, monkeypatch):
 
     def gone(p):
         raise FileNotFoundError(2, "No such file or directory", p)
+
     monkeypatch.setattr(os, "unlink", gone)
     prepare_socket_path(path)  # no error
 
@@ -216,6 +234,7 @@ def test_stale_socket_that_cannot_be_removed_is_reported(tmp_path, monkeypatch):
 
     def denied(p):
         raise PermissionError(13, "Permission denied", p)
+
     monkeypatch.setattr(os, "unlink", denied)
     with pytest.raises(ListenError, match="cannot remove the stale socket .*Permission denied"):
         prepare_socket_path(path)
@@ -245,9 +264,14 @@ class RecordingHandoff:
 def make_handoff_listeners(tmp_path):
     ref = []
     handoff = RecordingHandoff(ref)
-    listeners = Listeners(MemoryReactorClock(), shared_socket=str(tmp_path / "metadata_proxy"),
-                          socket_dir=str(tmp_path / "ns"), mode=0o640, backlog=4096,
-                          handoff=handoff)
+    listeners = Listeners(
+        MemoryReactorClock(),
+        shared_socket=str(tmp_path / "metadata_proxy"),
+        socket_dir=str(tmp_path / "ns"),
+        mode=0o640,
+        backlog=4096,
+        handoff=handoff,
+    )
     ref.append(listeners)
     return listeners, handoff
 
@@ -302,6 +326,7 @@ def test_handoff_socket_that_cannot_be_set_up_is_a_listen_error(tmp_path, monkey
 
     def denied(path, mode):
         raise PermissionError(1, "Operation not permitted", path)
+
     monkeypatch.setattr("metaproxy.http.listeners.os.chmod", denied)
     with pytest.raises(ListenError, match="cannot listen on .*qrouter-r1.sock: Operation"):
         listeners.add(Namespace.parse("qrouter-r1"))
@@ -318,12 +343,23 @@ def test_held_socket_bind_failure_leaves_nothing(tmp_path):
 
 def test_listeners_need_exactly_one_way_to_serve(tmp_path):
     with pytest.raises(TypeError):
-        Listeners(MemoryReactorClock(), shared_socket=None, socket_dir=str(tmp_path),
-                  mode=0o600, backlog=5)
+        Listeners(
+            MemoryReactorClock(),
+            shared_socket=None,
+            socket_dir=str(tmp_path),
+            mode=0o600,
+            backlog=5,
+        )
     with pytest.raises(TypeError):
-        Listeners(MemoryReactorClock(), shared_socket=None, socket_dir=str(tmp_path),
-                  mode=0o600, backlog=5, factory_for=lambda ns: Factory(),
-                  handoff=RecordingHandoff([]))
+        Listeners(
+            MemoryReactorClock(),
+            shared_socket=None,
+            socket_dir=str(tmp_path),
+            mode=0o600,
+            backlog=5,
+            factory_for=lambda ns: Factory(),
+            handoff=RecordingHandoff([]),
+        )
 
 
 def _declare(nsdir, names, age=None):
@@ -343,10 +379,13 @@ def test_registry_rescan_parses_only_new_names(tmp_path, monkeypatch):
     _declare(nsdir, [f"qrouter-r{i}" for i in range(5)])
     parsed = []
     real_parse = Namespace.parse
-    monkeypatch.setattr("metaproxy.agent.registry.Namespace.parse",
-                        lambda name: parsed.append(name) or real_parse(name))
-    registry = NamespaceRegistry(reactor, listeners, declared=[], directory=str(nsdir),
-                                 rescan_interval=1, use_inotify=False)
+    monkeypatch.setattr(
+        "metaproxy.agent.registry.Namespace.parse",
+        lambda name: parsed.append(name) or real_parse(name),
+    )
+    registry = NamespaceRegistry(
+        reactor, listeners, declared=[], directory=str(nsdir), rescan_interval=1, use_inotify=False
+    )
     registry.startService()
     assert len(parsed) == 5 and len(registry.names()) == 5
     _declare(nsdir, ["qdhcp-n9"])
@@ -366,10 +405,18 @@ def test_registry_lists_the_directory_only_when_it_changed(tmp_path, monkeypatch
     _declare(nsdir, ["qrouter-r1", "qrouter-r2"], age=10)
     listed = []
     real_listdir = os.listdir
-    monkeypatch.setattr("metaproxy.agent.registry.os.listdir",
-                        lambda path: listed.append(path) or real_listdir(path))
-    registry = NamespaceRegistry(reactor, listeners, declared=[Namespace.parse("qdhcp-n1")],
-                                 directory=str(nsdir), rescan_interval=1, use_inotify=False)
+    monkeypatch.setattr(
+        "metaproxy.agent.registry.os.listdir",
+        lambda path: listed.append(path) or real_listdir(path),
+    )
+    registry = NamespaceRegistry(
+        reactor,
+        listeners,
+        declared=[Namespace.parse("qdhcp-n1")],
+        directory=str(nsdir),
+        rescan_interval=1,
+        use_inotify=False,
+    )
     registry.startService()
     assert len(listed) == 1
     reactor.advance(1)
@@ -391,12 +438,14 @@ def test_registry_directory_removed_and_made_again(tmp_path):
     """The watched directory disappearing forgets its namespaces; made again, they are
     read again."""
     import shutil
+
     reactor, listeners = make_listeners(tmp_path)
     nsdir = tmp_path / "namespaces.d"
     nsdir.mkdir()
     _declare(nsdir, ["qrouter-r1"], age=10)
-    registry = NamespaceRegistry(reactor, listeners, declared=[], directory=str(nsdir),
-                                 rescan_interval=1, use_inotify=False)
+    registry = NamespaceRegistry(
+        reactor, listeners, declared=[], directory=str(nsdir), rescan_interval=1, use_inotify=False
+    )
     registry.startService()
     assert registry.names() == ["qrouter-r1"]
     shutil.rmtree(nsdir)

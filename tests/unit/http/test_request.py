@@ -1,12 +1,15 @@
 """The request parser: bytes in, a Request or a RequestError out."""
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from metaproxy.http.request import Request, RequestError, RequestParser
 
-BASIC = (b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n"
-         b"X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r1\r\n\r\n")
+BASIC = (
+    b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+    b"X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r1\r\n\r\n"
+)
 
 
 def parse(data, **limits):
@@ -34,10 +37,12 @@ def test_simple_get():
 
 def test_byte_at_a_time():
     """The request is complete only when its last byte arrives, however it is split."""
-    data = (b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 5\r\n"
-            b"X-Forwarded-For: 10.0.0.5\r\n\r\nhello")
+    data = (
+        b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 5\r\n"
+        b"X-Forwarded-For: 10.0.0.5\r\n\r\nhello"
+    )
     parser = RequestParser()
-    results = [parser.feed(data[i:i + 1]) for i in range(len(data))]
+    results = [parser.feed(data[i : i + 1]) for i in range(len(data))]
     assert all(r is None for r in results[:-1])
     assert results[-1].body == b"hello"
 
@@ -67,42 +72,48 @@ def test_query_and_escapes_kept_byte_exact():
 def test_absolute_form_becomes_origin_form():
     """An absolute-form target is reduced to its path and query."""
     assert parse(b"GET http://169.254.169.254/openstack?x HTTP/1.1\r\n\r\n").target == (
-        b"/openstack?x")
+        b"/openstack?x"
+    )
     assert parse(b"GET http://169.254.169.254 HTTP/1.1\r\n\r\n").target == b"/"
 
 
 def test_chunked_body_decoded():
     """A chunked body is decoded (and trailers ignored)."""
-    data = (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n")
+    data = (
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+    )
     parser = RequestParser()
     assert parser.feed(data[:40]) is None
     assert parser.feed(data[40:]).body == b"hello world"
 
 
-@pytest.mark.parametrize("data, status", [
-    (b"GET /\r\n\r\n", 400),
-    (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
-    (b"G(T / HTTP/1.1\r\n\r\n", 400),
-    (b"GET / HTTP/2.0\r\n\r\n", 505),
-    (b"GET / FOO/1.1\r\n\r\n", 400),
-    (b"GET nopath HTTP/1.1\r\n\r\n", 400),
-    (b"GET /a\x80b HTTP/1.1\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400),
-])
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /\r\n\r\n", 400),
+        (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
+        (b"G(T / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / FOO/1.1\r\n\r\n", 400),
+        (b"GET nopath HTTP/1.1\r\n\r\n", 400),
+        (b"GET /a\x80b HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400),
+    ],
+)
 def test_malformed_requests_refused(data, status):
     """Malformed request lines, headers and smuggling-prone framing get a 4xx/5xx."""
     assert error_of(data).status == status
@@ -123,10 +134,16 @@ def test_header_count_limit_431():
 
 def test_body_limit_413():
     """A Content-Length or chunked body over the limit is 413, before it is read."""
-    assert error_of(b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n",
-                    max_body_bytes=1024).status == 413
-    assert error_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n",
-                    max_body_bytes=1024).status == 413
+    assert (
+        error_of(b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", max_body_bytes=1024).status
+        == 413
+    )
+    assert (
+        error_of(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", max_body_bytes=1024
+        ).status
+        == 413
+    )
 
 
 def test_incomplete_request_waits():
@@ -143,44 +160,63 @@ def test_no_input_crashes_the_parser(data):
     parser = RequestParser(max_header_bytes=512, max_headers=20, max_body_bytes=256)
     try:
         for i in range(0, len(data), 7):
-            if parser.feed(data[i:i + 7]) is not None:
+            if parser.feed(data[i : i + 7]) is not None:
                 break
     except RequestError as e:
         assert 400 <= e.status < 600 and e.message
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(
-    st.from_regex(rb"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True),
-    st.from_regex(rb"[ -~]{0,40}", fullmatch=True)), max_size=15),
-    st.binary(max_size=100), st.integers(min_value=1, max_value=50))
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(rb"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True),
+            st.from_regex(rb"[ -~]{0,40}", fullmatch=True),
+        ),
+        max_size=15,
+    ),
+    st.binary(max_size=100),
+    st.integers(min_value=1, max_value=50),
+)
 def test_well_formed_requests_round_trip(headers, body, split):
     """Any well-formed request, split anywhere, parses back to what was sent."""
-    headers = [(n, v.strip(b" \t")) for n, v in headers
-               if n.lower() not in (b"content-length", b"transfer-encoding")]
-    data = (b"POST /x?y HTTP/1.1\r\n" + b"".join(b"%s: %s\r\n" % h for h in headers)
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    headers = [
+        (n, v.strip(b" \t"))
+        for n, v in headers
+        if n.lower() not in (b"content-length", b"transfer-encoding")
+    ]
+    data = (
+        b"POST /x?y HTTP/1.1\r\n"
+        + b"".join(b"%s: %s\r\n" % h for h in headers)
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
     parser = RequestParser()
     result = None
     for i in range(0, len(data), split):
-        result = parser.feed(data[i:i + split])
+        result = parser.feed(data[i : i + split])
         if result is not None:
             break
     assert result is not None and result.body == body and result.target == b"/x?y"
     assert [(n.lower(), v) for n, v in headers] == [
-        h for h in result.headers if h[0] != b"content-length"]
+        h for h in result.headers if h[0] != b"content-length"
+    ]
 
 
 def test_forwarded_for_and_namespace_headers_picked_out():
     """The parser picks out the last X-Forwarded-For and the namespace headers (in
     order, names lower-cased) while it reads the fields; a Request built by hand works
     out the same from its headers."""
-    data = (b"GET / HTTP/1.1\r\nx-forwarded-for: 10.9.9.9\r\nX-OVN-Network-ID: n2\r\n"
-            b"Host: h\r\nX-Neutron-Router-ID:  r1 \r\nX-FORWARDED-FOR: 10.0.0.5\r\n\r\n")
+    data = (
+        b"GET / HTTP/1.1\r\nx-forwarded-for: 10.9.9.9\r\nX-OVN-Network-ID: n2\r\n"
+        b"Host: h\r\nX-Neutron-Router-ID:  r1 \r\nX-FORWARDED-FOR: 10.0.0.5\r\n\r\n"
+    )
     request = parse(data)
     assert request.forwarded_for == b"10.0.0.5"
-    assert request.namespace_headers == ((b"x-ovn-network-id", b"n2"),
-                                         (b"x-neutron-router-id", b"r1"))
+    assert request.namespace_headers == (
+        (b"x-ovn-network-id", b"n2"),
+        (b"x-neutron-router-id", b"r1"),
+    )
     by_hand = Request(request.method, request.target, request.version, request.headers)
     assert by_hand == request
     assert parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").forwarded_for == b""
@@ -190,8 +226,11 @@ def test_forwarded_for_and_namespace_headers_picked_out():
 def test_header_count_limit_comes_before_a_malformed_field():
     """Too many fields is 431 even when one of them is also malformed (as before the
     fast path: the count is checked first)."""
-    data = (b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(20))
-            + b"Bad Name: x\r\n\r\n")
+    data = (
+        b"GET / HTTP/1.1\r\n"
+        + b"".join(b"H%d: v\r\n" % i for i in range(20))
+        + b"Bad Name: x\r\n\r\n"
+    )
     assert error_of(data, max_headers=10).status == 431
     assert error_of(data, max_headers=50).status == 400
 
@@ -200,6 +239,7 @@ def _field_by_field(lines):
     """The field checks as they were before the fast path (reference for the test
     below): the error message of the first malformed line, or the parsed fields."""
     import re
+
     token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
     bad = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
     fields = []
@@ -222,14 +262,30 @@ def _field_by_field(lines):
 
 # header lines made of a name, a colon (mostly) and a value, each mostly well-formed
 _NAME_PARTS = [b"a", b"Z", b"-", b"_", b"~", b"9", b"X-Forwarded-For"] * 3 + [
-    b" ", b"\t", b"(", b"\x80", b"\x00", b"\r", b"\n"]
+    b" ",
+    b"\t",
+    b"(",
+    b"\x80",
+    b"\x00",
+    b"\r",
+    b"\n",
+]
 _VALUE_PARTS = [b"a", b" ", b"\t", b":", b"~", b"\x80", b"\xff", b"10.0.0.5"] * 3 + [
-    b"\r", b"\n", b"\x00", b"\x01", b"\x1f", b"\x7f"]
-_LINES = st.lists(st.tuples(
-    st.lists(st.sampled_from(_NAME_PARTS), max_size=4).map(b"".join),
-    st.sampled_from([b":", b":", b":", b""]),
-    st.lists(st.sampled_from(_VALUE_PARTS), max_size=6).map(b"".join)).map(b"".join),
-    max_size=6)
+    b"\r",
+    b"\n",
+    b"\x00",
+    b"\x01",
+    b"\x1f",
+    b"\x7f",
+]
+_LINES = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(_NAME_PARTS), max_size=4).map(b"".join),
+        st.sampled_from([b":", b":", b":", b""]),
+        st.lists(st.sampled_from(_VALUE_PARTS), max_size=6).map(b"".join),
+    ).map(b"".join),
+    max_size=6,
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -251,7 +307,7 @@ def test_fields_accepted_and_refused_as_field_by_field(lines):
     """Whatever the header lines, the parser accepts exactly those the field-by-field
     checks accept, with the same fields, and refuses the others with the same message."""
     data = b"GET / HTTP/1.1\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
-    head = data[:data.find(b"\r\n\r\n")]  # where the parser will see the head end
+    head = data[: data.find(b"\r\n\r\n")]  # where the parser will see the head end
     expected = _field_by_field(head.split(b"\r\n")[1:])
     try:
         request = RequestParser().feed(data)
@@ -266,6 +322,7 @@ def test_fields_are_only_looked_for_at_line_starts():
     then read once, not once per byte (which made 16 KiB of token characters without a
     colon cost seconds). Malformed long lines are refused."""
     from metaproxy.http.request import _FIELDS
+
     assert _FIELDS.findall(b"xx a:b\r\n") == []
     assert _FIELDS.findall(b"a:b\r\nc:d\r\n") == [(b"a", b"b"), (b"c", b"d")]
     for line in (b"a" * 16000, b"a:" + b"b" * 16000 + b"\x00", b"a" * 16000 + b" :b"):
@@ -277,6 +334,7 @@ def test_forwarded_for_fields_are_counted():
     """haproxy appends its own X-Forwarded-For field: the count tells whether the guest
     sent one too; a hand-built Request counts them the same way."""
     from metaproxy.http.request import Request
+
     one = parse(b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
     two = parse(b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 10.0.0.5\r\n\r\n")
     assert (one.forwarded_for_count, two.forwarded_for_count) == (1, 2)
@@ -284,10 +342,15 @@ def test_forwarded_for_fields_are_counted():
     assert Request(b"GET", b"/", b"HTTP/1.1", two.headers).forwarded_for_count == 2
 
 
-@pytest.mark.parametrize("data", [
-    b"GET / HTTP/1.1\n", b"GET / HTTP/1.1\r\nHost: x\n", b"\n",
-    b"GET / HTTP/1.1\r\nA: b\r\n\n",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\n",
+        b"GET / HTTP/1.1\r\nHost: x\n",
+        b"\n",
+        b"GET / HTTP/1.1\r\nA: b\r\n\n",
+    ],
+)
 def test_bare_lf_head_refused_as_soon_as_it_arrives(data):
     """A head whose lines end with a bare LF would never end: 400 at once (fed byte by
     byte as well), not a wait for the request timeout."""
@@ -295,5 +358,5 @@ def test_bare_lf_head_refused_as_soon_as_it_arrives(data):
     parser = RequestParser()
     with pytest.raises(RequestError) as e:
         for i in range(len(data)):
-            parser.feed(data[i:i + 1])
+            parser.feed(data[i : i + 1])
     assert e.value.status == 400

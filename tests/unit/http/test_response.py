@@ -33,11 +33,18 @@ def test_retry_after_on_503():
 def test_relay_keeps_body_and_end_to_end_headers():
     """Nova's status, end-to-end headers and body are relayed; hop-by-hop ones are not."""
     body = bytes(range(256))
-    data = relay_response(200, b"OK", [(b"Content-Type", b"application/octet-stream"),
-                                       (b"Connection", b"keep-alive"),
-                                       (b"Transfer-Encoding", b"chunked"),
-                                       (b"Content-Length", b"999"),
-                                       (b"X-Custom", b"1")], body)
+    data = relay_response(
+        200,
+        b"OK",
+        [
+            (b"Content-Type", b"application/octet-stream"),
+            (b"Connection", b"keep-alive"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Content-Length", b"999"),
+            (b"X-Custom", b"1"),
+        ],
+        body,
+    )
     status, headers, out = split(data)
     assert status == b"HTTP/1.1 200 OK"
     assert out == body
@@ -59,8 +66,9 @@ def test_gzip_passed_through_by_default_and_decoded_on_request():
     raw = gzip.compress(b"#cloud-config\n")
     _, _, body = split(relay_response(200, b"OK", [(b"Content-Encoding", b"gzip")], raw))
     assert body == raw
-    _, headers, body = split(relay_response(200, b"OK", [(b"Content-Encoding", b"gzip")], raw,
-                                            gzip_decode=True))
+    _, headers, body = split(
+        relay_response(200, b"OK", [(b"Content-Encoding", b"gzip")], raw, gzip_decode=True)
+    )
     assert body == b"#cloud-config\n"
     assert not any(h.lower().startswith(b"content-encoding") for h in headers)
 
@@ -77,6 +85,7 @@ def test_error_answers_are_made_once():
     first = error_response(404, "Instance was not found on router r1.")
     assert error_response(404, "Instance was not found on router r1.") is first
     assert error_response(404, "Instance was not found on router r2.") != first
-    assert error_response(503, "later", retry_after=1) != error_response(503, "later",
-                                                                        retry_after=2)
+    assert error_response(503, "later", retry_after=1) != error_response(
+        503, "later", retry_after=2
+    )
     assert b"Retry-After" not in error_response(503, "later")

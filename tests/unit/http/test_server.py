@@ -4,11 +4,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.http.server import Limits, MetadataFactory, RequestTimeouts
+from metaproxy.namespace import Namespace, NamespaceKind
 
-GET = (b"GET /openstack HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\n"
-       b"X-Neutron-Router-ID: r1\r\n\r\n")
+GET = b"GET /openstack HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r1\r\n\r\n"
 
 
 class RecordingPipeline:
@@ -170,8 +169,9 @@ def test_listeners_of_one_clock_share_their_timeouts():
     """Every listener on a clock with the same timeout uses one RequestTimeouts."""
     clock = Clock()
     shared = MetadataFactory(RecordingPipeline(b"x"), None, Limits(), clock)
-    own = MetadataFactory(RecordingPipeline(b"x"), Namespace(NamespaceKind.ROUTER, "r1"),
-                          Limits(), clock)
+    own = MetadataFactory(
+        RecordingPipeline(b"x"), Namespace(NamespaceKind.ROUTER, "r1"), Limits(), clock
+    )
     other = MetadataFactory(RecordingPipeline(b"x"), None, Limits(request_timeout=9), clock)
     elsewhere = MetadataFactory(RecordingPipeline(b"x"), None, Limits(), Clock())
     assert shared.timeouts is own.timeouts
@@ -186,6 +186,7 @@ def test_shared_timeouts_do_not_keep_a_clock_alive():
     """A clock nothing else refers to goes away with its RequestTimeouts."""
     import gc
     import weakref
+
     clock = Clock()
     MetadataFactory(RecordingPipeline(b"x"), None, Limits(), clock)
     ref = weakref.ref(clock)
@@ -197,8 +198,9 @@ def test_shared_timeouts_do_not_keep_a_clock_alive():
 def test_timeouts_given_to_the_factory_are_used():
     clock = Clock()
     timeouts = RequestTimeouts(clock, 2)
-    factory = MetadataFactory(RecordingPipeline(b"x"), None, Limits(request_timeout=30),
-                              clock, timeouts=timeouts)
+    factory = MetadataFactory(
+        RecordingPipeline(b"x"), None, Limits(request_timeout=30), clock, timeouts=timeouts
+    )
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -221,6 +223,7 @@ def test_connections_over_the_total_get_503_and_are_closed_unread(no_logged_erro
     """max_connections 2: the third connection is answered 503 with Retry-After at once
     and closed; its request is never read. Once one closes, a new one is served."""
     from metaproxy.http.connlimit import ConnectionLimit
+
     limits = Limits(connections=ConnectionLimit(2), retry_after=3)
     pipeline = RecordingPipeline()
     factory = MetadataFactory(pipeline, None, limits, Clock())
@@ -240,6 +243,7 @@ def test_connections_over_the_total_get_503_and_are_closed_unread(no_logged_erro
 
 def test_total_bound_is_shared_by_every_listener():
     from metaproxy.http.connlimit import ConnectionLimit
+
     limits = Limits(connections=ConnectionLimit(2))
     own = Namespace(NamespaceKind.NETWORK, "n1")
     shared = MetadataFactory(RecordingPipeline(), None, limits, Clock())
@@ -253,10 +257,12 @@ def test_namespace_socket_bound_leaves_other_sockets_alone():
     """max_connections_per_namespace 1: a second connection on that namespace's socket
     is refused; the shared socket and another namespace still accept."""
     limits = Limits(max_connections_per_namespace=1)
-    full = MetadataFactory(RecordingPipeline(), Namespace(NamespaceKind.NETWORK, "n1"),
-                           limits, Clock())
-    other = MetadataFactory(RecordingPipeline(), Namespace(NamespaceKind.NETWORK, "n2"),
-                            limits, Clock())
+    full = MetadataFactory(
+        RecordingPipeline(), Namespace(NamespaceKind.NETWORK, "n1"), limits, Clock()
+    )
+    other = MetadataFactory(
+        RecordingPipeline(), Namespace(NamespaceKind.NETWORK, "n2"), limits, Clock()
+    )
     shared = MetadataFactory(RecordingPipeline(), None, limits, Clock())
     open_on(full)
     _, refused = open_on(full)
@@ -272,6 +278,7 @@ def test_refused_connections_log_at_most_once_per_interval():
     from twisted.logger import formatEvent, globalLogPublisher
 
     from metaproxy.http.connlimit import ConnectionLimit
+
     events = []
     globalLogPublisher.addObserver(events.append)
     try:

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from metaproxy.namespace import Namespace, namespace_socket_path
 from metaproxy.neutron.haproxy import (
     MAX_SOCKET_PATH_BYTES,
     InvalidUserOrGroup,
@@ -19,16 +20,21 @@ from metaproxy.neutron.haproxy import (
     resolve_group,
     resolve_user,
 )
-from metaproxy.namespace import Namespace, namespace_socket_path
 
 ROUTER = Namespace.parse("qrouter-3f5d8c3a-1b2c-4d5e-8f90-a1b2c3d4e5f6")
 DHCP = Namespace.parse("qdhcp-9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d")
 OVN = Namespace.parse("ovnmeta-0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9")
 
 
-def _global(ns_id: str, *, level: str = "info", user: str = "neutron", group: str = "neutron",
-            pidfile: str = "/var/lib/neutron/external/pids/ID.pid.haproxy",
-            timeouts: tuple[str, str, str, str, str] = ("30s", "30s", "32s", "32s", "30s")) -> str:
+def _global(
+    ns_id: str,
+    *,
+    level: str = "info",
+    user: str = "neutron",
+    group: str = "neutron",
+    pidfile: str = "/var/lib/neutron/external/pids/ID.pid.haproxy",
+    timeouts: tuple[str, str, str, str, str] = ("30s", "30s", "32s", "32s", "30s"),
+) -> str:
     """The global and defaults sections exactly as reference 3.3 shows them."""
     pidfile = pidfile.replace("ID", ns_id)
     return (
@@ -113,7 +119,9 @@ def test_dhcp_namespace_with_ipv6_interface():
 
 
 def test_ovn_namespace_deletes_then_adds_its_header():
-    assert _render(OVN, user="root", group="wheel") == _global(OVN.id, user="root", group="wheel") + (
+    assert _render(OVN, user="root", group="wheel") == _global(
+        OVN.id, user="root", group="wheel"
+    ) + (
         "\n"
         "listen listener\n"
         "    bind 169.254.169.254:80\n"
@@ -236,7 +244,10 @@ def test_namespace_socket_path():
     assert namespace_socket_path("/run/metaproxy/ns", ROUTER) == (
         f"/run/metaproxy/ns/qrouter-{ROUTER.id}.sock"
     )
-    assert namespace_socket_path("/run/metaproxy/ns/", OVN) == f"/run/metaproxy/ns/ovnmeta-{OVN.id}.sock"
+    assert (
+        namespace_socket_path("/run/metaproxy/ns/", OVN)
+        == f"/run/metaproxy/ns/ovnmeta-{OVN.id}.sock"
+    )
 
 
 def test_resolve_user_and_group():
@@ -271,7 +282,9 @@ def _variants():
             rate_limit=RateLimit(ip_versions=[6], base_window_duration=60, burst_window_duration=5),
         ),
         "ovn": dict(namespace=OVN),
-        "ovn-v6-rate-limited": dict(namespace=OVN, ipv6_interface="tap0a1b2c3d4e1", rate_limit=RateLimit()),
+        "ovn-v6-rate-limited": dict(
+            namespace=OVN, ipv6_interface="tap0a1b2c3d4e1", rate_limit=RateLimit()
+        ),
         "custom-timeouts": dict(namespace=OVN, timeout_server=90, timeout_client=95),
     }
 
@@ -311,9 +324,13 @@ def test_haproxy_check_rejects_a_socket_path_longer_than_the_limit(tmp_path):
     text = render_haproxy_config(ROUTER, longest, me, group, str(tmp_path / "p.pid"))
     conf = tmp_path / "haproxy.cfg"
     conf.write_text(text.replace(longest, longest + "s"))
-    result = subprocess.run([HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0
     assert "too long" in result.stdout + result.stderr
     conf.write_text(text)
-    result = subprocess.run([HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,60 +12,101 @@ from twisted.internet.task import Clock
 
 from bench.fakeneutron import FakeCloud, cloud_resource
 from metaproxy.neutron.keystone import (
-    RENEW_BEFORE, Credentials, KeystoneError, KeystoneSession, find_endpoint, parse_token,
-    token_request_body, tokens_url,
+    RENEW_BEFORE,
+    Credentials,
+    KeystoneError,
+    KeystoneSession,
+    find_endpoint,
+    parse_token,
+    token_request_body,
+    tokens_url,
 )
 from metaproxy.resolve.base import LookupUnavailable
 
 PASSWORD = "Pa55-w0rd-never-logged"
 NOW = 1_700_000_000.0
 URL = "http://cloud.test/identity/v3"
-CREDS = Credentials("password", URL, username="metaproxy", password=PASSWORD,
-                    user_domain_name="Default", project_name="service",
-                    project_domain_name="Default")
+CREDS = Credentials(
+    "password",
+    URL,
+    username="metaproxy",
+    password=PASSWORD,
+    user_domain_name="Default",
+    project_name="service",
+    project_domain_name="Default",
+)
 
 
 def keystone_answer(expires_at: str, catalog=()) -> bytes:
-    return json.dumps({"token": {"methods": ["password"], "expires_at": expires_at,
-                                 "catalog": list(catalog)}}).encode()
+    return json.dumps(
+        {"token": {"methods": ["password"], "expires_at": expires_at, "catalog": list(catalog)}}
+    ).encode()
 
 
-@pytest.mark.parametrize("auth_url, url", [
-    ("http://k:5000/v3", "http://k:5000/v3/auth/tokens"),
-    ("http://k:5000/v3/", "http://k:5000/v3/auth/tokens"),
-    ("https://k/identity", "https://k/identity/v3/auth/tokens"),
-    ("https://k:5000/", "https://k:5000/v3/auth/tokens"),
-])
+@pytest.mark.parametrize(
+    "auth_url, url",
+    [
+        ("http://k:5000/v3", "http://k:5000/v3/auth/tokens"),
+        ("http://k:5000/v3/", "http://k:5000/v3/auth/tokens"),
+        ("https://k/identity", "https://k/identity/v3/auth/tokens"),
+        ("https://k:5000/", "https://k:5000/v3/auth/tokens"),
+    ],
+)
 def test_tokens_url(auth_url, url):
     assert tokens_url(auth_url) == url
 
 
 def test_password_body_is_keystones_project_scoped_shape():
-    assert token_request_body(CREDS) == {"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": "metaproxy", "password": PASSWORD, "domain": {"name": "Default"}}}},
-        "scope": {"project": {"name": "service", "domain": {"name": "Default"}}}}}
+    assert token_request_body(CREDS) == {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": "metaproxy",
+                        "password": PASSWORD,
+                        "domain": {"name": "Default"},
+                    }
+                },
+            },
+            "scope": {"project": {"name": "service", "domain": {"name": "Default"}}},
+        }
+    }
 
 
 def test_password_body_with_ids():
-    creds = Credentials("password", URL, username="u", password="p", user_domain_id="d1",
-                        project_id="p-123")
+    creds = Credentials(
+        "password", URL, username="u", password="p", user_domain_id="d1", project_id="p-123"
+    )
     body = token_request_body(creds)["auth"]
     assert body["identity"]["password"]["user"]["domain"] == {"id": "d1"}
     assert body["scope"] == {"project": {"id": "p-123"}}
 
 
 def test_application_credential_body_has_no_scope():
-    creds = Credentials("v3applicationcredential", URL, application_credential_id="ac1",
-                        application_credential_secret="s3")
-    assert token_request_body(creds) == {"auth": {"identity": {
-        "methods": ["application_credential"],
-        "application_credential": {"id": "ac1", "secret": "s3"}}}}
+    creds = Credentials(
+        "v3applicationcredential",
+        URL,
+        application_credential_id="ac1",
+        application_credential_secret="s3",
+    )
+    assert token_request_body(creds) == {
+        "auth": {
+            "identity": {
+                "methods": ["application_credential"],
+                "application_credential": {"id": "ac1", "secret": "s3"},
+            }
+        }
+    }
 
 
 def test_credentials_repr_hides_secrets():
-    creds = Credentials("v3applicationcredential", URL, password=PASSWORD,
-                        application_credential_secret="app-secret")
+    creds = Credentials(
+        "v3applicationcredential",
+        URL,
+        password=PASSWORD,
+        application_credential_secret="app-secret",
+    )
     assert PASSWORD not in repr(creds) and "app-secret" not in repr(creds)
 
 
@@ -84,16 +125,27 @@ def test_short_token_renewed_half_way_and_skewed_one_kept_ten_seconds():
     assert past.renew_at == NOW + 10
 
 
-@pytest.mark.parametrize("status, header, body, words", [
-    (401, None, b'{"error": {"message": "The request you have made requires authentication."}}',
-     "refused the credentials (HTTP 401: The request you have made requires authentication.)"),
-    (503, None, b"<html>down</html>", "answered HTTP 503"),
-    (201, None, keystone_answer("2023-11-14T23:13:20Z"), "without an X-Subject-Token"),
-    (201, "t", b"not json", "without a JSON token object"),
-    (201, "t", keystone_answer("tomorrow"), "'tomorrow' is not an ISO 8601 time"),
-    (201, "t", b'{"token": {"expires_at": "2023-11-14T23:13:20Z", "catalog": {}}}',
-     "catalog is not a list"),
-])
+@pytest.mark.parametrize(
+    "status, header, body, words",
+    [
+        (
+            401,
+            None,
+            b'{"error": {"message": "The request you have made requires authentication."}}',
+            "refused the credentials (HTTP 401: The request you have made requires authentication.)",  # noqa: E501
+        ),
+        (503, None, b"<html>down</html>", "answered HTTP 503"),
+        (201, None, keystone_answer("2023-11-14T23:13:20Z"), "without an X-Subject-Token"),
+        (201, "t", b"not json", "without a JSON token object"),
+        (201, "t", keystone_answer("tomorrow"), "'tomorrow' is not an ISO 8601 time"),
+        (
+            201,
+            "t",
+            b'{"token": {"expires_at": "2023-11-14T23:13:20Z", "catalog": {}}}',
+            "catalog is not a list",
+        ),
+    ],
+)
 def test_unusable_answers_say_why(status, header, body, words):
     with pytest.raises(KeystoneError) as info:
         parse_token(status, header, body, NOW)
@@ -101,24 +153,32 @@ def test_unusable_answers_say_why(status, header, body, words):
 
 
 CATALOG = [
-    {"type": "identity", "endpoints": [{"interface": "internal", "region_id": "R1",
-                                        "url": "http://k/identity"}]},
-    {"type": "network", "endpoints": [
-        {"interface": "public", "region_id": "R1", "region": "R1", "url": "http://pub-r1"},
-        {"interface": "internal", "region_id": "R1", "region": "R1", "url": "http://int-r1"},
-        {"interface": "internal", "region_id": "R2", "region": "R2", "url": "http://int-r2"},
-        {"interface": "admin", "region_id": "R2", "region": "R2", "url": "http://adm-r2"},
-    ]},
+    {
+        "type": "identity",
+        "endpoints": [{"interface": "internal", "region_id": "R1", "url": "http://k/identity"}],
+    },
+    {
+        "type": "network",
+        "endpoints": [
+            {"interface": "public", "region_id": "R1", "region": "R1", "url": "http://pub-r1"},
+            {"interface": "internal", "region_id": "R1", "region": "R1", "url": "http://int-r1"},
+            {"interface": "internal", "region_id": "R2", "region": "R2", "url": "http://int-r2"},
+            {"interface": "admin", "region_id": "R2", "region": "R2", "url": "http://adm-r2"},
+        ],
+    },
 ]
 
 
-@pytest.mark.parametrize("interfaces, region, url", [
-    (("internal", "public"), None, "http://int-r1"),
-    (("public", "internal"), None, "http://pub-r1"),
-    (("internal", "public"), "R2", "http://int-r2"),
-    (("public", "internal"), "R2", "http://int-r2"),
-    (("adminURL",), None, "http://adm-r2"),
-])
+@pytest.mark.parametrize(
+    "interfaces, region, url",
+    [
+        (("internal", "public"), None, "http://int-r1"),
+        (("public", "internal"), None, "http://pub-r1"),
+        (("internal", "public"), "R2", "http://int-r2"),
+        (("public", "internal"), "R2", "http://int-r2"),
+        (("adminURL",), None, "http://adm-r2"),
+    ],
+)
 def test_endpoint_by_interface_preference_and_region(interfaces, region, url):
     assert find_endpoint(CATALOG, "network", interfaces, region) == url
 
@@ -128,11 +188,13 @@ def test_missing_endpoint_lists_what_the_catalog_has():
         find_endpoint(CATALOG, "network", ("public",), "R2")
     assert str(info.value).startswith(
         "the catalog has no 'network' endpoint with interface public in region R2 (it has: "
-        "public in R1, internal in R1, internal in R2, admin in R2)")
+        "public in R1, internal in R1, internal in R2, admin in R2)"
+    )
     assert "endpoint_override" in str(info.value)
 
 
 # --- the session, against the fake Keystone -----------------------------------------
+
 
 @pytest.fixture
 def clock():
@@ -218,17 +280,25 @@ def test_cancelling_one_waiter_leaves_the_fetch_to_the_others(clock, agent, clou
 
 
 def test_wrong_password_fails_naming_keystone_never_the_password(clock, agent, cloud):
-    s = session(clock, agent, Credentials("password", URL, username="metaproxy",
-                                          password="wrong-" + PASSWORD,
-                                          user_domain_name="Default", project_name="service",
-                                          project_domain_name="Default"))
+    s = session(
+        clock,
+        agent,
+        Credentials(
+            "password",
+            URL,
+            username="metaproxy",
+            password="wrong-" + PASSWORD,
+            user_domain_name="Default",
+            project_name="service",
+            project_domain_name="Default",
+        ),
+    )
     d = s.token()
     agent.flush()
     error = d.result.value
     d.addErrback(lambda f: None)
     assert isinstance(error, LookupUnavailable)
-    assert str(error).startswith(f"Keystone at {URL}/auth/tokens refused the credentials "
-                                 "(HTTP 401")
+    assert str(error).startswith(f"Keystone at {URL}/auth/tokens refused the credentials (HTTP 401")
     assert PASSWORD not in str(error)
     assert s.failures == 1 and s.current is None
 
@@ -256,16 +326,24 @@ def test_slow_keystone_fails_after_the_timeout(clock, agent, cloud):
     assert not d.called
     clock.advance(0.1)
     agent.flush()
-    assert str(d.result.value) == (f"Keystone at {URL}/auth/tokens did not answer within 4 s "
-                                 "([neutron] timeout)")
+    assert str(d.result.value) == (
+        f"Keystone at {URL}/auth/tokens did not answer within 4 s ([neutron] timeout)"
+    )
     d.addErrback(lambda f: None)
 
 
 def test_application_credential_accepted(clock, agent, cloud):
     cloud.application_credential = ("ac1", "ac-secret")
-    s = session(clock, agent, Credentials("v3applicationcredential", URL,
-                                          application_credential_id="ac1",
-                                          application_credential_secret="ac-secret"))
+    s = session(
+        clock,
+        agent,
+        Credentials(
+            "v3applicationcredential",
+            URL,
+            application_credential_id="ac1",
+            application_credential_secret="ac-secret",
+        ),
+    )
     d = s.token()
     agent.flush()
     assert d.result.value in cloud.tokens

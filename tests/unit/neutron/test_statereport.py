@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from metaproxy.config import default_settings
 from metaproxy.agent.service import state_reporter
+from metaproxy.config import default_settings
 from metaproxy.neutron.statereport import StateReporter, agent_state
 
 
-def sync(f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+def sync(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
     try:
         return succeed(f(*args))
     except Exception:
@@ -35,23 +36,30 @@ class Send:
 
 def logged(events: list[dict[str, Any]]) -> list[str]:
     from twisted.logger import formatEvent
+
     return [formatEvent(e) for e in events]
 
 
 def test_agent_state_is_upstreams() -> None:
     s = default_settings(host="node-1", metadata_proxy_socket="/run/m", nova_metadata_port=8775)
     assert agent_state(s) == {
-        "binary": "neutron-metadata-agent", "host": "node-1", "topic": "N/A",
-        "configurations": {"metadata_proxy_socket": "/run/m",
-                           "nova_metadata_host": "127.0.0.1", "nova_metadata_port": 8775,
-                           "log_agent_heartbeats": False},
-        "start_flag": True, "agent_type": "Metadata agent"}
+        "binary": "neutron-metadata-agent",
+        "host": "node-1",
+        "topic": "N/A",
+        "configurations": {
+            "metadata_proxy_socket": "/run/m",
+            "nova_metadata_host": "127.0.0.1",
+            "nova_metadata_port": 8775,
+            "log_agent_heartbeats": False,
+        },
+        "start_flag": True,
+        "agent_type": "Metadata agent",
+    }
 
 
 def test_first_report_is_a_call_with_start_flag_then_casts_every_interval() -> None:
     clock, send = Clock(), Send()
-    reporter = StateReporter(clock, send, agent_state(default_settings()), 30,
-                             run_in_thread=sync)
+    reporter = StateReporter(clock, send, agent_state(default_settings()), 30, run_in_thread=sync)
     reporter.startService()
     assert len(send.sent) == 1  # at start, as FixedIntervalLoopingCall
     state, use_call = send.sent[0]
@@ -73,8 +81,9 @@ def test_failure_is_logged_retried_as_a_call_and_recovery_logged() -> None:
     try:
         clock, send = Clock(), Send()
         send.error = ConnectionError("bus down")
-        reporter = StateReporter(clock, send, agent_state(default_settings()), 10,
-                                 run_in_thread=sync)
+        reporter = StateReporter(
+            clock, send, agent_state(default_settings()), 10, run_in_thread=sync
+        )
         reporter.startService()
         clock.advance(10)
         send.error = None
@@ -87,8 +96,9 @@ def test_failure_is_logged_retried_as_a_call_and_recovery_logged() -> None:
     assert [use_call for _, use_call in send.sent] == [True, True, True, False]
     lines = logged(events)
     assert sum("Failed reporting state" in line and "bus down" in line for line in lines) == 2
-    assert sum(line == "Successfully reported state after a previous failure."
-               for line in lines) == 1
+    assert (
+        sum(line == "Successfully reported state after a previous failure." for line in lines) == 1
+    )
 
 
 def test_attribute_error_disables_reports() -> None:
@@ -97,8 +107,9 @@ def test_attribute_error_disables_reports() -> None:
     try:
         clock, send = Clock(), Send()
         send.error = AttributeError("report_state")
-        reporter = StateReporter(clock, send, agent_state(default_settings()), 10,
-                                 run_in_thread=sync)
+        reporter = StateReporter(
+            clock, send, agent_state(default_settings()), 10, run_in_thread=sync
+        )
         reporter.startService()
         clock.advance(100)
     finally:
@@ -109,8 +120,13 @@ def test_attribute_error_disables_reports() -> None:
 
 def test_no_reporter_without_transport_url_or_with_interval_zero() -> None:
     assert state_reporter(Clock(), default_settings()) is None
-    assert state_reporter(Clock(), default_settings(
-        transport_url="rabbit://u:p@127.0.0.1:1/", report_interval=0)) is None
-    reporter = state_reporter(Clock(), default_settings(
-        transport_url="rabbit://u:p@127.0.0.1:1/", report_interval=15))
+    assert (
+        state_reporter(
+            Clock(), default_settings(transport_url="rabbit://u:p@127.0.0.1:1/", report_interval=0)
+        )
+        is None
+    )
+    reporter = state_reporter(
+        Clock(), default_settings(transport_url="rabbit://u:p@127.0.0.1:1/", report_interval=15)
+    )
     assert isinstance(reporter, StateReporter) and reporter.interval == 15

@@ -6,9 +6,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import error
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
 
 from metaproxy.nova.eagerwrite import write_now
 
@@ -43,8 +43,10 @@ def test_the_rest_of_a_partial_send_is_queued():
     assert (t.sent, t.written) == ([b"hello"], [b"llo"])
 
 
-@pytest.mark.parametrize("state", [dict(queued=b"earlier"), dict(temp=3),
-                                   dict(disconnecting=True), dict(connected=False)])
+@pytest.mark.parametrize(
+    "state",
+    [dict(queued=b"earlier"), dict(temp=3), dict(disconnecting=True), dict(connected=False)],
+)
 def test_never_overtakes_queued_bytes_or_writes_to_a_closing_transport(state):
     t = Transport(**state)
     write_now(t, b"hello")

@@ -7,13 +7,17 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
 from bench.unixhttp import parse_answer
-from metaproxy.nova.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
-from metaproxy.nova.endpoints import Endpoint, NovaEndpoints
-from metaproxy.nova.client import (
-    NovaBadResponse, NovaOverloaded, NovaResponse, NovaTimeout, NovaUnreachable,
-)
-from metaproxy.pipeline import Pipeline
 from metaproxy.http.request import RequestParser
+from metaproxy.nova.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from metaproxy.nova.client import (
+    NovaBadResponse,
+    NovaOverloaded,
+    NovaResponse,
+    NovaTimeout,
+    NovaUnreachable,
+)
+from metaproxy.nova.endpoints import Endpoint, NovaEndpoints
+from metaproxy.pipeline import Pipeline
 from metaproxy.resolve.resolver import InstanceResolver
 from tests.unit.nova.test_nova import OK, PROXY_HEADERS, Wire, failure, no_result, success
 from tests.unit.test_pipeline import SECRET, TableOnly
@@ -100,9 +104,10 @@ class Scripted:
 
 def endpoints(*clients, failures=2, cooldown=5, timeout=28):
     clock = Clock()
-    eps = [Endpoint(f"http://nova{i}:8775", c, Breaker(clock, failures=failures,
-                                                      cooldown=cooldown))
-           for i, c in enumerate(clients)]
+    eps = [
+        Endpoint(f"http://nova{i}:8775", c, Breaker(clock, failures=failures, cooldown=cooldown))
+        for i, c in enumerate(clients)
+    ]
     return NovaEndpoints(clock, eps, timeout=timeout), clock
 
 
@@ -144,16 +149,16 @@ def test_failover_gets_what_is_left_of_the_deadline():
 def test_other_requests_are_not_sent_twice(method, body):
     a, b = Scripted(NovaUnreachable("closed in the middle")), Scripted(RESPONSE)
     nova, _ = endpoints(a, b)
-    assert isinstance(outcome(nova.forward(method, b"/", PROXY_HEADERS, body)).value,
-                      NovaUnreachable)
+    assert isinstance(
+        outcome(nova.forward(method, b"/", PROXY_HEADERS, body)).value, NovaUnreachable
+    )
     assert b.calls == []
 
 
 def test_timeout_is_not_failed_over_but_counts():
     a, b = Scripted(NovaTimeout("slow")), Scripted(RESPONSE)
     nova, _ = endpoints(a, b)
-    assert isinstance(outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")).value,
-                      NovaTimeout)
+    assert isinstance(outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")).value, NovaTimeout)
     assert b.calls == [] and nova.endpoints[0].breaker.failures == 1
 
 
@@ -184,8 +189,9 @@ def test_every_endpoint_open_is_503_at_once_with_retry_after(logged):
     assert len(a.calls) == 1 and nova.refused == 50
     assert len([e for e in logged if "without asking Nova" in formatEvent(e)]) == 1
     pipeline = Pipeline(InstanceResolver(TableOnly()), nova, SECRET)
-    request = RequestParser().feed(b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\n"
-                                   b"X-Neutron-Router-ID: r1\r\n\r\n")
+    request = RequestParser().feed(
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r1\r\n\r\n"
+    )
     answer = parse_answer(outcome(pipeline.handle(request, None)))
     assert answer.status == 503 and ("Retry-After", "7") in answer.headers
 
@@ -228,8 +234,7 @@ def test_queue_bound_refuses_at_once_and_counts():
         wire.servers[0].transport.write(OK)
         wire.flush()
     assert [success(d).body for d in held] == [b"ok"] * 3
-    assert [e.request_line for e in wire.received] == [
-        b"GET /%d HTTP/1.1" % i for i in range(3)]
+    assert [e.request_line for e in wire.received] == [b"GET /%d HTTP/1.1" % i for i in range(3)]
 
 
 def test_slow_request_does_not_hold_up_another():
@@ -242,23 +247,31 @@ def test_slow_request_does_not_hold_up_another():
     no_result(slow)
 
 
-@pytest.mark.parametrize("target", [
-    b"/openstack/latest/meta_data.json?x=%2F..%2F&y=%00&z",
-    b"//latest//user-data/../../etc/passwd",
-    b"/%2e%2e/%2E%2e;a=b?c=d;e",
-    b"/a?b=c?d=e&&f==g#frag",
-    b"/~user/!$&'()*+,;=:@",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/openstack/latest/meta_data.json?x=%2F..%2F&y=%00&z",
+        b"//latest//user-data/../../etc/passwd",
+        b"/%2e%2e/%2E%2e;a=b?c=d;e",
+        b"/a?b=c?d=e&&f==g#frag",
+        b"/~user/!$&'()*+,;=:@",
+    ],
+)
 def test_paths_and_queries_reach_nova_byte_exact_from_the_raw_request(target):
     """The raw request, the parser, the pipeline, the endpoints and the real client: the
     request line Nova reads carries the target exactly (a fragment is never sent)."""
     wire = Wire()
-    nova = NovaEndpoints(wire.reactor, [Endpoint("http://127.0.0.1:8775", wire.client(),
-                                                 Breaker(wire.reactor))], timeout=10)
+    nova = NovaEndpoints(
+        wire.reactor,
+        [Endpoint("http://127.0.0.1:8775", wire.client(), Breaker(wire.reactor))],
+        timeout=10,
+    )
     pipeline = Pipeline(InstanceResolver(TableOnly()), nova, SECRET)
-    request = RequestParser().feed(b"GET " + target + b" HTTP/1.1\r\nHost: 169.254.169.254"
-                                   b"\r\nX-Forwarded-For: 10.0.0.5\r\n"
-                                   b"X-Neutron-Router-ID: r1\r\n\r\n")
+    request = RequestParser().feed(
+        b"GET " + target + b" HTTP/1.1\r\nHost: 169.254.169.254"
+        b"\r\nX-Forwarded-For: 10.0.0.5\r\n"
+        b"X-Neutron-Router-ID: r1\r\n\r\n"
+    )
     d = pipeline.handle(request, None)
     wire.flush()
     assert parse_answer(success(d)).status == 200

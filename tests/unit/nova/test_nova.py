@@ -12,7 +12,7 @@ connection loss and failures exactly.
 from __future__ import annotations
 
 import gzip
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -203,7 +203,11 @@ class Wire:
             if self._tls is not None:
                 # TLS batches writes with callLater(0) on the reactor (both sides'
                 # TLS layers are given this one).
-                pending = [c for c in self.reactor.getDelayedCalls() if c.getTime() <= self.reactor.seconds()]
+                pending = [
+                    c
+                    for c in self.reactor.getDelayedCalls()
+                    if c.getTime() <= self.reactor.seconds()
+                ]
                 self.reactor.advance(0)
                 accepted = accepted or bool(pending)
             moved = [pump.flush() for pump in self.pumps]
@@ -375,8 +379,17 @@ def test_invalid_method_is_refused_and_takes_no_slot(method):
 
 @pytest.mark.parametrize(
     "name",
-    [b"Host", b"content-length", b"Transfer-Encoding", b"Connection", b"KEEP-ALIVE", b"te",
-     b"Upgrade", b"Trailer", b"Proxy-Connection"],
+    [
+        b"Host",
+        b"content-length",
+        b"Transfer-Encoding",
+        b"Connection",
+        b"KEEP-ALIVE",
+        b"te",
+        b"Upgrade",
+        b"Trailer",
+        b"Proxy-Connection",
+    ],
 )
 def test_headers_owned_by_the_client_are_refused(name):
     """Host and framing headers come from the client; a caller supplying one gets
@@ -464,7 +477,9 @@ def test_host_header_on_the_wire(base_url, host):
     name to 127.0.0.1)."""
     wire = Wire()
     success(wire.forward(wire.client(base_url), headers=[]))
-    assert wire.received[0].head == b"GET /latest/meta-data/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    assert (
+        wire.received[0].head == b"GET /latest/meta-data/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    )
 
 
 def test_base_url_path_prefix():
@@ -590,11 +605,22 @@ def test_redirect_is_returned_not_followed():
 @pytest.mark.parametrize(
     "status, reason",
     [
-        (200, b"OK"), (201, b"Created"), (301, b"Moved Permanently"), (400, b"Bad Request"),
-        (401, b"Unauthorized"), (403, b"Forbidden"), (404, b"Not Found"),
-        (405, b"Method Not Allowed"), (409, b"Conflict"), (413, b"Payload Too Large"),
-        (418, b"I'm a teapot, really"), (500, b"Internal Server Error"), (502, b"Bad Gateway"),
-        (503, b"Service Unavailable"), (504, b"Gateway Timeout"), (599, b""),
+        (200, b"OK"),
+        (201, b"Created"),
+        (301, b"Moved Permanently"),
+        (400, b"Bad Request"),
+        (401, b"Unauthorized"),
+        (403, b"Forbidden"),
+        (404, b"Not Found"),
+        (405, b"Method Not Allowed"),
+        (409, b"Conflict"),
+        (413, b"Payload Too Large"),
+        (418, b"I'm a teapot, really"),
+        (500, b"Internal Server Error"),
+        (502, b"Bad Gateway"),
+        (503, b"Service Unavailable"),
+        (504, b"Gateway Timeout"),
+        (599, b""),
     ],
 )
 def test_any_status_returned_as_is(status, reason):
@@ -612,7 +638,7 @@ def test_any_status_returned_as_is(status, reason):
 @pytest.mark.parametrize("status", [204, 304])
 def test_bodiless_statuses(status):
     """204 and 304 come back with an empty body, and the connection is kept."""
-    wire = Wire(reply=lambda e: b"HTTP/1.1 %d Whatever\r\nETag: \"x\"\r\n\r\n" % status)
+    wire = Wire(reply=lambda e: b'HTTP/1.1 %d Whatever\r\nETag: "x"\r\n\r\n' % status)
     client = wire.client()
     response = success(wire.forward(client))
     assert (response.status, response.reason, response.body) == (status, b"Whatever", b"")
@@ -677,7 +703,7 @@ def test_response_headers_raw_names_and_order_kept():
     raw = (
         b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nX-Openstack-Request-Id: req-1\r\n"
         b"Set-Cookie: b=2\r\ncontent-TYPE:text/plain  \r\nKeep-Alive: timeout=5\r\n"
-        b"Connection: keep-alive\r\nContent-Length: 0\r\nETag:\t\"x\"\r\n\r\n"
+        b'Connection: keep-alive\r\nContent-Length: 0\r\nETag:\t"x"\r\n\r\n'
     )
     wire = Wire(reply=lambda e: raw)
     response = success(wire.forward(wire.client()))
@@ -757,8 +783,14 @@ def test_body_at_the_cap_is_fine(monkeypatch):
 
 @pytest.mark.parametrize(
     "framing",
-    [b"Transfer-Encoding: chunked\r\n\r\n40\r\n" + b"x" * 64 + b"\r\n40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n",
-     b"Connection: close\r\n\r\n" + b"z" * 101],
+    [
+        b"Transfer-Encoding: chunked\r\n\r\n40\r\n"
+        + b"x" * 64
+        + b"\r\n40\r\n"
+        + b"y" * 64
+        + b"\r\n0\r\n\r\n",
+        b"Connection: close\r\n\r\n" + b"z" * 101,
+    ],
 )
 def test_streamed_body_over_the_cap(monkeypatch, framing):
     """A body that grows past MAX_BODY_BYTES without announcing it fails the same way."""
@@ -777,7 +809,10 @@ def test_streamed_body_over_the_cap(monkeypatch, framing):
         (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "Expected HTTP/"),
         (b"HTTP/1.1 20 OK\r\n\r\n", "Invalid"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "Duplicate"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", "Content-Length"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Content-Length",
+        ),
         (b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", "CR"),
         (b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n", "header value"),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n", "101"),
@@ -823,15 +858,32 @@ def test_closed_in_the_middle_of_the_head():
 @pytest.mark.parametrize(
     "exc, started, text",
     [
-        (SSL.Error([("SSL routines", "", "certificate verify failed")]), False,
-         f"TLS with {HERE} failed: certificate verify failed"),
-        (SSL.Error([("SSL routines", "", "tlsv13 alert certificate required")]), False,
-         f"TLS with {HERE} failed: tlsv13 alert certificate required"),
-        (VerificationError(errors=["mismatch"]), False,
-         f"TLS with {HERE} failed: the certificate does not match the host"),
+        (
+            SSL.Error([("SSL routines", "", "certificate verify failed")]),
+            False,
+            f"TLS with {HERE} failed: certificate verify failed",
+        ),
+        (
+            SSL.Error([("SSL routines", "", "tlsv13 alert certificate required")]),
+            False,
+            f"TLS with {HERE} failed: tlsv13 alert certificate required",
+        ),
+        (
+            VerificationError(errors=["mismatch"]),
+            False,
+            f"TLS with {HERE} failed: the certificate does not match the host",
+        ),
         (error.ConnectionLost(), False, f"{HERE} closed the connection before responding"),
-        (error.ConnectionLost(), True, f"{HERE} closed the connection in the middle of the response"),
-        (error.ConnectionDone(), True, f"{HERE} closed the connection in the middle of the response"),
+        (
+            error.ConnectionLost(),
+            True,
+            f"{HERE} closed the connection in the middle of the response",
+        ),
+        (
+            error.ConnectionDone(),
+            True,
+            f"{HERE} closed the connection in the middle of the response",
+        ),
     ],
 )
 def test_connection_lost_reasons(exc, started, text):
@@ -877,8 +929,12 @@ def test_connect_timeout_is_passed_to_the_connection_attempt():
 def test_keep_alive_reuses_one_connection_and_close_releases_it():
     """20 sequential requests share one connection, each answered in turn; close()
     closes it and leaves nothing scheduled on the reactor."""
-    wire = Wire(reply=lambda e: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(e.request_line), e.request_line))
+    wire = Wire(
+        reply=lambda e: (
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(e.request_line), e.request_line)
+        )
+    )
     client = wire.client()
     for i in range(20):
         response = success(wire.forward(client, target=b"/%d" % i))
@@ -1311,8 +1367,9 @@ def test_connection_attempt_failures():
 class NoSuchHost:
     """A resolver that finds no address for any name."""
 
-    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
-                        transportSemantics="TCP"):
+    def resolveHostName(
+        self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"
+    ):
         from twisted.internet._resolver import HostResolution
 
         resolution = HostResolution(hostName)

@@ -20,8 +20,14 @@ LIMIT = 10_000
 
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Headers whose meaning the generator controls itself (framing, persistence).
-_CONTROLLED = {b"content-length", b"transfer-encoding", b"connection", b"upgrade",
-               b"keep-alive", b"proxy-connection"}
+_CONTROLLED = {
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"upgrade",
+    b"keep-alive",
+    b"proxy-connection",
+}
 _VALUE_BYTES = list(range(0x21, 0x7F)) + list(range(0x80, 0x100))
 
 names = (
@@ -35,9 +41,9 @@ values = st.lists(
     st.lists(st.sampled_from(_VALUE_BYTES), min_size=1, max_size=12).map(bytes),
     max_size=4,
 ).flatmap(
-    lambda words: st.lists(st.sampled_from([b" ", b"\t", b"  "]), min_size=len(words),
-                           max_size=len(words)).map(
-        lambda gaps: b"".join(w + g for w, g in zip(words, gaps)).rstrip(b" \t"))
+    lambda words: st.lists(
+        st.sampled_from([b" ", b"\t", b"  "]), min_size=len(words), max_size=len(words)
+    ).map(lambda gaps: b"".join(w + g for w, g in zip(words, gaps, strict=False)).rstrip(b" \t"))
 )
 reasons = st.lists(
     st.text(alphabet=[chr(c) for c in range(0x21, 0x7F)], min_size=1, max_size=10),
@@ -60,8 +66,11 @@ class Case:
 @st.composite
 def responses(draw) -> Case:
     framing = draw(st.sampled_from(["length", "chunked", "close", "head", "bodiless"]))
-    status = draw(st.sampled_from([204, 304]) if framing == "bodiless"
-                  else st.integers(200, 599).filter(lambda s: s not in (204, 304)))
+    status = draw(
+        st.sampled_from([204, 304])
+        if framing == "bodiless"
+        else st.integers(200, 599).filter(lambda s: s not in (204, 304))
+    )
     reason = draw(reasons)
     headers = draw(st.lists(st.tuples(names, values), max_size=8))
     body = b"" if framing == "bodiless" else draw(bodies)
@@ -83,7 +92,12 @@ def responses(draw) -> Case:
                 pieces.append(size + b"\r\n" + body[start:cut] + b"\r\n")
                 start = cut
         trailers = draw(st.lists(st.tuples(names, values), max_size=2))
-        content = b"".join(pieces) + b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+        content = (
+            b"".join(pieces)
+            + b"0\r\n"
+            + b"".join(n + b": " + v + b"\r\n" for n, v in trailers)
+            + b"\r\n"
+        )
     elif framing == "close":
         framed.insert(draw(st.integers(0, len(framed))), (b"Connection", b"close"))
     fields = b"".join(n + b": " + v + b"\r\n" for n, v in framed)
@@ -91,15 +105,20 @@ def responses(draw) -> Case:
     if framing != "head":
         raw += content
     expected = NovaResponse(status, reason, tuple(framed), b"" if framing == "head" else body)
-    return Case(raw, expected, head=framing == "head", until_close=framing == "close",
-                keep_alive=framing in ("length", "chunked", "bodiless"))
+    return Case(
+        raw,
+        expected,
+        head=framing == "head",
+        until_close=framing == "close",
+        keep_alive=framing in ("length", "chunked", "bodiless"),
+    )
 
 
 def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     """C{data} cut at C{cuts}, without empty pieces (a transport never delivers one)."""
     points = sorted({c for c in cuts if 0 < c < len(data)})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def parse(parser: ResponseParser, chunks: list[bytes], until_close: bool) -> NovaResponse | None:
@@ -161,8 +180,9 @@ def _check_garbage(raw: bytes, cuts: list[int], head: bool) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(raw=st.binary(max_size=400), cuts=st.lists(st.integers(0, 400), max_size=8),
-       head=st.booleans())
+@given(
+    raw=st.binary(max_size=400), cuts=st.lists(st.integers(0, 400), max_size=8), head=st.booleans()
+)
 def test_garbage_raises_only_response_error(raw, cuts, head):
     """Arbitrary bytes either parse, wait for more, or fail with ResponseError: never
     any other exception."""
@@ -261,9 +281,11 @@ def test_bytes_after_the_response_end_the_connection():
 def test_incomplete_response_at_close():
     """At close, a response still missing bytes (head, Content-Length or chunked body)
     is not a response; nothing received is not either."""
-    for raw in (b"HTTP/1.1 200 OK\r\nContent-Le",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab",
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"):
+    for raw in (
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",
+    ):
         parser = _parse_one(raw)
         assert parser.started
         assert parser.eof() is None
@@ -275,8 +297,10 @@ def test_incomplete_response_at_close():
 @pytest.mark.parametrize(
     "raw, message",
     [
-        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
-         "101 Switching Protocols"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+            "101 Switching Protocols",
+        ),
         (b"HTTP/1.1 042 Odd\r\n\r\n", "status 042"),
         (b"ICY 200 OK\r\n\r\n", "sent an invalid response: "),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", "Duplicate"),
@@ -291,11 +315,14 @@ def test_responses_refused(raw, message):
     assert parser.eof() is None
 
 
-@pytest.mark.parametrize("host, kind", [
-    ("192.0.2.10", "TCP4ClientEndpoint"),
-    ("2001:db8::a", "TCP6ClientEndpoint"),
-    ("nova.example", "HostnameEndpoint"),
-])
+@pytest.mark.parametrize(
+    "host, kind",
+    [
+        ("192.0.2.10", "TCP4ClientEndpoint"),
+        ("2001:db8::a", "TCP6ClientEndpoint"),
+        ("nova.example", "HostnameEndpoint"),
+    ],
+)
 def test_an_address_is_connected_to_directly_and_a_name_is_resolved(host, kind):
     from twisted.internet.testing import MemoryReactorClock
 

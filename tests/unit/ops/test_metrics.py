@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from metaproxy.ops.metrics import (LATENCY_BUCKETS, Metrics, RequestStats, Sample, WorkerTotals,
-                               merge, render)
-from metaproxy.namespace import Namespace
 from metaproxy.http.server import Limits, MetadataFactory
-from twisted.internet.defer import Deferred, succeed
+from metaproxy.namespace import Namespace
+from metaproxy.ops.metrics import (
+    LATENCY_BUCKETS,
+    Metrics,
+    RequestStats,
+    Sample,
+    WorkerTotals,
+    merge,
+    render,
+)
 
 
 def _values(text: bytes) -> dict[tuple[str, tuple], float]:
@@ -50,8 +57,17 @@ def test_render_exports_every_family():
     stats.refuse(413)
     metrics = Metrics(stats, cache=_Cache(), nova=_Nova(), ready=lambda: True)
     metrics.reloaded("ok")
-    metrics.add_source(lambda: [Sample("metaproxy_rate_limited_total", "counter",
-                                       "Requests answered 429.", (("reason", "ip"),), 9)])
+    metrics.add_source(
+        lambda: [
+            Sample(
+                "metaproxy_rate_limited_total",
+                "counter",
+                "Requests answered 429.",
+                (("reason", "ip"),),
+                9,
+            )
+        ]
+    )
     v = _values(render(metrics.snapshot))
     assert v[("metaproxy_requests_total", (("socket", "ovn"), ("status", "503")))] == 1
     assert v[("metaproxy_request_duration_seconds_bucket", (("le", "0.005"),))] == 1
@@ -74,8 +90,9 @@ def test_merge_adds_snapshots_up():
     a.record("shared", b"200", 0.01)
     b.record("shared", b"200", 0.01)
     b.record("router", b"200", 0.01)
-    snap = merge([Metrics(a, ready=lambda: True).snapshot(),
-                  Metrics(b, ready=lambda: False).snapshot()])
+    snap = merge(
+        [Metrics(a, ready=lambda: True).snapshot(), Metrics(b, ready=lambda: False).snapshot()]
+    )
     assert snap["requests"] == [["router", "200", 1], ["shared", "200", 2]]
     assert sum(snap["buckets"]) == 3
     assert snap["ready"] == [1, 2]
@@ -112,8 +129,7 @@ def test_server_counts_answers_latency_and_open_connections():
     clock = Clock()
     stats = RequestStats()
     pipeline = _Pipeline(b"")
-    factory = MetadataFactory(pipeline, Namespace.parse("qrouter-r1"), Limits(), clock,
-                              stats=stats)
+    factory = MetadataFactory(pipeline, Namespace.parse("qrouter-r1"), Limits(), clock, stats=stats)
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
@@ -130,8 +146,9 @@ def test_server_counts_answers_latency_and_open_connections():
 def test_server_counts_refusals():
     clock = Clock()
     stats = RequestStats()
-    factory = MetadataFactory(_Pipeline(b""), None, Limits(max_header_bytes=1024), clock,
-                              stats=stats)
+    factory = MetadataFactory(
+        _Pipeline(b""), None, Limits(max_header_bytes=1024), clock, stats=stats
+    )
     proto = factory.buildProtocol(None)
     proto.makeConnection(StringTransport())
     proto.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
@@ -152,22 +169,36 @@ def test_protection_counters_are_exported_at_scrape_time():
 
     from metaproxy.ops.protection_metrics import protection_samples
 
-    policy = SimpleNamespace(counters=SimpleNamespace(rate_limited=7, xff_seen=3,
-                                                      xff_refused=1))
+    policy = SimpleNamespace(counters=SimpleNamespace(rate_limited=7, xff_seen=3, xff_refused=1))
     limits = SimpleNamespace(connections=SimpleNamespace(refused=2))
-    endpoint = SimpleNamespace(url="http://nova:8775", state="open",
-                               client=SimpleNamespace(rejected=4))
+    endpoint = SimpleNamespace(
+        url="http://nova:8775", state="open", client=SimpleNamespace(rejected=4)
+    )
     nova = SimpleNamespace(failovers=5, refused=6, endpoints=[endpoint])
     metrics = Metrics(RequestStats())
     metrics.add_source(protection_samples(policy, limits, lambda: 9, nova))
-    values = {(s[0], tuple(tuple(kv) for kv in s[3])): s[4]
-              for s in metrics.snapshot()["samples"]}
+    values = {(s[0], tuple(tuple(kv) for kv in s[3])): s[4] for s in metrics.snapshot()["samples"]}
     assert values[("metaproxy_rate_limited_total", ())] == 7
     assert values[("metaproxy_guest_forwarded_for_total", (("action", "refused"),))] == 1
-    assert values[("metaproxy_connections_refused_total",
-                   (("bound", "max_connections_per_namespace"),))] == 9
+    assert (
+        values[
+            ("metaproxy_connections_refused_total", (("bound", "max_connections_per_namespace"),))
+        ]
+        == 9
+    )
     assert values[("metaproxy_nova_refused_total", (("reason", "queue_full"),))] == 4
-    assert values[("metaproxy_nova_endpoint_state",
-                   (("endpoint", "http://nova:8775"), ("state", "open")))] == 1
-    assert values[("metaproxy_nova_endpoint_state",
-                   (("endpoint", "http://nova:8775"), ("state", "closed")))] == 0
+    assert (
+        values[
+            ("metaproxy_nova_endpoint_state", (("endpoint", "http://nova:8775"), ("state", "open")))
+        ]
+        == 1
+    )
+    assert (
+        values[
+            (
+                "metaproxy_nova_endpoint_state",
+                (("endpoint", "http://nova:8775"), ("state", "closed")),
+            )
+        ]
+        == 0
+    )

@@ -12,16 +12,17 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 from twisted.web.test.requesthelper import DummyRequest
 
-from metaproxy.config import default_settings, parse_listen
 from metaproxy.agent.drain import Drain
+from metaproxy.config import default_settings, parse_listen
+from metaproxy.nova.client import NovaUnreachable
 from metaproxy.ops.health import NovaProbe, health, nova_check
 from metaproxy.ops.logs import LevelFilter, LogSetup, RateLimiter, format_json
-from metaproxy.nova.client import NovaUnreachable
 from metaproxy.ops.web import OpsResource
 
 
-def _event(ns="metaproxy.pipeline", level=LogLevel.warn, fmt="No port found for {address}",
-           **fields):
+def _event(
+    ns="metaproxy.pipeline", level=LogLevel.warn, fmt="No port found for {address}", **fields
+):
     return dict(log_namespace=ns, log_level=level, log_format=fmt, log_time=0.0, **fields)
 
 
@@ -62,8 +63,9 @@ def test_rate_limit_zero_means_no_limit():
 
 
 def test_json_format_has_message_and_plain_fields_only():
-    line = format_json(_event(address="10.0.0.5", namespace="qrouter-r1", status=404,
-                              obj=object(), raw=b"bytes"))
+    line = format_json(
+        _event(address="10.0.0.5", namespace="qrouter-r1", status=404, obj=object(), raw=b"bytes")
+    )
     record = json.loads(line)
     assert line.endswith("\n") and line.count("\n") == 1
     assert record["message"] == "No port found for 10.0.0.5"
@@ -118,9 +120,13 @@ def test_log_setup_survives_a_closed_stream():
 def test_drain_waits_for_requests_then_stops():
     clock = Clock()
     state = {"open": 2, "stopped": 0, "closed": 0}
-    drain = Drain(clock, stop_listening=lambda: state.__setitem__("closed", 1),
-                  in_flight=lambda: state["open"], timeout=5,
-                  stop=lambda: state.__setitem__("stopped", state["stopped"] + 1))
+    drain = Drain(
+        clock,
+        stop_listening=lambda: state.__setitem__("closed", 1),
+        in_flight=lambda: state["open"],
+        timeout=5,
+        stop=lambda: state.__setitem__("stopped", state["stopped"] + 1),
+    )
     results = []
     drain.start().addCallback(results.append)
     assert state["closed"] == 1 and state["stopped"] == 0
@@ -135,8 +141,13 @@ def test_drain_waits_for_requests_then_stops():
 def test_drain_stops_at_the_deadline():
     clock = Clock()
     stopped = []
-    drain = Drain(clock, stop_listening=lambda: succeed(None), in_flight=lambda: 1,
-                  timeout=2, stop=lambda: stopped.append(True))
+    drain = Drain(
+        clock,
+        stop_listening=lambda: succeed(None),
+        in_flight=lambda: 1,
+        timeout=2,
+        stop=lambda: stopped.append(True),
+    )
     results = []
     drain.start().addCallback(results.append)
     clock.advance(1.9)
@@ -156,13 +167,17 @@ class _Answer:
 
 def test_nova_probe_records_outcomes_and_repeats():
     clock = Clock()
-    answers = [succeed(_Answer(200)), fail(NovaUnreachable("Nova at x refused the connection")),
-               succeed(_Answer(503))]
+    answers = [
+        succeed(_Answer(200)),
+        fail(NovaUnreachable("Nova at x refused the connection")),
+        succeed(_Answer(503)),
+    ]
     calls = []
 
     def forward(method, target, headers, body):
         calls.append((method, target, headers, body))
         return answers.pop(0)
+
     probe = NovaProbe(clock, forward, interval=10)
     assert nova_check(probe) == (False, "not probed yet")
     probe.start()
@@ -203,6 +218,7 @@ def _render(resource, path: bytes) -> tuple[int, bytes]:
 
 def test_ops_resource_serves_metrics_and_health():
     from metaproxy.ops.metrics import Metrics, RequestStats
+
     stats = RequestStats()
     stats.record("shared", b"200", 0.01)
     root = OpsResource(Metrics(stats).snapshot, lambda: {"nova": (False, "refused")})
@@ -215,23 +231,29 @@ def test_ops_resource_serves_metrics_and_health():
 # -- metrics_listen --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry, parsed", [
-    ("9180", ("tcp", "127.0.0.1", 9180)),
-    ("127.0.0.1:9180", ("tcp", "127.0.0.1", 9180)),
-    ("[::1]:9180", ("tcp", "::1", 9180)),
-    ("unix:/run/metaproxy/metrics.sock", ("unix", "/run/metaproxy/metrics.sock", 0)),
-])
+@pytest.mark.parametrize(
+    "entry, parsed",
+    [
+        ("9180", ("tcp", "127.0.0.1", 9180)),
+        ("127.0.0.1:9180", ("tcp", "127.0.0.1", 9180)),
+        ("[::1]:9180", ("tcp", "::1", 9180)),
+        ("unix:/run/metaproxy/metrics.sock", ("unix", "/run/metaproxy/metrics.sock", 0)),
+    ],
+)
 def test_parse_listen(entry, parsed):
     assert parse_listen(entry) == parsed
 
 
-@pytest.mark.parametrize("entry, why", [
-    ("localhost:9180", "not an IP address"),
-    ("127.0.0.1:http", "port must be a number"),
-    ("0", "port must be a number"),
-    ("unix:relative.sock", "absolute"),
-    ("unix:/" + "d" * 120, "at most"),
-])
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        ("localhost:9180", "not an IP address"),
+        ("127.0.0.1:http", "port must be a number"),
+        ("0", "port must be a number"),
+        ("unix:relative.sock", "absolute"),
+        ("unix:/" + "d" * 120, "at most"),
+    ],
+)
 def test_parse_listen_refuses(entry, why):
     with pytest.raises(ValueError, match=why):
         parse_listen(entry)

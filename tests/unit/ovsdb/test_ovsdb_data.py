@@ -4,14 +4,25 @@ import pytest
 
 from metaproxy.ovsdb.data import Column, DataError, RowStore, Schema, decode_value
 
-SCHEMA = Schema.from_json({
-    "name": "DB", "version": "1.0", "tables": {"T": {"columns": {
-        "name": {"type": "string"},
-        "ref": {"type": {"key": {"type": "uuid", "refTable": "T"}, "min": 0, "max": 1}},
-        "tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
-        "ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}},
-        "n": {"type": {"key": {"type": "integer", "minInteger": 1}}},
-    }}}})
+SCHEMA = Schema.from_json(
+    {
+        "name": "DB",
+        "version": "1.0",
+        "tables": {
+            "T": {
+                "columns": {
+                    "name": {"type": "string"},
+                    "ref": {"type": {"key": {"type": "uuid", "refTable": "T"}, "min": 0, "max": 1}},
+                    "tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
+                    "ids": {
+                        "type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}
+                    },
+                    "n": {"type": {"key": {"type": "integer", "minInteger": 1}}},
+                }
+            }
+        },
+    }
+)
 COLUMNS = {"T": ["name", "ref", "tags", "ids", "n"]}
 
 
@@ -45,17 +56,44 @@ def test_not_a_schema() -> None:
 
 def test_update2_initial_insert_modify_delete() -> None:
     store = RowStore(SCHEMA, COLUMNS)
-    changes = store.apply_update2({"T": {"r1": {"initial": {
-        "name": "a", "tags": ["set", ["x", "y"]], "ids": ["map", [["k", "1"], ["j", "2"]]]}}}})
+    changes = store.apply_update2(
+        {
+            "T": {
+                "r1": {
+                    "initial": {
+                        "name": "a",
+                        "tags": ["set", ["x", "y"]],
+                        "ids": ["map", [["k", "1"], ["j", "2"]]],
+                    }
+                }
+            }
+        }
+    )
     row = {"name": "a", "ref": (), "tags": ("x", "y"), "ids": {"k": "1", "j": "2"}, "n": 0}
     assert store.tables["T"]["r1"] == row
     assert changes[0].old is None and changes[0].new == row
     # a diff: tags toggle (y removed, z added), ids: k changed, j removed, m added
-    store.apply_update2({"T": {"r1": {"modify": {
-        "tags": ["set", ["y", "z"]], "ids": ["map", [["k", "9"], ["j", "2"], ["m", "3"]]],
-        "ref": ["uuid", "r9"], "name": "b"}}}})
-    assert store.tables["T"]["r1"] == {"name": "b", "ref": ("r9",), "tags": ("x", "z"),
-                                       "ids": {"k": "9", "m": "3"}, "n": 0}
+    store.apply_update2(
+        {
+            "T": {
+                "r1": {
+                    "modify": {
+                        "tags": ["set", ["y", "z"]],
+                        "ids": ["map", [["k", "9"], ["j", "2"], ["m", "3"]]],
+                        "ref": ["uuid", "r9"],
+                        "name": "b",
+                    }
+                }
+            }
+        }
+    )
+    assert store.tables["T"]["r1"] == {
+        "name": "b",
+        "ref": ("r9",),
+        "tags": ("x", "z"),
+        "ids": {"k": "9", "m": "3"},
+        "n": 0,
+    }
     # an optional reference that has a value gets the new value (what ovsdb-server sends)
     store.apply_update2({"T": {"r1": {"modify": {"ref": ["uuid", "r8"]}}}})
     assert store.tables["T"]["r1"]["ref"] == ("r8",)

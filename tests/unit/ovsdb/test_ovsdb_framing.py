@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from metaproxy.ovsdb.framing import FramingError, JsonSplitter
 
@@ -53,15 +54,24 @@ def test_a_value_over_the_limit_is_refused() -> None:
         s.feed(b'{"k": "' + b"x" * 32)
 
 
-@given(st.lists(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8).filter(lambda v: isinstance(v, (list, dict))), min_size=1, max_size=4),
-    st.integers(min_value=1, max_value=7))
+@given(
+    st.lists(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(),
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+            ),
+            max_leaves=8,
+        ).filter(lambda v: isinstance(v, (list, dict))),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(min_value=1, max_value=7),
+)
 def test_any_values_cut_anywhere_come_back_whole(values, step) -> None:
     stream = b"".join(json.dumps(v).encode() + b"\n" for v in values)
     s = JsonSplitter()
     out = []
     for i in range(0, len(stream), step):
-        out += s.feed(stream[i:i + step])
+        out += s.feed(stream[i : i + step])
     assert [json.loads(v) for v in out] == values

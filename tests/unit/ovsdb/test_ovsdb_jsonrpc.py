@@ -56,8 +56,10 @@ def test_echo_from_the_server_is_answered() -> None:
 
 def test_notifications_are_delivered_in_order() -> None:
     _, protocol, _, notes = connect()
-    protocol.dataReceived(b'{"method":"update2","params":["m",{}],"id":null}'
-                          b'{"method":"update2","params":["m",{"T":{}}],"id":null}')
+    protocol.dataReceived(
+        b'{"method":"update2","params":["m",{}],"id":null}'
+        b'{"method":"update2","params":["m",{"T":{}}],"id":null}'
+    )
     assert notes == [("update2", ["m", {}]), ("update2", ["m", {"T": {}}])]
 
 

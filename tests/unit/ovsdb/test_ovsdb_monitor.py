@@ -11,9 +11,18 @@ from metaproxy.ovsdb.framing import JsonSplitter
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import parse_remotes
 
-SCHEMA = {"name": "DB", "version": "2.0", "tables": {
-    "T": {"columns": {"name": {"type": "string"},
-                      "ref": {"type": {"key": "uuid", "min": 0, "max": 1}}}}}}
+SCHEMA = {
+    "name": "DB",
+    "version": "2.0",
+    "tables": {
+        "T": {
+            "columns": {
+                "name": {"type": "string"},
+                "ref": {"type": {"key": "uuid", "min": 0, "max": 1}},
+            }
+        }
+    },
+}
 
 
 class Harness:
@@ -21,10 +30,18 @@ class Harness:
         self.reactor = MemoryReactorClock()
         self.syncs, self.changes, self.downs = [], [], []
         self.monitor = OvsdbMonitor(
-            self.reactor, parse_remotes(remotes), "DB", {"T": ["name", "ref"]},
+            self.reactor,
+            parse_remotes(remotes),
+            "DB",
+            {"T": ["name", "ref"]},
             conditions={"T": [["ref", "!=", ["set", []]]]},
-            on_sync=self.syncs.append, on_changes=self.changes.append,
-            on_down=self.downs.append, timeout=10, probe_interval=0, **kw)
+            on_sync=self.syncs.append,
+            on_changes=self.changes.append,
+            on_down=self.downs.append,
+            timeout=10,
+            probe_interval=0,
+            **kw,
+        )
         self.transport = None
         self.protocol = None
 
@@ -36,7 +53,8 @@ class Harness:
 
     def refuse(self, index=-1):
         self.reactor.tcpClients[index][2].clientConnectionFailed(
-            None, Failure(ConnectionRefusedError()))
+            None, Failure(ConnectionRefusedError())
+        )
 
     def sent(self):
         values = [json.loads(v) for v in JsonSplitter().feed(self.transport.value())]
@@ -44,8 +62,9 @@ class Harness:
         return values
 
     def answer(self, msg_id, result=None, error=None):
-        self.protocol.dataReceived(json.dumps(
-            {"id": msg_id, "result": result, "error": error}).encode())
+        self.protocol.dataReceived(
+            json.dumps({"id": msg_id, "result": result, "error": error}).encode()
+        )
 
     def lose(self):
         self.protocol.connectionLost(Failure(ConnectionLost("server went away")))
@@ -65,12 +84,22 @@ def test_monitor_cond_with_conditions_then_update2() -> None:
     h.monitor.start()
     monitor = h.synchronise()
     assert monitor["method"] == "monitor_cond"
-    assert monitor["params"] == ["DB", "metaproxy", {"T": {
-        "columns": ["name", "ref"], "where": [["ref", "!=", ["set", []]]]}}]
+    assert monitor["params"] == [
+        "DB",
+        "metaproxy",
+        {"T": {"columns": ["name", "ref"], "where": [["ref", "!=", ["set", []]]]}},
+    ]
     assert h.syncs[0].tables == {"T": {"r1": {"name": "a", "ref": ()}}}
     assert h.monitor.synchronised and h.monitor.syncs == 1
-    h.protocol.dataReceived(json.dumps({"id": None, "method": "update2", "params": [
-        "metaproxy", {"T": {"r1": {"modify": {"name": "b"}}}}]}).encode())
+    h.protocol.dataReceived(
+        json.dumps(
+            {
+                "id": None,
+                "method": "update2",
+                "params": ["metaproxy", {"T": {"r1": {"modify": {"name": "b"}}}}],
+            }
+        ).encode()
+    )
     assert h.changes[0][0].new == {"name": "b", "ref": ()}
 
 
@@ -87,8 +116,15 @@ def test_a_server_without_monitor_cond_gets_monitor_and_update() -> None:
     assert plain["params"] == ["DB", "metaproxy", {"T": {"columns": ["name", "ref"]}}]
     h.answer(plain["id"], {"T": {"r1": {"new": {"name": "a"}}}})
     assert h.syncs[0].tables["T"]["r1"]["name"] == "a"
-    h.protocol.dataReceived(json.dumps({"id": None, "method": "update", "params": [
-        "metaproxy", {"T": {"r1": {"old": {"name": "a"}}}}]}).encode())
+    h.protocol.dataReceived(
+        json.dumps(
+            {
+                "id": None,
+                "method": "update",
+                "params": ["metaproxy", {"T": {"r1": {"old": {"name": "a"}}}}],
+            }
+        ).encode()
+    )
     assert h.changes[0][0].new is None
 
 
@@ -116,7 +152,7 @@ def test_refused_connections_back_off_up_to_the_maximum_over_the_remotes() -> No
     hosts = [c[0] for c in h.reactor.tcpClients]
     assert hosts[:4] == ["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]
     # 0.5, 1, 2, 3, 3, 3 s, each shortened by up to 20 % of jitter
-    for wait, full in zip(waits, [0.5, 1, 2, 3, 3, 3]):
+    for wait, full in zip(waits, [0.5, 1, 2, 3, 3, 3], strict=False):
         assert 0.8 * full <= wait <= full
 
 
@@ -156,8 +192,15 @@ def test_a_bad_notification_closes_the_connection_with_one_line() -> None:
     h = Harness()
     h.monitor.start()
     h.synchronise()
-    h.protocol.dataReceived(json.dumps({"id": None, "method": "update2", "params": [
-        "metaproxy", {"T": {"r9": {"modify": {"name": "x"}}}}]}).encode())
+    h.protocol.dataReceived(
+        json.dumps(
+            {
+                "id": None,
+                "method": "update2",
+                "params": ["metaproxy", {"T": {"r9": {"modify": {"name": "x"}}}}],
+            }
+        ).encode()
+    )
     self_remove()
     assert h.transport.disconnecting
     lines = [formatEvent(e) for e in events if "could not be applied" in formatEvent(e)]

@@ -46,11 +46,21 @@ def test_lifecycle_calls_reach_a_backend_that_has_them() -> None:
     calls = []
 
     class Managed:
-        def start(self): calls.append("start")
-        def stop(self): calls.append("stop"); return succeed("stopped")
-        def reload(self): calls.append("reload")
-        def ready(self): return False
-        def describe(self): return "managed"
+        def start(self):
+            calls.append("start")
+
+        def stop(self):
+            calls.append("stop")
+            return succeed("stopped")
+
+        def reload(self):
+            calls.append("reload")
+
+        def ready(self):
+            return False
+
+        def describe(self):
+            return "managed"
 
     m = Managed()
     backends.start_backend(m)

@@ -80,6 +80,7 @@ def counters(cache: CachingBackend) -> tuple[int, int, int, int]:
 
 # --- TTL ---------------------------------------------------------------------------------
 
+
 def test_second_lookup_within_ttl_makes_no_backend_call() -> None:
     """A kept answer serves the next lookup of the same key without a backend call."""
     backend, clock = AnsweringBackend([PORT]), Clock()
@@ -162,6 +163,7 @@ def test_bad_settings_are_refused(ttl: float, max_entries: int) -> None:
 
 
 # --- single flight -----------------------------------------------------------------------
+
 
 def test_28_concurrent_lookups_share_one_backend_call() -> None:
     """One boot's 28 concurrent lookups make one backend call; each gets its own Deferred
@@ -259,6 +261,7 @@ def test_a_waiter_callback_looking_up_again_gets_the_new_answer() -> None:
 
 # --- fresh -------------------------------------------------------------------------------
 
+
 def test_fresh_bypasses_the_kept_answer_and_replaces_it() -> None:
     """C{fresh=True} calls the backend despite a kept answer and keeps the new answer."""
     backend, clock = AnsweringBackend([PORT]), Clock()
@@ -313,6 +316,7 @@ def test_older_call_landing_first_is_not_kept_over_the_newer_one() -> None:
 
 
 # --- bounds and clear --------------------------------------------------------------------
+
 
 def test_size_is_bounded_dropping_the_oldest() -> None:
     """At most C{max_entries} answers are kept; the oldest goes first."""

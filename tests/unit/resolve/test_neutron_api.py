@@ -16,13 +16,17 @@ from twisted.logger import globalLogPublisher
 
 from bench.fakeneutron import FakeCloud, cloud_resource, neutron_ports
 from metaproxy.config import default_settings
-from metaproxy.neutron.keystone import Credentials, KeystoneSession
 from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.neutron.keystone import Credentials, KeystoneSession
 from metaproxy.resolve import backends
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, Instance, LookupUnavailable, Port
 from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.neutron_api import (
-    PORT_FIELDS, NeutronApiBackend, parse_ports, parse_router_networks, ports_url,
+    PORT_FIELDS,
+    NeutronApiBackend,
+    parse_ports,
+    parse_router_networks,
+    ports_url,
 )
 from metaproxy.resolve.resolver import Caller, InstanceResolver
 
@@ -36,21 +40,51 @@ OWNERS = [("device_owner", o) for o in ROUTER_INTERFACE_OWNERS]
 TABLE = {
     "routers": {"r2": ["net-b", "net-c"]},
     "ports": [
-        {"id": "pa", "network_id": "net-a", "mac_address": "fa:16:3e:00:00:0a",
-         "fixed_ips": ["10.0.0.5"], "device_id": "vm-a", "project_id": "proj-a",
-         "device_owner": "compute:nova"},
-        {"id": "r1-if", "network_id": "net-a", "mac_address": "fa:16:3e:00:00:01",
-         "fixed_ips": ["10.0.0.1"], "device_id": "r1", "project_id": "admin",
-         "device_owner": "network:router_interface"},
-        {"id": "r1-gw", "network_id": "ext", "mac_address": "fa:16:3e:00:00:02",
-         "fixed_ips": ["203.0.113.9"], "device_id": "r1", "project_id": "admin",
-         "device_owner": "network:router_gateway"},
-        {"id": "pb", "network_id": "net-b", "mac_address": "fa:16:3e:00:00:0b",
-         "fixed_ips": ["10.0.0.5"], "device_id": "vm-b", "project_id": "proj-b",
-         "device_owner": "compute:nova"},
-        {"id": "pc", "network_id": "net-c", "mac_address": "fa:16:3e:11:22:33",
-         "fixed_ips": ["10.0.1.7", "fd00:0:0::7"], "device_id": "vm-c", "project_id": "proj-c",
-         "device_owner": "compute:nova"},
+        {
+            "id": "pa",
+            "network_id": "net-a",
+            "mac_address": "fa:16:3e:00:00:0a",
+            "fixed_ips": ["10.0.0.5"],
+            "device_id": "vm-a",
+            "project_id": "proj-a",
+            "device_owner": "compute:nova",
+        },
+        {
+            "id": "r1-if",
+            "network_id": "net-a",
+            "mac_address": "fa:16:3e:00:00:01",
+            "fixed_ips": ["10.0.0.1"],
+            "device_id": "r1",
+            "project_id": "admin",
+            "device_owner": "network:router_interface",
+        },
+        {
+            "id": "r1-gw",
+            "network_id": "ext",
+            "mac_address": "fa:16:3e:00:00:02",
+            "fixed_ips": ["203.0.113.9"],
+            "device_id": "r1",
+            "project_id": "admin",
+            "device_owner": "network:router_gateway",
+        },
+        {
+            "id": "pb",
+            "network_id": "net-b",
+            "mac_address": "fa:16:3e:00:00:0b",
+            "fixed_ips": ["10.0.0.5"],
+            "device_id": "vm-b",
+            "project_id": "proj-b",
+            "device_owner": "compute:nova",
+        },
+        {
+            "id": "pc",
+            "network_id": "net-c",
+            "mac_address": "fa:16:3e:11:22:33",
+            "fixed_ips": ["10.0.1.7", "fd00:0:0::7"],
+            "device_id": "vm-c",
+            "project_id": "proj-c",
+            "device_owner": "compute:nova",
+        },
     ],
 }
 
@@ -74,10 +108,20 @@ def agent(cloud):
 
 def make_backend(clock, agent, timeout=5.0, **kwargs):
     http = HTTPClient(agent)
-    keystone = KeystoneSession(clock, http, Credentials(
-        "password", KEYSTONE, username="metaproxy", password=PASSWORD,
-        user_domain_name="Default", project_name="service", project_domain_name="Default"),
-        timeout=timeout)
+    keystone = KeystoneSession(
+        clock,
+        http,
+        Credentials(
+            "password",
+            KEYSTONE,
+            username="metaproxy",
+            password=PASSWORD,
+            user_domain_name="Default",
+            project_name="service",
+            project_domain_name="Default",
+        ),
+        timeout=timeout,
+    )
     return NeutronApiBackend(clock, http, keystone, timeout=timeout, **kwargs)
 
 
@@ -106,6 +150,7 @@ def neutron_queries(cloud):
 
 # --- the queries ----------------------------------------------------------------------
 
+
 def test_router_networks_asks_for_interface_ports_network_ids_only(agent, cloud, backend):
     """Reference 1.3: device_id = router, the three interface owners; the gateway port
     is not one of them."""
@@ -122,11 +167,13 @@ def test_router_networks_asks_for_interface_ports_network_ids_only(agent, cloud,
 
 def test_ports_by_ip_filters_networks_and_fixed_ip(agent, cloud, backend):
     ports = result(agent, backend.ports_by_ip(("net-b", "net-c", "net-b"), "10.0.0.5"))
-    assert ports == [Port("pb", "net-b", "fa:16:3e:00:00:0b", ("10.0.0.5",), "vm-b",
-                          "proj-b", "compute:nova")]
+    assert ports == [
+        Port("pb", "net-b", "fa:16:3e:00:00:0b", ("10.0.0.5",), "vm-b", "proj-b", "compute:nova")
+    ]
     assert neutron_queries(cloud) == [
-        [("network_id", "net-b"), ("network_id", "net-c"),
-         ("fixed_ips", "ip_address=10.0.0.5")] + FIELDS]
+        [("network_id", "net-b"), ("network_id", "net-c"), ("fixed_ips", "ip_address=10.0.0.5")]
+        + FIELDS
+    ]
 
 
 def test_ports_by_mac_for_link_local_callers(agent, cloud, backend):
@@ -134,7 +181,8 @@ def test_ports_by_mac_for_link_local_callers(agent, cloud, backend):
     assert [p.id for p in ports] == ["pc"]
     assert ports[0].fixed_ips == ("10.0.1.7", "fd00::7")
     assert neutron_queries(cloud) == [
-        [("network_id", "net-c"), ("mac_address", "fa:16:3e:11:22:33")] + FIELDS]
+        [("network_id", "net-c"), ("mac_address", "fa:16:3e:11:22:33")] + FIELDS
+    ]
 
 
 def test_every_request_carries_the_token_and_one_token_serves_all(agent, cloud, backend):
@@ -150,56 +198,83 @@ def test_answers_are_small(agent, cloud, backend):
     cloud_ports = cloud.index.by[("id", "pa")][0]
     assert "security_groups" in cloud_ports
     from bench.fakeneutron import select_ports
-    answer = select_ports(cloud.index, [("fixed_ips", "ip_address=10.0.0.5"),
-                                        ("network_id", "net-a")] + FIELDS)
+
+    answer = select_ports(
+        cloud.index, [("fixed_ips", "ip_address=10.0.0.5"), ("network_id", "net-a")] + FIELDS
+    )
     assert set(answer[0]) == set(PORT_FIELDS)
 
 
 # --- parsing ----------------------------------------------------------------------------
 
+
 def test_parse_ports_normalises_and_falls_back_to_tenant_id():
-    body = json.dumps({"ports": [{
-        "id": "p", "network_id": "n", "mac_address": "FA:16:3E:AA:BB:CC",
-        "fixed_ips": [{"subnet_id": "s", "ip_address": "FD00:0:0:0::5"}],
-        "device_id": "vm", "tenant_id": "old-project", "device_owner": None}]}).encode()
-    assert parse_ports(body) == [Port("p", "n", "fa:16:3e:aa:bb:cc", ("fd00::5",), "vm",
-                                      "old-project", "")]
+    body = json.dumps(
+        {
+            "ports": [
+                {
+                    "id": "p",
+                    "network_id": "n",
+                    "mac_address": "FA:16:3E:AA:BB:CC",
+                    "fixed_ips": [{"subnet_id": "s", "ip_address": "FD00:0:0:0::5"}],
+                    "device_id": "vm",
+                    "tenant_id": "old-project",
+                    "device_owner": None,
+                }
+            ]
+        }
+    ).encode()
+    assert parse_ports(body) == [
+        Port("p", "n", "fa:16:3e:aa:bb:cc", ("fd00::5",), "vm", "old-project", "")
+    ]
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"<html>", "not a JSON object"),
-    (b'{"ports": {}}', "not a list of objects"),
-    (b'{"ports": [{"id": "p", "fixed_ips": [{"ip_address": "x"}]}]}', "has no IP address"),
-    (b'{"ports": [{"id": "p", "device_id": 5}]}', "device_id is 5, not text"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"<html>", "not a JSON object"),
+        (b'{"ports": {}}', "not a list of objects"),
+        (b'{"ports": [{"id": "p", "fixed_ips": [{"ip_address": "x"}]}]}', "has no IP address"),
+        (b'{"ports": [{"id": "p", "device_id": 5}]}', "device_id is 5, not text"),
+    ],
+)
 def test_parse_ports_rejects_unusable_answers(body, words):
     with pytest.raises(ValueError, match=words):
         parse_ports(body)
 
 
 def test_parse_router_networks_needs_network_ids():
-    assert parse_router_networks(b'{"ports": [{"network_id": "a"}, {"network_id": "a"}]}') \
-        == ("a", "a")
+    assert parse_router_networks(b'{"ports": [{"network_id": "a"}, {"network_id": "a"}]}') == (
+        "a",
+        "a",
+    )
     with pytest.raises(ValueError, match="no network_id"):
         parse_router_networks(b'{"ports": [{}]}')
 
 
-@pytest.mark.parametrize("endpoint, url", [
-    ("http://n:9696", "http://n:9696/v2.0/ports"),
-    ("http://n:9696/", "http://n:9696/v2.0/ports"),
-    ("https://n/networking/v2.0/", "https://n/networking/v2.0/ports"),
-])
+@pytest.mark.parametrize(
+    "endpoint, url",
+    [
+        ("http://n:9696", "http://n:9696/v2.0/ports"),
+        ("http://n:9696/", "http://n:9696/v2.0/ports"),
+        ("https://n/networking/v2.0/", "https://n/networking/v2.0/ports"),
+    ],
+)
 def test_ports_url(endpoint, url):
     assert ports_url(endpoint) == url
 
 
 # --- the endpoint -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("interfaces, path", [
-    (("internal", "public"), "/network/v2.0/ports"),
-    (("public", "internal"), "/network-public/v2.0/ports"),
-    (("admin",), "/network-admin/v2.0/ports"),
-])
+
+@pytest.mark.parametrize(
+    "interfaces, path",
+    [
+        (("internal", "public"), "/network/v2.0/ports"),
+        (("public", "internal"), "/network-public/v2.0/ports"),
+        (("admin",), "/network-admin/v2.0/ports"),
+    ],
+)
 def test_endpoint_from_the_catalog_by_interface(clock, agent, cloud, interfaces, path):
     backend = make_backend(clock, agent, interfaces=interfaces, region="RegionOne")
     result(agent, backend.router_networks("r1"))
@@ -210,21 +285,26 @@ def test_endpoint_override_wins_over_the_catalog(clock, agent, cloud):
     backend = make_backend(clock, agent, endpoint_override="http://cloud.test/network-admin")
     result(agent, backend.router_networks("r1"))
     assert cloud.neutron_requests()[0].path == "/network-admin/v2.0/ports"
-    assert backend.describe() == ("Neutron API at http://cloud.test/network-admin/v2.0/ports, "
-                                  f"tokens from Keystone at {KEYSTONE}/auth/tokens")
+    assert backend.describe() == (
+        "Neutron API at http://cloud.test/network-admin/v2.0/ports, "
+        f"tokens from Keystone at {KEYSTONE}/auth/tokens"
+    )
 
 
 def test_no_endpoint_in_region_is_unavailable_naming_keystone(clock, agent, cloud):
     backend = make_backend(clock, agent, region="RegionTwo")
     error = failure(agent, backend.router_networks("r1"))
     assert isinstance(error, LookupUnavailable)
-    assert str(error).startswith(f"Keystone at {KEYSTONE}/auth/tokens: the catalog has no "
-                                 "'network' endpoint with interface internal or public in "
-                                 "region RegionTwo")
+    assert str(error).startswith(
+        f"Keystone at {KEYSTONE}/auth/tokens: the catalog has no "
+        "'network' endpoint with interface internal or public in "
+        "region RegionTwo"
+    )
     assert cloud.neutron_requests() == []
 
 
 # --- tokens: expiry and 401 ------------------------------------------------------------
+
 
 def test_expiring_token_is_renewed_before_the_next_call(clock, agent, cloud, backend):
     result(agent, backend.router_networks("r1"))
@@ -249,8 +329,11 @@ def test_concurrent_401s_renew_the_token_once(agent, cloud, backend):
     result(agent, backend.router_networks("r1"))
     cloud.revoke_tokens()
     cloud.neutron_fault = "hold"
-    calls = [backend.router_networks("r1"), backend.router_networks("r2"),
-             backend.ports_by_ip(("net-a",), "10.0.0.5")]
+    calls = [
+        backend.router_networks("r1"),
+        backend.router_networks("r2"),
+        backend.ports_by_ip(("net-a",), "10.0.0.5"),
+    ]
     agent.flush()
     cloud.neutron_fault = None
     cloud.release()  # three 401s
@@ -263,12 +346,14 @@ def test_concurrent_401s_renew_the_token_once(agent, cloud, backend):
 def test_401_with_the_new_token_too_is_unavailable(agent, cloud, backend):
     cloud.neutron_fault = 401
     error = failure(agent, backend.router_networks("r1"))
-    assert str(error) == (f"Neutron API at {PORTS} answered HTTP 401 with a new token too: "
-                          "injected fault")
+    assert str(error) == (
+        f"Neutron API at {PORTS} answered HTTP 401 with a new token too: injected fault"
+    )
     assert len(cloud.neutron_requests()) == 2 and len(cloud.keystone_requests()) == 2
 
 
 # --- failures: bounded, named ----------------------------------------------------------
+
 
 def test_neutron_error_status_names_the_endpoint(agent, cloud, backend):
     cloud.neutron_fault = 500
@@ -291,8 +376,9 @@ def test_slow_neutron_fails_at_the_timeout(clock, agent, cloud):
     assert not d.called
     clock.advance(0.1)
     error = failure(agent, d)
-    assert str(error) == (f"no answer within 3 s ([neutron] timeout) while asking the "
-                          f"Neutron API at {PORTS}")
+    assert str(error) == (
+        f"no answer within 3 s ([neutron] timeout) while asking the Neutron API at {PORTS}"
+    )
 
 
 def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
@@ -303,8 +389,9 @@ def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
     clock.advance(3.0)
     error = failure(agent, d)
     # the token request's own timeout (the same [neutron] timeout) says it first
-    assert str(error) == (f"Keystone at {KEYSTONE}/auth/tokens did not answer within 3 s "
-                          "([neutron] timeout)")
+    assert str(error) == (
+        f"Keystone at {KEYSTONE}/auth/tokens did not answer within 3 s ([neutron] timeout)"
+    )
     assert cloud.neutron_requests() == []
 
 
@@ -316,6 +403,7 @@ def test_keystone_down_names_keystone(agent, cloud, backend):
 
 def test_unreachable_neutron_says_how(clock):
     """A refused connection is reported with its cause, not a traceback."""
+
     class Refusing:
         def request(self, method, uri, headers=None, bodyProducer=None):
             if uri.endswith(b"/auth/tokens"):
@@ -329,8 +417,10 @@ def test_unreachable_neutron_says_how(clock):
     real.flush()
     error = d.result.value
     d.addErrback(lambda f: None)
-    assert str(error).startswith(f"Neutron API at {PORTS} unreachable (ConnectionRefusedError: "
-                                 "Connection was refused by other side")
+    assert str(error).startswith(
+        f"Neutron API at {PORTS} unreachable (ConnectionRefusedError: "
+        "Connection was refused by other side"
+    )
 
 
 # --- through the core: coalescing and the cache -----------------------------------------
@@ -379,6 +469,7 @@ def test_sequential_boot_cache_on_makes_two_neutron_calls(agent, cloud, backend,
 
 # --- lifecycle and building --------------------------------------------------------------
 
+
 @pytest.fixture
 def events():
     seen = []
@@ -389,16 +480,16 @@ def events():
 
 def text_of(events):
     from twisted.logger import formatEvent
-    return [formatEvent(e) for e in events if e.get("log_namespace", "").startswith(
-        "metaproxy")]
+
+    return [formatEvent(e) for e in events if e.get("log_namespace", "").startswith("metaproxy")]
 
 
 def test_start_gets_a_token_and_logs_where_ports_come_from(agent, backend, events):
     backend.start()
     agent.flush()
     assert text_of(events) == [
-        f"Neutron API lookups: token from Keystone at {KEYSTONE}/auth/tokens; ports at "
-        f"{PORTS}"]
+        f"Neutron API lookups: token from Keystone at {KEYSTONE}/auth/tokens; ports at {PORTS}"
+    ]
 
 
 def test_start_with_bad_credentials_logs_without_the_password(clock, agent, cloud, events):
@@ -407,8 +498,10 @@ def test_start_with_bad_credentials_logs_without_the_password(clock, agent, clou
     backend.start()
     agent.flush()
     [line] = text_of(events)
-    assert line.startswith("Neutron API lookups: no token yet (Keystone at "
-                           f"{KEYSTONE}/auth/tokens refused the credentials (HTTP 401")
+    assert line.startswith(
+        "Neutron API lookups: no token yet (Keystone at "
+        f"{KEYSTONE}/auth/tokens refused the credentials (HTTP 401"
+    )
     assert PASSWORD not in line and not any(t in line for t in cloud.tokens)
 
 
@@ -429,22 +522,32 @@ def test_built_from_settings_with_a_ca_file(tmp_path):
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     settings = default_settings(
-        lookup_backend="neutron_api", neutron_auth_type="password",
-        neutron_auth_url="https://keystone.example:5000", neutron_username="u",
-        neutron_password="p", neutron_user_domain_name="Default",
-        neutron_project_name="service", neutron_project_domain_name="Default",
-        neutron_cafile=str(tmp_path / "ca.pem"), neutron_region_name="R9")
+        lookup_backend="neutron_api",
+        neutron_auth_type="password",
+        neutron_auth_url="https://keystone.example:5000",
+        neutron_username="u",
+        neutron_password="p",
+        neutron_user_domain_name="Default",
+        neutron_project_name="service",
+        neutron_project_domain_name="Default",
+        neutron_cafile=str(tmp_path / "ca.pem"),
+        neutron_region_name="R9",
+    )
     built = backends.build_backend(Clock(), settings)
     assert isinstance(built, NeutronApiBackend)
     assert backends.describe_backend(built) == (
         "Neutron API at the catalog's network endpoint (internal, public, region R9), "
-        "tokens from Keystone at https://keystone.example:5000/v3/auth/tokens")
+        "tokens from Keystone at https://keystone.example:5000/v3/auth/tokens"
+    )
 
 
 def test_bad_ca_file_is_a_backend_error(tmp_path):
     (tmp_path / "ca.pem").write_text("not a certificate")
-    settings = default_settings(lookup_backend="neutron_api", neutron_auth_type="password",
-                                neutron_auth_url="https://k:5000",
-                                neutron_cafile=str(tmp_path / "ca.pem"))
+    settings = default_settings(
+        lookup_backend="neutron_api",
+        neutron_auth_type="password",
+        neutron_auth_url="https://k:5000",
+        neutron_cafile=str(tmp_path / "ca.pem"),
+    )
     with pytest.raises(backends.BackendError, match=r"^\[neutron\] cafile: CA file .* holds no"):
         backends.build_backend(Clock(), settings)

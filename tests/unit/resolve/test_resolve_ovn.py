@@ -17,12 +17,27 @@ def dp(network: str) -> dict:
     return {"external_ids": {"name": f"neutron-{network}", "name2": "private"}}
 
 
-def pb(name: str, datapath: str, mac: tuple = (), chassis: tuple = ("ch1",), device="vm",
-       project="pr", owner="compute:nova") -> dict:
-    return {"logical_port": name, "datapath": datapath, "chassis": chassis, "mac": mac,
-            "type": "", "external_ids": {"neutron:device_id": device,
-                                         "neutron:project_id": project,
-                                         "neutron:device_owner": owner}}
+def pb(
+    name: str,
+    datapath: str,
+    mac: tuple = (),
+    chassis: tuple = ("ch1",),
+    device="vm",
+    project="pr",
+    owner="compute:nova",
+) -> dict:
+    return {
+        "logical_port": name,
+        "datapath": datapath,
+        "chassis": chassis,
+        "mac": mac,
+        "type": "",
+        "external_ids": {
+            "neutron:device_id": device,
+            "neutron:project_id": project,
+            "neutron:device_owner": owner,
+        },
+    }
 
 
 def index_with(*ports: tuple[str, dict]) -> OvnIndex:
@@ -35,10 +50,21 @@ def index_with(*ports: tuple[str, dict]) -> OvnIndex:
 
 
 def test_bound_port_found_by_network_and_ip_or_mac() -> None:
-    index = index_with(("u1", pb("p1", "d1", ("FA:16:3E:00:00:01 10.0.0.5 fd00::0005",),
-                                 device="vm1", project="proj1")))
-    port = Port("p1", "net1", "fa:16:3e:00:00:01", ("10.0.0.5", "fd00::5"), "vm1", "proj1",
-                "compute:nova")
+    index = index_with(
+        (
+            "u1",
+            pb(
+                "p1",
+                "d1",
+                ("FA:16:3E:00:00:01 10.0.0.5 fd00::0005",),
+                device="vm1",
+                project="proj1",
+            ),
+        )
+    )
+    port = Port(
+        "p1", "net1", "fa:16:3e:00:00:01", ("10.0.0.5", "fd00::5"), "vm1", "proj1", "compute:nova"
+    )
     assert index.ports_by_ip(["net1"], "10.0.0.5") == [port]
     assert index.ports_by_ip(["net1"], "fd00::5") == [port]
     assert index.ports_by_mac(["net1"], "FA:16:3E:00:00:01") == [port]
@@ -47,15 +73,18 @@ def test_bound_port_found_by_network_and_ip_or_mac() -> None:
 
 
 def test_only_the_first_mac_entry_counts_and_bad_tokens_are_skipped() -> None:
-    index = index_with(("u1", pb("p1", "d1", ("fa:16:3e:00:00:02 10.0.0.6 dynamic",
-                                              "fa:16:3e:00:00:09 10.0.0.9"))))
+    index = index_with(
+        ("u1", pb("p1", "d1", ("fa:16:3e:00:00:02 10.0.0.6 dynamic", "fa:16:3e:00:00:09 10.0.0.9")))
+    )
     assert [p.id for p in index.ports_by_ip(["net1"], "10.0.0.6")] == ["p1"]
     assert index.ports_by_ip(["net1"], "10.0.0.9") == []
 
 
 def test_unbound_or_macless_ports_identify_nobody() -> None:
-    index = index_with(("u1", pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",), chassis=())),
-                       ("u2", pb("p2", "d1", ())))
+    index = index_with(
+        ("u1", pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",), chassis=())),
+        ("u2", pb("p2", "d1", ())),
+    )
     assert index.ports_by_ip(["net1"], "10.0.0.5") == [] and index.bound_ports == 0
 
 
@@ -89,11 +118,30 @@ def test_port_before_its_datapath_and_datapath_renamed_or_deleted() -> None:
 
 def test_router_interfaces_give_the_routers_networks_bound_or_not() -> None:
     index = index_with(
-        ("r1", pb("rif1", "d1", ("fa:16:3e:ff:00:01 10.0.0.1",), chassis=(), device="rt",
-                  owner="network:router_interface")),
-        ("r2", pb("rif2", "d2", ("fa:16:3e:ff:00:02 10.1.0.1",), chassis=(), device="rt",
-                  owner="network:router_interface_distributed")),
-        ("g", pb("gw", "d2", (), chassis=(), device="rt", owner="network:router_gateway")))
+        (
+            "r1",
+            pb(
+                "rif1",
+                "d1",
+                ("fa:16:3e:ff:00:01 10.0.0.1",),
+                chassis=(),
+                device="rt",
+                owner="network:router_interface",
+            ),
+        ),
+        (
+            "r2",
+            pb(
+                "rif2",
+                "d2",
+                ("fa:16:3e:ff:00:02 10.1.0.1",),
+                chassis=(),
+                device="rt",
+                owner="network:router_interface_distributed",
+            ),
+        ),
+        ("g", pb("gw", "d2", (), chassis=(), device="rt", owner="network:router_gateway")),
+    )
     assert sorted(index.router_networks("rt")) == ["net1", "net2"]
     index.set_port("r1", None)
     assert index.router_networks("rt") == ("net2",)
@@ -103,10 +151,13 @@ def test_router_interfaces_give_the_routers_networks_bound_or_not() -> None:
 
 def test_changes_from_the_monitor() -> None:
     index = OvnIndex()
-    index.apply([RowChange("Datapath_Binding", "d1", None, dp("net1")),
-                 RowChange("Chassis", "c1", None, {"name": "c"}),
-                 RowChange("Port_Binding", "u1", None,
-                           pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",)))])
+    index.apply(
+        [
+            RowChange("Datapath_Binding", "d1", None, dp("net1")),
+            RowChange("Chassis", "c1", None, {"name": "c"}),
+            RowChange("Port_Binding", "u1", None, pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))),
+        ]
+    )
     assert index.chassis == 1 and len(index.ports_by_ip(["net1"], "10.0.0.5")) == 1
 
 
@@ -132,9 +183,11 @@ def test_backend_answers_503_until_synchronised_then_from_memory() -> None:
     from metaproxy.ovsdb.remote import parse_remotes
 
     monitors = []
-    backend = OvnBackend(Clock(), parse_remotes("tcp:127.0.0.1:6642"),
-                         monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw))
-                         or monitors[-1])
+    backend = OvnBackend(
+        Clock(),
+        parse_remotes("tcp:127.0.0.1:6642"),
+        monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw)) or monitors[-1],
+    )
     backend.start()
     assert monitors[0].started and not backend.ready()
     failures = []
@@ -143,10 +196,15 @@ def test_backend_answers_503_until_synchronised_then_from_memory() -> None:
     assert [f.check(LookupUnavailable) for f in failures] == [LookupUnavailable] * 2
     assert "not synchronised yet" in str(failures[0].value)
     assert "not synchronised yet" in backend.describe()
-    monitors[0].callbacks["on_sync"](FakeStore({
-        "Datapath_Binding": {"d1": dp("net1")},
-        "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))},
-        "Chassis": {"c1": {"name": "c"}}}))
+    monitors[0].callbacks["on_sync"](
+        FakeStore(
+            {
+                "Datapath_Binding": {"d1": dp("net1")},
+                "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))},
+                "Chassis": {"c1": {"name": "c"}},
+            }
+        )
+    )
     assert backend.ready()
     found = []
     backend.ports_by_ip(["net1"], "10.0.0.5").addCallback(found.append)
@@ -168,13 +226,22 @@ def test_several_ports_logged_once_with_the_sync_advice(caplog=None) -> None:
     globalLogPublisher.addObserver(events.append)
     try:
         monitors = []
-        backend = OvnBackend(Clock(), parse_remotes("tcp:127.0.0.1:6642"),
-                             monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw))
-                             or monitors[-1])
-        monitors[0].callbacks["on_sync"](FakeStore({
-            "Datapath_Binding": {"d1": dp("net1")},
-            "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",)),
-                             "u2": pb("p2", "d1", ("fa:16:3e:00:00:02 10.0.0.5",))}}))
+        backend = OvnBackend(
+            Clock(),
+            parse_remotes("tcp:127.0.0.1:6642"),
+            monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw)) or monitors[-1],
+        )
+        monitors[0].callbacks["on_sync"](
+            FakeStore(
+                {
+                    "Datapath_Binding": {"d1": dp("net1")},
+                    "Port_Binding": {
+                        "u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",)),
+                        "u2": pb("p2", "d1", ("fa:16:3e:00:00:02 10.0.0.5",)),
+                    },
+                }
+            )
+        )
         for _ in range(3):
             found = []
             backend.ports_by_ip(["net1"], "10.0.0.5").addCallback(found.append)
@@ -184,13 +251,17 @@ def test_several_ports_logged_once_with_the_sync_advice(caplog=None) -> None:
     several = [e for e in events if "More than one port" in e.get("log_format", "")]
     assert len(several) == 1
     from twisted.logger import formatEvent
+
     text = formatEvent(several[0])
     assert "neutron-ovn-db-sync-util" in text and "p1, p2" in text and "10.0.0.5" in text
 
 
 def test_built_from_settings_and_registered() -> None:
-    settings = attrs.evolve(default_settings(), lookup_backend="ovn",
-                            ovn_sb_connection="tcp:127.0.0.1:6642,unix:/run/ovn/sb.sock")
+    settings = attrs.evolve(
+        default_settings(),
+        lookup_backend="ovn",
+        ovn_sb_connection="tcp:127.0.0.1:6642,unix:/run/ovn/sb.sock",
+    )
     backend = backends.build_backend(Clock(), settings)
     assert isinstance(backend, OvnBackend)
     assert backends.backend_ready(backend) is False
@@ -198,8 +269,9 @@ def test_built_from_settings_and_registered() -> None:
     with pytest.raises(BackendError, match=r"\[ovn\] ovn_sb_connection: .*unknown"):
         backends.build_backend(Clock(), attrs.evolve(settings, ovn_sb_connection="udp:1"))
     with pytest.raises(BackendError, match=r"\[ovn\] private key '' cannot be read"):
-        backends.build_backend(Clock(), attrs.evolve(settings,
-                                                     ovn_sb_connection="ssl:10.0.0.1:6642"))
+        backends.build_backend(
+            Clock(), attrs.evolve(settings, ovn_sb_connection="ssl:10.0.0.1:6642")
+        )
 
 
 def test_probe_interval_in_seconds_as_ovs_counts_it() -> None:
@@ -209,8 +281,9 @@ def test_probe_interval_in_seconds_as_ovs_counts_it() -> None:
 def test_the_agent_keeps_no_answers_in_front_of_a_replica() -> None:
     from metaproxy.agent.service import Proxy
 
-    settings = attrs.evolve(default_settings(), lookup_backend="ovn", cache_enabled=True,
-                            cache_expiration_time=600)
+    settings = attrs.evolve(
+        default_settings(), lookup_backend="ovn", cache_enabled=True, cache_expiration_time=600
+    )
     proxy = Proxy(MemoryReactorClock(), settings)
     assert isinstance(proxy.backend, OvnBackend) and not proxy.cache.enabled
 
@@ -225,18 +298,25 @@ def test_answers_now_from_the_replica_and_none_before_sync() -> None:
     from metaproxy.resolve.resolver import Caller, InstanceResolver
 
     monitors = []
-    backend = OvnBackend(Clock(), parse_remotes("tcp:127.0.0.1:6642"),
-                         monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw))
-                         or monitors[-1])
+    backend = OvnBackend(
+        Clock(),
+        parse_remotes("tcp:127.0.0.1:6642"),
+        monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw)) or monitors[-1],
+    )
     resolver = InstanceResolver(CachingBackend(backend, Clock(), ttl=60, enabled=False))
     who = Caller(Namespace(NamespaceKind.OVN, "net1"), "10.0.0.5")
     assert backend.ports_by_ip_now(["net1"], "10.0.0.5") is None
     assert backend.router_networks_now("rt") is None
     assert resolver.resolve_now(who) is None
-    monitors[0].callbacks["on_sync"](FakeStore({
-        "Datapath_Binding": {"d1": dp("net1")},
-        "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))},
-        "Chassis": {"c1": {"name": "c"}}}))
+    monitors[0].callbacks["on_sync"](
+        FakeStore(
+            {
+                "Datapath_Binding": {"d1": dp("net1")},
+                "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))},
+                "Chassis": {"c1": {"name": "c"}},
+            }
+        )
+    )
     assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.5")] == ["p1"]
     assert [p.id for p in backend.ports_by_mac_now(["net1"], "fa:16:3e:00:00:01")] == ["p1"]
     assert resolver.resolve_now(who) == Instance("vm", "pr")

@@ -20,37 +20,63 @@ from metaproxy.resolve.table import TableBackend
 ROUTER, NETWORK, OVN = NamespaceKind.ROUTER, NamespaceKind.NETWORK, NamespaceKind.OVN
 
 
-def port(id: str, network_id: str, ips: list[str], device_id: str = "",
-         project_id: str = "proj", mac: str = "fa:16:3e:00:00:01",
-         owner: str = "compute:nova") -> dict[str, object]:
-    return {"id": id, "network_id": network_id, "mac_address": mac, "fixed_ips": ips,
-            "device_id": device_id, "project_id": project_id, "device_owner": owner}
+def port(
+    id: str,
+    network_id: str,
+    ips: list[str],
+    device_id: str = "",
+    project_id: str = "proj",
+    mac: str = "fa:16:3e:00:00:01",
+    owner: str = "compute:nova",
+) -> dict[str, object]:
+    return {
+        "id": id,
+        "network_id": network_id,
+        "mac_address": mac,
+        "fixed_ips": ips,
+        "device_id": device_id,
+        "project_id": project_id,
+        "device_owner": owner,
+    }
 
 
-TABLE = {"ports": [
-    # router r-a on network blue (plain interface) and red (distributed); gateway on ext
-    port("ra-blue", "blue", ["10.0.0.1"], "r-a", owner="network:router_interface"),
-    port("ra-ext", "ext", ["203.0.113.9"], "r-a", owner="network:router_gateway"),
-    port("ra-red", "red", ["10.1.0.1"], "r-a", owner="network:router_interface_distributed"),
-    # router r-b (HA) on network green, which reuses blue's addresses
-    port("rb-green", "green", ["10.0.0.1"], "r-b", owner="network:ha_router_replicated_interface"),
-    # router r-c has two interface ports on one network
-    port("rc-blue-4", "blue", ["10.0.0.254"], "r-c", owner="network:router_interface"),
-    port("rc-blue-6", "blue", ["fd00::1"], "r-c", owner="network:router_interface"),
-    # instances
-    port("vm-blue", "blue", ["10.0.0.5", "fd00::5"], "inst-blue", "proj-blue",
-         mac="fa:16:3e:00:00:05"),
-    port("vm-green", "green", ["10.0.0.5"], "inst-green", "proj-green", mac="fa:16:3e:00:00:06"),
-    port("vm-red", "red", ["10.1.0.7"], "inst-red", "proj-red", mac="fa:16:3e:00:00:07"),
-    port("vm-ext", "ext", ["203.0.113.50"], "inst-ext", "proj-ext", mac="fa:16:3e:00:00:08"),
-    # two ports claiming one address on red
-    port("dup-1", "red", ["10.1.0.66"], "inst-x", mac="fa:16:3e:00:00:09"),
-    port("dup-2", "red", ["10.1.0.66"], "inst-y", mac="fa:16:3e:00:00:0a"),
-    # a reserved port with no device
-    port("reserved", "green", ["10.0.0.9"], "", mac="fa:16:3e:00:00:0b"),
-    # OVN network, no router
-    port("vm-ovn", "ovn-net", ["192.168.1.1"], "inst-ovn", "proj-ovn", mac="fa:16:3e:00:00:0c"),
-], "routers": {"r-empty": []}}
+TABLE = {
+    "ports": [
+        # router r-a on network blue (plain interface) and red (distributed); gateway on ext
+        port("ra-blue", "blue", ["10.0.0.1"], "r-a", owner="network:router_interface"),
+        port("ra-ext", "ext", ["203.0.113.9"], "r-a", owner="network:router_gateway"),
+        port("ra-red", "red", ["10.1.0.1"], "r-a", owner="network:router_interface_distributed"),
+        # router r-b (HA) on network green, which reuses blue's addresses
+        port(
+            "rb-green", "green", ["10.0.0.1"], "r-b", owner="network:ha_router_replicated_interface"
+        ),
+        # router r-c has two interface ports on one network
+        port("rc-blue-4", "blue", ["10.0.0.254"], "r-c", owner="network:router_interface"),
+        port("rc-blue-6", "blue", ["fd00::1"], "r-c", owner="network:router_interface"),
+        # instances
+        port(
+            "vm-blue",
+            "blue",
+            ["10.0.0.5", "fd00::5"],
+            "inst-blue",
+            "proj-blue",
+            mac="fa:16:3e:00:00:05",
+        ),
+        port(
+            "vm-green", "green", ["10.0.0.5"], "inst-green", "proj-green", mac="fa:16:3e:00:00:06"
+        ),
+        port("vm-red", "red", ["10.1.0.7"], "inst-red", "proj-red", mac="fa:16:3e:00:00:07"),
+        port("vm-ext", "ext", ["203.0.113.50"], "inst-ext", "proj-ext", mac="fa:16:3e:00:00:08"),
+        # two ports claiming one address on red
+        port("dup-1", "red", ["10.1.0.66"], "inst-x", mac="fa:16:3e:00:00:09"),
+        port("dup-2", "red", ["10.1.0.66"], "inst-y", mac="fa:16:3e:00:00:0a"),
+        # a reserved port with no device
+        port("reserved", "green", ["10.0.0.9"], "", mac="fa:16:3e:00:00:0b"),
+        # OVN network, no router
+        port("vm-ovn", "ovn-net", ["192.168.1.1"], "inst-ovn", "proj-ovn", mac="fa:16:3e:00:00:0c"),
+    ],
+    "routers": {"r-empty": []},
+}
 
 
 @pytest.fixture
@@ -104,6 +130,7 @@ def failed(d: Deferred) -> Failure:
 
 # --- which networks ------------------------------------------------------------------------
 
+
 def test_router_queries_its_interface_networks_then_ports_on_them(table: TableBackend) -> None:
     """A router caller: router networks first (the three interface owners, in order, not
     the gateway network), then an IP lookup on exactly those networks."""
@@ -144,15 +171,20 @@ def test_router_without_networks_is_not_found_without_a_port_query(table: TableB
 
 # --- which port ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("namespace", "ip", "expected"), [
-    (Namespace(ROUTER, "r-a"), "10.0.0.5", Instance("inst-blue", "proj-blue")),
-    (Namespace(ROUTER, "r-a"), "fd00::5", Instance("inst-blue", "proj-blue")),
-    (Namespace(NETWORK, "blue"), "10.0.0.5", Instance("inst-blue", "proj-blue")),
-    (Namespace(ROUTER, "r-b"), "10.0.0.5", Instance("inst-green", "proj-green")),
-    (Namespace(NETWORK, "green"), "10.0.0.5", Instance("inst-green", "proj-green")),
-])
-def test_match_gives_device_and_project(table: TableBackend, namespace: Namespace, ip: str,
-                                        expected: Instance) -> None:
+
+@pytest.mark.parametrize(
+    ("namespace", "ip", "expected"),
+    [
+        (Namespace(ROUTER, "r-a"), "10.0.0.5", Instance("inst-blue", "proj-blue")),
+        (Namespace(ROUTER, "r-a"), "fd00::5", Instance("inst-blue", "proj-blue")),
+        (Namespace(NETWORK, "blue"), "10.0.0.5", Instance("inst-blue", "proj-blue")),
+        (Namespace(ROUTER, "r-b"), "10.0.0.5", Instance("inst-green", "proj-green")),
+        (Namespace(NETWORK, "green"), "10.0.0.5", Instance("inst-green", "proj-green")),
+    ],
+)
+def test_match_gives_device_and_project(
+    table: TableBackend, namespace: Namespace, ip: str, expected: Instance
+) -> None:
     """One port with a device id: its (device_id, project_id). The same 10.0.0.5 on two
     networks behind two routers resolves to the right instance for each."""
     assert fired(InstanceResolver(table).resolve(Caller(namespace, ip, None))) == expected
@@ -188,9 +220,9 @@ def test_repeated_router_network_does_not_make_two_ports(table: TableBackend) ->
 
 
 @pytest.mark.parametrize("kind_and_id", [(ROUTER, "r-a"), (NETWORK, "blue")])
-def test_mac_lookup_is_used_for_link_local_callers(table: TableBackend,
-                                                   kind_and_id: tuple[NamespaceKind, str]
-                                                   ) -> None:
+def test_mac_lookup_is_used_for_link_local_callers(
+    table: TableBackend, kind_and_id: tuple[NamespaceKind, str]
+) -> None:
     """With a MAC set (IPv6 link-local caller) the port is looked up by MAC, not IP."""
     backend = Recording(table)
     who = caller(*kind_and_id, "fe80::f816:3eff:fe00:5", mac="fa:16:3e:00:00:05")
@@ -208,13 +240,15 @@ def test_mac_of_a_port_on_another_network_is_not_found(table: TableBackend) -> N
 
 # --- errors --------------------------------------------------------------------------------
 
+
 class Broken:
     """A backend whose every lookup fails with C{error} (or raises it at once)."""
 
     name = "neutron http://neutron:9696"
 
-    def __init__(self, error: Exception, at_once: bool = False,
-                 networks: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, error: Exception, at_once: bool = False, networks: tuple[str, ...] | None = None
+    ) -> None:
         self.error, self.at_once, self.networks = error, at_once, networks
 
     def _fail(self) -> Deferred:
@@ -243,14 +277,16 @@ def test_lookup_unavailable_passes_through_unchanged(kind: NamespaceKind) -> Non
 @pytest.mark.parametrize("at_once", [False, True])
 @pytest.mark.parametrize("networks", [None, ("n1",)])
 def test_unexpected_errors_become_lookup_unavailable_naming_the_backend(
-        at_once: bool, networks: tuple[str, ...] | None) -> None:
+    at_once: bool, networks: tuple[str, ...] | None
+) -> None:
     """Any other error (failed Deferred or raised at once, in either step) becomes
     LookupUnavailable naming the backend, with the original as its cause."""
     backend = Broken(KeyError("fixed_ips"), at_once=at_once, networks=networks)
     failure = failed(InstanceResolver(backend).resolve(caller(ROUTER, "r", "10.0.0.5")))
     assert failure.check(LookupUnavailable)
     assert str(failure.value) == (
-        "port lookup in neutron http://neutron:9696 failed: KeyError: 'fixed_ips'")
+        "port lookup in neutron http://neutron:9696 failed: KeyError: 'fixed_ips'"
+    )
     assert isinstance(failure.value.__cause__, KeyError)
 
 
@@ -260,8 +296,9 @@ def test_backend_without_a_name_is_named_by_its_class() -> None:
     class Nameless(Broken):
         name = None  # type: ignore[assignment]
 
-    failure = failed(InstanceResolver(Nameless(ValueError("x"))).resolve(
-        caller(NETWORK, "n", "10.0.0.5")))
+    failure = failed(
+        InstanceResolver(Nameless(ValueError("x"))).resolve(caller(NETWORK, "n", "10.0.0.5"))
+    )
     assert str(failure.value) == "port lookup in Nameless failed: ValueError: x"
 
 
@@ -278,6 +315,7 @@ def test_cancelling_a_resolve_is_not_turned_into_unavailable() -> None:
 
 
 # --- with the cache ------------------------------------------------------------------------
+
 
 def test_cached_resolves_make_no_second_backend_call(table: TableBackend) -> None:
     """Behind the cache a repeated router lookup asks the backend once per step."""
@@ -300,8 +338,10 @@ def test_fresh_reaches_the_cache_and_refreshes_both_steps(table: TableBackend) -
     fired(resolver.resolve(who))
     assert fired(resolver.resolve(who, fresh=True)) == Instance("inst-blue", "proj-blue")
     assert [(m, kw) for m, _, kw in backend.calls] == [
-        ("router_networks", {}), ("ports_by_ip", {}),
-        ("router_networks", {}), ("ports_by_ip", {}),
+        ("router_networks", {}),
+        ("ports_by_ip", {}),
+        ("router_networks", {}),
+        ("ports_by_ip", {}),
     ]
     fired(resolver.resolve(who))
     assert len(backend.calls) == 4
@@ -314,10 +354,15 @@ def test_fresh_is_passed_only_to_backends_that_accept_it(table: TableBackend) ->
     fired(InstanceResolver(plain).resolve(caller(ROUTER, "r-a", "10.0.0.5"), fresh=True))
     assert [kw for _, _, kw in plain.calls] == [{}, {}]
     aware = Recording(table, accepts_fresh=True)
-    fired(InstanceResolver(aware).resolve(
-        caller(ROUTER, "r-a", "fe80::1", mac="fa:16:3e:00:00:05"), fresh=True))
+    fired(
+        InstanceResolver(aware).resolve(
+            caller(ROUTER, "r-a", "fe80::1", mac="fa:16:3e:00:00:05"), fresh=True
+        )
+    )
     assert [(m, kw) for m, _, kw in aware.calls] == [
-        ("router_networks", {"fresh": True}), ("ports_by_mac", {"fresh": True})]
+        ("router_networks", {"fresh": True}),
+        ("ports_by_mac", {"fresh": True}),
+    ]
     aware.calls.clear()
     fired(InstanceResolver(aware).resolve(caller(NETWORK, "blue", "10.0.0.5"), fresh=True))
     assert aware.calls == [("ports_by_ip", (("blue",), "10.0.0.5"), {"fresh": True})]
@@ -357,23 +402,30 @@ def test_concurrent_resolves_share_backend_calls() -> None:
 # --- answers now (no Deferred) ---------------------------------------------------------------
 
 NOW_CALLERS = [
-    caller(ROUTER, "r-a", "10.0.0.5"), caller(ROUTER, "r-a", "fd00::5"),
-    caller(ROUTER, "r-b", "10.0.0.5"), caller(NETWORK, "green", "10.0.0.5"),
-    caller(ROUTER, "r-a", "10.1.0.66"), caller(ROUTER, "r-b", "10.0.0.9"),
-    caller(ROUTER, "r-empty", "10.0.0.5"), caller(ROUTER, "r-unknown", "10.0.0.5"),
-    caller(NETWORK, "blue", "10.0.0.77"), caller(OVN, "ovn-net", "192.168.1.1"),
+    caller(ROUTER, "r-a", "10.0.0.5"),
+    caller(ROUTER, "r-a", "fd00::5"),
+    caller(ROUTER, "r-b", "10.0.0.5"),
+    caller(NETWORK, "green", "10.0.0.5"),
+    caller(ROUTER, "r-a", "10.1.0.66"),
+    caller(ROUTER, "r-b", "10.0.0.9"),
+    caller(ROUTER, "r-empty", "10.0.0.5"),
+    caller(ROUTER, "r-unknown", "10.0.0.5"),
+    caller(NETWORK, "blue", "10.0.0.77"),
+    caller(OVN, "ovn-net", "192.168.1.1"),
     caller(ROUTER, "r-a", "fe80::f816:3eff:fe00:5", mac="fa:16:3e:00:00:05"),
 ]
 
 
 @pytest.mark.parametrize("who", NOW_CALLERS, ids=lambda c: f"{c.namespace.name}-{c.ip}")
 @pytest.mark.parametrize("cache", [None, "off", "on"])
-def test_answer_now_is_the_answer_resolve_gives(table: TableBackend, who: Caller,
-                                                cache: str | None) -> None:
+def test_answer_now_is_the_answer_resolve_gives(
+    table: TableBackend, who: Caller, cache: str | None
+) -> None:
     """For a backend with the answers in memory (the table), resolve_now gives what
     resolve gives, directly or through the cache (kept answers or not)."""
-    backend: Any = table if cache is None else CachingBackend(table, Clock(), ttl=60,
-                                                              enabled=cache == "on")
+    backend: Any = (
+        table if cache is None else CachingBackend(table, Clock(), ttl=60, enabled=cache == "on")
+    )
     resolver = InstanceResolver(backend)
     assert resolver.resolve_now(who) == fired(resolver.resolve(who))
     assert resolver.resolve_now(who) == fired(resolver.resolve(who))

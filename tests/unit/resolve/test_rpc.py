@@ -4,7 +4,8 @@ context shapes, and the backend's threads, timeouts and errors (a fake bus, a Cl
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
@@ -12,27 +13,50 @@ from twisted.internet.task import Clock
 
 from metaproxy.config import default_settings, rpc_timeout
 from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.neutron.bus import (
+    NEUTRON_CONTROL_EXCHANGE,
+    NeutronRpc,
+    admin_context,
+    messaging_conf,
+    report_time,
+)
 from metaproxy.resolve import backends
 from metaproxy.resolve.base import LookupUnavailable, Port
 from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import Caller, InstanceResolver
-from metaproxy.resolve.rpc import (RpcBackend, ip_filters, mac_filters, port_from_dict,
-                                   router_filters)
-from metaproxy.neutron.bus import (NEUTRON_CONTROL_EXCHANGE, NeutronRpc, admin_context, messaging_conf,
-                               report_time)
+from metaproxy.resolve.rpc import (
+    RpcBackend,
+    ip_filters,
+    mac_filters,
+    port_from_dict,
+    router_filters,
+)
 
-OWNERS = ["network:router_interface", "network:ha_router_replicated_interface",
-          "network:router_interface_distributed"]
+OWNERS = [
+    "network:router_interface",
+    "network:ha_router_replicated_interface",
+    "network:router_interface_distributed",
+]
 
 
-def neutron_port(pid: str, network: str, ip: str, device: str, owner: str = "compute:nova",
-                 **extra: Any) -> dict[str, Any]:
-    return {"id": pid, "network_id": network, "mac_address": "FA:16:3E:00:00:01",
-            "fixed_ips": [{"subnet_id": "s1", "ip_address": ip}], "device_id": device,
-            "device_owner": owner, "project_id": "proj", "tenant_id": "proj", **extra}
+def neutron_port(
+    pid: str, network: str, ip: str, device: str, owner: str = "compute:nova", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "network_id": network,
+        "mac_address": "FA:16:3E:00:00:01",
+        "fixed_ips": [{"subnet_id": "s1", "ip_address": ip}],
+        "device_id": device,
+        "device_owner": owner,
+        "project_id": "proj",
+        "tenant_id": "proj",
+        **extra,
+    }
 
 
 # --- upstream's filters (reference 1.3) -----------------------------------------------
+
 
 def test_router_filters_are_upstreams() -> None:
     assert router_filters("r1") == {"device_id": ["r1"], "device_owner": OWNERS}
@@ -40,17 +64,23 @@ def test_router_filters_are_upstreams() -> None:
 
 def test_ip_and_mac_filters_are_upstreams() -> None:
     assert ip_filters(("n1", "n2", "n1"), "10.0.0.5") == {
-        "fixed_ips": {"ip_address": ["10.0.0.5"]}, "network_id": ["n1", "n2", "n1"]}
+        "fixed_ips": {"ip_address": ["10.0.0.5"]},
+        "network_id": ["n1", "n2", "n1"],
+    }
     assert mac_filters(("n1",), "02:00:00:00:00:99") == {
-        "mac_address": ["02:00:00:00:00:99"], "network_id": ["n1"]}
+        "mac_address": ["02:00:00:00:00:99"],
+        "network_id": ["n1"],
+    }
 
 
 # --- Neutron's shapes ------------------------------------------------------------------
 
+
 def test_port_from_neutron_dict() -> None:
     port = port_from_dict(neutron_port("p1", "n1", "fd00:0::5", "vm-1"))
-    assert port == Port("p1", "n1", "fa:16:3e:00:00:01", ("fd00::5",), "vm-1", "proj",
-                        "compute:nova")
+    assert port == Port(
+        "p1", "n1", "fa:16:3e:00:00:01", ("fd00::5",), "vm-1", "proj", "compute:nova"
+    )
 
 
 def test_port_from_older_server_uses_tenant_id() -> None:
@@ -81,6 +111,7 @@ def test_admin_context_is_neutron_libs_without_session() -> None:
 
 # --- the backend -----------------------------------------------------------------------
 
+
 class FakeBus:
     """A blocking get_ports over a list of Neutron port dicts, recording the filters."""
 
@@ -98,28 +129,36 @@ class FakeBus:
         found = []
         for p in self.ports:
             if "device_id" in filters:
-                ok = p["device_id"] in filters["device_id"] and \
-                    p["device_owner"] in filters["device_owner"]
+                ok = (
+                    p["device_id"] in filters["device_id"]
+                    and p["device_owner"] in filters["device_owner"]
+                )
             else:
                 ok = p["network_id"] in filters["network_id"] and (
-                    any(ip["ip_address"] in filters["fixed_ips"]["ip_address"]
-                        for ip in p["fixed_ips"]) if "fixed_ips" in filters
-                    else p["mac_address"].lower() in filters["mac_address"])
+                    any(
+                        ip["ip_address"] in filters["fixed_ips"]["ip_address"]
+                        for ip in p["fixed_ips"]
+                    )
+                    if "fixed_ips" in filters
+                    else p["mac_address"].lower() in filters["mac_address"]
+                )
             if ok:
                 found.append(p)
         return found
 
 
-def sync(f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+def sync(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
     try:
         return succeed(f(*args))
     except Exception:
         return fail()
 
 
-PORTS = [neutron_port("rif", "net-a", "10.0.0.1", "r1", "network:router_interface"),
-         neutron_port("gw", "ext", "203.0.113.9", "r1", "network:router_gateway"),
-         neutron_port("pa", "net-a", "10.0.0.5", "vm-a")]
+PORTS = [
+    neutron_port("rif", "net-a", "10.0.0.1", "r1", "network:router_interface"),
+    neutron_port("gw", "ext", "203.0.113.9", "r1", "network:router_gateway"),
+    neutron_port("pa", "net-a", "10.0.0.5", "vm-a"),
+]
 
 
 def test_router_then_ip_through_resolver_with_upstreams_filters() -> None:
@@ -136,7 +175,8 @@ def test_link_local_caller_is_looked_up_by_mac() -> None:
     bus = FakeBus(PORTS)
     backend = RpcBackend(Clock(), bus, timeout=5, run_in_thread=sync)
     d = InstanceResolver(backend).resolve(
-        Caller(Namespace(NamespaceKind.NETWORK, "net-a"), "fe80::1", mac="fa:16:3e:00:00:01"))
+        Caller(Namespace(NamespaceKind.NETWORK, "net-a"), "fe80::1", mac="fa:16:3e:00:00:01")
+    )
     assert d.result is not None
     assert bus.filters == [mac_filters(["net-a"], "fa:16:3e:00:00:01")]
 
@@ -145,8 +185,9 @@ def test_a_boot_through_the_cache_costs_two_calls() -> None:
     """~28 requests of one boot: one router call and one port call."""
     bus = FakeBus(PORTS)
     clock = Clock()
-    cache = CachingBackend(RpcBackend(clock, bus, timeout=5, run_in_thread=sync), clock,
-                           ttl=30, enabled=True)
+    cache = CachingBackend(
+        RpcBackend(clock, bus, timeout=5, run_in_thread=sync), clock, ttl=30, enabled=True
+    )
     resolver = InstanceResolver(cache)
     caller = Caller(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5")
     for _ in range(28):
@@ -158,7 +199,7 @@ def test_no_answer_in_time_is_unavailable_and_the_late_answer_is_ignored() -> No
     clock = Clock()
     pending: list[tuple[Callable[..., Any], Deferred[Any]]] = []
 
-    def later(f: Callable[..., Any]) -> "Deferred[Any]":
+    def later(f: Callable[..., Any]) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         pending.append((f, d))
         return d
@@ -195,7 +236,8 @@ def test_remote_timeout_and_errors_are_unavailable_naming_what_failed() -> None:
     bus.error = ConnectionRefusedError("Connection refused")
     errors: list[str] = []
     backend.router_networks("r1").addErrback(
-        lambda f: f.check(LookupUnavailable) and errors.append(str(f.value)))
+        lambda f: f.check(LookupUnavailable) and errors.append(str(f.value))
+    )
     assert "ConnectionRefusedError: Connection refused" in errors[0]
     assert backend.failures == 2 and not backend.ready()
     bus.error = None
@@ -237,6 +279,7 @@ def test_rpc_timeout_is_bounded_by_nova_timeout() -> None:
 
 # --- the exchange: neutron-server consumes from "neutron", not oslo.messaging's "openstack"
 
+
 def test_messaging_conf_defaults_to_neutrons_exchange(tmp_path) -> None:
     assert messaging_conf().control_exchange == NEUTRON_CONTROL_EXCHANGE == "neutron"
     # an operator's explicit value still wins
@@ -251,8 +294,9 @@ def test_lookups_reach_a_server_on_the_neutron_exchange() -> None:
     With oslo.messaging's default exchange the call would go unanswered and time out."""
     import oslo_messaging
 
-    rpc = NeutronRpc(default_settings(transport_url="fake://"), lookup_timeout=10,
-                     report_timeout=10)
+    rpc = NeutronRpc(
+        default_settings(transport_url="fake://"), lookup_timeout=10, report_timeout=10
+    )
     seen: list[dict[str, Any]] = []
 
     class Endpoint:
@@ -263,9 +307,12 @@ def test_lookups_reach_a_server_on_the_neutron_exchange() -> None:
             return [{"id": "p1"}]
 
     server = oslo_messaging.get_rpc_server(
-        rpc.transport, oslo_messaging.Target(exchange="neutron", topic="q-plugin",
-                                             server="neutron-server"),
-        [Endpoint()], executor="threading", serializer=oslo_messaging.NoOpSerializer())
+        rpc.transport,
+        oslo_messaging.Target(exchange="neutron", topic="q-plugin", server="neutron-server"),
+        [Endpoint()],
+        executor="threading",
+        serializer=oslo_messaging.NoOpSerializer(),
+    )
     server.start()
     try:
         assert rpc.get_ports({"device_id": ["r1"]}) == [{"id": "p1"}]

@@ -31,13 +31,22 @@ def fired(d: Deferred) -> object:
     return box[0]
 
 
-def port(id: str = "p1", network_id: str = "n1", mac: str = "fa:16:3e:00:00:01",
-         ips: list[str] | None = None, device_id: str = "vm-1", project_id: str = "proj",
-         **extra: object) -> dict[str, object]:
+def port(
+    id: str = "p1",
+    network_id: str = "n1",
+    mac: str = "fa:16:3e:00:00:01",
+    ips: list[str] | None = None,
+    device_id: str = "vm-1",
+    project_id: str = "proj",
+    **extra: object,
+) -> dict[str, object]:
     entry: dict[str, object] = {
-        "id": id, "network_id": network_id, "mac_address": mac,
+        "id": id,
+        "network_id": network_id,
+        "mac_address": mac,
         "fixed_ips": ["10.0.0.5"] if ips is None else ips,
-        "device_id": device_id, "project_id": project_id,
+        "device_id": device_id,
+        "project_id": project_id,
     }
     entry.update(extra)
     return entry
@@ -50,20 +59,39 @@ def write(path: Path, document: object) -> Path:
 
 # --- router networks -------------------------------------------------------------------
 
+
 def test_router_networks_from_the_three_interface_owners_in_order() -> None:
     """A router's networks come from its interface ports of the three owners, in file order;
     its gateway port, other devices' ports and other routers' ports do not count."""
-    table = parse_table({"ports": [
-        port("a", "n-dist", device_id="r1", device_owner="network:router_interface_distributed"),
-        port("b", "n-ext", device_id="r1", device_owner="network:router_gateway"),
-        port("c", "n-plain", device_id="r1", device_owner="network:router_interface"),
-        port("d", "n-other", device_id="r2", device_owner="network:router_interface"),
-        port("e", "n-ha", device_id="r1",
-             device_owner="network:ha_router_replicated_interface"),
-        port("f", "n-vm", device_id="r1", device_owner="compute:nova"),
-        port("g", "n-plain", device_id="r1", device_owner="network:router_interface",
-             ips=["10.0.1.1"]),
-    ]})
+    table = parse_table(
+        {
+            "ports": [
+                port(
+                    "a",
+                    "n-dist",
+                    device_id="r1",
+                    device_owner="network:router_interface_distributed",
+                ),
+                port("b", "n-ext", device_id="r1", device_owner="network:router_gateway"),
+                port("c", "n-plain", device_id="r1", device_owner="network:router_interface"),
+                port("d", "n-other", device_id="r2", device_owner="network:router_interface"),
+                port(
+                    "e",
+                    "n-ha",
+                    device_id="r1",
+                    device_owner="network:ha_router_replicated_interface",
+                ),
+                port("f", "n-vm", device_id="r1", device_owner="compute:nova"),
+                port(
+                    "g",
+                    "n-plain",
+                    device_id="r1",
+                    device_owner="network:router_interface",
+                    ips=["10.0.1.1"],
+                ),
+            ]
+        }
+    )
     assert table.router_networks("r1") == ("n-dist", "n-plain", "n-ha", "n-plain")
     assert table.router_networks("r2") == ("n-other",)
     assert table.router_networks("r3") == ()
@@ -71,21 +99,28 @@ def test_router_networks_from_the_three_interface_owners_in_order() -> None:
 
 def test_routers_map_appends_after_interface_ports() -> None:
     """The C{routers} map adds networks after those of interface ports, in map order."""
-    table = parse_table({
-        "routers": {"r1": ["n-map1", "n-map2"], "r9": ["n9"]},
-        "ports": [port("a", "n-port", device_id="r1", device_owner="network:router_interface")],
-    })
+    table = parse_table(
+        {
+            "routers": {"r1": ["n-map1", "n-map2"], "r9": ["n9"]},
+            "ports": [port("a", "n-port", device_id="r1", device_owner="network:router_interface")],
+        }
+    )
     assert table.router_networks("r1") == ("n-port", "n-map1", "n-map2")
     assert table.router_networks("r9") == ("n9",)
 
 
 # --- indexes and normalisation -----------------------------------------------------------
 
+
 def test_normalises_mac_and_ips_and_indexes_them() -> None:
     """MACs become lower case with colons and IPs their compressed form; both index."""
-    table = parse_table({"ports": [
-        port("p1", "n1", mac="FA-16-3E-00-00-0A", ips=["FD00:0:0::0005", "10.0.0.5"]),
-    ]})
+    table = parse_table(
+        {
+            "ports": [
+                port("p1", "n1", mac="FA-16-3E-00-00-0A", ips=["FD00:0:0::0005", "10.0.0.5"]),
+            ]
+        }
+    )
     (only,) = table.ports
     assert only.mac_address == "fa:16:3e:00:00:0a"
     assert only.fixed_ips == ("fd00::5", "10.0.0.5")
@@ -101,9 +136,15 @@ def test_defaults_generated_id_and_empty_owner_and_empty_fixed_ips() -> None:
     entry = port(ips=[])
     del entry["id"]
     table = parse_table({"ports": [port("x", "n1"), entry]})
-    assert table.ports[1] == Port(id="port-1", network_id="n1", mac_address="fa:16:3e:00:00:01",
-                                  fixed_ips=(), device_id="vm-1", project_id="proj",
-                                  device_owner="")
+    assert table.ports[1] == Port(
+        id="port-1",
+        network_id="n1",
+        mac_address="fa:16:3e:00:00:01",
+        fixed_ips=(),
+        device_id="vm-1",
+        project_id="proj",
+        device_owner="",
+    )
 
 
 def test_lookup_over_several_networks_counts_a_repeated_network_once() -> None:
@@ -130,6 +171,7 @@ def test_instances_are_not_read() -> None:
 
 # --- validation --------------------------------------------------------------------------
 
+
 def _bad_port(**changes: object) -> dict[str, object]:
     entry = port("p4")
     for key, value in changes.items():
@@ -140,67 +182,103 @@ def _bad_port(**changes: object) -> dict[str, object]:
     return {"ports": [port("p1"), port("p2", "n2"), port("p3", "n3"), entry]}
 
 
-@pytest.mark.parametrize(("document", "message"), [
-    (_bad_port(fixed_ips=["fd00::5", "10.0.0.300"]),
-     "ports.json: ports[3] (id 'p4'): fixed_ips[1] '10.0.0.300' is not an IP address"),
-    (_bad_port(fixed_ips=["fe80::1%eth0"]),
-     "ports.json: ports[3] (id 'p4'): fixed_ips[0] 'fe80::1%eth0' is not an IP address"),
-    (_bad_port(fixed_ips=["10.0.0.0/24"]),
-     "ports.json: ports[3] (id 'p4'): fixed_ips[0] '10.0.0.0/24' is not an IP address"),
-    (_bad_port(fixed_ips=[5]),
-     "ports.json: ports[3] (id 'p4'): fixed_ips[0] 5 is not an IP address"),
-    (_bad_port(fixed_ips=["fd00::5", "FD00:0::5"]),
-     "ports.json: ports[3] (id 'p4'): fixed_ips[1] 'FD00:0::5' repeats fixed_ips[0]"),
-    (_bad_port(fixed_ips="10.0.0.5"),
-     "ports.json: ports[3] (id 'p4'): fixed_ips must be a list of IP addresses, not a string"),
-    (_bad_port(network_id=KeyError),
-     "ports.json: ports[3] (id 'p4'): missing 'network_id'"),
-    (_bad_port(network_id=""),
-     "ports.json: ports[3] (id 'p4'): network_id '' is not a network id (a non-empty string)"),
-    (_bad_port(fixed_ips=KeyError),
-     "ports.json: ports[3] (id 'p4'): missing 'fixed_ips'"),
-    (_bad_port(device_id=KeyError),
-     "ports.json: ports[3] (id 'p4'): missing 'device_id'"),
-    (_bad_port(device_id=None),
-     "ports.json: ports[3] (id 'p4'): device_id null is not a string (use \"\" for no device)"),
-    (_bad_port(project_id=KeyError),
-     "ports.json: ports[3] (id 'p4'): missing 'project_id'"),
-    (_bad_port(project_id=""),
-     "ports.json: ports[3] (id 'p4'): project_id '' is not a project id (a non-empty string)"),
-    (_bad_port(mac_address=KeyError),
-     "ports.json: ports[3] (id 'p4'): missing 'mac_address'"),
-    (_bad_port(mac_address="fa:16:3e:00:00"),
-     "ports.json: ports[3] (id 'p4'): mac_address 'fa:16:3e:00:00' is not a MAC address "
-     "(six hex pairs separated by ':' or '-')"),
-    (_bad_port(mac_address="fa:16-3e:00:00:01"),
-     "ports.json: ports[3] (id 'p4'): mac_address 'fa:16-3e:00:00:01' is not a MAC address "
-     "(six hex pairs separated by ':' or '-')"),
-    (_bad_port(device_owner=["compute:nova"]),
-     "ports.json: ports[3] (id 'p4'): device_owner [\"compute:nova\"] is not a string"),
-    (_bad_port(id=7),
-     "ports.json: ports[3]: id 7 is not a non-empty string"),
-    (_bad_port(id="p1"),
-     "ports.json: ports[3] (id 'p1'): the id is already used by ports[0]"),
-    (_bad_port(**{"device-owner": "compute:nova"}),
-     "ports.json: ports[3] (id 'p4'): unknown key 'device-owner' (expected 'id', 'network_id', "
-     "'mac_address', 'fixed_ips', 'device_id', 'project_id', 'device_owner')"),
-    ({"ports": [port(), ["not", "a", "port"]]},
-     "ports.json: ports[1]: must be an object, not a list"),
-    ({"ports": {"p1": port()}},
-     "ports.json: ports must be a list of port objects, not an object"),
-    ({"routers": {"r1": ["n1", 5]}},
-     "ports.json: routers['r1'][1]: 5 is not a network id (a non-empty string)"),
-    ({"routers": {"r1": "n1"}},
-     "ports.json: routers['r1']: must be a list of network ids, not a string"),
-    ({"routers": ["r1"]},
-     "ports.json: routers must be an object mapping router ids to lists of network ids, "
-     "not a list"),
-    ({"ports": [], "port": []},
-     "ports.json: unknown top-level key 'port' (expected 'routers', 'ports', 'instances')"),
-    ([port()],
-     "ports.json: the table must be a JSON object with keys 'routers', 'ports', 'instances', "
-     "not a list"),
-])
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            _bad_port(fixed_ips=["fd00::5", "10.0.0.300"]),
+            "ports.json: ports[3] (id 'p4'): fixed_ips[1] '10.0.0.300' is not an IP address",
+        ),
+        (
+            _bad_port(fixed_ips=["fe80::1%eth0"]),
+            "ports.json: ports[3] (id 'p4'): fixed_ips[0] 'fe80::1%eth0' is not an IP address",
+        ),
+        (
+            _bad_port(fixed_ips=["10.0.0.0/24"]),
+            "ports.json: ports[3] (id 'p4'): fixed_ips[0] '10.0.0.0/24' is not an IP address",
+        ),
+        (
+            _bad_port(fixed_ips=[5]),
+            "ports.json: ports[3] (id 'p4'): fixed_ips[0] 5 is not an IP address",
+        ),
+        (
+            _bad_port(fixed_ips=["fd00::5", "FD00:0::5"]),
+            "ports.json: ports[3] (id 'p4'): fixed_ips[1] 'FD00:0::5' repeats fixed_ips[0]",
+        ),
+        (
+            _bad_port(fixed_ips="10.0.0.5"),
+            "ports.json: ports[3] (id 'p4'): fixed_ips must be a list of IP addresses, not a string",  # noqa: E501
+        ),
+        (_bad_port(network_id=KeyError), "ports.json: ports[3] (id 'p4'): missing 'network_id'"),
+        (
+            _bad_port(network_id=""),
+            "ports.json: ports[3] (id 'p4'): network_id '' is not a network id (a non-empty string)",  # noqa: E501
+        ),
+        (_bad_port(fixed_ips=KeyError), "ports.json: ports[3] (id 'p4'): missing 'fixed_ips'"),
+        (_bad_port(device_id=KeyError), "ports.json: ports[3] (id 'p4'): missing 'device_id'"),
+        (
+            _bad_port(device_id=None),
+            "ports.json: ports[3] (id 'p4'): device_id null is not a string (use \"\" for no device)",  # noqa: E501
+        ),
+        (_bad_port(project_id=KeyError), "ports.json: ports[3] (id 'p4'): missing 'project_id'"),
+        (
+            _bad_port(project_id=""),
+            "ports.json: ports[3] (id 'p4'): project_id '' is not a project id (a non-empty string)",  # noqa: E501
+        ),
+        (_bad_port(mac_address=KeyError), "ports.json: ports[3] (id 'p4'): missing 'mac_address'"),
+        (
+            _bad_port(mac_address="fa:16:3e:00:00"),
+            "ports.json: ports[3] (id 'p4'): mac_address 'fa:16:3e:00:00' is not a MAC address "
+            "(six hex pairs separated by ':' or '-')",
+        ),
+        (
+            _bad_port(mac_address="fa:16-3e:00:00:01"),
+            "ports.json: ports[3] (id 'p4'): mac_address 'fa:16-3e:00:00:01' is not a MAC address "
+            "(six hex pairs separated by ':' or '-')",
+        ),
+        (
+            _bad_port(device_owner=["compute:nova"]),
+            "ports.json: ports[3] (id 'p4'): device_owner [\"compute:nova\"] is not a string",
+        ),
+        (_bad_port(id=7), "ports.json: ports[3]: id 7 is not a non-empty string"),
+        (_bad_port(id="p1"), "ports.json: ports[3] (id 'p1'): the id is already used by ports[0]"),
+        (
+            _bad_port(**{"device-owner": "compute:nova"}),
+            "ports.json: ports[3] (id 'p4'): unknown key 'device-owner' (expected 'id', 'network_id', "  # noqa: E501
+            "'mac_address', 'fixed_ips', 'device_id', 'project_id', 'device_owner')",
+        ),
+        (
+            {"ports": [port(), ["not", "a", "port"]]},
+            "ports.json: ports[1]: must be an object, not a list",
+        ),
+        (
+            {"ports": {"p1": port()}},
+            "ports.json: ports must be a list of port objects, not an object",
+        ),
+        (
+            {"routers": {"r1": ["n1", 5]}},
+            "ports.json: routers['r1'][1]: 5 is not a network id (a non-empty string)",
+        ),
+        (
+            {"routers": {"r1": "n1"}},
+            "ports.json: routers['r1']: must be a list of network ids, not a string",
+        ),
+        (
+            {"routers": ["r1"]},
+            "ports.json: routers must be an object mapping router ids to lists of network ids, "
+            "not a list",
+        ),
+        (
+            {"ports": [], "port": []},
+            "ports.json: unknown top-level key 'port' (expected 'routers', 'ports', 'instances')",
+        ),
+        (
+            [port()],
+            "ports.json: the table must be a JSON object with keys 'routers', 'ports', 'instances', "  # noqa: E501
+            "not a list",
+        ),
+    ],
+)
 def test_validation_messages_name_the_entry_and_why(document: object, message: str) -> None:
     """Each kind of bad entry is refused with a message naming the file, the entry, why."""
     with pytest.raises(TableError) as caught:
@@ -250,7 +328,8 @@ def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
         load_table(path)
     assert str(caught.value) == (
         f"{path}: line 2, column 15: invalid JSON: Expecting property name enclosed in "
-        "double quotes")
+        "double quotes"
+    )
 
 
 def test_duplicate_json_key_is_refused(tmp_path: Path) -> None:
@@ -281,18 +360,31 @@ def test_load_table_names_the_file_in_validation_messages(tmp_path: Path) -> Non
     with pytest.raises(TableError) as caught:
         load_table(path)
     assert str(caught.value) == (
-        f"{path}: ports[0] (id 'p1'): fixed_ips[0] '10.0.0.300' is not an IP address")
+        f"{path}: ports[0] (id 'p1'): fixed_ips[0] '10.0.0.300' is not an IP address"
+    )
 
 
 # --- the backend -------------------------------------------------------------------------
 
+
 def test_backend_answers_with_fired_deferreds(tmp_path: Path) -> None:
     """The three lookups return already-fired Deferreds with the table's answers."""
-    path = write(tmp_path / "ports.json", {"ports": [
-        port("r", "n1", ips=["10.0.0.1"], mac="fa:16:3e:00:00:09", device_id="r1",
-             device_owner="network:router_interface"),
-        port("a", "n1"),
-    ]})
+    path = write(
+        tmp_path / "ports.json",
+        {
+            "ports": [
+                port(
+                    "r",
+                    "n1",
+                    ips=["10.0.0.1"],
+                    mac="fa:16:3e:00:00:09",
+                    device_id="r1",
+                    device_owner="network:router_interface",
+                ),
+                port("a", "n1"),
+            ]
+        },
+    )
     backend = TableBackend(path)
     assert backend.path == str(path)
     assert fired(backend.router_networks("r1")) == ("n1",)
