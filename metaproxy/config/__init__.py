@@ -52,7 +52,8 @@ UNIX_PATH_MAX = 97
 
 _S = "$state_path/metaproxy"
 
-# [DEFAULT]: Neutron's metadata agent options (reference 2.1), same names and defaults.
+# [DEFAULT]: Neutron's metadata agent options (docs/upstream.md, "Options"), same names
+# and defaults.
 METADATA_OPTS = [
     cfg.StrOpt(
         "metadata_proxy_socket",
@@ -415,7 +416,8 @@ METAPROXY_OPTS = [
         "were left out. 0: no limit.",
     ),
 ]
-# [metadata_rate_limiting]: Neutron's options (reference 2.2), read by the agent here.
+# [metadata_rate_limiting]: Neutron's options (docs/upstream.md, "Rate limiting in
+# haproxy"), read by the agent here.
 RATE_LIMIT_OPTS = [
     cfg.BoolOpt(
         "rate_limit_enabled",

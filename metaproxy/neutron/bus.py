@@ -1,6 +1,7 @@
 """neutron-server's RPC bus, reached the way upstream's metadata agent reaches it.
 
-Upstream (reference sections 1.3 and 1.7) makes two kinds of call with oslo.messaging:
+Upstream (docs/upstream.md, "RPC calls" and "State reports") makes two kinds of call with
+oslo.messaging:
 
   - C{get_ports(context, filters=...)} as a C{call} on topic C{q-plugin}, version 1.0,
     namespace None (neutron's C{MetadataPluginAPI}, answered by neutron-server's

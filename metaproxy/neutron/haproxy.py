@@ -1,11 +1,11 @@
 """The haproxy configuration for a namespace proxy, rendered the way Neutron renders it.
 
-Neutron's L3, DHCP and OVN agents spawn one haproxy per router or network namespace;
-it listens on the metadata address, writes the header naming the router or network,
-and forwards over a Unix socket to the metadata agent.  :func:`render_haproxy_config`
-renders the same file (reference 3.3): metaproxy either serves Neutron's shared socket,
-so the agents' own haproxy keeps working, or one socket per namespace, whose path
-:func:`namespace_socket_path` names.
+Neutron's L3, DHCP and OVN agents spawn one haproxy per router or network namespace; it
+listens on the metadata address, writes the header naming the router or network, and
+forwards over a Unix socket to the metadata agent.  :func:`render_haproxy_config` renders
+the same file (docs/upstream.md, "haproxy configuration"): metaproxy either serves
+Neutron's shared socket, so the agents' own haproxy keeps working, or one socket per
+namespace, whose path :func:`namespace_socket_path` names.
 
 Rendering is pure: no file, user or network look-up.  :func:`resolve_user` and
 :func:`resolve_group` turn ``metadata_proxy_user``/``metadata_proxy_group`` into the

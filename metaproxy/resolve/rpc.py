@@ -1,7 +1,8 @@
 """The RPC backend: ports from neutron-server, asked exactly as upstream's agent asks.
 
 C{lookup_backend = rpc} (the default when C{transport_url} is set). Each lookup is one
-C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (reference section 1.3):
+C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (docs/upstream.md,
+"Port lookup"):
 
   - a router's networks: C{{'device_id': [router], 'device_owner': [the three
     router-interface owners]}}, then the ports' C{network_id}s in order;

@@ -55,7 +55,7 @@ def neutron_port(
     }
 
 
-# --- upstream's filters (reference 1.3) -----------------------------------------------
+# --- upstream's filters (docs/upstream.md, "Port lookup") ---------------------------
 
 
 def test_router_filters_are_upstreams() -> None:
