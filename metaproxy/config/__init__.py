@@ -21,6 +21,7 @@ from oslo_config import cfg, iniparser, types
 
 from metaproxy.config.socketmode import socket_mode
 from metaproxy.namespace import (
+    MAX_SOCKET_PATH_BYTES,
     InvalidNamespace,
     Namespace,
     NamespaceKind,
@@ -39,16 +40,12 @@ __all__ = [
     "default_lookup_backend",
     "rpc_timeout",
     "HAPROXY_TIMEOUT_SERVER",
-    "UNIX_PATH_MAX",
     "NEUTRON_INTERFACES",
     "parse_listen",
 ]
 
 #: haproxy's ``timeout server`` (Neutron's hard-coded 32 s): Nova must answer before it.
 HAPROXY_TIMEOUT_SERVER = 32.0
-#: The longest Unix socket path haproxy can use: sun_path is 108 bytes with the NUL, but
-#: haproxy keeps room for a ".<pid>.tmp" suffix and refuses paths over 97 bytes.
-UNIX_PATH_MAX = 97
 
 _S = "$state_path/metaproxy"
 
@@ -904,14 +901,14 @@ def _check_socket_path(
     sources: _Sources, group: str, name: str, value: str, path: str, what: str
 ) -> None:
     size = len(os.fsencode(path))
-    if size > UNIX_PATH_MAX:
+    if size > MAX_SOCKET_PATH_BYTES:
         raise _problem(
             sources,
             group,
             _opt(group, name),
             value,
             f"{what}, {path!r}, is {size} bytes; haproxy accepts Unix socket paths of at "
-            f"most {UNIX_PATH_MAX} bytes",
+            f"most {MAX_SOCKET_PATH_BYTES} bytes",
             "set a shorter path (or a shorter state_path)",
         )
 
@@ -925,8 +922,8 @@ def parse_listen(entry: str) -> tuple[str, str, int | str]:
         path = entry[5:]
         if not path.startswith("/"):
             raise ValueError("a Unix socket path must be absolute")
-        if len(os.fsencode(path)) > UNIX_PATH_MAX:
-            raise ValueError(f"a Unix socket path must be at most {UNIX_PATH_MAX} bytes")
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(f"a Unix socket path must be at most {MAX_SOCKET_PATH_BYTES} bytes")
         return ("unix", path, 0)
     host, sep, port = entry.rpartition(":")
     if not sep:
