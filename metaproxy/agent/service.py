@@ -502,8 +502,7 @@ def state_reporter(reactor: Any, settings: Settings) -> Any:
     need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do."""
     if not settings.transport_url or settings.report_interval <= 0:
         return None
-    from metaproxy.config import rpc_timeout
-    from metaproxy.neutron.bus import NeutronRpc
+    from metaproxy.neutron.bus import NeutronRpc, rpc_timeout
     from metaproxy.neutron.statereport import StateReporter, agent_state
 
     try:

@@ -38,7 +38,6 @@ __all__ = [
     "allowed_values",
     "default_text",
     "default_lookup_backend",
-    "rpc_timeout",
     "HAPROXY_TIMEOUT_SERVER",
     "NEUTRON_INTERFACES",
     "parse_listen",
@@ -849,13 +848,6 @@ def _nova_urls(first: str, protocol: str, endpoints: tuple[str, ...]) -> tuple[s
 def default_lookup_backend(transport_url: str | None) -> str:
     """C{lookup_backend} when unset: C{rpc} with a C{transport_url}, C{table} without."""
     return "rpc" if transport_url else "table"
-
-
-def rpc_timeout(s: Settings) -> float:
-    """Seconds an RPC lookup may take: C{rpc_response_timeout}, capped by
-    C{rpc_response_max_timeout} (Neutron's longest wait) and by C{nova_timeout}, so
-    a slow neutron-server gets the instance metaproxy's 503, not haproxy's 504."""
-    return float(max(1, min(s.rpc_response_timeout, s.rpc_response_max_timeout, s.nova_timeout)))
 
 
 def _opt(group: str, name: str) -> cfg.Opt:
