@@ -23,7 +23,8 @@ from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
 from metaproxy.agent.registry import NamespaceRegistry
 from metaproxy.agent.workers import WorkerPool
-from metaproxy.config import HAPROXY_TIMEOUT_SERVER, ConfigError, Settings, load_settings
+from metaproxy.config import ConfigError, Settings, load_settings
+from metaproxy.config.checks import HAPROXY_TIMEOUT_SERVER
 from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
 from metaproxy.http.connlimit import ConnectionLimit
