@@ -11,7 +11,8 @@ from oslo_config import cfg, types
 
 __all__ = ["METADATA_OPTS", "COMMON_OPTS", "AGENT_OPTS", "CACHE_OPTS", "RATE_LIMIT_OPTS"]
 
-# [DEFAULT]: Neutron's metadata agent options, same names and defaults.
+# [DEFAULT]: Neutron's metadata agent options (docs/upstream.md, "Options"), same names
+# and defaults.
 METADATA_OPTS = [
     cfg.StrOpt(
         "metadata_proxy_socket",
@@ -157,7 +158,8 @@ CACHE_OPTS = [
         "in-process cache whatever this says.",
     ),
 ]
-# [metadata_rate_limiting]: Neutron's options, read by the agent here.
+# [metadata_rate_limiting]: Neutron's options (docs/upstream.md, "Rate limiting in
+# haproxy"), read by the agent here.
 RATE_LIMIT_OPTS = [
     cfg.BoolOpt(
         "rate_limit_enabled",
