@@ -42,6 +42,7 @@ __all__ = [
     "admin_context",
     "report_time",
     "messaging_conf",
+    "rpc_timeout",
     "NeutronRpc",
 ]
 
@@ -158,6 +159,13 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
         default_config_dirs=[],
     )
     return conf
+
+
+def rpc_timeout(s: Settings) -> float:
+    """Seconds an RPC lookup may take: C{rpc_response_timeout}, capped by
+    C{rpc_response_max_timeout} (Neutron's longest wait) and by C{nova_timeout}, so
+    a slow neutron-server gets the instance metaproxy's 503, not haproxy's 504."""
+    return float(max(1, min(s.rpc_response_timeout, s.rpc_response_max_timeout, s.nova_timeout)))
 
 
 class NeutronRpc:

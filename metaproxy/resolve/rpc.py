@@ -12,7 +12,7 @@ C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (docs/upstr
 
 oslo.messaging blocks, so calls run on a bounded thread pool the backend owns
 (C{rpc_lookup_threads}; started by C{start()}, stopped by C{stop()}), and the reactor
-never waits. A call has C{timeout} seconds (L{metaproxy.config.rpc_timeout}): the RPC
+never waits. A call has C{timeout} seconds (L{metaproxy.neutron.bus.rpc_timeout}): the RPC
 itself times out then, and so does the Deferred, whatever the thread is still doing (a
 bus that is down can hold a thread in reconnection). A lookup still queued for a thread
 when its time is up is dropped without being sent. Every failure is
