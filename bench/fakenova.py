@@ -2,10 +2,10 @@
 """A fake Nova metadata API for the demo, the integration tests and the bench.
 
 It checks the proxy headers the way Nova does with C{[neutron] service_metadata_proxy =
-True} (reference section 5), serves the tree from L{bench.novatree}, and records every
-request it receives (method, request-target, headers exactly as on the wire, body) so
-tests can assert what metaproxy forwarded, byte for byte. Every answer carries an
-C{X-Fakenova-Pid} header: the process that answered.
+True} (docs/upstream.md, "Nova's checks and answers"), serves the tree from
+L{bench.novatree}, and records every request it receives (method, request-target, headers
+exactly as on the wire, body) so tests can assert what metaproxy forwarded, byte for
+byte. Every answer carries an C{X-Fakenova-Pid} header: the process that answered.
 
 A slow Nova can be modelled: each answer waits a service time (L{ServiceTime}: fixed or
 drawn from a distribution, after the header checks), and with a concurrency limit at

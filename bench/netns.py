@@ -1,9 +1,9 @@
 """Network-namespace topologies: instances, Neutron's router, DHCP and OVN namespaces, haproxy.
 
 Builds on one Linux host, with C{ip netns}, veth pairs and iptables, what Neutron's L3,
-DHCP and OVN metadata agents build on a network node (reference sections 3.1 to 3.3), so
-that real instances (namespaces with a real TCP/IP stack) reach metaproxy through a real
-haproxy configured by C{metaproxy haproxy-config}::
+DHCP and OVN metadata agents build on a network node (docs/upstream.md, "haproxy in the
+namespace"), so that real instances (namespaces with a real TCP/IP stack) reach metaproxy
+through a real haproxy configured by C{metaproxy haproxy-config}::
 
     with Topology() as topo:
         r1 = topo.add_router(topo.id("r1"), {topo.id("net-a"): "10.0.0.1/24"})
@@ -486,7 +486,7 @@ class Topology:
         """C{qrouter-<router_id>} with one C{qr-} port per network (C{network id: the
         router's address with prefix, e.g. 10.0.0.1/24}) and Neutron's metadata rules:
         169.254.169.254:80 from C{qr-+} marked and redirected to 9697, 9697 otherwise
-        dropped (reference 3.1)."""
+        dropped (docs/upstream.md, "Where haproxy listens")."""
         namespace = self._add_namespace(f"qrouter-{router_id}", "router", router_id)
         for network_id, cidr in subnets.items():
             self._add_port(namespace, network_id, self._ifname("qr-"), cidr)

@@ -3,11 +3,12 @@
 
 Given an L{InstanceRecord}, L{lookup} answers a request path the way
 C{nova/api/metadata/base.py} (C{InstanceMetadata.lookup}) and C{handler.py} do
-(reference section 5): the EC2 tree under C{/<version>/} (C{/ec2} is prepended to any
-path that does not start with C{/openstack} or C{/ec2}), the OpenStack tree under
-C{/openstack/<version>/}, C{posixpath.normpath} on the path (so trailing slashes do not
-matter), listings rendered like Nova's C{ec2_md_print} (sorted keys, C{key/} for
-sub-trees, C{0=<keyname>} for public keys), and webob-style HTML error pages.
+(docs/upstream.md, "Nova's checks and answers"): the EC2 tree under C{/<version>/}
+(C{/ec2} is prepended to any path that does not start with C{/openstack} or C{/ec2}), the
+OpenStack tree under C{/openstack/<version>/}, C{posixpath.normpath} on the path (so
+trailing slashes do not matter), listings rendered like Nova's C{ec2_md_print} (sorted
+keys, C{key/} for sub-trees, C{0=<keyname>} for public keys), and webob-style HTML error
+pages.
 
 No I/O, no clock and no randomness: the same record and path always give the same bytes
 (Nova's C{random_seed} is derived from the instance id), so forwarding tests can compare

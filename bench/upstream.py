@@ -14,10 +14,10 @@ No broker is needed: the configuration sets C{transport_url = fake://} (oslo.mes
 in-process driver; with the replaced lookup nothing is ever sent on it) and C{[AGENT]
 report_interval = 0} (no state reports).
 
-What to expect from upstream (reference section 1.7): a listen backlog of 5 whatever
-C{metadata_backlog} says, so it refuses connections under load; and error answers (404,
-400, 503) written with bare LF line ends, which the bench's parsers accept and count as
-"non-CRLF answers".
+What to expect from upstream (docs/upstream.md, "Socket and workers"): a listen backlog
+of 5 whatever C{metadata_backlog} says, so it refuses connections under load; and error
+answers (404, 400, 503) written with bare LF line ends, which the bench's parsers accept
+and count as "non-CRLF answers".
 """
 
 from __future__ import annotations

@@ -13,7 +13,20 @@ import re
 
 import attrs
 
-__all__ = ["NamespaceKind", "Namespace", "InvalidNamespace", "namespace_socket_path"]
+__all__ = [
+    "NamespaceKind",
+    "Namespace",
+    "InvalidNamespace",
+    "namespace_socket_path",
+    "MAX_SOCKET_PATH_BYTES",
+]
+
+#: The longest Unix socket path haproxy accepts, in bytes; it applies to every socket
+#: metaproxy listens on, since the namespace proxies' ``server`` line connects to it.
+#: Why 97: Linux's sun_path holds 108 bytes with the NUL, and haproxy keeps room for a
+#: ``.<pid>.tmp`` suffix on every Unix address (src/tools.c ``str2sa_range``). A longer
+#: path fails ``haproxy -c`` with "socket path ... too long (max 97)".
+MAX_SOCKET_PATH_BYTES = 97
 
 
 class InvalidNamespace(ValueError):

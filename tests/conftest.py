@@ -10,7 +10,7 @@ from twisted.logger import globalLogPublisher
 def no_logged_errors(request):
     """Fail the test if anything logged a Failure (an unhandled error in a Deferred, say).
 
-    pytest-twisted has no dirty-reactor or logged-error checks (twisted-guide section 5);
+    pytest-twisted, unlike trial, has no dirty-reactor or logged-error checks;
     tests that expect an error logged mark themselves with ``@pytest.mark.logged_errors``.
     """
     errors = []

@@ -23,7 +23,8 @@ from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
 from metaproxy.agent.registry import NamespaceRegistry
 from metaproxy.agent.workers import WorkerPool
-from metaproxy.config import HAPROXY_TIMEOUT_SERVER, ConfigError, Settings, load_settings
+from metaproxy.config import ConfigError, Settings, load_settings
+from metaproxy.config.checks import HAPROXY_TIMEOUT_SERVER
 from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
 from metaproxy.http.connlimit import ConnectionLimit
@@ -502,8 +503,7 @@ def state_reporter(reactor: Any, settings: Settings) -> Any:
     need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do."""
     if not settings.transport_url or settings.report_interval <= 0:
         return None
-    from metaproxy.config import rpc_timeout
-    from metaproxy.neutron.bus import NeutronRpc
+    from metaproxy.neutron.bus import NeutronRpc, rpc_timeout
     from metaproxy.neutron.statereport import StateReporter, agent_state
 
     try:

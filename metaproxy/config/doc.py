@@ -14,7 +14,9 @@ import textwrap
 
 from oslo_config import types
 
-from metaproxy.config import COMMON_OPTS, allowed_values, default_text, list_opts
+from metaproxy.config.agent_options import COMMON_OPTS
+from metaproxy.config.errors import allowed_values, default_text
+from metaproxy.config.options import list_opts
 
 __all__ = ["sample_config", "options_markdown"]
 

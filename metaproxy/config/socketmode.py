@@ -3,7 +3,7 @@
 ``metadata_proxy_socket_mode`` says who may connect to the metadata socket: connecting
 to a Unix socket needs write permission on it, so the mode decides whether the namespace
 proxies (haproxy, running as ``metadata_proxy_user``/``metadata_proxy_group``) can reach
-metaproxy. The ``deduce`` rule is the legacy agent's (reference section 1.7), kept
+metaproxy. The ``deduce`` rule is the legacy agent's (docs/upstream.md, "Socket and workers"), kept
 exactly; unlike Neutron since 2025.1, metaproxy actually applies the result.
 """
 

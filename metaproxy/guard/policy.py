@@ -7,9 +7,9 @@ the instance is looked up. It answers C{None} (go on) or the bytes of a refusal:
   - 403 when the request carried an C{X-Forwarded-For} of the guest's own and the rule
     is C{enforce}. haproxy's C{option forwardfor} I{appends} its header, so more than
     one C{X-Forwarded-For} field (or a list in one) means a proxy inside the guest
-    forwarded the request: the SSRF signal AWS, Azure, GCE and others act on (peers.md
-    section 3). C{off} ignores it, C{log} (the default) counts it and logs it, C{enforce}
-    refuses it as well. The caller's address is haproxy's value either way.
+    forwarded the request: the SSRF signal AWS, Azure, GCE and others act on. C{off}
+    ignores it, C{log} (the default) counts it and logs it, C{enforce} refuses it as
+    well. The caller's address is haproxy's value either way.
 
 Log lines about refusals go through a L{LogThrottle}: at most one line per kind per
 interval, saying how many were left out, so a guest cannot flood the log.

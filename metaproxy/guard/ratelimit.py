@@ -1,10 +1,11 @@
 """Rate limiting per (namespace, source address), IPv4 and IPv6 alike.
 
-Neutron limits metadata requests in haproxy (reference section 3.3): two stick tables,
-a base window and a burst window, C{http_req_rate(<window>)} per source, 429 above the
-limit, and only one address family at a time. L{RateLimiter} keeps the same two windows
-in the agent, keyed by the namespace and the source address, so both families are
-limited together and an address reused behind two routers is two sources.
+Neutron limits metadata requests in haproxy (docs/upstream.md, "Rate limiting in
+haproxy"): two stick tables, a base window and a burst window, C{http_req_rate(<window>)}
+per source, 429 above the limit, and only one address family at a time. L{RateLimiter}
+keeps the same two windows in the agent, keyed by the namespace and the source address,
+so both families are limited together and an address reused behind two routers is two
+sources.
 
 Each window is counted the way haproxy's C{http_req_rate} is: a counter for the current
 period and one for the period before, the rate being C{previous * (1 - elapsed

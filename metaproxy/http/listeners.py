@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IReactorUNIX
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from metaproxy.namespace import Namespace, namespace_socket_path
+from metaproxy.namespace import MAX_SOCKET_PATH_BYTES, Namespace, namespace_socket_path
 
 __all__ = [
     "ListenError",
@@ -37,10 +37,6 @@ __all__ = [
     "SocketHandoff",
     "Listeners",
 ]
-
-#: sun_path is 108 bytes on Linux including the NUL, but haproxy keeps room for a
-#: ".<pid>.tmp" suffix on every Unix address and refuses paths over 97 bytes
-MAX_SOCKET_PATH = 97
 
 
 class ListenError(Exception):
@@ -57,9 +53,9 @@ def prepare_socket_path(path: str, *, make_directory: bool = True) -> None:
     @raise ListenError: the path is too long, is served by a live process, or is not a
         socket.
     """
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
         raise ListenError(
-            f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes, "
+            f"socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes, "
             "which haproxy cannot connect to; choose a shorter directory"
         )
     if make_directory:

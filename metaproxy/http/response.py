@@ -20,7 +20,7 @@ __all__ = [
     "status_line",
 ]
 
-#: Nova statuses relayed to the instance as they are (reference 1.6).
+#: Nova statuses relayed to the instance as they are (docs/upstream.md, "Response mapping").
 PASS_THROUGH_STATUSES = frozenset({200, 400, 403, 404, 409, 500, 502, 503, 504})
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the framing headers we set ourselves.

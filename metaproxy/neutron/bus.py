@@ -1,6 +1,7 @@
 """neutron-server's RPC bus, reached the way upstream's metadata agent reaches it.
 
-Upstream (reference sections 1.3 and 1.7) makes two kinds of call with oslo.messaging:
+Upstream (docs/upstream.md, "RPC calls" and "State reports") makes two kinds of call with
+oslo.messaging:
 
   - C{get_ports(context, filters=...)} as a C{call} on topic C{q-plugin}, version 1.0,
     namespace None (neutron's C{MetadataPluginAPI}, answered by neutron-server's
@@ -41,6 +42,7 @@ __all__ = [
     "admin_context",
     "report_time",
     "messaging_conf",
+    "rpc_timeout",
     "NeutronRpc",
 ]
 
@@ -157,6 +159,13 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
         default_config_dirs=[],
     )
     return conf
+
+
+def rpc_timeout(s: Settings) -> float:
+    """Seconds an RPC lookup may take: C{rpc_response_timeout}, capped by
+    C{rpc_response_max_timeout} (Neutron's longest wait) and by C{nova_timeout}, so
+    a slow neutron-server gets the instance metaproxy's 503, not haproxy's 504."""
+    return float(max(1, min(s.rpc_response_timeout, s.rpc_response_max_timeout, s.nova_timeout)))
 
 
 class NeutronRpc:

@@ -1,11 +1,11 @@
 """The haproxy configuration for a namespace proxy, rendered the way Neutron renders it.
 
-Neutron's L3, DHCP and OVN agents spawn one haproxy per router or network namespace;
-it listens on the metadata address, writes the header naming the router or network,
-and forwards over a Unix socket to the metadata agent.  :func:`render_haproxy_config`
-renders the same file (reference 3.3): metaproxy either serves Neutron's shared socket,
-so the agents' own haproxy keeps working, or one socket per namespace, whose path
-:func:`namespace_socket_path` names.
+Neutron's L3, DHCP and OVN agents spawn one haproxy per router or network namespace; it
+listens on the metadata address, writes the header naming the router or network, and
+forwards over a Unix socket to the metadata agent.  :func:`render_haproxy_config` renders
+the same file (docs/upstream.md, "haproxy configuration"): metaproxy either serves
+Neutron's shared socket, so the agents' own haproxy keeps working, or one socket per
+namespace, whose path :func:`namespace_socket_path` names.
 
 Rendering is pure: no file, user or network look-up.  :func:`resolve_user` and
 :func:`resolve_group` turn ``metadata_proxy_user``/``metadata_proxy_group`` into the
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.namespace import MAX_SOCKET_PATH_BYTES, Namespace, NamespaceKind
 
 __all__ = [
     "RateLimit",
@@ -44,11 +44,6 @@ METADATA_ADDRESS_V6 = "fe80::a9fe:a9fe"
 METADATA_PORT = 9697
 #: The port DHCP and OVN namespaces listen on: the metadata address itself.
 _HTTP_PORT = 80
-#: The longest Unix socket path haproxy accepts in a ``server`` line, in bytes: sun_path
-#: (108) less its NUL, less room for the ``.<pid>.tmp`` suffix haproxy reserves for every
-#: Unix address (src/tools.c ``str2sa_range``).  A longer path fails ``haproxy -c`` with
-#: "socket path ... too long (max 97)".
-MAX_SOCKET_PATH_BYTES = 97
 
 
 class InvalidUserOrGroup(ValueError):

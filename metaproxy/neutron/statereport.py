@@ -1,14 +1,14 @@
 """State reports to neutron-server, exactly as upstream's metadata agent sends them.
 
-Reference section 1.7: every C{[AGENT] report_interval} seconds (0 disables them; the
-first at start-up), C{report_state} on topic C{q-reports-plugin} with L{agent_state}.
-The first report carries C{start_flag: True} and is a C{call}; once one report has
-succeeded, C{start_flag} is dropped and the reports are C{cast}s. A failure is logged
-and the next interval tries again (still a call while the start has not been
-reported); the first success after a failure logs "Successfully reported state after a
-previous failure.". An C{AttributeError} means neutron-server does not support state
-reports: that is logged once and reporting stops. A report still running when the next
-is due delays it (reports never overlap).
+As upstream (docs/upstream.md, "State reports"): every C{[AGENT] report_interval} seconds
+(0 disables them; the first at start-up), C{report_state} on topic C{q-reports-plugin}
+with L{agent_state}. The first report carries C{start_flag: True} and is a C{call}; once
+one report has succeeded, C{start_flag} is dropped and the reports are C{cast}s. A
+failure is logged and the next interval tries again (still a call while the start has not
+been reported); the first success after a failure logs "Successfully reported state after
+a previous failure.". An C{AttributeError} means neutron-server does not support state
+reports: that is logged once and reporting stops. A report still running when the next is
+due delays it (reports never overlap).
 
 L{StateReporter} is a Twisted service attached to the process that holds the sockets
 (L{metaproxy.agent.service.AgentService}; with workers, the parent, once). The blocking send

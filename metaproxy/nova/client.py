@@ -6,14 +6,14 @@ a request can fail into one of three exceptions (all L{NovaError}s):
 
   - L{NovaUnreachable}: no usable connection, or it was lost before the response was
     complete (refused, DNS, connect timeout, TLS, closed). The caller answers 503, as
-    upstream does for C{requests.ConnectionError} (reference section 1.6).
+    upstream does for C{requests.ConnectionError} (docs/upstream.md, "Response mapping").
   - L{NovaTimeout}: no complete response within the request timeout, counting the time
     spent waiting for a free slot. Upstream lets haproxy answer 504.
   - L{NovaBadResponse}: Nova answered something that is not usable HTTP, or a body over
     L{MAX_BODY_BYTES}. A gateway answers 502 to that.
 
 What goes out is exactly what the caller gives, plus C{Host} and the body framing
-(reference section 1.5, minus requests' defaults): no C{Accept-Encoding}, no
+(docs/upstream.md, "Forwarding to Nova", minus requests' defaults): no C{Accept-Encoding}, no
 C{User-Agent}, no cookies, no redirects followed, the request-target byte-exact.
 
 What comes back is Nova's status, reason phrase, raw headers and body bytes, not decoded

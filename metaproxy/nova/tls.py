@@ -1,6 +1,6 @@
 """The HTTPS policy for connections to Nova, with upstream's option semantics.
 
-Neutron's options (reference section 1.5) map to L{nova_tls_policy}'s arguments:
+Neutron's options (docs/upstream.md, "Forwarding to Nova") map to L{nova_tls_policy}'s arguments:
 
   - C{auth_ca_cert} → C{ca_file}: the CA bundle that verifies Nova, unless insecure;
   - C{nova_metadata_insecure} → C{insecure}: no verification at all (C{ca_file}

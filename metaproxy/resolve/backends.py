@@ -51,8 +51,7 @@ def _ovn(reactor: Any, settings: Settings) -> PortBackend:
 
 
 def _rpc(reactor: Any, settings: Settings) -> PortBackend:
-    from metaproxy.config import rpc_timeout
-    from metaproxy.neutron.bus import NeutronRpc
+    from metaproxy.neutron.bus import NeutronRpc, rpc_timeout
     from metaproxy.resolve.rpc import RpcBackend
 
     if not settings.transport_url:

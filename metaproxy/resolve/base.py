@@ -1,6 +1,6 @@
 """The lookup interface every backend implements, and the values it returns.
 
-The two primitives are upstream's own (reference section 1.3): the networks a router is
+The two primitives are upstream's own (docs/upstream.md, "Port lookup"): the networks a router is
 attached to (through its interface ports), and the ports on some networks that carry an
 IP address or a MAC address. Deciding "exactly one port with a device id" is the
 resolver's job (L{metaproxy.resolve.resolver}), not the backend's.

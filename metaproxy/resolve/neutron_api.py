@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.resolve.test_neutron_api -*-
 """The Neutron API lookup backend (C{[metaproxy] lookup_backend = neutron_api}).
 
-It asks Neutron's API what upstream asks over RPC (reference section 1.3), as
+It asks Neutron's API what upstream asks over RPC (docs/upstream.md, "Port lookup"), as
 C{GET <neutron>/v2.0/ports} with repeated query parameters:
 
   - a router's networks: C{device_id=<router>}, C{device_owner=} each of the three

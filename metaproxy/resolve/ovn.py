@@ -2,7 +2,7 @@
 C{Datapath_Binding} and C{Chassis} tables, kept by L{metaproxy.ovsdb.monitor}, and an
 index of it that answers every lookup from memory.
 
-The OVN metadata agent's rules (reference section 4), applied when rows change rather
+The OVN metadata agent's rules (docs/upstream.md, "OVN lookups"), applied when rows change rather
 than on every request:
 
   - a port identifies an instance only when it is bound (C{chassis} set) and has a

@@ -1,7 +1,8 @@
 """The RPC backend: ports from neutron-server, asked exactly as upstream's agent asks.
 
 C{lookup_backend = rpc} (the default when C{transport_url} is set). Each lookup is one
-C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (reference section 1.3):
+C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (docs/upstream.md,
+"Port lookup"):
 
   - a router's networks: C{{'device_id': [router], 'device_owner': [the three
     router-interface owners]}}, then the ports' C{network_id}s in order;
@@ -11,7 +12,7 @@ C{get_ports} call (L{metaproxy.neutron.bus}) with upstream's filters (reference 
 
 oslo.messaging blocks, so calls run on a bounded thread pool the backend owns
 (C{rpc_lookup_threads}; started by C{start()}, stopped by C{stop()}), and the reactor
-never waits. A call has C{timeout} seconds (L{metaproxy.config.rpc_timeout}): the RPC
+never waits. A call has C{timeout} seconds (L{metaproxy.neutron.bus.rpc_timeout}): the RPC
 itself times out then, and so does the Deferred, whatever the thread is still doing (a
 bus that is down can hold a thread in reconnection). A lookup still queued for a thread
 when its time is up is dropped without being sent. Every failure is

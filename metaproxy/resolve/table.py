@@ -15,7 +15,7 @@ be empty (the port then identifies nobody), and C{fixed_ips} may be an empty lis
 other key in a port is an error too, so that a typo (C{"device-owner"}) is not silently
 ignored. C{instances} is not read here (the fake Nova reads it).
 
-A router's networks are, as upstream queries them (reference section 1.3), the networks of
+A router's networks are, as upstream queries them (docs/upstream.md, "Port lookup"), the networks of
 the ports whose C{device_id} is the router and whose C{device_owner} is one of
 L{ROUTER_INTERFACE_OWNERS} (the gateway port is not), in file order; then the networks the
 C{routers} map lists for it, as if they were more interface ports. Duplicates are kept.

@@ -155,7 +155,7 @@ def log_events():
 
 
 def test_signature_test_vector_accepted():
-    """Secret 'secret', id 'foo' signs to the reference vector, and the fake accepts it."""
+    """Secret 'secret', id 'foo' signs to upstream's test vector, and the fake accepts it."""
     vector = b"773ba44693c7553d6ee20f61ea5d2757a9a4f4a44d2841ae4e95b52e4cd62db4"
     site, _ = fakenova.make_site(TABLE, "secret", MemoryReactorClock())
     response = get(
@@ -984,7 +984,7 @@ EXPECTED_CRAWL = [
 
 def test_cloud_init_ec2_crawl_is_21_requests():
     """cloud-init's crawl of /latest/meta-data/ for an instance with a keypair and no
-    ephemeral disk is the 21 requests of reference section 6, all 200."""
+    ephemeral disk is 21 requests (docs/upstream.md, "cloud-init's requests"), all 200."""
 
     def fetch(path: str) -> tuple[int, bytes]:
         status, _, body = novatree.lookup(RECORD, path)

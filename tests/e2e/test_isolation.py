@@ -15,8 +15,9 @@ ROUTER, NETWORK, OVN = "X-Neutron-Router-ID", "X-Neutron-Network-ID", "X-OVN-Net
 XFF = "X-Forwarded-For"
 
 #: The namespace headers haproxy removes or overwrites in each kind of namespace
-#: (reference 3.3: del-header the other ML2 id and set-header its own; OVN: metaproxy's
-#: rendering deletes any X-OVN-Network-ID before adding its own).
+#: (docs/upstream.md, "Headers haproxy writes": del-header the other ML2 id and
+#: set-header its own; OVN: metaproxy's rendering deletes any X-OVN-Network-ID before
+#: adding its own).
 SCRUBBED = {"router": {ROUTER, NETWORK}, "dhcp": {ROUTER, NETWORK}, "ovn": {OVN}}
 
 

@@ -1,10 +1,10 @@
 """Packaging: both `pip install .` and `pip install -e .` make twistd list the plugin.
 
-daphne lost its Twisted plugin once when it moved to pyproject (twisted-guide section
-1.2); this guards ours. Each install goes into a fresh virtualenv. To keep the test off
-the network, the fresh venv sees this venv's site-packages for the dependencies (a .pth
-line), and the project itself is built and installed with pip for real (no build
-isolation, no dependencies fetched).
+daphne lost its Twisted plugin once when it moved to pyproject (its packaging no longer
+installed twisted/plugins/); this guards ours. Each install goes into a fresh virtualenv.
+To keep the test off the network, the fresh venv sees this venv's site-packages for the
+dependencies (a .pth line), and the project itself is built and installed with pip for
+real (no build isolation, no dependencies fetched).
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def rpc_stack(broker):
 
 
 def boot(path: str, headers, xff: str) -> int:
-    """cloud-init's first-boot sequence (reference 6) through the agent; its length."""
+    """cloud-init's first-boot sequence (docs/upstream.md, "cloud-init's requests")
+    through the agent; its length."""
     sequence = boot_sequence()
     target, count = next(sequence), 0
     while True:

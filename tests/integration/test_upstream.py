@@ -246,7 +246,7 @@ def test_unknown_address_gets_upstreams_404(upstream_stack):
 
 @pytest.mark.slow
 def test_listen_backlog_is_five(upstream_stack):
-    """Reference 1.7: upstream sets metadata_backlog after listen(), so the backlog is
+    """Upstream sets metadata_backlog after listen(), so the backlog is
     socketserver's default of 5 (metadata_backlog is 4096 by default)."""
     try:
         backlog = upstream.listen_backlog(upstream_stack.shared)

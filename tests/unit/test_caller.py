@@ -1,4 +1,5 @@
-"""Identifying the caller: namespace and address (reference 1.3 and section 7 checklist)."""
+"""Identifying the caller: namespace and address (docs/upstream.md, "Identifying the
+caller"; tests/CHECKLIST.md)."""
 
 import ipaddress
 

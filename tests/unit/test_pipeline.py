@@ -1,7 +1,7 @@
 """The pipeline on in-memory collaborators: request in, answer bytes out.
 
-Covers the handler items of Neutron's checklist (reference section 7) and the response
-mapping of sections 1.6 and 9.
+Covers the handler items of Neutron's checklist (tests/CHECKLIST.md) and the response
+mapping (docs/upstream.md, "Response mapping").
 """
 
 import gzip

@@ -1,4 +1,4 @@
-"""Signing the instance id (reference 1.5, Neutron's TU test vector)."""
+"""Signing the instance id (docs/upstream.md, "Signing"; Neutron's TU test vector)."""
 
 from metaproxy.signing import sign_instance_id
 

@@ -1,5 +1,5 @@
-"""The metadata socket's mode (reference 1.7 and section 7 "TPB socket mode") and the
-user/group resolution used for chown and haproxy's configuration."""
+"""The metadata socket's mode (docs/upstream.md, "Socket and workers"; TPB's socket-mode
+tests) and the user/group resolution used for chown and haproxy's configuration."""
 
 from __future__ import annotations
 

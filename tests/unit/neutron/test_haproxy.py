@@ -35,7 +35,8 @@ def _global(
     pidfile: str = "/var/lib/neutron/external/pids/ID.pid.haproxy",
     timeouts: tuple[str, str, str, str, str] = ("30s", "30s", "32s", "32s", "30s"),
 ) -> str:
-    """The global and defaults sections exactly as reference 3.3 shows them."""
+    """The global and defaults sections exactly as Neutron renders them (docs/upstream.md,
+    "haproxy configuration")."""
     pidfile = pidfile.replace("ID", ns_id)
     return (
         "global\n"

@@ -1,5 +1,5 @@
 """metaproxy.neutron.statereport: upstream's agent_state, call then casts, failures and recovery
-(reference 1.7), on a Clock with a fake send."""
+(docs/upstream.md, "State reports"), on a Clock with a fake send."""
 
 from __future__ import annotations
 

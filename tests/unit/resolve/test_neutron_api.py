@@ -152,8 +152,8 @@ def neutron_queries(cloud):
 
 
 def test_router_networks_asks_for_interface_ports_network_ids_only(agent, cloud, backend):
-    """Reference 1.3: device_id = router, the three interface owners; the gateway port
-    is not one of them."""
+    """Upstream's query (docs/upstream.md, "Router-interface owners"): device_id =
+    router, the three interface owners; the gateway port is not one of them."""
     assert result(agent, backend.router_networks("r1")) == ("net-a",)
     assert result(agent, backend.router_networks("r2")) == ("net-b", "net-c")
     assert result(agent, backend.router_networks("nope")) == ()

@@ -1,4 +1,5 @@
-"""Caller to instance, as upstream resolves it (reference sections 1.3 and 7)."""
+"""Caller to instance, as upstream resolves it (docs/upstream.md, "Port lookup";
+tests/CHECKLIST.md)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from metaproxy.config import default_settings, rpc_timeout
+from metaproxy.config import default_settings
 from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.neutron.bus import (
     NEUTRON_CONTROL_EXCHANGE,
@@ -19,6 +19,7 @@ from metaproxy.neutron.bus import (
     admin_context,
     messaging_conf,
     report_time,
+    rpc_timeout,
 )
 from metaproxy.resolve import backends
 from metaproxy.resolve.base import LookupUnavailable, Port
@@ -55,7 +56,7 @@ def neutron_port(
     }
 
 
-# --- upstream's filters (reference 1.3) -----------------------------------------------
+# --- upstream's filters (docs/upstream.md, "Port lookup") ---------------------------
 
 
 def test_router_filters_are_upstreams() -> None:

@@ -1,0 +1,44 @@
+"""The option schema: every option metaproxy reads, by section, in the order the sample
+configuration and the README list them. The sections themselves are defined in
+L{agent_options} (Neutron's own), L{metaproxy_options} and L{backend_options}.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from metaproxy.config.agent_options import (
+    AGENT_OPTS,
+    CACHE_OPTS,
+    COMMON_OPTS,
+    METADATA_OPTS,
+    RATE_LIMIT_OPTS,
+)
+from metaproxy.config.backend_options import NEUTRON_OPTS, OVN_OPTS
+from metaproxy.config.metaproxy_options import METAPROXY_OPTS
+
+__all__ = ["list_opts", "register_options", "find_option"]
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
+    return [
+        ("DEFAULT", METADATA_OPTS + COMMON_OPTS),
+        ("AGENT", AGENT_OPTS),
+        ("cache", CACHE_OPTS),
+        ("metadata_rate_limiting", RATE_LIMIT_OPTS),
+        ("metaproxy", METAPROXY_OPTS),
+        ("neutron", NEUTRON_OPTS),
+        ("ovn", OVN_OPTS),
+    ]
+
+
+def register_options(conf: cfg.ConfigOpts) -> None:
+    """Register every option of L{list_opts} on C{conf}."""
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+
+
+def find_option(group: str, name: str) -> cfg.Opt:
+    """The option C{name} of section C{group} (C{"DEFAULT"} for [DEFAULT])."""
+    return next(o for g, opts in list_opts() if g == group for o in opts if o.dest == name)

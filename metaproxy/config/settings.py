@@ -1,0 +1,257 @@
+"""L{Settings}, the checked and immutable configuration, and how one is built from a
+C{cfg.ConfigOpts}: L{read_options} reads every option, L{build_settings} derives the
+fields no option holds directly (socket mode, Nova URLs, default lookup backend).
+L{default_settings} builds one from the defaults alone, for tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+import attrs
+from oslo_config import cfg
+
+from metaproxy.config.errors import Sources, bad_value
+from metaproxy.config.options import list_opts, register_options
+from metaproxy.config.socketmode import socket_mode
+from metaproxy.namespace import Namespace
+
+__all__ = [
+    "Settings",
+    "settings_field",
+    "read_options",
+    "build_settings",
+    "default_lookup_backend",
+    "default_settings",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every option, validated; names are the options' ([cache] ones get ``cache_``,
+    [neutron] ones ``neutron_``)."""
+
+    metadata_proxy_socket: str
+    metadata_proxy_user: str
+    metadata_proxy_group: str
+    metadata_proxy_socket_mode: str
+    metadata_workers: int
+    metadata_backlog: int
+    nova_metadata_host: str
+    nova_metadata_port: int
+    nova_metadata_protocol: str
+    nova_metadata_insecure: bool
+    auth_ca_cert: str | None
+    nova_client_cert: str
+    nova_client_priv_key: str
+    metadata_proxy_shared_secret: str = attrs.field(repr=False)
+    rpc_response_max_timeout: int
+    host: str
+    state_path: str
+    debug: bool
+    use_json: bool
+    transport_url: str | None = attrs.field(repr=False)
+    rpc_response_timeout: int
+    report_interval: float
+    log_agent_heartbeats: bool
+    cache_enabled: bool
+    cache_expiration_time: int
+    cache_backend: str
+    lookup_backend: str
+    rpc_lookup_threads: int
+    lookup_table: str
+    namespace_socket_dir: str
+    namespace_dir: str
+    namespaces: tuple[Namespace, ...]
+    namespace_rescan_interval: float
+    control_socket: str
+    nova_timeout: float
+    nova_connect_timeout: float
+    nova_pool_size: int
+    nova_max_in_flight: int
+    max_header_bytes: int
+    max_headers: int
+    max_body_bytes: int
+    request_timeout: float
+    retry_after: int
+    gzip_decode: bool
+    neutron_auth_type: str | None
+    neutron_auth_url: str | None
+    neutron_username: str | None
+    neutron_password: str | None = attrs.field(repr=False)
+    neutron_user_domain_name: str | None
+    neutron_user_domain_id: str | None
+    neutron_project_name: str | None
+    neutron_project_id: str | None
+    neutron_project_domain_name: str | None
+    neutron_project_domain_id: str | None
+    neutron_application_credential_id: str | None
+    neutron_application_credential_secret: str | None = attrs.field(repr=False)
+    neutron_region_name: str | None
+    neutron_service_type: str
+    neutron_valid_interfaces: tuple[str, ...]
+    neutron_endpoint_override: str | None
+    neutron_cafile: str | None
+    neutron_insecure: bool
+    neutron_timeout: float
+    ovn_sb_connection: str
+    ovn_sb_private_key: str
+    ovn_sb_certificate: str
+    ovn_sb_ca_cert: str
+    ovsdb_connection_timeout: int
+    ovsdb_retry_max_interval: int
+    ovsdb_probe_interval: int
+    nova_metadata_endpoints: tuple[str, ...]
+    nova_breaker_failures: int
+    nova_breaker_cooldown: float
+    nova_max_queued: int
+    max_connections: int
+    max_connections_per_namespace: int
+    guest_forwarded_for: str
+    refusal_log_interval: float
+    rate_limit_max_sources: int
+    rate_limit_enabled: bool
+    ip_versions: tuple[int, ...]
+    base_window_duration: int
+    base_query_rate_limit: int
+    burst_window_duration: int
+    burst_query_rate_limit: int
+    metrics_listen: tuple[str, ...]
+    health_probe_interval: float
+    drain_timeout: float
+    log_rate_limit: int
+    socket_mode: int
+    nova_urls: tuple[str, ...]
+    nova_url: str
+    config_files: tuple[str, ...]
+
+
+def settings_field(group: str, name: str) -> str:
+    """The L{Settings} field of an option: [cache] and [neutron] ones get their section's
+    name as a prefix."""
+    return f"{group}_{name}" if group in ("cache", "neutron") else name
+
+
+def _nova_url(protocol: str, host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a DNS name
+    return f"{protocol}://{host}:{port}"
+
+
+def read_options(conf: cfg.ConfigOpts, sources: Sources) -> dict[str, Any]:
+    """Every option's value (oslo.config converts lazily), keyed by Settings field."""
+    values = {}
+    for group, opts in list_opts():
+        node = conf if group == "DEFAULT" else conf[group]
+        for opt in opts:
+            try:
+                values[settings_field(group, opt.dest)] = node[opt.dest]
+            except (cfg.Error, ValueError) as exc:
+                raise bad_value(sources, group, opt, exc) from None
+    return values
+
+
+def build_settings(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
+    values = dict(values, config_files=config_files)
+    values["namespaces"] = tuple(values["namespaces"])
+    values["neutron_valid_interfaces"] = tuple(
+        i.strip() for i in values["neutron_valid_interfaces"] if i.strip()
+    )
+    values["ip_versions"] = tuple(values["ip_versions"])
+    values["nova_metadata_endpoints"] = tuple(
+        e.strip() for e in values["nova_metadata_endpoints"] if e.strip()
+    )
+    values["metrics_listen"] = tuple(e.strip() for e in values["metrics_listen"] if e.strip())
+    if values["metadata_workers"] is None:
+        values["metadata_workers"] = (os.cpu_count() or 1) // 2
+    values["socket_mode"] = socket_mode(
+        values["metadata_proxy_socket_mode"],
+        values["metadata_proxy_user"],
+        values["metadata_proxy_group"],
+    )
+    values["nova_url"] = _nova_url(
+        values["nova_metadata_protocol"], values["nova_metadata_host"], values["nova_metadata_port"]
+    )
+    values["nova_urls"] = _nova_urls(
+        values["nova_url"], values["nova_metadata_protocol"], values["nova_metadata_endpoints"]
+    )
+    if values["lookup_backend"] is None:
+        values["lookup_backend"] = default_lookup_backend(values["transport_url"])
+    return Settings(**values)
+
+
+def _nova_urls(first: str, protocol: str, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+    """Every Nova endpoint as a URL: the upstream options' first, then
+    C{nova_metadata_endpoints} (C{host:port} entries take C{nova_metadata_protocol})."""
+    urls = [first]
+    for entry in endpoints:
+        urls.append(entry if "://" in entry else f"{protocol}://{entry}")
+    return tuple(urls)
+
+
+def default_lookup_backend(transport_url: str | None) -> str:
+    """C{lookup_backend} when unset: C{rpc} with a C{transport_url}, C{table} without."""
+    return "rpc" if transport_url else "table"
+
+
+_DERIVED = {
+    "socket_mode": ("metadata_proxy_socket_mode", "metadata_proxy_user", "metadata_proxy_group"),
+    "nova_url": ("nova_metadata_protocol", "nova_metadata_host", "nova_metadata_port"),
+    "nova_urls": (
+        "nova_metadata_protocol",
+        "nova_metadata_host",
+        "nova_metadata_port",
+        "nova_url",
+        "nova_metadata_endpoints",
+    ),
+}
+
+
+def default_settings(**overrides: Any) -> Settings:
+    """L{Settings} from the defaults alone, no file read and no checks (for tests).
+
+    C{state_path} is applied before the defaults are interpolated, so the paths follow
+    it; other overrides replace fields afterwards (C{attrs.evolve}), and C{socket_mode}
+    and C{nova_url} are derived again from overridden inputs unless given too.
+    """
+    conf = cfg.ConfigOpts()
+    register_options(conf)
+    conf(
+        args=[],
+        project="neutron",
+        prog="metaproxy",
+        use_env=False,
+        default_config_files=[],
+        default_config_dirs=[],
+    )
+    if "state_path" in overrides:
+        conf.set_override("state_path", overrides["state_path"])
+    values = read_options(conf, Sources(()))
+    values["namespaces"] = [Namespace.parse(n) for n in values["namespaces"]]
+    if "neutron_valid_interfaces" in overrides:
+        overrides["neutron_valid_interfaces"] = tuple(overrides["neutron_valid_interfaces"])
+    settings = attrs.evolve(build_settings(values, ()), **overrides)
+    if "transport_url" in overrides and "lookup_backend" not in overrides:
+        settings = attrs.evolve(
+            settings, lookup_backend=default_lookup_backend(settings.transport_url)
+        )
+    for derived, inputs in _DERIVED.items():
+        if derived not in overrides and any(name in overrides for name in inputs):
+            args = [getattr(settings, name) for name in inputs]
+            if derived == "socket_mode":
+                value = socket_mode(*args)
+            elif derived == "nova_url":
+                value = _nova_url(*args)
+            else:
+                value = _nova_urls(
+                    settings.nova_url,
+                    settings.nova_metadata_protocol,
+                    tuple(settings.nova_metadata_endpoints),
+                )
+            settings = attrs.evolve(settings, **{derived: value})
+    return settings
