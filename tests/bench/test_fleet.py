@@ -5,7 +5,6 @@ import gzip
 import json
 
 import pytest
-from twisted.internet.defer import succeed
 
 from bench import fakenova
 from bench.fleet import boot_length, make_fleet
@@ -13,22 +12,7 @@ from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance
 from metaproxy.resolve.resolver import Caller, InstanceResolver
 from metaproxy.resolve.table import load_table, parse_table
-
-
-class _TableBackend:
-    """A PortBackend over a parsed table (the agent's TableBackend reads a file)."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def router_networks(self, router_id):
-        return succeed(self.table.router_networks(router_id))
-
-    def ports_by_ip(self, networks, ip):
-        return succeed(self.table.ports_by_ip(networks, ip))
-
-    def ports_by_mac(self, networks, mac):
-        return succeed(self.table.ports_by_mac(networks, mac))
+from metaproxy.testing import InMemoryPortBackend
 
 
 def resolve(resolver, caller):
@@ -62,7 +46,7 @@ def test_every_instance_resolves_to_itself_through_its_namespace():
     fleet = make_fleet(60, 4, networks_per_router=2, dhcp_networks=2, ovn_networks=2, seed=3)
     kinds = collections.Counter(ns.kind for ns in fleet.namespaces)
     assert kinds == {NamespaceKind.ROUTER: 4, NamespaceKind.NETWORK: 2, NamespaceKind.OVN: 2}
-    resolver = InstanceResolver(_TableBackend(parse_table(fleet.table)))
+    resolver = InstanceResolver(InMemoryPortBackend(parse_table(fleet.table)))
     for instance in fleet.instances:
         found = resolve(resolver, Caller(instance.namespace, instance.ip))
         assert found == Instance(instance.instance_id, instance.project_id), instance

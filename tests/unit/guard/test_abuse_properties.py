@@ -4,7 +4,6 @@ metadata."""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -13,10 +12,10 @@ from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
 from metaproxy.http.request import RequestParser
 from metaproxy.http.server import Limits, MetadataFactory
-from metaproxy.nova.client import NovaResponse
 from metaproxy.pipeline import Pipeline
 from metaproxy.resolve.resolver import InstanceResolver
-from tests.unit.test_pipeline import SECRET, TableOnly
+from metaproxy.testing import FakeNova, InMemoryPortBackend, echo_instance_id
+from tests.unit.test_pipeline import SECRET, TABLE
 
 #: (router, address) -> the instance the table gives it (tests/unit/test_pipeline.TABLE)
 OWNER = {
@@ -30,19 +29,16 @@ OWNER = {
 }
 
 
-class EchoNova:
-    """Answers 200 with the X-Instance-ID it was sent: the body says whose data it is."""
-
-    def forward(self, method, target, headers, body):
-        instance = dict(headers)[b"X-Instance-ID"]
-        return succeed(NovaResponse(200, b"OK", (), b"metadata of " + instance))
-
-
 def serve(chunks, policy=None):
     """Feed C{chunks} to one connection; time it out if it is still waiting. Returns the
     bytes written and whether the connection was closed."""
     clock = Clock()
-    pipeline = Pipeline(InstanceResolver(TableOnly()), EchoNova(), SECRET, policy=policy)
+    pipeline = Pipeline(
+        InstanceResolver(InMemoryPortBackend(TABLE)),
+        FakeNova(reply=echo_instance_id),
+        SECRET,
+        policy=policy,
+    )
     limits = Limits(max_header_bytes=1024, max_headers=16, max_body_bytes=256, request_timeout=5)
     factory = MetadataFactory(pipeline, None, limits, clock)
     protocol = factory.buildProtocol(None)

@@ -18,6 +18,7 @@ from metaproxy.ops.metrics import (
     merge,
     render,
 )
+from metaproxy.testing import FakeNova
 
 
 def _values(text: bytes) -> dict[tuple[str, tuple], float]:
@@ -30,10 +31,6 @@ def _values(text: bytes) -> dict[tuple[str, tuple], float]:
 
 class _Cache:
     hits, misses, coalesced, failures = 5, 2, 7, 1
-
-
-class _Nova:
-    in_flight, queued, idle = 4, 1, 3
 
 
 def test_record_counts_by_kind_status_and_bucket():
@@ -55,7 +52,9 @@ def test_render_exports_every_family():
     stats = RequestStats()
     stats.record("ovn", b"503", 0.003)
     stats.refuse(413)
-    metrics = Metrics(stats, cache=_Cache(), nova=_Nova(), ready=lambda: True)
+    metrics = Metrics(
+        stats, cache=_Cache(), nova=FakeNova(in_flight=4, queued=1, idle=3), ready=lambda: True
+    )
     metrics.reloaded("ok")
     metrics.add_source(
         lambda: [

@@ -18,6 +18,7 @@ from metaproxy.nova.client import NovaUnreachable
 from metaproxy.ops.health import NovaProbe, health, nova_check
 from metaproxy.ops.logs import LevelFilter, LogSetup, RateLimiter, format_json
 from metaproxy.ops.web import OpsResource
+from metaproxy.testing import FakeNova
 
 
 def _event(
@@ -172,16 +173,11 @@ def test_nova_probe_records_outcomes_and_repeats():
         fail(NovaUnreachable("Nova at x refused the connection")),
         succeed(_Answer(503)),
     ]
-    calls = []
-
-    def forward(method, target, headers, body):
-        calls.append((method, target, headers, body))
-        return answers.pop(0)
-
-    probe = NovaProbe(clock, forward, interval=10)
+    nova = FakeNova(*answers)
+    probe = NovaProbe(clock, nova.forward, interval=10)
     assert nova_check(probe) == (False, "not probed yet")
     probe.start()
-    assert calls == [(b"GET", b"/", (), b"")]
+    assert nova.sent == [(b"GET", b"/", (), b"")]
     assert nova_check(probe) == (True, "answered 200")
     clock.advance(10)
     assert nova_check(probe) == (False, "Nova at x refused the connection")
@@ -189,7 +185,7 @@ def test_nova_probe_records_outcomes_and_repeats():
     assert nova_check(probe) == (False, "answered 503")
     probe.stop()
     clock.advance(30)
-    assert len(calls) == 3
+    assert len(nova.sent) == 3
 
 
 def test_nova_probe_stop_cancels_a_probe_in_flight():

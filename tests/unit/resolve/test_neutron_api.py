@@ -12,7 +12,6 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 
 from bench.fakeneutron import FakeCloud, cloud_resource, neutron_ports
 from metaproxy.config import default_settings
@@ -470,34 +469,26 @@ def test_sequential_boot_cache_on_makes_two_neutron_calls(agent, cloud, backend,
 # --- lifecycle and building --------------------------------------------------------------
 
 
-@pytest.fixture
-def events():
-    seen = []
-    globalLogPublisher.addObserver(seen.append)
-    yield seen
-    globalLogPublisher.removeObserver(seen.append)
-
-
 def text_of(events):
     from twisted.logger import formatEvent
 
     return [formatEvent(e) for e in events if e.get("log_namespace", "").startswith("metaproxy")]
 
 
-def test_start_gets_a_token_and_logs_where_ports_come_from(agent, backend, events):
+def test_start_gets_a_token_and_logs_where_ports_come_from(agent, backend, logged):
     backend.start()
     agent.flush()
-    assert text_of(events) == [
+    assert text_of(logged) == [
         f"Neutron API lookups: token from Keystone at {KEYSTONE}/auth/tokens; ports at {PORTS}"
     ]
 
 
-def test_start_with_bad_credentials_logs_without_the_password(clock, agent, cloud, events):
+def test_start_with_bad_credentials_logs_without_the_password(clock, agent, cloud, logged):
     cloud.password = "something-else"
     backend = make_backend(clock, agent)
     backend.start()
     agent.flush()
-    [line] = text_of(events)
+    [line] = text_of(logged)
     assert line.startswith(
         "Neutron API lookups: no token yet (Keystone at "
         f"{KEYSTONE}/auth/tokens refused the credentials (HTTP 401"
