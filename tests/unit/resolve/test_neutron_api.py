@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from bench.fakeneutron import FakeCloud, cloud_resource, neutron_ports
+from metaproxy.caller import Identity
 from metaproxy.config import default_settings
 from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.neutron.keystone import Credentials, KeystoneSession
@@ -28,7 +29,7 @@ from metaproxy.resolve.neutron_api import (
     parse_router_networks,
     ports_url,
 )
-from metaproxy.resolve.resolver import Caller, InstanceResolver
+from metaproxy.resolve.resolver import InstanceResolver
 
 PASSWORD = "Neutr0n-Pa55"
 NOW = 1_700_000_000.0
@@ -425,7 +426,7 @@ def test_unreachable_neutron_says_how(clock):
 
 # --- through the core: coalescing and the cache -----------------------------------------
 
-ROUTER_CALLER = Caller(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5")
+ROUTER_CALLER = Identity(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5", None, b"10.0.0.5")
 
 
 def boot(resolver, n=28):
