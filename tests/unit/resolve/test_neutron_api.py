@@ -390,6 +390,7 @@ def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
     clock.advance(3.0)
     error = failure(agent, d)
     # the token request's own timeout (the same [neutron] timeout) says it first
+    assert isinstance(error, LookupUnavailable)
     assert str(error) == (
         f"Keystone at {KEYSTONE}/auth/tokens did not answer within 3 s ([neutron] timeout)"
     )
@@ -399,6 +400,19 @@ def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
 def test_keystone_down_names_keystone(agent, cloud, backend):
     cloud.keystone_fault = 503
     error = failure(agent, backend.router_networks("r1"))
+    assert isinstance(error, LookupUnavailable)
+    assert str(error) == f"Keystone at {KEYSTONE}/auth/tokens answered HTTP 503: injected fault"
+
+
+def test_keystone_down_reaches_the_resolver_as_the_same_unavailable_lookup(
+    agent, cloud, backend, clock
+):
+    """The backend answers Keystone's failure as an unavailable lookup with Keystone's own
+    words: the resolver passes it on unwrapped (the instance gets 503 naming Keystone)."""
+    cloud.keystone_fault = 503
+    resolver = InstanceResolver(CachingBackend(backend, clock, ttl=600, enabled=False))
+    error = failure(agent, resolver.resolve(ROUTER_CALLER))
+    assert isinstance(error, LookupUnavailable)
     assert str(error) == f"Keystone at {KEYSTONE}/auth/tokens answered HTTP 503: injected fault"
 
 
