@@ -8,9 +8,10 @@ import pytest
 
 from bench import fakenova
 from bench.fleet import boot_length, make_fleet
+from metaproxy.caller import Identity
 from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance
-from metaproxy.resolve.resolver import Caller, InstanceResolver
+from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import load_table, parse_table
 from metaproxy.testing import InMemoryPortBackend
 
@@ -48,12 +49,17 @@ def test_every_instance_resolves_to_itself_through_its_namespace():
     assert kinds == {NamespaceKind.ROUTER: 4, NamespaceKind.NETWORK: 2, NamespaceKind.OVN: 2}
     resolver = InstanceResolver(InMemoryPortBackend(parse_table(fleet.table)))
     for instance in fleet.instances:
-        found = resolve(resolver, Caller(instance.namespace, instance.ip))
+        found = resolve(
+            resolver, Identity(instance.namespace, instance.ip, None, instance.ip.encode())
+        )
         assert found == Instance(instance.instance_id, instance.project_id), instance
     # and another router's namespace finds its own instance at the same address
     first, other = fleet.instances[0], fleet.instances[1]
     assert first.ip == other.ip and first.namespace != other.namespace
-    assert resolve(resolver, Caller(other.namespace, first.ip)).instance_id == other.instance_id
+    assert (
+        resolve(resolver, Identity(other.namespace, first.ip, None, first.ip.encode())).instance_id
+        == other.instance_id
+    )
 
 
 def test_both_ways_of_attaching_routers_are_used():
