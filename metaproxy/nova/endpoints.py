@@ -38,7 +38,6 @@ from twisted.python.failure import Failure
 from metaproxy.nova.breaker import Breaker
 from metaproxy.nova.client import (
     NovaBadResponse,
-    NovaClient,
     NovaOverloaded,
     NovaResponse,
     NovaTimeout,
@@ -109,40 +108,6 @@ class NovaEndpoints:
     @property
     def idle(self) -> int:
         return sum(e.client.pool.idle for e in self.endpoints)
-
-    @classmethod
-    def build(
-        cls,
-        reactor: Any,
-        urls: Sequence[str],
-        *,
-        timeout: float,
-        connect_timeout: float,
-        pool_size: int,
-        max_in_flight: int,
-        max_queued: int | None,
-        tls: Any,
-        failures: int,
-        cooldown: float,
-        log_interval: float = 60.0,
-    ) -> NovaEndpoints:
-        """One L{NovaClient} and L{Breaker} per URL (the agent's configuration)."""
-        endpoints = []
-        for url in urls:
-            client = NovaClient(
-                reactor,
-                url,
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                pool_size=pool_size,
-                max_in_flight=max_in_flight,
-                max_queued=max_queued,
-                tls=tls if url.startswith("https:") else None,
-            )
-            endpoints.append(
-                Endpoint(url, client, Breaker(reactor, failures=failures, cooldown=cooldown))
-            )
-        return cls(reactor, endpoints, timeout=timeout, log_interval=log_interval)
 
     def forward(
         self,

@@ -3,7 +3,7 @@
 The agent's own process binds every socket and supervises the workers with a
 L{WorkerPool} (L{metaproxy.agent.workers.pool}); each worker (C{python -m
 metaproxy.agent.workers}, L{metaproxy.agent.workers.worker}) serves them with its own
-L{metaproxy.agent.service.Proxy}; the sockets reach it over its channel
+L{metaproxy.agent.proxy.Proxy}; the sockets reach it over its channel
 (L{metaproxy.agent.workers.channel}), a socketpair that carries one line per socket
 added or removed.
 """

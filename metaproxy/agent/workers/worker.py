@@ -2,7 +2,7 @@
 L{metaproxy.agent.workers.pool.WorkerPool}.
 
 Each worker builds its own lookups, cache, Nova client and pipeline
-(L{metaproxy.agent.service.Proxy}) and accepts on its copy of every socket; the kernel
+(L{metaproxy.agent.proxy.Proxy}) and accepts on its copy of every socket; the kernel
 gives each new connection to one of them. It adopts the sockets it inherited and those
 its channel hands it later (L{metaproxy.agent.workers.channel}), and logs C{Worker <n>
 ready: serving <k> socket(s)} once its reactor runs and it serves every socket it
@@ -39,11 +39,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, Logger, globalLogBeginner, jsonFileLogObserver
 from twisted.python.failure import Failure
 
+from metaproxy.agent.proxy import Proxy
 from metaproxy.agent.workers.channel import CHANNEL_FD, ChannelProtocol, socket_name
+from metaproxy.config import ConfigError, load_settings
 from metaproxy.http.listeners import AdoptedUNIXPort
 from metaproxy.http.server import MetadataFactory, MetadataProtocol
 from metaproxy.namespace import Namespace
 from metaproxy.resolve.backends import describe_backend
+from metaproxy.resolve.base import BackendError
 
 __all__ = ["DRAIN_SECONDS", "METRICS_INTERVAL", "ConnectionTracker", "WorkerService", "main"]
 
@@ -304,10 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
-
-    from metaproxy.agent.service import Proxy
-    from metaproxy.config import ConfigError, load_settings
-    from metaproxy.resolve.base import BackendError
 
     _log_to_stdout()
     config_args = (list(args.config_file), list(args.config_dir))

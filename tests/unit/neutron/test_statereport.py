@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from metaproxy.agent.service import state_reporter
+from metaproxy.agent.builders import state_reporter
 from metaproxy.config import default_settings
 from metaproxy.neutron.statereport import StateReporter, agent_state
 
