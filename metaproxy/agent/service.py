@@ -21,6 +21,7 @@ from twisted.python.components import Componentized
 from metaproxy.agent.builders import nova_probe_client, state_reporter, worker_args
 from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
+from metaproxy.agent.ops_listener import OpsListener
 from metaproxy.agent.proxy import Proxy
 from metaproxy.agent.registry import NamespaceRegistry
 from metaproxy.agent.workers.pool import WorkerPool
@@ -30,7 +31,7 @@ from metaproxy.nova.client import NovaClient
 from metaproxy.ops.health import NovaProbe, nova_check
 from metaproxy.ops.logs import LogSetup
 from metaproxy.ops.metrics import Metrics, WorkerTotals
-from metaproxy.ops.web import OpsListener, OpsResource, OpsSite
+from metaproxy.ops.web import OpsResource, OpsSite
 from metaproxy.resolve.backends import backend_ready, describe_backend
 from metaproxy.resolve.base import PortBackend
 
