@@ -8,7 +8,6 @@ process's metrics, and builds the protocol factory of each socket it serves.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -21,7 +20,6 @@ from metaproxy.http.connlimit import ConnectionLimit
 from metaproxy.http.server import Limits, MetadataFactory
 from metaproxy.namespace import Namespace
 from metaproxy.ops.metrics import Metrics, RequestStats
-from metaproxy.ops.protection_metrics import protection_samples
 from metaproxy.pipeline import Pipeline
 from metaproxy.resolve.backends import (
     backend_ready,
@@ -94,23 +92,15 @@ class Proxy:
         self.metrics = Metrics(
             self.stats, cache=self.cache, nova=self.nova, ready=lambda: backend_ready(self.backend)
         )
-        self._factories: weakref.WeakSet[MetadataFactory] = weakref.WeakSet()
-        self.metrics.add_source(
-            protection_samples(
-                self.policy,
-                self.limits,
-                lambda: sum(f.connections.refused for f in list(self._factories)),
-                self.nova,
-            )
-        )
+        # what the policy (and its rate limiter) and the Nova endpoints count
+        self.metrics.add_source(self.policy.metric_samples)
+        self.metrics.add_source(self.nova.metric_samples)
 
     def factory_for(self, namespace: Namespace | None) -> MetadataFactory:
         """The protocol factory of one socket (C{None}: the shared socket)."""
-        factory = MetadataFactory(
+        return MetadataFactory(
             self.pipeline, namespace, self.limits, self._reactor, stats=self.stats
         )
-        self._factories.add(factory)
-        return factory
 
     def reload(self, config_args: tuple[list[str], list[str]]) -> Settings | None:
         """Re-read the configuration's secret and the lookup table; a bad file is

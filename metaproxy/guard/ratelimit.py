@@ -1,6 +1,6 @@
 """Rate limiting per (namespace, source address), IPv4 and IPv6 alike.
 
-Neutron limits metadata requests in haproxy (reference section 3.3): two stick tables,
+Neutron limits metadata requests in haproxy: two stick tables,
 a base window and a burst window, C{http_req_rate(<window>)} per source, 429 above the
 limit, and only one address family at a time. L{RateLimiter} keeps the same two windows
 in the agent, keyed by the namespace and the source address, so both families are
@@ -18,6 +18,9 @@ window the older generation is dropped whole (a source idle that long has no say
 window any more) and the current one becomes the older; a source seen again moves to the
 current one. C{max_sources} caps the two together: reaching it drops the older
 generation at once (C{evicted} counts what was dropped that way).
+
+C{rejected} and C{evicted} are plain integers, exported by L{RateLimiter.metric_samples}
+when metrics are scraped.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Iterable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+
+from metaproxy.ops.metrics import Sample
 
 __all__ = ["Window", "RateLimiter"]
 
@@ -82,7 +87,7 @@ def _wait(
 class RateLimiter:
     """The base and burst windows of every source.
 
-    @ivar rejected: requests refused so far (for the metrics).
+    @ivar rejected: requests refused so far.
     @ivar evicted: sources dropped early because C{max_sources} was reached.
     """
 
@@ -191,3 +196,25 @@ class RateLimiter:
         self._older = self._current
         self._current = {}
         self._rotate_at = now + self._lifetime
+
+    def metric_samples(self) -> list[Sample]:
+        """C{rejected} and C{evicted} as metrics (L{metaproxy.ops.metrics.Metrics.add_source})."""
+        return [
+            Sample(
+                "metaproxy_rate_limit_rejected_total",
+                "counter",
+                "Requests the rate limiter refused ([metadata_rate_limiting]; each one "
+                "answered 429 with Retry-After).",
+                (),
+                self.rejected,
+            ),
+            Sample(
+                "metaproxy_rate_limit_evicted_sources_total",
+                "counter",
+                "Sources (namespace, address) the rate limiter forgot before they were "
+                "idle for twice the longest window, because [metaproxy] "
+                "rate_limit_max_sources was reached.",
+                (),
+                self.evicted,
+            ),
+        ]
