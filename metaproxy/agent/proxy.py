@@ -38,8 +38,9 @@ log = Logger("metaproxy.service")
 
 
 class Proxy:
-    """Everything a request needs: the lookup backend and its cache, the Nova client, the
-    pipeline and the request limits. One per serving process.
+    """Everything a request needs: the lookup backend and its cache, the Nova endpoints,
+    the request policy, the pipeline and the request limits, and what they count
+    (C{stats}, C{metrics}). One per serving process.
 
     @raise BackendError: from the constructor, when the lookup backend cannot be built.
     """
