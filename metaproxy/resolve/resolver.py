@@ -8,8 +8,8 @@ Upstream's rules (docs/upstream.md, "Port lookup"): a router namespace looks in 
 networks of the router's interface ports, a network (DHCP) or OVN namespace in its one
 network. Then the ports on those networks with the caller's IP address (or, for an IPv6
 link-local caller, its MAC) are looked up. Exactly one port, with a device id, identifies
-the instance: its device id and project. No port, several ports, or one port without a device id is L{NotFound} (upstream
-answers 404 for all three).
+the instance: its device id and project. No port, several ports, or one port without a
+device id is L{NotFound} (upstream answers 404 for all three).
 
 Caching is not the resolver's business: put a L{metaproxy.resolve.cache.CachingBackend}
 between the resolver and the backend. C{resolve(caller, fresh=True)} passes C{fresh=True}

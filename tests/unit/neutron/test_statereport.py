@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from metaproxy.agent.service import state_reporter
+from metaproxy.agent.builders import state_reporter
 from metaproxy.config import default_settings
 from metaproxy.neutron.statereport import StateReporter, agent_state
 

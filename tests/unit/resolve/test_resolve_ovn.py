@@ -279,7 +279,7 @@ def test_probe_interval_in_seconds_as_ovs_counts_it() -> None:
 
 
 def test_the_agent_keeps_no_answers_in_front_of_a_replica() -> None:
-    from metaproxy.agent.service import Proxy
+    from metaproxy.agent.proxy import Proxy
 
     settings = attrs.evolve(
         default_settings(), lookup_backend="ovn", cache_enabled=True, cache_expiration_time=600
