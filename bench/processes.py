@@ -7,6 +7,7 @@ C{twistd metaproxy} plugin the way an operator does.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -28,10 +29,14 @@ __all__ = [
 class Process:
     """A child process with its log file; C{stop()} terminates it (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, popen: subprocess.Popen, log_path: Path, name: str) -> None:
+    def __init__(
+        self, popen: subprocess.Popen, log_path: Path, name: str, url: str | None = None
+    ) -> None:
         self.popen = popen
         self.log_path = log_path
         self.name = name
+        #: where it listens, when it says (the fake Nova's C{http(s)://host:port})
+        self.url = url
 
     @property
     def pid(self) -> int:
@@ -54,7 +59,13 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
         return self.popen.returncode
+
+
+#: What the fake Nova prints once it listens, before its URL.
+_LISTENING = "fakenova listening on "
 
 
 def _wait_for_line(process: Process, prefix: str, timeout: float) -> str:
@@ -71,6 +82,20 @@ def _wait_for_line(process: Process, prefix: str, timeout: float) -> str:
     raise RuntimeError(f"{process.name} did not start within {timeout} s:\n{process.log()[-3000:]}")
 
 
+def _wait_for_first_stdout_line(process: Process, timeout: float) -> str:
+    """The first line the process writes on its stdout (a pipe)."""
+    stdout = process.popen.stdout
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stdout], [], [], 0.2)
+        if ready:
+            return stdout.readline().decode(errors="replace")
+        if not process.alive():
+            break
+    process.stop()
+    raise RuntimeError(f"{process.name} did not start within {timeout} s:\n{process.log()[-3000:]}")
+
+
 def start_fakenova(
     table: str | os.PathLike,
     secret: str,
@@ -78,12 +103,21 @@ def start_fakenova(
     *,
     extra_args: Iterable[str] = (),
     timeout: float = 20.0,
+    separate_stdout: bool = False,
 ) -> tuple[Process, int]:
-    """Start C{python -m bench.fakenova} on a free loopback port; return it and the port."""
+    """Start C{python -m bench.fakenova} on a free loopback port; return it and the port.
+
+    The secret is written to a file with a trailing newline, as an operator's file has.
+    The returned process's C{url} is where it listens (C{https://...} with TLS options).
+
+    @param separate_stdout: keep stdout apart, as a pipe (C{process.popen.stdout}), and
+        the log file for stderr only: the listening line must then be the first line on
+        stdout, and a test can check that nothing else is written there.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "fakenova.log"
     secret_file = run_dir / "fakenova.secret"
-    secret_file.write_text(secret)
+    secret_file.write_text(secret + "\n")
     args = [
         sys.executable,
         "-m",
@@ -99,12 +133,21 @@ def start_fakenova(
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
             args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE if separate_stdout else log,
+            stderr=log if separate_stdout else subprocess.STDOUT,
             cwd=str(Path(__file__).resolve().parent.parent),
         )
     process = Process(popen, log_path, "fake Nova")
-    line = _wait_for_line(process, "fakenova listening on", timeout)
+    if separate_stdout:
+        line = _wait_for_first_stdout_line(process, timeout)
+        if not line.startswith(_LISTENING):
+            process.stop()
+            raise RuntimeError(
+                f"fake Nova's first line is not {_LISTENING!r}: {line!r}\n{process.log()[-3000:]}"
+            )
+    else:
+        line = _wait_for_line(process, _LISTENING, timeout)
+    process.url = line.removeprefix(_LISTENING).strip()
     port = int(line.rsplit(":", 1)[1].strip().rstrip(")"))
     return process, port
 

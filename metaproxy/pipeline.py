@@ -26,7 +26,6 @@ from metaproxy.nova.client import (
     NovaUnreachable,
 )
 from metaproxy.resolve.base import Instance, LookupUnavailable
-from metaproxy.resolve.resolver import Caller
 from metaproxy.signing import sign_instance_id
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ _MAX_SIGNED = 4096
 
 
 class Resolver(Protocol):
-    def resolve(self, caller: Caller, fresh: bool = False) -> Deferred[object]: ...
+    def resolve(self, caller: Identity, fresh: bool = False) -> Deferred[object]: ...
 
 
 class Forwarder(Protocol):
@@ -135,12 +134,11 @@ class Pipeline:
             refusal = self._policy.check(request, identity)
             if refusal is not None:
                 return succeed(refusal)
-        caller = Caller(identity.namespace, identity.ip, identity.mac)
-        found = self._resolve_now(caller)
+        found = self._resolve_now(identity)
         if found is not None:
             # answered from memory: straight to Nova, no Deferred for the lookup
             try:
-                result = self._resolved(found, request, identity, caller)
+                result = self._resolved(found, request, identity)
             except Exception:
                 result = fail()
             if isinstance(result, bytes):
@@ -149,10 +147,10 @@ class Pipeline:
         else:
             started = self._clock.seconds() if self._clock is not None else None
             try:
-                d = self._resolver.resolve(caller)
+                d = self._resolver.resolve(identity)
             except Exception:
                 d = fail()
-            d.addCallback(self._resolved, request, identity, caller, started)
+            d.addCallback(self._resolved, request, identity, started)
         # a failure of the steps above is answered by _failed; one of _answer is a bug
         # (the server answers 500 for it)
         d.addCallbacks(
@@ -165,7 +163,6 @@ class Pipeline:
         found: object,
         request: Request,
         identity: Identity,
-        caller: Caller,
         started: float | None = None,
     ) -> bytes | Deferred[NovaResponse]:
         """The lookup's result: Nova's answer to come, or the 404 answer."""
@@ -179,7 +176,7 @@ class Pipeline:
                 deadline = by  # the lookup took a while: Nova gets what is left
         d = self._forward(request, identity, found, deadline)
         if self._refresh_on_404:
-            d.addCallback(self._refresh_on_not_found, request, identity, caller, found)
+            d.addCallback(self._refresh_on_not_found, request, identity, found)
         return d
 
     def _refresh_on_not_found(
@@ -187,7 +184,6 @@ class Pipeline:
         response: NovaResponse,
         request: Request,
         identity: Identity,
-        caller: Caller,
         found: Instance,
     ) -> NovaResponse | Deferred[NovaResponse]:
         if response.status != 404:
@@ -198,7 +194,7 @@ class Pipeline:
                 return self._forward(request, identity, fresh)
             return response
 
-        return self._resolver.resolve(caller, fresh=True).addCallback(retry)
+        return self._resolver.resolve(identity, fresh=True).addCallback(retry)
 
     def _answer(self, result: bytes | NovaResponse, request: Request, identity: Identity) -> bytes:
         if isinstance(result, bytes):
@@ -344,7 +340,7 @@ class Pipeline:
         )
 
 
-def _not_now(caller: Caller) -> None:
+def _not_now(caller: Identity) -> None:
     return None
 
 

@@ -1,9 +1,11 @@
-"""Shared pytest fixtures: a log observer that fails a test on unhandled errors."""
+"""Shared pytest fixtures: a log observer that fails a test on unhandled errors, and the
+events logged during a test (C{logged}). The doubles themselves are in
+L{metaproxy.testing} (public) and L{tests.doubles} (the test suite's own)."""
 
 from __future__ import annotations
 
 import pytest
-from twisted.logger import globalLogPublisher
+from twisted.logger import capturedLogs, globalLogPublisher
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +27,13 @@ def no_logged_errors(request):
     if errors and request.node.get_closest_marker("logged_errors") is None:
         first = errors[0]["log_failure"]
         pytest.fail(f"{len(errors)} unhandled error(s) logged; first: {first.getTraceback()}")
+
+
+@pytest.fixture
+def logged():
+    """The events logged while the test runs (Twisted's log events, unformatted)."""
+    with capturedLogs() as events:
+        yield events
 
 
 def pytest_configure(config):

@@ -22,15 +22,14 @@ with atheris.instrument_imports():
     from metaproxy.http.server import Limits, MetadataFactory
     from metaproxy.pipeline import Pipeline
 
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
 from bench.unixhttp import parse_answer
-from metaproxy.nova.client import NovaResponse
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table
+from metaproxy.testing import FakeNova, InMemoryPortBackend, echo_instance_id
 
 TABLE = parse_table(
     {
@@ -58,24 +57,6 @@ TABLE = parse_table(
 OWNER = {"r1": b"vm-blue", "blue": b"vm-blue", "r2": b"vm-green", "green": b"vm-green"}
 
 
-class Backend:
-    def router_networks(self, router_id):
-        return succeed(TABLE.router_networks(router_id))
-
-    def ports_by_ip(self, networks, ip):
-        return succeed(TABLE.ports_by_ip(networks, ip))
-
-    def ports_by_mac(self, networks, mac):
-        return succeed(TABLE.ports_by_mac(networks, mac))
-
-
-class EchoNova:
-    def forward(self, method, target, headers, body):
-        return succeed(
-            NovaResponse(200, b"OK", (), b"metadata of " + dict(headers)[b"X-Instance-ID"])
-        )
-
-
 errors: list[object] = []
 globalLogPublisher.addObserver(
     lambda e: errors.append(e) if e.get("log_failure") is not None else None
@@ -88,8 +69,8 @@ def one_input(data: bytes) -> None:
     raw = fdp.ConsumeBytes(fdp.remaining_bytes())
     clock = Clock()
     pipeline = Pipeline(
-        InstanceResolver(Backend()),
-        EchoNova(),
+        InstanceResolver(InMemoryPortBackend(TABLE)),
+        FakeNova(reply=echo_instance_id),
         b"secret",
         policy=RequestPolicy(clock, forwarded_for="log"),
     )

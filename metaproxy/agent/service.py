@@ -4,211 +4,40 @@ registry, control socket, and SIGHUP reloads.
 With C{metadata_workers} <= 1 everything runs on this process's reactor. With N >= 2 this
 process binds the sockets, keeps the namespace registry, the control socket and SIGHUP,
 and runs N worker processes (L{metaproxy.agent.workers}) that accept on every socket and serve
-the requests with their own L{Proxy}.
+the requests with their own L{metaproxy.agent.proxy.Proxy}.
 """
 
 from __future__ import annotations
 
 import signal
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.components import Componentized
 
+from metaproxy.agent.builders import nova_probe_client, state_reporter, worker_args
 from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
+from metaproxy.agent.ops_listener import OpsListener
+from metaproxy.agent.proxy import Proxy
 from metaproxy.agent.registry import NamespaceRegistry
-from metaproxy.agent.workers import WorkerPool
+from metaproxy.agent.workers.pool import WorkerPool
 from metaproxy.config import ConfigError, Settings, load_settings
-from metaproxy.config.checks import HAPROXY_TIMEOUT_SERVER
-from metaproxy.guard.policy import RequestPolicy
-from metaproxy.guard.ratelimit import RateLimiter, Window
-from metaproxy.http.connlimit import ConnectionLimit
 from metaproxy.http.listeners import ListenError, Listeners, prepare_socket_path
-from metaproxy.http.server import Limits, MetadataFactory
-from metaproxy.namespace import Namespace
 from metaproxy.nova.client import NovaClient
-from metaproxy.nova.endpoints import NovaEndpoints
-from metaproxy.nova.tls import nova_tls_policy
 from metaproxy.ops.health import NovaProbe, nova_check
 from metaproxy.ops.logs import LogSetup
-from metaproxy.ops.metrics import Metrics, RequestStats, WorkerTotals
-from metaproxy.ops.protection_metrics import protection_samples
-from metaproxy.ops.web import OpsListener, OpsResource, OpsSite
-from metaproxy.pipeline import Pipeline
-from metaproxy.resolve.backends import (
-    backend_ready,
-    build_backend,
-    describe_backend,
-    reload_backend,
-    start_backend,
-    stop_backend,
-)
-from metaproxy.resolve.base import BackendError, PortBackend
-from metaproxy.resolve.cache import CachingBackend
-from metaproxy.resolve.resolver import InstanceResolver
+from metaproxy.ops.metrics import Metrics, WorkerTotals
+from metaproxy.ops.web import OpsResource, OpsSite
+from metaproxy.resolve.backends import backend_ready, describe_backend
+from metaproxy.resolve.base import PortBackend
 
-__all__ = ["AgentService", "Proxy"]
+__all__ = ["AgentService"]
 
 log = Logger("metaproxy.service")
-
-
-def nova_tls(settings: Settings) -> Any:
-    """The TLS policy of the https Nova endpoints (built once; None without any)."""
-    if not any(url.startswith("https:") for url in settings.nova_urls):
-        return None
-    return nova_tls_policy(
-        ca_file=settings.auth_ca_cert,
-        insecure=settings.nova_metadata_insecure,
-        client_cert=settings.nova_client_cert or None,
-        client_key=settings.nova_client_priv_key or None,
-    )
-
-
-def nova_client(
-    reactor: Any,
-    settings: Settings,
-    *,
-    pool_size: int | None = None,
-    max_in_flight: int | None = None,
-) -> NovaClient:
-    """The Nova client the settings describe (TLS included)."""
-    tls = nova_tls(settings) if settings.nova_url.startswith("https:") else None
-    return NovaClient(
-        reactor,
-        settings.nova_url,
-        timeout=settings.nova_timeout,
-        connect_timeout=settings.nova_connect_timeout,
-        pool_size=pool_size or settings.nova_pool_size,
-        max_in_flight=max_in_flight or settings.nova_max_in_flight,
-        tls=tls,
-    )
-
-
-class Proxy:
-    """Everything a request needs: the lookup backend and its cache, the Nova client, the
-    pipeline and the request limits. One per serving process.
-
-    @raise BackendError: from the constructor, when the lookup backend cannot be built.
-    """
-
-    def __init__(
-        self, reactor: Any, settings: Settings, backend: PortBackend | None = None
-    ) -> None:
-        self._reactor = reactor
-        self.backend = backend if backend is not None else build_backend(reactor, settings)
-        # a backend answering from a replica the server keeps current (OVN) gains
-        # nothing from kept answers, only staleness: only in-flight lookups are shared
-        in_memory = bool(getattr(self.backend, "answers_from_memory", False))
-        self.cache = CachingBackend(
-            self.backend,
-            reactor,
-            ttl=settings.cache_expiration_time,
-            enabled=settings.cache_enabled and not in_memory,
-        )
-        tls = nova_tls(settings)
-        self.nova = NovaEndpoints.build(
-            reactor,
-            settings.nova_urls,
-            timeout=settings.nova_timeout,
-            connect_timeout=settings.nova_connect_timeout,
-            pool_size=settings.nova_pool_size,
-            max_in_flight=settings.nova_max_in_flight,
-            max_queued=settings.nova_max_queued,
-            tls=tls,
-            failures=settings.nova_breaker_failures,
-            cooldown=settings.nova_breaker_cooldown,
-            log_interval=settings.refusal_log_interval,
-        )
-        self.policy = RequestPolicy(
-            reactor,
-            forwarded_for=settings.guest_forwarded_for,
-            limiter=rate_limiter(reactor, settings),
-            log_interval=settings.refusal_log_interval,
-        )
-        self.pipeline = Pipeline(
-            InstanceResolver(self.cache),
-            self.nova,
-            settings.metadata_proxy_shared_secret.encode("utf-8"),
-            retry_after=settings.retry_after,
-            gzip_decode=settings.gzip_decode,
-            refresh_on_404=settings.cache_enabled,
-            policy=self.policy,
-            clock=reactor,
-            answer_within=HAPROXY_TIMEOUT_SERVER - 1,
-            nova_timeout=settings.nova_timeout,
-        )
-        self.limits = Limits(
-            max_header_bytes=settings.max_header_bytes,
-            max_headers=settings.max_headers,
-            max_body_bytes=settings.max_body_bytes,
-            request_timeout=settings.request_timeout,
-            max_connections_per_namespace=settings.max_connections_per_namespace,
-            connections=ConnectionLimit(settings.max_connections),
-            refusal_log_interval=settings.refusal_log_interval,
-            retry_after=max(1, settings.retry_after),
-        )
-        #: what the server counts (metaproxy.ops.metrics), shared by every socket's factory
-        self.stats = RequestStats()
-        self.metrics = Metrics(
-            self.stats, cache=self.cache, nova=self.nova, ready=lambda: backend_ready(self.backend)
-        )
-        self._factories: weakref.WeakSet[MetadataFactory] = weakref.WeakSet()
-        self.metrics.add_source(
-            protection_samples(
-                self.policy,
-                self.limits,
-                lambda: sum(f.connections.refused for f in list(self._factories)),
-                self.nova,
-            )
-        )
-
-    def factory_for(self, namespace: Namespace | None) -> MetadataFactory:
-        """The protocol factory of one socket (C{None}: the shared socket)."""
-        factory = MetadataFactory(
-            self.pipeline, namespace, self.limits, self._reactor, stats=self.stats
-        )
-        self._factories.add(factory)
-        return factory
-
-    def reload(self, config_args: tuple[list[str], list[str]]) -> Settings | None:
-        """Re-read the configuration's secret and the lookup table; a bad file is
-        reported and the running state kept. The cache is emptied.
-
-        @return: the settings read, or None when the configuration could not be read.
-        """
-        settings: Settings | None = None
-        ok = True
-        try:
-            settings = load_settings(*config_args)
-        except ConfigError as e:
-            ok = False
-            log.error(
-                "Reload: configuration not reloaded, keeping the running one: {error}", error=str(e)
-            )
-        else:
-            self.pipeline.secret = settings.metadata_proxy_shared_secret.encode("utf-8")
-        try:
-            reload_backend(self.backend)
-        except BackendError as e:
-            ok = False
-            log.error(
-                "Reload: lookups not reloaded, keeping the running ones: {error}", error=str(e)
-            )
-        self.cache.clear()
-        self.metrics.reloaded("ok" if ok else "failed")
-        return settings
-
-    def start(self) -> None:
-        """Start the lookup backend's own work (connections, threads, first sync)."""
-        start_backend(self.backend)
-
-    def close(self) -> Deferred[Any]:
-        return DeferredList([self.nova.close(), stop_backend(self.backend)], consumeErrors=True)
 
 
 class AgentService(MultiService):
@@ -289,7 +118,7 @@ class AgentService(MultiService):
             if self.proxy is not None:
                 forward = self.proxy.nova.forward
             else:
-                self._probe_nova = nova_client(reactor, settings, pool_size=1, max_in_flight=2)
+                self._probe_nova = nova_probe_client(reactor, settings)
                 forward = self._probe_nova.forward
             self.probe = NovaProbe(reactor, forward, settings.health_probe_interval)
             site = OpsSite(OpsResource(self.snapshot, self.checks))
@@ -483,52 +312,3 @@ class AgentService(MultiService):
             stops.append(maybeDeferred(self._control_port.stopListening))
             self._control_port = None
         return DeferredList(stops, consumeErrors=True)
-
-
-def rate_limiter(clock: Any, settings: Settings) -> RateLimiter | None:
-    """The rate limiter of C{[metadata_rate_limiting]}, or C{None} when it is off."""
-    if not settings.rate_limit_enabled:
-        return None
-    return RateLimiter(
-        clock,
-        Window(settings.base_window_duration, settings.base_query_rate_limit),
-        Window(settings.burst_window_duration, settings.burst_query_rate_limit),
-        ip_versions=settings.ip_versions,
-        max_sources=settings.rate_limit_max_sources,
-    )
-
-
-def state_reporter(reactor: Any, settings: Settings) -> Any:
-    """The L{metaproxy.neutron.statereport.StateReporter} for C{settings}, or None: state reports
-    need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do."""
-    if not settings.transport_url or settings.report_interval <= 0:
-        return None
-    from metaproxy.neutron.bus import NeutronRpc, rpc_timeout
-    from metaproxy.neutron.statereport import StateReporter, agent_state
-
-    try:
-        rpc = NeutronRpc(
-            settings, lookup_timeout=rpc_timeout(settings), report_timeout=settings.report_interval
-        )
-    except Exception as e:
-        log.error(
-            "State reports to neutron-server disabled: [DEFAULT] transport_url cannot "
-            "be used ({error})",
-            error=type(e).__name__,
-        )
-        return None
-    return StateReporter(
-        reactor, rpc.report_state, agent_state(settings), settings.report_interval, close=rpc.close
-    )
-
-
-def worker_args(
-    config_files: tuple[str, ...] | list[str], config_dirs: tuple[str, ...] | list[str]
-) -> list[str]:
-    """The configuration arguments a worker is started with (the agent's own)."""
-    args: list[str] = []
-    for path in config_files:
-        args += ["--config-file", path]
-    for path in config_dirs:
-        args += ["--config-dir", path]
-    return args

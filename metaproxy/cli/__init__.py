@@ -10,6 +10,10 @@
 ``metaproxy health``
     ask a running agent's ``/healthz`` (on ``[metaproxy] metrics_listen``); exit 0 when
     healthy, 1 when not or when the agent cannot be asked (for the init system).
+``metaproxy --version``
+    print the installed package's version.
+
+``python -m metaproxy`` is the same command.
 
 Exit status: 0 success; 1 a configuration error, an error the agent answered, or a
 value that cannot be used; 2 a usage error or (``ctl``) a control socket that cannot be
@@ -19,6 +23,7 @@ reached.  User errors print one message, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import socket
 import sys
@@ -93,6 +98,14 @@ def _timeout(value: str) -> float:
     return seconds
 
 
+def _version() -> str:
+    """The installed distribution's version, as pip and the package index know it."""
+    try:
+        return importlib.metadata.version("metaproxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (the metaproxy package is not installed: pip install it)"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     config = argparse.ArgumentParser(add_help=False)
     group = config.add_argument_group("configuration")
@@ -116,6 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="metaproxy: the Neutron metadata agent replacement's command-line tools.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {_version()}", help="print the version"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -14,8 +14,9 @@ the instance is looked up. It answers C{None} (go on) or the bytes of a refusal:
 Log lines about refusals go through a L{LogThrottle}: at most one line per kind per
 interval, saying how many were left out, so a guest cannot flood the log.
 
-The counters are plain integers on L{PolicyCounters} (C{policy.counters}), read by a
-metrics collector when it is scraped; the hot path only increments them.
+The counters are plain integers on L{PolicyCounters} (C{policy.counters}), exported
+with the rate limiter's by L{RequestPolicy.metric_samples} when metrics are scraped; the
+hot path only increments them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from metaproxy.caller import Identity
 from metaproxy.guard.ratelimit import RateLimiter
 from metaproxy.http.request import Request
 from metaproxy.http.response import error_response
+from metaproxy.ops.metrics import Sample
 from metaproxy.ops.throttle import LogThrottle
 
 __all__ = ["FORWARDED_FOR_MODES", "PolicyCounters", "RequestPolicy"]
@@ -36,6 +38,11 @@ log = Logger("metaproxy.policy")
 
 #: The values of C{[metaproxy] guest_forwarded_for}.
 FORWARDED_FOR_MODES = ("off", "log", "enforce")
+
+_FORWARDED_FOR_HELP = (
+    "Requests that carried the guest's own X-Forwarded-For (seen), and those answered "
+    "403 for it (refused, guest_forwarded_for = enforce)."
+)
 
 _TOO_MANY = "Too many metadata requests from this address. Please slow down."
 _FORWARDED = (
@@ -87,6 +94,37 @@ class RequestPolicy:
     def active(self) -> bool:
         """Whether there is anything to check (else the pipeline need not call)."""
         return self.limiter is not None or self._xff_mode != 0
+
+    def metric_samples(self) -> list[Sample]:
+        """The counters as metrics, the rate limiter's included
+        (L{metaproxy.ops.metrics.Metrics.add_source})."""
+        counters = self.counters
+        samples = [
+            Sample(
+                "metaproxy_rate_limited_total",
+                "counter",
+                "Requests answered 429 by [metadata_rate_limiting].",
+                (),
+                counters.rate_limited,
+            ),
+            Sample(
+                "metaproxy_guest_forwarded_for_total",
+                "counter",
+                _FORWARDED_FOR_HELP,
+                (("action", "seen"),),
+                counters.xff_seen,
+            ),
+            Sample(
+                "metaproxy_guest_forwarded_for_total",
+                "counter",
+                _FORWARDED_FOR_HELP,
+                (("action", "refused"),),
+                counters.xff_refused,
+            ),
+        ]
+        if self.limiter is not None:
+            samples += self.limiter.metric_samples()
+        return samples
 
     def check(self, request: Request, identity: Identity) -> bytes | None:
         """C{None} to go on, or the answer that refuses C{request}."""

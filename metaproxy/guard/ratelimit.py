@@ -19,6 +19,9 @@ window the older generation is dropped whole (a source idle that long has no say
 window any more) and the current one becomes the older; a source seen again moves to the
 current one. C{max_sources} caps the two together: reaching it drops the older
 generation at once (C{evicted} counts what was dropped that way).
+
+C{rejected} and C{evicted} are plain integers, exported by L{RateLimiter.metric_samples}
+when metrics are scraped.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from collections.abc import Iterable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+
+from metaproxy.ops.metrics import Sample
 
 __all__ = ["Window", "RateLimiter"]
 
@@ -83,7 +88,7 @@ def _wait(
 class RateLimiter:
     """The base and burst windows of every source.
 
-    @ivar rejected: requests refused so far (for the metrics).
+    @ivar rejected: requests refused so far.
     @ivar evicted: sources dropped early because C{max_sources} was reached.
     """
 
@@ -192,3 +197,25 @@ class RateLimiter:
         self._older = self._current
         self._current = {}
         self._rotate_at = now + self._lifetime
+
+    def metric_samples(self) -> list[Sample]:
+        """C{rejected} and C{evicted} as metrics (L{metaproxy.ops.metrics.Metrics.add_source})."""
+        return [
+            Sample(
+                "metaproxy_rate_limit_rejected_total",
+                "counter",
+                "Requests the rate limiter refused ([metadata_rate_limiting]; each one "
+                "answered 429 with Retry-After).",
+                (),
+                self.rejected,
+            ),
+            Sample(
+                "metaproxy_rate_limit_evicted_sources_total",
+                "counter",
+                "Sources (namespace, address) the rate limiter forgot before they were "
+                "idle for twice the longest window, because [metaproxy] "
+                "rate_limit_max_sources was reached.",
+                (),
+                self.evicted,
+            ),
+        ]

@@ -2,8 +2,10 @@
 
 A connection over a bound is accepted, answered 503 with C{Retry-After} and closed at
 once (the request is not read): the namespace proxy gets a clear answer, never a hang
-nor a connection that waits in the backlog forever. The counts are plain integers a
-metrics collector reads (C{open}, C{refused}).
+nor a connection that waits in the backlog forever. The counts are plain integers
+(C{open}, C{refused}); the server also counts each refusal by bound in its
+L{metaproxy.ops.metrics.RequestStats}, which adds up every namespace's and is what the
+metrics export.
 """
 
 from __future__ import annotations

@@ -298,6 +298,7 @@ class MetadataFactory(Factory):
         self.limits.connections.close()
 
     def _refuse(self, bound: ConnectionLimit, option: str) -> RefusedConnection:
+        self.stats.refuse_connection(option)
         left_out = bound.throttle(self.clock, self.limits.refusal_log_interval).allow()
         if left_out is not None:
             log.warn(

@@ -15,10 +15,10 @@ The plain parts take and return values (tested bytes-in/bytes-out):
 L{KeystoneSession} is the thin shell: it keeps the current token and gets a new one when
 there is none, when it expires within L{RENEW_BEFORE} seconds (keystoneauth's own margin),
 or after a service refused it (L{KeystoneSession.invalidate}, on a 401). Concurrent
-requests for a token share one Keystone call. Failures are
-L{metaproxy.resolve.base.LookupUnavailable} whose text names Keystone's URL and what went
-wrong; the token, the password and the application credential secret are never in a
-message nor in a repr.
+requests for a token share one Keystone call. Failures are L{KeystoneUnavailable} whose
+text names Keystone's URL and what went wrong (the Neutron API backend answers them as a
+lookup that cannot be made now); the token, the password and the application credential
+secret are never in a message nor in a repr.
 """
 
 from __future__ import annotations
@@ -36,12 +36,11 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from metaproxy.resolve.base import LookupUnavailable
-
 __all__ = [
     "Credentials",
     "Token",
     "KeystoneError",
+    "KeystoneUnavailable",
     "RENEW_BEFORE",
     "tokens_url",
     "token_request_body",
@@ -61,6 +60,11 @@ MIN_KEEP = 10.0
 
 class KeystoneError(ValueError):
     """Keystone's answer cannot be used; str() says why (never with a secret)."""
+
+
+class KeystoneUnavailable(Exception):
+    """No token now: Keystone refused, failed, answered something unusable or did not
+    answer in time. str() names Keystone's URL and why (never with a secret)."""
 
 
 @attrs.frozen
@@ -333,7 +337,7 @@ class KeystoneSession:
         """A token that is not due for renewal: the kept one, or a new one.
 
         Every caller gets its own Deferred: cancelling it leaves the Keystone call (and
-        the other callers) alone. Fails with L{LookupUnavailable}.
+        the other callers) alone. Fails with L{KeystoneUnavailable}.
         """
         kept = self._token
         if kept is not None and self._reactor.seconds() < kept.renew_at:
@@ -389,7 +393,7 @@ class KeystoneSession:
             why = f"did not answer within {self._timeout:g} s ([neutron] timeout)"
         else:
             why = f"is unreachable ({describe_error(result)})"
-        error = LookupUnavailable(f"Keystone at {self.url} {why}")
+        error = KeystoneUnavailable(f"Keystone at {self.url} {why}")
         for waiter in waiters:
             if not waiter.called:
                 waiter.errback(error)

@@ -19,9 +19,10 @@ When every breaker is open, the request fails at once with L{NovaOverloaded} (50
 Retry-After of the shortest cooldown left) instead of waiting on a dead endpoint.
 
 Breaker changes are logged (rare); refusals while every endpoint is left alone are
-logged at most once per C{log_interval}. Counters for metrics: C{failovers},
-C{refused}; per endpoint, C{endpoints[i].breaker.state} (C{.opened}, C{.failures}) and
-its client's C{rejected}, C{in_flight}, C{queued}.
+logged at most once per C{log_interval}. Counters: C{failovers}, C{refused}; per
+endpoint, C{endpoints[i].breaker.state} (C{.opened}, C{.failures}) and its client's
+C{rejected}, C{in_flight}, C{queued}; L{NovaEndpoints.metric_samples} exports them when
+metrics are scraped (the pool gauges are read by L{metaproxy.ops.metrics.Metrics}).
 """
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from metaproxy.nova.breaker import Breaker
+from metaproxy.nova.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from metaproxy.nova.client import (
     NovaBadResponse,
-    NovaClient,
     NovaOverloaded,
     NovaResponse,
     NovaTimeout,
     NovaUnreachable,
 )
+from metaproxy.ops.metrics import Sample
 from metaproxy.ops.throttle import LogThrottle
 
 __all__ = ["Endpoint", "NovaEndpoints"]
@@ -53,6 +54,13 @@ log = Logger("metaproxy.endpoints")
 _IDEMPOTENT = frozenset((b"GET", b"HEAD"))
 #: Below this many seconds left of the deadline, a failed request is not sent again.
 _MIN_RETRY_SECONDS = 0.5
+
+_REFUSED_HELP = (
+    "Requests answered 503 at once: every endpoint's breaker open (breakers_open) or "
+    "the endpoint's queue full (queue_full)."
+)
+_STATE_HELP = "1 for each Nova endpoint's circuit breaker state (closed: in use)."
+_OPENED_HELP = "Times each Nova endpoint's circuit breaker opened."
 
 
 class Endpoint:
@@ -110,39 +118,53 @@ class NovaEndpoints:
     def idle(self) -> int:
         return sum(e.client.pool.idle for e in self.endpoints)
 
-    @classmethod
-    def build(
-        cls,
-        reactor: Any,
-        urls: Sequence[str],
-        *,
-        timeout: float,
-        connect_timeout: float,
-        pool_size: int,
-        max_in_flight: int,
-        max_queued: int | None,
-        tls: Any,
-        failures: int,
-        cooldown: float,
-        log_interval: float = 60.0,
-    ) -> NovaEndpoints:
-        """One L{NovaClient} and L{Breaker} per URL (the agent's configuration)."""
-        endpoints = []
-        for url in urls:
-            client = NovaClient(
-                reactor,
-                url,
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                pool_size=pool_size,
-                max_in_flight=max_in_flight,
-                max_queued=max_queued,
-                tls=tls if url.startswith("https:") else None,
+    def metric_samples(self) -> list[Sample]:
+        """The counters and each endpoint's breaker as metrics
+        (L{metaproxy.ops.metrics.Metrics.add_source})."""
+        samples = [
+            Sample(
+                "metaproxy_nova_failovers_total",
+                "counter",
+                "GET/HEAD requests sent again to the next Nova endpoint.",
+                (),
+                self.failovers,
+            ),
+            Sample(
+                "metaproxy_nova_refused_total",
+                "counter",
+                _REFUSED_HELP,
+                (("reason", "breakers_open"),),
+                self.refused,
+            ),
+            Sample(
+                "metaproxy_nova_refused_total",
+                "counter",
+                _REFUSED_HELP,
+                (("reason", "queue_full"),),
+                sum(e.client.rejected for e in self.endpoints),
+            ),
+        ]
+        for endpoint in self.endpoints:
+            for state in (CLOSED, HALF_OPEN, OPEN):
+                samples.append(
+                    Sample(
+                        "metaproxy_nova_endpoint_state",
+                        "gauge",
+                        _STATE_HELP,
+                        (("endpoint", endpoint.url), ("state", state)),
+                        1 if endpoint.state == state else 0,
+                    )
+                )
+            samples.append(
+                Sample(
+                    "metaproxy_nova_breaker_opened_total",
+                    "counter",
+                    _OPENED_HELP,
+                    (("endpoint", endpoint.url),),
+                    endpoint.breaker.opened,
+                )
             )
-            endpoints.append(
-                Endpoint(url, client, Breaker(reactor, failures=failures, cooldown=cooldown))
-            )
-        return cls(reactor, endpoints, timeout=timeout, log_interval=log_interval)
+        return samples
 
     def forward(
         self,

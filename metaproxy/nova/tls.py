@@ -48,6 +48,8 @@ from twisted.web.client import HostnameCachingHTTPSPolicy
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from metaproxy.pem import read_pem_file
+
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
 
@@ -151,16 +153,8 @@ class _UnverifiedCreator:
         return connection
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read {what} {path!r}: {e.strerror or e}") from None
-
-
 def _load_certificates(path: str, what: str) -> list[x509.Certificate]:
-    data = _read(path, what)
+    data = read_pem_file(path, what)
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError as e:
@@ -180,7 +174,7 @@ def _load_client_certificate(cert_file: str, key_file: str) -> dict[str, object]
     deprecates its own X509 and PKey types there.
     """
     chain = _load_certificates(cert_file, "client certificate file")
-    data = _read(key_file, "client key file")
+    data = read_pem_file(key_file, "client key file")
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:

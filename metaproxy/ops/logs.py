@@ -1,5 +1,5 @@
 """The agent's log: level from C{[DEFAULT] debug}, text or JSON (C{[DEFAULT] use_json}),
-and a rate limit on lines about failed requests, so that a flood cannot fill the disk.
+and a limit on lines about failed requests, so that a flood cannot fill the disk.
 
 twistd asks the application for an C{ILogObserver} before it starts logging; the
 agent's service gives it L{LogSetup.observer} (L{metaproxy.agent.service.AgentService}). The
@@ -9,10 +9,11 @@ SIGUSR1 (logrotate's C{postrotate}). With C{--syslog} twistd keeps its own obser
 
 Each event goes through three steps, all plain objects:
   - L{LevelFilter}: info and above, or everything with C{debug} (changed on SIGHUP);
-  - L{RateLimiter}: warnings and errors from the request path (L{LIMITED_NAMESPACES})
+  - L{ThrottleFilter}: warnings and errors from the request path (L{LIMITED_NAMESPACES})
     are counted per message kind (the format string) in windows of C{window} seconds;
     past C{limit} in a window they are left out, and when the window ends one line
-    says how many of that kind were left out;
+    says how many of that kind were left out (a L{LogThrottle} per kind, the
+    mechanism every throttled log line goes through);
   - L{format_json} or Twisted's text format.
 
 Nothing here adds values to what the events carry: the request path never puts the
@@ -38,7 +39,9 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-__all__ = ["LIMITED_NAMESPACES", "LevelFilter", "RateLimiter", "format_json", "LogSetup"]
+from metaproxy.ops.throttle import LogThrottle
+
+__all__ = ["LIMITED_NAMESPACES", "LevelFilter", "ThrottleFilter", "format_json", "LogSetup"]
 
 #: Where the lines about failed and refused requests come from.
 LIMITED_NAMESPACES = frozenset({"metaproxy.pipeline", "metaproxy.server"})
@@ -56,9 +59,12 @@ class LevelFilter:
         return self.debug or event.get("log_level", LogLevel.info) in _INFO_UP
 
 
-class RateLimiter:
+class ThrottleFilter:
     """At most C{limit} events of one kind per C{window} seconds, for the request path's
     warnings and errors; the others pass untouched. C{limit} 0: no limit.
+
+    One L{LogThrottle} per kind (the logger and the format string), for one window: when
+    it ends, one line says how many of that kind were left out.
 
     @param emit: where the summary lines go (the observer after this step).
     """
@@ -68,43 +74,53 @@ class RateLimiter:
     ) -> None:
         self._clock = clock
         self._emit = emit
-        self.limit = limit
+        self._limit = limit
         self.window = window
-        # kind -> [window start, events seen, events left out, timer]
-        self._kinds: dict[tuple[str, str], list[Any]] = {}
+        # kind -> (its throttle for the current window, the timer of its summary line)
+        self._kinds: dict[tuple[str, str], tuple[LogThrottle, Any]] = {}
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        """A new limit (SIGHUP) applies to the windows already open too."""
+        self._limit = limit
+        for throttle, _ in self._kinds.values():
+            throttle.limit = limit
 
     def __call__(self, event: dict) -> bool:
         if (
-            not self.limit
+            not self._limit
             or event.get("log_namespace") not in LIMITED_NAMESPACES
             or event.get("log_level") not in (LogLevel.warn, LogLevel.error)
         ):
             return True
         key = (event["log_namespace"], str(event.get("log_format")))
-        now = self._clock.seconds()
-        state = self._kinds.get(key)
-        if state is None or now - state[0] >= self.window:
-            if state is not None:
-                self._flush(key)
-            state = self._kinds[key] = [now, 0, 0, None]
-        state[1] += 1
-        if state[1] <= self.limit:
+        kind = self._kinds.get(key)
+        if kind is not None and self._clock.seconds() >= kind[0].window_end:
+            self._flush(key)
+            kind = None
+        if kind is None:
+            kind = self._kinds[key] = (LogThrottle(self._clock, self.window, self._limit), None)
+        throttle, timer = kind
+        if throttle.allow() is not None:
             return True
-        state[2] += 1
-        if state[3] is None:
-            state[3] = self._clock.callLater(
-                max(0.0, state[0] + self.window - now), self._flush, key
-            )
+        if timer is None:
+            delay = max(0.0, throttle.window_end - self._clock.seconds())
+            self._kinds[key] = (throttle, self._clock.callLater(delay, self._flush, key))
         return False
 
     def _flush(self, key: tuple[str, str]) -> None:
-        state = self._kinds.pop(key, None)
-        if state is None:
+        kind = self._kinds.pop(key, None)
+        if kind is None:
             return
-        timer = state[3]
+        throttle, timer = kind
         if timer is not None and timer.active():
             timer.cancel()
-        if state[2]:
+        left_out = throttle.take_left_out()
+        if left_out:
             self._emit(
                 {
                     "log_namespace": key[0],
@@ -114,9 +130,9 @@ class RateLimiter:
                     "log_format": "{left_out} more line(s) like this were left out in "
                     "{window:g} s ([metaproxy] log_rate_limit = {limit}): "
                     "{kind}",
-                    "left_out": state[2],
+                    "left_out": left_out,
                     "window": self.window,
-                    "limit": self.limit,
+                    "limit": self._limit,
                     "kind": key[1],
                 }
             )
@@ -190,7 +206,7 @@ class LogSetup:
         self._file: IO[str] | None = None
         self.use_json = use_json
         self.levels = LevelFilter(debug)
-        self.limiter = RateLimiter(clock, self._write, limit=rate_limit, window=window)
+        self.throttle = ThrottleFilter(clock, self._write, limit=rate_limit, window=window)
         if path is not None:
             self._file = open(path, "a", encoding="utf-8")
 
@@ -224,7 +240,7 @@ class LogSetup:
         return self
 
     def __call__(self, event: dict) -> None:
-        if not self.levels(event) or not self.limiter(event):
+        if not self.levels(event) or not self.throttle(event):
             return
         self._write(event)
 
@@ -240,10 +256,10 @@ class LogSetup:
             pass  # a full disk or a closed stream must not stop the agent
 
     def apply(self, settings: Any) -> None:
-        """SIGHUP: the level, the format and the rate limit from reloaded settings."""
+        """SIGHUP: the level, the format and C{log_rate_limit} from reloaded settings."""
         self.levels.debug = settings.debug
         self.use_json = settings.use_json
-        self.limiter.limit = settings.log_rate_limit
+        self.throttle.limit = settings.log_rate_limit
 
     def reopen(self) -> None:
         """Reopen the log file (after logrotate moved it); nothing for a stream."""
@@ -258,7 +274,7 @@ class LogSetup:
             old.close()
 
     def close(self) -> None:
-        self.limiter.flush_all()
+        self.throttle.flush_all()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -3,7 +3,8 @@
 The request path never touches prometheus_client. L{RequestStats} is what the server
 counts into, with plain dict and list increments in one place (the answer written):
 requests by socket kind and status, a latency histogram kept as bucket counts, the
-connections open (which L{metaproxy.agent.drain} waits for), and refusals by reason.
+connections open (which L{metaproxy.agent.drain} waits for), refusals by reason and
+connections refused by the bound that was full.
 
 Everything else is read when Prometheus scrapes: L{Metrics.snapshot} gathers the request
 counters, the lookup cache's counters, the Nova pool's gauges, the reloads, and whatever
@@ -12,10 +13,14 @@ Plain so that worker processes can send theirs to the agent (L{WorkerTotals} add
 up); L{families} turns a snapshot into Prometheus metric families and L{render} into
 the text format, through a private C{CollectorRegistry} (never the global one).
 
-A source is a callable returning L{Sample}s; another module plugs in with one line:
+A source is a callable returning L{Sample}s. Each component that counts something
+describes its own counters that way (C{RequestPolicy.metric_samples},
+C{RateLimiter.metric_samples}, C{NovaEndpoints.metric_samples}), reading the plain
+integers its hot path increments; whoever builds the component plugs it in:
 
-    proxy.metrics.add_source(lambda: [Sample("metaproxy_rate_limited_total", "counter",
-                                             "Requests answered 429.", (), limiter.refused)])
+    proxy.metrics.add_source(proxy.policy.metric_samples)
+
+This module imports no component: everyone can import it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from prometheus_client.core import (
 __all__ = [
     "LATENCY_BUCKETS",
     "REFUSAL_REASONS",
+    "CONNECTION_BOUNDS",
     "RequestStats",
     "Sample",
     "Metrics",
@@ -73,6 +79,9 @@ REFUSAL_REASONS = {
     505: "version_not_supported",
 }
 
+#: The options whose bound on open connections can be full (the bound label).
+CONNECTION_BOUNDS = ("max_connections", "max_connections_per_namespace")
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -89,9 +98,19 @@ class RequestStats:
     @ivar latency_sum: seconds, summed over the requests counted.
     @ivar open: connections accepted and not yet closed.
     @ivar refused: reason (L{REFUSAL_REASONS}) -> requests the server refused itself.
+    @ivar connections_refused: bound (L{CONNECTION_BOUNDS}) -> connections answered 503
+        and closed because that bound was full.
     """
 
-    __slots__ = ("requests", "buckets", "latency_sum", "open", "refused", "bounds")
+    __slots__ = (
+        "requests",
+        "buckets",
+        "latency_sum",
+        "open",
+        "refused",
+        "connections_refused",
+        "bounds",
+    )
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = bounds
@@ -100,6 +119,7 @@ class RequestStats:
         self.latency_sum = 0.0
         self.open = 0
         self.refused: dict[str, int] = {}
+        self.connections_refused: dict[str, int] = {}
 
     def record(self, kind: str, status: bytes, seconds: float) -> None:
         """One answer written: C{status} is the 3 bytes after C{HTTP/1.1 }."""
@@ -113,6 +133,10 @@ class RequestStats:
         """The server refused a request itself (parser error, timeout)."""
         reason = REFUSAL_REASONS.get(status, "other")
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def refuse_connection(self, bound: str) -> None:
+        """The server refused a connection because C{bound} (the option) was full."""
+        self.connections_refused[bound] = self.connections_refused.get(bound, 0) + 1
 
 
 class Sample(NamedTuple):
@@ -180,6 +204,7 @@ class Metrics:
             "latency_sum": s.latency_sum,
             "open": s.open,
             "refused": dict(s.refused),
+            "connections_refused": dict(s.connections_refused),
             "reloads": dict(self.reloads),
             "lookups": {},
             "nova": {},
@@ -216,6 +241,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "latency_sum": 0.0,
         "open": 0,
         "refused": {},
+        "connections_refused": {},
         "reloads": {},
         "lookups": {},
         "nova": {},
@@ -238,7 +264,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         ready = snap.get("ready") or [0, 0]
         total["ready"] = [total["ready"][0] + ready[0], total["ready"][1] + ready[1]]
         total["open"] += snap.get("open", 0)
-        for key in ("refused", "reloads", "lookups", "nova"):
+        for key in ("refused", "connections_refused", "reloads", "lookups", "nova"):
             for name, value in (snap.get(key) or {}).items():
                 total[key][name] = total[key].get(name, 0) + value
         for name, kind, help_, labels, value in snap.get("samples", ()):
@@ -292,6 +318,15 @@ def families(snap: dict[str, Any]) -> list[Metric]:
     for reason in sorted(set(REFUSAL_REASONS.values()) | set(snap["refused"])):
         refused.add_metric([reason], snap["refused"].get(reason, 0))
     out.append(refused)
+    connections = CounterMetricFamily(
+        "metaproxy_connections_refused",
+        "Connections answered 503 and closed because a bound was full.",
+        labels=["bound"],
+    )
+    connections_refused = snap.get("connections_refused") or {}
+    for bound in sorted(set(CONNECTION_BOUNDS) | set(connections_refused)):
+        connections.add_metric([bound], connections_refused.get(bound, 0))
+    out.append(connections)
     reloads = CounterMetricFamily(
         "metaproxy_reloads", "SIGHUP reloads, by outcome.", labels=["outcome"]
     )

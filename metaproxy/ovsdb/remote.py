@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from metaproxy.pem import UnreadablePemFile, read_pem_file
+
 __all__ = [
     "RemoteError",
     "Remote",
@@ -112,16 +114,12 @@ def load_tls_options(files: TlsFiles) -> Any:
     """
     from twisted.internet import ssl
 
-    def read(path: str, what: str) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise RemoteError(f"{what} {path!r} cannot be read: {e.strerror}") from None
-
-    key = read(files.private_key, "private key")
-    cert = read(files.certificate, "certificate")
-    ca = read(files.ca_cert, "CA certificate")
+    try:
+        key = read_pem_file(files.private_key, "private key")
+        cert = read_pem_file(files.certificate, "certificate")
+        ca = read_pem_file(files.ca_cert, "CA certificate")
+    except UnreadablePemFile as e:
+        raise RemoteError(f"{e.what} {e.path!r} cannot be read: {e.reason}") from None
     try:
         private = ssl.PrivateCertificate.loadPEM(key + b"\n" + cert)
     except Exception as e:

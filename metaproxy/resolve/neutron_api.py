@@ -43,6 +43,7 @@ from metaproxy.neutron.keystone import (
     Credentials,
     KeystoneError,
     KeystoneSession,
+    KeystoneUnavailable,
     Token,
     describe_error,
     find_endpoint,
@@ -252,7 +253,10 @@ class NeutronApiBackend:
     async def _call(self, query: Query, parse: Any, stage: _Stage) -> Any:
         for attempt in (1, 2):
             stage.where = f"waiting for a token from Keystone at {self._keystone.url}"
-            token = await self._keystone.token()
+            try:
+                token = await self._keystone.token()
+            except KeystoneUnavailable as e:
+                raise LookupUnavailable(str(e)) from None
             url = self._ports_url(token)
             stage.where = f"Neutron API at {url}"
             self.calls += 1

@@ -1,5 +1,9 @@
 """From a caller (namespace and address) to the instance behind it, as upstream does it.
 
+The caller is the pipeline's L{metaproxy.caller.Identity}, as L{metaproxy.caller.identify}
+made it: the lookup uses its C{namespace}, its normalised C{ip} and, for an IPv6
+link-local caller, its C{mac}.
+
 Upstream's rules (docs/upstream.md, "Port lookup"): a router namespace looks in the
 networks of the router's interface ports, a network (DHCP) or OVN namespace in its one
 network. Then the ports on those networks with the caller's IP address (or, for an IPv6
@@ -22,26 +26,11 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.python.failure import Failure
 
-from metaproxy.namespace import Namespace, NamespaceKind
+from metaproxy.caller import Identity
+from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance, LookupUnavailable, Port, PortBackend
 
-__all__ = ["Caller", "NotFound", "InstanceResolver"]
-
-
-@attrs.frozen
-class Caller:
-    """Who is asking.
-
-    @ivar namespace: the router or network namespace the request came from.
-    @ivar ip: the address used for the lookup, normalised text (C{ipaddress} compressed
-        form; an IPv4-mapped IPv6 address already converted to IPv4).
-    @ivar mac: for an IPv6 link-local caller, the MAC (lower case, colons) its EUI-64
-        address encodes: the port is looked up by MAC instead of by IP.
-    """
-
-    namespace: Namespace
-    ip: str
-    mac: str | None = None
+__all__ = ["NotFound", "InstanceResolver"]
 
 
 @attrs.frozen
@@ -89,7 +78,7 @@ class InstanceResolver:
     def backend(self) -> PortBackend:
         return self._backend
 
-    def resolve_now(self, caller: Caller) -> Instance | NotFound | None:
+    def resolve_now(self, caller: Identity) -> Instance | NotFound | None:
         """The answer for C{caller} when the backend has every lookup it needs at hand
         (C{*_now} methods: see L{metaproxy.resolve.cache}), without a Deferred; C{None}
         when it has not: then use L{resolve}. Never raises: a backend error means
@@ -116,7 +105,7 @@ class InstanceResolver:
             return None
         return _choose(ports, networks)
 
-    def resolve(self, caller: Caller, fresh: bool = False) -> Deferred[Instance | NotFound]:
+    def resolve(self, caller: Identity, fresh: bool = False) -> Deferred[Instance | NotFound]:
         """Find the instance behind C{caller}.
 
         @param fresh: ignore cached answers (after Nova answered 404 for the cached one);
@@ -142,14 +131,14 @@ class InstanceResolver:
         return d
 
     def _router_ports(
-        self, networks: tuple[str, ...], caller: Caller, fresh: bool
+        self, networks: tuple[str, ...], caller: Identity, fresh: bool
     ) -> Deferred[Instance | NotFound] | NotFound:
         if not networks:
             return _NO_NETWORKS
         return self._find_ports(networks, caller, fresh)
 
     def _find_ports(
-        self, networks: tuple[str, ...], caller: Caller, fresh: bool
+        self, networks: tuple[str, ...], caller: Identity, fresh: bool
     ) -> Deferred[Instance | NotFound]:
         backend = self._backend
         mac = caller.mac
@@ -177,7 +166,7 @@ class InstanceResolver:
         ) from error
 
 
-def _cannot_now(caller: Caller) -> None:
+def _cannot_now(caller: Identity) -> None:
     return None
 
 

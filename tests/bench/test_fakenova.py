@@ -20,7 +20,7 @@ from collections.abc import Callable
 import pytest
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 from bench import cloudinit, fakenova, novatree
@@ -143,14 +143,6 @@ def site():
     return make()[0]
 
 
-@pytest.fixture
-def log_events():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
-
-
 # --- signature and header checks -------------------------------------------------
 
 
@@ -228,7 +220,7 @@ def test_multiple_headers_rejected(site):
     "signature",
     [b"0" * 64, b"", sign(INSTANCE).upper(), sign(INSTANCE, "other-secret"), sign(INSTANCE)[:-1]],
 )
-def test_bad_signature_forbidden_and_not_logged(site, log_events, signature):
+def test_bad_signature_forbidden_and_not_logged(site, logged, signature):
     """A wrong, empty, upper-case or truncated signature is 403; the warning names the
     received signature and the id, never the expected one."""
     headers = [(k, signature if k == b"X-Instance-ID-Signature" else v) for k, v in signed()]
@@ -236,21 +228,21 @@ def test_bad_signature_forbidden_and_not_logged(site, log_events, signature):
     response = get(site, b"/latest/meta-data/", headers)
     assert response.status == 403
     assert b"Invalid proxy request signature." in response.body
-    warnings = [formatEvent(e) for e in log_events if "does not match" in formatEvent(e)]
+    warnings = [formatEvent(e) for e in logged if "does not match" in formatEvent(e)]
     assert warnings == [
         f"X-Instance-ID-Signature: {signature.decode()} does not match the expected "
         f"signature for id: {INSTANCE}. Request From: 10.0.0.5"
     ]
     expected = sign(INSTANCE).decode()
-    assert all(expected not in formatEvent(e) and expected not in repr(e) for e in log_events)
+    assert all(expected not in formatEvent(e) and expected not in repr(e) for e in logged)
 
 
-def test_tenant_mismatch_is_404(site, log_events):
+def test_tenant_mismatch_is_404(site, logged):
     """A correctly signed request whose X-Tenant-ID is not the instance's project is 404."""
     response = get(site, b"/latest/meta-data/", signed(INSTANCE, OTHER_PROJECT))
     assert response.status == 404
     assert b"<title>404 Not Found</title>" in response.body
-    assert any("does not match tenant_id of instance" in formatEvent(e) for e in log_events)
+    assert any("does not match tenant_id of instance" in formatEvent(e) for e in logged)
 
 
 def test_unknown_instance_is_404(site):

@@ -5,30 +5,15 @@ import gzip
 import json
 
 import pytest
-from twisted.internet.defer import succeed
 
 from bench import fakenova
 from bench.fleet import boot_length, make_fleet
+from metaproxy.caller import Identity
 from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance
-from metaproxy.resolve.resolver import Caller, InstanceResolver
+from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import load_table, parse_table
-
-
-class _TableBackend:
-    """A PortBackend over a parsed table (the agent's TableBackend reads a file)."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def router_networks(self, router_id):
-        return succeed(self.table.router_networks(router_id))
-
-    def ports_by_ip(self, networks, ip):
-        return succeed(self.table.ports_by_ip(networks, ip))
-
-    def ports_by_mac(self, networks, mac):
-        return succeed(self.table.ports_by_mac(networks, mac))
+from metaproxy.testing import InMemoryPortBackend
 
 
 def resolve(resolver, caller):
@@ -62,14 +47,19 @@ def test_every_instance_resolves_to_itself_through_its_namespace():
     fleet = make_fleet(60, 4, networks_per_router=2, dhcp_networks=2, ovn_networks=2, seed=3)
     kinds = collections.Counter(ns.kind for ns in fleet.namespaces)
     assert kinds == {NamespaceKind.ROUTER: 4, NamespaceKind.NETWORK: 2, NamespaceKind.OVN: 2}
-    resolver = InstanceResolver(_TableBackend(parse_table(fleet.table)))
+    resolver = InstanceResolver(InMemoryPortBackend(parse_table(fleet.table)))
     for instance in fleet.instances:
-        found = resolve(resolver, Caller(instance.namespace, instance.ip))
+        found = resolve(
+            resolver, Identity(instance.namespace, instance.ip, None, instance.ip.encode())
+        )
         assert found == Instance(instance.instance_id, instance.project_id), instance
     # and another router's namespace finds its own instance at the same address
     first, other = fleet.instances[0], fleet.instances[1]
     assert first.ip == other.ip and first.namespace != other.namespace
-    assert resolve(resolver, Caller(other.namespace, first.ip)).instance_id == other.instance_id
+    assert (
+        resolve(resolver, Identity(other.namespace, first.ip, None, first.ip.encode())).instance_id
+        == other.instance_id
+    )
 
 
 def test_both_ways_of_attaching_routers_are_used():

@@ -1,9 +1,9 @@
 """bench.fakenova as a process: plain HTTP, TLS with required client certificates, SIGTERM,
 service time and concurrency, several processes on one socket.
 
-Starts C{python -m bench.fakenova} on C{tcp:0}, reads the port from its
-C{fakenova listening on ...} line, and talks to it with urllib (a new connection per
-request). No reactor here.
+Starts C{python -m bench.fakenova} on C{tcp:0} (L{bench.processes.start_fakenova}, which
+reads the URL from its C{fakenova listening on ...} line, the first on its stdout), and
+talks to it with urllib (a new connection per request). No reactor here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import re
-import select
 import signal
 import ssl
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+
+from bench.processes import Process, start_fakenova
 
 pytestmark = pytest.mark.slow
 
@@ -66,58 +67,17 @@ def signed_headers() -> dict[str, str]:
     }
 
 
-class FakeNovaProcess:
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
-        table = tmp_path / "ports.json"
-        table.write_text(json.dumps(TABLE))
-        secret = tmp_path / "secret"
-        secret.write_text(SECRET + "\n")
-        self.stderr_path = tmp_path / f"fakenova-{len(list(tmp_path.glob('fakenova-*')))}.err"
-        self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.fakenova",
-                "--table",
-                str(table),
-                "--secret-file",
-                str(secret),
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self.url = self._wait_for_url(timeout=20)
-
-    def _wait_for_url(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                line = self.proc.stdout.readline().decode()
-                match = re.fullmatch(r"fakenova listening on (https?://127\.0\.0\.1:(\d+))\n", line)
-                assert match, (line, self.stderr())
-                assert int(match.group(2)) > 0
-                return match.group(1)
-            if self.proc.poll() is not None:
-                break
-        raise AssertionError(f"fakenova did not start: {self.stderr()}")
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc.stdout.close()  # type: ignore[union-attr]
-        self._stderr.close()
+def start(tmp_path: Path, *extra: str) -> Process:
+    """The fake Nova on TABLE and SECRET, its stdout kept apart from its log (stderr)."""
+    table = tmp_path / "ports.json"
+    table.write_text(json.dumps(TABLE))
+    nova, port = start_fakenova(
+        table, SECRET, tmp_path / "nova", extra_args=extra, separate_stdout=True
+    )
+    match = re.fullmatch(r"https?://127\.0\.0\.1:(\d+)", nova.url)
+    assert match, (nova.url, nova.log())
+    assert int(match.group(1)) == port > 0
+    return nova
 
 
 def control(
@@ -195,7 +155,7 @@ def tls_args(paths: dict[str, Path]) -> list[str]:
 def test_signed_request_and_recording_over_http(tmp_path):
     """A signed urllib request gets the instance's data; the control endpoints report
     it; SIGTERM makes the process exit with status 0."""
-    nova = FakeNovaProcess(tmp_path)
+    nova = start(tmp_path)
     try:
         request = urllib.request.Request(
             nova.url + "/openstack/latest/meta_data.json?probe=1", headers=signed_headers()
@@ -229,8 +189,8 @@ def test_signed_request_and_recording_over_http(tmp_path):
             # urllib title-cases header names ("X-Instance-Id") before sending.
             assert sent.get(name.title()) == value, recorded[0]
 
-        nova.proc.send_signal(signal.SIGTERM)
-        assert nova.proc.wait(timeout=10) == 0, nova.stderr()
+        nova.popen.send_signal(signal.SIGTERM)
+        assert nova.popen.wait(timeout=10) == 0, nova.log()
     finally:
         nova.stop()
 
@@ -239,7 +199,7 @@ def test_tls_requires_client_certificate(tmp_path):
     """With --tls-client-ca, a client without a certificate is refused and one with a
     certificate from that CA is served."""
     ca, client, paths = make_pki(tmp_path)
-    nova = FakeNovaProcess(tmp_path, *tls_args(paths))
+    nova = start(tmp_path, *tls_args(paths))
     try:
         assert nova.url.startswith("https://127.0.0.1:")
         url = nova.url + "/latest/meta-data/local-ipv4"
@@ -266,7 +226,7 @@ def test_tls_requires_client_certificate(tmp_path):
         with pytest.raises(REFUSED):
             request = urllib.request.Request(url, headers=signed_headers())
             urllib.request.urlopen(request, timeout=10, context=foreign).read()
-        assert nova.proc.poll() is None, nova.stderr()
+        assert nova.popen.poll() is None, nova.log()
     finally:
         nova.stop()
 
@@ -302,7 +262,7 @@ def test_processes_share_the_socket_and_the_counts(tmp_path):
     served by more than one process; /_fakenova/stats in any process counts all 60 and
     each process's part; a configuration and a reset reach every process; SIGTERM stops
     the workers, then the parent with status 0."""
-    nova = FakeNovaProcess(tmp_path, "--processes", "3")
+    nova = start(tmp_path, "--processes", "3")
     try:
         served = []
         for _ in range(60):
@@ -321,7 +281,7 @@ def test_processes_share_the_socket_and_the_counts(tmp_path):
         assert stats["by_status"] == {"200": 60} and stats["by_outcome"]["ok"] == 60
         processes = stats["processes"]
         assert [p["index"] for p in processes] == [0, 1, 2]
-        assert processes[0]["pid"] == nova.proc.pid
+        assert processes[0]["pid"] == nova.pid
         pids = [p["pid"] for p in processes]
         assert len(set(pids)) == 3 and 0 not in pids
         assert {p["pid"]: p["total"] for p in processes if p["total"]} == Counter(served)
@@ -346,10 +306,10 @@ def test_processes_share_the_socket_and_the_counts(tmp_path):
             assert control(nova.url, "stats")["total"] == 0
             assert control(nova.url, "requests") == []
 
-        nova.proc.send_signal(signal.SIGTERM)
-        assert nova.proc.wait(timeout=15) == 0, nova.stderr()
+        nova.popen.send_signal(signal.SIGTERM)
+        assert nova.popen.wait(timeout=15) == 0, nova.log()
         assert eventually(lambda: all(gone(pid) for pid in pids)), pids
-        assert nova.proc.stdout.read() == b""  # the listening line was the only one
+        assert nova.popen.stdout.read() == b""  # the listening line was the only one
     finally:
         nova.stop()
 
@@ -358,7 +318,7 @@ def test_processes_serve_tls(tmp_path):
     """Workers serve TLS with the same certificate and client-certificate check: with the
     parent stopped (SIGSTOP), only the worker can accept, and it does."""
     ca, client, paths = make_pki(tmp_path)
-    nova = FakeNovaProcess(tmp_path, "--processes", "2", *tls_args(paths))
+    nova = start(tmp_path, "--processes", "2", *tls_args(paths))
     authenticated = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca.configure_trust(authenticated)
     client.configure_cert(authenticated)
@@ -368,8 +328,8 @@ def test_processes_serve_tls(tmp_path):
         assert nova.url.startswith("https://")
         processes = control(nova.url, "stats", context=authenticated)["processes"]
         worker = processes[1]["pid"]
-        assert worker not in (0, nova.proc.pid)
-        os.kill(nova.proc.pid, signal.SIGSTOP)
+        assert worker not in (0, nova.pid)
+        os.kill(nova.pid, signal.SIGSTOP)
         try:
             for _ in range(3):
                 assert signed_get(nova.url, context=authenticated) == (200, worker, b"10.0.0.7")
@@ -378,9 +338,9 @@ def test_processes_serve_tls(tmp_path):
             # The worker reads the parent's counters too.
             assert control(nova.url, "stats", context=authenticated)["total"] == 3
         finally:
-            os.kill(nova.proc.pid, signal.SIGCONT)
-        nova.proc.send_signal(signal.SIGTERM)
-        assert nova.proc.wait(timeout=15) == 0, nova.stderr()
+            os.kill(nova.pid, signal.SIGCONT)
+        nova.popen.send_signal(signal.SIGTERM)
+        assert nova.popen.wait(timeout=15) == 0, nova.log()
         assert eventually(lambda: gone(worker))
     finally:
         nova.stop()
@@ -388,12 +348,12 @@ def test_processes_serve_tls(tmp_path):
 
 def test_worker_exit_stops_the_parent(tmp_path):
     """A worker that dies makes the parent stop the others and exit with status 1."""
-    nova = FakeNovaProcess(tmp_path, "--processes", "3")
+    nova = start(tmp_path, "--processes", "3")
     try:
         pids = [p["pid"] for p in control(nova.url, "stats")["processes"]]
         os.kill(pids[1], signal.SIGKILL)
-        assert nova.proc.wait(timeout=15) == 1, nova.stderr()
-        assert "fakenova worker 1 exited on its own" in nova.stderr()
+        assert nova.popen.wait(timeout=15) == 1, nova.log()
+        assert "fakenova worker 1 exited on its own" in nova.log()
         assert eventually(lambda: gone(pids[2]))
     finally:
         nova.stop()
@@ -401,11 +361,11 @@ def test_worker_exit_stops_the_parent(tmp_path):
 
 def test_workers_exit_with_a_killed_parent(tmp_path):
     """Workers never outlive their parent, even one killed with SIGKILL."""
-    nova = FakeNovaProcess(tmp_path, "--processes", "2")
+    nova = start(tmp_path, "--processes", "2")
     try:
         pids = [p["pid"] for p in control(nova.url, "stats")["processes"]]
-        nova.proc.kill()
-        nova.proc.wait(timeout=10)
+        nova.popen.kill()
+        nova.popen.wait(timeout=10)
         assert eventually(lambda: gone(pids[1])), pids
     finally:
         nova.stop()
@@ -414,9 +374,7 @@ def test_workers_exit_with_a_killed_parent(tmp_path):
 def test_service_time_and_concurrency_options(tmp_path):
     """--delay-dist, --seed and --concurrency reach the fake: with one worker and a
     service time of at least two seconds, a second request waits in the queue."""
-    nova = FakeNovaProcess(
-        tmp_path, "--delay-dist", "uniform:2:2.5", "--seed", "7", "--concurrency", "1"
-    )
+    nova = start(tmp_path, "--delay-dist", "uniform:2:2.5", "--seed", "7", "--concurrency", "1")
     try:
         assert control(nova.url, "config") == {
             "delay": None,

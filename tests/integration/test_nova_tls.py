@@ -1,9 +1,10 @@
 """Integration tests for L{metaproxy.nova.client} and L{metaproxy.nova.tls} over real sockets.
 
-A tiny L{twisted.web} site on 127.0.0.1 stands in for Nova, plain or behind TLS with
-certificates from trustme (a server certificate for the IP literal 127.0.0.1, and a
-client certificate for mutual TLS). Every test closes its client's pool, waits for the
-server to see its connections go, and stops listening, so the reactor is left as found.
+A tiny L{twisted.web} site on 127.0.0.1 (L{tests.doubles.ListeningNova}) stands in for
+Nova, plain or behind TLS with certificates from trustme (a server certificate for the
+IP literal 127.0.0.1, and a client certificate for mutual TLS). Every test closes its
+client's pool, waits for the server to see its connections go, and stops listening, so
+the reactor is left as found.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 from OpenSSL.crypto import X509
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import globalLogPublisher
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
 
 from metaproxy.nova.client import NovaClient, NovaTimeout, NovaUnreachable
 from metaproxy.nova.tls import nova_tls_policy
+from tests.doubles import ListeningNova
 
 HEADERS = [
     (b"X-Forwarded-For", b"10.0.0.5"),
@@ -34,92 +34,6 @@ HEADERS = [
     (b"X-Tenant-ID", b"7f3e9a"),
     (b"X-Instance-ID-Signature", b"0" * 64),
 ]
-
-
-class _Meta(Resource):
-    """Answers with the request-target it saw; C{/hang} never answers."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hanging: list = []
-
-    def render(self, request):
-        if request.path == b"/hang":
-            self.hanging.append(request)
-            return NOT_DONE_YET
-        request.setHeader(b"Content-Type", b"text/plain")
-        return b"target=" + request.uri
-
-
-class _CountingSite(Site):
-    """A quiet Site that counts connections and can wait for all of them to close."""
-
-    noisy = False
-
-    def __init__(self) -> None:
-        self.meta = _Meta()
-        super().__init__(self.meta)
-        self.connections = 0
-        self._lost: list[Deferred] = []
-
-    def log(self, request) -> None:
-        pass
-
-    def buildProtocol(self, addr):
-        channel = super().buildProtocol(addr)
-        self.connections += 1
-        lost: Deferred = Deferred()
-        self._lost.append(lost)
-        original = channel.connectionLost
-
-        def connectionLost(reason):
-            original(reason)
-            lost.callback(None)
-
-        channel.connectionLost = connectionLost
-        return channel
-
-    def all_closed(self) -> Deferred:
-        return gatherResults(self._lost)
-
-
-class _Nova:
-    """A listening fake Nova (plain or TLS) and the clients made for it, cleaned up on exit."""
-
-    def __init__(self, reactor, tls: CertificateOptions | None = None) -> None:
-        self.reactor = reactor
-        self.site = _CountingSite()
-        if tls is None:
-            self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
-        else:
-            self.port = reactor.listenSSL(0, self.site, tls, interface="127.0.0.1")
-        scheme = "http" if tls is None else "https"
-        self.url = f"{scheme}://127.0.0.1:{self.port.getHost().port}"
-        self._clients: list[NovaClient] = []
-        self._before = set(reactor.getDelayedCalls())
-
-    def client(self, **options) -> NovaClient:
-        settings = dict(timeout=5.0, connect_timeout=2.0, pool_size=4, max_in_flight=16)
-        settings.update(options)
-        client = NovaClient(self.reactor, self.url, **settings)
-        self._clients.append(client)
-        return client
-
-    async def __aenter__(self) -> _Nova:
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        for request in self.site.meta.hanging:
-            if not request.finished and not request._disconnected:
-                request.finish()
-        for client in self._clients:
-            await client.close()
-        await self.site.all_closed()
-        await self.port.stopListening()
-        leftover = set(self.reactor.getDelayedCalls()) - self._before
-        assert not [call for call in leftover if call.active()], leftover
 
 
 def policy(*, ca_file, insecure, client_cert=None, client_key=None):
@@ -179,7 +93,7 @@ async def test_keep_alive_reuses_one_connection():
     """20 sequential requests travel over one TCP connection, each answered correctly."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         client = nova.client()
         for i in range(20):
             target = b"/latest/meta-data/%%7E%d?x=1&y" % i
@@ -193,7 +107,7 @@ async def test_concurrent_requests_reuse_the_pool():
     """A burst of 8 opens 8 connections; the next burst of 8 reuses them all."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         client = nova.client(pool_size=8, max_in_flight=8)
         for _ in range(2):
             responses = await gatherResults(
@@ -210,7 +124,7 @@ async def test_connections_nova_closes_while_idle_are_not_reused():
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         nova.site.timeOut = 0.1  # The server closes connections idle for 0.1 s.
         client = nova.client()
         for i in range(3):
@@ -227,7 +141,7 @@ async def test_head_and_post_on_real_sockets():
     arrive, and both leave the client ready for the next request."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         client = nova.client()
         head = await client.forward(b"HEAD", b"/h", HEADERS, b"")
         assert (head.status, head.body) == (200, b"")
@@ -245,7 +159,7 @@ async def test_nothing_logged_on_success():
     pool's factory is quiet)."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         client = nova.client(pool_size=2, max_in_flight=4)
         events: list = []
         globalLogPublisher.addObserver(events.append)
@@ -263,7 +177,7 @@ async def test_connection_refused_fails_quickly():
     """Nothing listening: NovaUnreachable saying refused, in well under the timeouts."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         closed = reactor.listenTCP(0, nova.site, interface="127.0.0.1")
         port = closed.getHost().port
         await closed.stopListening()
@@ -287,7 +201,7 @@ async def test_timeout_on_a_real_connection():
     """A Nova that never answers gives NovaTimeout after `timeout`; the slot is freed."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor) as nova:
+    async with ListeningNova(reactor) as nova:
         client = nova.client(timeout=0.2)
         with pytest.raises(NovaTimeout):
             await client.forward(b"GET", b"/hang", HEADERS, b"")
@@ -303,7 +217,7 @@ async def test_https_verified_with_ca_file(pki):
     the TLS connection is reused."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.server)) as nova:
+    async with ListeningNova(reactor, _server_tls(pki.server)) as nova:
         tls = policy(ca_file=pki.ca_file, insecure=False)
         client = nova.client(tls=tls)
         for _ in range(3):
@@ -318,7 +232,7 @@ async def test_https_wrong_ca_is_unreachable(pki):
     """A server certificate from a CA we do not trust: NovaUnreachable, saying TLS."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.server)) as nova:
+    async with ListeningNova(reactor, _server_tls(pki.server)) as nova:
         tls = policy(ca_file=pki.other_ca_file, insecure=False)
         client = nova.client(tls=tls)
         expected = (
@@ -333,7 +247,7 @@ async def test_https_system_trust_rejects_private_ca(pki):
     """Without a CA file the system trust store is used, which does not know trustme's CA."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.server)) as nova:
+    async with ListeningNova(reactor, _server_tls(pki.server)) as nova:
         tls = policy(ca_file=None, insecure=False)
         client = nova.client(tls=tls)
         with pytest.raises(NovaUnreachable, match="TLS"):
@@ -345,7 +259,7 @@ async def test_https_hostname_mismatch_is_unreachable(pki):
     """A trusted certificate for another name does not verify 127.0.0.1."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.ca.issue_cert("nova.example"))) as nova:
+    async with ListeningNova(reactor, _server_tls(pki.ca.issue_cert("nova.example"))) as nova:
         tls = policy(ca_file=pki.ca_file, insecure=False)
         client = nova.client(tls=tls)
         expected = "TLS with .* failed: the certificate does not match the host"
@@ -359,7 +273,9 @@ async def test_https_insecure_accepts_any_certificate(pki):
     upstream does."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.other_ca.issue_cert("elsewhere.example"))) as nova:
+    async with ListeningNova(
+        reactor, _server_tls(pki.other_ca.issue_cert("elsewhere.example"))
+    ) as nova:
         tls = policy(ca_file=pki.ca_file, insecure=True)
         client = nova.client(tls=tls)
         response = await client.forward(b"GET", b"/x", HEADERS, b"")
@@ -372,7 +288,7 @@ async def test_mutual_tls(pki):
     configured, and refuses us with only one of them (upstream ignores a lone one)."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.server, client_ca=pki.ca)) as nova:
+    async with ListeningNova(reactor, _server_tls(pki.server, client_ca=pki.ca)) as nova:
         both = policy(
             ca_file=pki.ca_file,
             insecure=False,
@@ -394,7 +310,7 @@ async def test_mutual_tls_insecure(pki):
     """insecure=True still presents the client certificate."""
     from twisted.internet import reactor
 
-    async with _Nova(reactor, _server_tls(pki.server, client_ca=pki.ca)) as nova:
+    async with ListeningNova(reactor, _server_tls(pki.server, client_ca=pki.ca)) as nova:
         tls = policy(
             ca_file=None, insecure=True, client_cert=pki.client_cert, client_key=pki.client_key
         )

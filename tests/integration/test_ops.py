@@ -267,6 +267,34 @@ def test_workers_metrics_add_up_and_sigterm_exits_0():
         stack.stop()
 
 
+def test_workers_rate_limit_counters_add_up():
+    """Each worker limits with its own rate limiter; the agent scrapes their refusals
+    added up: as many as the 429 answers the source got."""
+    stack, sock = _start(
+        "\n[metadata_rate_limiting]\nrate_limit_enabled = true\n"
+        "base_window_duration = 60\nbase_query_rate_limit = 2\n"
+        "burst_window_duration = 60\nburst_query_rate_limit = 2\n",
+        extra_default="metadata_workers = 2\n",
+    )
+    try:
+        statuses = [_ask(stack).status for _ in range(10)]
+        assert set(statuses) == {200, 429}, statuses
+        refused = statuses.count(429)
+
+        def scraped() -> bool:
+            text = _http_unix(sock, "/metrics")[1].decode()
+            return (
+                _metric(text, "metaproxy_rate_limit_rejected_total") == refused
+                and _metric(text, "metaproxy_rate_limited_total") == refused
+                and _metric(text, "metaproxy_rate_limit_evicted_sources_total") == 0
+            )
+
+        # each worker reports every 5 s
+        _wait(scraped, timeout=20, what="the workers' rate limit counters")
+    finally:
+        stack.stop()
+
+
 def test_sighup_reloads_the_log_level():
     stack = start_stack("opsdebug")
     try:

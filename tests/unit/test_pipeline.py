@@ -8,7 +8,7 @@ import gzip
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from bench.unixhttp import parse_answer
 from metaproxy.http.request import RequestParser
@@ -20,6 +20,7 @@ from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table
 from metaproxy.signing import sign_instance_id
+from metaproxy.testing import FakeNova, InMemoryPortBackend
 
 SECRET = b"s3cr3t-never-logged"
 TABLE = {
@@ -45,45 +46,6 @@ TABLE = {
 }
 
 
-class TableOnly:
-    """A PortBackend over an in-memory table, counting calls."""
-
-    def __init__(self, table=TABLE):
-        self.table = parse_table(table)
-        self.calls = 0
-
-    def router_networks(self, router_id):
-        self.calls += 1
-        return succeed(self.table.router_networks(router_id))
-
-    def ports_by_ip(self, networks, ip):
-        self.calls += 1
-        return succeed(self.table.ports_by_ip(networks, ip))
-
-    def ports_by_mac(self, networks, mac):
-        self.calls += 1
-        return succeed(self.table.ports_by_mac(networks, mac))
-
-
-class FakeNova:
-    """Records what would be sent to Nova and answers from a script."""
-
-    def __init__(self, *answers):
-        self.sent = []
-        self.answers = list(answers) or [
-            NovaResponse(200, b"OK", ((b"Content-Type", b"text/plain"),), b"data")
-        ]
-
-    def forward(self, method, target, headers, body):
-        self.sent.append((method, target, headers, body))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            return fail(answer)
-        if isinstance(answer, Deferred):
-            return answer
-        return succeed(answer)
-
-
 def req(raw):
     return RequestParser().feed(raw)
 
@@ -103,17 +65,9 @@ def run(pipeline, request, namespace=None):
 
 
 def make(nova=None, backend=None, **kw):
-    backend = backend or TableOnly()
+    backend = backend or InMemoryPortBackend(TABLE)
     nova = nova or FakeNova()
     return Pipeline(InstanceResolver(backend), nova, SECRET, **kw), nova, backend
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def text(events):
@@ -287,11 +241,11 @@ def test_nova_failures(error, status):
 def test_lookup_unavailable_is_503():
     """A lookup backend outage is 503 with Retry-After, never a wrong instance."""
 
-    class Down(TableOnly):
+    class Down(InMemoryPortBackend):
         def ports_by_ip(self, networks, ip):
             return fail(LookupUnavailable("neutron-server did not answer"))
 
-    pipeline, nova, _ = make(backend=Down())
+    pipeline, nova, _ = make(backend=Down(TABLE))
     answer = run(
         pipeline, get(b"/", (b"X-Neutron-Router-ID", b"r1"), (b"X-Forwarded-For", b"10.0.0.5"))
     )
@@ -335,7 +289,7 @@ def test_nova_404_refreshes_a_cached_lookup_once():
     """With the cache on, Nova's 404 makes one fresh lookup; a changed port is retried."""
     from twisted.internet.task import Clock
 
-    backend = TableOnly()
+    backend = InMemoryPortBackend(TABLE)
     cache = CachingBackend(backend, Clock(), ttl=600, enabled=True)
     nova = FakeNova(NovaResponse(404, b"Not Found", (), b""), NovaResponse(200, b"OK", (), b"new"))
     pipeline = Pipeline(InstanceResolver(cache), nova, SECRET, refresh_on_404=True)
@@ -447,11 +401,11 @@ def test_cancel_while_looking_up_cancels_the_lookup(logged):
     Nova is never asked, nothing is logged."""
     cancelled = []
 
-    class Slow(TableOnly):
+    class Slow(InMemoryPortBackend):
         def router_networks(self, router_id):
             return Deferred(lambda d: cancelled.append(router_id))
 
-    pipeline, nova, _ = make(backend=Slow())
+    pipeline, nova, _ = make(backend=Slow(TABLE))
     d = pipeline.handle(
         get(b"/", (b"X-Neutron-Router-ID", b"r1"), (b"X-Forwarded-For", b"10.0.0.5")), None
     )
@@ -471,7 +425,7 @@ def test_refresh_on_404_answers_nova_404_when_the_lookup_is_unchanged():
     """With the cache on, a 404 whose fresh lookup names the same instance is relayed."""
     from twisted.internet.task import Clock
 
-    cache = CachingBackend(TableOnly(), Clock(), ttl=600, enabled=True)
+    cache = CachingBackend(InMemoryPortBackend(TABLE), Clock(), ttl=600, enabled=True)
     nova = FakeNova(NovaResponse(404, b"Not Found", (), b"gone"))
     pipeline = Pipeline(InstanceResolver(cache), nova, SECRET, refresh_on_404=True)
     answer = run(
@@ -484,7 +438,7 @@ def test_nova_failing_after_a_404_refresh_is_answered():
     """The retry after a refreshed lookup fails: answered like any Nova failure."""
     from twisted.internet.task import Clock
 
-    backend = TableOnly()
+    backend = InMemoryPortBackend(TABLE)
     cache = CachingBackend(backend, Clock(), ttl=600, enabled=True)
     nova = FakeNova(NovaResponse(200, b"OK", (), b"x"))
     pipeline = Pipeline(InstanceResolver(cache), nova, SECRET, refresh_on_404=True)
@@ -556,12 +510,6 @@ class SlowResolver:
         return self.pending
 
 
-class DeadlineNova(FakeNova):
-    def forward(self, method, target, headers, body, deadline=None):
-        self.deadlines = getattr(self, "deadlines", []) + [deadline]
-        return super().forward(method, target, headers, body)
-
-
 @pytest.mark.parametrize("lookup_seconds, deadline", [(0.5, None), (3.0, None), (10.0, 131.0)])
 def test_a_slow_lookup_leaves_nova_only_the_rest_of_the_answer_time(lookup_seconds, deadline):
     """Lookup time + Nova's timeout must stay within answer_within (below haproxy's
@@ -573,7 +521,7 @@ def test_a_slow_lookup_leaves_nova_only_the_rest_of_the_answer_time(lookup_secon
 
     clock = Clock()
     clock.advance(100)
-    resolver, nova = SlowResolver(), DeadlineNova()
+    resolver, nova = SlowResolver(), FakeNova()
     pipeline = Pipeline(resolver, nova, SECRET, clock=clock, answer_within=31.0, nova_timeout=28.0)
     answers = []
     pipeline.handle(
@@ -581,5 +529,5 @@ def test_a_slow_lookup_leaves_nova_only_the_rest_of_the_answer_time(lookup_secon
     ).addBoth(answers.append)
     clock.advance(lookup_seconds)
     resolver.pending.callback(Instance("vm", "proj"))
-    assert nova.deadlines == [deadline]
+    assert nova.time_limits == [deadline]
     assert parse_answer(answers[0]).status == 200

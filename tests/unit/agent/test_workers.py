@@ -324,7 +324,7 @@ def test_channel_protocol_ignores_bad_lines_and_closes_strays(monkeypatch):
     """A bad line or an add without a descriptor is logged and ignored; descriptors left
     when the agent goes away are closed, and the worker is told."""
     closed = []
-    monkeypatch.setattr(workers.os, "close", closed.append)
+    monkeypatch.setattr(os, "close", closed.append)
     protocol, added, removed, lost = make_channel_protocol()
     with capturedLogs() as events:
         protocol.dataReceived(b"add qrouter-r1\nfrobnicate\nadd shared\n")

@@ -3,7 +3,7 @@ rule (off/log/enforce), with counters and throttled log lines."""
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
@@ -11,14 +11,6 @@ from metaproxy.ops.throttle import LogThrottle
 from tests.unit.test_pipeline import get, make, run
 
 SECRET = b"s3cr3t-never-logged"
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def warnings(events, word):

@@ -1,5 +1,6 @@
 """The request parser: bytes in, a Request or a RequestError out."""
 
+import httptools
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -360,3 +361,104 @@ def test_bare_lf_head_refused_as_soon_as_it_arrives(data):
         for i in range(len(data)):
             parser.feed(data[i : i + 1])
     assert e.value.status == 400
+
+
+# --- differential: the same requests through httptools (llhttp) -----------------------
+
+#: methods llhttp knows (it refuses others; ours takes any token); CONNECT is left out,
+#: its request-target is an authority, not a path
+_METHODS = [b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH"]
+#: framing is generated on its own; Connection/Upgrade make llhttp hand the connection
+#: over to another protocol (it stops parsing), which is not a parsing difference
+_NOT_GENERATED = {b"content-length", b"transfer-encoding", b"connection", b"upgrade"}
+_OWS = st.sampled_from([b"", b" ", b"\t", b"  \t "])
+
+
+@st.composite
+def _requests(draw):
+    """A well-formed HTTP/1.x request in origin-form, as bytes, and what it holds."""
+    method = draw(st.sampled_from(_METHODS))
+    target = draw(st.from_regex(rb"/[\x21-\x7e]{0,60}", fullmatch=True))
+    names = st.from_regex(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,24}", fullmatch=True).filter(
+        lambda name: name.lower() not in _NOT_GENERATED
+    )
+    values = st.from_regex(
+        rb"([\x21-\x7e\x80-\xff]([\t \x21-\x7e\x80-\xff]{0,30}[\x21-\x7e\x80-\xff])?)?",
+        fullmatch=True,
+    )
+    fields = draw(st.lists(st.tuples(names, _OWS, values, _OWS), max_size=12))
+    framing = draw(st.sampled_from(["none", "length", "chunked"]))
+    version = (
+        b"HTTP/1.1" if framing == "chunked" else draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    )
+    lines = [b"%s %s %s" % (method, target, version)]
+    lines += [name + b":" + before + value + after for name, before, value, after in fields]
+    if framing == "none":
+        body = wire = b""
+    elif framing == "length":
+        body = wire = draw(st.binary(max_size=80))
+        lines.append(b"Content-Length: %d" % len(body))
+    else:
+        chunks = draw(st.lists(st.binary(min_size=1, max_size=30), max_size=4))
+        extension = draw(st.sampled_from([b"", b";name=value", b";x"]))
+        body = b"".join(chunks)
+        wire = b"".join(b"%x%s\r\n%s\r\n" % (len(c), extension, c) for c in chunks) + b"0\r\n\r\n"
+        lines.append(b"Transfer-Encoding: chunked")
+    data = b"\r\n".join(lines) + b"\r\n\r\n" + wire
+    expected = [(name, value) for name, _, value, _ in fields]
+    return data, method, target, version, expected, body
+
+
+class _LlhttpRequest:
+    """What httptools' callbacks report for one request."""
+
+    def __init__(self):
+        self.url = b""
+        self.headers = []
+        self.body = b""
+        self.complete = False
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_body(self, body):
+        self.body += body
+
+    def on_message_complete(self):
+        self.complete = True
+
+
+@settings(max_examples=300, deadline=None)
+@given(_requests(), st.integers(min_value=1, max_value=64))
+def test_parses_as_httptools_does(request, split):
+    """Both parsers, fed the same segments, agree on method, target, version, header
+    names and values, and body.
+
+    Only what must legitimately differ is normalised: header names are compared in lower
+    case (field names are case-insensitive; ours lower-cases them), and a value loses its
+    trailing white space on the httptools side (optional white space around a field value
+    is not part of it; llhttp drops the leading OWS and leaves the trailing to its user).
+    """
+    data, method, target, version, fields, body = request
+    segments = [data[i : i + split] for i in range(0, len(data), split)]
+    ours = RequestParser()
+    results = [ours.feed(segment) for segment in segments]
+    assert results[:-1] == [None] * (len(results) - 1)
+    mine = results[-1]
+    seen = _LlhttpRequest()
+    theirs = httptools.HttpRequestParser(seen)
+    for segment in segments:
+        theirs.feed_data(segment)
+    assert seen.complete and mine is not None
+    assert mine.method == theirs.get_method() == method
+    assert mine.target == seen.url == target
+    assert mine.version == b"HTTP/" + theirs.get_http_version().encode() == version
+    their_headers = [(name.lower(), value.rstrip(b" \t")) for name, value in seen.headers]
+    assert list(mine.headers) == their_headers
+    assert [(name.lower(), value) for name, value in fields] == [
+        h for h in mine.headers if h[0] not in (b"content-length", b"transfer-encoding")
+    ]
+    assert mine.body == seen.body == body

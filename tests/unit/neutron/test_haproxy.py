@@ -1,16 +1,25 @@
-"""The namespace proxy's haproxy configuration: Neutron's rendering, accepted by haproxy."""
+"""The namespace proxy's haproxy configuration: Neutron's rendering, accepted by haproxy.
+
+The exact texts below pin our layout; test_cli_output_matches_neutrons_rendering checks
+what they say against Neutron's own rendering (its HaproxyConfigurator, run from the
+upstream virtualenv the bench installs), so a hand-copied expectation cannot drift.
+"""
 
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from metaproxy.namespace import Namespace, namespace_socket_path
+from bench.upstream import DEFAULT_VENV, upstream_installed
+from metaproxy.cli import main
+from metaproxy.namespace import Namespace, NamespaceKind, namespace_socket_path
 from metaproxy.neutron.haproxy import (
     MAX_SOCKET_PATH_BYTES,
     InvalidUserOrGroup,
@@ -35,8 +44,7 @@ def _global(
     pidfile: str = "/var/lib/neutron/external/pids/ID.pid.haproxy",
     timeouts: tuple[str, str, str, str, str] = ("30s", "30s", "32s", "32s", "30s"),
 ) -> str:
-    """The global and defaults sections exactly as Neutron renders them (docs/upstream.md,
-    "haproxy configuration")."""
+    """The global and defaults sections as we write them."""
     pidfile = pidfile.replace("ID", ns_id)
     return (
         "global\n"
@@ -335,3 +343,193 @@ def test_haproxy_check_rejects_a_socket_path_longer_than_the_limit(tmp_path):
         [HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- against Neutron's own rendering ---------------------------------------------------
+
+_NEUTRON_RENDER = Path(__file__).with_name("neutron_haproxy_render.py")
+#: the same values on both sides, so paths and pids need no normalising
+_SOCKET = "/var/lib/neutron/metadata_proxy"
+_PIDFILE = "/var/lib/neutron/external/pids/{id}.pid.haproxy"
+_V4, _V6 = "169.254.169.254", "fe80::a9fe:a9fe"
+
+
+def _case(
+    namespace: Namespace,
+    cli: list[str] | None = None,
+    *,
+    render: dict | None = None,
+    debug: bool = False,
+    user: str = "0",
+    group: str = "0",
+    bind_v6_any: bool = False,
+    metadata_port: int = 9697,
+    ipv6_interface: str | None = None,
+    rate_limiting: dict | None = None,
+    haproxy: dict | None = None,
+) -> dict:
+    """One configuration both ways: ours from C{metaproxy haproxy-config} with C{cli}
+    (or, for what the command has no option for, L{render_haproxy_config} with
+    C{render}), Neutron's from the arguments its agents pass for the same namespace."""
+    if namespace.kind is NamespaceKind.ROUTER:
+        # the L3 agent: "::" when the host has IPv6, the [DEFAULT] metadata_port
+        where = dict(host="::" if bind_v6_any else "0.0.0.0", port=metadata_port)
+        where.update(driver="ml2", router_id=namespace.id, network_id=None)
+        where.update(host_v6=None, bind_interface=None)
+    else:
+        # the DHCP agent (ML2) and the OVN metadata agent: 169.254.169.254:80, and the
+        # link-local address on the interface when IPv6 is served; the OVN agent names
+        # its veth even when it binds no IPv6 address
+        kind_driver = "ovn" if namespace.kind is NamespaceKind.OVN else "ml2"
+        where = dict(driver=kind_driver, router_id=None, network_id=namespace.id)
+        where.update(host=_V4, port=80, host_v6=_V6 if ipv6_interface else None)
+        where["bind_interface"] = ipv6_interface or (
+            "tap-ovn-veth" if namespace.kind is NamespaceKind.OVN else None
+        )
+    neutron = dict(
+        where,
+        socket=_SOCKET,
+        user=user,
+        group=group,
+        pidfile=_PIDFILE.format(id=namespace.id),
+        debug=debug,
+        metadata_rate_limiting=rate_limiting or {},
+        metadata_haproxy=haproxy or {},
+    )
+    return dict(namespace=namespace, cli=cli, render=render, debug=debug, neutron=neutron)
+
+
+def _limit(base=(10, 10), burst=(10, 10), versions=(4,)) -> dict:
+    """Neutron's [metadata_rate_limiting] for --rate-limit-base/--rate-limit-burst."""
+    return dict(
+        rate_limit_enabled=True,
+        ip_versions=list(versions),
+        base_query_rate_limit=base[0],
+        base_window_duration=base[1],
+        burst_query_rate_limit=burst[0],
+        burst_window_duration=burst[1],
+    )
+
+
+_CASES = {
+    "router": _case(ROUTER, []),
+    "router-v6-any-port-debug": _case(
+        ROUTER,
+        ["--bind-v6-any", "--metadata-port", "9698"],
+        bind_v6_any=True,
+        metadata_port=9698,
+        debug=True,
+    ),
+    "router-rate-limited-v6": _case(
+        ROUTER,
+        ["--rate-limit-base", "30/60", "--rate-limit-burst", "3/5", "--rate-limit-ip-version", "6"],
+        rate_limiting=_limit(base=(30, 60), burst=(3, 5), versions=(6,)),
+    ),
+    "router-rate-limited-burst-longer": _case(
+        ROUTER,
+        ["--rate-limit-base", "10/5", "--rate-limit-burst", "4/45"],
+        rate_limiting=_limit(base=(10, 5), burst=(4, 45)),
+    ),
+    "dhcp": _case(DHCP, [], user="root", group="root"),
+    "dhcp-v6-rate-limited": _case(
+        DHCP,
+        ["--ipv6-interface", "tap9a8b7c6d-5e", "--rate-limit-base", "10/10"],
+        ipv6_interface="tap9a8b7c6d-5e",
+        rate_limiting=_limit(),
+    ),
+    "ovn": _case(OVN, []),
+    "ovn-v6-rate-limited": _case(
+        OVN,
+        ["--ipv6-interface", "tap0a1b2c3d4e1", "--rate-limit-burst", "2/45"],
+        ipv6_interface="tap0a1b2c3d4e1",
+        rate_limiting=_limit(burst=(2, 45)),
+    ),
+    # no command-line option for these: the function the command calls
+    "custom-timeouts": _case(
+        DHCP,
+        render=dict(
+            timeout_http_request=5,
+            timeout_connect=6,
+            timeout_client=70,
+            timeout_server=65,
+            timeout_http_keep_alive=7,
+        ),
+        haproxy=dict(
+            timeout_http_request=5,
+            timeout_connect=6,
+            timeout_client=70,
+            timeout_server=65,
+            timeout_http_keep_alive=7,
+        ),
+    ),
+    "rate-limit-v4-and-v6-is-no-limit": _case(
+        ROUTER,
+        render=dict(rate_limit=RateLimit(ip_versions=[4, 6])),
+        rate_limiting=_limit(versions=(4, 6)),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def neutron_rendering() -> dict[str, str]:
+    """Neutron's configuration for every case, rendered by its own code (one process)."""
+    if not upstream_installed(DEFAULT_VENV):
+        pytest.skip(f"upstream Neutron is not installed in {DEFAULT_VENV} (make bench-compare)")
+    result = subprocess.run(
+        [str(DEFAULT_VENV / "bin" / "python"), str(_NEUTRON_RENDER)],
+        input=json.dumps([case["neutron"] for case in _CASES.values()]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(zip(_CASES, json.loads(result.stdout), strict=True))
+
+
+def _ours(case: dict, capsys, tmp_path: Path) -> str:
+    namespace = case["namespace"]
+    if case["render"] is not None:
+        return render_haproxy_config(
+            namespace,
+            _SOCKET,
+            resolve_user(case["neutron"]["user"]),
+            resolve_group(case["neutron"]["group"]),
+            _PIDFILE.format(id=namespace.id),
+            debug=case["debug"],
+            **case["render"],
+        )
+    argv = ["haproxy-config", namespace.name, "--socket", _SOCKET]
+    argv += ["--pidfile", _PIDFILE.format(id=namespace.id)]
+    argv += ["--user", case["neutron"]["user"], "--group", case["neutron"]["group"]]
+    if case["debug"]:
+        # [DEFAULT] debug comes from the configuration, as for Neutron's agents
+        (tmp_path / "ports.json").write_text("[]\n")
+        config = tmp_path / "metadata_agent.ini"
+        config.write_text(
+            "[DEFAULT]\ndebug = true\nmetadata_proxy_shared_secret = s\n"
+            f"[metaproxy]\nlookup_table = {tmp_path / 'ports.json'}\n"
+        )
+        argv += ["--config-file", str(config)]
+    capsys.readouterr()
+    assert main(argv + case["cli"]) == 0
+    return capsys.readouterr().out
+
+
+def _meaningful_lines(text: str) -> list[str]:
+    """The lines haproxy reads: Neutron's templates leave blank lines between sections and
+    an indented empty line where the optional IPv6 bind goes; haproxy skips both (and
+    trailing white space), and our rendering writes neither."""
+    return [line.rstrip() for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(_CASES))
+def test_cli_output_matches_neutrons_rendering(name, neutron_rendering, capsys, tmp_path):
+    """Line for line what Neutron writes for the same namespace and options, except one
+    deliberate difference: in an OVN namespace we delete a guest's X-OVN-Network-ID
+    before adding ours (Neutron only adds it, so a guest's copy reaches the agent too)."""
+    case = _CASES[name]
+    expected = _meaningful_lines(neutron_rendering[name])
+    if case["namespace"].kind is NamespaceKind.OVN:
+        add = expected.index(f"    http-request add-header X-OVN-Network-ID {OVN.id}")
+        expected.insert(add, "    http-request del-header X-OVN-Network-ID")
+    assert _meaningful_lines(_ours(case, capsys, tmp_path)) == expected

@@ -16,12 +16,12 @@ from metaproxy.neutron.keystone import (
     Credentials,
     KeystoneError,
     KeystoneSession,
+    KeystoneUnavailable,
     find_endpoint,
     parse_token,
     token_request_body,
     tokens_url,
 )
-from metaproxy.resolve.base import LookupUnavailable
 
 PASSWORD = "Pa55-w0rd-never-logged"
 NOW = 1_700_000_000.0
@@ -297,7 +297,7 @@ def test_wrong_password_fails_naming_keystone_never_the_password(clock, agent, c
     agent.flush()
     error = d.result.value
     d.addErrback(lambda f: None)
-    assert isinstance(error, LookupUnavailable)
+    assert isinstance(error, KeystoneUnavailable)
     assert str(error).startswith(f"Keystone at {URL}/auth/tokens refused the credentials (HTTP 401")
     assert PASSWORD not in str(error)
     assert s.failures == 1 and s.current is None

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 
-from metaproxy.agent.service import state_reporter
+from metaproxy.agent.builders import state_reporter
 from metaproxy.config import default_settings
 from metaproxy.neutron.statereport import StateReporter, agent_state
 
@@ -34,7 +33,7 @@ class Send:
         return "alive"
 
 
-def logged(events: list[dict[str, Any]]) -> list[str]:
+def lines_of(events: Sequence[dict[str, Any]]) -> list[str]:
     from twisted.logger import formatEvent
 
     return [formatEvent(e) for e in events]
@@ -75,47 +74,35 @@ def test_first_report_is_a_call_with_start_flag_then_casts_every_interval() -> N
     assert len(send.sent) == 3
 
 
-def test_failure_is_logged_retried_as_a_call_and_recovery_logged() -> None:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        clock, send = Clock(), Send()
-        send.error = ConnectionError("bus down")
-        reporter = StateReporter(
-            clock, send, agent_state(default_settings()), 10, run_in_thread=sync
-        )
-        reporter.startService()
-        clock.advance(10)
-        send.error = None
-        clock.advance(10)
-        clock.advance(10)
-        reporter.stopService()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+def test_failure_is_logged_retried_as_a_call_and_recovery_logged(
+    logged: Sequence[dict[str, Any]],
+) -> None:
+    clock, send = Clock(), Send()
+    send.error = ConnectionError("bus down")
+    reporter = StateReporter(clock, send, agent_state(default_settings()), 10, run_in_thread=sync)
+    reporter.startService()
+    clock.advance(10)
+    send.error = None
+    clock.advance(10)
+    clock.advance(10)
+    reporter.stopService()
     # the start was never reported while failing: still calls with start_flag
     assert [use_call for _, use_call in send.sent] == [True, True, True, False]
-    lines = logged(events)
+    lines = lines_of(logged)
     assert sum("Failed reporting state" in line and "bus down" in line for line in lines) == 2
     assert (
         sum(line == "Successfully reported state after a previous failure." for line in lines) == 1
     )
 
 
-def test_attribute_error_disables_reports() -> None:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        clock, send = Clock(), Send()
-        send.error = AttributeError("report_state")
-        reporter = StateReporter(
-            clock, send, agent_state(default_settings()), 10, run_in_thread=sync
-        )
-        reporter.startService()
-        clock.advance(100)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+def test_attribute_error_disables_reports(logged: Sequence[dict[str, Any]]) -> None:
+    clock, send = Clock(), Send()
+    send.error = AttributeError("report_state")
+    reporter = StateReporter(clock, send, agent_state(default_settings()), 10, run_in_thread=sync)
+    reporter.startService()
+    clock.advance(100)
     assert len(send.sent) == 1 and reporter.disabled
-    assert any("does not support state report" in line for line in logged(events))
+    assert any("does not support state report" in line for line in lines_of(logged))
 
 
 def test_no_reporter_without_transport_url_or_with_interval_zero() -> None:

@@ -2,9 +2,9 @@
 paths reaching Nova byte-exact from the raw request through the real client."""
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from bench.unixhttp import parse_answer
 from metaproxy.http.request import RequestParser
@@ -19,18 +19,11 @@ from metaproxy.nova.client import (
 from metaproxy.nova.endpoints import Endpoint, NovaEndpoints
 from metaproxy.pipeline import Pipeline
 from metaproxy.resolve.resolver import InstanceResolver
-from tests.unit.nova.test_nova import OK, PROXY_HEADERS, Wire, failure, no_result, success
-from tests.unit.test_pipeline import SECRET, TableOnly
+from metaproxy.testing import FakeNova, InMemoryPortBackend
+from tests.doubles import OK, PROXY_HEADERS, Wire, failure, no_result, success
+from tests.unit.test_pipeline import SECRET, TABLE
 
 RESPONSE = NovaResponse(200, b"OK", (), b"ok")
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 # --- Breaker -------------------------------------------------------------------------
@@ -82,26 +75,6 @@ def test_breaker_probe_ending_neither_way_lets_the_next_probe():
 # --- Failover with scripted clients ---------------------------------------------------
 
 
-class Scripted:
-    """A NovaClient stand-in answering from a script; records the timeouts it got."""
-
-    def __init__(self, *answers):
-        self.answers = list(answers)
-        self.calls = []
-
-    def forward(self, method, target, headers, body, timeout=None):
-        self.calls.append((method, target, timeout))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            return fail(answer)
-        if isinstance(answer, Deferred):
-            return answer
-        return succeed(answer)
-
-    def close(self):
-        return succeed(None)
-
-
 def endpoints(*clients, failures=2, cooldown=5, timeout=28):
     clock = Clock()
     eps = [
@@ -118,77 +91,77 @@ def outcome(d):
 
 
 def test_first_healthy_endpoint_serves():
-    a, b = Scripted(RESPONSE), Scripted(RESPONSE)
+    a, b = FakeNova(RESPONSE), FakeNova(RESPONSE)
     nova, _ = endpoints(a, b)
     assert outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")) is RESPONSE
-    assert len(a.calls) == 1 and b.calls == []
+    assert len(a.sent) == 1 and b.sent == []
 
 
 @pytest.mark.parametrize("error", [NovaUnreachable("refused"), NovaBadResponse("garbage")])
 @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
 def test_idempotent_request_fails_over_to_the_next_endpoint(error, method):
-    a, b = Scripted(error), Scripted(RESPONSE)
+    a, b = FakeNova(error), FakeNova(RESPONSE)
     nova, _ = endpoints(a, b)
     assert outcome(nova.forward(method, b"/x", PROXY_HEADERS, b"")) is RESPONSE
-    assert [c[:2] for c in b.calls] == [(method, b"/x")]
+    assert [s[:2] for s in b.sent] == [(method, b"/x")]
     assert nova.failovers == 1 and nova.endpoints[0].breaker.failures == 1
 
 
 def test_failover_gets_what_is_left_of_the_deadline():
     gate = Deferred()
-    a, b = Scripted(gate), Scripted(RESPONSE)
+    a, b = FakeNova(gate), FakeNova(RESPONSE)
     nova, clock = endpoints(a, b, timeout=28)
     d = nova.forward(b"GET", b"/", PROXY_HEADERS, b"")
     clock.advance(5)
     gate.errback(NovaUnreachable("connect timeout"))
     assert outcome(d) is RESPONSE
-    assert a.calls[0][2] is None and b.calls[0][2] == pytest.approx(23)
+    assert a.time_limits[0] is None and b.time_limits[0] == pytest.approx(23)
 
 
 @pytest.mark.parametrize("method, body", [(b"POST", b"pw"), (b"PUT", b""), (b"GET", b"x")])
 def test_other_requests_are_not_sent_twice(method, body):
-    a, b = Scripted(NovaUnreachable("closed in the middle")), Scripted(RESPONSE)
+    a, b = FakeNova(NovaUnreachable("closed in the middle")), FakeNova(RESPONSE)
     nova, _ = endpoints(a, b)
     assert isinstance(
         outcome(nova.forward(method, b"/", PROXY_HEADERS, body)).value, NovaUnreachable
     )
-    assert b.calls == []
+    assert b.sent == []
 
 
 def test_timeout_is_not_failed_over_but_counts():
-    a, b = Scripted(NovaTimeout("slow")), Scripted(RESPONSE)
+    a, b = FakeNova(NovaTimeout("slow")), FakeNova(RESPONSE)
     nova, _ = endpoints(a, b)
     assert isinstance(outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")).value, NovaTimeout)
-    assert b.calls == [] and nova.endpoints[0].breaker.failures == 1
+    assert b.sent == [] and nova.endpoints[0].breaker.failures == 1
 
 
 def test_dead_endpoint_is_left_alone_then_probed_and_recovers(logged):
     """The first endpoint dies: after `failures` errors it is skipped (no more attempts
     on it), the second serves; after the cooldown one request probes it, and once it
     answers it serves again, without operator action."""
-    a, b = Scripted(NovaUnreachable("refused")), Scripted(RESPONSE)
+    a, b = FakeNova(NovaUnreachable("refused")), FakeNova(RESPONSE)
     nova, clock = endpoints(a, b, failures=2, cooldown=5)
     for _ in range(10):
         assert outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")) is RESPONSE
-    assert len(a.calls) == 2 and nova.endpoints[0].state == OPEN
+    assert len(a.sent) == 2 and nova.endpoints[0].state == OPEN
     clock.advance(5)
     a.answers = [RESPONSE]
     assert outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")) is RESPONSE
-    assert len(a.calls) == 3 and nova.endpoints[0].state == CLOSED
+    assert len(a.sent) == 3 and nova.endpoints[0].state == CLOSED
     text = "\n".join(formatEvent(e) for e in logged)
     assert "http://nova0:8775: 2 consecutive failures" in text and "answers again" in text
 
 
 def test_every_endpoint_open_is_503_at_once_with_retry_after(logged):
-    a = Scripted(NovaUnreachable("refused"))
+    a = FakeNova(NovaUnreachable("refused"))
     nova, clock = endpoints(a, failures=1, cooldown=7)
     outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b""))
     for _ in range(50):
         err = outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b"")).value
         assert isinstance(err, NovaOverloaded) and err.retry_after == 7
-    assert len(a.calls) == 1 and nova.refused == 50
+    assert len(a.sent) == 1 and nova.refused == 50
     assert len([e for e in logged if "without asking Nova" in formatEvent(e)]) == 1
-    pipeline = Pipeline(InstanceResolver(TableOnly()), nova, SECRET)
+    pipeline = Pipeline(InstanceResolver(InMemoryPortBackend(TABLE)), nova, SECRET)
     request = RequestParser().feed(
         b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: r1\r\n\r\n"
     )
@@ -198,7 +171,7 @@ def test_every_endpoint_open_is_503_at_once_with_retry_after(logged):
 
 def test_cancelled_probe_does_not_wedge_the_breaker():
     gate = Deferred()
-    a = Scripted(NovaUnreachable("refused"))
+    a = FakeNova(NovaUnreachable("refused"))
     nova, clock = endpoints(a, failures=1, cooldown=1)
     outcome(nova.forward(b"GET", b"/", PROXY_HEADERS, b""))
     clock.advance(1)
@@ -211,7 +184,7 @@ def test_cancelled_probe_does_not_wedge_the_breaker():
 
 
 def test_full_queue_on_one_endpoint_goes_to_the_next_whatever_the_method():
-    a, b = Scripted(NovaOverloaded("full")), Scripted(RESPONSE)
+    a, b = FakeNova(NovaOverloaded("full")), FakeNova(RESPONSE)
     nova, _ = endpoints(a, b)
     assert outcome(nova.forward(b"POST", b"/", PROXY_HEADERS, b"pw")) is RESPONSE
     assert nova.endpoints[0].breaker.failures == 0
@@ -266,7 +239,7 @@ def test_paths_and_queries_reach_nova_byte_exact_from_the_raw_request(target):
         [Endpoint("http://127.0.0.1:8775", wire.client(), Breaker(wire.reactor))],
         timeout=10,
     )
-    pipeline = Pipeline(InstanceResolver(TableOnly()), nova, SECRET)
+    pipeline = Pipeline(InstanceResolver(InMemoryPortBackend(TABLE)), nova, SECRET)
     request = RequestParser().feed(
         b"GET " + target + b" HTTP/1.1\r\nHost: 169.254.169.254"
         b"\r\nX-Forwarded-For: 10.0.0.5\r\n"
@@ -281,12 +254,12 @@ def test_paths_and_queries_reach_nova_byte_exact_from_the_raw_request(target):
 def test_a_deadline_from_the_pipeline_bounds_every_attempt():
     """Given a deadline (a slow lookup came first), the first endpoint gets what is left
     of it, and a failover gets what is left after the first attempt."""
-    a, b = Scripted(Deferred()), Scripted(RESPONSE)
+    a, b = FakeNova(Deferred()), FakeNova(RESPONSE)
     nova, clock = endpoints(a, b)
     clock.advance(100)
     d = nova.forward(b"GET", b"/", PROXY_HEADERS, b"", 110.0)
-    assert a.calls[0][2] == 10.0
+    assert a.time_limits[0] == 10.0
     clock.advance(4)
     a.answers[0].errback(NovaUnreachable("refused"))
     assert outcome(d) is RESPONSE
-    assert b.calls[0][2] == 6.0
+    assert b.time_limits[0] == 6.0

@@ -3,32 +3,25 @@
 Most tests drive a L{NovaClient} built exactly as in production (its own
 L{metaproxy.nova.connection.ConnectionPool}, the TCP endpoint and, for HTTPS, TLS) on a
 L{MemoryReactorClock}: each connection it opens is wired with L{twisted.test.iosim} to
-L{_RawNova}, a fake Nova that records the raw bytes of each request and answers with raw
-bytes (optionally behind real TLS, or to a L{twisted.web} site instead). That lets the
-tests assert what is on the wire, byte for byte, in both directions, and drive time,
-connection loss and failures exactly.
+L{tests.doubles.RawNova}, a fake Nova that records the raw bytes of each request and
+answers with raw bytes (optionally behind real TLS, or to a L{twisted.web} site
+instead). That lets the tests assert what is on the wire, byte for byte, in both
+directions, and drive time, connection loss and failures exactly.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
 
-import attrs
 import pytest
 import trustme
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import error
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IHostnameResolver
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
-from twisted.internet.testing import MemoryReactorClock
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.test import iosim
 from twisted.web.iweb import IPolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -38,232 +31,24 @@ from metaproxy.nova import client as nova
 from metaproxy.nova.client import (
     CACHED_CONNECTION_TIMEOUT,
     NovaBadResponse,
-    NovaClient,
     NovaResponse,
     NovaTimeout,
     NovaUnreachable,
 )
-from metaproxy.nova.connection import HTTPConnection
+from tests.doubles import (
+    OK,
+    PROXY_HEADERS,
+    SIGNATURE,
+    Answer,
+    Exchange,
+    Wire,
+    failure,
+    no_result,
+    success,
+)
 
-BASE = "http://127.0.0.1:8775"
-SIGNATURE = b"773ba44693c7553d6ee20f61ea5d2757a9a4f4a44d2841ae4e95b52e4cd62db4"
-PROXY_HEADERS = [
-    (b"X-Forwarded-For", b"10.0.0.5"),
-    (b"X-Instance-ID", b"a0b1c2d3-0000-4000-8000-000000000001"),
-    (b"X-Tenant-ID", b"7f3e9a"),
-    (b"X-Instance-ID-Signature", SIGNATURE),
-]
 HERE = "Nova metadata API at 127.0.0.1:8775"
 THERE = "Nova metadata API at nova.invalid:8775"
-OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
-
-
-# --- Deferred helpers ------------------------------------------------------------------
-
-
-def _outcome(d: Deferred) -> list[object]:
-    results: list[object] = []
-    d.addBoth(results.append)
-    return results
-
-
-def success(d: Deferred) -> object:
-    """The result C{d} already has; fails the test if it has none or failed."""
-    results = _outcome(d)
-    assert results, "the Deferred has no result yet"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
-
-
-def failure(d: Deferred, kind: type[BaseException]) -> BaseException:
-    """The exception C{d} already failed with, which must be a C{kind}."""
-    results = _outcome(d)
-    assert results, "the Deferred has no result yet"
-    assert isinstance(results[0], Failure), f"expected a failure, got {results[0]!r}"
-    assert results[0].check(kind), results[0].getTraceback()
-    return results[0].value
-
-
-def no_result(d: Deferred) -> None:
-    """C{d} has no result yet. Any result it gets later passes on to the next helper."""
-    results: list[object] = []
-
-    def probe(result: object) -> object:
-        results.append(result)
-        return result
-
-    d.addBoth(probe)
-    assert not results, f"unexpected result {results[0]!r}"
-
-
-# --- A fake Nova on the wire -----------------------------------------------------------
-
-
-@attrs.frozen
-class Exchange:
-    """One request as Nova received it: the raw head and body, and which connection
-    (0 for the first one the client opened) it came on."""
-
-    head: bytes
-    body: bytes
-    connection: int = 0
-
-    @property
-    def request_line(self) -> bytes:
-        return self.head.split(b"\r\n", 1)[0]
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """(lower-cased name, value) in wire order."""
-        lines = self.head.split(b"\r\n")[1:-2]
-        pairs = [line.split(b": ", 1) for line in lines]
-        return [(name.lower(), value) for name, value in pairs]
-
-
-@attrs.frozen
-class Answer:
-    """Raw bytes to send back; C{close} then closes the connection."""
-
-    data: bytes
-    close: bool = False
-
-
-Reply = Callable[[Exchange], "Answer | bytes | None"]
-
-
-class _RawNova(Protocol):
-    """Parse requests (Content-Length framing only), record them, answer from a script."""
-
-    def __init__(self, wire: Wire, index: int) -> None:
-        self._wire = wire
-        self._index = index
-        self._buffer = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
-            head = self._buffer[: end + 4]
-            exchange = Exchange(head, b"")
-            lengths = [int(v) for n, v in exchange.headers if n == b"content-length"]
-            assert b"transfer-encoding" not in dict(exchange.headers)
-            length = lengths[0] if lengths else 0
-            if len(self._buffer) < end + 4 + length:
-                return
-            exchange = Exchange(head, self._buffer[end + 4 : end + 4 + length], self._index)
-            self._buffer = self._buffer[end + 4 + length :]
-            self._wire.received.append(exchange)
-            answer = self._wire.reply(exchange)
-            if answer is None:
-                continue  # Never answer.
-            if isinstance(answer, bytes):
-                answer = Answer(answer)
-            self.transport.write(answer.data)
-            if answer.close:
-                self.transport.loseConnection()
-
-
-class Wire:
-    """A L{MemoryReactorClock} whose outgoing TCP connections reach a L{_RawNova}.
-
-    @param tls: Server TLS options: Nova speaks HTTPS with them.
-    @param site: Connections reach this L{twisted.web} site instead of a L{_RawNova}.
-    """
-
-    def __init__(
-        self,
-        reply: Reply = lambda exchange: OK,
-        *,
-        tls: CertificateOptions | None = None,
-        site: Site | None = None,
-    ) -> None:
-        self.reactor = MemoryReactorClock()
-        self.reply = reply
-        self.received: list[Exchange] = []
-        self.pumps: list[iosim.IOPump] = []
-        self.servers: list[_RawNova] = []
-        self._tls = tls
-        self._site = site
-        self._seen = 0
-
-    def client(self, base_url: str = BASE, **options) -> NovaClient:
-        settings = dict(timeout=10.0, connect_timeout=3.0, pool_size=4, max_in_flight=8)
-        settings.update(options)
-        return NovaClient(self.reactor, base_url, **settings)
-
-    @property
-    def connections(self) -> int:
-        """Connections the client has opened so far."""
-        return len(self.reactor.tcpClients)
-
-    def flush(self) -> None:
-        """Accept new connections and move bytes until nothing moves."""
-        while True:
-            accepted = self._accept()
-            if self._tls is not None:
-                # TLS batches writes with callLater(0) on the reactor (both sides'
-                # TLS layers are given this one).
-                pending = [
-                    c
-                    for c in self.reactor.getDelayedCalls()
-                    if c.getTime() <= self.reactor.seconds()
-                ]
-                self.reactor.advance(0)
-                accepted = accepted or bool(pending)
-            moved = [pump.flush() for pump in self.pumps]
-            if not accepted and not any(moved):
-                return
-
-    def _accept(self) -> bool:
-        accepted = False
-        while self._seen < len(self.reactor.tcpClients):
-            _, port, factory, _, _ = self.reactor.tcpClients[self._seen]
-            connector = self.reactor.connectors[self._seen]
-            self._seen += 1
-            if connector.stoppedConnecting:
-                continue  # The attempt was cancelled before we got to it.
-            server_address = IPv4Address("TCP", "127.0.0.1", port)
-            client_address = IPv4Address("TCP", "127.0.0.1", 40000 + len(self.pumps))
-            if self._site is not None:
-                server = self._site.buildProtocol(client_address)
-            else:
-                server = raw = _RawNova(self, len(self.pumps))
-                self.servers.append(raw)
-                if self._tls is not None:
-                    tls = TLSMemoryBIOFactory(
-                        self._tls, False, Factory.forProtocol(lambda: raw), clock=self.reactor
-                    )
-                    server = tls.buildProtocol(client_address)
-            client = factory.buildProtocol(server_address)
-            pump = iosim.connect(
-                server,
-                iosim.FakeTransport(server, True, server_address, client_address),
-                client,
-                iosim.FakeTransport(client, False, client_address, server_address),
-            )
-            self.pumps.append(pump)
-            accepted = True
-        return accepted
-
-    def connection(self, index: int) -> HTTPConnection:
-        """The client's protocol on connection C{index} (under the endpoint's wrapper)."""
-        protocol = self.pumps[index].client
-        while not isinstance(protocol, HTTPConnection):
-            inner = getattr(protocol, "wrappedProtocol", None)
-            protocol = inner if inner is not None else protocol._wrappedProtocol
-        return protocol
-
-    def forward(
-        self,
-        client: NovaClient,
-        method: bytes = b"GET",
-        target: bytes = b"/latest/meta-data/",
-        headers=PROXY_HEADERS,
-        body: bytes = b"",
-    ) -> Deferred:
-        d = client.forward(method, target, headers, body)
-        self.flush()
-        return d
 
 
 # --- What goes out ---------------------------------------------------------------------

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from metaproxy.guard.policy import PolicyCounters, RequestPolicy
+from metaproxy.guard.ratelimit import RateLimiter, Window
+from metaproxy.http.connlimit import ConnectionLimit
 from metaproxy.http.server import Limits, MetadataFactory
 from metaproxy.namespace import Namespace
+from metaproxy.nova.breaker import Breaker
+from metaproxy.nova.endpoints import Endpoint, NovaEndpoints
 from metaproxy.ops.metrics import (
     LATENCY_BUCKETS,
     Metrics,
@@ -18,6 +25,7 @@ from metaproxy.ops.metrics import (
     merge,
     render,
 )
+from metaproxy.testing import FakeNova
 
 
 def _values(text: bytes) -> dict[tuple[str, tuple], float]:
@@ -30,10 +38,6 @@ def _values(text: bytes) -> dict[tuple[str, tuple], float]:
 
 class _Cache:
     hits, misses, coalesced, failures = 5, 2, 7, 1
-
-
-class _Nova:
-    in_flight, queued, idle = 4, 1, 3
 
 
 def test_record_counts_by_kind_status_and_bucket():
@@ -55,7 +59,9 @@ def test_render_exports_every_family():
     stats = RequestStats()
     stats.record("ovn", b"503", 0.003)
     stats.refuse(413)
-    metrics = Metrics(stats, cache=_Cache(), nova=_Nova(), ready=lambda: True)
+    metrics = Metrics(
+        stats, cache=_Cache(), nova=FakeNova(in_flight=4, queued=1, idle=3), ready=lambda: True
+    )
     metrics.reloaded("ok")
     metrics.add_source(
         lambda: [
@@ -162,22 +168,43 @@ def test_server_counts_refusals():
     assert stats.requests[("shared", b"408")] == 1
 
 
+def test_server_counts_connections_refused_by_bound():
+    """A connection refused because a bound was full is counted by the option that sets
+    the bound, every namespace socket's into the one RequestStats of the process."""
+    clock = Clock()
+    stats = RequestStats()
+    limits = Limits(max_connections_per_namespace=1, connections=ConnectionLimit(3))
+    r1, r2 = (
+        MetadataFactory(_Pipeline(b""), Namespace.parse(name), limits, clock, stats=stats)
+        for name in ("qrouter-r1", "qrouter-r2")
+    )
+    shared = MetadataFactory(_Pipeline(b""), None, limits, clock, stats=stats)
+    for factory in (r1, r1, r2, r2, shared, shared):
+        factory.buildProtocol(None)
+    assert stats.connections_refused == {"max_connections_per_namespace": 2, "max_connections": 1}
+
+
 def test_protection_counters_are_exported_at_scrape_time():
     """The policy's, the connection bounds' and the Nova endpoints' plain counters come
     out as metrics (read when scraped, nothing per request)."""
-    from types import SimpleNamespace
-
-    from metaproxy.ops.protection_metrics import protection_samples
-
-    policy = SimpleNamespace(counters=SimpleNamespace(rate_limited=7, xff_seen=3, xff_refused=1))
-    limits = SimpleNamespace(connections=SimpleNamespace(refused=2))
-    endpoint = SimpleNamespace(
-        url="http://nova:8775", state="open", client=SimpleNamespace(rejected=4)
-    )
-    nova = SimpleNamespace(failovers=5, refused=6, endpoints=[endpoint])
-    metrics = Metrics(RequestStats())
-    metrics.add_source(protection_samples(policy, limits, lambda: 9, nova))
-    values = {(s[0], tuple(tuple(kv) for kv in s[3])): s[4] for s in metrics.snapshot()["samples"]}
+    clock = Clock()
+    policy = RequestPolicy(clock)
+    policy.counters = PolicyCounters(rate_limited=7, xff_seen=3, xff_refused=1)
+    stats = RequestStats()
+    limits = Limits(max_connections_per_namespace=1)
+    for name, tries in (("qrouter-r1", 6), ("qrouter-r2", 5)):  # 5 + 4 refused
+        factory = MetadataFactory(_Pipeline(b""), Namespace.parse(name), limits, clock, stats=stats)
+        for _ in range(tries):
+            factory.buildProtocol(None)
+    breaker = Breaker(clock, failures=1)
+    breaker.failed()
+    endpoint = Endpoint("http://nova:8775", SimpleNamespace(rejected=4), breaker)
+    nova = NovaEndpoints(clock, [endpoint], timeout=10)
+    nova.failovers, nova.refused = 5, 6
+    metrics = Metrics(stats)
+    metrics.add_source(policy.metric_samples)
+    metrics.add_source(nova.metric_samples)
+    values = _values(render(metrics.snapshot))
     assert values[("metaproxy_rate_limited_total", ())] == 7
     assert values[("metaproxy_guest_forwarded_for_total", (("action", "refused"),))] == 1
     assert (
@@ -201,4 +228,54 @@ def test_protection_counters_are_exported_at_scrape_time():
             )
         ]
         == 0
+    )
+    assert values[("metaproxy_nova_breaker_opened_total", (("endpoint", "http://nova:8775"),))] == 1
+    assert values[("metaproxy_connections_refused_total", (("bound", "max_connections"),))] == 0
+    # no rate limiter configured: none of its metrics
+    assert not any(name.startswith("metaproxy_rate_limit_") for name, _ in values)
+
+
+def test_rate_limiter_rejections_and_evictions_are_scraped():
+    """The rate limiter's own counters (refused requests, sources forgotten early
+    because max_sources was reached) are exported through the policy that uses it."""
+    clock = Clock()
+    limiter = RateLimiter(clock, Window(60, 1), Window(60, 1), max_sources=2)
+    policy = RequestPolicy(clock, limiter=limiter)
+    metrics = Metrics(RequestStats())
+    metrics.add_source(policy.metric_samples)
+    assert limiter.check("n1", "10.0.0.1") == 0
+    assert limiter.check("n1", "10.0.0.1") > 0  # over the limit: refused
+    assert limiter.check("n1", "10.0.0.2") == 0
+    # a third source with two remembered: both are forgotten to make room
+    assert limiter.check("n1", "10.0.0.3") == 0
+    values = _values(render(metrics.snapshot))
+    assert values[("metaproxy_rate_limit_rejected_total", ())] == 1
+    assert values[("metaproxy_rate_limit_evicted_sources_total", ())] == 2
+
+
+def test_workers_protection_counters_are_added_up():
+    """Each worker's component counters reach the agent in its snapshot and are summed
+    there, a restarted worker's kept."""
+    clock = Clock()
+    snaps = []
+    for rejected, refused in ((3, 1), (4, 2)):
+        limiter = RateLimiter(clock, Window(60, 1), Window(60, 1))
+        limiter.rejected = rejected
+        stats = RequestStats()
+        for _ in range(refused):
+            stats.refuse_connection("max_connections_per_namespace")
+        metrics = Metrics(stats)
+        metrics.add_source(RequestPolicy(clock, limiter=limiter).metric_samples)
+        snaps.append(metrics.snapshot())
+    totals = WorkerTotals()
+    totals.report(1, 100, snaps[0])
+    totals.report(2, 200, snaps[1])
+    totals.report(1, 101, Metrics().snapshot())  # worker 1 restarted
+    values = _values(render(totals.snapshot))
+    assert values[("metaproxy_rate_limit_rejected_total", ())] == 7
+    assert (
+        values[
+            ("metaproxy_connections_refused_total", (("bound", "max_connections_per_namespace"),))
+        ]
+        == 3
     )

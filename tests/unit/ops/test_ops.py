@@ -1,4 +1,4 @@
-"""Operations pieces as plain objects: logs (level, JSON, rate limit), drain, health,
+"""Operations pieces as plain objects: logs (level, JSON, throttle), drain, health,
 the /metrics and /healthz resources, metrics_listen parsing."""
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from metaproxy.agent.drain import Drain
 from metaproxy.config import default_settings, parse_listen
 from metaproxy.nova.client import NovaUnreachable
 from metaproxy.ops.health import NovaProbe, health, nova_check
-from metaproxy.ops.logs import LevelFilter, LogSetup, RateLimiter, format_json
+from metaproxy.ops.logs import LevelFilter, LogSetup, ThrottleFilter, format_json
+from metaproxy.ops.throttle import LogThrottle
 from metaproxy.ops.web import OpsResource
+from metaproxy.testing import FakeNova
 
 
 def _event(
@@ -37,29 +39,52 @@ def test_level_filter_follows_debug():
     assert levels(_event(level=LogLevel.debug))
 
 
-def test_rate_limiter_leaves_out_past_the_limit_and_says_how_many():
+def test_throttle_filter_leaves_out_past_the_limit_and_says_how_many():
     clock = Clock()
     summaries = []
-    limiter = RateLimiter(clock, summaries.append, limit=3, window=10)
-    passed = [limiter(_event(address=f"10.0.0.{i}")) for i in range(10)]
+    throttle = ThrottleFilter(clock, summaries.append, limit=3, window=10)
+    passed = [throttle(_event(address=f"10.0.0.{i}")) for i in range(10)]
     assert passed == [True] * 3 + [False] * 7
     # another kind of line, and other loggers, are not limited by it
-    assert limiter(_event(fmt="Lookup failed for {address}"))
-    assert all(limiter(_event(ns="metaproxy.service")) for _ in range(10))
+    assert throttle(_event(fmt="Lookup failed for {address}"))
+    assert all(throttle(_event(ns="metaproxy.service")) for _ in range(10))
     assert summaries == []
     clock.advance(10)
     assert len(summaries) == 1
     text = summaries[0]["log_format"].format(**summaries[0])
     assert "7 more line(s) like this were left out in 10 s" in text
     assert "No port found for {address}" in text
-    assert limiter(_event())  # a new window
+    assert throttle(_event())  # a new window
     clock.advance(10)
     assert len(summaries) == 1  # nothing left out: no summary
 
 
-def test_rate_limit_zero_means_no_limit():
-    limiter = RateLimiter(Clock(), lambda e: None, limit=0)
-    assert all(limiter(_event()) for _ in range(1000))
+def test_log_rate_limit_zero_means_no_limit():
+    throttle = ThrottleFilter(Clock(), lambda e: None, limit=0)
+    assert all(throttle(_event()) for _ in range(1000))
+
+
+def test_log_throttle_passes_its_limit_per_window_and_hands_over_the_count():
+    """The one throttle of log lines: `limit` lines per window, the rest counted; the
+    count goes with the next line written, or to whoever takes it."""
+    clock = Clock()
+    throttle = LogThrottle(clock, 10, limit=2)
+    assert [throttle.allow() for _ in range(5)] == [0, 0, None, None, None]
+    assert throttle.window_end == 10
+    assert throttle.take_left_out() == 3 and throttle.take_left_out() == 0
+    assert throttle.allow() is None
+    clock.advance(10)
+    assert throttle.allow() == 1  # left out after the count was taken
+    assert throttle.allow() == 0 and throttle.allow() is None
+
+
+def test_throttle_filter_new_limit_applies_to_the_open_window():
+    """SIGHUP changes log_rate_limit: a kind already limited in this window gets the
+    new limit at once."""
+    throttle = ThrottleFilter(Clock(), lambda e: None, limit=1)
+    assert [throttle(_event()) for _ in range(2)] == [True, False]
+    throttle.limit = 3
+    assert [throttle(_event()) for _ in range(3)] == [True, True, False]
 
 
 def test_json_format_has_message_and_plain_fields_only():
@@ -172,16 +197,11 @@ def test_nova_probe_records_outcomes_and_repeats():
         fail(NovaUnreachable("Nova at x refused the connection")),
         succeed(_Answer(503)),
     ]
-    calls = []
-
-    def forward(method, target, headers, body):
-        calls.append((method, target, headers, body))
-        return answers.pop(0)
-
-    probe = NovaProbe(clock, forward, interval=10)
+    nova = FakeNova(*answers)
+    probe = NovaProbe(clock, nova.forward, interval=10)
     assert nova_check(probe) == (False, "not probed yet")
     probe.start()
-    assert calls == [(b"GET", b"/", (), b"")]
+    assert nova.sent == [(b"GET", b"/", (), b"")]
     assert nova_check(probe) == (True, "answered 200")
     clock.advance(10)
     assert nova_check(probe) == (False, "Nova at x refused the connection")
@@ -189,7 +209,7 @@ def test_nova_probe_records_outcomes_and_repeats():
     assert nova_check(probe) == (False, "answered 503")
     probe.stop()
     clock.advance(30)
-    assert len(calls) == 3
+    assert len(nova.sent) == 3
 
 
 def test_nova_probe_stop_cancels_a_probe_in_flight():

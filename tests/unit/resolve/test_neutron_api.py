@@ -12,9 +12,9 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 
 from bench.fakeneutron import FakeCloud, cloud_resource, neutron_ports
+from metaproxy.caller import Identity
 from metaproxy.config import default_settings
 from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.neutron.keystone import Credentials, KeystoneSession
@@ -28,7 +28,7 @@ from metaproxy.resolve.neutron_api import (
     parse_router_networks,
     ports_url,
 )
-from metaproxy.resolve.resolver import Caller, InstanceResolver
+from metaproxy.resolve.resolver import InstanceResolver
 
 PASSWORD = "Neutr0n-Pa55"
 NOW = 1_700_000_000.0
@@ -389,6 +389,7 @@ def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
     clock.advance(3.0)
     error = failure(agent, d)
     # the token request's own timeout (the same [neutron] timeout) says it first
+    assert isinstance(error, LookupUnavailable)
     assert str(error) == (
         f"Keystone at {KEYSTONE}/auth/tokens did not answer within 3 s ([neutron] timeout)"
     )
@@ -398,6 +399,19 @@ def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
 def test_keystone_down_names_keystone(agent, cloud, backend):
     cloud.keystone_fault = 503
     error = failure(agent, backend.router_networks("r1"))
+    assert isinstance(error, LookupUnavailable)
+    assert str(error) == f"Keystone at {KEYSTONE}/auth/tokens answered HTTP 503: injected fault"
+
+
+def test_keystone_down_reaches_the_resolver_as_the_same_unavailable_lookup(
+    agent, cloud, backend, clock
+):
+    """The backend answers Keystone's failure as an unavailable lookup with Keystone's own
+    words: the resolver passes it on unwrapped (the instance gets 503 naming Keystone)."""
+    cloud.keystone_fault = 503
+    resolver = InstanceResolver(CachingBackend(backend, clock, ttl=600, enabled=False))
+    error = failure(agent, resolver.resolve(ROUTER_CALLER))
+    assert isinstance(error, LookupUnavailable)
     assert str(error) == f"Keystone at {KEYSTONE}/auth/tokens answered HTTP 503: injected fault"
 
 
@@ -425,7 +439,7 @@ def test_unreachable_neutron_says_how(clock):
 
 # --- through the core: coalescing and the cache -----------------------------------------
 
-ROUTER_CALLER = Caller(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5")
+ROUTER_CALLER = Identity(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5", None, b"10.0.0.5")
 
 
 def boot(resolver, n=28):
@@ -470,34 +484,26 @@ def test_sequential_boot_cache_on_makes_two_neutron_calls(agent, cloud, backend,
 # --- lifecycle and building --------------------------------------------------------------
 
 
-@pytest.fixture
-def events():
-    seen = []
-    globalLogPublisher.addObserver(seen.append)
-    yield seen
-    globalLogPublisher.removeObserver(seen.append)
-
-
 def text_of(events):
     from twisted.logger import formatEvent
 
     return [formatEvent(e) for e in events if e.get("log_namespace", "").startswith("metaproxy")]
 
 
-def test_start_gets_a_token_and_logs_where_ports_come_from(agent, backend, events):
+def test_start_gets_a_token_and_logs_where_ports_come_from(agent, backend, logged):
     backend.start()
     agent.flush()
-    assert text_of(events) == [
+    assert text_of(logged) == [
         f"Neutron API lookups: token from Keystone at {KEYSTONE}/auth/tokens; ports at {PORTS}"
     ]
 
 
-def test_start_with_bad_credentials_logs_without_the_password(clock, agent, cloud, events):
+def test_start_with_bad_credentials_logs_without_the_password(clock, agent, cloud, logged):
     cloud.password = "something-else"
     backend = make_backend(clock, agent)
     backend.start()
     agent.flush()
-    [line] = text_of(events)
+    [line] = text_of(logged)
     assert line.startswith(
         "Neutron API lookups: no token yet (Keystone at "
         f"{KEYSTONE}/auth/tokens refused the credentials (HTTP 401"

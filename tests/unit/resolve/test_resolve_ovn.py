@@ -279,7 +279,7 @@ def test_probe_interval_in_seconds_as_ovs_counts_it() -> None:
 
 
 def test_the_agent_keeps_no_answers_in_front_of_a_replica() -> None:
-    from metaproxy.agent.service import Proxy
+    from metaproxy.agent.proxy import Proxy
 
     settings = attrs.evolve(
         default_settings(), lookup_backend="ovn", cache_enabled=True, cache_expiration_time=600
@@ -291,11 +291,12 @@ def test_the_agent_keeps_no_answers_in_front_of_a_replica() -> None:
 def test_answers_now_from_the_replica_and_none_before_sync() -> None:
     """The in-memory path (no Deferred) gives the replica's answers once synchronised,
     and None before, so that the request takes the Deferred path and gets 503."""
+    from metaproxy.caller import Identity
     from metaproxy.namespace import Namespace, NamespaceKind
     from metaproxy.ovsdb.remote import parse_remotes
     from metaproxy.resolve.base import Instance
     from metaproxy.resolve.cache import CachingBackend
-    from metaproxy.resolve.resolver import Caller, InstanceResolver
+    from metaproxy.resolve.resolver import InstanceResolver
 
     monitors = []
     backend = OvnBackend(
@@ -304,7 +305,7 @@ def test_answers_now_from_the_replica_and_none_before_sync() -> None:
         monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw)) or monitors[-1],
     )
     resolver = InstanceResolver(CachingBackend(backend, Clock(), ttl=60, enabled=False))
-    who = Caller(Namespace(NamespaceKind.OVN, "net1"), "10.0.0.5")
+    who = Identity(Namespace(NamespaceKind.OVN, "net1"), "10.0.0.5", None, b"10.0.0.5")
     assert backend.ports_by_ip_now(["net1"], "10.0.0.5") is None
     assert backend.router_networks_now("rt") is None
     assert resolver.resolve_now(who) is None

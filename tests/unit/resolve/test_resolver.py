@@ -12,10 +12,11 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from metaproxy.caller import Identity
 from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.resolve.base import Instance, LookupUnavailable, Port
 from metaproxy.resolve.cache import CachingBackend
-from metaproxy.resolve.resolver import Caller, InstanceResolver, NotFound
+from metaproxy.resolve.resolver import InstanceResolver, NotFound
 from metaproxy.resolve.table import TableBackend
 
 ROUTER, NETWORK, OVN = NamespaceKind.ROUTER, NamespaceKind.NETWORK, NamespaceKind.OVN
@@ -107,8 +108,8 @@ class Recording:
         return call
 
 
-def caller(kind: NamespaceKind, id: str, ip: str, mac: str | None = None) -> Caller:
-    return Caller(Namespace(kind, id), ip, mac)
+def caller(kind: NamespaceKind, id: str, ip: str, mac: str | None = None) -> Identity:
+    return Identity(Namespace(kind, id), ip, mac, ip.encode())
 
 
 def fired(d: Deferred) -> object:
@@ -188,7 +189,10 @@ def test_match_gives_device_and_project(
 ) -> None:
     """One port with a device id: its (device_id, project_id). The same 10.0.0.5 on two
     networks behind two routers resolves to the right instance for each."""
-    assert fired(InstanceResolver(table).resolve(Caller(namespace, ip, None))) == expected
+    assert (
+        fired(InstanceResolver(table).resolve(Identity(namespace, ip, None, ip.encode())))
+        == expected
+    )
 
 
 def test_no_match_is_not_found(table: TableBackend) -> None:
@@ -420,7 +424,7 @@ NOW_CALLERS = [
 @pytest.mark.parametrize("who", NOW_CALLERS, ids=lambda c: f"{c.namespace.name}-{c.ip}")
 @pytest.mark.parametrize("cache", [None, "off", "on"])
 def test_answer_now_is_the_answer_resolve_gives(
-    table: TableBackend, who: Caller, cache: str | None
+    table: TableBackend, who: Identity, cache: str | None
 ) -> None:
     """For a backend with the answers in memory (the table), resolve_now gives what
     resolve gives, directly or through the cache (kept answers or not)."""

@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from metaproxy.caller import Identity
 from metaproxy.config import default_settings
 from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.neutron.bus import (
@@ -24,7 +25,7 @@ from metaproxy.neutron.bus import (
 from metaproxy.resolve import backends
 from metaproxy.resolve.base import LookupUnavailable, Port
 from metaproxy.resolve.cache import CachingBackend
-from metaproxy.resolve.resolver import Caller, InstanceResolver
+from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.rpc import (
     RpcBackend,
     ip_filters,
@@ -166,7 +167,9 @@ def test_router_then_ip_through_resolver_with_upstreams_filters() -> None:
     bus = FakeBus(PORTS)
     backend = RpcBackend(Clock(), bus, timeout=5, run_in_thread=sync)
     resolver = InstanceResolver(backend)
-    d = resolver.resolve(Caller(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5"))
+    d = resolver.resolve(
+        Identity(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5", None, b"10.0.0.5")
+    )
     instance = d.result
     assert (instance.instance_id, instance.project_id) == ("vm-a", "proj")
     assert bus.filters == [router_filters("r1"), ip_filters(["net-a"], "10.0.0.5")]
@@ -176,7 +179,9 @@ def test_link_local_caller_is_looked_up_by_mac() -> None:
     bus = FakeBus(PORTS)
     backend = RpcBackend(Clock(), bus, timeout=5, run_in_thread=sync)
     d = InstanceResolver(backend).resolve(
-        Caller(Namespace(NamespaceKind.NETWORK, "net-a"), "fe80::1", mac="fa:16:3e:00:00:01")
+        Identity(
+            Namespace(NamespaceKind.NETWORK, "net-a"), "fe80::1", "fa:16:3e:00:00:01", b"fe80::1"
+        )
     )
     assert d.result is not None
     assert bus.filters == [mac_filters(["net-a"], "fa:16:3e:00:00:01")]
@@ -190,7 +195,7 @@ def test_a_boot_through_the_cache_costs_two_calls() -> None:
         RpcBackend(clock, bus, timeout=5, run_in_thread=sync), clock, ttl=30, enabled=True
     )
     resolver = InstanceResolver(cache)
-    caller = Caller(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5")
+    caller = Identity(Namespace(NamespaceKind.ROUTER, "r1"), "10.0.0.5", None, b"10.0.0.5")
     for _ in range(28):
         assert resolver.resolve(caller).result.instance_id == "vm-a"
     assert len(bus.filters) == 2
