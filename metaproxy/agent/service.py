@@ -23,6 +23,7 @@ from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
 from metaproxy.agent.ops_listener import OpsListener
 from metaproxy.agent.proxy import Proxy
+from metaproxy.agent.readiness import Readiness
 from metaproxy.agent.registry import NamespaceRegistry
 from metaproxy.agent.workers.pool import WorkerPool
 from metaproxy.config import ConfigError, Settings, load_settings
@@ -31,6 +32,7 @@ from metaproxy.nova.client import NovaClient
 from metaproxy.ops.health import NovaProbe, nova_check
 from metaproxy.ops.logs import LogSetup
 from metaproxy.ops.metrics import Metrics, WorkerTotals
+from metaproxy.ops.sdnotify import Notifier, watchdog_interval
 from metaproxy.ops.web import OpsResource, OpsSite
 from metaproxy.resolve.backends import backend_ready, describe_backend
 from metaproxy.resolve.base import PortBackend
@@ -58,6 +60,7 @@ class AgentService(MultiService):
         install_signal_handlers: bool = True,
         use_inotify: bool = True,
         log_setup: LogSetup | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         super().__init__()
         self.log_setup = log_setup
@@ -127,6 +130,13 @@ class AgentService(MultiService):
         self.state_reporter = state_reporter(reactor, settings)
         if self.state_reporter is not None:
             self.state_reporter.setServiceParent(self)
+        #: systemd's Type=notify: READY once serving with lookups ready, STOPPING on drain
+        self.readiness = Readiness(
+            reactor,
+            notifier if notifier is not None else Notifier(),
+            self._serving,
+            watchdog=watchdog_interval(),
+        )
 
     def setServiceParent(self, parent: Any) -> Any:
         # twistd hands its application here before it starts logging, and logs to the
@@ -179,6 +189,22 @@ class AgentService(MultiService):
             )
         return checks
 
+    def _serving(self) -> tuple[bool, str]:
+        """Whether every socket listens and the lookups can answer, and a status line
+        saying so, or what is still awaited."""
+        waiting = [text for name, (ok, text) in self.checks().items() if not ok and name != "nova"]
+        if waiting:
+            return False, "starting: " + "; ".join(waiting)
+        return True, (
+            f"serving {1 + len(self.listeners.namespaces)} socket(s); "
+            f"lookups from {self._backend_text()}"
+        )
+
+    def _backend_text(self) -> str:
+        if self.proxy is not None:
+            return describe_backend(self.proxy.backend)
+        return self.settings.lookup_backend
+
     # -- drain ------------------------------------------------------------------------
 
     def _in_flight(self) -> int:
@@ -196,6 +222,8 @@ class AgentService(MultiService):
         return self.listeners.stop()
 
     def _sigterm(self) -> None:
+        if not self.drain.started:
+            self.readiness.stopping(f"draining {self._in_flight()} request(s) in flight")
         self.drain.start("SIGTERM")
 
     def _install_sigterm(self) -> None:
@@ -241,6 +269,7 @@ class AgentService(MultiService):
         )
         if self.probe is not None:
             self.probe.start()
+        self.readiness.start()
         if self._install_signals:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload)
@@ -303,6 +332,7 @@ class AgentService(MultiService):
                 setattr(self, attr, None)
         if self.probe is not None:
             self.probe.stop()
+        self.readiness.stop()
         stops = [maybeDeferred(super().stopService), self.listeners.stop()]
         if self._probe_nova is not None:
             stops.append(self._probe_nova.close())
