@@ -57,12 +57,13 @@ class PolicyCounters:
 
     @ivar xff_seen: requests that carried a guest-supplied C{X-Forwarded-For}.
     @ivar xff_refused: of those, refused with 403 (C{enforce}).
-    @ivar rate_limited: requests refused with 429.
+
+    Requests refused with 429 are counted once, by the rate limiter itself
+    (L{RateLimiter.rejected}), and exported here as C{metaproxy_rate_limited_total}.
     """
 
     xff_seen: int = 0
     xff_refused: int = 0
-    rate_limited: int = 0
 
 
 class RequestPolicy:
@@ -105,7 +106,7 @@ class RequestPolicy:
                 "counter",
                 "Requests answered 429 by [metadata_rate_limiting].",
                 (),
-                counters.rate_limited,
+                self.limiter.rejected if self.limiter is not None else 0,
             ),
             Sample(
                 "metaproxy_guest_forwarded_for_total",
@@ -138,7 +139,6 @@ class RequestPolicy:
         return None
 
     def _rate_limited(self, identity: Identity, wait: int) -> bytes:
-        self.counters.rate_limited += 1
         left_out = self._rate_log.allow()
         if left_out is not None:
             limiter = self.limiter

@@ -199,16 +199,10 @@ class RateLimiter:
         self._rotate_at = now + self._lifetime
 
     def metric_samples(self) -> list[Sample]:
-        """C{rejected} and C{evicted} as metrics (L{metaproxy.ops.metrics.Metrics.add_source})."""
+        """C{evicted} as a metric (L{metaproxy.ops.metrics.Metrics.add_source}); C{rejected}
+        is exported by the policy that answers those requests 429, as
+        C{metaproxy_rate_limited_total}."""
         return [
-            Sample(
-                "metaproxy_rate_limit_rejected_total",
-                "counter",
-                "Requests the rate limiter refused ([metadata_rate_limiting]; each one "
-                "answered 429 with Retry-After).",
-                (),
-                self.rejected,
-            ),
             Sample(
                 "metaproxy_rate_limit_evicted_sources_total",
                 "counter",

@@ -188,8 +188,10 @@ def test_protection_counters_are_exported_at_scrape_time():
     """The policy's, the connection bounds' and the Nova endpoints' plain counters come
     out as metrics (read when scraped, nothing per request)."""
     clock = Clock()
-    policy = RequestPolicy(clock)
-    policy.counters = PolicyCounters(rate_limited=7, xff_seen=3, xff_refused=1)
+    limiter = RateLimiter(clock, Window(60, 1), Window(60, 1))
+    limiter.rejected = 7
+    policy = RequestPolicy(clock, limiter=limiter)
+    policy.counters = PolicyCounters(xff_seen=3, xff_refused=1)
     stats = RequestStats()
     limits = Limits(max_connections_per_namespace=1)
     for name, tries in (("qrouter-r1", 6), ("qrouter-r2", 5)):  # 5 + 4 refused
@@ -231,7 +233,14 @@ def test_protection_counters_are_exported_at_scrape_time():
     )
     assert values[("metaproxy_nova_breaker_opened_total", (("endpoint", "http://nova:8775"),))] == 1
     assert values[("metaproxy_connections_refused_total", (("bound", "max_connections"),))] == 0
-    # no rate limiter configured: none of its metrics
+
+
+def test_without_a_rate_limiter_nothing_is_rate_limited():
+    metrics = Metrics(RequestStats())
+    metrics.add_source(RequestPolicy(Clock()).metric_samples)
+    values = _values(render(metrics.snapshot))
+    assert values[("metaproxy_rate_limited_total", ())] == 0
+    # no rate limiter configured: none of its own metrics
     assert not any(name.startswith("metaproxy_rate_limit_") for name, _ in values)
 
 
@@ -249,7 +258,7 @@ def test_rate_limiter_rejections_and_evictions_are_scraped():
     # a third source with two remembered: both are forgotten to make room
     assert limiter.check("n1", "10.0.0.3") == 0
     values = _values(render(metrics.snapshot))
-    assert values[("metaproxy_rate_limit_rejected_total", ())] == 1
+    assert values[("metaproxy_rate_limited_total", ())] == 1
     assert values[("metaproxy_rate_limit_evicted_sources_total", ())] == 2
 
 
@@ -272,7 +281,7 @@ def test_workers_protection_counters_are_added_up():
     totals.report(2, 200, snaps[1])
     totals.report(1, 101, Metrics().snapshot())  # worker 1 restarted
     values = _values(render(totals.snapshot))
-    assert values[("metaproxy_rate_limit_rejected_total", ())] == 7
+    assert values[("metaproxy_rate_limited_total", ())] == 7
     assert (
         values[
             ("metaproxy_connections_refused_total", (("bound", "max_connections_per_namespace"),))
