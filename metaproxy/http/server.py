@@ -14,7 +14,7 @@ reactor one timer, not thousands.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -24,17 +24,22 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.http.connlimit import ConnectionLimit
-from metaproxy.http.request import RequestError, RequestParser
+from metaproxy.http.request import Request, RequestError, RequestParser
 from metaproxy.http.response import error_response
 from metaproxy.namespace import Namespace
 from metaproxy.ops.metrics import RequestStats
 
-if TYPE_CHECKING:
-    from metaproxy.pipeline import Pipeline
-
-__all__ = ["Limits", "MetadataProtocol", "MetadataFactory", "RequestTimeouts"]
+__all__ = ["Handler", "Limits", "MetadataProtocol", "MetadataFactory", "RequestTimeouts"]
 
 log = Logger("metaproxy.server")
+
+
+class Handler(TypingProtocol):
+    """What answers a parsed request: L{metaproxy.pipeline.Pipeline}, one layer up. The
+    shell knows only this shape, so http/ never imports the pipeline."""
+
+    def handle(self, request: Request, namespace: Namespace | None) -> Deferred[bytes]: ...
+
 
 _UNKNOWN = "An unknown error has occurred. Please try your request again."
 
@@ -257,7 +262,7 @@ class MetadataFactory(Factory):
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Handler,
         namespace: Namespace | None,
         limits: Limits,
         clock: IReactorTime,

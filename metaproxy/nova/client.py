@@ -44,14 +44,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
-from metaproxy.nova.connection import (
-    ConnectionClosed,
-    ConnectionPool,
-    HTTPConnection,
-    NovaResponse,
-    ResponseError,
-    tcp_endpoint,
-)
+from metaproxy.nova.connection import ConnectionClosed, ConnectionPool, HTTPConnection, tcp_endpoint
+from metaproxy.nova.response_parser import NovaResponse, ResponseError
 
 __all__ = [
     "NovaResponse",

@@ -1,4 +1,4 @@
-"""Unit tests for L{metaproxy.nova.connection.ResponseParser}, the sans-IO response parser.
+"""Unit tests for L{metaproxy.nova.response_parser.ResponseParser}, the sans-IO response parser.
 
 Property tests (hypothesis) build valid responses of every framing (Content-Length,
 chunked, until close, the head of a C{HEAD} answer, bodiless statuses, after interim
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metaproxy.nova.connection import BodyTooLarge, NovaResponse, ResponseError, ResponseParser
+from metaproxy.nova.response_parser import BodyTooLarge, NovaResponse, ResponseError, ResponseParser
 
 LIMIT = 10_000
 
