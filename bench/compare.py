@@ -55,6 +55,7 @@ import attrs
 
 from bench.fleet import Fleet
 from bench.lookups import RunningLookup, start_lookup
+from bench.options import fleet_and_config
 from bench.processes import Process
 from bench.procstat import tree_cpu_seconds
 from bench.report import (
@@ -66,6 +67,7 @@ from bench.report import (
     merge_results,
     plot_results,
 )
+from bench.stack import new_run_dir, sigterm_interrupts, start_metaproxy, start_nova
 from bench.storm import NamespaceSockets, SharedSocket, StormConfig, Target, run_storm
 
 __all__ = [
@@ -143,8 +145,6 @@ def start_named_agent(
         lookup service is a bus (C{--lookup rpc}): then upstream, unpatched, asks the same
         fake neutron-server over the same bus with its own RPC client.
     """
-    from bench.__main__ import start_metaproxy
-
     run_dir.mkdir(parents=True, exist_ok=True)
     if name.endswith(HAPROXY_SUFFIX) and name in AGENTS:
         from bench.nstarget import start_haproxy_front
@@ -494,8 +494,6 @@ def run_compare(
     @param agent_secret: every agent's secret, if not Nova's (C{--wrong-secret}).
     @param lookup: where metaproxy looks instances up (a key of L{bench.lookups.LOOKUPS}).
     """
-    from bench.__main__ import new_run_dir, start_nova
-
     names = [a, b] + ([c] if c is not None else [])
     for name in names:
         if name not in AGENTS:
@@ -630,8 +628,6 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """C{python -m bench compare}, with the arguments parsed by L{bench.__main__}."""
-    from bench.__main__ import fleet_and_config
-
     if args.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
         return 2
@@ -660,10 +656,8 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{'s' if args.rounds > 1 else ''} per agent, alternating",
         file=sys.stderr,
     )
-    from bench.__main__ import _sigterm_interrupts
-
     try:
-        with _sigterm_interrupts():  # SIGTERM cleans up as Ctrl-C does (namespaces too)
+        with sigterm_interrupts():  # SIGTERM cleans up as Ctrl-C does (namespaces too)
             comparison = run_compare(
                 fleet,
                 config,

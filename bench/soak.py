@@ -4,7 +4,7 @@
                          [--concurrency 50] [--target shared] [--outage 1.0] [--churn 5]
     make soak ARGS='--rounds 40'
 
-One fake Nova and one C{twistd metaproxy} (L{bench.__main__.start_stack}) live for the
+One fake Nova and one C{twistd metaproxy} (L{bench.stack.start_stack}) live for the
 whole run. Round 1 is a warm-up storm without faults; every later round is a storm
 (L{bench.storm.run_storm}) with:
 
@@ -45,10 +45,10 @@ from pathlib import Path
 
 import attrs
 
-from bench.__main__ import DEFAULT_SECRET, Stack, start_stack
 from bench.fleet import make_fleet
 from bench.processes import Process, start_fakenova, wait_for_socket
 from bench.procstat import rss_bytes
+from bench.stack import DEFAULT_SECRET, Stack, new_run_dir, start_stack
 from bench.storm import StormConfig, run_storm
 from metaproxy.namespace import Namespace, namespace_socket_path
 
@@ -222,8 +222,6 @@ def run_soak(args: argparse.Namespace) -> int:
     rounds: list[SoakRound] = []
     problems: list[str] = []
     try:
-        from bench.__main__ import new_run_dir
-
         run = new_run_dir()
         metrics_sock = str(run / "m.sock")
         stack = start_stack(

@@ -30,6 +30,7 @@ from bench.nstarget import (
     render_haproxy_config,
     target_for,
 )
+from bench.stack import sigterm_interrupts
 from bench.storm import StormConfig
 
 # ---- the plan
@@ -302,7 +303,7 @@ def test_missing_prerequisites_exit_with_one_line(monkeypatch, capsys):
 def test_sigterm_becomes_keyboard_interrupt_while_the_front_is_up():
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        with bench_main._sigterm_interrupts():
+        with sigterm_interrupts():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler interrupts it at once
             raise AssertionError("SIGTERM did not interrupt")

@@ -19,11 +19,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from bench.__main__ import start_stack
 from bench.fleet import boot_length, make_fleet
 from bench.netns import RUN_DIR_PREFIX, _netns_list
 from bench.nstarget import start_haproxy_front
 from bench.procstat import descendants
+from bench.stack import start_stack
 from bench.storm import StormConfig, run_storm
 from tests.e2e.conftest import REPO
 

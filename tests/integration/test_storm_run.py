@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import run_local_storms
 from bench.fleet import boot_length, make_fleet
+from bench.local_storms import run_local_storms
 from bench.storm import StormConfig
 
 pytestmark = pytest.mark.slow
