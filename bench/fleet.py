@@ -71,7 +71,7 @@ class FleetInstance:
     @property
     def ec2_instance_id(self) -> str:
         """The C{/latest/meta-data/instance-id} value: Nova's EC2 id for this uuid."""
-        from bench.novatree import InstanceRecord
+        from bench.fakes.novatree import InstanceRecord
 
         return InstanceRecord(self.instance_id, self.project_id, self.hostname).ec2_instance_id
 
@@ -302,11 +302,11 @@ def _mac(a: int, b: int, c: int) -> str:
 
 def boot_length(fleet: Fleet, instances: Iterable[FleetInstance] | None = None) -> list[int]:
     """How many requests cloud-init makes for each instance when every answer is right:
-    its boot sequence replayed against Nova's tree (L{bench.novatree}) for the fleet's
+    its boot sequence replayed against Nova's tree (L{bench.fakes.novatree}) for the fleet's
     table, without any process. A storm through the agent must make exactly as many."""
     from bench.cloudinit import boot_sequence
-    from bench.fakenova import instances_from_table
-    from bench.novatree import lookup
+    from bench.fakes.nova.instances import instances_from_table
+    from bench.fakes.novatree import lookup
 
     records = instances_from_table(fleet.table)
     lengths = []

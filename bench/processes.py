@@ -79,7 +79,7 @@ def start_fakenova(
     extra_args: Iterable[str] = (),
     timeout: float = 20.0,
 ) -> tuple[Process, int]:
-    """Start C{python -m bench.fakenova} on a free loopback port; return it and the port."""
+    """Start C{python -m bench.fakes.nova} on a free loopback port; return it and the port."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "fakenova.log"
     secret_file = run_dir / "fakenova.secret"
@@ -87,7 +87,7 @@ def start_fakenova(
     args = [
         sys.executable,
         "-m",
-        "bench.fakenova",
+        "bench.fakes.nova",
         "--table",
         str(table),
         "--secret-file",

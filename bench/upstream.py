@@ -313,7 +313,7 @@ def start_upstream_agent(
 
     @param workers: C{metadata_workers}; None leaves upstream's default (CPUs // 2).
     @param transport_url: run upstream unpatched, looking ports up over this bus (a
-        fake neutron-server serving C{table} there, L{bench.fakeneutronserver}).
+        fake neutron-server serving C{table} there, L{bench.fakes.neutronserver}).
     @param table: metaproxy's JSON table; checked with metaproxy's own loader first, so a
         table metaproxy refuses is refused here too.
     """

@@ -23,7 +23,7 @@ The configuration that C{bench.upstream} writes has C{transport_url = fake://}
 C{[AGENT] report_interval = 0} (no state reports).
 
 With C{--rpc} instead of C{--table} nothing is replaced: upstream asks neutron-server
-(the bench's fake one, L{bench.fakeneutronserver}) over the configured C{transport_url}
+(the bench's fake one, L{bench.fakes.neutronserver}) over the configured C{transport_url}
 with its own RPC client, and reports its state there.
 """
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from bench import cloudinit, novatree
-from bench.novatree import InstanceRecord
+from bench import cloudinit
+from bench.fakes import novatree
+from bench.fakes.novatree import InstanceRecord
 
 RECORD = InstanceRecord(
     instance_id="vm-1",

@@ -7,7 +7,7 @@ import json
 import pytest
 from twisted.internet.defer import succeed
 
-from bench import fakenova
+from bench.fakes.nova import instances as fake_nova_instances
 from bench.fleet import boot_length, make_fleet
 from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance
@@ -90,7 +90,7 @@ def test_user_data_variants_and_keys_as_nova_serves_them():
     """Text, none and gzipped binary user data are all present, and the fake Nova's view
     of the table gives exactly the bytes the fleet expects."""
     fleet = make_fleet(20, 2)
-    records = fakenova.instances_from_table(fleet.table)
+    records = fake_nova_instances.instances_from_table(fleet.table)
     variants = collections.Counter()
     for instance in fleet.instances:
         record = records[instance.instance_id]
@@ -135,7 +135,10 @@ def test_write_is_a_table_both_the_agent_and_the_fake_nova_load(tmp_path):
     assert json.loads(path.read_text()) == fleet.table
     table = load_table(path)
     assert len(table.ports) == len(fleet.table["ports"])
-    assert len(fakenova.instances_from_table(fakenova.load_table(str(path)))) == 15
+    assert (
+        len(fake_nova_instances.instances_from_table(fake_nova_instances.load_table(str(path))))
+        == 15
+    )
 
 
 def test_namespaces_are_the_boot_domains_in_order():

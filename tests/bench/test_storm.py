@@ -12,9 +12,9 @@ import pytest
 
 from bench import storm
 from bench.cloudinit import boot_sequence
-from bench.fakenova import instances_from_table
+from bench.fakes.nova.instances import instances_from_table
+from bench.fakes.novatree import error_page, lookup
 from bench.fleet import boot_length, make_fleet
-from bench.novatree import error_page, lookup
 from bench.report import REFUSAL_KINDS
 from bench.storm import (
     BACKLOG_FULL,

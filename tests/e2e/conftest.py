@@ -38,8 +38,8 @@ from typing import Any
 import attrs
 import pytest
 
-from bench import novatree
-from bench.fakenova import instances_from_table
+from bench.fakes import novatree
+from bench.fakes.nova.instances import instances_from_table
 from bench.netns import Instance, Namespace, Topology, missing_prerequisites
 from bench.processes import (
     Process,

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from bench.fakeneutron import start_process
+from bench.fakes.neutron.cli import start_process
 from bench.lookups import FAKE_NEUTRON_PASSWORD, start_lookup
 from bench.processes import start_agent, start_fakenova, write_agent_config
 from bench.unixhttp import get

@@ -1,36 +1,12 @@
-"""A fake Keystone (v3 tokens) and Neutron API (port lists), answering from a port table.
-
-For the Neutron API backend's tests (in process: L{FakeCloud} and L{cloud_resource} behind
-C{treq.testing.RequestTraversalAgent}) and for C{python -m bench storm --lookup
-neutron-api} (stand-alone: C{python -m bench.fakeneutron --table ports.json}).
-
-It speaks the real APIs' shapes:
-
-  - C{POST /identity/v3/auth/tokens} with a C{password} (user name and domain, project
-    scope) or C{application_credential} body answers 201, the token in C{X-Subject-Token}
-    and C{{"token": {"expires_at": ..., "catalog": [...], ...}}}; wrong credentials 401;
-  - the catalog's C{network} service has three endpoints, C{internal}
-    (C{<base>/network}), C{public} (C{<base>/network-public}) and C{admin}
-    (C{<base>/network-admin}), in C{RegionOne}: all three serve the same ports, and the
-    recorded requests say which one was used;
-  - C{GET <endpoint>/v2.0/ports} with a live C{X-Auth-Token} (otherwise 401) filters with
-    repeated query parameters as Neutron does (values of one key: any of them; different
-    keys: all of them; C{fixed_ips=ip_address=<ip>}), returns only the C{fields=} asked
-    for, and answers 400 for a filter Neutron would not know.
-
-The table is the fleet's (L{metaproxy.resolve.table} format). Each network a router
-reaches through the table's C{routers} map becomes a C{network:router_interface} port of
-that router, as Neutron would have it.
-"""
+"""The fake cloud's state (L{FakeCloud}: Keystone's credentials and tokens, Neutron's
+ports, injected faults, the requests received) and the resources serving it over HTTP
+(L{cloud_resource}: C{/identity/v3/auth/tokens} and C{/<endpoint>/v2.0/ports})."""
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import json
 import secrets
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,181 +16,17 @@ import attrs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from metaproxy.resolve.table import load_table, parse_table
+from bench.fakes.neutron.ports import FilterError, PortIndex, neutron_ports, select_ports
+from metaproxy.resolve.table import load_table
 
-__all__ = [
-    "FakeCloud",
-    "Recorded",
-    "cloud_resource",
-    "neutron_ports",
-    "select_ports",
-    "FilterError",
-    "main",
-]
+__all__ = ["REGION", "Recorded", "FakeCloud", "cloud_resource", "QuietSite"]
 
-#: The filters this fake knows (Neutron knows more; metaproxy uses these).
-_FILTERS = (
-    "id",
-    "network_id",
-    "device_id",
-    "device_owner",
-    "mac_address",
-    "fixed_ips",
-    "project_id",
-    "tenant_id",
-    "status",
-)
 _INTERFACES = {"internal": "network", "public": "network-public", "admin": "network-admin"}
 REGION = "RegionOne"
 
 
-class FilterError(ValueError):
-    """A query Neutron would answer 400 to."""
-
-
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _port_dict(
-    port_id: str,
-    network: str,
-    mac: str,
-    ips: Sequence[str],
-    device_id: str,
-    project: str,
-    owner: str,
-) -> dict[str, Any]:
-    """A port as Neutron's API shows it (the fields it has, not only those used)."""
-    return {
-        "id": port_id,
-        "name": "",
-        "network_id": network,
-        "tenant_id": project,
-        "project_id": project,
-        "mac_address": mac,
-        "admin_state_up": True,
-        "status": "ACTIVE",
-        "device_id": device_id,
-        "device_owner": owner,
-        "fixed_ips": [{"subnet_id": f"subnet-{network}", "ip_address": ip} for ip in ips],
-        "allowed_address_pairs": [],
-        "extra_dhcp_opts": [],
-        "security_groups": [],
-        "description": "",
-        "binding:vnic_type": "normal",
-        "port_security_enabled": True,
-        "tags": [],
-        "created_at": "2026-01-01T00:00:00Z",
-        "updated_at": "2026-01-01T00:00:00Z",
-        "revision_number": 1,
-    }
-
-
-def neutron_ports(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """Neutron's ports for a table document: its ports, then one interface port per
-    network of each router in its C{routers} map.
-
-    @raise metaproxy.resolve.table.TableError: the table is not valid.
-    """
-    table = parse_table(document)
-    ports = [
-        _port_dict(
-            p.id,
-            p.network_id,
-            p.mac_address,
-            p.fixed_ips,
-            p.device_id,
-            p.project_id,
-            p.device_owner,
-        )
-        for p in table.ports
-    ]
-    for r, (router, networks) in enumerate(sorted(document.get("routers", {}).items())):
-        for i, network in enumerate(networks):
-            mac = f"fa:16:3f:{(r >> 8) & 0xFF:02x}:{r & 0xFF:02x}:{i & 0xFF:02x}"
-            ports.append(
-                _port_dict(
-                    f"{router}-if{i}", network, mac, (), router, "admin", "network:router_interface"
-                )
-            )
-    return ports
-
-
-def _ips(port: dict[str, Any]) -> list[str]:
-    return [entry["ip_address"] for entry in port["fixed_ips"]]
-
-
-class _Index:
-    """The ports, indexed by the filters that narrow a query most."""
-
-    def __init__(self, ports: list[dict[str, Any]]) -> None:
-        self.ports = ports
-        self.order = {id(port): i for i, port in enumerate(ports)}
-        self.by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for port in ports:
-            for key in ("id", "device_id", "mac_address", "network_id"):
-                self.by.setdefault((key, port[key]), []).append(port)
-            for ip in _ips(port):
-                self.by.setdefault(("ip_address", ip), []).append(port)
-
-
-def _ip_filters(values: list[str]) -> list[str]:
-    ips = []
-    for value in values:
-        key, _, ip = value.partition("=")
-        if key == "ip_address":
-            try:
-                ips.append(ipaddress.ip_address(ip).compressed)
-            except ValueError:
-                raise FilterError(
-                    f"Invalid input for fixed_ips. Reason: '{ip}' is not a valid IP address."
-                ) from None
-        elif key not in ("subnet_id", "ip_address_substr"):
-            raise FilterError(f"Invalid input for fixed_ips: {value!r}")
-    return ips
-
-
-def select_ports(index: _Index, query: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Neutron's answer to C{GET /v2.0/ports?<query>}: the matching ports, each with only
-    the C{fields} asked for (all fields when none is).
-
-    @raise FilterError: an unknown filter or a bad value.
-    """
-    filters: dict[str, list[str]] = {}
-    fields: list[str] = []
-    for key, value in query:
-        if key == "fields":
-            fields.append(value)
-        elif key in _FILTERS:
-            filters.setdefault(key, []).append(value)
-        else:
-            raise FilterError(f"[{key}] is invalid attribute for filtering")
-    ips = _ip_filters(filters.pop("fixed_ips", []))
-    if "mac_address" in filters:
-        filters["mac_address"] = [m.lower() for m in filters["mac_address"]]
-    # start from the narrowest index
-    candidates: list[dict[str, Any]] | None = None
-    for key, values in [("ip_address", ips)] + [
-        (k, filters.get(k, [])) for k in ("id", "device_id", "mac_address", "network_id")
-    ]:
-        if values:
-            found: dict[int, dict[str, Any]] = {}
-            for value in values:
-                for port in index.by.get((key, value), ()):
-                    found[id(port)] = port
-            candidates = sorted(found.values(), key=lambda p: index.order[id(p)])
-            break
-    if candidates is None:
-        candidates = index.ports
-    result = []
-    for port in candidates:
-        if ips and not set(ips) & set(_ips(port)):
-            continue
-        if any(str(port.get(k)) not in values for k, values in filters.items()):
-            continue
-        result.append({f: port[f] for f in fields if f in port} if fields else dict(port))
-    return result
 
 
 @attrs.define
@@ -256,7 +68,7 @@ class FakeCloud:
         application_credential: tuple[str, str] | None = None,
         token_lifetime: float = 3600.0,
     ) -> None:
-        self.index = _Index(ports)
+        self.index = PortIndex(ports)
         self.clock = clock
         self.base_url = base_url
         self.username, self.password = username, password
@@ -532,103 +344,6 @@ def cloud_resource(cloud: FakeCloud) -> Resource:
     return root
 
 
-class _QuietSite(Site):
+class QuietSite(Site):
     def log(self, request: Request) -> None:
         pass
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.fakeneutron",
-        description=("A fake Keystone v3 and Neutron API answering from a port table."),
-    )
-    parser.add_argument("--table", required=True, help="port table (ports.json)")
-    parser.add_argument(
-        "--listen",
-        default="tcp:0:interface=127.0.0.1",
-        help="Twisted server endpoint (default %(default)s)",
-    )
-    parser.add_argument("--username", default="metaproxy")
-    parser.add_argument(
-        "--password-file", help="file holding the password (default: the password is fake-password)"
-    )
-    parser.add_argument("--project", default="service")
-    parser.add_argument("--token-lifetime", type=float, default=3600.0)
-    return parser.parse_args(argv)
-
-
-async def _serve(reactor: Any, args: argparse.Namespace) -> None:
-    from twisted.internet.defer import Deferred
-    from twisted.internet.endpoints import serverFromString
-
-    password = "fake-password"
-    if args.password_file:
-        password = Path(args.password_file).read_text().strip()
-    cloud = FakeCloud.from_table(
-        args.table,
-        reactor,
-        username=args.username,
-        password=password,
-        project=args.project,
-        token_lifetime=args.token_lifetime,
-    )
-    site = _QuietSite(cloud_resource(cloud))
-    site.noisy = False
-    port = await serverFromString(reactor, args.listen).listen(site)
-    address = port.getHost()
-    cloud.base_url = f"http://{address.host}:{address.port}"
-    print(f"fakeneutron listening on {cloud.base_url}", flush=True)
-    await Deferred()  # until SIGTERM stops the reactor
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """C{python -m bench.fakeneutron --table PATH [--listen ENDPOINT] [--username U]
-    [--password-file PATH] [--project P] [--token-lifetime SECONDS]}: prints
-    C{fakeneutron listening on <url>} (Keystone at C{<url>/identity/v3}) and serves until
-    SIGTERM."""
-    from twisted.internet.task import react  # imports the global reactor
-
-    args = _parse_args(argv)
-    react(_serve, (args,))
-
-
-def start_process(
-    table: str | Path, run_dir: Path, *, password: str, timeout: float = 20.0
-) -> tuple[Any, str]:
-    """Start C{python -m bench.fakeneutron} on a free loopback port; return the
-    L{bench.processes.Process} and its base URL."""
-    import subprocess
-
-    from bench.processes import Process, _wait_for_line
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    secret_file = run_dir / "fakeneutron.password"
-    secret_file.write_text(password)
-    log_path = run_dir / "fakeneutron.log"
-    args = [
-        sys.executable,
-        "-m",
-        "bench.fakeneutron",
-        "--table",
-        str(table),
-        "--password-file",
-        str(secret_file),
-    ]
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
-    process = Process(popen, log_path, "fake Neutron API")
-    try:
-        line = _wait_for_line(process, "fakeneutron listening on", timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return process, line.rsplit(" ", 1)[1].strip()
-
-
-if __name__ == "__main__":
-    main()

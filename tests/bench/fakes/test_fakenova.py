@@ -1,4 +1,4 @@
-"""The fake Nova metadata API (bench.fakenova) and the tree it serves (bench.novatree).
+"""The fake Nova metadata API (bench.fakes.nova) and the tree it serves (bench.fakes.novatree).
 
 Requests are fed as raw bytes to the Site's protocol over a StringTransport, so tests
 control the exact wire form (header case, repeats) and read the exact response.
@@ -23,8 +23,15 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from bench import cloudinit, fakenova, novatree
-from bench.novatree import InstanceRecord
+from bench import cloudinit
+from bench.fakes import novatree
+from bench.fakes.nova import cli
+from bench.fakes.nova.api import PID_HEADER, make_site
+from bench.fakes.nova.instances import instances_from_table
+from bench.fakes.nova.recording import RecordedRequest
+from bench.fakes.nova.service_time import ServiceTime, concurrency_share
+from bench.fakes.nova.stats import NovaStats, SharedBoard
+from bench.fakes.novatree import InstanceRecord
 
 SECRET = "s3cret"
 INSTANCE = "6f0c0b5e-2c2a-4f6e-9d7a-1b2c3d4e5f60"
@@ -122,7 +129,7 @@ class Response:
 
 def make(**kwargs):
     reactor = kwargs.pop("reactor", None) or MemoryReactorClock()
-    site, stats = fakenova.make_site(TABLE, SECRET, reactor, **kwargs)
+    site, stats = make_site(TABLE, SECRET, reactor, **kwargs)
     return site, stats, reactor
 
 
@@ -157,7 +164,7 @@ def log_events():
 def test_signature_test_vector_accepted():
     """Secret 'secret', id 'foo' signs to the reference vector, and the fake accepts it."""
     vector = b"773ba44693c7553d6ee20f61ea5d2757a9a4f4a44d2841ae4e95b52e4cd62db4"
-    site, _ = fakenova.make_site(TABLE, "secret", MemoryReactorClock())
+    site, _ = make_site(TABLE, "secret", MemoryReactorClock())
     response = get(
         site,
         b"/latest/meta-data/local-ipv4",
@@ -561,9 +568,9 @@ def finish_times(clock, transports, step: float = 0.25, until: float = 4.0):
 )
 def test_service_time_specs(spec, kind, params):
     """The four specs parse, and the canonical spec parses back to the same thing."""
-    parsed = fakenova.ServiceTime.parse(spec)
+    parsed = ServiceTime.parse(spec)
     assert (parsed.kind, parsed.params) == (kind, params)
-    assert fakenova.ServiceTime.parse(parsed.spec) == parsed
+    assert ServiceTime.parse(parsed.spec) == parsed
 
 
 @pytest.mark.parametrize(
@@ -587,7 +594,7 @@ def test_service_time_specs(spec, kind, params):
 )
 def test_bad_service_time_specs_rejected(spec):
     with pytest.raises(ValueError):
-        fakenova.ServiceTime.parse(spec)
+        ServiceTime.parse(spec)
 
 
 def test_distributions_with_a_fixed_seed():
@@ -596,26 +603,26 @@ def test_distributions_with_a_fixed_seed():
     deviation of its log is SIGMA; a fixed time draws nothing."""
     n = 20000
     rng = random.Random(42)
-    uniform = [fakenova.ServiceTime.parse("uniform:0.01:0.03").draw(rng) for _ in range(n)]
+    uniform = [ServiceTime.parse("uniform:0.01:0.03").draw(rng) for _ in range(n)]
     assert 0.01 <= min(uniform) < 0.0101 and 0.0299 < max(uniform) <= 0.03
     assert statistics.fmean(uniform) == pytest.approx(0.02, rel=0.02)
-    exp = [fakenova.ServiceTime.parse("exp:0.05").draw(rng) for _ in range(n)]
+    exp = [ServiceTime.parse("exp:0.05").draw(rng) for _ in range(n)]
     assert statistics.fmean(exp) == pytest.approx(0.05, rel=0.03)
     assert statistics.median(exp) == pytest.approx(0.05 * math.log(2), rel=0.05)
-    lognormal = [fakenova.ServiceTime.parse("lognormal:0.02:0.5").draw(rng) for _ in range(n)]
+    lognormal = [ServiceTime.parse("lognormal:0.02:0.5").draw(rng) for _ in range(n)]
     assert statistics.median(lognormal) == pytest.approx(0.02, rel=0.03)
     assert statistics.pstdev(math.log(x) for x in lognormal) == pytest.approx(0.5, rel=0.03)
-    assert fakenova.ServiceTime.parse("exp:0").draw(rng) == 0.0
+    assert ServiceTime.parse("exp:0").draw(rng) == 0.0
 
     state = rng.getstate()
-    assert fakenova.ServiceTime.parse("fixed:0.25").draw(rng) == 0.25
+    assert ServiceTime.parse("fixed:0.25").draw(rng) == 0.25
     assert rng.getstate() == state
 
 
 def test_delay_dist_drawn_per_request_with_the_seed():
     """Each request waits its own draw from random.Random(seed), after the header checks:
     the answer comes exactly when the clock reaches it."""
-    spec = fakenova.ServiceTime.parse("uniform:0.1:0.9")
+    spec = ServiceTime.parse("uniform:0.1:0.9")
     site, stats, clock = make(service_time=spec, seed=1234)
     expected = random.Random(1234)
     for _ in range(3):
@@ -746,26 +753,26 @@ def test_config_endpoint_service_time_and_concurrency():
 def test_pid_header_on_every_answer(site):
     """Answers, errors and control answers name the process that answered."""
     pid = str(os.getpid()).encode()
-    assert get(site, b"/latest/meta-data/hostname", signed()).header(fakenova.PID_HEADER) == pid
-    assert get(site, b"/latest/meta-data/").header(fakenova.PID_HEADER) == pid
-    assert get(site, b"/_fakenova/stats", CONTROL).header(fakenova.PID_HEADER) == pid
+    assert get(site, b"/latest/meta-data/hostname", signed()).header(PID_HEADER) == pid
+    assert get(site, b"/latest/meta-data/").header(PID_HEADER) == pid
+    assert get(site, b"/_fakenova/stats", CONTROL).header(PID_HEADER) == pid
 
 
 def test_concurrency_share():
     """A total limit splits over the processes as evenly as possible."""
-    assert [fakenova.concurrency_share(7, 3, i) for i in range(3)] == [3, 2, 2]
-    assert [fakenova.concurrency_share(0, 3, i) for i in range(3)] == [0, 0, 0]
-    assert fakenova.concurrency_share(1, 1, 0) == 1
+    assert [concurrency_share(7, 3, i) for i in range(3)] == [3, 2, 2]
+    assert [concurrency_share(0, 3, i) for i in range(3)] == [0, 0, 0]
+    assert concurrency_share(1, 1, 0) == 1
     with pytest.raises(ValueError, match="below the number of processes"):
-        fakenova.concurrency_share(2, 3, 0)
+        concurrency_share(2, 3, 0)
 
 
 def two_processes(**kwargs):
     """Two fake Novas on one shared board, as two processes of --processes 2 are."""
-    board = fakenova.SharedBoard.create(2, shared=True)
+    board = SharedBoard.create(2, shared=True)
     clock = MemoryReactorClock()
-    first, first_stats = fakenova.make_site(TABLE, SECRET, clock, board=board, index=0, **kwargs)
-    second, second_stats = fakenova.make_site(TABLE, SECRET, clock, board=board, index=1, **kwargs)
+    first, first_stats = make_site(TABLE, SECRET, clock, board=board, index=0, **kwargs)
+    second, second_stats = make_site(TABLE, SECRET, clock, board=board, index=1, **kwargs)
     return (first, first_stats), (second, second_stats), clock
 
 
@@ -857,23 +864,23 @@ def test_seed_per_process():
 def test_board_attached_from_a_descriptor():
     """A child maps the parent's board from the descriptor it inherits and sees the
     same slots; the configuration area is bounded."""
-    board = fakenova.SharedBoard.create(2, shared=True)
-    child = fakenova.SharedBoard.attach(os.dup(board.fd))
+    board = SharedBoard.create(2, shared=True)
+    child = SharedBoard.attach(os.dup(board.fd))
     assert child.processes == 2
-    stats = fakenova.NovaStats(board=child, index=1)
-    stats.record(fakenova.RecordedRequest(b"GET", b"/", b"HTTP/1.1", (), b"", 200, "ok"))
-    assert fakenova.NovaStats(board=board, index=0).as_json()["total"] == 1
+    stats = NovaStats(board=child, index=1)
+    stats.record(RecordedRequest(b"GET", b"/", b"HTTP/1.1", (), b"", 200, "ok"))
+    assert NovaStats(board=board, index=0).as_json()["total"] == 1
     assert board.publish_config(b'{"a": 1}') == 1
     assert child.read_config() == (1, b'{"a": 1}')
     with pytest.raises(ValueError, match="larger"):
         board.publish_config(b"x" * (1 << 16 + 1))
     with pytest.raises(ValueError):
-        fakenova.NovaStats(board=board, index=2)
+        NovaStats(board=board, index=2)
     blank = os.memfd_create("blank")
     try:
         os.ftruncate(blank, 4096)
         with pytest.raises(ValueError, match="not a fakenova board"):
-            fakenova.SharedBoard.attach(blank)
+            SharedBoard.attach(blank)
     finally:
         os.close(blank)
 
@@ -892,13 +899,13 @@ def test_board_attached_from_a_descriptor():
 )
 def test_bad_command_lines(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        fakenova._parse_args(["--table", "t.json", "--secret", "s", *argv])
+        cli._parse_args(["--table", "t.json", "--secret", "s", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
 
 def test_command_line_service_time():
-    parse = lambda *argv: fakenova._parse_args(["--table", "t", "--secret", "s", *argv])  # noqa: E731
+    parse = lambda *argv: cli._parse_args(["--table", "t", "--secret", "s", *argv])  # noqa: E731
     args = parse()
     assert (args.service_time.spec, args.concurrency, args.processes, args.seed) == (
         "fixed:0.0",
@@ -1071,7 +1078,7 @@ def test_meta_data_json_is_deterministic_and_versioned():
 def test_instances_from_table():
     """Router ports are no instances; an instance without an entry gets defaults;
     local-ipv4 is the first IPv4, the project the port's."""
-    records = fakenova.instances_from_table(TABLE)
+    records = instances_from_table(TABLE)
     assert sorted(records) == sorted([INSTANCE, OTHER])
     vm = records[INSTANCE]
     assert (vm.project_id, vm.local_ipv4, vm.hostname) == (PROJECT, "10.0.0.5", "vm-1")
@@ -1094,14 +1101,14 @@ def test_bad_table_entries_rejected(entry, message):
     """Misspelt keys and bad user data fail loudly."""
     table = dict(TABLE, instances={INSTANCE: entry})
     with pytest.raises(ValueError, match=message):
-        fakenova.instances_from_table(table)
+        instances_from_table(table)
 
 
 def test_instance_without_port_needs_project():
     """An instances entry with no port needs its own project_id; a port without an id
     still gets a network_data link."""
     with pytest.raises(ValueError, match="no port and no project_id"):
-        fakenova.instances_from_table({"ports": [], "instances": {"x": {}}})
+        instances_from_table({"ports": [], "instances": {"x": {}}})
     port = {
         "network_id": "n",
         "mac_address": "fa:16:3e:00:00:09",
@@ -1109,8 +1116,8 @@ def test_instance_without_port_needs_project():
         "device_id": "y",
         "project_id": "q",
     }
-    record = fakenova.instances_from_table({"ports": [port]})["y"]
+    record = instances_from_table({"ports": [port]})["y"]
     assert record.network_data["links"][0]["vif_id"] == "port-0"
     table = {"instances": {"x": {"project_id": "p", "user_data": "hi"}}}
-    records = fakenova.instances_from_table(table)
+    records = instances_from_table(table)
     assert records["x"].user_data == b"hi" and records["x"].local_ipv4 == ""

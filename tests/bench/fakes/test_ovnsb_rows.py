@@ -1,7 +1,7 @@
-"""bench.ovnsb.table_to_operations: a port table as OVN Southbound rows (pure)."""
+"""bench.fakes.ovnsb.table_to_operations: a port table as OVN Southbound rows (pure)."""
 
+from bench.fakes.ovnsb import table_to_operations
 from bench.lookups import LOOKUPS
-from bench.ovnsb import table_to_operations
 
 
 def test_ports_routers_and_networks_become_rows() -> None:

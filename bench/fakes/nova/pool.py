@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.bench.test_fakenova,tests.integration.test_fakenova_process -*-
-"""Process plumbing for C{python -m bench.fakenova --processes N}.
+# -*- test-case-name: tests.bench.fakes.test_fakenova,tests.integration.test_fakenova_process -*-
+"""Process plumbing for C{python -m bench.fakes.nova --processes N}.
 
-The parent (L{bench.fakenova}) binds the listening socket once and serves on it; a
-L{WorkerPool} then starts N-1 children, C{python -m bench.fakenova <same arguments>
+The parent (L{bench.fakes.nova.cli}) binds the listening socket once and serves on it;
+a L{WorkerPool} then starts N-1 children, C{python -m bench.fakes.nova <same arguments>
 --worker-index I}, each with these descriptors:
 
   - 0: a pipe from the parent. The child never reads data from it: end of file means the
@@ -11,14 +11,14 @@ L{WorkerPool} then starts N-1 children, C{python -m bench.fakenova <same argumen
   - 1: a pipe to the parent, on which the child writes C{ready} once it serves;
   - 2: the parent's stderr;
   - 3 (L{LISTEN_FD}): the listening socket, which the child adopts (C{adoptStreamPort});
-  - 4 (L{BOARD_FD}): the shared counters (L{bench.fakenova.SharedBoard}).
+  - 4 (L{BOARD_FD}): the shared counters (L{bench.fakes.nova.stats.SharedBoard}).
 
 The parent prints its C{fakenova listening on ...} line only once every child is ready;
 it stops the children (closes their pipe, then SIGKILL after a grace period) before it
 exits, and stops with status 1 if a child exits on its own.
 
-This module does not import L{bench.fakenova}: the child runs that module as
-C{__main__}.
+This module does not import the rest of the fake: the child runs the fake as
+C{python -m bench.fakes.nova}.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from twisted.python.failure import Failure
 
 __all__ = ["LISTEN_FD", "BOARD_FD", "READY", "WorkerPool", "watch_parent"]
 
-_log = Logger()
+# The pool's log lines keep the name they have always had.
+_log = Logger(namespace="bench.fakenova_pool")
 
 #: Where a child finds the listening socket and the shared board.
 LISTEN_FD = 3
@@ -46,7 +47,7 @@ BOARD_FD = 4
 READY = b"ready\n"
 
 # The directory holding the bench package, so children import the same code.
-_SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 class _Child(ProcessProtocol):
@@ -126,7 +127,7 @@ class WorkerPool:
             args = [
                 sys.executable,
                 "-m",
-                "bench.fakenova",
+                "bench.fakes.nova",
                 *self._argv,
                 "--worker-index",
                 str(index),

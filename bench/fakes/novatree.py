@@ -1,13 +1,13 @@
-# -*- test-case-name: tests.bench.test_fakenova -*-
+# -*- test-case-name: tests.bench.fakes.test_fakenova -*-
 """What the Nova metadata API serves for one instance: a pure model of Nova's path rules.
 
 Given an L{InstanceRecord}, L{lookup} answers a request path the way
-C{nova/api/metadata/base.py} (C{InstanceMetadata.lookup}) and C{handler.py} do
-(reference section 5): the EC2 tree under C{/<version>/} (C{/ec2} is prepended to any
-path that does not start with C{/openstack} or C{/ec2}), the OpenStack tree under
-C{/openstack/<version>/}, C{posixpath.normpath} on the path (so trailing slashes do not
-matter), listings rendered like Nova's C{ec2_md_print} (sorted keys, C{key/} for
-sub-trees, C{0=<keyname>} for public keys), and webob-style HTML error pages.
+C{nova/api/metadata/base.py} (C{InstanceMetadata.lookup}) and C{handler.py} do: the
+EC2 tree under C{/<version>/} (C{/ec2} is prepended to any path that does not start
+with C{/openstack} or C{/ec2}), the OpenStack tree under C{/openstack/<version>/},
+C{posixpath.normpath} on the path (so trailing slashes do not matter), listings
+rendered like Nova's C{ec2_md_print} (sorted keys, C{key/} for sub-trees,
+C{0=<keyname>} for public keys), and webob-style HTML error pages.
 
 No I/O, no clock and no randomness: the same record and path always give the same bytes
 (Nova's C{random_seed} is derived from the instance id), so forwarding tests can compare

@@ -1,7 +1,7 @@
 """A fake neutron-server on a real message bus: oslo.messaging RPC servers answering the
 two calls a metadata agent makes, from a port table, recording every call.
 
-    python -m bench.fakeneutronserver --transport-url rabbit://guest:guest@127.0.0.1:5672/ \\
+    python -m bench.fakes.neutronserver --transport-url rabbit://guest:guest@127.0.0.1:5672/ \\
         --table ports.json [--record calls.jsonl] [--delay 0]
 
 or, in a test, C{FakeNeutronServer(url, load_ports("ports.json")).start()}.
@@ -69,7 +69,7 @@ def _neutron_shape(port: dict[str, Any]) -> dict[str, Any]:
 class FakeNeutronServer:
     """See the module docstring.
 
-    @param transport_url: the bus (e.g. L{bench.rabbitmq.RabbitMQ.transport_url}).
+    @param transport_url: the bus (e.g. L{bench.fakes.rabbitmq.RabbitMQ.transport_url}).
     @param ports: ports as L{bench.upstream_launch.load_ports} returns them.
     @param record: an open text file that gets one JSON line per call, or None.
     """
@@ -199,7 +199,7 @@ def _server_class() -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fakeneutronserver", description=__doc__.split("\n", 1)[0]
+        prog="python -m bench.fakes.neutronserver", description=__doc__.split("\n", 1)[0]
     )
     parser.add_argument("--transport-url", required=True)
     parser.add_argument("--table", required=True, help="metaproxy's JSON port table")
