@@ -11,12 +11,12 @@
 
 For each target it writes the fleet's table, starts the fake Nova and C{twistd metaproxy}
 with L{bench.processes} (a fresh pair per target, so figures do not carry over), runs the
-storm (L{bench.storm.run_storm}), prints the Markdown table and writes
+storm (L{bench.load.storm.run_storm}), prints the Markdown table and writes
 C{<out>/<timestamp>-<target>.json}, C{.md}, C{.png} (with matplotlib) and
 C{<out>/latest.md}.
 
 C{--target haproxy} puts real haproxy in network namespaces in front of the agent
-(L{bench.nstarget}, as root with C{ip}, C{iptables} and C{haproxy}): the namespaces are
+(L{bench.load.nstarget}, as root with C{ip}, C{iptables} and C{haproxy}): the namespaces are
 built after the agent starts and removed after the storm, on Ctrl-C and SIGTERM too.
 
 Exit status: 0 when every request was right; 1 otherwise. With C{--wrong-secret} the
@@ -38,9 +38,9 @@ import sys
 from collections.abc import Sequence
 
 from bench.compare import add_compare_options, compare_main
+from bench.load.plots import MATPLOTLIB_MISSING, matplotlib_available
 from bench.local_storms import run_local_storms, write_results
 from bench.options import fleet_and_config, storm_options, targets
-from bench.report import MATPLOTLIB_MISSING, matplotlib_available
 
 __all__ = ["main"]
 
@@ -51,7 +51,7 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     fleet, config = made
     if args.target == "haproxy":
-        from bench.nstarget import missing_line
+        from bench.load.nstarget import missing_line
 
         missing = missing_line()
         if missing:

@@ -6,7 +6,7 @@
 
 One fleet, one table and B{one fake Nova} serve the agents, and each agent is started
 once. Then the rounds alternate: A, B, A, B, ... (A, B, C, A, B, C with a third agent;
-C{--rounds} storms per agent, each a full storm, L{bench.storm.run_storm}). After each
+C{--rounds} storms per agent, each a full storm, L{bench.load.storm.run_storm}). After each
 storm the agent that served it is given time to go quiet (L{wait_idle}: upstream keeps
 working through connections it accepted after the generator gave up on them), so it
 does not eat into the next round.
@@ -21,14 +21,14 @@ Agents (L{AGENTS}):
     only;
   - C{metaproxy-haproxy}, C{upstream-haproxy}: the same agent on its shared socket, behind
     real haproxy in network namespaces, the instances connecting from their own
-    namespaces (L{bench.nstarget}; root, ip, iptables, haproxy). haproxy retries a
+    namespaces (L{bench.load.nstarget}; root, ip, iptables, haproxy). haproxy retries a
     refused connection (C{retries 3}), as it would in front of upstream on a node.
 
 Agents may be of the same kind (an agent is started per side: an A/A run shows the noise).
-Results are kept per round and added up per agent (L{bench.report.merge_results}:
+Results are kept per round and added up per agent (L{bench.load.report.merge_results}:
 requests and errors summed, latencies pooled), then printed side by side with the ratio
 B / A (and C / A) of every figure and which agent is better on it
-(L{bench.report.compare_markdown}).
+(L{bench.load.report.compare_markdown}).
 Written: C{<out>/<stamp>-compare.json} (format L{FORMAT}: every round's full result, the
 aggregates, the ratios), C{<stamp>-compare.md}, C{<stamp>-compare.png} (with matplotlib)
 and C{<out>/latest-compare.md}.
@@ -53,22 +53,16 @@ from typing import Any
 
 import attrs
 
-from bench.fleet import Fleet
+from bench.load.fleet import Fleet
+from bench.load.plots import MATPLOTLIB_MISSING, matplotlib_available, plot_results
+from bench.load.procstat import tree_cpu_seconds
+from bench.load.report import StormResult, compare_markdown, compare_rows, merge_results
+from bench.load.storm import StormConfig, run_storm
+from bench.load.targets import NamespaceSockets, SharedSocket, Target
 from bench.lookups import RunningLookup, start_lookup
 from bench.options import fleet_and_config
 from bench.processes import Process
-from bench.procstat import tree_cpu_seconds
-from bench.report import (
-    MATPLOTLIB_MISSING,
-    StormResult,
-    compare_markdown,
-    compare_rows,
-    matplotlib_available,
-    merge_results,
-    plot_results,
-)
 from bench.stack import new_run_dir, sigterm_interrupts, start_metaproxy, start_nova
-from bench.storm import NamespaceSockets, SharedSocket, StormConfig, Target, run_storm
 
 __all__ = [
     "AGENTS",
@@ -94,7 +88,7 @@ AGENTS = {
     "metaproxy-haproxy": "metaproxy behind real haproxy in network namespaces, shared socket",
     "upstream-haproxy": "upstream behind real haproxy in network namespaces, shared socket",
 }
-#: An agent name ending so is the agent before it behind haproxy (L{bench.nstarget}).
+#: An agent name ending so is the agent before it behind haproxy (L{bench.load.nstarget}).
 HAPROXY_SUFFIX = "-haproxy"
 #: An agent is idle when its processes use less than this share of one core...
 IDLE_SHARE = 0.05
@@ -114,7 +108,7 @@ class RunningAgent:
     process: Process
     target: Target
     run_dir: Path
-    front: Any = None  # bench.nstarget.HaproxyFront, for the -haproxy agents
+    front: Any = None  # bench.load.nstarget.HaproxyFront, for the -haproxy agents
 
     def stop(self) -> None:
         if self.front is not None:
@@ -147,7 +141,7 @@ def start_named_agent(
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     if name.endswith(HAPROXY_SUFFIX) and name in AGENTS:
-        from bench.nstarget import start_haproxy_front
+        from bench.load.nstarget import start_haproxy_front
 
         agent = start_named_agent(
             name[: -len(HAPROXY_SUFFIX)],
@@ -636,7 +630,7 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     fleet, config = made
     if any(name and name.endswith(HAPROXY_SUFFIX) for name in (args.a, args.b, args.c)):
-        from bench.nstarget import missing_line
+        from bench.load.nstarget import missing_line
 
         missing = missing_line()
         if missing:

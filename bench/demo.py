@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.load.unixhttp import get
 from bench.processes import start_agent, start_fakenova, write_agent_config
-from bench.unixhttp import get
 from metaproxy.namespace import Namespace, NamespaceKind, namespace_socket_path
 from metaproxy.resolve.table import load_table
 

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.fleet import Fleet, make_fleet
+from bench.load.fleet import Fleet, make_fleet
+from bench.load.report import StormResult
+from bench.load.storm import StormConfig, run_storm
 from bench.options import targets
-from bench.report import StormResult
 from bench.stack import DEFAULT_SECRET, sigterm_interrupts, start_stack
-from bench.storm import StormConfig, run_storm
 
 __all__ = ["run_local_storms", "short_storm", "write_results"]
 
@@ -56,7 +56,7 @@ def run_local_storms(
                 )
                 storm_target = None
                 if target == "haproxy":
-                    from bench.nstarget import start_haproxy_front
+                    from bench.load.nstarget import start_haproxy_front
 
                     front = start_haproxy_front(
                         fleet,

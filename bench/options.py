@@ -8,10 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.fleet import Fleet, make_fleet
+from bench.load.fleet import Fleet, make_fleet
+from bench.load.storm import StormConfig
 from bench.lookups import LOOKUPS
 from bench.stack import DEFAULT_SECRET
-from bench.storm import StormConfig
 
 __all__ = ["RESULTS", "storm_options", "fleet_and_config", "targets"]
 

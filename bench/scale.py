@@ -51,13 +51,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.fleet import Fleet, make_fleet
+from bench.load.fleet import Fleet, make_fleet
+from bench.load.procstat import PeakRSS, rss_bytes, tree_pids, tree_rss_bytes
+from bench.load.storm import StormConfig, run_storm
+from bench.load.unixhttp import Answer, get
 from bench.options import RESULTS
 from bench.processes import Process, start_agent, wait_for_socket, write_agent_config
-from bench.procstat import PeakRSS, rss_bytes, tree_pids, tree_rss_bytes
 from bench.stack import DEFAULT_SECRET, new_run_dir, start_nova
-from bench.storm import StormConfig, run_storm
-from bench.unixhttp import Answer, get
 from metaproxy.namespace import Namespace, NamespaceKind, namespace_socket_path
 
 __all__ = [

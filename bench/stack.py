@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.fleet import Fleet
+from bench.load.fleet import Fleet
 from bench.lookups import RunningLookup, start_lookup
 from bench.processes import (
     Process,

@@ -27,7 +27,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from bench.unixhttp import parse_answer
+from bench.load.unixhttp import parse_answer
 from metaproxy.nova.client import NovaResponse
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table

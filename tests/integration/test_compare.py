@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import upstream
-from bench.fleet import boot_length, make_fleet
+from bench.load.fleet import boot_length, make_fleet
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from bench.fleet import make_fleet
+from bench.load.fleet import make_fleet
+from bench.load.unixhttp import get
 from bench.scale import (
     ScaleAgent,
     ctl,
@@ -20,7 +21,6 @@ from bench.scale import (
     start_scale_agent,
     wait_accepting,
 )
-from bench.unixhttp import get
 from metaproxy.namespace import Namespace
 
 pytestmark = pytest.mark.slow

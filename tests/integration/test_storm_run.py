@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.fleet import boot_length, make_fleet
+from bench.load.fleet import boot_length, make_fleet
+from bench.load.storm import StormConfig
 from bench.local_storms import run_local_storms
-from bench.storm import StormConfig
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,6 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from bench import cloudinit
 from bench.fakes import novatree
 from bench.fakes.nova import cli
 from bench.fakes.nova.api import PID_HEADER, make_site
@@ -32,6 +31,7 @@ from bench.fakes.nova.recording import RecordedRequest
 from bench.fakes.nova.service_time import ServiceTime, concurrency_share
 from bench.fakes.nova.stats import NovaStats, SharedBoard
 from bench.fakes.novatree import InstanceRecord
+from bench.load import cloudinit
 
 SECRET = "s3cret"
 INSTANCE = "6f0c0b5e-2c2a-4f6e-9d7a-1b2c3d4e5f60"
@@ -949,7 +949,7 @@ RECORD = InstanceRecord(
 
 
 def crawl(fetch: Callable[[str], tuple[int, bytes]], base: str) -> tuple[dict, list[str]]:
-    """Run cloud-init's EC2 crawl (L{bench.cloudinit}) over C{fetch}; return the tree and
+    """Run cloud-init's EC2 crawl (L{bench.load.cloudinit}) over C{fetch}; return the tree and
     the paths requested."""
     requested: list[str] = []
     walk = cloudinit.ec2_crawl(base)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.bench.test_report -*-
+# -*- test-case-name: tests.bench.load.test_report -*-
 """A boot storm's result and its three forms: JSON, a Markdown table, a PNG plot.
 
 Percentiles use the B{nearest-rank} method: the p-th percentile of n sorted values is the
@@ -17,12 +17,11 @@ bytes after the answer: upstream's agent writes both) are counted as C{non-CRLF 
 (L{StormResult.nonstandard}).
 
 The PNG needs matplotlib, an optional extra: without it L{StormResult.plot} returns
-C{False} and L{MATPLOTLIB_MISSING} says so.
+C{False} and L{bench.load.plots.MATPLOTLIB_MISSING} says so.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -30,9 +29,10 @@ from typing import Any
 
 import attrs
 
+from bench.load.plots import plot_results
+
 __all__ = [
     "FORMAT",
-    "MATPLOTLIB_MISSING",
     "REFUSAL_KINDS",
     "BARE_LF_NAME",
     "TRAILING_NAME",
@@ -45,16 +45,10 @@ __all__ = [
     "compare_markdown",
     "compare_rows",
     "merge_results",
-    "plot_results",
-    "matplotlib_available",
 ]
 
 #: The C{format} field of the JSON document; bumped when fields change meaning.
 FORMAT = "metaproxy-bench-storm/1"
-MATPLOTLIB_MISSING = (
-    "matplotlib is not installed: no PNG plot "
-    "(install it in the venv: .venv/bin/pip install matplotlib)"
-)
 #: A worker busier than this share of one core is reported as saturated.
 SATURATED = 0.90
 #: The whole machine busier than this share of its CPUs is reported too.
@@ -116,7 +110,7 @@ class StormResult:
     @ivar good: requests whose answer was right for the instance (a 200 with the right
         content, or the 404 for absent user data).
     @ivar connections: connections opened (= requests without keep-alive).
-    @ivar errors: error kind (see L{bench.storm.KINDS}) to count. Refusals
+    @ivar errors: error kind (see L{bench.load.checks.KINDS}) to count. Refusals
         (L{REFUSAL_KINDS}) are among them.
     @ivar nonstandard: answers that were taken although their framing was not HTTP/1.1's,
         by kind (L{BARE_LF_NAME}, L{TRAILING_NAME}, or both joined by C{", "}); they are
@@ -518,65 +512,6 @@ def merge_results(
         ],
         nonstandard=counters(lambda r: r.nonstandard),
     )
-
-
-def matplotlib_available() -> bool:
-    try:
-        importlib.import_module("matplotlib")
-    except ImportError:
-        return False
-    return True
-
-
-def plot_results(results: Sequence[StormResult], path: str) -> bool:
-    """One PNG for one or more results: latency CDF (log time axis) on the left, boot-time
-    histogram on the right. C{False} (nothing written) when matplotlib is missing."""
-    try:
-        import matplotlib
-    except ImportError:
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (cdf, hist) = plt.subplots(1, 2, figsize=(12, 4.5))
-    every_boot = [t for result in results for t in result.boot_times]
-    bins: Any = 10
-    if every_boot:  # the same bins for every result, so histograms compare
-        low, high = min(every_boot), max(every_boot)
-        count = min(50, max(5, len(every_boot) // (10 * len(results))))
-        bins = [low + (high - low) * i / count for i in range(count + 1)] if high > low else 5
-    try:
-        for result in results:
-            name = f"{result.label}, {result.target}"
-            latencies = sorted(v * 1000 for v in result.latencies)
-            if latencies:
-                n = len(latencies)
-                cdf.step(latencies, [(i + 1) / n for i in range(n)], where="post", label=name)
-            if result.boot_times:
-                hist.hist(
-                    result.boot_times, bins=bins, alpha=0.6 if len(results) > 1 else 1.0, label=name
-                )
-        cdf.set_xscale("log")
-        cdf.set_xlabel("request latency (ms, log scale)")
-        cdf.set_ylabel("share of requests")
-        cdf.set_title("latency CDF")
-        cdf.grid(True, which="both", alpha=0.3)
-        hist.set_xlabel("boot completion time (s)")
-        hist.set_ylabel("boots")
-        hist.set_title("boot time")
-        hist.grid(True, alpha=0.3)
-        for axes in (cdf, hist):
-            if axes.get_legend_handles_labels()[0]:
-                axes.legend(fontsize="small")
-        s = results[0].settings
-        figure.suptitle(
-            f"{s.get('fleet', '')}; {s.get('concurrency')} concurrent boots", fontsize="medium"
-        )
-        figure.tight_layout()
-        figure.savefig(path, dpi=100)
-    finally:
-        plt.close(figure)
-    return True
 
 
 # ---- formatting

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.bench.test_fleet -*-
+# -*- test-case-name: tests.bench.load.test_fleet -*-
 """A fleet of instances for the boot storm: the lookup table and what each should get.
 
     fleet = make_fleet(1000, 50, seed=0)
@@ -304,9 +304,9 @@ def boot_length(fleet: Fleet, instances: Iterable[FleetInstance] | None = None) 
     """How many requests cloud-init makes for each instance when every answer is right:
     its boot sequence replayed against Nova's tree (L{bench.fakes.novatree}) for the fleet's
     table, without any process. A storm through the agent must make exactly as many."""
-    from bench.cloudinit import boot_sequence
     from bench.fakes.nova.instances import instances_from_table
     from bench.fakes.novatree import lookup
+    from bench.load.cloudinit import boot_sequence
 
     records = instances_from_table(fleet.table)
     lengths = []

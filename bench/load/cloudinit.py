@@ -1,4 +1,4 @@
-"""cloud-init's first-boot metadata requests (reference section 6), as a sans-IO generator.
+"""cloud-init's first-boot metadata requests, as a sans-IO generator.
 
     sequence = boot_sequence()
     path = next(sequence)

@@ -19,10 +19,10 @@ import time
 import pytest
 
 import bench.__main__ as bench_main
-from bench import nstarget
-from bench.fleet import make_fleet
-from bench.netns import TopologyError
-from bench.nstarget import (
+from bench.load import nstarget
+from bench.load.fleet import make_fleet
+from bench.load.netns import TopologyError
+from bench.load.nstarget import (
     CLONE_NEWNET,
     HaproxyNamespaces,
     NetnsSockets,
@@ -30,8 +30,8 @@ from bench.nstarget import (
     render_haproxy_config,
     target_for,
 )
+from bench.load.storm import StormConfig
 from bench.stack import sigterm_interrupts
-from bench.storm import StormConfig
 
 # ---- the plan
 

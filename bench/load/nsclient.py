@@ -1,12 +1,12 @@
 """A stdlib-only HTTP client that boots like cloud-init, run inside an instance namespace.
 
-    ip netns exec <instance ns> python -m bench.nsclient --base http://169.254.169.254
-    ip netns exec <instance ns> python -m bench.nsclient \\
+    ip netns exec <instance ns> python -m bench.load.nsclient --base http://169.254.169.254
+    ip netns exec <instance ns> python -m bench.load.nsclient \\
         --base 'http://[fe80::a9fe:a9fe%25eth0]' --first 7
-    ip netns exec <instance ns> python -m bench.nsclient --base ... --path /openstack \\
+    ip netns exec <instance ns> python -m bench.load.nsclient --base ... --path /openstack \\
         --header 'X-Neutron-Router-ID: other-router'
 
-Without C{--path} it runs cloud-init's first-boot sequence (L{bench.cloudinit}: two
+Without C{--path} it runs cloud-init's first-boot sequence (L{bench.load.cloudinit}: two
 C{/openstack} probes, the five OpenStack files, the EC2 crawl), or its first C{--first N}
 requests, each on a new connection with cloud-init's C{User-Agent}. With C{--path} it
 asks exactly those paths, whatever they answer. It prints one JSON line::
@@ -35,7 +35,7 @@ import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from bench.cloudinit import BootFailed, boot_sequence
+from bench.load.cloudinit import BootFailed, boot_sequence
 
 __all__ = ["Target", "parse_base", "fetch", "run", "main"]
 
@@ -177,7 +177,7 @@ def _header(value: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.nsclient", description=__doc__.splitlines()[0]
+        prog="python -m bench.load.nsclient", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--base", required=True, help="http://169.254.169.254 or 'http://[fe80::a9fe:a9fe%%25eth0]'"

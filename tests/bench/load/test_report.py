@@ -6,8 +6,8 @@ import sys
 import attrs
 import pytest
 
-from bench.report import (
-    MATPLOTLIB_MISSING,
+from bench.load.plots import MATPLOTLIB_MISSING
+from bench.load.report import (
     StormResult,
     compare_markdown,
     compare_rows,

@@ -1,8 +1,9 @@
+# -*- test-case-name: tests.bench.load.test_storm -*-
 """A tiny blocking HTTP/1.1 client over a Unix socket, speaking as haproxy does.
 
 Used by the demo and the integration tests: it sends raw request bytes (so tests control
 every byte and segment) and reads the answer to EOF. L{find_head_end} and L{split_head}
-are shared with the storm's incremental parser (L{bench.storm.AnswerParser}): both accept
+are shared with the storm's incremental parser (L{bench.load.answer_parser}): both accept
 a head whose lines end with a bare LF, as upstream's agent writes its own error pages.
 """
 
@@ -14,38 +15,9 @@ from collections.abc import Iterable
 
 import attrs
 
-__all__ = ["Answer", "send_raw", "get", "parse_answer", "find_head_end", "split_head"]
+from bench.load.answer_parser import find_head_end, split_head
 
-
-def find_head_end(buffer: bytes | bytearray) -> tuple[int, int] | None:
-    """Where an answer's head ends: C{(end of its last line, end of the blank line)}, or
-    None when no blank line has come yet. Lines may end with C{CRLF} (HTTP) or a bare
-    C{LF} (upstream's agent writes its own 404, 400 and 503 pages so), so the blank line
-    is the first C{LF} followed by C{LF} or C{CRLF}."""
-    lf_lf = buffer.find(b"\n\n")
-    lf_crlf = buffer.find(b"\n\r\n")
-    if lf_lf < 0 and lf_crlf < 0:
-        return None
-    if lf_crlf < 0 or 0 <= lf_lf < lf_crlf:
-        return lf_lf + 1, lf_lf + 2
-    return lf_crlf + 1, lf_crlf + 3
-
-
-def split_head(head: bytes) -> tuple[list[bytes], bool]:
-    """The lines of a head (as cut by L{find_head_end}: up to and including its last
-    line's end), without their line ends, and whether any ended with a bare C{LF}."""
-    lines = head.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    bare_lf = False
-    stripped = []
-    for line in lines:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        else:
-            bare_lf = True
-        stripped.append(line)
-    return stripped, bare_lf
+__all__ = ["Answer", "send_raw", "get", "parse_answer"]
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.defer import succeed
 
 from bench.fakes.nova import instances as fake_nova_instances
-from bench.fleet import boot_length, make_fleet
+from bench.load.fleet import boot_length, make_fleet
 from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance
 from metaproxy.resolve.resolver import Caller, InstanceResolver

@@ -2,9 +2,9 @@
 
 import pytest
 
-from bench import cloudinit
 from bench.fakes import novatree
 from bench.fakes.novatree import InstanceRecord
+from bench.load import cloudinit
 
 RECORD = InstanceRecord(
     instance_id="vm-1",

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.bench.test_nstarget,tests.e2e.test_storm_haproxy -*-
+# -*- test-case-name: tests.bench.load.test_nstarget,tests.e2e.test_storm_haproxy -*-
 """The storm's third target: real haproxy in network namespaces in front of the agent.
 
     front = start_haproxy_front(fleet, 1000, agent_config="run/agent.ini", socket="shared")
@@ -7,7 +7,7 @@
     finally:
         front.stop()
 
-What Neutron's agents build on a network node, for the storm's fleet (L{bench.netns}):
+What Neutron's agents build on a network node, for the storm's fleet (L{bench.load.netns}):
 
   - per router of the fleet a C{qrouter-} namespace with a C{qr-} port per network and
     Neutron's iptables rules (169.254.169.254:80 redirected to haproxy on 9697); per
@@ -19,7 +19,7 @@ What Neutron's agents build on a network node, for the storm's fleet (L{bench.ne
     namespace's own socket (C{socket="namespaces"});
   - per network with instances, one I{instance-side} namespace whose C{eth0} (the peer
     of the router's or DHCP/OVN port) carries the address of every instance of that
-    network (L{bench.netns.Topology.add_instance_group}).
+    network (L{bench.load.netns.Topology.add_instance_group}).
 
 Each request's connection is a TCP socket created inside its instance's instance-side
 namespace, bound to the instance's own address and connected to 169.254.169.254:80:
@@ -40,7 +40,7 @@ costs one namespace and one C{ip -batch}. What a group lacks is a MAC per instan
 which only IPv6 link-local lookups need; the storm is IPv4.
 
 Names: the kernel's namespaces carry the topology's tag (C{qrouter-e2e<hex>-r3},
-C{mpe2e-<hex>-r3n0}) so that L{bench.netns.cleanup_leftovers} finds them after a crash,
+C{mpe2e-<hex>-r3n0}) so that L{bench.load.netns.cleanup_leftovers} finds them after a crash,
 while haproxy's configuration is rendered for the fleet's own namespace names
 (C{qrouter-<router uuid>}: the header the agent reads and its per-namespace socket).
 
@@ -65,8 +65,9 @@ from typing import Any
 
 import attrs
 
-from bench.fleet import Fleet, FleetInstance
-from bench.netns import METADATA_V4, Namespace, Topology, TopologyError, missing_prerequisites
+from bench.load.fleet import Fleet, FleetInstance
+from bench.load.netns import METADATA_V4, Namespace, Topology, TopologyError
+from bench.load.netns_host import missing_prerequisites
 from metaproxy.namespace import NamespaceKind
 
 __all__ = [
@@ -90,7 +91,7 @@ NETNS_DIR = "/run/netns"
 #: Where haproxy forwards: the agent's shared socket or each namespace's own.
 SOCKET_KINDS = ("shared", "namespaces")
 #: The fleet's networks are /16s: the router on C{.1}, the DHCP/OVN port on C{.2}
-#: (L{bench.fleet}).
+#: (L{bench.load.fleet}).
 _PREFIX = 16
 _KIND = {
     NamespaceKind.ROUTER: ("router", "r"),
@@ -120,7 +121,7 @@ class Domain:
 
     @ivar namespace: the fleet's namespace (C{qrouter-<router uuid>}): haproxy's
         configuration is rendered for it.
-    @ivar kind: C{router}, C{dhcp} or C{ovn} (L{bench.netns.Namespace.kind}).
+    @ivar kind: C{router}, C{dhcp} or C{ovn} (L{bench.load.netns.Namespace.kind}).
     @ivar key: short and unique in the run (C{r3}, C{d0}): the kernel namespace is
         C{qrouter-<tag>-r3}.
     @ivar ports: C{(network id, the namespace's address with prefix)} per network.

@@ -10,16 +10,17 @@ import time
 
 import pytest
 
-from bench import storm
-from bench.cloudinit import boot_sequence
 from bench.fakes.nova.instances import instances_from_table
 from bench.fakes.novatree import error_page, lookup
-from bench.fleet import boot_length, make_fleet
-from bench.report import REFUSAL_KINDS
-from bench.storm import (
+from bench.load import storm, storm_worker
+from bench.load.answer_parser import AnswerParser, BadHTTP, ClosedEarly, find_head_end
+from bench.load.checks import (
     BACKLOG_FULL,
     BAD_HTTP,
     BARE_LF,
+    BOOT_CLEAN,
+    BOOT_FAILED,
+    BOOT_WRONG,
     CLOSED,
     CONNECT_ERROR,
     KINDS,
@@ -31,18 +32,16 @@ from bench.storm import (
     TRAILING,
     WRONG_BODY,
     WRONG_INSTANCE,
-    AnswerParser,
-    BadHTTP,
-    ClosedEarly,
-    NamespaceSockets,
-    SharedSocket,
     check_answer,
-    find_head_end,
     framing_name,
     kind_name,
-    request_bytes,
 )
-from bench.unixhttp import parse_answer
+from bench.load.cloudinit import boot_sequence
+from bench.load.fleet import boot_length, make_fleet
+from bench.load.report import REFUSAL_KINDS
+from bench.load.storm import StormConfig
+from bench.load.targets import NamespaceSockets, SharedSocket, request_bytes
+from bench.load.unixhttp import parse_answer
 from metaproxy.caller import identify
 from metaproxy.http.request import RequestParser
 from metaproxy.namespace import namespace_socket_path
@@ -352,7 +351,7 @@ def run_worker(
 ):
     instances = FLEET.instances if instances is None else instances
     boots = tuple(enumerate(instances))
-    spec = storm._WorkerSpec(
+    spec = storm_worker.WorkerSpec(
         index=0,
         target=target,
         boots=boots,
@@ -369,7 +368,7 @@ def run_worker(
         if server is not None:
             listening = await asyncio.start_unix_server(server, path)
         try:
-            await storm._Worker(spec, out, time.monotonic()).run()
+            await storm_worker.Worker(spec, out, time.monotonic()).run()
         finally:
             if listening is not None:
                 listening.close()
@@ -434,7 +433,7 @@ def test_worker_right_answers(sock_dir):
     assert sum(c.b_requests) == len(c.r_kind) == c.connections
     lengths = dict(zip(c.b_boot, c.b_requests, strict=False))
     assert [lengths[i] for i in range(len(FLEET))] == boot_length(FLEET)
-    assert set(c.b_outcome) == {storm.BOOT_CLEAN}
+    assert set(c.b_outcome) == {BOOT_CLEAN}
 
 
 def test_worker_takes_bare_lf_answers_and_flags_them(sock_dir):
@@ -469,7 +468,7 @@ def test_worker_wrong_instance_is_counted_and_the_boot_goes_on(sock_dir):
         path=path,
         server=nova_server(answer_as=lambda i: neighbours.get(i.instance_id, i)),
     )
-    assert list(c.b_outcome) == [storm.BOOT_WRONG]
+    assert list(c.b_outcome) == [BOOT_WRONG]
     assert c.r_kind.count(WRONG_INSTANCE) == 5 and c.r_kind.count(WRONG_BODY) == 1
     assert len(c.r_kind) == 28
 
@@ -501,7 +500,7 @@ def test_worker_failures_end_the_boot(sock_dir, data, kind, status):
         SharedSocket(path), instances=FLEET.instances[:4], path=path, server=_fixed_server(data)
     )
     assert list(c.r_kind) == [kind] * 4 and list(c.r_status) == [status] * 4
-    assert list(c.b_outcome) == [storm.BOOT_FAILED] * 4 and list(c.b_requests) == [1] * 4
+    assert list(c.b_outcome) == [BOOT_FAILED] * 4 and list(c.b_requests) == [1] * 4
     assert set(c.b_kind) == {kind}
 
 
@@ -552,15 +551,15 @@ def test_worker_backlog_full(sock_dir):
                 sock.close()
     assert list(c.r_kind) == [BACKLOG_FULL] * 3 and c.connections == 0
     assert kind_name(BACKLOG_FULL) == "backlog full"
-    assert list(c.b_outcome) == [storm.BOOT_FAILED] * 3 and all(v < 0 for v in c.r_latency)
+    assert list(c.b_outcome) == [BOOT_FAILED] * 3 and all(v < 0 for v in c.r_latency)
 
 
 def test_config_checks():
     with pytest.raises(ValueError):
-        storm.StormConfig(instances=1, routers=1, target="elsewhere")
+        StormConfig(instances=1, routers=1, target="elsewhere")
     with pytest.raises(ValueError, match="shared_socket"):
-        storm.StormConfig(instances=1, routers=1).make_target()
-    assert storm.StormConfig(
+        StormConfig(instances=1, routers=1).make_target()
+    assert StormConfig(
         instances=1, routers=1, target="namespaces", namespace_socket_dir="/d"
     ).make_target() == NamespaceSockets("/d")
 
@@ -578,7 +577,7 @@ def _fake_proc(root, pid, ppid, comm, utime, stime, cutime, cstime, rss_kib, hwm
 
 
 def test_procstat_sums_a_tree_from_proc(tmp_path):
-    from bench import procstat
+    from bench.load import procstat
 
     ticks = os.sysconf("SC_CLK_TCK")
     _fake_proc(tmp_path, 10, 1, "twistd", 100, 50, 10, 5, 1000, 1500)
@@ -598,7 +597,7 @@ def test_procstat_on_live_processes():
     import subprocess
     import sys
 
-    from bench import procstat
+    from bench.load import procstat
 
     marker = tempfile.mktemp(prefix="mpt-")
     inner = f"x = sum(range(5_000_000)); open({marker!r}, 'w').close(); import time; time.sleep(60)"

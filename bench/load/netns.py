@@ -1,9 +1,10 @@
+# -*- test-case-name: tests.e2e.test_topology,tests.e2e.test_storm_haproxy -*-
 """Network-namespace topologies: instances, Neutron's router, DHCP and OVN namespaces, haproxy.
 
 Builds on one Linux host, with C{ip netns}, veth pairs and iptables, what Neutron's L3,
-DHCP and OVN metadata agents build on a network node (reference sections 3.1 to 3.3), so
-that real instances (namespaces with a real TCP/IP stack) reach metaproxy through a real
-haproxy configured by C{metaproxy haproxy-config}::
+DHCP and OVN metadata agents build on a network node, so that real instances
+(namespaces with a real TCP/IP stack) reach metaproxy through a real haproxy configured
+by C{metaproxy haproxy-config}::
 
     with Topology() as topo:
         r1 = topo.add_router(topo.id("r1"), {topo.id("net-a"): "10.0.0.1/24"})
@@ -25,9 +26,13 @@ at interpreter exit, and by whoever owns the topology (a pytest finalizer). It k
 process inside the topology's namespaces (haproxy included) and every process it was
 asked to L{Topology.adopt}, deletes the namespaces (which deletes their veths and
 iptables rules) and the run directory. A topology whose owner died without cleaning up
-(SIGKILL, power loss) is a leftover: L{cleanup_leftovers}, called by every new
-L{Topology}, removes the topologies whose owner process is gone, and only those, so two
-runs at once do not disturb each other.
+(SIGKILL, power loss) is a leftover: L{bench.load.netns_host.cleanup_leftovers}, called
+by every new L{Topology}, removes the topologies whose owner process is gone, and only
+those, so two runs at once do not disturb each other.
+
+The host side (commands, prerequisites, leftovers) is L{bench.load.netns_host}; this
+module is the topology itself. It is one job, L{Topology} and the records it hands out,
+which is why it is longer than most.
 """
 
 from __future__ import annotations
@@ -35,17 +40,33 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import os
-import re
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+
+from bench.load.netns_host import (
+    ID_PREFIX,
+    INSTANCE_PREFIX,
+    LEFTOVER,
+    RUN_DIR_PREFIX,
+    TAG_HEX,
+    TopologyError,
+    cleanup_leftovers,
+    delete_namespace,
+    destroy_run,
+    find_iptables,
+    is_haproxy,
+    netns_list,
+    process_record,
+    run_command,
+    start_time,
+    terminate,
+)
 
 __all__ = [
     "TopologyError",
@@ -55,59 +76,19 @@ __all__ = [
     "InstanceGroup",
     "Haproxy",
     "Topology",
-    "missing_prerequisites",
-    "cleanup_leftovers",
-    "find_iptables",
     "eui64_link_local",
-    "RUN_DIR_PREFIX",
     "METADATA_V4",
     "METADATA_V6",
     "ROUTER_METADATA_PORT",
 ]
 
-#: Run directories are C{/tmp/mpe2e-<hex>}: short, because haproxy accepts at most 97
-#: bytes for a Unix socket path and the agent's sockets live there.
-RUN_DIR_PREFIX = "/tmp/mpe2e-"
-_INSTANCE_PREFIX = "mpe2e-"
-_ID_PREFIX = "e2e"
-_TAG_HEX = 8
-#: A namespace made by some topology: its tag's hex digits are group 1.
-_LEFTOVER = re.compile(
-    r"^(?:(?:qrouter|qdhcp|ovnmeta)-%s|%s)([0-9a-f]{%d})-"
-    % (_ID_PREFIX, re.escape(_INSTANCE_PREFIX), _TAG_HEX)
-)
 _IFNAME_MAX = 15
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 
 METADATA_V4 = "169.254.169.254"
 METADATA_V6 = "fe80::a9fe:a9fe"
 #: The port haproxy listens on in a router namespace (l3_agent.ini metadata_port).
 ROUTER_METADATA_PORT = 9697
-
-
-class TopologyError(RuntimeError):
-    """A command building or tearing down the topology failed; the message says which."""
-
-
-def _run(
-    argv: Sequence[str],
-    *,
-    check: bool = True,
-    timeout: float = 30.0,
-    cwd: str | os.PathLike | None = None,
-    input: bytes | None = None,
-) -> subprocess.CompletedProcess:
-    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
-    try:
-        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd, **stdin)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise TopologyError(f"{' '.join(argv)}: {e}") from None
-    if check and done.returncode != 0:
-        raise TopologyError(
-            f"{' '.join(argv)} exited with {done.returncode}: "
-            f"{done.stderr.decode(errors='replace').strip()}"
-        )
-    return done
 
 
 def eui64_link_local(mac: str) -> str:
@@ -116,185 +97,6 @@ def eui64_link_local(mac: str) -> str:
     raw[0] ^= 0x02
     iid = bytes(raw[:3]) + b"\xff\xfe" + bytes(raw[3:])
     return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
-
-
-# -- prerequisites ----------------------------------------------------------------------
-
-
-def find_iptables(namespace: str) -> str | None:
-    """The iptables command that works inside C{namespace}: C{iptables} (whichever
-    backend it is), else C{iptables-legacy}; None if neither can list the nat table."""
-    for command in ("iptables", "iptables-legacy"):
-        if shutil.which(command) is None:
-            continue
-        done = _run(
-            ["ip", "netns", "exec", namespace, command, "-w", "-t", "nat", "-S"], check=False
-        )
-        if done.returncode == 0:
-            return command
-    return None
-
-
-def missing_prerequisites() -> list[str]:
-    """What this host lacks to build a topology, in words; empty if nothing.
-
-    Checks root, the C{ip}, C{haproxy} and C{iptables} commands, then that a network
-    namespace can really be added and that iptables' nat table works inside it.
-    """
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root (running as uid %d)" % os.geteuid())
-    for tool in ("ip", "haproxy", "iptables"):
-        if shutil.which(tool) is None:
-            missing.append(tool)
-    if missing:
-        return missing
-    probe = f"{_INSTANCE_PREFIX}probe-{secrets.token_hex(4)}"
-    done = _run(["ip", "netns", "add", probe], check=False)
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()
-        return ["a working `ip netns add` (%s)" % (reason[-1] if reason else done.returncode)]
-    try:
-        if find_iptables(probe) is None:
-            missing.append(
-                "iptables that works in a network namespace (iptables and "
-                "iptables-legacy both fail on the nat table)"
-            )
-    finally:
-        _run(["ip", "netns", "delete", probe], check=False)
-    return missing
-
-
-# -- leftovers --------------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (/proc/<pid>/stat field 22), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    current = _start_time(pid)
-    return current is not None and (start is None or current == start)
-
-
-def _record(pid: int) -> str:
-    return f"{pid} {_start_time(pid) or '-'}\n"
-
-
-def _read_record(path: Path) -> tuple[int, str | None] | None:
-    try:
-        pid, start = path.read_text().split()
-        return int(pid), None if start == "-" else start
-    except (OSError, ValueError):
-        return None
-
-
-def _terminate(pid: int, start: str | None, timeout: float = 5.0) -> None:
-    """SIGTERM C{pid} if it is still the process recorded, then SIGKILL after C{timeout}."""
-    if not _alive(pid, start):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _alive(pid, start) or _zombie(pid):
-            _reap(pid)
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _netns_list() -> list[str]:
-    done = _run(["ip", "netns", "list"], check=False)
-    return [line.split()[0] for line in done.stdout.decode().splitlines() if line.strip()]
-
-
-def _kill_namespace_processes(namespace: str) -> None:
-    done = _run(["ip", "netns", "pids", namespace], check=False)
-    pids = [int(p) for p in done.stdout.split() if p.isdigit()]
-    for pid in pids:
-        _terminate(pid, _start_time(pid), timeout=3.0)
-
-
-def _delete_namespace(namespace: str) -> None:
-    _kill_namespace_processes(namespace)
-    _run(["ip", "netns", "delete", namespace], check=False)
-
-
-def _owner_alive(run_dir: Path) -> bool:
-    record = _read_record(run_dir / "owner")
-    return record is not None and _alive(*record)
-
-
-def _destroy_run(tag_hex: str, namespaces: Iterable[str]) -> None:
-    run_dir = Path(RUN_DIR_PREFIX + tag_hex)
-    for namespace in namespaces:
-        _delete_namespace(namespace)
-    pids = run_dir / "pids"
-    if pids.is_dir():
-        for entry in pids.iterdir():
-            record = _read_record(entry)
-            if record is not None:
-                _terminate(*record)
-    for pidfile in run_dir.glob("haproxy/*.pid"):
-        for word in pidfile.read_text(errors="replace").split():
-            if word.isdigit() and _is_haproxy(int(word)):
-                _terminate(int(word), _start_time(int(word)))
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _is_haproxy(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy"
-    except OSError:
-        return False
-
-
-def cleanup_leftovers() -> list[str]:
-    """Remove what earlier topologies left behind when their owner died; return the
-    namespaces removed. A topology whose owner still runs is left alone."""
-    by_tag: dict[str, list[str]] = {}
-    for namespace in _netns_list():
-        match = _LEFTOVER.match(namespace)
-        if match:
-            by_tag.setdefault(match.group(1), []).append(namespace)
-    for run_dir in Path(RUN_DIR_PREFIX).parent.glob(Path(RUN_DIR_PREFIX).name + "*"):
-        tag = run_dir.name[len(Path(RUN_DIR_PREFIX).name) :]
-        if re.fullmatch("[0-9a-f]{%d}" % _TAG_HEX, tag):
-            by_tag.setdefault(tag, [])
-    removed = []
-    for tag, namespaces in sorted(by_tag.items()):
-        if _owner_alive(Path(RUN_DIR_PREFIX + tag)):
-            continue
-        _destroy_run(tag, namespaces)
-        removed.extend(namespaces)
-    return removed
 
 
 # -- the topology -----------------------------------------------------------------------
@@ -395,14 +197,14 @@ class Topology:
 
     def __init__(self, *, clean_leftovers: bool = True) -> None:
         self.removed_leftovers = cleanup_leftovers() if clean_leftovers else []
-        self._hex = secrets.token_hex(_TAG_HEX // 2)
-        self.tag = _ID_PREFIX + self._hex
+        self._hex = secrets.token_hex(TAG_HEX // 2)
+        self.tag = ID_PREFIX + self._hex
         self.run_dir = Path(RUN_DIR_PREFIX + self._hex)
         # Made under another name and renamed, owner record inside: a concurrent run's
         # cleanup_leftovers never sees this directory without its owner.
         making = Path(f"{self.run_dir}.new")
         making.mkdir(mode=0o755)
-        (making / "owner").write_text(_record(os.getpid()))
+        (making / "owner").write_text(process_record(os.getpid()))
         (making / "pids").mkdir()
         (making / "haproxy").mkdir()
         making.rename(self.run_dir)
@@ -430,7 +232,7 @@ class Topology:
             raise TopologyError(f"cannot add {name}: this topology has been cleaned up")
         if name in self.namespaces:
             raise TopologyError(f"namespace {name} already exists in this topology")
-        _run(["ip", "netns", "add", name])
+        run_command(["ip", "netns", "add", name])
         namespace = Namespace(name, kind, ident)
         self.namespaces[name] = namespace
         # No duplicate address detection: addresses are usable at once (the EUI-64
@@ -444,7 +246,7 @@ class Topology:
                 "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
             ],
         )
-        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+        run_command(["ip", "-n", name, "link", "set", "lo", "up"])
         return namespace
 
     def _iptables_command(self, namespace: str) -> str:
@@ -473,11 +275,11 @@ class Topology:
             raise TopologyError(f"interface name {ifname!r} is longer than {_IFNAME_MAX} bytes")
         peer = self._ifname("pe-")
         p = parent.name
-        _run(["ip", "-n", p, "link", "add", ifname, "type", "veth", "peer", "name", peer])
-        _run(["ip", "-n", p, "addr", "add", cidr, "dev", ifname])
+        run_command(["ip", "-n", p, "link", "add", ifname, "type", "veth", "peer", "name", peer])
+        run_command(["ip", "-n", p, "addr", "add", cidr, "dev", ifname])
         for address, *flags in extra:
-            _run(["ip", "-n", p, "addr", "add", address, "dev", ifname, *flags])
-        _run(["ip", "-n", p, "link", "set", ifname, "up"])
+            run_command(["ip", "-n", p, "addr", "add", address, "dev", ifname, *flags])
+        run_command(["ip", "-n", p, "link", "set", ifname, "up"])
         port = Port(network_id, ifname, cidr, peer)
         parent.ports[network_id] = port
         return port
@@ -486,7 +288,7 @@ class Topology:
         """C{qrouter-<router_id>} with one C{qr-} port per network (C{network id: the
         router's address with prefix, e.g. 10.0.0.1/24}) and Neutron's metadata rules:
         169.254.169.254:80 from C{qr-+} marked and redirected to 9697, 9697 otherwise
-        dropped (reference 3.1)."""
+        dropped, as Neutron's L3 agent sets them."""
         namespace = self._add_namespace(f"qrouter-{router_id}", "router", router_id)
         for network_id, cidr in subnets.items():
             self._add_port(namespace, network_id, self._ifname("qr-"), cidr)
@@ -637,7 +439,7 @@ class Topology:
             for i in [*self.instances.values(), *self.instance_groups.values()]
         ):
             raise TopologyError(f"{parent.name} already has an instance on {network_id}")
-        ns_name = f"{_INSTANCE_PREFIX}{self._hex}-{name}"
+        ns_name = f"{INSTANCE_PREFIX}{self._hex}-{name}"
         self._add_namespace(ns_name, "instance", name)
         return ns_name
 
@@ -646,19 +448,19 @@ class Topology:
     ) -> None:
         """Move C{port}'s peer into C{ns_name} as C{eth0} with C{addresses}; route
         169.254.169.254 through the port (the default route behind a router)."""
-        _run(["ip", "-n", parent.name, "link", "set", port.peer, "netns", ns_name])
-        _run(["ip", "-n", ns_name, "link", "set", port.peer, "name", "eth0"])
-        _run(["ip", "-n", ns_name, "link", "set", "eth0", "address", mac])
+        run_command(["ip", "-n", parent.name, "link", "set", port.peer, "netns", ns_name])
+        run_command(["ip", "-n", ns_name, "link", "set", port.peer, "name", "eth0"])
+        run_command(["ip", "-n", ns_name, "link", "set", "eth0", "address", mac])
         if len(addresses) == 1:
-            _run(["ip", "-n", ns_name, "addr", "add", addresses[0], "dev", "eth0"])
+            run_command(["ip", "-n", ns_name, "addr", "add", addresses[0], "dev", "eth0"])
         else:
             batch = "".join(f"addr add {address} dev eth0\n" for address in addresses)
-            _run(["ip", "-n", ns_name, "-batch", "-"], input=batch.encode(), timeout=120)
-        _run(["ip", "-n", ns_name, "link", "set", "eth0", "up"])
+            run_command(["ip", "-n", ns_name, "-batch", "-"], input=batch.encode(), timeout=120)
+        run_command(["ip", "-n", ns_name, "link", "set", "eth0", "up"])
         if parent.kind == "router":
-            _run(["ip", "-n", ns_name, "route", "add", "default", "via", port.ip])
+            run_command(["ip", "-n", ns_name, "route", "add", "default", "via", port.ip])
         else:
-            _run(["ip", "-n", ns_name, "route", "add", f"{METADATA_V4}/32", "via", port.ip])
+            run_command(["ip", "-n", ns_name, "route", "add", f"{METADATA_V4}/32", "via", port.ip])
 
     # -- haproxy --------------------------------------------------------------------------
 
@@ -778,7 +580,7 @@ class Topology:
         pid = None
         while time.monotonic() < deadline:
             words = pidfile.read_text().split() if pidfile.exists() else []
-            if words and words[0].isdigit() and _is_haproxy(int(words[0])):
+            if words and words[0].isdigit() and is_haproxy(int(words[0])):
                 pid = int(words[0])
                 break
             time.sleep(0.02)
@@ -792,8 +594,8 @@ class Topology:
         proxy = namespace.haproxy
         if proxy is None:
             return
-        if _is_haproxy(proxy.pid):
-            _terminate(proxy.pid, _start_time(proxy.pid))
+        if is_haproxy(proxy.pid):
+            terminate(proxy.pid, start_time(proxy.pid))
         namespace.haproxy = None
 
     # -- running things -------------------------------------------------------------------
@@ -811,7 +613,7 @@ class Topology:
 
         @raise TopologyError: with C{check}, a non-zero exit status; always, a timeout.
         """
-        return _run(
+        return run_command(
             ["ip", "netns", "exec", str(namespace), *argv], check=check, timeout=timeout, cwd=cwd
         )
 
@@ -824,7 +626,7 @@ class Topology:
     def adopt(self, pid: int) -> None:
         """Kill process C{pid} at clean-up (and when a later run finds this topology a
         leftover) if it still runs: for processes outside the namespaces, the agent say."""
-        (self.run_dir / "pids" / str(pid)).write_text(_record(pid))
+        (self.run_dir / "pids" / str(pid)).write_text(process_record(pid))
 
     # -- tearing down ---------------------------------------------------------------------
 
@@ -835,7 +637,7 @@ class Topology:
         ns = self.namespaces.pop(name, None)
         if ns is not None and ns.haproxy is not None:
             self.stop_haproxy(ns)
-        _delete_namespace(name)
+        delete_namespace(name)
         for key, instance in list(self.instances.items()):
             if instance.namespace == name:
                 del self.instances[key]
@@ -858,14 +660,14 @@ class Topology:
                 self.stop_haproxy(namespace)
         names = set(self.namespaces)
         # and any namespace with this tag that a failed step left unrecorded
-        for name in _netns_list():
-            match = _LEFTOVER.match(name)
+        for name in netns_list():
+            match = LEFTOVER.match(name)
             if match and match.group(1) == self._hex:
                 names.add(name)
         self.namespaces.clear()
         self.instances.clear()
         self.instance_groups.clear()
-        _destroy_run(self._hex, sorted(names))
+        destroy_run(self._hex, sorted(names))
         try:
             atexit.unregister(self.cleanup)
         except Exception:  # pragma: no cover - interpreter shutting down
