@@ -2,9 +2,10 @@
 """A tiny blocking HTTP/1.1 client over a Unix socket, speaking as haproxy does.
 
 Used by the demo and the integration tests: it sends raw request bytes (so tests control
-every byte and segment) and reads the answer to EOF. L{find_head_end} and L{split_head}
-are shared with the storm's incremental parser (L{bench.load.answer_parser}): both accept
-a head whose lines end with a bare LF, as upstream's agent writes its own error pages.
+every byte and segment) and reads the answer to EOF. The answer is parsed by the bench's
+one parser, the storm's (L{bench.load.answer_parser.AnswerParser}), fed the whole answer
+at once: it accepts a head whose lines end with a bare LF, as upstream's agent writes its
+own error pages.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from collections.abc import Iterable
 
 import attrs
 
-from bench.load.answer_parser import find_head_end, split_head
+from bench.load.answer_parser import AnswerParser, BadHTTP, find_head_end
 
 __all__ = ["Answer", "send_raw", "get", "parse_answer"]
 
 
 @attrs.frozen
 class Answer:
-    """C{bare_lf}: the head's lines ended with bare LFs, not CRLFs."""
+    """An answer as text: the reason phrase and the headers (names as on the wire) are
+    decoded as latin-1. C{bare_lf}: the head's lines ended with bare LFs, not CRLFs."""
 
     status: int
     reason: str
@@ -39,26 +41,35 @@ class Answer:
 
 
 def parse_answer(data: bytes) -> Answer:
-    """Parse a complete answer (Content-Length framed, read to EOF). The head's lines
-    may end with CRLF or a bare LF (L{Answer.bare_lf})."""
-    found = find_head_end(data)
-    if found is None:
+    """Parse a complete answer (read to EOF). The head's lines may end with CRLF or a
+    bare LF (L{Answer.bare_lf}).
+
+    @raise ValueError: the answer is cut short (its head, or its body before its
+        C{Content-Length}), is not well-formed HTTP/1.x, or has bytes after its
+        C{Content-Length} body.
+    """
+    if find_head_end(data) is None:
         raise ValueError(f"incomplete answer: {data[:200]!r}")
-    raw_lines, bare_lf = split_head(data[: found[0]])
-    body = data[found[1] :]
-    lines = [line.decode("latin-1") for line in raw_lines]
-    version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
-    if not version.startswith("HTTP/1."):
-        raise ValueError(f"not an HTTP answer: {lines[0]!r}")
-    headers = tuple(
-        tuple(part.strip() for part in line.split(":", 1))  # type: ignore[misc]
-        for line in lines[1:]
+    parser = AnswerParser()
+    try:
+        parsed = parser.feed(data) or parser.eof()
+    except BadHTTP as e:
+        raise ValueError(str(e)) from None
+    if parsed.trailing:
+        length = parsed.header(b"content-length")
+        if length is None:
+            raise ValueError(f"{parsed.trailing} bytes after the answer")
+        raise ValueError(
+            f"Content-Length {length.decode('latin-1')} but "
+            f"{len(parsed.body) + parsed.trailing} body bytes"
+        )
+    return Answer(
+        parsed.status,
+        parsed.reason.decode("latin-1"),
+        tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in parsed.headers),
+        parsed.body,
+        parsed.bare_lf,
     )
-    answer = Answer(int(status), reason, headers, body, bare_lf)
-    length = answer.header("content-length")
-    if length is not None and int(length) != len(body):
-        raise ValueError(f"Content-Length {length} but {len(body)} body bytes")
-    return answer
 
 
 def send_raw(
