@@ -37,7 +37,7 @@ import datetime
 import sys
 from collections.abc import Sequence
 
-from bench.compare import add_compare_options, compare_main
+from bench.compare.cli import add_compare_options, compare_main
 from bench.load.plots import MATPLOTLIB_MISSING, matplotlib_available
 from bench.local_storms import run_local_storms, write_results
 from bench.options import fleet_and_config, storm_options, targets

@@ -8,9 +8,9 @@ or, in a test, C{FakeNeutronServer(url, load_ports("ports.json")).start()}.
 
   - Topic C{q-plugin}, version 1.0, namespace None: C{get_ports(context, filters)},
     answered as neutron-server's C{MetadataRpcCallback} answers it (the ports matching
-    every filter key, L{bench.upstream_launch.PortIndex}). The table is metaproxy's JSON
+    every filter key, L{bench.compare.upstream_launch.PortIndex}). The table is metaproxy's JSON
     format; its C{routers} map becomes router interface ports
-    (L{bench.upstream_launch.load_ports}), and ports come back in Neutron's shape
+    (L{bench.compare.upstream_launch.load_ports}), and ports come back in Neutron's shape
     (C{fixed_ips} as C{[{'subnet_id', 'ip_address'}]}, C{project_id} and C{tenant_id}).
   - Topic C{q-reports-plugin}, version 1.4: C{report_state(context, agent_state, time)},
     answered with C{"alive"}.
@@ -37,7 +37,7 @@ from typing import Any
 
 import attrs
 
-from bench.upstream_launch import PortIndex, load_ports
+from bench.compare.upstream_launch import PortIndex, load_ports
 
 __all__ = ["Call", "FakeNeutronServer", "main"]
 
@@ -70,7 +70,7 @@ class FakeNeutronServer:
     """See the module docstring.
 
     @param transport_url: the bus (e.g. L{bench.fakes.rabbitmq.RabbitMQ.transport_url}).
-    @param ports: ports as L{bench.upstream_launch.load_ports} returns them.
+    @param ports: ports as L{bench.compare.upstream_launch.load_ports} returns them.
     @param record: an open text file that gets one JSON line per call, or None.
     """
 

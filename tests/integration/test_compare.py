@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import upstream
+from bench.compare import upstream
 from bench.load.fleet import boot_length, make_fleet
 
 pytestmark = pytest.mark.slow

@@ -16,12 +16,12 @@ import time
 
 import pytest
 
+from bench.compare.upstream_launch import load_ports
 from bench.fakes.neutronserver import FakeNeutronServer
 from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
 from bench.load.cloudinit import boot_sequence
 from bench.load.unixhttp import get
 from bench.processes import start_agent, start_fakenova, write_agent_config
-from bench.upstream_launch import load_ports
 from metaproxy.resolve.rpc import ip_filters, mac_filters, router_filters
 from tests.integration.conftest import SECRET, TABLE, short_tmp
 

@@ -311,10 +311,10 @@ def test_sigterm_becomes_keyboard_interrupt_while_the_front_is_up():
 
 
 def test_compare_haproxy_agent_without_prerequisites_exits_with_one_line(monkeypatch, capsys):
-    from bench import compare
+    from bench.compare import cli as compare_cli
 
     monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
-    monkeypatch.setattr(compare, "run_compare", lambda *a, **k: pytest.fail("started"))
+    monkeypatch.setattr(compare_cli, "run_compare", lambda *a, **k: pytest.fail("started"))
     status = bench_main.main(
         [
             "compare",

@@ -1,10 +1,10 @@
 """Run upstream's real ``neutron-metadata-agent`` with its port lookups answered from a table.
 
-Executed by the Python of the upstream virtualenv (L{bench.upstream} builds it), so this
+Executed by the Python of the upstream virtualenv (L{bench.compare.upstream} builds it), so this
 file imports only the standard library and what neutron itself installs; never
 metaproxy or the bench::
 
-    <upstream venv>/bin/python -I bench/upstream_launch.py --table ports.json \\
+    <upstream venv>/bin/python -I bench/compare/upstream_launch.py --table ports.json \\
         --config-file metadata_agent.ini
 
 Exactly one thing of upstream's is replaced: the RPC port lookup
@@ -18,7 +18,7 @@ else (configuration, logging, the socket server, request parsing, signing, forwa
 Nova with requests, the answer) is upstream's code, started through the
 C{neutron-metadata-agent} console script's own function.
 
-The configuration that C{bench.upstream} writes has C{transport_url = fake://}
+The configuration that C{bench.compare.upstream} writes has C{transport_url = fake://}
 (oslo.messaging's in-process driver, so no broker is needed and none is ever dialled) and
 C{[AGENT] report_interval = 0} (no state reports).
 

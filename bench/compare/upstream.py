@@ -3,7 +3,7 @@
 The bench compares metaproxy with the agent it replaces. Upstream is installed from the
 package index into its own virtualenv (L{ensure_upstream_venv}: neutron drags in about 130
 packages; none of them goes into metaproxy's environment) and started by
-C{bench/upstream_launch.py} (L{start_upstream_agent}), which runs upstream's own
+C{bench/compare/upstream_launch.py} (L{start_upstream_agent}), which runs upstream's own
 C{neutron-metadata-agent} entry point with exactly one replacement: the RPC port lookup
 C{MetadataPluginAPI.get_ports} answers from our JSON table instead of asking
 neutron-server. The socket server, request handling, signing, forwarding to Nova with
@@ -14,10 +14,10 @@ No broker is needed: the configuration sets C{transport_url = fake://} (oslo.mes
 in-process driver; with the replaced lookup nothing is ever sent on it) and C{[AGENT]
 report_interval = 0} (no state reports).
 
-What to expect from upstream (reference section 1.7): a listen backlog of 5 whatever
-C{metadata_backlog} says, so it refuses connections under load; and error answers (404,
-400, 503) written with bare LF line ends, which the bench's parsers accept and count as
-"non-CRLF answers".
+What to expect from upstream: a listen backlog of 5 whatever C{metadata_backlog} says,
+so it refuses connections under load; and error answers (404, 400, 503) written with bare
+LF line ends, which the bench's parser accepts and the storm counts as "non-CRLF
+answers".
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ __all__ = [
 #: Known good on Python 3.11 (neutron 29.0.0 = OpenStack 2026.2, Requires-Python >= 3.11).
 NEUTRON_SPEC = "neutron==29.0.0"
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 #: Outside the work tree, so fresh clones on one machine (CI's among them) share one install
 #: of neutron and its ~125 dependencies instead of downloading them again each time.
 DEFAULT_VENV = Path(
