@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.load.unixhttp import get
 from bench.processes import start_agent, start_fakenova, write_agent_config
-from bench.unixhttp import get
 from metaproxy.namespace import Namespace, NamespaceKind, namespace_socket_path
 from metaproxy.resolve.table import load_table
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             agent.stop()
         nova.stop()
     if not failures and not args.no_storm:
-        from bench.__main__ import short_storm
+        from bench.local_storms import short_storm
 
         print(
             "\nA short boot storm: 50 instances run cloud-init's ~28 requests each, 20 at a "

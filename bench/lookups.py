@@ -6,7 +6,7 @@ serves lookups from the fleet's port table (nothing for the table itself; a fake
 Neutron API, a real C{ovsdb-server}, a RabbitMQ with a fake neutron-server for the
 production backends), and says which configuration lines point metaproxy at it.
 
-C{rpc}: a private RabbitMQ (L{bench.rabbitmq}) and C{python -m bench.fakeneutronserver}
+C{rpc}: a private RabbitMQ (L{bench.fakes.rabbitmq}) and C{python -m bench.fakes.neutronserver}
 on the fleet's table; metaproxy gets only C{transport_url} (so C{lookup_backend}
 defaults to C{rpc}, as on an operator's node) and C{[cache] enabled = true,
 expiration_time = 10} (the expiry Neutron's admin guide recommends). C{compare} points
@@ -63,7 +63,7 @@ FAKE_NEUTRON_PASSWORD = "bench-keystone-password"
 
 
 def _neutron_api(table: Path, run_dir: Path) -> RunningLookup:
-    from bench.fakeneutron import start_process
+    from bench.fakes.neutron.cli import start_process
 
     process, url = start_process(table, run_dir, password=FAKE_NEUTRON_PASSWORD)
     return RunningLookup(
@@ -90,8 +90,8 @@ def _neutron_api(table: Path, run_dir: Path) -> RunningLookup:
 
 def _ovn(table: Path, run_dir: Path) -> RunningLookup:
     """A real ovsdb-server on the OVN Southbound schema, loaded with the fleet's table
-    (L{bench.ovnsb}); the agent replicates it over the server's Unix socket."""
-    from bench.ovnsb import SbServer, missing
+    (L{bench.fakes.ovnsb}); the agent replicates it over the server's Unix socket."""
+    from bench.fakes.ovnsb import SbServer, missing
 
     problem = missing()
     if problem:
@@ -114,8 +114,8 @@ def _ovn(table: Path, run_dir: Path) -> RunningLookup:
 
 
 def _rpc(table: Path, run_dir: Path) -> RunningLookup:
+    from bench.fakes.rabbitmq import RabbitMQ
     from bench.processes import Process, _wait_for_line
-    from bench.rabbitmq import RabbitMQ
 
     broker = RabbitMQ.start(run_dir / "rabbit")
     log_path = run_dir / "fakeneutronserver.log"
@@ -125,7 +125,7 @@ def _rpc(table: Path, run_dir: Path) -> RunningLookup:
                 [
                     sys.executable,
                     "-m",
-                    "bench.fakeneutronserver",
+                    "bench.fakes.neutronserver",
                     "--transport-url",
                     broker.transport_url,
                     "--table",

@@ -105,7 +105,7 @@ def start_fakenova(
     timeout: float = 20.0,
     separate_stdout: bool = False,
 ) -> tuple[Process, int]:
-    """Start C{python -m bench.fakenova} on a free loopback port; return it and the port.
+    """Start C{python -m bench.fakes.nova} on a free loopback port; return it and the port.
 
     The secret is written to a file with a trailing newline, as an operator's file has.
     The returned process's C{url} is where it listens (C{https://...} with TLS options).
@@ -121,7 +121,7 @@ def start_fakenova(
     args = [
         sys.executable,
         "-m",
-        "bench.fakenova",
+        "bench.fakes.nova",
         "--table",
         str(table),
         "--secret-file",

@@ -4,9 +4,9 @@
                          [--concurrency 50] [--target shared] [--outage 1.0] [--churn 5]
     make soak ARGS='--rounds 40'
 
-One fake Nova and one C{twistd metaproxy} (L{bench.__main__.start_stack}) live for the
+One fake Nova and one C{twistd metaproxy} (L{bench.stack.start_stack}) live for the
 whole run. Round 1 is a warm-up storm without faults; every later round is a storm
-(L{bench.storm.run_storm}) with:
+(L{bench.load.storm.run_storm}) with:
 
   - B{secret rotation} before the storm: a new secret in Nova (restarted with it on the
     same port) and in the agent's file, then SIGHUP; the storm that follows must be
@@ -45,11 +45,11 @@ from pathlib import Path
 
 import attrs
 
-from bench.__main__ import DEFAULT_SECRET, Stack, start_stack
-from bench.fleet import make_fleet
+from bench.load.fleet import make_fleet
+from bench.load.procstat import rss_bytes
+from bench.load.storm import StormConfig, run_storm
 from bench.processes import Process, start_fakenova, wait_for_socket
-from bench.procstat import rss_bytes
-from bench.storm import StormConfig, run_storm
+from bench.stack import DEFAULT_SECRET, Stack, new_run_dir, start_stack
 from metaproxy.namespace import Namespace, namespace_socket_path
 
 __all__ = ["SoakRound", "open_fds", "lost_requests", "restart_nova", "main"]
@@ -222,8 +222,6 @@ def run_soak(args: argparse.Namespace) -> int:
     rounds: list[SoakRound] = []
     problems: list[str] = []
     try:
-        from bench.__main__ import new_run_dir
-
         run = new_run_dir()
         metrics_sock = str(run / "m.sock")
         stack = start_stack(

@@ -13,7 +13,7 @@ L{ListeningNova}
     echoing the request-target it saw, that counts its connections and cleans up after
     itself.
 C{bench.processes.start_fakenova}
-    the full fake Nova (C{bench.fakenova}) as a process.
+    the full fake Nova (C{bench.fakes.nova}) as a process.
 
 With L{success}, L{failure} and L{no_result} to read Deferreds that fire (or not)
 synchronously. No pytest here: fixtures are in C{tests/conftest.py}.

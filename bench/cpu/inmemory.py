@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from bench.fleet import Fleet, make_fleet
-from bench.storm import haproxy_headers, request_bytes
+from bench.load.fleet import Fleet, make_fleet
+from bench.load.targets import haproxy_headers, request_bytes
 from metaproxy.http.server import Limits, MetadataFactory
 from metaproxy.namespace import Namespace
 from metaproxy.nova.client import NovaResponse

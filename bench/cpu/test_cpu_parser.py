@@ -10,8 +10,8 @@ and checks what came out, so a parser that got faster by getting wrong fails her
 
 from __future__ import annotations
 
-from bench.fleet import make_fleet
-from bench.storm import haproxy_headers, request_bytes
+from bench.load.fleet import make_fleet
+from bench.load.targets import haproxy_headers, request_bytes
 from metaproxy.http.request import RequestParser
 
 _INSTANCE = make_fleet(2, 1).instances[0]

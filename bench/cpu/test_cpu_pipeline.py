@@ -16,8 +16,8 @@ import itertools
 import pytest
 
 from bench.cpu.inmemory import InMemoryStack
-from bench.storm import request_bytes
-from bench.unixhttp import parse_answer
+from bench.load.targets import request_bytes
+from bench.load.unixhttp import parse_answer
 
 
 @pytest.fixture(scope="module")

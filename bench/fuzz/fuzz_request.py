@@ -26,7 +26,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from bench.unixhttp import parse_answer
+from bench.load.unixhttp import parse_answer
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table
 from metaproxy.testing import FakeNova, InMemoryPortBackend, echo_instance_id

@@ -1,6 +1,6 @@
 """End-to-end: instances in network namespaces, haproxy as Neutron runs it, metaproxy, Nova.
 
-One topology for the whole e2e session (L{bench.netns}), built twice over, once per
+One topology for the whole e2e session (L{bench.load.netns}), built twice over, once per
 variant:
 
   - C{shared}: every haproxy forwards to Neutron's shared socket (the namespace comes
@@ -38,9 +38,10 @@ from typing import Any
 import attrs
 import pytest
 
-from bench import novatree
-from bench.fakenova import instances_from_table
-from bench.netns import Instance, Namespace, Topology, missing_prerequisites
+from bench.fakes import novatree
+from bench.fakes.nova.instances import instances_from_table
+from bench.load.netns import Instance, Namespace, Topology
+from bench.load.netns_host import missing_prerequisites
 from bench.processes import (
     Process,
     start_agent,
@@ -241,8 +242,16 @@ class E2E:
         headers: list[tuple[str, str]] = (),
         timeout: float = 10.0,
     ) -> dict[str, Any]:
-        """Run L{bench.nsclient} inside C{instance}'s namespace; its report."""
-        argv = [sys.executable, "-m", "bench.nsclient", "--base", base, "--timeout", str(timeout)]
+        """Run L{bench.load.nsclient} inside C{instance}'s namespace; its report."""
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.load.nsclient",
+            "--base",
+            base,
+            "--timeout",
+            str(timeout),
+        ]
         if first is not None:
             argv += ["--first", str(first)]
         for path in paths or ():
@@ -260,7 +269,7 @@ class E2E:
 
     @staticmethod
     def parse_report(instance: Instance, stdout: bytes, stderr: bytes = b"") -> dict[str, Any]:
-        """L{bench.nsclient}'s JSON line, bodies decoded."""
+        """L{bench.load.nsclient}'s JSON line, bodies decoded."""
         try:
             report = json.loads(stdout)
         except ValueError:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.netns import ROUTER_METADATA_PORT
+from bench.load.netns import ROUTER_METADATA_PORT
 from tests.e2e.conftest import BOOT_REQUESTS, REPO, V4, V6
 
 
@@ -50,7 +50,7 @@ def test_same_ip_behind_two_routers(e2e, variant):
     site = e2e.site(variant)
     a1, b = site.instances["a1"], site.instances["b"]
     assert a1.ip == b.ip
-    argv = [sys.executable, "-m", "bench.nsclient", "--base", V4]
+    argv = [sys.executable, "-m", "bench.load.nsclient", "--base", V4]
     procs = [e2e.topo.popen(i, argv, stdout=subprocess.PIPE, cwd=str(REPO)) for i in (a1, b)]
     metas = []
     for instance, proc in zip((a1, b), procs, strict=False):

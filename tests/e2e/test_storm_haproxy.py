@@ -2,7 +2,7 @@
 haproxy in router namespaces (Neutron's iptables redirect), to the real agent and the
 fake Nova, with overlapping addresses; and its clean-up when interrupted.
 
-These tests build their own topology (L{bench.nstarget}), not the session's; they skip
+These tests build their own topology (L{bench.load.nstarget}), not the session's; they skip
 with the e2e tests' one line when the host lacks root, ip, iptables or haproxy.
 """
 
@@ -19,12 +19,12 @@ from pathlib import Path
 import attrs
 import pytest
 
-from bench.__main__ import start_stack
-from bench.fleet import boot_length, make_fleet
-from bench.netns import RUN_DIR_PREFIX, _netns_list
-from bench.nstarget import start_haproxy_front
-from bench.procstat import descendants
-from bench.storm import StormConfig, run_storm
+from bench.load.fleet import boot_length, make_fleet
+from bench.load.netns_host import RUN_DIR_PREFIX, netns_list
+from bench.load.nstarget import start_haproxy_front
+from bench.load.procstat import descendants
+from bench.load.storm import StormConfig, run_storm
+from bench.stack import start_stack
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("e2e_prerequisites")
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("e2e_prerequisites")
 def _left(tag: str) -> list[str]:
     """The namespaces of the topology C{tag} (C{e2e<hex>}) that still exist."""
     hex_part = tag[len("e2e") :]
-    return [n for n in _netns_list() if tag in n or f"mpe2e-{hex_part}-" in n]
+    return [n for n in netns_list() if tag in n or f"mpe2e-{hex_part}-" in n]
 
 
 @pytest.mark.parametrize("via", ["shared", "namespaces"])

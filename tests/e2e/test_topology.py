@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import netns
-from bench.netns import RUN_DIR_PREFIX, Topology, cleanup_leftovers, eui64_link_local
+from bench.load import netns_host
+from bench.load.netns import Topology, eui64_link_local
+from bench.load.netns_host import RUN_DIR_PREFIX, cleanup_leftovers
 from tests.e2e.conftest import REPO, _prerequisites, wait_until
 
 
@@ -22,17 +23,17 @@ def _namespaces():
 
 
 def test_skip_line_says_exactly_what_is_missing(monkeypatch):
-    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns_host.os, "geteuid", lambda: 0)
     monkeypatch.setattr(
-        netns.shutil,
+        netns_host.shutil,
         "which",
         lambda tool: None if tool in ("haproxy", "iptables") else "/bin/" + tool,
     )
     assert _prerequisites() == (
         "e2e: needs root and ip, haproxy, iptables: missing haproxy, iptables"
     )
-    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(netns.shutil, "which", lambda tool: "/bin/" + tool)
+    monkeypatch.setattr(netns_host.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(netns_host.shutil, "which", lambda tool: "/bin/" + tool)
     assert _prerequisites() == (
         "e2e: needs root and ip, haproxy, iptables: missing root (running as uid 1000)"
     )
@@ -60,7 +61,7 @@ def test_cleanup_after_a_failure_removes_everything(e2e_prerequisites):
 
 _ORPHAN = """
 import sys, time
-from bench.netns import Topology
+from bench.load.netns import Topology
 topo = Topology(clean_leftovers=False)
 router = topo.add_router(topo.id("r"), {topo.id("n"): "10.0.0.1/24"})
 dhcp = topo.add_dhcp(topo.id("d"), "10.0.1.2/24")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench.unixhttp import get, send_raw
+from bench.load.unixhttp import get, send_raw
 from metaproxy.signing import sign_instance_id
 from tests.integration.conftest import GZIPPED, SECRET
 

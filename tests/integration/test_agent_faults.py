@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench.unixhttp import get
+from bench.load.unixhttp import get
 from tests.integration.conftest import SECRET, short_tmp, start_stack
 
 

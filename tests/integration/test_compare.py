@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import upstream
-from bench.fleet import boot_length, make_fleet
+from bench.compare import upstream
+from bench.load.fleet import boot_length, make_fleet
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
-"""bench.fakenova as a process: plain HTTP, TLS with required client certificates, SIGTERM,
+"""bench.fakes.nova as a process: plain HTTP, TLS with required client certificates, SIGTERM,
 service time and concurrency, several processes on one socket.
 
-Starts C{python -m bench.fakenova} on C{tcp:0} (L{bench.processes.start_fakenova}, which
+Starts C{python -m bench.fakes.nova} on C{tcp:0} (L{bench.processes.start_fakenova}, which
 reads the URL from its C{fakenova listening on ...} line, the first on its stdout), and
 talks to it with urllib (a new connection per request). No reactor here.
 """
@@ -239,7 +239,7 @@ def test_bad_table_exits_nonzero(tmp_path):
         [
             sys.executable,
             "-m",
-            "bench.fakenova",
+            "bench.fakes.nova",
             "--table",
             str(table),
             "--secret",
@@ -413,7 +413,7 @@ def test_bad_process_options_exit_with_usage(tmp_path):
         [
             sys.executable,
             "-m",
-            "bench.fakenova",
+            "bench.fakes.nova",
             "--table",
             str(table),
             "--secret",

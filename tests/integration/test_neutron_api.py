@@ -10,10 +10,10 @@ import socket
 
 import pytest
 
-from bench.fakeneutron import start_process
+from bench.fakes.neutron.cli import start_process
+from bench.load.unixhttp import get
 from bench.lookups import FAKE_NEUTRON_PASSWORD, start_lookup
 from bench.processes import start_agent, start_fakenova, write_agent_config
-from bench.unixhttp import get
 from tests.integration.conftest import SECRET, TABLE, short_tmp
 
 

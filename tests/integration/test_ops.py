@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.unixhttp import get, send_raw
+from bench.load.unixhttp import get, send_raw
 from tests.integration.conftest import SECRET, start_stack
 
 

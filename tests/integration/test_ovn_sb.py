@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from bench.ovnsb import SbServer, missing
+from bench.fakes.ovnsb import SbServer, missing
 from metaproxy.ovsdb.remote import TlsFiles, load_tls_options, parse_remotes
 from metaproxy.resolve.base import LookupUnavailable
 from metaproxy.resolve.ovn import OvnBackend

@@ -1,10 +1,10 @@
 """Lookups and state reports over a real RabbitMQ: the real `twistd metaproxy` (lookups
 over RPC by default, since its configuration has a transport_url) against a fake
-neutron-server built on oslo.messaging's RPC server (bench.fakeneutronserver), which
+neutron-server built on oslo.messaging's RPC server (bench.fakes.neutronserver), which
 answers get_ports from the integration table and records every call.
 
 The broker (Debian's rabbitmq-server) is started once for the module as a plain
-process on private ports, node name and data directory (bench.rabbitmq), and stopped
+process on private ports, node name and data directory (bench.fakes.rabbitmq), and stopped
 afterwards; without it every test here is skipped with one line saying what is missing.
 """
 
@@ -16,12 +16,12 @@ import time
 
 import pytest
 
-from bench.cloudinit import boot_sequence
-from bench.fakeneutronserver import FakeNeutronServer
+from bench.compare.upstream_launch import load_ports
+from bench.fakes.neutronserver import FakeNeutronServer
+from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
+from bench.load.cloudinit import boot_sequence
+from bench.load.unixhttp import get
 from bench.processes import start_agent, start_fakenova, write_agent_config
-from bench.rabbitmq import RabbitMQ, rabbitmq_missing
-from bench.unixhttp import get
-from bench.upstream_launch import load_ports
 from metaproxy.resolve.rpc import ip_filters, mac_filters, router_filters
 from tests.integration.conftest import SECRET, TABLE, short_tmp
 

@@ -1,4 +1,4 @@
-"""The scale checks in small (bench/scale.py): the real agent with many namespace
+"""The scale checks in small (bench/scale/): the real agent with many namespace
 sockets and many held connections. Functional assertions only; the figures are
 C{python -m bench.scale}'s."""
 
@@ -10,17 +10,12 @@ import time
 
 import pytest
 
-from bench.fleet import make_fleet
-from bench.scale import (
-    ScaleAgent,
-    ctl,
-    hold_connections,
-    open_fds,
-    scale_namespaces,
-    start_scale_agent,
-    wait_accepting,
-)
-from bench.unixhttp import get
+from bench.load.fleet import make_fleet
+from bench.load.unixhttp import get
+from bench.scale.agent import ScaleAgent, start_scale_agent, wait_accepting
+from bench.scale.holder import hold_connections
+from bench.scale.host import open_fds
+from bench.scale.namespaces import ctl, scale_namespaces
 from metaproxy.namespace import Namespace
 
 pytestmark = pytest.mark.slow

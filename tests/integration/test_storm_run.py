@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import run_local_storms
-from bench.fleet import boot_length, make_fleet
-from bench.storm import StormConfig
+from bench.load.fleet import boot_length, make_fleet
+from bench.load.storm import StormConfig
+from bench.local_storms import run_local_storms
 
 pytestmark = pytest.mark.slow
 

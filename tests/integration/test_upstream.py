@@ -20,12 +20,12 @@ import time
 
 import pytest
 
-from bench import upstream
-from bench.fakeneutronserver import FakeNeutronServer
+from bench.compare import upstream
+from bench.compare.upstream_launch import PortIndex, load_ports, select_ports
+from bench.fakes.neutronserver import FakeNeutronServer
+from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
+from bench.load.unixhttp import get
 from bench.processes import start_fakenova
-from bench.rabbitmq import RabbitMQ, rabbitmq_missing
-from bench.unixhttp import get
-from bench.upstream_launch import PortIndex, load_ports, select_ports
 from metaproxy.signing import sign_instance_id
 from tests.integration.conftest import SECRET, TABLE, Stack, short_tmp
 

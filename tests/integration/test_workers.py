@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from bench.unixhttp import get
+from bench.load.unixhttp import get
 from tests.integration.conftest import start_stack
 
 pytestmark = pytest.mark.slow

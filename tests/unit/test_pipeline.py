@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import LogLevel
 
-from bench.unixhttp import parse_answer
+from bench.load.unixhttp import parse_answer
 from metaproxy.http.request import RequestParser
 from metaproxy.namespace import Namespace
 from metaproxy.nova.client import NovaBadResponse, NovaResponse, NovaTimeout, NovaUnreachable

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from bench.unixhttp import parse_answer
+from bench.load.unixhttp import parse_answer
 from metaproxy.guard.policy import RequestPolicy
 from metaproxy.guard.ratelimit import RateLimiter, Window
 from metaproxy.http.server import Limits, MetadataFactory

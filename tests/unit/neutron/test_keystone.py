@@ -10,7 +10,7 @@ from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 
-from bench.fakeneutron import FakeCloud, cloud_resource
+from bench.fakes.neutron.cloud import FakeCloud, cloud_resource
 from metaproxy.neutron.keystone import (
     RENEW_BEFORE,
     Credentials,

@@ -6,7 +6,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
-from bench.unixhttp import parse_answer
+from bench.load.unixhttp import parse_answer
 from metaproxy.http.request import RequestParser
 from metaproxy.nova.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from metaproxy.nova.client import (

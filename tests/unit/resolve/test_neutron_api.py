@@ -13,7 +13,8 @@ from twisted.internet.defer import fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 
-from bench.fakeneutron import FakeCloud, cloud_resource, neutron_ports
+from bench.fakes.neutron.cloud import FakeCloud, cloud_resource
+from bench.fakes.neutron.ports import neutron_ports
 from metaproxy.caller import Identity
 from metaproxy.config import default_settings
 from metaproxy.namespace import Namespace, NamespaceKind
@@ -197,7 +198,7 @@ def test_answers_are_small(agent, cloud, backend):
     """fields= keeps Neutron's answer to what a lookup uses."""
     cloud_ports = cloud.index.by[("id", "pa")][0]
     assert "security_groups" in cloud_ports
-    from bench.fakeneutron import select_ports
+    from bench.fakes.neutron.ports import select_ports
 
     answer = select_ports(
         cloud.index, [("fixed_ips", "ip_address=10.0.0.5"), ("network_id", "net-a")] + FIELDS
