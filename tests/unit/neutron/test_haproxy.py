@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.upstream import DEFAULT_VENV, upstream_installed
+from bench.compare.upstream import DEFAULT_VENV, upstream_installed
 from metaproxy.cli import main
 from metaproxy.namespace import Namespace, NamespaceKind, namespace_socket_path
 from metaproxy.neutron.haproxy import (
