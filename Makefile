@@ -31,6 +31,12 @@ bench: venv
 bench-storm: venv
 	$(BIN)/python -m bench storm $(ARGS)
 
+## upstream: upstream's neutron from PyPI in its own virtualenv (~/.cache/metaproxy/upstream-venv),
+## for bench-compare and for the tests that hold metaproxy against Neutron's own code
+.PHONY: upstream
+upstream: venv
+	$(BIN)/python -c 'from bench.compare.upstream import ensure_upstream_venv; print(ensure_upstream_venv())'
+
 ## bench-compare: the same storm against metaproxy and upstream's neutron-metadata-agent
 ## (installed from PyPI into ~/.cache/metaproxy/upstream-venv the first time, 1-2 minutes)
 .PHONY: bench-compare
