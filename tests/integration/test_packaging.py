@@ -40,6 +40,8 @@ ROUTER = "qrouter-3f5d8c3a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
 #: The files the wheel installs under <prefix>/share/metaproxy/, as in the repository.
 DATA_FILES = (
     "etc/metadata_agent.ini.sample",
+    "etc/metaproxy.conf.sample",
+    "etc/metaproxy-config-generator.conf",
     "etc/ports.json.sample",
     "contrib/metaproxy.service",
     "contrib/metaproxy.logrotate",
@@ -193,6 +195,26 @@ def test_console_script_and_python_m_run(installed):
     assert checked([python, "-m", "metaproxy", "--version"], cwd=elsewhere).stdout == version
     config = checked([script, "haproxy-config", ROUTER, "--socket", "/run/m.sock"], cwd=elsewhere)
     assert "    server metadata /run/m.sock\n" in config.stdout
+
+
+def test_oslo_config_generator_finds_the_options_of_the_installed_wheel(installed, tmp_path):
+    """Packagers generate the sample from the installed package: the wheel carries the
+    C{oslo.config.opts} entry point, and the result is the repository's sample."""
+    python, elsewhere = installed
+    out = tmp_path / "generated.conf"
+    checked(
+        [
+            python,
+            "-m",
+            "oslo_config.generator",
+            "--config-file",
+            ROOT / "etc" / "metaproxy-config-generator.conf",
+            "--output-file",
+            out,
+        ],
+        cwd=elsewhere,
+    )
+    assert out.read_text() == (ROOT / "etc" / "metaproxy.conf.sample").read_text()
 
 
 def test_samples_and_service_files_are_under_share_metaproxy(installed):
