@@ -49,6 +49,7 @@ class Readiness:
         self._watchdog: LoopingCall | None = None
         self._last_status: str | None = None
         self.is_ready = False
+        self.is_stopping = False
 
     def start(self) -> None:
         """The sockets listen: look at the lookups now and until they are ready."""
@@ -73,9 +74,11 @@ class Readiness:
         self._poll = self._reactor.callLater(POLL, self._look)
 
     def stopping(self, status: str) -> None:
-        """The drain has begun (or the service stops)."""
+        """The drain has begun (or the service stops); said once."""
         self._cancel_poll()
-        self._notifier.stopping(status)
+        if not self.is_stopping:
+            self.is_stopping = True
+            self._notifier.stopping(status)
 
     def stop(self) -> None:
         """The service has stopped: no more keep-alives."""

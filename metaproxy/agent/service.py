@@ -269,7 +269,6 @@ class AgentService(MultiService):
         )
         if self.probe is not None:
             self.probe.start()
-        self.readiness.start()
         if self._install_signals:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload)
@@ -281,6 +280,9 @@ class AgentService(MultiService):
                 self._previous_sigusr1 = signal.signal(
                     signal.SIGUSR1, lambda *_: self._reactor.callFromThread(self.log_setup.reopen)
                 )
+        # READY only once the reactor runs, SIGTERM's drain installed: a manager that stops
+        # the service right after READY gets a drain, not the reactor's plain stop
+        self._reactor.callWhenRunning(self.readiness.start)
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration's secret, the lookup table and the namespace
@@ -332,6 +334,7 @@ class AgentService(MultiService):
                 setattr(self, attr, None)
         if self.probe is not None:
             self.probe.stop()
+        self.readiness.stopping("stopping")  # once: not again after the drain's
         self.readiness.stop()
         stops = [maybeDeferred(super().stopService), self.listeners.stop()]
         if self._probe_nova is not None:

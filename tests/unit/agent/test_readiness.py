@@ -82,3 +82,14 @@ def test_outside_systemd_nothing_is_scheduled():
     clock, notifier = Clock(), RecordingNotifier(enabled=False)
     Readiness(clock, notifier, lambda: (False, "starting"), watchdog=5.0).start()
     assert notifier.sent == [] and clock.getDelayedCalls() == []
+
+
+def test_stopping_is_said_once():
+    clock, notifier = Clock(), RecordingNotifier()
+    readiness = Readiness(clock, notifier, lambda: (True, "serving"))
+    readiness.start()
+    readiness.stopping("draining 1 request(s) in flight")
+    readiness.stopping("stopping")
+    assert [m for m in notifier.sent if m[0] == "STOPPING=1"] == [
+        ("STOPPING=1", "STATUS=draining 1 request(s) in flight")
+    ]
