@@ -1,87 +1,70 @@
-"""The sections of two lookup backends: C{[neutron]} (keystoneauth's options, for
+"""The sections of two lookup backends: C{[neutron]} (keystoneauth1's own options, for
 C{lookup_backend = neutron_api}) and C{[ovn]} (the OVN metadata agent's Southbound
 options, for C{lookup_backend = ovn}).
 """
 
 from __future__ import annotations
 
-from oslo_config import cfg
+from keystoneauth1 import loading
+from oslo_config import cfg, types
 
-__all__ = ["NEUTRON_INTERFACES", "NEUTRON_OPTS", "OVN_OPTS"]
-
-#: keystoneauth's interface names (its "internalURL" spellings accepted too).
-NEUTRON_INTERFACES = ("public", "internal", "admin")
-# [neutron]: keystoneauth's option names, as nova.conf's [neutron] section uses them to reach
-# Neutron's API; read for lookup_backend = neutron_api.
-NEUTRON_OPTS = [
-    cfg.StrOpt(
-        "auth_type",
-        choices=["password", "v3applicationcredential"],
-        help="How to authenticate with Keystone (v3): password (username, "
-        "password, user and project domain) or v3applicationcredential "
-        "(application_credential_id and _secret). Required with "
-        "lookup_backend = neutron_api.",
-    ),
-    cfg.StrOpt(
-        "auth_url",
-        help="Keystone's URL, e.g. https://keystone.example:5000/v3 (without /v3, /v3 is added).",
-    ),
-    cfg.StrOpt("username", help="User name, with auth_type = password."),
-    cfg.StrOpt("password", secret=True, help="The user's password, with auth_type = password."),
-    cfg.StrOpt("user_domain_name", help="Domain name of the user (or user_domain_id)."),
-    cfg.StrOpt("user_domain_id", help="Domain id of the user (or user_domain_name)."),
-    cfg.StrOpt(
-        "project_name",
-        help="Project the token is scoped to (or project_id); the user needs a role "
-        "there that may list every project's ports (admin, or a reader role that "
-        "Neutron's policy allows).",
-    ),
-    cfg.StrOpt("project_id", help="Project id the token is scoped to (or project_name)."),
-    cfg.StrOpt("project_domain_name", help="Domain name of project_name (or project_domain_id)."),
-    cfg.StrOpt("project_domain_id", help="Domain id of project_name (or project_domain_name)."),
-    cfg.StrOpt(
-        "application_credential_id",
-        help="Application credential id, with auth_type = v3applicationcredential.",
-    ),
-    cfg.StrOpt(
-        "application_credential_secret",
-        secret=True,
-        help="Application credential secret, with auth_type = v3applicationcredential.",
-    ),
-    cfg.StrOpt("region_name", help="Region of Neutron's endpoint in the catalog (unset: any)."),
-    cfg.StrOpt(
-        "service_type", default="network", help="Service type of Neutron's endpoint in the catalog."
-    ),
-    cfg.ListOpt(
-        "valid_interfaces",
-        default=["internal", "public"],
-        help="Catalog interfaces to use for Neutron's endpoint, in order of "
-        "preference: public, internal, admin.",
-    ),
-    cfg.StrOpt(
-        "endpoint_override",
-        help="Neutron's URL (e.g. http://neutron.example:9696), instead of the "
-        "catalog's endpoint; Keystone is still asked for tokens.",
-    ),
-    cfg.StrOpt(
-        "cafile",
-        help="CA bundle that verifies Keystone's and Neutron's certificates with "
-        "https (unset: the system's CAs).",
-    ),
-    cfg.BoolOpt(
-        "insecure",
-        default=False,
-        help="With https, do not verify Keystone's and Neutron's certificates.",
-    ),
-    cfg.FloatOpt(
-        "timeout",
-        default=5,
-        min=0.1,
-        help="Seconds one lookup call may take, getting a token from Keystone "
-        "included; then the instance gets 503 with Retry-After. A router "
-        "namespace's lookup makes two calls.",
-    ),
+__all__ = [
+    "NEUTRON_DEFAULT_TIMEOUT",
+    "NEUTRON_OPTS",
+    "NEUTRON_PLUGIN_DOCS",
+    "neutron_plugin_opts",
+    "OVN_OPTS",
 ]
+
+# [neutron]: read by keystoneauth1 exactly as nova.conf's [neutron] section is (for
+# lookup_backend = neutron_api): its auth options (auth_type, auth_section), its session
+# options and its adapter options, with nova's defaults for Neutron. The auth plugin's own
+# options (auth_url, username, ...) depend on auth_type: keystoneauth registers them when
+# it loads the plugin (L{metaproxy.config.keystone}); L{NEUTRON_PLUGIN_DOCS} lists the
+# plugins whose options the sample and the README show.
+
+#: The per-lookup bound when [neutron] timeout is unset.
+NEUTRON_DEFAULT_TIMEOUT = 5
+
+#: Plugins whose options the sample configuration and the README list.
+NEUTRON_PLUGIN_DOCS = ("password", "v3applicationcredential")
+
+
+def _neutron_opts() -> list[cfg.Opt]:
+    """keystoneauth's options for [neutron], with nova's defaults for Neutron
+    (service_type network; internal, then public endpoints) and metaproxy's use of
+    C{timeout} said in its help. auth_type and auth_section stay exactly keystoneauth's:
+    C{loading.register_auth_conf_options} registers them again when it reads
+    auth_section."""
+    opts = (
+        loading.get_auth_common_conf_options()
+        + loading.get_session_conf_options()
+        + loading.get_adapter_conf_options(include_deprecated=False)
+    )
+    by_name = {opt.dest: opt for opt in opts}
+    timeout = by_name["timeout"]
+    timeout.default = NEUTRON_DEFAULT_TIMEOUT
+    timeout.type = types.Float(min=0.1)
+    timeout.help = (
+        "Seconds each request to Keystone or Neutron may wait (keystoneauth's "
+        "session timeout), and the bound of one lookup call, getting a token from "
+        "Keystone included; then the instance gets 503 with Retry-After. Unset: 5 "
+        "seconds (keystoneauth alone would wait without bound). A router namespace's "
+        "lookup makes two calls."
+    )
+    # keystoneauth's help says the opposite ("Verify HTTPS connections.")
+    by_name["insecure"].help = "With https, do not verify Keystone's and Neutron's certificates."
+    by_name["service_type"].default = "network"
+    by_name["valid_interfaces"].default = ["internal", "public"]
+    return opts
+
+
+NEUTRON_OPTS = _neutron_opts()
+
+
+def neutron_plugin_opts(auth_type: str) -> list[cfg.Opt]:
+    """The options keystoneauth reads for C{auth_type} (for the documentation)."""
+    return loading.get_auth_plugin_conf_options(auth_type)
 
 
 # [ovn]: the OVN metadata agent's Southbound options (neutron ovn_conf), same names and

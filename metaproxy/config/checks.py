@@ -1,8 +1,8 @@
 """Checks across options, run by L{metaproxy.config.load.load_settings} once every
 option has a valid value of its own: Nova's TLS files, the timeouts, the socket paths,
 the Nova endpoints and metrics addresses, and what the chosen lookup backend needs
-(L{check_neutron} for C{neutron_api}, L{check_ovn} for C{ovn}). The first failure raises
-one L{ConfigError}.
+(L{check_neutron} for C{neutron_api}, whose auth plugin L{metaproxy.config.keystone}
+checks; L{check_ovn} for C{ovn}). The first failure raises one L{ConfigError}.
 
 This is the only config module that imports lower layers beyond L{metaproxy.namespace}:
 L{metaproxy.nova.client} (C{check_url}) and L{metaproxy.ovsdb.remote} (C{parse_remotes}),
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-from metaproxy.config.backend_options import NEUTRON_INTERFACES
 from metaproxy.config.errors import ConfigError, Sources, option_error
 from metaproxy.config.listen import parse_listen
 from metaproxy.config.options import find_option
@@ -25,7 +24,16 @@ from metaproxy.namespace import (
     namespace_socket_path,
 )
 
-__all__ = ["HAPROXY_TIMEOUT_SERVER", "cross_check", "check_neutron", "check_ovn"]
+__all__ = [
+    "HAPROXY_TIMEOUT_SERVER",
+    "NEUTRON_INTERFACES",
+    "cross_check",
+    "check_neutron",
+    "check_ovn",
+]
+
+#: keystoneauth's interface names (C{valid_interfaces}).
+NEUTRON_INTERFACES = ("public", "internal", "admin")
 
 #: haproxy's ``timeout server`` (Neutron's hard-coded 32 s): Nova must answer before it.
 HAPROXY_TIMEOUT_SERVER = 32.0
@@ -184,93 +192,49 @@ def _http_url(value: str) -> bool:
 
 
 def check_neutron(s: Settings, sources: Sources) -> None:
-    """[neutron]: what lookup_backend = neutron_api needs to get a token and the endpoint."""
+    """[neutron]'s session and adapter options that lookup_backend = neutron_api uses
+    (the auth plugin's are L{metaproxy.config.keystone}'s): endpoint selection and the
+    TLS files."""
     n = "neutron"
     why = "lookup_backend = neutron_api"
 
-    def missing(name: str, problem: str, fix: str) -> ConfigError:
+    def bad(name: str, problem: str, fix: str) -> ConfigError:
         return option_error(
             sources, n, find_option(n, name), getattr(s, f"neutron_{name}"), f"{why} {problem}", fix
         )
 
-    def one_of(a: str, b: str, problem: str) -> None:
-        if not (getattr(s, f"neutron_{a}") or getattr(s, f"neutron_{b}")):
-            raise missing(a, problem, f"set [neutron] {a} (or {b})")
-
-    if not s.neutron_auth_type:
-        raise missing(
-            "auth_type",
-            "needs Keystone credentials",
-            "set [neutron] auth_type = password (with username, password, "
-            "user_domain_name, project_name, project_domain_name) or "
-            "v3applicationcredential (with application_credential_id and "
-            "application_credential_secret), as in nova.conf's [neutron] section",
-        )
-    if not s.neutron_auth_url:
-        raise missing(
-            "auth_url",
-            "needs Keystone's URL",
-            "set [neutron] auth_url, e.g. https://keystone.example:5000/v3",
-        )
-    url = s.neutron_auth_url.rstrip("/")
-    if not _http_url(url):
-        raise missing(
-            "auth_url",
-            "needs an http:// or https:// URL",
-            "set [neutron] auth_url, e.g. https://keystone.example:5000/v3",
-        )
-    if url.endswith("/v2.0"):
-        raise missing(
-            "auth_url",
-            "authenticates with Keystone's v3 API only",
-            "point [neutron] auth_url at /v3 (or at Keystone's root)",
-        )
-    if s.neutron_auth_type == "password":
-        for name in ("username", "password"):
-            if not getattr(s, f"neutron_{name}"):
-                raise missing(
-                    name, f"with auth_type = password needs the {name}", f"set [neutron] {name}"
-                )
-        one_of(
-            "user_domain_name",
-            "user_domain_id",
-            "with auth_type = password needs the user's domain",
-        )
-        one_of(
-            "project_name",
-            "project_id",
-            "with auth_type = password needs the project the token is scoped to",
-        )
-        if s.neutron_project_name and not s.neutron_project_id:
-            one_of(
-                "project_domain_name",
-                "project_domain_id",
-                "with project_name needs the project's domain",
-            )
-    else:
-        for name in ("application_credential_id", "application_credential_secret"):
-            if not getattr(s, f"neutron_{name}"):
-                raise missing(
-                    name,
-                    f"with auth_type = v3applicationcredential needs {name}",
-                    f"set [neutron] {name}",
-                )
-    for interface in s.neutron_valid_interfaces or ("",):
-        if interface.removesuffix("URL") not in NEUTRON_INTERFACES:
-            raise missing(
+    for interface in s.neutron_valid_interfaces:
+        if interface not in NEUTRON_INTERFACES:
+            raise bad(
                 "valid_interfaces",
                 f"cannot use interface {interface!r}",
-                "list some of public, internal, admin",
+                "list some of public, internal, admin (keystoneauth's names)",
             )
     if s.neutron_endpoint_override and not _http_url(s.neutron_endpoint_override):
-        raise missing(
+        raise bad(
             "endpoint_override",
             "needs an http:// or https:// URL",
             "set [neutron] endpoint_override, e.g. http://neutron.example:9696, "
             "or remove it to use the catalog's endpoint",
         )
+    if s.neutron_version and (s.neutron_min_version or s.neutron_max_version):
+        raise bad(
+            "version",
+            "is mutually exclusive with min_version and max_version",
+            "keep version, or min_version and max_version",
+        )
+    if s.neutron_keyfile and not s.neutron_certfile:
+        raise bad(
+            "keyfile",
+            "is the key of a client certificate, but certfile is not set",
+            "set [neutron] certfile to the certificate as well, or remove keyfile",
+        )
     if s.neutron_cafile and not s.neutron_insecure:
         _check_file(sources, n, "cafile", s.neutron_cafile, "CA bundle")
+    if s.neutron_certfile:
+        _check_file(sources, n, "certfile", s.neutron_certfile, "client certificate")
+    if s.neutron_keyfile:
+        _check_file(sources, n, "keyfile", s.neutron_keyfile, "client certificate key")
 
 
 def check_ovn(s: Settings, sources: Sources) -> None:

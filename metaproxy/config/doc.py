@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from oslo_config import types
+from oslo_config import cfg, types
 
 from metaproxy.config.agent_options import COMMON_OPTS
+from metaproxy.config.backend_options import NEUTRON_PLUGIN_DOCS, neutron_plugin_opts
 from metaproxy.config.errors import allowed_values, default_text
 from metaproxy.config.options import list_opts
 
@@ -33,6 +34,30 @@ _SAMPLE_HEAD = """\
 """
 
 
+def _plugin_head(auth_type: str) -> str:
+    return (
+        f"With auth_type = {auth_type}, keystoneauth reads these options of its plugin, "
+        "from [neutron] or from the section auth_section names"
+    )
+
+
+def _text(opt: cfg.Opt) -> str:
+    text = " ".join(opt.help.split())
+    if not text.endswith((".", ")", "`]`")):
+        text += "."  # keystoneauth's help has no full stops
+    string = isinstance(opt.type, types.String) or opt.type is str  # keystoneauth's: str
+    if getattr(opt.type, "choices", None) or not string:
+        text += f" Allowed: {allowed_values(opt)}."
+    if opt.secret:
+        text += " Secret: never logged."
+    return text
+
+
+def _sample_opt(opt: cfg.Opt) -> list[str]:
+    lines = ["# " + line + "\n" for line in textwrap.wrap(_text(opt), 77)]
+    return lines + [f"#{opt.dest} = {default_text(opt)}".rstrip() + "\n\n"]
+
+
 def sample_config() -> str:
     """A commented sample configuration, from the options' help, defaults and choices."""
     out = [_SAMPLE_HEAD]
@@ -43,31 +68,36 @@ def sample_config() -> str:
                 out.append(
                     "#\n# Options shared by all Neutron agents, usually set in neutron.conf\n#\n"
                 )
-            text = opt.help
-            if getattr(opt.type, "choices", None) or not isinstance(opt.type, types.String):
-                text += f" Allowed: {allowed_values(opt)}."
-            if opt.secret:
-                text += " Secret: never logged."
-            out += ["# " + line + "\n" for line in textwrap.wrap(text, 77)]
-            out.append(f"#{opt.dest} = {default_text(opt)}".rstrip() + "\n\n")
+            out += _sample_opt(opt)
+        if group == "neutron":
+            for auth_type in NEUTRON_PLUGIN_DOCS:
+                head = textwrap.wrap(_plugin_head(auth_type) + ":", 77)
+                out += ["#\n"] + [f"# {line}\n" for line in head] + ["#\n"]
+                for opt in neutron_plugin_opts(auth_type):
+                    out += _sample_opt(opt)
     return "".join(out).rstrip("\n") + "\n"
 
 
+def _table(title: str, opts: list[cfg.Opt]) -> list[str]:
+    out = [f"{title}\n\n| option | default | meaning |\n|---|---|---|\n"]
+    for opt in opts:
+        default = default_text(opt) or "''"
+        out.append(f"| `{opt.dest}` | `{default}` | {_text(opt).replace('|', '/')} |\n")
+    return out + ["\n"]
+
+
 def options_markdown() -> str:
-    """One Markdown table per section: option, default, meaning."""
+    """One Markdown table per section: option, default, meaning; after [neutron], one
+    per documented auth plugin."""
     out = []
     for group, opts in list_opts():
-        out.append(f"#### `[{group}]`\n\n| option | default | meaning |\n|---|---|---|\n")
-        for opt in opts:
-            text = " ".join(opt.help.split())
-            if getattr(opt.type, "choices", None) or not isinstance(opt.type, types.String):
-                text += f" Allowed: {allowed_values(opt)}."
-            if opt.secret:
-                text += " Secret: never logged."
-            default = default_text(opt) or "''"
-            row = f"| `{opt.dest}` | `{default}` | {text.replace('|', '/')} |\n"
-            out.append(row)
-        out.append("\n")
+        out += _table(f"#### `[{group}]`", opts)
+        if group == "neutron":
+            for auth_type in NEUTRON_PLUGIN_DOCS:
+                title = (
+                    f"#### `[neutron]` with `auth_type = {auth_type}`\n\n{_plugin_head(auth_type)}."
+                )
+                out += _table(title, neutron_plugin_opts(auth_type))
     return "".join(out).rstrip("\n") + "\n"
 
 

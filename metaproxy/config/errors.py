@@ -56,7 +56,7 @@ def allowed_values(opt: cfg.Opt) -> str:
     """What C{opt} accepts, in words."""
     t = opt.type
     if getattr(t, "choices", None):
-        return "one of " + ", ".join(t.choices)
+        return "one of " + ", ".join(c for c in t.choices if c is not None)  # None: unset
     if isinstance(t, types.Boolean):
         return "true or false"
     if isinstance(t, types.Port):

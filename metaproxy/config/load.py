@@ -1,4 +1,5 @@
-"""L{load_settings}: read the operator's files, check every option, return L{Settings}.
+"""L{load_settings}: read the operator's files, check every option, return L{Settings};
+L{read_conf}: the files read into a private C{cfg.ConfigOpts}.
 
 oslo.config reads the files into a private C{cfg.ConfigOpts} (never the global
 C{cfg.CONF}); a missing, unreadable or malformed file, a bad value or a failed
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 
 from oslo_config import cfg
 
 from metaproxy.config.checks import cross_check
 from metaproxy.config.errors import ConfigError, Sources, option_error, parse_error
+from metaproxy.config.keystone import load_keystone
 from metaproxy.config.options import find_option, register_options
 from metaproxy.config.settings import Settings, build_settings, read_options
 from metaproxy.namespace import InvalidNamespace, Namespace
 
-__all__ = ["load_settings"]
+__all__ = ["load_settings", "read_conf"]
 
 
 def _parse_namespaces(entries: list[str], sources: Sources) -> tuple[Namespace, ...]:
@@ -41,7 +44,7 @@ def _parse_namespaces(entries: list[str], sources: Sources) -> tuple[Namespace, 
     return tuple(parsed)
 
 
-def _files_read(config_files: list[str], config_dirs: list[str]) -> tuple[str, ...]:
+def _files_read(config_files: Sequence[str], config_dirs: Sequence[str]) -> tuple[str, ...]:
     """The files oslo.config reads, in its order: the files, then each dir's *.conf."""
     files = [os.path.abspath(os.path.expanduser(f)) for f in config_files]
     for directory in config_dirs:
@@ -59,11 +62,15 @@ def _undecodable(files: tuple[str, ...]) -> str:
     return ", ".join(files)
 
 
-def load_settings(config_files: list[str], config_dirs: list[str]) -> Settings:
-    """Read the operator's files (``--config-file`` in order, then each ``--config-dir``'s
-    ``*.conf`` sorted; later files win), check everything, return L{Settings}.
+def read_conf(config_files: Sequence[str], config_dirs: Sequence[str] = ()) -> cfg.ConfigOpts:
+    """A private C{cfg.ConfigOpts} with every option of L{metaproxy.config.options}
+    registered and the files read (``--config-file`` in order, then each
+    ``--config-dir``'s ``*.conf`` sorted; later files win).
 
-    @raise ConfigError: a file is missing or unreadable, or a value is wrong.
+    Backends that hand a section to a library reading it itself (keystoneauth for
+    C{[neutron]}) read the files again with it, from L{Settings.config_files}.
+
+    @raise ConfigError: a file is missing, unreadable or malformed.
     """
     for directory in config_dirs:
         if not os.path.isdir(os.path.expanduser(directory)):
@@ -104,10 +111,26 @@ def load_settings(config_files: list[str], config_dirs: list[str]) -> Settings:
             f"{exc.filename}: cannot be read ({exc.strerror}). Fix: give the "
             "path of a configuration file."
         ) from None
+    return conf
+
+
+def load_settings(config_files: list[str], config_dirs: list[str]) -> Settings:
+    """Read the operator's files (``--config-file`` in order, then each ``--config-dir``'s
+    ``*.conf`` sorted; later files win), check everything, return L{Settings}.
+
+    With C{lookup_backend = neutron_api}, keystoneauth loads C{[neutron]}'s auth plugin,
+    session and adapter too (L{metaproxy.config.keystone}), so that a section that
+    cannot give a token is refused here.
+
+    @raise ConfigError: a file is missing or unreadable, or a value is wrong.
+    """
+    conf = read_conf(config_files, config_dirs)
     files = _files_read(config_files, config_dirs)
     sources = Sources(files)
     values = read_options(conf, sources)
     values["namespaces"] = _parse_namespaces(values["namespaces"], sources)
     settings = build_settings(values, files)
     cross_check(settings, sources)
+    if settings.lookup_backend == "neutron_api":
+        load_keystone(conf, sources)
     return settings

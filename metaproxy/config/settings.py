@@ -31,7 +31,9 @@ __all__ = [
 @attrs.frozen(kw_only=True)
 class Settings:
     """Every option, validated; names are the options' ([cache] ones get ``cache_``,
-    [neutron] ones ``neutron_``)."""
+    [neutron] ones ``neutron_``). [neutron] holds keystoneauth's options that do not
+    depend on the auth plugin; the plugin's own (auth_url, username, ...) are read by
+    keystoneauth itself (L{metaproxy.config.keystone})."""
 
     metadata_proxy_socket: str
     metadata_proxy_user: str
@@ -78,24 +80,29 @@ class Settings:
     retry_after: int
     gzip_decode: bool
     neutron_auth_type: str | None
-    neutron_auth_url: str | None
-    neutron_username: str | None
-    neutron_password: str | None = attrs.field(repr=False)
-    neutron_user_domain_name: str | None
-    neutron_user_domain_id: str | None
-    neutron_project_name: str | None
-    neutron_project_id: str | None
-    neutron_project_domain_name: str | None
-    neutron_project_domain_id: str | None
-    neutron_application_credential_id: str | None
-    neutron_application_credential_secret: str | None = attrs.field(repr=False)
-    neutron_region_name: str | None
-    neutron_service_type: str
-    neutron_valid_interfaces: tuple[str, ...]
-    neutron_endpoint_override: str | None
+    neutron_auth_section: str | None
     neutron_cafile: str | None
+    neutron_certfile: str | None
+    neutron_keyfile: str | None
     neutron_insecure: bool
     neutron_timeout: float
+    neutron_collect_timing: bool
+    neutron_split_loggers: bool
+    neutron_tls_ciphers: str | None
+    neutron_tls_min_version: str | None
+    neutron_service_type: str
+    neutron_service_name: str | None
+    neutron_valid_interfaces: tuple[str, ...]
+    neutron_region_name: str | None
+    neutron_endpoint_override: str | None
+    neutron_version: str | None
+    neutron_min_version: str | None
+    neutron_max_version: str | None
+    neutron_connect_retries: int | None
+    neutron_connect_retry_delay: float | None
+    neutron_status_code_retries: int | None
+    neutron_status_code_retry_delay: float | None
+    neutron_retriable_status_codes: tuple[int, ...] | None
     ovn_sb_connection: str
     ovn_sb_private_key: str
     ovn_sb_certificate: str
@@ -160,8 +167,10 @@ def build_settings(values: dict[str, Any], config_files: tuple[str, ...]) -> Set
     values = dict(values, config_files=config_files)
     values["namespaces"] = tuple(values["namespaces"])
     values["neutron_valid_interfaces"] = tuple(
-        i.strip() for i in values["neutron_valid_interfaces"] if i.strip()
+        i.strip() for i in values["neutron_valid_interfaces"] or () if i.strip()
     )
+    if values["neutron_retriable_status_codes"] is not None:
+        values["neutron_retriable_status_codes"] = tuple(values["neutron_retriable_status_codes"])
     values["ip_versions"] = tuple(values["ip_versions"])
     values["nova_metadata_endpoints"] = tuple(
         e.strip() for e in values["nova_metadata_endpoints"] if e.strip()

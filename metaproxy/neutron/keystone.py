@@ -1,253 +1,75 @@
 # -*- test-case-name: tests.unit.neutron.test_keystone -*-
-"""Keystone v3 tokens for the Neutron API backend: the request, the answer, the catalog,
-and L{KeystoneSession}, which keeps one token and renews it.
+"""Keystone for the Neutron API backend: keystoneauth1, kept off the reactor thread.
 
-The plain parts take and return values (tested bytes-in/bytes-out):
+keystoneauth1 (loaded from C{[neutron]} by L{metaproxy.config.keystone}) does all the
+talking to Keystone: the auth plugin's token request (and version discovery), the
+catalog, Neutron's endpoint (or C{endpoint_override}). It blocks (it uses C{requests}),
+so L{KeystoneSession} runs it on a thread and keeps in memory what a Neutron request
+needs, an L{Access}: the plugin's auth headers and Neutron's URL. A lookup goes to a
+thread only when a new token is needed: none yet, the kept one expiring within
+keystoneauth's margin (L{RENEW_BEFORE}), or one a service refused
+(L{KeystoneSession.invalidate}, on a 401). Concurrent needs share one fetch.
 
-  - L{Credentials}: keystoneauth's C{password} and C{v3applicationcredential} plugins'
-    options (C{[neutron]} section), and L{token_request_body}, the JSON body of
-    C{POST <auth_url>/v3/auth/tokens} they make (L{tokens_url});
-  - L{parse_token}: Keystone's answer (C{201}, the token in the C{X-Subject-Token} header,
-    C{token.expires_at} and C{token.catalog} in the body) into a L{Token};
-  - L{find_endpoint}: a service's URL in the catalog, by type, interfaces in order of
-    preference (keystoneauth's C{valid_interfaces}) and region.
-
-L{KeystoneSession} is the thin shell: it keeps the current token and gets a new one when
-there is none, when it expires within L{RENEW_BEFORE} seconds (keystoneauth's own margin),
-or after a service refused it (L{KeystoneSession.invalidate}, on a 401). Concurrent
-requests for a token share one Keystone call. Failures are L{KeystoneUnavailable} whose
-text names Keystone's URL and what went wrong (the Neutron API backend answers them as a
-lookup that cannot be made now); the token, the password and the application credential
-secret are never in a message nor in a repr.
+Failures are L{KeystoneUnavailable} whose text names Keystone's URL and what went wrong;
+a token, a password or a secret is never in a message nor in a repr.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-import treq
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1.identity.base import BaseIdentityPlugin
+from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 __all__ = [
-    "Credentials",
-    "Token",
-    "KeystoneError",
+    "Access",
+    "KeystoneSession",
     "KeystoneUnavailable",
     "RENEW_BEFORE",
-    "tokens_url",
-    "token_request_body",
-    "parse_token",
-    "find_endpoint",
-    "KeystoneSession",
+    "MIN_KEEP",
     "describe_error",
     "within",
 ]
 
-#: Seconds before its expiry a token is replaced (keystoneauth's C{MIN_TOKEN_LIFE_SECONDS}).
-RENEW_BEFORE = 120.0
+#: Seconds before its expiry a token is replaced (keystoneauth's own margin).
+RENEW_BEFORE = float(BaseIdentityPlugin.MIN_TOKEN_LIFE_SECONDS)
 #: A token is kept at least this long, even one that looks expired already (a clock
 #: skewed against Keystone's): a 401 replaces it anyway.
 MIN_KEEP = 10.0
 
-
-class KeystoneError(ValueError):
-    """Keystone's answer cannot be used; str() says why (never with a secret)."""
+# keystoneauth's messages hold no password, but a URL could carry user:password@
+_USERINFO = re.compile(r"//[^/@\s]+@")
+_HTTP_SUFFIX = re.compile(r"\s*\(HTTP \d+\)(\s*\(Request-ID: [^)]*\))?$")
 
 
 class KeystoneUnavailable(Exception):
-    """No token now: Keystone refused, failed, answered something unusable or did not
-    answer in time. str() names Keystone's URL and why (never with a secret)."""
+    """No token or no endpoint for Neutron; str() names Keystone and why (no secret)."""
+
+
+class _NoEndpoint(Exception):
+    """The catalog has no endpoint the adapter accepts; str() says what it has."""
 
 
 @attrs.frozen
-class Credentials:
-    """What authenticates with Keystone (v3), by keystoneauth's option names."""
+class Access:
+    """What a request to Neutron needs, from one token.
 
-    auth_type: str
-    auth_url: str
-    username: str | None = None
-    password: str | None = attrs.field(default=None, repr=False)
-    user_domain_name: str | None = None
-    user_domain_id: str | None = None
-    project_name: str | None = None
-    project_id: str | None = None
-    project_domain_name: str | None = None
-    project_domain_id: str | None = None
-    application_credential_id: str | None = None
-    application_credential_secret: str | None = attrs.field(default=None, repr=False)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> Credentials:
-        """From L{metaproxy.config.Settings}' C{neutron_*} fields."""
-        names = [f.name for f in attrs.fields(cls)]
-        return cls(**{name: getattr(settings, f"neutron_{name}") for name in names})
-
-
-def tokens_url(auth_url: str) -> str:
-    """C{<auth_url>/auth/tokens} for a C{/v3} URL, C{<auth_url>/v3/auth/tokens} for
-    Keystone's root (keystoneauth finds v3 there by discovery; metaproxy only speaks v3)."""
-    base = auth_url.rstrip("/")
-    if not base.endswith("/v3"):
-        base += "/v3"
-    return base + "/auth/tokens"
-
-
-def _domain(name: str | None, id_: str | None) -> dict[str, str]:
-    return {"id": id_} if id_ else {"name": name or ""}
-
-
-def token_request_body(credentials: Credentials) -> dict[str, Any]:
-    """The JSON body of C{POST /v3/auth/tokens} (Keystone's v3 API reference).
-
-    A password authentication is scoped to the project; an application credential
-    carries its own scope and gets none.
-    """
-    c = credentials
-    if c.auth_type == "v3applicationcredential":
-        return {
-            "auth": {
-                "identity": {
-                    "methods": ["application_credential"],
-                    "application_credential": {
-                        "id": c.application_credential_id,
-                        "secret": c.application_credential_secret,
-                    },
-                }
-            }
-        }
-    user = {
-        "name": c.username,
-        "password": c.password,
-        "domain": _domain(c.user_domain_name, c.user_domain_id),
-    }
-    if c.project_id:
-        project: dict[str, Any] = {"id": c.project_id}
-    else:
-        project = {
-            "name": c.project_name,
-            "domain": _domain(c.project_domain_name, c.project_domain_id),
-        }
-    return {
-        "auth": {
-            "identity": {"methods": ["password"], "password": {"user": user}},
-            "scope": {"project": project},
-        }
-    }
-
-
-@attrs.frozen
-class Token:
-    """A Keystone token and what came with it.
-
-    @ivar value: the C{X-Subject-Token}; secret.
-    @ivar expires_at: its expiry, POSIX seconds.
-    @ivar renew_at: when to replace it, on the same clock (see L{parse_token}).
-    @ivar catalog: the services of the token's catalog, as Keystone sent them.
+    @ivar headers: the auth plugin's headers (C{X-Auth-Token}), treq's shape; secret.
+    @ivar endpoint: Neutron's URL (the catalog's, or C{endpoint_override}).
+    @ivar renew_at: when to get a new token (the reactor's clock), or C{None} for a
+        plugin whose credentials do not expire.
     """
 
-    value: str = attrs.field(repr=False)
-    expires_at: float
-    renew_at: float
-    catalog: tuple[Mapping[str, Any], ...] = attrs.field(repr=False, default=())
-
-
-def _expiry(text: object) -> float:
-    if not isinstance(text, str):
-        raise KeystoneError(f"token.expires_at is {text!r}, not a time")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise KeystoneError(f"token.expires_at {text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # Keystone's times are UTC
-    return moment.timestamp()
-
-
-def _keystone_message(body: bytes) -> str:
-    """Keystone's own explanation ({"error": {"message": ...}}), short, if any."""
-    try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return ""
-    return f": {str(message)[:200]}" if message else ""
-
-
-def parse_token(status: int, subject_token: str | None, body: bytes, now: float) -> Token:
-    """Keystone's answer to L{token_request_body} as a L{Token}.
-
-    @param now: the time the answer came (POSIX seconds): the token is renewed
-        L{RENEW_BEFORE} seconds before it expires, or half-way through a shorter life,
-        and kept at least L{MIN_KEEP} seconds.
-    @raise KeystoneError: not a 201 with a token, or an unusable body.
-    """
-    if status != 201:
-        if status == 401:
-            raise KeystoneError(
-                f"refused the credentials (HTTP 401{_keystone_message(body)}); check "
-                "[neutron] auth_type and its credentials"
-            )
-        raise KeystoneError(f"answered HTTP {status}{_keystone_message(body)}")
-    if not subject_token:
-        raise KeystoneError("answered 201 without an X-Subject-Token header")
-    try:
-        document = json.loads(body)
-        token = document["token"]
-        catalog = token.get("catalog", [])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise KeystoneError("answered 201 without a JSON token object") from None
-    if not isinstance(catalog, list) or not all(isinstance(s, dict) for s in catalog):
-        raise KeystoneError("token.catalog is not a list of services")
-    expires_at = _expiry(token.get("expires_at"))
-    life = expires_at - now
-    renew_at = now + max(life - RENEW_BEFORE, life / 2, MIN_KEEP)
-    return Token(subject_token, expires_at, renew_at, tuple(catalog))
-
-
-def find_endpoint(
-    catalog: Sequence[Mapping[str, Any]],
-    service_type: str,
-    interfaces: Sequence[str],
-    region: str | None,
-) -> str:
-    """The URL of C{service_type}'s endpoint: the first of C{interfaces} (keystoneauth's
-    names; C{internalURL} is C{internal}) that the catalog has, in C{region} if given.
-
-    @raise KeystoneError: none; the message lists what the catalog has for the type.
-    """
-    wanted = [i.removesuffix("URL") for i in interfaces]
-    found: dict[str, str] = {}
-    offered = []
-    for service in catalog:
-        if service.get("type") != service_type:
-            continue
-        for endpoint in service.get("endpoints") or ():
-            if not isinstance(endpoint, Mapping):
-                continue
-            interface, url = endpoint.get("interface"), endpoint.get("url")
-            where = endpoint.get("region_id") or endpoint.get("region")
-            offered.append(f"{interface} in {where or 'no region'}")
-            if region and region not in (endpoint.get("region_id"), endpoint.get("region")):
-                continue
-            if isinstance(interface, str) and isinstance(url, str) and url:
-                found.setdefault(interface, url)
-    for interface in wanted:
-        if interface in found:
-            return found[interface]
-    has = ", ".join(offered) if offered else "none"
-    in_region = f" in region {region}" if region else ""
-    raise KeystoneError(
-        f"the catalog has no {service_type!r} endpoint with interface "
-        f"{' or '.join(wanted)}{in_region} (it has: {has}); check [neutron] "
-        "valid_interfaces and region_name, or set endpoint_override"
-    )
+    headers: Mapping[str, Sequence[str]] = attrs.field(repr=False)
+    endpoint: str
+    renew_at: float | None
 
 
 def within(reactor: IReactorTime, d: Deferred[Any], seconds: float) -> Deferred[Any]:
@@ -282,67 +104,144 @@ def describe_error(failure: Failure) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-@implementer(IBodyProducer)
-class _Body:
-    """A small request body, written at once (treq's default producer for bytes goes
-    through Twisted's global cooperator, that is, the global reactor)."""
+def _chain(error: BaseException) -> list[BaseException]:
+    """C{error} and what it was raised from, outermost first."""
+    chain = [error]
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(inner)
+    return chain
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
 
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    def pauseProducing(self) -> None:
-        pass
 
-    def resumeProducing(self) -> None:
-        pass
+def _why(error: BaseException, timeout: float) -> str:
+    """What went wrong with Keystone, to follow "Keystone at <url>": the most telling
+    error of the chain (keystoneauth wraps a failed version discovery's cause)."""
+    chain = _chain(error)
 
-    def stopProducing(self) -> None:
-        pass
+    def first(kind: type[BaseException]) -> Any:
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    if (http := first(ks_exceptions.HttpError)) is not None:
+        message = _HTTP_SUFFIX.sub("", str(http.message or ""))  # keystoneauth adds them
+        said = f": {_one_line(message, 200)}" if message else ""
+        if http.http_status == 401:
+            return (
+                f" refused the credentials (HTTP 401{said}); check [neutron] auth_type "
+                "and its credentials"
+            )
+        return f" answered HTTP {http.http_status}{said}"
+    if first(ks_exceptions.ConnectTimeout) is not None:
+        return f" did not answer within {timeout:g} s ([neutron] timeout)"
+    if (failed := first(ks_exceptions.ConnectionError)) is not None:
+        # keystoneauth's text ends with requests' long repr: keep its head and the cause
+        head = str(failed).split(": ", 1)[0]
+        root = chain[-1]
+        cause = f"; {type(root).__name__}: {root}" if root is not failed else ""
+        return f" is unreachable ({type(failed).__name__}: {_one_line(head + cause)})"
+    if isinstance(error, _NoEndpoint):
+        return f": {error}"
+    return f" failed ({type(error).__name__}: {_one_line(str(error))})"
+
+
+def _expiry(auth: Any) -> float | None:
+    """When the plugin's token expires (POSIX seconds), if it has one."""
+    access = getattr(auth, "auth_ref", None)
+    expires = getattr(access, "expires", None)
+    return expires.timestamp() if expires is not None else None
+
+
+def _endpoints_offered(auth: Any, service_type: str | None) -> str:
+    """The catalog's endpoints of C{service_type}, for a message."""
+    try:
+        catalog = auth.auth_ref.service_catalog
+        found = catalog.get_endpoints_data(service_type=service_type).get(service_type, [])
+    except Exception:  # no catalog (not an identity plugin, unscoped token)
+        return "none"
+    offered = [f"{e.interface} in {e.region_name or 'no region'}" for e in found]
+    return ", ".join(offered) or "none"
+
+
+def _interfaces(adapter: Any) -> list[str]:
+    """The adapter's interfaces in order of preference (keystoneauth's default: public)."""
+    wanted = (
+        adapter.interface if isinstance(adapter.interface, (list, tuple)) else [adapter.interface]
+    )
+    return [i for i in wanted if i] or ["public"]
+
+
+def _default_run_blocking(reactor: Any) -> Callable[[Callable[[], Any]], Deferred[Any]]:
+    def run(work: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+    return run
 
 
 class KeystoneSession:
-    """The current token for C{credentials}, from Keystone through C{http}.
+    """The current L{Access} for Neutron, from keystoneauth's session and adapter.
 
-    @param reactor: C{IReactorTime}: the clock of expiries and timeouts.
-    @param http: a C{treq.client.HTTPClient} (its agent holds the connection pool).
-    @param timeout: seconds one token request may take.
+    @param reactor: C{IReactorTime}: the clock of renewals (POSIX seconds, as the
+        token's expiry); without C{run_blocking}, also C{IReactorThreads}.
+    @param session: a C{keystoneauth1.session.Session} holding the auth plugin.
+    @param adapter: a C{keystoneauth1.adapter.Adapter} for Neutron on C{session}.
+    @param url: Keystone's URL, for messages (the plugin's C{auth_url}).
+    @param timeout: C{[neutron] timeout}, for messages (the session holds the bound).
+    @param run_blocking: runs a blocking call off the reactor thread and returns a
+        Deferred of its result; the reactor's thread pool by default.
 
-    Counters: C{fetches} (token requests made), C{failures} (those that failed).
+    Counters: C{fetches} (token fetches made), C{failures} (those that failed).
     """
 
     def __init__(
-        self, reactor: IReactorTime, http: Any, credentials: Credentials, *, timeout: float
+        self,
+        reactor: Any,
+        session: Any,
+        adapter: Any,
+        *,
+        url: str,
+        timeout: float,
+        run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
     ) -> None:
         self._reactor = reactor
-        self._http = http
-        self._credentials = credentials
+        self._session = session
+        self._adapter = adapter
+        self.url = url
         self._timeout = timeout
-        self.url = tokens_url(credentials.auth_url)
-        self._token: Token | None = None
-        self._waiters: list[Deferred[Token]] | None = None  # a fetch in flight
+        self._run = run_blocking or _default_run_blocking(reactor)
+        self._access: Access | None = None
+        self._waiters: list[Deferred[Access]] | None = None  # a fetch in flight
         self.fetches = 0
         self.failures = 0
 
     @property
-    def current(self) -> Token | None:
-        """The token kept now (maybe due for renewal)."""
-        return self._token
+    def current(self) -> Access | None:
+        """The access kept now (maybe due for renewal)."""
+        return self._access
 
-    def token(self) -> Deferred[Token]:
-        """A token that is not due for renewal: the kept one, or a new one.
+    def describe_endpoint(self) -> str:
+        """Where Neutron's URL comes from, in words."""
+        a = self._adapter
+        if a.endpoint_override:
+            return a.endpoint_override
+        region = f", region {a.region_name}" if a.region_name else ""
+        name = f" named {a.service_name}" if a.service_name else ""
+        return (
+            f"the catalog's {a.service_type} endpoint{name} ({', '.join(_interfaces(a))}{region})"
+        )
 
-        Every caller gets its own Deferred: cancelling it leaves the Keystone call (and
-        the other callers) alone. Fails with L{KeystoneUnavailable}.
+    def access(self) -> Deferred[Access]:
+        """An access that is not due for renewal: the kept one (no thread), or a new one.
+
+        Every caller gets its own Deferred: cancelling it leaves the fetch (and the
+        other callers) alone. Fails with L{KeystoneUnavailable}.
         """
-        kept = self._token
-        if kept is not None and self._reactor.seconds() < kept.renew_at:
+        kept = self._access
+        if kept is not None and (kept.renew_at is None or self._reactor.seconds() < kept.renew_at):
             return succeed(kept)
-        waiter: Deferred[Token] = Deferred()
+        waiter: Deferred[Access] = Deferred()
         if self._waiters is None:
             self._waiters = [waiter]
             self._fetch()
@@ -350,50 +249,55 @@ class KeystoneSession:
             self._waiters.append(waiter)
         return waiter
 
-    def invalidate(self, token: Token) -> None:
-        """A service refused C{token} (401): the next L{token} call gets a new one. A token
-        already replaced (by another caller's 401) is not forgotten twice."""
-        if self._token is token:
-            self._token = None
+    def invalidate(self, access: Access) -> None:
+        """A service refused C{access} (401): the next L{access} call gets a new token.
+        An access already replaced (after another caller's 401) is not forgotten twice."""
+        if self._access is access:
+            self._access = None
 
     def _fetch(self) -> None:
         self.fetches += 1
-        body = json.dumps(token_request_body(self._credentials)).encode("utf-8")
-        d = self._http.post(
-            self.url,
-            data=_Body(body),
-            allow_redirects=False,
-            headers={"Accept": ["application/json"], "Content-Type": ["application/json"]},
-            reactor=self._reactor,
-        )
-        d.addCallback(self._read)
-        within(self._reactor, d, self._timeout).addBoth(self._landed)
+        self._run(self._fetch_blocking).addBoth(self._landed)
 
-    def _read(self, response: Any) -> Deferred[Token]:
-        def parse(body: bytes) -> Token:
-            subject = response.headers.getRawHeaders(b"X-Subject-Token", [b""])[0]
-            return parse_token(
-                response.code, subject.decode("latin-1") or None, body, self._reactor.seconds()
+    def _fetch_blocking(self) -> tuple[dict[str, str], str, float | None]:
+        """On a thread: a new token (the kept one is gone, due or refused), its headers,
+        Neutron's endpoint."""
+        auth = self._session.auth
+        auth.invalidate()
+        headers = self._session.get_auth_headers() or {}
+        try:
+            endpoint = self._adapter.get_endpoint()
+        except ks_exceptions.EndpointNotFound:
+            endpoint = None
+        if not endpoint:
+            a = self._adapter
+            region = f" in region {a.region_name}" if a.region_name else ""
+            raise _NoEndpoint(
+                f"the catalog has no {a.service_type!r} endpoint with interface "
+                f"{' or '.join(_interfaces(a))}{region} (it has: "
+                f"{_endpoints_offered(auth, a.service_type)}); check [neutron] "
+                "valid_interfaces and region_name, or set endpoint_override"
             )
+        return headers, endpoint, _expiry(auth)
 
-        return treq.content(response).addCallback(parse)
-
-    def _landed(self, result: Token | Failure) -> None:
+    def _landed(self, result: tuple[dict[str, str], str, float | None] | Failure) -> None:
         waiters, self._waiters = self._waiters or [], None
-        if isinstance(result, Token):
-            self._token = result
+        if isinstance(result, Failure):
+            self.failures += 1
+            why = _why(result.value, self._timeout)
+            error = KeystoneUnavailable(_USERINFO.sub("//", f"Keystone at {self.url}{why}"))
             for waiter in waiters:
                 if not waiter.called:
-                    waiter.callback(result)
+                    waiter.errback(error)
             return
-        self.failures += 1
-        if result.check(KeystoneError):
-            why = str(result.value)
-        elif result.check(TimeoutError, CancelledError):
-            why = f"did not answer within {self._timeout:g} s ([neutron] timeout)"
-        else:
-            why = f"is unreachable ({describe_error(result)})"
-        error = KeystoneUnavailable(f"Keystone at {self.url} {why}")
+        headers, endpoint, expires_at = result
+        renew_at = None
+        if expires_at is not None:
+            now = self._reactor.seconds()
+            life = expires_at - now
+            renew_at = now + max(life - RENEW_BEFORE, life / 2, MIN_KEEP)
+        access = Access({k: [v] for k, v in headers.items()}, endpoint, renew_at)
+        self._access = access
         for waiter in waiters:
             if not waiter.called:
-                waiter.errback(error)
+                waiter.callback(access)

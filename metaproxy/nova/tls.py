@@ -23,6 +23,7 @@ of a new OpenSSL context each time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -65,6 +66,7 @@ def nova_tls_policy(
     client_cert: str | None,
     client_key: str | None,
     insecure_warning: str = "Nova's TLS certificate is not verified (nova_metadata_insecure).",
+    tls_options: Mapping[str, object] | None = None,
 ) -> IPolicyForHTTPS:
     """The policy for L{metaproxy.nova.client.NovaClient}'s C{tls} argument.
 
@@ -77,13 +79,15 @@ def nova_tls_policy(
     @param client_key: PEM file of the client certificate's private key, unencrypted.
     @param insecure_warning: the warning logged when C{insecure} (other users of the
         policy, e.g. the Neutron API backend, name their own option).
+    @param tls_options: more C{CertificateOptions} keywords (e.g. C{raiseMinimumTo},
+        C{acceptableCiphers}; the Neutron API backend's C{[neutron]} TLS options).
 
     @raise ValueError: A file cannot be read or holds no usable certificate or key, or
         the key does not belong to the certificate. The message names the file.
     """
-    client: dict[str, object] = {}
+    client: dict[str, object] = dict(tls_options or {})
     if client_cert and client_key:
-        client = _load_client_certificate(client_cert, client_key)
+        client.update(_load_client_certificate(client_cert, client_key))
     elif client_cert or client_key:
         # Upstream sends a client certificate only when both options are set.
         _log.warn(

@@ -13,10 +13,14 @@ C{GET <neutron>/v2.0/ports} with repeated query parameters:
 the last two with C{fields=} the port fields a lookup uses, so answers stay small. The
 query builders and L{parse_ports} are plain functions.
 
-Neutron's URL is C{[neutron] endpoint_override}, or the catalog's endpoint of
-C{service_type} (C{valid_interfaces} in order, C{region_name}) that came with the token
-(L{metaproxy.neutron.keystone}). Each request carries the token in C{X-Auth-Token}; on a 401
-the token is replaced once and the request made again.
+Neutron's URL and the token come from keystoneauth1, loaded from C{[neutron]} as nova
+loads it (L{metaproxy.config.keystone}): the catalog's endpoint (C{service_type},
+C{valid_interfaces} in order, C{region_name}) or C{endpoint_override}. Keystone is asked
+on a thread, rarely (L{metaproxy.neutron.keystone.KeystoneSession} keeps the token and the
+endpoint); the port queries themselves are non-blocking (treq), with the session's TLS
+options (C{cafile}, C{insecure}, C{certfile}/C{keyfile}, C{tls_min_version},
+C{tls_ciphers}). Each carries the plugin's auth headers (C{X-Auth-Token}); on a 401 the
+token is replaced once and the request made again.
 
 Every call (a token from Keystone included) ends within C{[neutron] timeout} seconds:
 otherwise it fails with L{LookupUnavailable} (the instance gets 503 with Retry-After)
@@ -40,13 +44,10 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from metaproxy.neutron.keystone import (
-    Credentials,
-    KeystoneError,
+    Access,
     KeystoneSession,
     KeystoneUnavailable,
-    Token,
     describe_error,
-    find_endpoint,
     within,
 )
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
@@ -61,6 +62,7 @@ __all__ = [
     "parse_router_networks",
     "ports_url",
     "build_neutron_api",
+    "session_tls",
 ]
 
 log = Logger("metaproxy.resolve.neutron_api")
@@ -196,8 +198,7 @@ class NeutronApiBackend:
 
     @param reactor: C{IReactorTime}: the clock of timeouts.
     @param http: a C{treq.client.HTTPClient}.
-    @param keystone: where tokens come from (and the catalog).
-    @param endpoint_override: Neutron's URL, or C{None} for the catalog's.
+    @param keystone: where tokens and Neutron's endpoint come from.
     @param pool: the connection pool behind C{http}, closed by L{stop} (if given).
 
     Counters: C{calls} (requests to Neutron), C{reauthentications} (401s that got a new
@@ -213,22 +214,16 @@ class NeutronApiBackend:
         keystone: KeystoneSession,
         *,
         timeout: float,
-        endpoint_override: str | None = None,
-        service_type: str = "network",
-        interfaces: Sequence[str] = ("internal", "public"),
-        region: str | None = None,
         pool: HTTPConnectionPool | None = None,
     ) -> None:
         self._reactor = reactor
         self._http = http
         self._keystone = keystone
         self._timeout = timeout
-        self._override = ports_url(endpoint_override) if endpoint_override else None
-        self._service_type = service_type
-        self._interfaces = tuple(interfaces)
-        self._region = region
         self._pool = pool
-        self._catalog_url: tuple[Token, str] | None = None
+        # the ports URL and request headers of the current access, made once per token
+        self._request: tuple[Access, str, dict[str, Sequence[str]]] | None = None
+        self._waiting = f"waiting for a token from Keystone at {keystone.url}"
         self._last_ok: bool | None = None
         self.calls = 0
         self.reauthentications = 0
@@ -246,18 +241,27 @@ class NeutronApiBackend:
         return self._get(ports_by_mac_query(networks, mac), parse_ports)
 
     def _get(self, query: Query, parse: Any) -> Deferred[Any]:
-        stage = _Stage(f"waiting for a token from Keystone at {self._keystone.url}")
+        stage = _Stage(self._waiting)
         d = Deferred.fromCoroutine(self._call(query, parse, stage))
         return within(self._reactor, d, self._timeout).addBoth(self._ended, stage)
 
+    def _prepared(self, access: Access) -> tuple[str, dict[str, Sequence[str]]]:
+        known = self._request
+        if known is not None and known[0] is access:
+            return known[1], known[2]
+        url = ports_url(access.endpoint)
+        headers = dict(access.headers, Accept=["application/json"])
+        self._request = (access, url, headers)
+        return url, headers
+
     async def _call(self, query: Query, parse: Any, stage: _Stage) -> Any:
         for attempt in (1, 2):
-            stage.where = f"waiting for a token from Keystone at {self._keystone.url}"
+            stage.where = self._waiting
             try:
-                token = await self._keystone.token()
+                access = await self._keystone.access()
             except KeystoneUnavailable as e:
                 raise LookupUnavailable(str(e)) from None
-            url = self._ports_url(token)
+            url, headers = self._prepared(access)
             stage.where = f"Neutron API at {url}"
             self.calls += 1
             try:
@@ -266,7 +270,7 @@ class NeutronApiBackend:
                     params=query,
                     allow_redirects=False,
                     reactor=self._reactor,
-                    headers={"X-Auth-Token": [token.value], "Accept": ["application/json"]},
+                    headers=headers,
                 )
                 body = await treq.content(response)
             except CancelledError:
@@ -278,7 +282,7 @@ class NeutronApiBackend:
             if response.code == 401 and attempt == 1:
                 # expired early, or revoked: one new token, one more try
                 self.reauthentications += 1
-                self._keystone.invalidate(token)
+                self._keystone.invalidate(access)
                 continue
             if response.code != 200:
                 again = " with a new token too" if attempt == 2 else ""
@@ -291,22 +295,6 @@ class NeutronApiBackend:
             except ValueError as e:
                 raise LookupUnavailable(f"Neutron API at {url}: unusable answer: {e}") from None
         raise AssertionError("not reached")
-
-    def _ports_url(self, token: Token) -> str:
-        if self._override is not None:
-            return self._override
-        known = self._catalog_url
-        if known is not None and known[0] is token:
-            return known[1]
-        try:
-            endpoint = find_endpoint(
-                token.catalog, self._service_type, self._interfaces, self._region
-            )
-        except KeystoneError as e:
-            raise LookupUnavailable(f"Keystone at {self._keystone.url}: {e}") from None
-        url = ports_url(endpoint)
-        self._catalog_url = (token, url)
-        return url
 
     def _ended(self, result: Any, stage: _Stage) -> Any:
         if not isinstance(result, Failure):
@@ -326,20 +314,13 @@ class NeutronApiBackend:
     def start(self) -> None:
         """Get a first token now, so that bad credentials are in the log at start-up
         rather than at the first instance's boot."""
-        d = self._keystone.token()
+        d = self._keystone.access()
 
-        def got(token: Token) -> None:
-            where = self._override or "(catalog)"
-            if self._override is None:
-                try:
-                    where = self._ports_url(token)
-                except LookupUnavailable as e:
-                    log.error("Neutron API lookups: {error}", error=str(e))
-                    return
+        def got(access: Access) -> None:
             log.info(
                 "Neutron API lookups: token from Keystone at {keystone}; ports at {url}",
                 keystone=self._keystone.url,
-                url=where,
+                url=ports_url(access.endpoint),
             )
 
         def failed(failure: Failure) -> None:
@@ -361,14 +342,9 @@ class NeutronApiBackend:
         return self._last_ok is not False
 
     def describe(self) -> str:
-        if self._override is not None:
-            where = self._override
-        else:
-            region = f", region {self._region}" if self._region else ""
-            where = (
-                f"the catalog's {self._service_type} endpoint "
-                f"({', '.join(self._interfaces)}{region})"
-            )
+        where = self._keystone.describe_endpoint()
+        if "://" in where:  # endpoint_override
+            where = ports_url(where)
         return f"Neutron API at {where}, tokens from Keystone at {self._keystone.url}"
 
 
@@ -389,42 +365,82 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
+def _tls_options(settings: Any) -> dict[str, object]:
+    """C{[neutron] tls_min_version} and C{tls_ciphers} for Twisted's TLS options."""
+    from twisted.internet.ssl import AcceptableCiphers, TLSVersion
+
+    options: dict[str, object] = {}
+    if settings.neutron_tls_min_version:
+        options["raiseMinimumTo"] = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}[
+            settings.neutron_tls_min_version
+        ]
+    if settings.neutron_tls_ciphers:
+        options["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(
+            settings.neutron_tls_ciphers
+        )
+    return options
+
+
+def session_tls(session: Any) -> tuple[str | None, bool, str | None, str | None]:
+    """(CA file, insecure, client certificate, its key) from a keystoneauth session, as
+    C{requests} reads them: C{verify} False, True or a CA path; C{cert} a path holding
+    the certificate and its key, or (certificate, key)."""
+    verify, cert = session.verify, session.cert
+    ca_file = verify if isinstance(verify, str) else None
+    if isinstance(cert, (tuple, list)):
+        client_cert, client_key = cert[0], cert[1]
+    else:
+        client_cert = client_key = cert or None
+    return ca_file, verify is False, client_cert, client_key
+
+
 def build_neutron_api(reactor: Any, settings: Any) -> NeutronApiBackend:
-    """The backend for L{metaproxy.resolve.backends.BUILDERS}: a keep-alive pool, TLS
-    from C{[neutron] cafile}/C{insecure}, Keystone from C{[neutron]}'s credentials."""
+    """The backend for L{metaproxy.resolve.backends.BUILDERS}: keystoneauth's plugin,
+    session and adapter from C{[neutron]} (the files read again,
+    L{metaproxy.config.load.read_conf}), a keep-alive pool for the port queries with the
+    session's TLS options."""
+    from metaproxy.config import ConfigError
+    from metaproxy.config.errors import Sources
+    from metaproxy.config.keystone import load_keystone
+    from metaproxy.config.load import read_conf
     from metaproxy.nova.tls import nova_tls_policy
     from metaproxy.resolve.base import BackendError
 
+    try:
+        keystone = load_keystone(read_conf(settings.config_files), Sources(settings.config_files))
+    except ConfigError as e:
+        raise BackendError(str(e)) from None
+    ca_file, insecure, client_cert, client_key = session_tls(keystone.session)
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 20
     pool.cachedConnectionTimeout = 30
     pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
     try:
         tls = nova_tls_policy(
-            ca_file=settings.neutron_cafile,
-            insecure=settings.neutron_insecure,
-            client_cert=None,
-            client_key=None,
+            ca_file=ca_file,
+            insecure=insecure,
+            client_cert=client_cert,
+            client_key=client_key,
             insecure_warning="Keystone's and Neutron's TLS certificates are not verified "
             "([neutron] insecure).",
+            tls_options=_tls_options(settings),
         )
     except ValueError as e:
-        raise BackendError(
-            f"[neutron] cafile: {e}. Fix: point cafile at a PEM CA bundle."
-        ) from None
-    agent = Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=settings.neutron_timeout)
-    http = HTTPClient(agent)
-    keystone = KeystoneSession(
-        reactor, http, Credentials.from_settings(settings), timeout=settings.neutron_timeout
+        text = str(e)
+        if text.startswith("CA file"):
+            name, fix = "cafile", "point cafile at a PEM CA bundle"
+        else:
+            name = "keyfile" if text.startswith("client key") else "certfile"
+            fix = "point certfile and keyfile at the client certificate and its key (PEM)"
+        raise BackendError(f"[neutron] {name}: {text}. Fix: {fix}.") from None
+    agent = Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=keystone.timeout)
+    session = KeystoneSession(
+        reactor,
+        keystone.session,
+        keystone.adapter,
+        url=keystone.auth_url or f"(auth_type = {keystone.auth_type})",
+        timeout=keystone.timeout,
     )
     return NeutronApiBackend(
-        reactor,
-        http,
-        keystone,
-        timeout=settings.neutron_timeout,
-        endpoint_override=settings.neutron_endpoint_override,
-        service_type=settings.neutron_service_type,
-        interfaces=settings.neutron_valid_interfaces,
-        region=settings.neutron_region_name,
-        pool=pool,
+        reactor, HTTPClient(agent), session, timeout=keystone.timeout, pool=pool
     )

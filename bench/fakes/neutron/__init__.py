@@ -8,9 +8,13 @@ L{bench.fakes.neutron.cli}).
 
 It speaks the real APIs' shapes:
 
-  - C{POST /identity/v3/auth/tokens} with a C{password} (user name and domain, project
-    scope) or C{application_credential} body answers 201, the token in C{X-Subject-Token}
-    and C{{"token": {"expires_at": ..., "catalog": [...], ...}}}; wrong credentials 401;
+  - C{GET /identity} and C{GET /identity/v3} answer Keystone's version discovery (what
+    keystoneauth's C{password} plugin asks first), built with keystoneauth's fixtures;
+  - C{POST /identity/v3/auth/tokens} with a C{password} (user name and domain; a project
+    scope or the system scope, C{{"system": {"all": true}}}) or C{application_credential}
+    body answers 201, the token in C{X-Subject-Token} and a body built with
+    C{keystoneauth1.fixture.V3Token} (the scope, C{expires_at}, the catalog added with
+    its C{add_service}); wrong credentials 401;
   - the catalog's C{network} service has three endpoints, C{internal}
     (C{<base>/network}), C{public} (C{<base>/network-public}) and C{admin}
     (C{<base>/network-admin}), in C{RegionOne}: all three serve the same ports, and the

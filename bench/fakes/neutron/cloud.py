@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
+from keystoneauth1 import fixture as ks_fixture
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -23,10 +24,6 @@ __all__ = ["REGION", "Recorded", "FakeCloud", "cloud_resource", "QuietSite"]
 
 _INTERFACES = {"internal": "network", "public": "network-public", "admin": "network-admin"}
 REGION = "RegionOne"
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @attrs.define
@@ -104,32 +101,34 @@ class FakeCloud:
         """Every token issued so far is refused from now on (401)."""
         self.tokens.clear()
 
-    def catalog(self) -> list[dict[str, Any]]:
+    def services(self) -> list[tuple[str, str, list[tuple[str, str]]]]:
+        """The catalog's services: (type, name, [(interface, URL), ...]), in C{REGION}."""
         base = self.base_url.rstrip("/")
-        network = [
-            {
-                "id": f"ep-network-{interface}",
-                "interface": interface,
-                "region_id": REGION,
-                "region": REGION,
-                "url": f"{base}/{path}",
-            }
-            for interface, path in _INTERFACES.items()
-        ]
-        identity = [
-            {
-                "id": f"ep-identity-{interface}",
-                "interface": interface,
-                "region_id": REGION,
-                "region": REGION,
-                "url": f"{base}/identity/v3",
-            }
-            for interface in _INTERFACES
-        ]
-        return [
-            {"type": "identity", "name": "keystone", "id": "svc-identity", "endpoints": identity},
-            {"type": "network", "name": "neutron", "id": "svc-network", "endpoints": network},
-        ]
+        network = [(interface, f"{base}/{path}") for interface, path in _INTERFACES.items()]
+        identity = [(interface, f"{base}/identity/v3") for interface in _INTERFACES]
+        return [("identity", "keystone", identity), ("network", "neutron", network)]
+
+    def versions(self) -> dict[str, Any]:
+        """C{GET /identity}: the versions Keystone serves (v3 only)."""
+        return dict(
+            ks_fixture.DiscoveryList(href=f"{self.base_url.rstrip('/')}/identity", v2=False)
+        )
+
+    def version(self) -> dict[str, Any]:
+        """C{GET /identity/v3}: the v3 version document."""
+        return {"version": ks_fixture.V3Discovery(f"{self.base_url.rstrip('/')}/identity/v3/")}
+
+    def token_answer(self, body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """C{POST /v3/auth/tokens} with C{keystone_fault} applied (an HTTP status):
+        (status, JSON answer, headers)."""
+        self.requests.append(Recorded("keystone", "/identity/v3/auth/tokens", [], body=body))
+        if isinstance(self.keystone_fault, int):
+            fault = self.keystone_fault
+            return fault, _error(fault, "Fault", "injected fault"), {}
+        if body is None:
+            return 400, _error(400, "Bad Request", "Malformed JSON"), {}
+        status, document, token = self.authenticate(body)
+        return status, document, {"X-Subject-Token": token} if token else {}
 
     def authenticate(self, body: Any) -> tuple[int, dict[str, Any], str | None]:
         """Keystone's C{POST /v3/auth/tokens}: (status, JSON answer, token or None)."""
@@ -138,8 +137,10 @@ class FakeCloud:
             methods = identity["methods"]
         except (KeyError, TypeError):
             return 400, _error(400, "Bad Request", "Expecting to find identity in auth."), None
+        scope = body["auth"].get("scope")
+        system = isinstance(scope, dict) and scope.get("system") == {"all": True}
         if methods == ["password"]:
-            ok = self._password_ok(identity.get("password"), body["auth"].get("scope"))
+            ok = self._password_ok(identity.get("password"), scope)
         elif methods == ["application_credential"]:
             given = identity.get("application_credential") or {}
             ok = (
@@ -158,40 +159,40 @@ class FakeCloud:
         now = self.clock.seconds()
         expires = now + self.token_lifetime
         self.tokens[token] = expires
-        project = {
-            "id": "project-service",
-            "name": self.project,
-            "domain": {"id": "default", "name": self.project_domain},
-        }
-        return (
-            201,
-            {
-                "token": {
-                    "methods": methods,
-                    "audit_ids": [secrets.token_urlsafe(16)],
-                    "user": {
-                        "id": "user-metaproxy",
-                        "name": self.username,
-                        "domain": {"id": "default", "name": self.user_domain},
-                        "password_expires_at": None,
-                    },
-                    "expires_at": _iso(expires),
-                    "issued_at": _iso(now),
-                    "project": project,
-                    "is_domain": False,
-                    "roles": [{"id": "role-admin", "name": "admin"}],
-                    "catalog": self.catalog(),
-                }
-            },
-            token,
+        document = ks_fixture.V3Token(
+            expires=datetime.fromtimestamp(expires, UTC),
+            issued=datetime.fromtimestamp(now, UTC),
+            user_id="user-metaproxy",
+            user_name=self.username,
+            user_domain_id="default",
+            user_domain_name=self.user_domain,
+            methods=methods,
+            audit_id=secrets.token_urlsafe(16),
         )
+        if system:
+            document.set_system_scope()
+        else:  # an application credential's own scope is this project too
+            document.set_project_scope(
+                id="project-service",
+                name=self.project,
+                domain_id="default",
+                domain_name=self.project_domain,
+            )
+        if methods == ["application_credential"]:
+            document.set_application_credential(self.application_credential[0])
+        document.add_role(name="admin", id="role-admin")
+        for kind, name, endpoints in self.services():
+            service = document.add_service(kind, name=name, id=f"svc-{kind}")
+            for interface, url in endpoints:
+                service.add_endpoint(interface, url, region=REGION, id=f"ep-{kind}-{interface}")
+        return 201, dict(document), token
 
     def _password_ok(self, password: Any, scope: Any) -> bool:
         try:
             user = password["user"]
             domain = user["domain"]
-            project = scope["project"]
-        except (KeyError, TypeError):
+            project = scope.get("project") or {}
+        except (KeyError, TypeError, AttributeError):
             return False
         if (user.get("name"), user.get("password")) != (self.username, self.password):
             return False
@@ -200,6 +201,8 @@ class FakeCloud:
             and domain.get("id") != "default"
         ):
             return False
+        if scope.get("system") == {"all": True}:
+            return True
         if project.get("id") == "project-service":
             return True
         project_domain = project.get("domain") or {}
@@ -244,28 +247,30 @@ class _Tokens(Resource):
             body = json.loads(request.content.read())
         except ValueError:
             body = None
-        cloud.requests.append(
-            Recorded("keystone", request.path.decode(), _query(request), body=body)
-        )
         if cloud.keystone_fault == "hang":
+            cloud.requests.append(Recorded("keystone", request.path.decode(), [], body=body))
             cloud.hanging.append(request)
             return NOT_DONE_YET
         if cloud.keystone_fault == "hold":
             cloud._held.append(lambda: _finish(request, self._answer(request, body)))
             return NOT_DONE_YET
-        if isinstance(cloud.keystone_fault, int):
-            return _answer(
-                request,
-                cloud.keystone_fault,
-                _error(cloud.keystone_fault, "Fault", "injected fault"),
-            )
         return self._answer(request, body)
 
     def _answer(self, request: Request, body: Any) -> bytes:
-        if body is None:
-            return _answer(request, 400, _error(400, "Bad Request", "Malformed JSON"))
-        status, document, token = self.cloud.authenticate(body)
-        return _answer(request, status, document, {"X-Subject-Token": token} if token else None)
+        return _answer(request, *self.cloud.token_answer(body))
+
+
+class _Discovery(Resource):
+    """Keystone's version discovery: C{/identity} lists the versions, C{/identity/v3}
+    describes v3 (its children: C{auth/tokens})."""
+
+    def __init__(self, document: Callable[[], dict[str, Any]], status: int) -> None:
+        super().__init__()
+        self.document = document
+        self.status = status
+
+    def render_GET(self, request: Request) -> bytes:
+        return _answer(request, self.status, self.document())
 
 
 class _Ports(Resource):
@@ -336,9 +341,15 @@ def _tree(*names: str, leaf: Resource) -> Resource:
 
 
 def cloud_resource(cloud: FakeCloud) -> Resource:
-    """The root resource: C{/identity/v3/auth/tokens} and C{/<endpoint>/v2.0/ports}."""
+    """The root resource: C{/identity} (discovery), C{/identity/v3/auth/tokens} and
+    C{/<endpoint>/v2.0/ports}."""
     root = Resource()
-    root.putChild(b"identity", _tree("v3", "auth", "tokens", leaf=_Tokens(cloud)))
+    identity = _Discovery(cloud.versions, 300)
+    v3 = _Discovery(cloud.version, 200)
+    identity.putChild(b"v3", v3)
+    v3.putChild(b"", v3)  # /identity/v3/, the URL its own document links to
+    v3.putChild(b"auth", _tree("tokens", leaf=_Tokens(cloud)))
+    root.putChild(b"identity", identity)
     for path in _INTERFACES.values():
         root.putChild(path.encode(), _tree("v2.0", "ports", leaf=_Ports(cloud)))
     return root

@@ -1,349 +1,299 @@
-"""metaproxy.neutron.keystone: the v3 token request and answer, the catalog, and the session that
-keeps one token (cached, renewed before expiry, once after a 401, renewals coalesced)."""
+"""metaproxy.neutron.keystone: keystoneauth1, loaded from [neutron] as nova loads it,
+against the fake Keystone of bench.fakes.neutron (requests-mock): what each auth plugin
+sends, the token and endpoint kept in memory (no thread while it is good), renewal
+before expiry and after a 401, one fetch for concurrent needs, failures that name
+Keystone and never a secret, and the fetch kept off the reactor thread."""
 
 from __future__ import annotations
 
-import json
+import threading
 
 import pytest
-from treq.client import HTTPClient
-from treq.testing import RequestTraversalAgent
-from twisted.internet.task import Clock
+import pytest_twisted
+import requests
+from twisted.internet import reactor as global_reactor
 
-from bench.fakes.neutron.cloud import FakeCloud, cloud_resource
+from bench.fakes.neutron.cloud import FakeCloud
 from metaproxy.neutron.keystone import (
+    MIN_KEEP,
     RENEW_BEFORE,
-    Credentials,
-    KeystoneError,
     KeystoneSession,
     KeystoneUnavailable,
-    find_endpoint,
-    parse_token,
-    token_request_body,
-    tokens_url,
 )
-
-PASSWORD = "Pa55-w0rd-never-logged"
-NOW = 1_700_000_000.0
-URL = "http://cloud.test/identity/v3"
-CREDS = Credentials(
-    "password",
-    URL,
-    username="metaproxy",
-    password=PASSWORD,
-    user_domain_name="Default",
-    project_name="service",
-    project_domain_name="Default",
+from tests.unit.neutron.fake_keystone import (
+    APP_ID,
+    APP_SECRET,
+    BASE,
+    KEYSTONE,
+    PASSWORD,
+    PASSWORD_SECTION,
+    TOKENS,
+    Blocking,
+    load,
+    serve_keystone,
+    wall_clock,
 )
-
-
-def keystone_answer(expires_at: str, catalog=()) -> bytes:
-    return json.dumps(
-        {"token": {"methods": ["password"], "expires_at": expires_at, "catalog": list(catalog)}}
-    ).encode()
-
-
-@pytest.mark.parametrize(
-    "auth_url, url",
-    [
-        ("http://k:5000/v3", "http://k:5000/v3/auth/tokens"),
-        ("http://k:5000/v3/", "http://k:5000/v3/auth/tokens"),
-        ("https://k/identity", "https://k/identity/v3/auth/tokens"),
-        ("https://k:5000/", "https://k:5000/v3/auth/tokens"),
-    ],
-)
-def test_tokens_url(auth_url, url):
-    assert tokens_url(auth_url) == url
-
-
-def test_password_body_is_keystones_project_scoped_shape():
-    assert token_request_body(CREDS) == {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {
-                        "name": "metaproxy",
-                        "password": PASSWORD,
-                        "domain": {"name": "Default"},
-                    }
-                },
-            },
-            "scope": {"project": {"name": "service", "domain": {"name": "Default"}}},
-        }
-    }
-
-
-def test_password_body_with_ids():
-    creds = Credentials(
-        "password", URL, username="u", password="p", user_domain_id="d1", project_id="p-123"
-    )
-    body = token_request_body(creds)["auth"]
-    assert body["identity"]["password"]["user"]["domain"] == {"id": "d1"}
-    assert body["scope"] == {"project": {"id": "p-123"}}
-
-
-def test_application_credential_body_has_no_scope():
-    creds = Credentials(
-        "v3applicationcredential",
-        URL,
-        application_credential_id="ac1",
-        application_credential_secret="s3",
-    )
-    assert token_request_body(creds) == {
-        "auth": {
-            "identity": {
-                "methods": ["application_credential"],
-                "application_credential": {"id": "ac1", "secret": "s3"},
-            }
-        }
-    }
-
-
-def test_credentials_repr_hides_secrets():
-    creds = Credentials(
-        "v3applicationcredential",
-        URL,
-        password=PASSWORD,
-        application_credential_secret="app-secret",
-    )
-    assert PASSWORD not in repr(creds) and "app-secret" not in repr(creds)
-
-
-def test_token_renewed_two_minutes_before_expiry():
-    token = parse_token(201, "tok", keystone_answer("2023-11-14T23:13:20.000000Z"), NOW)
-    # 2023-11-14T22:13:20Z is NOW: a one-hour token
-    assert token.expires_at == NOW + 3600
-    assert token.renew_at == NOW + 3600 - RENEW_BEFORE
-    assert "tok" not in repr(token)
-
-
-def test_short_token_renewed_half_way_and_skewed_one_kept_ten_seconds():
-    short = parse_token(201, "t", keystone_answer("2023-11-14T22:15:20+00:00"), NOW)
-    assert short.renew_at == NOW + 60
-    past = parse_token(201, "t", keystone_answer("2023-11-14T21:00:00Z"), NOW)
-    assert past.renew_at == NOW + 10
-
-
-@pytest.mark.parametrize(
-    "status, header, body, words",
-    [
-        (
-            401,
-            None,
-            b'{"error": {"message": "The request you have made requires authentication."}}',
-            "refused the credentials (HTTP 401: The request you have made requires authentication.)",  # noqa: E501
-        ),
-        (503, None, b"<html>down</html>", "answered HTTP 503"),
-        (201, None, keystone_answer("2023-11-14T23:13:20Z"), "without an X-Subject-Token"),
-        (201, "t", b"not json", "without a JSON token object"),
-        (201, "t", keystone_answer("tomorrow"), "'tomorrow' is not an ISO 8601 time"),
-        (
-            201,
-            "t",
-            b'{"token": {"expires_at": "2023-11-14T23:13:20Z", "catalog": {}}}',
-            "catalog is not a list",
-        ),
-    ],
-)
-def test_unusable_answers_say_why(status, header, body, words):
-    with pytest.raises(KeystoneError) as info:
-        parse_token(status, header, body, NOW)
-    assert words in str(info.value)
-
-
-CATALOG = [
-    {
-        "type": "identity",
-        "endpoints": [{"interface": "internal", "region_id": "R1", "url": "http://k/identity"}],
-    },
-    {
-        "type": "network",
-        "endpoints": [
-            {"interface": "public", "region_id": "R1", "region": "R1", "url": "http://pub-r1"},
-            {"interface": "internal", "region_id": "R1", "region": "R1", "url": "http://int-r1"},
-            {"interface": "internal", "region_id": "R2", "region": "R2", "url": "http://int-r2"},
-            {"interface": "admin", "region_id": "R2", "region": "R2", "url": "http://adm-r2"},
-        ],
-    },
-]
-
-
-@pytest.mark.parametrize(
-    "interfaces, region, url",
-    [
-        (("internal", "public"), None, "http://int-r1"),
-        (("public", "internal"), None, "http://pub-r1"),
-        (("internal", "public"), "R2", "http://int-r2"),
-        (("public", "internal"), "R2", "http://int-r2"),
-        (("adminURL",), None, "http://adm-r2"),
-    ],
-)
-def test_endpoint_by_interface_preference_and_region(interfaces, region, url):
-    assert find_endpoint(CATALOG, "network", interfaces, region) == url
-
-
-def test_missing_endpoint_lists_what_the_catalog_has():
-    with pytest.raises(KeystoneError) as info:
-        find_endpoint(CATALOG, "network", ("public",), "R2")
-    assert str(info.value).startswith(
-        "the catalog has no 'network' endpoint with interface public in region R2 (it has: "
-        "public in R1, internal in R1, internal in R2, admin in R2)"
-    )
-    assert "endpoint_override" in str(info.value)
-
-
-# --- the session, against the fake Keystone -----------------------------------------
 
 
 @pytest.fixture
 def clock():
-    c = Clock()
-    c.advance(NOW)
-    return c
+    return wall_clock()
 
 
 @pytest.fixture
-def cloud(clock):
-    return FakeCloud([], clock, password=PASSWORD)
+def cloud(clock, requests_mock):
+    cloud = FakeCloud([], clock, password=PASSWORD, application_credential=(APP_ID, APP_SECRET))
+    serve_keystone(cloud, requests_mock)
+    return cloud
 
 
-@pytest.fixture
-def agent(cloud):
-    return RequestTraversalAgent(cloud_resource(cloud))
-
-
-def session(clock, agent, creds=CREDS, timeout=5.0):
-    return KeystoneSession(clock, HTTPClient(agent), creds, timeout=timeout)
-
-
-def test_token_is_fetched_once_and_kept(clock, agent, cloud):
-    s = session(clock, agent)
-    first = s.token()
-    agent.flush()
-    token = first.result
-    assert token.value in cloud.tokens
-    assert s.token().result is token
-    clock.advance(3600 - RENEW_BEFORE - 1)
-    assert s.token().result is token
-    assert len(cloud.keystone_requests()) == 1
-    sent = cloud.keystone_requests()[0].body
-    assert sent == token_request_body(CREDS)
-
-
-def test_token_renewed_before_expiry(clock, agent, cloud):
-    s = session(clock, agent)
-    d = s.token()
-    agent.flush()
-    old = d.result
-    clock.advance(3600 - RENEW_BEFORE)
-    d = s.token()
-    agent.flush()
-    assert d.result is not old and d.result.value != old.value
-    assert len(cloud.keystone_requests()) == 2
-
-
-def test_concurrent_renewals_coalesce_into_one_request(clock, agent, cloud):
-    cloud.keystone_fault = "hold"
-    s = session(clock, agent)
-    waiting = [s.token() for _ in range(10)]
-    agent.flush()
-    assert all(not d.called for d in waiting)
-    assert cloud.release() == 1
-    agent.flush()
-    assert len({d.result.value for d in waiting}) == 1
-    assert len(cloud.keystone_requests()) == 1
-    assert s.fetches == 1
-
-
-def test_invalidate_forgets_only_the_refused_token(clock, agent, cloud):
-    s = session(clock, agent)
-    d = s.token()
-    agent.flush()
-    old = d.result
-    s.invalidate(old)
-    d = s.token()
-    agent.flush()
-    new = d.result
-    s.invalidate(old)  # a second caller's 401 on the old token: the new one stays
-    assert s.token().result is new
-    assert len(cloud.keystone_requests()) == 2
-
-
-def test_cancelling_one_waiter_leaves_the_fetch_to_the_others(clock, agent, cloud):
-    s = session(clock, agent)
-    a, b = s.token(), s.token()
-    a.cancel()
-    a.addErrback(lambda f: None)
-    agent.flush()
-    assert b.result.value in cloud.tokens
-
-
-def test_wrong_password_fails_naming_keystone_never_the_password(clock, agent, cloud):
-    s = session(
+def session(clock, tmp_path, section=PASSWORD_SECTION, extra="", run=None):
+    keystone = load(tmp_path, section, extra)
+    return KeystoneSession(
         clock,
-        agent,
-        Credentials(
-            "password",
-            URL,
-            username="metaproxy",
-            password="wrong-" + PASSWORD,
-            user_domain_name="Default",
-            project_name="service",
-            project_domain_name="Default",
-        ),
+        keystone.session,
+        keystone.adapter,
+        url=keystone.auth_url,
+        timeout=keystone.timeout,
+        run_blocking=run or Blocking(),
     )
-    d = s.token()
-    agent.flush()
+
+
+def token_of(access):
+    [token] = access.headers["X-Auth-Token"]
+    return token
+
+
+def sent(cloud):
+    return [r.body["auth"] for r in cloud.keystone_requests()]
+
+
+def failure_of(d):
+    assert d.called, "no answer"
     error = d.result.value
     d.addErrback(lambda f: None)
+    return error
+
+
+# --- what each plugin asks Keystone ---------------------------------------------------
+
+
+def test_password_gets_a_project_scoped_token_and_the_catalogs_endpoint(clock, tmp_path, cloud):
+    access = session(clock, tmp_path).access().result
+    assert token_of(access) in cloud.tokens
+    assert access.endpoint == f"{BASE}/network"  # internal, before public
+    [auth] = sent(cloud)
+    assert auth["identity"] == {
+        "methods": ["password"],
+        "password": {
+            "user": {"name": "metaproxy", "password": PASSWORD, "domain": {"name": "Default"}}
+        },
+    }
+    assert auth["scope"] == {"project": {"name": "service", "domain": {"name": "Default"}}}
+    assert PASSWORD not in repr(access)
+    assert token_of(access) not in repr(access)
+
+
+def test_application_credential_sends_only_the_credential(clock, tmp_path, cloud):
+    section = (
+        f"[neutron]\nauth_type = v3applicationcredential\nauth_url = {KEYSTONE}\n"
+        f"application_credential_id = {APP_ID}\n"
+        f"application_credential_secret = {APP_SECRET}\n"
+    )
+    access = session(clock, tmp_path, section).access().result
+    assert token_of(access) in cloud.tokens
+    [auth] = sent(cloud)
+    assert auth == {
+        "identity": {
+            "methods": ["application_credential"],
+            "application_credential": {"id": APP_ID, "secret": APP_SECRET},
+        }
+    }
+
+
+def test_auth_section_reads_the_credentials_from_another_section(clock, tmp_path, cloud):
+    """nova.conf's [neutron] auth_section = keystone_authtoken: the plugin and its
+    options come from there; the adapter's options stay in [neutron]."""
+    section = "[neutron]\nauth_section = keystone_authtoken\nvalid_interfaces = admin\n"
+    extra = PASSWORD_SECTION.replace("[neutron]", "[keystone_authtoken]")
+    access = session(clock, tmp_path, section, extra).access().result
+    assert token_of(access) in cloud.tokens
+    assert access.endpoint == f"{BASE}/network-admin"
+    assert sent(cloud)[0]["identity"]["password"]["user"]["name"] == "metaproxy"
+
+
+def test_system_scoped_token(clock, tmp_path, cloud):
+    section = PASSWORD_SECTION.replace(
+        "project_name = service\nproject_domain_name = Default\n", "system_scope = all\n"
+    )
+    access = session(clock, tmp_path, section).access().result
+    assert token_of(access) in cloud.tokens
+    assert sent(cloud)[0]["scope"] == {"system": {"all": True}}
+    assert access.endpoint == f"{BASE}/network"
+
+
+def test_endpoint_override_is_neutrons_url(clock, tmp_path, cloud):
+    section = PASSWORD_SECTION + "endpoint_override = http://neutron.test:9696\n"
+    access = session(clock, tmp_path, section).access().result
+    assert access.endpoint == "http://neutron.test:9696"
+
+
+def test_client_certificate_and_ca_reach_the_keystoneauth_session(tmp_path):
+    """certfile/keyfile/cafile are keystoneauth's session options: its requests (the
+    token's) present the certificate and verify with the CA."""
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("PEM\n")
+    section = PASSWORD_SECTION + (
+        f"cafile = {tmp_path / 'ca.pem'}\ncertfile = {tmp_path / 'client.pem'}\n"
+        f"keyfile = {tmp_path / 'client.key'}\ntimeout = 4\n"
+    )
+    keystone = load(tmp_path, section)
+    assert keystone.session.cert == (str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+    assert keystone.session.verify == str(tmp_path / "ca.pem")
+    assert keystone.session.timeout == 4.0
+
+
+# --- kept, renewed, shared ------------------------------------------------------------
+
+
+def test_token_is_kept_without_a_thread_until_keystoneauths_margin(clock, tmp_path, cloud):
+    run = Blocking()
+    s = session(clock, tmp_path, run=run)
+    access = s.access().result
+    assert s.access().result is access
+    clock.advance(3600 - RENEW_BEFORE - 1)
+    assert s.access().result is access
+    assert run.runs == 1 and len(cloud.keystone_requests()) == 1
+    clock.advance(1)  # now within two minutes of expiry
+    renewed = s.access().result
+    assert token_of(renewed) != token_of(access) and token_of(renewed) in cloud.tokens
+    assert run.runs == 2 and len(cloud.keystone_requests()) == 2
+
+
+def test_short_token_renewed_half_way_and_skewed_one_kept_ten_seconds(clock, tmp_path, cloud):
+    cloud.token_lifetime = 120
+    s = session(clock, tmp_path)
+    assert s.access().result.renew_at == clock.seconds() + 60
+    cloud.token_lifetime = -100  # expired already by our clock: Keystone's is skewed
+    s = session(clock, tmp_path)
+    assert s.access().result.renew_at == clock.seconds() + MIN_KEEP
+
+
+def test_concurrent_needs_share_one_fetch(clock, tmp_path, cloud):
+    run = Blocking(auto=False)
+    s = session(clock, tmp_path, run=run)
+    waiting = [s.access() for _ in range(10)]
+    assert run.runs == 1 and not any(d.called for d in waiting)
+    run.run()
+    assert len({id(d.result) for d in waiting}) == 1
+    assert len(cloud.keystone_requests()) == 1 and s.fetches == 1
+
+
+def test_invalidate_forgets_only_the_refused_token(clock, tmp_path, cloud):
+    s = session(clock, tmp_path)
+    old = s.access().result
+    s.invalidate(old)
+    new = s.access().result
+    assert token_of(new) != token_of(old)
+    s.invalidate(old)  # a second caller's 401 on the old token: the new one stays
+    assert s.access().result is new
+    assert len(cloud.keystone_requests()) == 2
+
+
+def test_cancelling_one_waiter_leaves_the_fetch_to_the_others(clock, tmp_path, cloud):
+    run = Blocking(auto=False)
+    s = session(clock, tmp_path, run=run)
+    a, b = s.access(), s.access()
+    a.cancel()
+    a.addErrback(lambda f: None)
+    run.run()
+    assert token_of(b.result) in cloud.tokens
+
+
+# --- failures: named, never a secret ---------------------------------------------------
+
+
+def test_wrong_password_fails_naming_keystone_never_the_password(clock, tmp_path, cloud):
+    cloud.password = "something-else"
+    s = session(clock, tmp_path)
+    error = failure_of(s.access())
     assert isinstance(error, KeystoneUnavailable)
-    assert str(error).startswith(f"Keystone at {URL}/auth/tokens refused the credentials (HTTP 401")
+    assert str(error) == (
+        f"Keystone at {KEYSTONE} refused the credentials (HTTP 401: The request you have "
+        "made requires authentication.); check [neutron] auth_type and its credentials"
+    )
     assert PASSWORD not in str(error)
     assert s.failures == 1 and s.current is None
 
 
-def test_keystone_down_is_reported_and_retried_next_time(clock, agent, cloud):
+def test_keystone_down_is_reported_and_retried_next_time(clock, tmp_path, cloud):
     cloud.keystone_fault = 503
-    s = session(clock, agent)
-    d = s.token()
-    agent.flush()
-    assert "answered HTTP 503" in str(d.result.value)
-    d.addErrback(lambda f: None)
+    s = session(clock, tmp_path)
+    assert (
+        str(failure_of(s.access())) == f"Keystone at {KEYSTONE} answered HTTP 503: injected fault"
+    )
     cloud.keystone_fault = None
-    d = s.token()
-    agent.flush()
-    assert d.result.value in cloud.tokens
+    assert token_of(s.access().result) in cloud.tokens
 
 
-def test_slow_keystone_fails_after_the_timeout(clock, agent, cloud):
-    """The stated bound: a token request ends at [neutron] timeout."""
-    cloud.keystone_fault = "hang"
-    s = session(clock, agent, timeout=4.0)
-    d = s.token()
-    agent.flush()
-    clock.advance(3.9)
-    assert not d.called
-    clock.advance(0.1)
-    agent.flush()
-    assert str(d.result.value) == (
-        f"Keystone at {URL}/auth/tokens did not answer within 4 s ([neutron] timeout)"
+def test_unreachable_keystone_says_how(clock, tmp_path, requests_mock):
+    requests_mock.get(KEYSTONE, exc=requests.exceptions.ConnectionError("Connection refused"))
+    requests_mock.post(TOKENS, exc=requests.exceptions.ConnectionError("Connection refused"))
+    error = failure_of(session(clock, tmp_path).access())
+    # keystoneauth's password plugin asks for Keystone's versions first
+    assert str(error) == (
+        f"Keystone at {KEYSTONE} is unreachable (ConnectFailure: Unable to establish "
+        f"connection to {KEYSTONE}; ConnectionError: Connection refused)"
     )
-    d.addErrback(lambda f: None)
 
 
-def test_application_credential_accepted(clock, agent, cloud):
-    cloud.application_credential = ("ac1", "ac-secret")
-    s = session(
-        clock,
-        agent,
-        Credentials(
-            "v3applicationcredential",
-            URL,
-            application_credential_id="ac1",
-            application_credential_secret="ac-secret",
-        ),
+def test_keystone_too_slow_names_the_timeout(clock, tmp_path, cloud, requests_mock):
+    requests_mock.post(TOKENS, exc=requests.exceptions.ReadTimeout("read timed out"))
+    s = session(clock, tmp_path, PASSWORD_SECTION + "timeout = 4\n")
+    assert str(failure_of(s.access())) == (
+        f"Keystone at {KEYSTONE} did not answer within 4 s ([neutron] timeout)"
     )
-    d = s.token()
-    agent.flush()
-    assert d.result.value in cloud.tokens
+
+
+def test_no_endpoint_in_region_lists_what_the_catalog_has(clock, tmp_path, cloud):
+    s = session(clock, tmp_path, PASSWORD_SECTION + "region_name = RegionTwo\n")
+    assert str(failure_of(s.access())) == (
+        f"Keystone at {KEYSTONE}: the catalog has no 'network' endpoint with interface "
+        "internal or public in region RegionTwo (it has: internal in RegionOne, public in "
+        "RegionOne, admin in RegionOne); check [neutron] valid_interfaces and "
+        "region_name, or set endpoint_override"
+    )
+
+
+def test_describe_endpoint(clock, tmp_path, cloud):
+    s = session(clock, tmp_path, PASSWORD_SECTION + "region_name = R9\n")
+    assert s.describe_endpoint() == "the catalog's network endpoint (internal, public, region R9)"
+
+
+# --- off the reactor thread -------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_fetch_runs_on_the_reactors_thread_pool(tmp_path, cloud):
+    """Without run_blocking, keystoneauth's blocking calls run on a pool thread; the
+    answer comes back on the reactor thread."""
+    seen = []
+    original = cloud.token_answer
+
+    def token_answer(body):
+        seen.append(threading.current_thread())
+        return original(body)
+
+    cloud.token_answer = token_answer
+    keystone = load(tmp_path, PASSWORD_SECTION)
+    s = KeystoneSession(
+        global_reactor,
+        keystone.session,
+        keystone.adapter,
+        url=keystone.auth_url,
+        timeout=keystone.timeout,
+    )
+    access = await s.access()
+    assert token_of(access) in cloud.tokens
+    assert seen and seen[0] is not threading.main_thread()
+    assert threading.current_thread() is threading.main_thread()

@@ -1,12 +1,15 @@
 """metaproxy.resolve.neutron_api against the in-process fake Keystone + Neutron: the exact
 queries upstream makes, the endpoint, 401 handling, failures within the timeout, and the
-core's coalescing and cache in front of it."""
+core's coalescing and cache in front of it. keystoneauth1 reaches the fake Keystone through
+requests-mock (tests.unit.neutron.fake_keystone); the port queries reach the fake Neutron
+through treq's in-memory agent."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import pytest_twisted
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import fail
@@ -16,9 +19,8 @@ from twisted.internet.task import Clock
 from bench.fakes.neutron.cloud import FakeCloud, cloud_resource
 from bench.fakes.neutron.ports import neutron_ports
 from metaproxy.caller import Identity
-from metaproxy.config import default_settings
 from metaproxy.namespace import Namespace, NamespaceKind
-from metaproxy.neutron.keystone import Credentials, KeystoneSession
+from metaproxy.neutron.keystone import KeystoneSession
 from metaproxy.resolve import backends
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, Instance, LookupUnavailable, Port
 from metaproxy.resolve.cache import CachingBackend
@@ -28,12 +30,19 @@ from metaproxy.resolve.neutron_api import (
     parse_ports,
     parse_router_networks,
     ports_url,
+    session_tls,
 )
 from metaproxy.resolve.resolver import InstanceResolver
+from tests.unit.neutron.fake_keystone import (
+    KEYSTONE,
+    PASSWORD,
+    PASSWORD_SECTION,
+    Blocking,
+    load,
+    serve_keystone,
+    wall_clock,
+)
 
-PASSWORD = "Neutr0n-Pa55"
-NOW = 1_700_000_000.0
-KEYSTONE = "http://cloud.test/identity/v3"
 PORTS = "http://cloud.test/network/v2.0/ports"
 FIELDS = [("fields", f) for f in PORT_FIELDS]
 OWNERS = [("device_owner", o) for o in ROUTER_INTERFACE_OWNERS]
@@ -92,14 +101,14 @@ TABLE = {
 
 @pytest.fixture
 def clock():
-    c = Clock()
-    c.advance(NOW)
-    return c
+    return wall_clock()
 
 
 @pytest.fixture
-def cloud(clock):
-    return FakeCloud(neutron_ports(TABLE), clock, password=PASSWORD)
+def cloud(clock, requests_mock):
+    cloud = FakeCloud(neutron_ports(TABLE), clock, password=PASSWORD)
+    serve_keystone(cloud, requests_mock)
+    return cloud
 
 
 @pytest.fixture
@@ -107,28 +116,23 @@ def agent(cloud):
     return RequestTraversalAgent(cloud_resource(cloud))
 
 
-def make_backend(clock, agent, timeout=5.0, **kwargs):
-    http = HTTPClient(agent)
-    keystone = KeystoneSession(
+def make_backend(clock, agent, tmp_path, timeout=5.0, extra="", run=None, **kwargs):
+    """The backend on a [neutron] section (the fake's password credentials + C{extra})."""
+    keystone = load(tmp_path, PASSWORD_SECTION + extra)
+    session = KeystoneSession(
         clock,
-        http,
-        Credentials(
-            "password",
-            KEYSTONE,
-            username="metaproxy",
-            password=PASSWORD,
-            user_domain_name="Default",
-            project_name="service",
-            project_domain_name="Default",
-        ),
+        keystone.session,
+        keystone.adapter,
+        url=keystone.auth_url,
         timeout=timeout,
+        run_blocking=run or Blocking(),
     )
-    return NeutronApiBackend(clock, http, keystone, timeout=timeout, **kwargs)
+    return NeutronApiBackend(clock, HTTPClient(agent), session, timeout=timeout, **kwargs)
 
 
 @pytest.fixture
-def backend(clock, agent):
-    return make_backend(clock, agent)
+def backend(clock, agent, tmp_path):
+    return make_backend(clock, agent, tmp_path)
 
 
 def result(agent, d):
@@ -271,33 +275,35 @@ def test_ports_url(endpoint, url):
 @pytest.mark.parametrize(
     "interfaces, path",
     [
-        (("internal", "public"), "/network/v2.0/ports"),
-        (("public", "internal"), "/network-public/v2.0/ports"),
-        (("admin",), "/network-admin/v2.0/ports"),
+        ("internal, public", "/network/v2.0/ports"),
+        ("public, internal", "/network-public/v2.0/ports"),
+        ("admin", "/network-admin/v2.0/ports"),
     ],
 )
-def test_endpoint_from_the_catalog_by_interface(clock, agent, cloud, interfaces, path):
-    backend = make_backend(clock, agent, interfaces=interfaces, region="RegionOne")
+def test_endpoint_from_the_catalog_by_interface(clock, agent, cloud, tmp_path, interfaces, path):
+    extra = f"valid_interfaces = {interfaces}\nregion_name = RegionOne\n"
+    backend = make_backend(clock, agent, tmp_path, extra=extra)
     result(agent, backend.router_networks("r1"))
     assert cloud.neutron_requests()[0].path == path
 
 
-def test_endpoint_override_wins_over_the_catalog(clock, agent, cloud):
-    backend = make_backend(clock, agent, endpoint_override="http://cloud.test/network-admin")
+def test_endpoint_override_wins_over_the_catalog(clock, agent, cloud, tmp_path):
+    extra = "endpoint_override = http://cloud.test/network-admin\n"
+    backend = make_backend(clock, agent, tmp_path, extra=extra)
     result(agent, backend.router_networks("r1"))
     assert cloud.neutron_requests()[0].path == "/network-admin/v2.0/ports"
     assert backend.describe() == (
         "Neutron API at http://cloud.test/network-admin/v2.0/ports, "
-        f"tokens from Keystone at {KEYSTONE}/auth/tokens"
+        f"tokens from Keystone at {KEYSTONE}"
     )
 
 
-def test_no_endpoint_in_region_is_unavailable_naming_keystone(clock, agent, cloud):
-    backend = make_backend(clock, agent, region="RegionTwo")
+def test_no_endpoint_in_region_is_unavailable_naming_keystone(clock, agent, cloud, tmp_path):
+    backend = make_backend(clock, agent, tmp_path, extra="region_name = RegionTwo\n")
     error = failure(agent, backend.router_networks("r1"))
     assert isinstance(error, LookupUnavailable)
     assert str(error).startswith(
-        f"Keystone at {KEYSTONE}/auth/tokens: the catalog has no "
+        f"Keystone at {KEYSTONE}: the catalog has no "
         "'network' endpoint with interface internal or public in "
         "region RegionTwo"
     )
@@ -344,6 +350,22 @@ def test_concurrent_401s_renew_the_token_once(agent, cloud, backend):
     assert len(cloud.keystone_requests()) == 2
 
 
+def test_concurrent_lookups_share_one_token_fetch(clock, agent, cloud, tmp_path):
+    """Lookups that need a token while none is kept wait for one fetch; after it, no
+    lookup goes to a thread."""
+    run = Blocking(auto=False)
+    backend = make_backend(clock, agent, tmp_path, run=run)
+    calls = [backend.router_networks("r1"), backend.router_networks("r2")]
+    calls.append(backend.ports_by_ip(("net-a",), "10.0.0.5"))
+    assert run.runs == 1 and not any(d.called for d in calls)
+    run.run()
+    agent.flush()
+    assert [d.result for d in calls[:2]] == [("net-a",), ("net-b", "net-c")]
+    assert calls[2].result[0].device_id == "vm-a"
+    result(agent, backend.router_networks("r1"))
+    assert run.runs == 1 and len(cloud.keystone_requests()) == 1
+
+
 def test_401_with_the_new_token_too_is_unavailable(agent, cloud, backend):
     cloud.neutron_fault = 401
     error = failure(agent, backend.router_networks("r1"))
@@ -367,9 +389,9 @@ def test_neutron_error_status_names_the_endpoint(agent, cloud, backend):
     assert backend.ready() is True
 
 
-def test_slow_neutron_fails_at_the_timeout(clock, agent, cloud):
+def test_slow_neutron_fails_at_the_timeout(clock, agent, cloud, tmp_path):
     """The stated bound: a lookup call ends within [neutron] timeout."""
-    backend = make_backend(clock, agent, timeout=3.0)
+    backend = make_backend(clock, agent, tmp_path, timeout=3.0)
     cloud.neutron_fault = "hang"
     d = backend.router_networks("r1")
     agent.flush()
@@ -382,17 +404,19 @@ def test_slow_neutron_fails_at_the_timeout(clock, agent, cloud):
     )
 
 
-def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud):
-    backend = make_backend(clock, agent, timeout=3.0)
-    cloud.keystone_fault = "hang"
+def test_slow_keystone_counts_against_the_same_timeout(clock, agent, cloud, tmp_path):
+    """The token's fetch, on its thread, has not ended: the lookup ends at the bound."""
+    run = Blocking(auto=False)
+    backend = make_backend(clock, agent, tmp_path, timeout=3.0, run=run)
     d = backend.ports_by_mac(("net-c",), "fa:16:3e:11:22:33")
     agent.flush()
-    clock.advance(3.0)
+    clock.advance(2.9)
+    assert not d.called and run.pending == 1
+    clock.advance(0.1)
     error = failure(agent, d)
-    # the token request's own timeout (the same [neutron] timeout) says it first
-    assert isinstance(error, LookupUnavailable)
     assert str(error) == (
-        f"Keystone at {KEYSTONE}/auth/tokens did not answer within 3 s ([neutron] timeout)"
+        f"no answer within 3 s ([neutron] timeout) while waiting for a token from "
+        f"Keystone at {KEYSTONE}"
     )
     assert cloud.neutron_requests() == []
 
@@ -401,35 +425,18 @@ def test_keystone_down_names_keystone(agent, cloud, backend):
     cloud.keystone_fault = 503
     error = failure(agent, backend.router_networks("r1"))
     assert isinstance(error, LookupUnavailable)
-    assert str(error) == f"Keystone at {KEYSTONE}/auth/tokens answered HTTP 503: injected fault"
+    assert str(error) == f"Keystone at {KEYSTONE} answered HTTP 503: injected fault"
 
 
-def test_keystone_down_reaches_the_resolver_as_the_same_unavailable_lookup(
-    agent, cloud, backend, clock
-):
-    """The backend answers Keystone's failure as an unavailable lookup with Keystone's own
-    words: the resolver passes it on unwrapped (the instance gets 503 naming Keystone)."""
-    cloud.keystone_fault = 503
-    resolver = InstanceResolver(CachingBackend(backend, clock, ttl=600, enabled=False))
-    error = failure(agent, resolver.resolve(ROUTER_CALLER))
-    assert isinstance(error, LookupUnavailable)
-    assert str(error) == f"Keystone at {KEYSTONE}/auth/tokens answered HTTP 503: injected fault"
-
-
-def test_unreachable_neutron_says_how(clock):
+def test_unreachable_neutron_says_how(clock, cloud, tmp_path):
     """A refused connection is reported with its cause, not a traceback."""
 
     class Refusing:
         def request(self, method, uri, headers=None, bodyProducer=None):
-            if uri.endswith(b"/auth/tokens"):
-                return real.request(method, uri, headers, bodyProducer)
             return fail(ConnectionRefusedError("Connection refused"))
 
-    cloud = FakeCloud(neutron_ports(TABLE), clock, password=PASSWORD)
-    real = RequestTraversalAgent(cloud_resource(cloud))
-    backend = make_backend(clock, Refusing())
+    backend = make_backend(clock, Refusing(), tmp_path)
     d = backend.router_networks("r1")
-    real.flush()
     error = d.result.value
     d.addErrback(lambda f: None)
     assert str(error).startswith(
@@ -495,24 +502,26 @@ def test_start_gets_a_token_and_logs_where_ports_come_from(agent, backend, logge
     backend.start()
     agent.flush()
     assert text_of(logged) == [
-        f"Neutron API lookups: token from Keystone at {KEYSTONE}/auth/tokens; ports at {PORTS}"
+        f"Neutron API lookups: token from Keystone at {KEYSTONE}; ports at {PORTS}"
     ]
 
 
-def test_start_with_bad_credentials_logs_without_the_password(clock, agent, cloud, logged):
+def test_start_with_bad_credentials_logs_without_the_password(
+    clock, agent, cloud, logged, tmp_path
+):
     cloud.password = "something-else"
-    backend = make_backend(clock, agent)
+    backend = make_backend(clock, agent, tmp_path)
     backend.start()
     agent.flush()
     [line] = text_of(logged)
     assert line.startswith(
-        "Neutron API lookups: no token yet (Keystone at "
-        f"{KEYSTONE}/auth/tokens refused the credentials (HTTP 401"
+        f"Neutron API lookups: no token yet (Keystone at {KEYSTONE} refused the "
+        "credentials (HTTP 401"
     )
     assert PASSWORD not in line and not any(t in line for t in cloud.tokens)
 
 
-def test_stop_closes_the_pool(clock, agent):
+def test_stop_closes_the_pool(clock, agent, tmp_path):
     closed = []
 
     class Pool:
@@ -520,41 +529,137 @@ def test_stop_closes_the_pool(clock, agent):
             closed.append(True)
             return "closed"
 
-    assert make_backend(clock, agent, pool=Pool()).stop() == "closed"
+    assert make_backend(clock, agent, tmp_path, pool=Pool()).stop() == "closed"
     assert closed == [True]
+
+
+def settings_from(tmp_path, neutron: str):
+    """load_settings on a file: [metaproxy] lookup_backend = neutron_api and C{neutron}."""
+    from metaproxy.config import load_settings
+
+    path = tmp_path / "metadata_agent.ini"
+    path.write_text(
+        # a short state_path: the socket paths derived from it are checked, not made
+        "[DEFAULT]\nstate_path = /tmp/mpn\n[metaproxy]\nlookup_backend = neutron_api\n" + neutron
+    )
+    return load_settings([str(path)], [])
 
 
 def test_built_from_settings_with_a_ca_file(tmp_path):
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    settings = default_settings(
-        lookup_backend="neutron_api",
-        neutron_auth_type="password",
-        neutron_auth_url="https://keystone.example:5000",
-        neutron_username="u",
-        neutron_password="p",
-        neutron_user_domain_name="Default",
-        neutron_project_name="service",
-        neutron_project_domain_name="Default",
-        neutron_cafile=str(tmp_path / "ca.pem"),
-        neutron_region_name="R9",
+    settings = settings_from(
+        tmp_path,
+        PASSWORD_SECTION.replace(KEYSTONE, "https://keystone.example:5000")
+        + f"cafile = {tmp_path / 'ca.pem'}\nregion_name = R9\n",
     )
     built = backends.build_backend(Clock(), settings)
     assert isinstance(built, NeutronApiBackend)
     assert backends.describe_backend(built) == (
         "Neutron API at the catalog's network endpoint (internal, public, region R9), "
-        "tokens from Keystone at https://keystone.example:5000/v3/auth/tokens"
+        "tokens from Keystone at https://keystone.example:5000"
     )
 
 
 def test_bad_ca_file_is_a_backend_error(tmp_path):
     (tmp_path / "ca.pem").write_text("not a certificate")
-    settings = default_settings(
-        lookup_backend="neutron_api",
-        neutron_auth_type="password",
-        neutron_auth_url="https://k:5000",
-        neutron_cafile=str(tmp_path / "ca.pem"),
-    )
+    settings = settings_from(tmp_path, PASSWORD_SECTION + f"cafile = {tmp_path / 'ca.pem'}\n")
     with pytest.raises(backends.BackendError, match=r"^\[neutron\] cafile: CA file .* holds no"):
         backends.build_backend(Clock(), settings)
+
+
+def test_a_neutron_section_gone_since_the_check_is_a_backend_error(tmp_path):
+    """The builder reads the files again with keystoneauth: a section emptied meanwhile
+    is refused with the check's own message."""
+    settings = settings_from(tmp_path, PASSWORD_SECTION)
+    (tmp_path / "metadata_agent.ini").write_text("[neutron]\nauth_type = password\n")
+    with pytest.raises(
+        backends.BackendError, match=r"\[neutron\] auth_url = .*needs Keystone's URL"
+    ):
+        backends.build_backend(Clock(), settings)
+
+
+# --- TLS: the port queries use the session's CA and client certificate ----------------
+
+
+async def _lookup_over_tls(tmp_path, requests_mock, *, client_certificate: bool):
+    """router_networks("r2") through a backend built from [neutron] with cafile (and
+    certfile/keyfile), against the fake Neutron behind TLS that requires a client
+    certificate from the same CA; keystoneauth's fetch on the real reactor's pool."""
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from OpenSSL.crypto import X509
+    from twisted.internet import reactor
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.web.server import Site
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("metaproxy.client.example")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client_cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    cloud = FakeCloud(neutron_ports(TABLE), wall_clock(), password=PASSWORD)
+    serve_keystone(cloud, requests_mock)
+    tls = CertificateOptions(
+        privateKey=load_pem_private_key(server_cert.private_key_pem.bytes(), None),
+        certificate=x509.load_pem_x509_certificate(server_cert.cert_chain_pems[0].bytes()),
+        verify=True,
+        caCerts=[X509.from_cryptography(x509.load_pem_x509_certificate(ca.cert_pem.bytes()))],
+        requireCertificate=True,
+    )
+    site = Site(cloud_resource(cloud))
+    site.noisy = False
+    port = reactor.listenSSL(0, site, tls, interface="127.0.0.1")
+    backend = None
+    try:
+        url = f"https://127.0.0.1:{port.getHost().port}/network"
+        section = PASSWORD_SECTION + f"endpoint_override = {url}\ncafile = {tmp_path / 'ca.pem'}\n"
+        if client_certificate:
+            section += (
+                f"certfile = {tmp_path / 'client.pem'}\nkeyfile = {tmp_path / 'client.key'}\n"
+            )
+        backend = backends.build_backend(reactor, settings_from(tmp_path, section))
+        return await backend.router_networks("r2")
+    finally:
+        if backend is not None:
+            await backend.stop()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_port_queries_present_the_client_certificate_and_verify_with_the_ca(
+    tmp_path, requests_mock
+):
+    """[neutron] cafile, certfile and keyfile, as keystoneauth's session holds them, are
+    the port queries' TLS too."""
+    networks = await _lookup_over_tls(tmp_path, requests_mock, client_certificate=True)
+    assert networks == ("net-b", "net-c")
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_client_certificate_that_neutron_is_refused(tmp_path, requests_mock):
+    """The counterpart: the same Neutron refuses the handshake without certfile."""
+    with pytest.raises(LookupUnavailable, match="certificate required"):
+        await _lookup_over_tls(tmp_path, requests_mock, client_certificate=False)
+
+
+@pytest.mark.parametrize(
+    "verify, cert, expected",
+    [
+        (True, None, (None, False, None, None)),
+        (False, None, (None, True, None, None)),
+        ("/ca.pem", ("/c.pem", "/c.key"), ("/ca.pem", False, "/c.pem", "/c.key")),
+        # requests' cert=<path>: one file holding the certificate and its key
+        ("/ca.pem", "/both.pem", ("/ca.pem", False, "/both.pem", "/both.pem")),
+    ],
+)
+def test_session_tls_reads_the_session_as_requests_does(verify, cert, expected):
+    class Session:
+        pass
+
+    session = Session()
+    session.verify, session.cert = verify, cert
+    assert session_tls(session) == expected
