@@ -1,8 +1,10 @@
 """``twistd metaproxy``'s options: oslo.log's --log-file and --log-dir, the log's
-destinations checked while options are parsed."""
+destinations checked while options are parsed, and the systemd unit's log file."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,6 +14,8 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 
 from metaproxy.tap import Options
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -92,3 +96,15 @@ def test_an_unsupported_oslo_log_option_stops_the_start(short_dir):
         _parse(["--config-file", config])
     text = str(info.value)
     assert f"{config}: [DEFAULT] log_config_append" in text and "not supported" in text
+
+
+def test_the_units_log_file_is_the_one_logrotate_rotates():
+    unit = (ROOT / "contrib" / "metaproxy.service").read_text()
+    exec_start = re.search(r"^ExecStart=((?:.*\\\n)*.*)$", unit, re.M).group(1)
+    args = shlex.split(exec_start.replace("\\\n", " "))
+    assert "--logfile=-" not in args  # not both: the file is the destination
+    (log_file,) = [a.split("=", 1)[1] for a in args if a.startswith("--log-file=")]
+    assert args.index(f"--log-file={log_file}") > args.index("metaproxy")  # ours, not twistd's
+    logrotate = (ROOT / "contrib" / "metaproxy.logrotate").read_text()
+    assert re.search(rf"^{re.escape(log_file)} {{", logrotate, re.M)
+    assert log_file.startswith("/var/log/neutron/")
