@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from metaproxy.ops.log_destinations import (
     JOURNAL_PATH,
+    SYSLOG_FACILITIES,
     SYSLOG_PATH,
     Destination,
     FileDestination,
@@ -254,10 +255,15 @@ class LogSetup:
             return None
         stdout = stdout if stdout is not None else sys.stdout
         stderr = stderr if stderr is not None else sys.stderr
-        try:
-            facility = parse_facility(settings.syslog_log_facility)
-        except ValueError as e:
-            raise LogDestinationError(f"[DEFAULT] syslog_log_facility: {e}") from None
+        facility = SYSLOG_FACILITIES["LOG_USER"]
+        if settings.use_syslog or settings.use_journal or twistd_syslog:
+            try:
+                facility = parse_facility(settings.syslog_log_facility)
+            except ValueError as e:
+                raise LogDestinationError(
+                    f"[DEFAULT] syslog_log_facility: {e}. Fix: set LOG_USER, LOG_DAEMON, "
+                    "LOG_LOCAL0 to LOG_LOCAL7 or another syslog(3) facility"
+                ) from None
         opened: list[Destination] = []
         files: set[str] = set()
 

@@ -469,6 +469,14 @@ def test_twistd_syslog_is_a_syslog_destination_with_its_prefix(paths, tmp_path):
     assert paths.stdout.getvalue() == ""
 
 
+def test_an_unused_facility_is_not_read_and_a_bad_used_one_is_refused(paths, tmp_path):
+    """As in oslo.log (and the configuration's check), only syslog and journald read it."""
+    setup = paths.setup({"nodaemon": True, "logfile": None}, syslog_log_facility="nope")
+    assert _where(setup, paths, tmp_path) == {"stdout": True}
+    with pytest.raises(LogDestinationError, match="'nope' is not a syslog facility"):
+        paths.setup({"nodaemon": True, "syslog": True}, syslog_log_facility="nope")
+
+
 def test_a_destination_that_fails_closes_the_others(paths, tmp_path):
     with pytest.raises(LogDestinationError, match="cannot reach the syslog daemon"):
         LogSetup.for_twistd(
