@@ -267,6 +267,8 @@ class AgentService(MultiService):
             if self.proxy is not None
             else self.settings.lookup_backend,
         )
+        if self.log_setup is not None:
+            log.info("Log lines go to {destinations}", destinations=self.log_setup.description)
         if self.probe is not None:
             self.probe.start()
         if self._install_signals:

@@ -15,9 +15,12 @@
 
 ``python -m metaproxy`` is the same command.
 
-Exit status: 0 success; 1 a configuration error, an error the agent answered, or a
-value that cannot be used; 2 a usage error or (``ctl``) a control socket that cannot be
-reached.  User errors print one message, never a traceback.
+Every subcommand exits with the same status for the same situation (L{EXIT_CODES}, in
+``--help`` and the README): 0 success; 1 the agent (or what it depends on) cannot be
+reached, does not answer, answers an error or is unhealthy, which may pass by itself;
+2 the command cannot run as given: bad arguments, or a configuration that cannot be
+loaded or lacks what the command needs (``check-config`` included), which only the
+operator can fix. User errors print one message, never a traceback.
 """
 
 from __future__ import annotations
@@ -46,13 +49,46 @@ PROG = "metaproxy"
 #: Seconds ``ctl`` waits for the agent's answer.
 DEFAULT_CTL_TIMEOUT = 30.0
 
+#: Success.
+EXIT_OK = 0
+#: The agent or a dependency cannot be reached, answered an error, or is unhealthy.
+EXIT_FAILED = 1
+#: Bad arguments, or a configuration that cannot be loaded or lacks what is needed.
+EXIT_USAGE = 2
+
+#: The exit statuses, as --help and the README show them.
+EXIT_CODES = f"""\
+exit status (the same in every command):
+  {EXIT_OK}  success (ctl: done; check-config: configuration OK; health: healthy)
+  {EXIT_FAILED}  the agent or what it depends on cannot be reached, does not answer in
+     time, answered an error, or is unhealthy (health); may pass by itself
+  {EXIT_USAGE}  the command cannot run as given: bad arguments, or a configuration that
+     cannot be loaded or lacks what the command needs (check-config: the
+     configuration is refused); fix the command line or the files"""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps the descriptions, keeps the exit status table's lines as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text is EXIT_CODES:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
 
 class _Failure(Exception):
     """A user error: print the message, exit with ``status``."""
 
-    def __init__(self, message: str, status: int = 1) -> None:
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _Unreachable(_Failure):
+    """The agent cannot be connected to: no use going on with the next namespace."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_FAILED)
 
 
 def _namespace(value: str) -> Namespace:
@@ -129,6 +165,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="metaproxy: the Neutron metadata agent replacement's command-line tools.",
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--version", action="version", version=f"{PROG} {_version()}", help="print the version"
@@ -138,6 +176,8 @@ def _build_parser() -> argparse.ArgumentParser:
     hc = commands.add_parser(
         "haproxy-config",
         parents=[config],
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
         help="print the haproxy configuration for a namespace proxy",
         description="Print the haproxy configuration for the proxy in NAMESPACE, rendered "
         "as Neutron renders it, forwarding to that namespace's own metaproxy socket "
@@ -217,6 +257,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ctl = commands.add_parser(
         "ctl",
         parents=[config],
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
         help="add, remove or list the namespaces a running agent serves",
         description="Talk to a running agent over its control socket "
         "([metaproxy] control_socket, or --control-socket).",
@@ -240,6 +282,8 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config",
         parents=[config],
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
         help="load the configuration and print the values that matter",
         description="Load the configuration as the agent would; print 'configuration OK' "
         "and the key resolved values, or what is wrong.",
@@ -249,6 +293,8 @@ def _build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health",
         parents=[config],
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
         help="ask a running agent whether it is healthy (exit 0) or not (exit 1)",
         description="GET /healthz from the agent's [metaproxy] metrics_listen (its first "
         "entry, or --listen) and print the answer; exit 0 when healthy, 1 otherwise.",
@@ -288,7 +334,8 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit | None:
     if args.rate_limit_base is None and args.rate_limit_burst is None:
         if args.rate_limit_ip_version is not None:
             raise _Failure(
-                "--rate-limit-ip-version needs --rate-limit-base or --rate-limit-burst", 2
+                "--rate-limit-ip-version needs --rate-limit-base or --rate-limit-burst",
+                EXIT_USAGE,
             )
         return None
     base = args.rate_limit_base or (10, 10)
@@ -320,7 +367,7 @@ def _haproxy_config(args: argparse.Namespace) -> int:
             args.group if args.group is not None else settings.metadata_proxy_group
         )
     except InvalidUserOrGroup as e:
-        raise _Failure(str(e)) from None
+        raise _Failure(str(e), EXIT_USAGE) from None
     options: dict[str, object] = {}
     if args.metadata_port is not None:
         options["metadata_port"] = args.metadata_port
@@ -338,7 +385,7 @@ def _haproxy_config(args: argparse.Namespace) -> int:
             **options,
         )
     except ValueError as e:
-        raise _Failure(str(e)) from None
+        raise _Failure(str(e), EXIT_USAGE) from None
     sys.stdout.write(text)
     return 0
 
@@ -354,11 +401,10 @@ def _ask(path: str, line: str, timeout: float) -> list[str]:
             conn.connect(path)
         except (OSError, ValueError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise _Failure(
+            raise _Unreachable(
                 f"cannot connect to the control socket {path}: {reason}. Is the agent "
                 "running, and is this its [metaproxy] control_socket "
-                "(see --control-socket, --config-file)?",
-                2,
+                "(see --control-socket, --config-file)?"
             ) from None
         chunks = []
         try:
@@ -368,46 +414,52 @@ def _ask(path: str, line: str, timeout: float) -> list[str]:
             while chunk := conn.recv(65536):
                 chunks.append(chunk)
         except TimeoutError:
-            raise _Failure(f"no answer from the agent on {path} within {timeout:g} s") from None
+            raise _Failure(
+                f"no answer from the agent on {path} within {timeout:g} s", EXIT_FAILED
+            ) from None
         except OSError as e:
-            raise _Failure(f"lost the connection to the agent on {path}: {e}") from None
+            raise _Failure(
+                f"lost the connection to the agent on {path}: {e}", EXIT_FAILED
+            ) from None
     lines = b"".join(chunks).decode("utf-8", "replace").splitlines()
     if not lines:
-        raise _Failure(f"the agent on {path} closed the connection without an answer")
+        raise _Failure(f"the agent on {path} closed the connection without an answer", EXIT_FAILED)
     status, rest = lines[0], lines[1:]
     if status == "ok":
         return rest
     if status.startswith("error:"):
-        raise _Failure(status[len("error:") :].strip() or "the agent answered an error")
-    raise _Failure(f"unexpected answer from {path}: {status!r}")
+        raise _Failure(
+            status[len("error:") :].strip() or "the agent answered an error", EXIT_FAILED
+        )
+    raise _Failure(f"unexpected answer from {path}: {status!r}", EXIT_FAILED)
 
 
 def _ctl(args: argparse.Namespace) -> int:
     if args.action == "list" and args.namespaces:
-        raise _Failure("'list' takes no NAMESPACE", 2)
+        raise _Failure("'list' takes no NAMESPACE", EXIT_USAGE)
     if args.action != "list" and not args.namespaces:
-        raise _Failure(f"'{args.action}' needs at least one NAMESPACE", 2)
+        raise _Failure(f"'{args.action}' needs at least one NAMESPACE", EXIT_USAGE)
     path = args.control_socket
     if path is None:
         path = _settings(args).control_socket
         if not path:
             raise _Failure(
                 "the configuration sets no [metaproxy] control_socket; pass --control-socket PATH",
-                2,
+                EXIT_USAGE,
             )
     if args.action == "list":
         for name in _ask(path, "list\n", args.timeout):
             print(name)
-        return 0
-    status = 0
+        return EXIT_OK
+    status = EXIT_OK
     for namespace in args.namespaces:
         try:
             _ask(path, f"{args.action} {namespace.name}\n", args.timeout)
+        except _Unreachable:
+            raise
         except _Failure as e:
-            if e.status == 2:
-                raise
             print(f"{PROG} ctl: {args.action} {namespace.name}: {e}", file=sys.stderr)
-            status = 1
+            status = e.status
     return status
 
 
@@ -421,7 +473,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print("configuration OK")
     for label, value in _summary(settings):
         print(f"  {label}: {value}")
-    return 0
+    return EXIT_OK
 
 
 def _summary(settings: Settings) -> list[tuple[str, str]]:
@@ -437,6 +489,7 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
         ("control_socket", settings.control_socket),
         ("nova metadata url", settings.nova_url),
         ("lookup backend", lookup),
+        ("log", _log_summary(settings)),
         (
             "metadata_proxy_shared_secret",
             "set"
@@ -444,6 +497,23 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
             else "NOT SET (Nova will refuse signed requests unless its secret is empty too)",
         ),
     ]
+
+
+def _log_summary(settings: Settings) -> str:
+    """Where the agent's log goes, from oslo.log's options (twistd's --logfile and the
+    agent's --log-file are on its command line, not in the files)."""
+    where = []
+    if settings.log_path:
+        where.append(f"file {os.path.abspath(settings.log_path)}")
+    if settings.use_stderr:
+        where.append("standard error")
+    if settings.use_journal:
+        where.append("journald")
+    if not where:
+        where.append("standard output (or the agent's --log-file, twistd's --logfile)")
+    if settings.use_syslog:
+        where.append(f"syslog ({settings.syslog_log_facility})")
+    return ", ".join(where) + (", as JSON" if settings.use_json else "")
 
 
 # -- health ---------------------------------------------------------------------------
@@ -460,13 +530,14 @@ def _health(args: argparse.Namespace) -> int:
         if not entries:
             raise _Failure(
                 "the configuration sets no [metaproxy] metrics_listen, so the "
-                "agent serves no /healthz; set it, or pass --listen"
+                "agent serves no /healthz; set it, or pass --listen",
+                EXIT_USAGE,
             )
         entry = entries[0]
     try:
         kind, where, port = parse_listen(entry)
     except ValueError as e:
-        raise _Failure(f"--listen {entry!r}: {e}", 2) from None
+        raise _Failure(f"--listen {entry!r}: {e}", EXIT_USAGE) from None
 
     class _UnixConnection(http.client.HTTPConnection):
         def connect(self) -> None:
@@ -483,11 +554,11 @@ def _health(args: argparse.Namespace) -> int:
         answer = conn.getresponse()
         body = answer.read().decode("utf-8", "replace").strip()
     except (OSError, http.client.HTTPException) as e:
-        raise _Failure(f"cannot ask the agent's /healthz on {entry}: {e}") from None
+        raise _Unreachable(f"cannot ask the agent's /healthz on {entry}: {e}") from None
     finally:
         conn.close()
     print(body)
-    return 0 if answer.status == 200 else 1
+    return EXIT_OK if answer.status == 200 else EXIT_FAILED
 
 
 # -- main -----------------------------------------------------------------------------
@@ -499,13 +570,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # usage errors (2) and --help (0)
-        return e.code if isinstance(e.code, int) else 2
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     where = f"{PROG} {args.command}"
     try:
         return args.run(args)
     except ConfigError as e:
         print(f"{where}: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except _Failure as e:
         print(f"{where}: error: {e}", file=sys.stderr)
         return e.status

@@ -9,7 +9,14 @@ import socket
 
 from oslo_config import cfg, types
 
-__all__ = ["METADATA_OPTS", "COMMON_OPTS", "AGENT_OPTS", "CACHE_OPTS", "RATE_LIMIT_OPTS"]
+__all__ = [
+    "METADATA_OPTS",
+    "COMMON_OPTS",
+    "LOG_OPTS",
+    "AGENT_OPTS",
+    "CACHE_OPTS",
+    "RATE_LIMIT_OPTS",
+]
 
 # [DEFAULT]: Neutron's metadata agent options (docs/upstream.md, "Options"), same names
 # and defaults.
@@ -119,8 +126,7 @@ COMMON_OPTS = [
         "use_json",
         default=False,
         help="Write log lines as JSON objects, one per line (oslo.log's option "
-        "name), instead of text. Applies to the file or stream given with "
-        "twistd's --logfile.",
+        "name), instead of text, to every log destination. SIGHUP applies a change.",
     ),
     cfg.StrOpt(
         "transport_url",
@@ -128,6 +134,60 @@ COMMON_OPTS = [
         help="oslo.messaging transport URL of the Neutron server's RPC bus.",
     ),
     cfg.IntOpt("rpc_response_timeout", default=60, help="Seconds to wait for an RPC response."),
+]
+# [DEFAULT] oslo.log's options that say where the log goes, under oslo.log's names,
+# deprecated names and defaults (debug and use_json are above). The others oslo.log
+# has are refused when set (metaproxy.config.log_options).
+LOG_OPTS = [
+    cfg.StrOpt(
+        "log_file",
+        deprecated_name="logfile",
+        help="Log file (oslo.log's option), opened for appending and reopened on SIGUSR1 "
+        "and SIGHUP (contrib/metaproxy.logrotate rotates it); a relative name is taken "
+        "in log_dir. The agent's --log-file wins over it. Unset, with log_dir unset "
+        "and neither use_stderr nor use_journal: standard output. The destinations "
+        "(log_file, log_dir, use_stderr, use_journal, use_syslog) are read at start: "
+        "a change needs a restart.",
+    ),
+    cfg.StrOpt(
+        "log_dir",
+        deprecated_name="logdir",
+        help="Directory of log_file (oslo.log's option); set alone, the log is "
+        "<log_dir>/metaproxy.log. The agent's --log-dir wins over it.",
+    ),
+    cfg.BoolOpt(
+        "use_stderr",
+        default=False,
+        help="Write the log to standard error; standard output is then not written.",
+    ),
+    cfg.BoolOpt(
+        "use_journal",
+        default=False,
+        help="Send the log to journald with its native protocol: MESSAGE, PRIORITY, "
+        "SYSLOG_FACILITY, SYSLOG_IDENTIFIER=metaproxy, LOGGER_NAME, LOGGER_LEVEL and "
+        "the line's fields (NAMESPACE, ADDRESS, ...). Standard output is then not "
+        "written. metaproxy refuses to start when journald cannot be reached.",
+    ),
+    cfg.BoolOpt(
+        "use_syslog",
+        default=False,
+        help="Also send the log to the local syslog daemon (/dev/log), tagged "
+        "metaproxy, with syslog_log_facility. metaproxy refuses to start when the "
+        "daemon cannot be reached.",
+    ),
+    cfg.StrOpt(
+        "syslog_log_facility",
+        default="LOG_USER",
+        help="Syslog facility of use_syslog and use_journal: LOG_USER, LOG_DAEMON, "
+        "LOG_LOCAL0 to LOG_LOCAL7 or another syslog(3) facility, in any case, the "
+        "LOG_ prefix optional (as oslo.log accepts them).",
+    ),
+    cfg.StrOpt(
+        "log_date_format",
+        default="%Y-%m-%d %H:%M:%S",
+        help="Accepted and ignored: text lines carry ISO 8601 times with the UTC offset, "
+        "JSON lines ISO 8601 UTC times, whatever this says.",
+    ),
 ]
 AGENT_OPTS = [
     cfg.FloatOpt(

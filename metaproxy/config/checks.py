@@ -1,12 +1,14 @@
 """Checks across options, run by L{metaproxy.config.load.load_settings} once every
 option has a valid value of its own: Nova's TLS files, the timeouts, the socket paths,
-the Nova endpoints and metrics addresses, and what the chosen lookup backend needs
-(L{check_neutron} for C{neutron_api}, whose auth plugin L{metaproxy.config.keystone}
-checks; L{check_ovn} for C{ovn}). The first failure raises one L{ConfigError}.
+the Nova endpoints and metrics addresses, the syslog facility when syslog or journald
+is used, and what the chosen lookup backend needs (L{check_neutron} for C{neutron_api},
+whose auth plugin L{metaproxy.config.keystone} checks; L{check_ovn} for C{ovn}). The
+first failure raises one L{ConfigError}.
 
 This is the only config module that imports lower layers beyond L{metaproxy.namespace}:
-L{metaproxy.nova.client} (C{check_url}) and L{metaproxy.ovsdb.remote} (C{parse_remotes}),
-both on first use, neither of which imports config.
+L{metaproxy.nova.client} (C{check_url}), L{metaproxy.ovsdb.remote} (C{parse_remotes})
+and L{metaproxy.ops.log_destinations} (C{parse_facility}), all on first use, none of
+which imports config.
 """
 
 from __future__ import annotations
@@ -180,6 +182,21 @@ def cross_check(s: Settings, sources: Sources) -> None:
             "must be at least 1 second",
             "set a number of seconds >= 1, or remove the line to use the default 60",
         )
+    if s.use_syslog or s.use_journal:
+        from metaproxy.ops.log_destinations import SYSLOG_FACILITIES, parse_facility
+
+        try:
+            parse_facility(s.syslog_log_facility)
+        except ValueError as e:
+            raise option_error(
+                sources,
+                d,
+                find_option(d, "syslog_log_facility"),
+                s.syslog_log_facility,
+                f"{e} (use_syslog or use_journal is set)",
+                "set one of " + ", ".join(SYSLOG_FACILITIES) + " (the LOG_ prefix may be "
+                "left out), or remove the line to use the default LOG_USER",
+            ) from None
     if s.lookup_backend == "neutron_api":
         check_neutron(s, sources)
     if s.lookup_backend == "ovn":

@@ -3,7 +3,8 @@ L{read_conf}: the files read into a private C{cfg.ConfigOpts}.
 
 oslo.config reads the files into a private C{cfg.ConfigOpts} (never the global
 C{cfg.CONF}); a missing, unreadable or malformed file, a bad value or a failed
-cross-check (L{metaproxy.config.checks}) is one L{ConfigError}.
+cross-check (L{metaproxy.config.checks}) is one L{ConfigError}, and so is an oslo.log
+option metaproxy does not implement (L{metaproxy.config.log_options}).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from oslo_config import cfg
 from metaproxy.config.checks import cross_check
 from metaproxy.config.errors import ConfigError, Sources, option_error, parse_error
 from metaproxy.config.keystone import load_keystone
+from metaproxy.config.log_options import refuse_unsupported, register_log_options
 from metaproxy.config.options import find_option, register_options
 from metaproxy.config.settings import Settings, build_settings, read_options
 from metaproxy.namespace import InvalidNamespace, Namespace
@@ -80,6 +82,7 @@ def read_conf(config_files: Sequence[str], config_dirs: Sequence[str] = ()) -> c
             )
     conf = cfg.ConfigOpts()
     register_options(conf)
+    register_log_options(conf)
     try:
         conf(
             args=[],
@@ -128,6 +131,7 @@ def load_settings(config_files: list[str], config_dirs: list[str]) -> Settings:
     files = _files_read(config_files, config_dirs)
     sources = Sources(files)
     values = read_options(conf, sources)
+    refuse_unsupported(conf, sources)
     values["namespaces"] = _parse_namespaces(values["namespaces"], sources)
     settings = build_settings(values, files)
     cross_check(settings, sources)

@@ -11,6 +11,7 @@ from metaproxy.config.agent_options import (
     AGENT_OPTS,
     CACHE_OPTS,
     COMMON_OPTS,
+    LOG_OPTS,
     METADATA_OPTS,
     RATE_LIMIT_OPTS,
 )
@@ -23,7 +24,7 @@ __all__ = ["list_opts", "register_options", "find_option"]
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
     return [
-        ("DEFAULT", METADATA_OPTS + COMMON_OPTS),
+        ("DEFAULT", METADATA_OPTS + COMMON_OPTS + LOG_OPTS),
         ("AGENT", AGENT_OPTS),
         ("cache", CACHE_OPTS),
         ("metadata_rate_limiting", RATE_LIMIT_OPTS),

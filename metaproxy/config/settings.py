@@ -25,7 +25,11 @@ __all__ = [
     "build_settings",
     "default_lookup_backend",
     "default_settings",
+    "log_file_path",
 ]
+
+#: The log file's name when only log_dir is set (oslo.log names it after the program).
+LOG_FILE_NAME = "metaproxy.log"
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +58,13 @@ class Settings:
     state_path: str
     debug: bool
     use_json: bool
+    log_file: str | None
+    log_dir: str | None
+    use_stderr: bool
+    use_journal: bool
+    use_syslog: bool
+    syslog_log_facility: str
+    log_date_format: str
     transport_url: str | None = attrs.field(repr=False)
     rpc_response_timeout: int
     report_interval: float
@@ -130,6 +141,8 @@ class Settings:
     drain_timeout: float
     log_rate_limit: int
     socket_mode: int
+    #: the log file: log_dir and log_file combined as oslo.log does (None: no file)
+    log_path: str | None
     nova_urls: tuple[str, ...]
     nova_url: str
     config_files: tuple[str, ...]
@@ -139,6 +152,17 @@ def settings_field(group: str, name: str) -> str:
     """The L{Settings} field of an option: [cache] and [neutron] ones get their section's
     name as a prefix."""
     return f"{group}_{name}" if group in ("cache", "neutron") else name
+
+
+def log_file_path(log_file: str | None, log_dir: str | None) -> str | None:
+    """The log file of C{log_file} and C{log_dir}, combined as oslo.log does: the file
+    in the directory (an absolute file stays as it is), the directory alone gives
+    C{<log_dir>/metaproxy.log}; None when neither is set."""
+    if log_file and log_dir:
+        return os.path.join(log_dir, log_file)
+    if log_dir:
+        return os.path.join(log_dir, LOG_FILE_NAME)
+    return log_file or None
 
 
 def _nova_url(protocol: str, host: str, port: int) -> str:
@@ -191,6 +215,7 @@ def build_settings(values: dict[str, Any], config_files: tuple[str, ...]) -> Set
     )
     if values["lookup_backend"] is None:
         values["lookup_backend"] = default_lookup_backend(values["transport_url"])
+    values["log_path"] = log_file_path(values["log_file"], values["log_dir"])
     return Settings(**values)
 
 
@@ -209,6 +234,7 @@ def default_lookup_backend(transport_url: str | None) -> str:
 
 
 _DERIVED = {
+    "log_path": ("log_file", "log_dir"),
     "socket_mode": ("metadata_proxy_socket_mode", "metadata_proxy_user", "metadata_proxy_group"),
     "nova_url": ("nova_metadata_protocol", "nova_metadata_host", "nova_metadata_port"),
     "nova_urls": (
@@ -254,6 +280,8 @@ def default_settings(**overrides: Any) -> Settings:
             args = [getattr(settings, name) for name in inputs]
             if derived == "socket_mode":
                 value = socket_mode(*args)
+            elif derived == "log_path":
+                value = log_file_path(*args)
             elif derived == "nova_url":
                 value = _nova_url(*args)
             else:

@@ -1,11 +1,13 @@
 """The agent's log: level from C{[DEFAULT] debug}, text or JSON (C{[DEFAULT] use_json}),
-and a limit on lines about failed requests, so that a flood cannot fill the disk.
+a limit on lines about failed requests, so that a flood cannot fill the disk, and the
+destinations oslo.log's options and twistd's name.
 
 twistd asks the application for an C{ILogObserver} before it starts logging; the
-agent's service gives it L{LogSetup.observer} (L{metaproxy.agent.service.AgentService}). The
-output is what twistd's C{--logfile} names: C{-} (or nothing, with C{--nodaemon}) is
-standard output, anything else a file opened for appending, reopened on SIGHUP and
-SIGUSR1 (logrotate's C{postrotate}). With C{--syslog} twistd keeps its own observer.
+agent's service gives it L{LogSetup.observer} (L{metaproxy.agent.service.AgentService}).
+L{LogSetup.for_twistd} picks the destinations (L{metaproxy.ops.log_destinations}) as
+oslo.log would from C{log_file}/C{log_dir}, C{use_stderr}, C{use_journal} and
+C{use_syslog}, plus twistd's C{--logfile} and C{--syslog}. Files are reopened and the
+log daemons' sockets connected again on SIGHUP and SIGUSR1 (logrotate's C{postrotate}).
 
 Each event goes through three steps, all plain objects:
   - L{LevelFilter}: info and above, or everything with C{debug} (changed on SIGHUP);
@@ -14,7 +16,7 @@ Each event goes through three steps, all plain objects:
     past C{limit} in a window they are left out, and when the window ends one line
     says how many of that kind were left out (a L{LogThrottle} per kind, the
     mechanism every throttled log line goes through);
-  - L{format_json} or Twisted's text format.
+  - L{format_json} or Twisted's text format, made once for every destination.
 
 Nothing here adds values to what the events carry: the request path never puts the
 shared secret or a signature into an event, and L{format_json} writes only the event's
@@ -27,18 +29,25 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from twisted.logger import (
-    ILogObserver,
-    LogLevel,
-    eventAsText,
-    formatEvent,
-    formatEventAsClassicLogText,
-)
+from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
+from metaproxy.ops.log_destinations import (
+    JOURNAL_PATH,
+    SYSLOG_FACILITIES,
+    SYSLOG_PATH,
+    Destination,
+    FileDestination,
+    JournalDestination,
+    LogDestinationError,
+    Rendered,
+    StreamDestination,
+    SyslogDestination,
+    parse_facility,
+)
 from metaproxy.ops.throttle import LogThrottle
 
 __all__ = ["LIMITED_NAMESPACES", "LevelFilter", "ThrottleFilter", "format_json", "LogSetup"]
@@ -173,21 +182,13 @@ def format_json(event: dict) -> str:
     return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
-def _format_text(event: dict) -> str:
-    text = formatEventAsClassicLogText(event)
-    if text is None:
-        return ""
-    if event.get("log_failure") is not None:
-        return eventAsText(event, includeTimestamp=True, includeSystem=True) + "\n"
-    return text
-
-
 @implementer(ILogObserver)
 class LogSetup:
-    """The agent's log observer and what SIGHUP changes in it.
+    """The agent's log observer: the filters, then every destination, and what SIGHUP
+    and SIGUSR1 change in it.
 
-    @param path: the log file, or None for C{stream}.
-    @param stream: where to write without a file (standard output).
+    @param destinations: where the lines go (L{metaproxy.ops.log_destinations}); without
+        it, the file C{path}, or else C{stream} (standard output by default).
     """
 
     def __init__(
@@ -196,40 +197,116 @@ class LogSetup:
         *,
         path: str | None = None,
         stream: IO[str] | None = None,
+        destinations: Sequence[Destination] | None = None,
         use_json: bool = False,
         debug: bool = False,
         rate_limit: int = 20,
         window: float = 10.0,
     ) -> None:
-        self._path = path
-        self._stream = stream if stream is not None else sys.stdout
-        self._file: IO[str] | None = None
+        if destinations is None:
+            if path is not None:
+                destinations = [FileDestination(path)]
+            else:
+                destinations = [StreamDestination(stream if stream is not None else sys.stdout)]
+        self.destinations: tuple[Destination, ...] = tuple(destinations)
         self.use_json = use_json
         self.levels = LevelFilter(debug)
         self.throttle = ThrottleFilter(clock, self._write, limit=rate_limit, window=window)
-        if path is not None:
-            self._file = open(path, "a", encoding="utf-8")
+
+    @property
+    def description(self) -> str:
+        """Where the lines go, for the start line and check-config."""
+        return ", ".join(d.description for d in self.destinations)
 
     @classmethod
-    def for_twistd(cls, clock: Any, twistd_options: Any, settings: Any) -> LogSetup | None:
-        """From twistd's own options (C{--logfile}, C{--nodaemon}, C{--syslog}); None
-        when twistd should keep its observer (syslog, or no options: not under twistd)."""
+    def for_twistd(
+        cls,
+        clock: Any,
+        twistd_options: Any,
+        settings: Any,
+        *,
+        syslog_path: str = SYSLOG_PATH,
+        journal_path: str = JOURNAL_PATH,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+    ) -> LogSetup | None:
+        """The destinations of the settings (oslo.log's options) and of twistd's own
+        options; None when not under twistd (no options).
+
+        As oslo.log does: the file C{settings.log_path} (C{log_dir}/C{log_file}),
+        standard error with C{use_stderr}, journald with C{use_journal}, syslog with
+        C{use_syslog}; standard output when none of the first three is set. twistd's
+        C{--logfile} adds its file (C{-}: standard output) and C{--syslog} a syslog
+        destination tagged with its C{--prefix}; without either, and without a file,
+        standard error or journald, the lines go where twistd would send them: standard
+        output with C{--nodaemon}, else C{twistd.log}.
+
+        @raise LogDestinationError: a destination cannot be used (a file that cannot be
+            opened, a daemon that cannot be reached); none is left open.
+        """
         if twistd_options is None:
             return None
         try:
-            if twistd_options.get("syslog"):
-                return None
             logfile = twistd_options.get("logfile")
             nodaemon = twistd_options.get("nodaemon")
+            twistd_syslog = twistd_options.get("syslog")
+            prefix = twistd_options.get("prefix") or "twisted"
         except AttributeError:
             return None
-        if logfile == "-" or (nodaemon and not logfile):
-            path = None
-        else:
-            path = os.path.abspath(logfile or "twistd.log")
+        stdout = stdout if stdout is not None else sys.stdout
+        stderr = stderr if stderr is not None else sys.stderr
+        facility = SYSLOG_FACILITIES["LOG_USER"]
+        if settings.use_syslog or settings.use_journal or twistd_syslog:
+            try:
+                facility = parse_facility(settings.syslog_log_facility)
+            except ValueError as e:
+                raise LogDestinationError(
+                    f"[DEFAULT] syslog_log_facility: {e}. Fix: set LOG_USER, LOG_DAEMON, "
+                    "LOG_LOCAL0 to LOG_LOCAL7 or another syslog(3) facility"
+                ) from None
+        opened: list[Destination] = []
+        files: set[str] = set()
+
+        def add_file(path: str) -> None:
+            path = os.path.abspath(path)
+            if path not in files:
+                files.add(path)
+                opened.append(FileDestination(path))
+
+        try:
+            if settings.log_path:
+                add_file(settings.log_path)
+            if logfile == "-":
+                opened.append(StreamDestination(stdout))
+            elif logfile:
+                add_file(logfile)
+            if settings.use_stderr:
+                opened.append(StreamDestination(stderr, "standard error"))
+            if settings.use_journal:
+                opened.append(JournalDestination(journal_path, facility=facility))
+            if not opened and not twistd_syslog:
+                if nodaemon:
+                    opened.append(StreamDestination(stdout))
+                else:
+                    add_file("twistd.log")
+            if settings.use_syslog:
+                opened.append(SyslogDestination(syslog_path, facility=facility))
+            elif twistd_syslog:
+                opened.append(
+                    SyslogDestination(
+                        syslog_path,
+                        facility=facility,
+                        tag=prefix,
+                        fix="start the syslog daemon, or leave out twistd's --syslog",
+                    )
+                )
+        except LogDestinationError:
+            for destination in opened:
+                destination.close()
+            raise
         return cls(
             clock,
-            path=path,
+            destinations=opened,
             use_json=settings.use_json,
             debug=settings.debug,
             rate_limit=settings.log_rate_limit,
@@ -245,36 +322,24 @@ class LogSetup:
         self._write(event)
 
     def _write(self, event: dict) -> None:
-        text = format_json(event) if self.use_json else _format_text(event)
-        if not text:
-            return
-        out = self._file if self._file is not None else self._stream
-        try:
-            out.write(text)
-            out.flush()
-        except (OSError, ValueError):
-            pass  # a full disk or a closed stream must not stop the agent
+        rendered = Rendered(event, self.use_json, format_json)
+        for destination in self.destinations:
+            destination.write(rendered)
 
     def apply(self, settings: Any) -> None:
-        """SIGHUP: the level, the format and C{log_rate_limit} from reloaded settings."""
+        """SIGHUP: the level, the format and C{log_rate_limit} from reloaded settings
+        (the destinations are read at start only)."""
         self.levels.debug = settings.debug
         self.use_json = settings.use_json
         self.throttle.limit = settings.log_rate_limit
 
     def reopen(self) -> None:
-        """Reopen the log file (after logrotate moved it); nothing for a stream."""
-        if self._path is None:
-            return
-        try:
-            new = open(self._path, "a", encoding="utf-8")
-        except OSError:
-            return  # keep writing to the old one
-        old, self._file = self._file, new
-        if old is not None:
-            old.close()
+        """Reopen the log files (after logrotate moved them) and reconnect to the log
+        daemons (after a restart)."""
+        for destination in self.destinations:
+            destination.reopen()
 
     def close(self) -> None:
         self.throttle.flush_all()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for destination in self.destinations:
+            destination.close()

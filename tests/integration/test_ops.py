@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.load.unixhttp import get, send_raw
 from tests.integration.conftest import SECRET, start_stack
 
@@ -308,3 +310,113 @@ def test_sighup_reloads_the_log_level():
         assert "#debug]" in stack.agent.log()
     finally:
         stack.stop()
+
+
+def _twistd_metaproxy(root: Path, *args: str) -> subprocess.Popen:
+    """`twistd -n metaproxy ARGS` with no --logfile of twistd's; its standard output and
+    error go to root/stdout."""
+    with open(root / "stdout", "wb") as out:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("twistd")),
+                "--nodaemon",
+                "--pidfile=",
+                "metaproxy",
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(root),
+        )
+
+
+def _stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _agent_config(root: Path, extra_default: str = "") -> Path:
+    table = root / "ports.json"
+    table.write_text(json.dumps({"routers": {}, "ports": [], "instances": {}}))
+    config = root / "agent.ini"
+    config.write_text(
+        f"[DEFAULT]\nstate_path = {root}/s\nnova_metadata_port = 9\n{extra_default}"
+        f"[metaproxy]\nlookup_table = {table}\n"
+    )
+    return config
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_log_file_from_the_configuration_and_reopened_on_sigusr1(workers):
+    """[DEFAULT] log_file: the agent's lines go there (and not to standard output); after
+    logrotate renames the file, SIGUSR1 makes the agent write a new one."""
+    root = Path(tempfile.mkdtemp(prefix="mp-log-", dir="/tmp"))
+    log = root / "agent.log"
+    config = _agent_config(root, f"log_file = {log}\nmetadata_workers = {workers}\n")
+    agent = _twistd_metaproxy(root, "--config-file", str(config))
+    try:
+        _wait(lambda: "Log lines go to file" in _text(log), what="the start lines")
+        assert f"Log lines go to file {log}" in _text(log)
+        assert "metaproxy serving" in _text(log)
+        shared = str(root / "s" / "metadata_proxy")
+        assert send_raw(shared, [b"FIRST\r\n\r\n"]).status == 400
+        _wait(lambda: "Refused a malformed request" in _text(log), what="the first")
+        log.rename(root / "agent.log.1")  # logrotate
+        agent.send_signal(signal.SIGUSR1)
+        _wait(log.exists, what="the reopened file")
+        assert send_raw(shared, [b"SECOND\r\n\r\n"]).status == 400
+        _wait(lambda: "Refused a malformed request" in _text(log), what="the second")
+        old = (root / "agent.log.1").read_text()
+        assert old.count("Refused a malformed request") == 1
+        assert _text(log).count("Refused a malformed request") == 1
+        assert "metaproxy serving" not in (root / "stdout").read_text()
+        assert _stop(agent) == 0
+        assert "Drained" in _text(log)
+    finally:
+        _stop(agent)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_log_file_on_the_command_line_as_the_units_pass_it():
+    """--log-file (oslo.log's command-line form) wins over [DEFAULT] log_file."""
+    root = Path(tempfile.mkdtemp(prefix="mp-log-", dir="/tmp"))
+    config = _agent_config(root, f"log_file = {root}/from-config.log\n")
+    agent = _twistd_metaproxy(
+        root, "--config-file", str(config), f"--log-file={root}/neutron-metadata-agent.log"
+    )
+    try:
+        log = root / "neutron-metadata-agent.log"
+        _wait(lambda: log.exists() and "metaproxy serving" in log.read_text(), what="start")
+        assert not (root / "from-config.log").exists()
+    finally:
+        _stop(agent)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_unsupported_logging_option_stops_the_start_with_one_line():
+    root = Path(tempfile.mkdtemp(prefix="mp-log-", dir="/tmp"))
+    config = _agent_config(root, "log_config_append = /etc/neutron/logging.conf\n")
+    try:
+        agent = _twistd_metaproxy(root, "--config-file", str(config))
+        assert agent.wait(30) == 1
+        out = (root / "stdout").read_text()
+        lines = [line for line in out.splitlines() if "log_config_append" in line]
+        assert len(lines) == 1
+        assert f"{config}: [DEFAULT] log_config_append = '/etc/neutron/logging.conf'" in lines[0]
+        assert "not supported" in lines[0] and "contrib/metaproxy.logrotate" in lines[0]
+        assert not (root / "s" / "metadata_proxy").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -180,25 +180,25 @@ def test_haproxy_config_rate_limiting(capsys):
         (["haproxy-config", ROUTER, "--metadata-port", "70000"], 2, "is not a TCP port"),
         (
             ["haproxy-config", ROUTER, "--ipv6-interface", "tap1"],
-            1,
+            2,
             "ipv6_interface applies to DHCP and OVN namespaces",
         ),
-        (["haproxy-config", DHCP, "--bind-v6-any"], 1, "bind_v6_any applies to router"),
-        (["haproxy-config", ROUTER, "--socket", "/run/a b.sock"], 1, "socket_path '/run/a b.sock'"),
-        (["haproxy-config", ROUTER, "--socket", "/" + "s" * 120], 1, "haproxy accepts at most 97"),
+        (["haproxy-config", DHCP, "--bind-v6-any"], 2, "bind_v6_any applies to router"),
+        (["haproxy-config", ROUTER, "--socket", "/run/a b.sock"], 2, "socket_path '/run/a b.sock'"),
+        (["haproxy-config", ROUTER, "--socket", "/" + "s" * 120], 2, "haproxy accepts at most 97"),
         (
             ["haproxy-config", ROUTER, "--user", "no-such-user-metaproxy"],
-            1,
+            2,
             "metadata_proxy_user 'no-such-user-metaproxy': no such user",
         ),
         (
             ["haproxy-config", ROUTER, "--config-file", "/nonexistent/metaproxy.ini"],
-            1,
+            2,
             "configuration file not found",
         ),
         (
             ["haproxy-config", ROUTER, "--config-dir", "/nonexistent/metaproxy.d"],
-            1,
+            2,
             "configuration directory not found",
         ),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
@@ -222,7 +222,7 @@ def test_a_bad_value_in_the_config_file_is_reported(capsys, short_dir):
     path = os.path.join(short_dir, "bad.ini")
     with open(path, "w") as f:
         f.write("[DEFAULT]\nmetadata_proxy_socket_mode = sometimes\n")
-    assert main(["haproxy-config", ROUTER, "--config-file", path]) == 1
+    assert main(["haproxy-config", ROUTER, "--config-file", path]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"metaproxy haproxy-config: {path}: [DEFAULT] metadata_proxy_socket_mode")
     assert "Traceback" not in err
@@ -364,20 +364,20 @@ def test_ctl_no_answer_times_out(capsys, control):
     assert f"no answer from the agent on {server.path} within 0.2 s" in capsys.readouterr().err
 
 
-def test_ctl_unreachable_socket_exits_2(capsys, short_dir):
+def test_ctl_unreachable_socket_exits_1(capsys, short_dir):
     path = os.path.join(short_dir, "nobody-here.sock")
-    assert main(["ctl", "--control-socket", path, "list"]) == 2
+    assert main(["ctl", "--control-socket", path, "list"]) == 1
     err = capsys.readouterr().err
     assert f"cannot connect to the control socket {path}" in err
     assert "Is the agent running" in err and "[metaproxy] control_socket" in err
 
 
-def test_ctl_refused_socket_exits_2(capsys, short_dir):
+def test_ctl_refused_socket_exits_1(capsys, short_dir):
     path = os.path.join(short_dir, "stale.sock")
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(path)
     stale.close()  # the file stays, nothing listens: ECONNREFUSED
-    assert main(["ctl", "--control-socket", path, "add", ROUTER]) == 2
+    assert main(["ctl", "--control-socket", path, "add", ROUTER]) == 1
     assert "Connection refused" in capsys.readouterr().err
 
 
@@ -464,9 +464,27 @@ def test_check_config_ok_shows_key_values_and_never_the_secret(capsys, config_fi
     assert SECRET not in out
 
 
+def test_check_config_says_where_the_log_goes(capsys, config_file, short_dir):
+    assert main(["check-config", "--config-file", config_file]) == 0
+    assert "  log: standard output (or the agent's --log-file, twistd's --logfile)" in (
+        capsys.readouterr().out.splitlines()
+    )
+    extra = os.path.join(short_dir, "logging.ini")
+    with open(extra, "w") as f:
+        f.write(
+            "[DEFAULT]\nlog_dir = /var/log/neutron\nuse_syslog = true\n"
+            "syslog_log_facility = local0\nuse_json = true\n"
+        )
+    assert main(["check-config", "--config-file", config_file, "--config-file", extra]) == 0
+    assert (
+        "  log: file /var/log/neutron/metaproxy.log, syslog (local0), as JSON"
+        in capsys.readouterr().out.splitlines()
+    )
+
+
 def test_check_config_reports_the_problem(capsys, config_file, short_dir):
     os.unlink(os.path.join(short_dir, "ports.json"))
-    assert main(["check-config", "--config-file", config_file]) == 1
+    assert main(["check-config", "--config-file", config_file]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "lookup_table" in captured.err and "does not exist" in captured.err
@@ -478,7 +496,7 @@ def test_check_config_reports_the_problem(capsys, config_file, short_dir):
 
 
 def test_health_without_metrics_listen_says_so(capsys):
-    assert main(["health"]) == 1
+    assert main(["health"]) == 2
     err = capsys.readouterr().err
     assert "sets no [metaproxy] metrics_listen" in err and "--listen" in err
 

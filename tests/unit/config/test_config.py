@@ -649,6 +649,7 @@ def test_settings_fields_are_the_options():
         "nova_url",
         "nova_urls",
         "config_files",
+        "log_path",
     }
 
 

@@ -124,11 +124,11 @@ def test_log_setup_writes_text_or_json_and_applies_reloads(tmp_path):
 def test_log_setup_from_twistd_options(tmp_path):
     settings = default_settings()
     assert LogSetup.for_twistd(Clock(), None, settings) is None
-    assert LogSetup.for_twistd(Clock(), {"syslog": True, "logfile": None}, settings) is None
+    # twistd's --syslog is a syslog destination now (tests/unit/ops/test_log_destinations.py)
     stdout = LogSetup.for_twistd(Clock(), {"logfile": "-", "nodaemon": True}, settings)
-    assert stdout is not None and stdout._path is None
+    assert stdout is not None and stdout.description == "standard output"
     to_file = LogSetup.for_twistd(Clock(), {"logfile": str(tmp_path / "x.log")}, settings)
-    assert to_file is not None and to_file._path == str(tmp_path / "x.log")
+    assert to_file is not None and to_file.description == f"file {tmp_path / 'x.log'}"
     to_file.close()
 
 
