@@ -29,8 +29,9 @@ upstream's in three ways that change nothing neutron-server sees:
     C{TransportOptions(at_least_once=True)}): a call that no queue takes (neutron-server
     has not subscribed again after a broker restart) comes back at once as
     C{MessageUndeliverable} instead of vanishing and being waited for.
-  - The transport reconnects every second while the broker is down
-    (C{[oslo_messaging_rabbit] rabbit_interval_max} defaults to 1 here instead of 30),
+  - The transport tries to reconnect every second or two while the broker is down
+    (C{[oslo_messaging_rabbit] rabbit_interval_max} defaults to 1 here instead of 30;
+    C{kombu_reconnect_delay}, 1 s, comes on top),
     so the queue of its replies is back as soon as the broker is; a value in the
     operator's files still wins.
 
@@ -197,7 +198,7 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
 
 
 #: C{[oslo_messaging_rabbit]} defaults of metaproxy's own transports: try to reconnect
-#: every second (oslo.messaging backs off to every 30 s), so that the replies' queue is
+#: every second or two (oslo.messaging backs off to every 30 s), so that the replies' queue is
 #: back, and lookups answered, as soon as the broker is.
 CLIENT_RECONNECT_DEFAULTS = {"rabbit_interval_max": 1}
 
