@@ -36,6 +36,16 @@ def logged():
         yield events
 
 
+@pytest.fixture(autouse=True)
+def no_bus_log_left():
+    """A test that builds the RPC backend or the state reporter installs the process's
+    oslo.messaging log handler on its fake reactor: take it away afterwards."""
+    yield
+    from metaproxy.neutron.buslog import BusLog
+
+    BusLog.uninstall()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "logged_errors: the test expects errors to be logged")
     config.addinivalue_line("markers", "slow: builds virtualenvs or starts processes")

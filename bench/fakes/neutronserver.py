@@ -134,9 +134,9 @@ class FakeNeutronServer:
     # -- running -------------------------------------------------------------------------
 
     def start(self) -> FakeNeutronServer:
-        import oslo_messaging
+        from metaproxy.neutron.bus import import_messaging, messaging_conf
 
-        from metaproxy.neutron.bus import messaging_conf
+        oslo_messaging = import_messaging()  # without eventlet's import warnings
 
         self._transport = oslo_messaging.get_rpc_transport(messaging_conf(), url=self.transport_url)
         server = self
@@ -158,7 +158,8 @@ class FakeNeutronServer:
                 self._transport,
                 oslo_messaging.Target(topic=topic, server=self.host),
                 [endpoint],
-                executor="threading",
+                # no executor argument (deprecated): without eventlet's monkey-patching,
+                # oslo.messaging runs the threading executor
                 serializer=oslo_messaging.NoOpSerializer(),
                 server_cls=_server_class(),
             )

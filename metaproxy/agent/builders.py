@@ -122,7 +122,10 @@ def state_reporter(reactor: Any, settings: Settings) -> Any:
 
     try:
         rpc = NeutronRpc(
-            settings, lookup_timeout=rpc_timeout(settings), report_timeout=settings.report_interval
+            settings,
+            lookup_timeout=rpc_timeout(settings),
+            report_timeout=settings.report_interval,
+            reactor=reactor,
         )
     except Exception as e:
         log.error(

@@ -1,7 +1,7 @@
 """neutron-server's RPC bus, reached the way upstream's metadata agent reaches it.
 
-Upstream (docs/upstream.md, "RPC calls" and "State reports") makes two kinds of call with
-oslo.messaging:
+Upstream's agent (docs/upstream.md, "RPC calls" and "State reports") makes two kinds of call
+with oslo.messaging:
 
   - C{get_ports(context, filters=...)} as a C{call} on topic C{q-plugin}, version 1.0,
     namespace None (neutron's C{MetadataPluginAPI}, answered by neutron-server's
@@ -20,12 +20,33 @@ L{NeutronRpc} holds one transport, built from the operator's own configuration f
 (so C{[oslo_messaging_rabbit]} and the other driver options apply, and no new
 credentials are needed), with its blocking C{get_ports} and C{report_state}. Its
 methods block: call them from a thread, never from the reactor.
+
+A lookup must not wait on a call that is already lost, so C{get_ports} differs from
+upstream's in three ways that change nothing neutron-server sees:
+
+  - Each call has its own timeout (the caller's; L{metaproxy.resolve.rpc} keeps it a
+    few seconds and tries again while the lookup's time lasts).
+  - It is published with RabbitMQ's C{mandatory} flag (oslo.messaging's
+    C{TransportOptions(at_least_once=True)}): a call that no queue takes (neutron-server
+    has not subscribed again after a broker restart) comes back at once as
+    C{MessageUndeliverable} instead of vanishing and being waited for.
+  - The transport tries to reconnect every second or two while the broker is down
+    (C{[oslo_messaging_rabbit] rabbit_interval_max} defaults to 1 here instead of 30;
+    C{kombu_reconnect_delay}, 1 s, comes on top),
+    so the queue of its replies is back as soon as the broker is; a value in the
+    operator's files still wins.
+
+oslo.messaging is imported by L{import_messaging}, without the deprecation warnings
+eventlet prints when a library merely checks whether it is there: metaproxy runs
+nothing on eventlet.
 """
 
 from __future__ import annotations
 
 import datetime
 import uuid
+import warnings
+from types import ModuleType
 from typing import Any
 
 from oslo_config import cfg
@@ -41,8 +62,10 @@ __all__ = [
     "NEUTRON_CONTROL_EXCHANGE",
     "admin_context",
     "report_time",
+    "import_messaging",
     "messaging_conf",
     "rpc_timeout",
+    "CLIENT_RECONNECT_DEFAULTS",
     "NeutronRpc",
 ]
 
@@ -101,6 +124,20 @@ def report_time(now: datetime.datetime | None = None) -> str:
     return (now or _utcnow()).strftime(ISO8601_TIME_FORMAT)
 
 
+def import_messaging() -> ModuleType:
+    """C{oslo_messaging}, imported without the deprecation warnings eventlet prints when
+    it is imported: futurist imports it to see whether it is there, and oslo.service's
+    default backend (whose classes oslo.messaging's servers derive from) imports it, but
+    nothing monkey-patches or runs on it. metaproxy's calls run on its own threads, and
+    RPC servers (the fake neutron-server) use the C{threading} executor."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        warnings.filterwarnings("ignore", message=r"eventletutils module is deprecated")
+        warnings.filterwarnings("ignore", message=r".*'oslo_service.eventlet_backdoor'")
+        import oslo_messaging
+    return oslo_messaging
+
+
 #: neutron's default C{control_exchange} (C{neutron.common.config} calls
 #: C{oslo_messaging.set_transport_defaults(control_exchange='neutron')} at import), so
 #: neutron-server's RPC servers and every Neutron agent use the exchange C{neutron}, not
@@ -130,6 +167,7 @@ def messaging_conf(config_files: tuple[str, ...] | list[str] = ()) -> cfg.Config
     """
     import importlib
 
+    import_messaging()
     from oslo_messaging.opts import list_opts
 
     conf = cfg.ConfigOpts()
@@ -168,18 +206,44 @@ def rpc_timeout(s: Settings) -> float:
     return float(max(1, min(s.rpc_response_timeout, s.rpc_response_max_timeout, s.nova_timeout)))
 
 
+#: C{[oslo_messaging_rabbit]} defaults of metaproxy's own transports: try to reconnect
+#: every second or two (oslo.messaging backs off to every 30 s), so that the replies' queue is
+#: back, and lookups answered, as soon as the broker is.
+CLIENT_RECONNECT_DEFAULTS = {"rabbit_interval_max": 1}
+
+
+def _client_reconnect_defaults(conf: cfg.ConfigOpts) -> None:
+    """Apply L{CLIENT_RECONNECT_DEFAULTS} to C{conf} (values in its files still win)."""
+    from oslo_messaging.opts import list_opts
+
+    for group, opts in list_opts():
+        if group != "oslo_messaging_rabbit":
+            continue
+        conf.register_opts(
+            [opt for opt in opts if opt.dest in CLIENT_RECONNECT_DEFAULTS], group=group
+        )
+        for name, value in CLIENT_RECONNECT_DEFAULTS.items():
+            conf.set_default(name, value, group=group)
+
+
 class NeutronRpc:
     """One oslo.messaging transport to neutron-server and the two calls upstream makes.
 
     Built from L{Settings} (C{transport_url} and the files it was read from); nothing
     connects until the first call. The calls block: run them in a thread.
 
-    @param lookup_timeout: seconds C{get_ports} waits for its answer.
+    @param lookup_timeout: seconds C{get_ports} waits for its answer unless told.
     @param report_timeout: seconds a C{report_state} waits (upstream: the interval).
     @param lookup_retry: reconnection attempts of one C{get_ports} when the bus is down
         (oslo.messaging's C{retry}; None: for ever). Each lookup tries again, so a bus
         that comes back is used at once, and a thread never waits on a dead bus for
         longer than a lookup may take.
+    @param report_retry: the same for C{report_state}: with oslo.messaging's default
+        (for ever) a report sent while the broker is down holds its thread until the
+        broker is back, and the agent cannot stop meanwhile; a report that fails is
+        logged and the next one is due an interval later anyway.
+    @param reactor: when given, oslo.messaging's log goes through the process's
+        L{metaproxy.neutron.buslog.BusLog} on this reactor (see L{on_reconnect}).
     """
 
     def __init__(
@@ -189,13 +253,21 @@ class NeutronRpc:
         lookup_timeout: float,
         report_timeout: float,
         lookup_retry: int | None = 1,
+        report_retry: int | None = 1,
+        reactor: Any = None,
     ) -> None:
-        import oslo_messaging
+        oslo_messaging = import_messaging()
 
         if not settings.transport_url:
             raise ValueError("NeutronRpc needs [DEFAULT] transport_url")
         self._messaging = oslo_messaging
+        self.bus_log: Any = None
+        if reactor is not None:
+            from metaproxy.neutron.buslog import BusLog
+
+            self.bus_log = BusLog.install(reactor)
         conf = messaging_conf(settings.config_files)
+        _client_reconnect_defaults(conf)
         #: the exchange calls go to (neutron-server's: L{NEUTRON_CONTROL_EXCHANGE} unless
         #: the operator's files say otherwise), for messages that name the bus
         self.exchange: str = conf.control_exchange
@@ -205,20 +277,38 @@ class NeutronRpc:
             self.transport,
             oslo_messaging.Target(topic=TOPIC_PLUGIN, version=METADATA_RPC_VERSION),
             serializer=serializer,
+            transport_options=oslo_messaging.TransportOptions(at_least_once=True),
         ).prepare(version=METADATA_RPC_VERSION, timeout=lookup_timeout, retry=lookup_retry)
         self._reports = oslo_messaging.get_rpc_client(
             self.transport,
             oslo_messaging.Target(topic=TOPIC_REPORTS, version=REPORT_STATE_VERSION),
             serializer=serializer,
-        ).prepare(timeout=report_timeout)
+        ).prepare(timeout=report_timeout, retry=report_retry)
 
     @property
     def timeout_errors(self) -> tuple[type[BaseException], ...]:
+        """A call that got no answer in its time."""
         return (self._messaging.MessagingTimeout,)
 
-    def get_ports(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        """neutron-server's ports matching C{filters} (blocks)."""
-        return self._ports.call(admin_context(), "get_ports", filters=filters)
+    @property
+    def no_consumer_errors(self) -> tuple[type[BaseException], ...]:
+        """A call no queue took: nothing consumes its topic (yet)."""
+        return (self._messaging.MessageUndeliverable,)
+
+    def on_reconnect(self, listener: Any) -> None:
+        """Call C{listener(lost_since)} on the reactor when the bus is back after an
+        outage (L{metaproxy.neutron.buslog.BusLog.add_listener}); nothing without a
+        reactor."""
+        if self.bus_log is not None:
+            self.bus_log.add_listener(listener)
+
+    def get_ports(
+        self, filters: dict[str, Any], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """neutron-server's ports matching C{filters} (blocks at most C{timeout} seconds
+        for the answer, default C{lookup_timeout})."""
+        client = self._ports if timeout is None else self._ports.prepare(timeout=timeout)
+        return client.call(admin_context(), "get_ports", filters=filters)
 
     def report_state(self, agent_state: dict[str, Any], use_call: bool) -> Any:
         """Send one state report (blocks): a call when C{use_call}, otherwise a cast."""

@@ -63,7 +63,10 @@ def _rpc(reactor: Any, settings: Settings) -> PortBackend:
     timeout = rpc_timeout(settings)
     try:
         rpc = NeutronRpc(
-            settings, lookup_timeout=timeout, report_timeout=settings.report_interval or timeout
+            settings,
+            lookup_timeout=timeout,
+            report_timeout=settings.report_interval or timeout,
+            reactor=reactor,
         )
     except Exception as e:  # oslo.messaging: a bad URL, an unknown driver
         raise BackendError(
@@ -79,7 +82,17 @@ def _rpc(reactor: Any, settings: Settings) -> PortBackend:
         timeout=timeout,
         threads=settings.rpc_lookup_threads,
         where=f"neutron-server (topic q-plugin, exchange {rpc.exchange}, on transport_url)",
+        limit=_rpc_limit(settings, timeout),
     )
+
+
+def _rpc_limit(settings: Settings, timeout: float) -> str:
+    """The option that set an RPC lookup's C{timeout} (L{metaproxy.neutron.bus.rpc_timeout}),
+    for messages that say which limit applied."""
+    for name in ("nova_timeout", "rpc_response_timeout", "rpc_response_max_timeout"):
+        if float(getattr(settings, name)) == timeout:
+            return f"{name} = {timeout:g}"
+    return f"the {timeout:g} s minimum"
 
 
 def _no_url(text: str, settings: Settings) -> str:

@@ -16,6 +16,12 @@ C{("ports_by_ip", networks, ip)}, C{("ports_by_mac", networks, mac)}):
     backend call (its answer is still kept for the retry that usually follows). A
     backend call must therefore time out by itself (the backend's job): a call that
     never ends holds its waiters for ever.
+  - B{Young flights only.} A backend with a C{join_within} attribute (seconds; the RPC
+    backend's first call's bound) is joined only while its call is younger than that:
+    an older call is in trouble (its first answer did not come in time) and would end
+    sooner than a new one, so a later lookup makes a new call instead of inheriting the
+    old one's fate. The new call becomes the key's current one; the old one still
+    answers its own waiters.
   - B{TTL.} When C{enabled}, an answer is kept for C{ttl} seconds of C{clock.seconds()}
     and later lookups get it without a backend call. A clock that jumps back makes
     answers stored "in the future" count as expired. When not enabled nothing is kept:
@@ -67,11 +73,12 @@ _PORTS_BY_MAC = "ports_by_mac"
 class _Flight:
     """One backend call in progress and the Deferreds waiting for it."""
 
-    __slots__ = ("waiters", "fresh")
+    __slots__ = ("waiters", "fresh", "started")
 
-    def __init__(self, fresh: bool) -> None:
+    def __init__(self, fresh: bool, started: float) -> None:
         self.waiters: list[Deferred[Any]] = []
         self.fresh = fresh
+        self.started = started
 
 
 class CachingBackend:
@@ -107,6 +114,8 @@ class CachingBackend:
         # from the front of a plain dict makes finding the new front slower and slower
         self._answers: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
+        join_within = getattr(backend, "join_within", None)
+        self._join_within: float = float("inf") if join_within is None else float(join_within)
         self.name: str = getattr(backend, "name", None) or type(backend).__name__
         self._router_networks_now = getattr(backend, "router_networks_now", None)
         self._ports_by_ip_now = getattr(backend, "ports_by_ip_now", None)
@@ -214,12 +223,17 @@ class CachingBackend:
                 del self._answers[key]
         flight = self._flights.get(key)
         waiter: Deferred[Any] = Deferred()
-        if flight is not None and (flight.fresh or not fresh):
+        now = self._clock.seconds()
+        if (
+            flight is not None
+            and (flight.fresh or not fresh)
+            and 0 <= now - flight.started < self._join_within
+        ):
             self.coalesced += 1
             flight.waiters.append(waiter)
             return waiter
         self.misses += 1
-        flight = _Flight(fresh)
+        flight = _Flight(fresh, now)
         flight.waiters.append(waiter)
         self._flights[key] = flight
         try:

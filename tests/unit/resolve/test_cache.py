@@ -394,3 +394,44 @@ def test_name_and_backend_are_exposed() -> None:
     cache = CachingBackend(backend, Clock(), ttl=3)
     assert cache.name == "pending" and cache.backend is backend and cache.ttl == 3
     assert CachingBackend(AnsweringBackend([]), Clock(), 1).name == "AnsweringBackend"
+
+
+# --- young flights only: a backend with join_within ------------------------------------
+
+
+class BoundedBackend(PendingBackend):
+    """A backend whose calls can still be answered only C{join_within} s after they
+    began (the RPC backend's first call's bound)."""
+
+    join_within = 3.0
+
+
+def test_a_call_older_than_join_within_is_not_joined() -> None:
+    backend = BoundedBackend()
+    clock = Clock()
+    cache = CachingBackend(backend, clock, ttl=30, enabled=False)
+    first = outcome(cache.ports_by_ip(("n1",), "10.0.0.5"))
+    clock.advance(2.9)
+    joined = outcome(cache.ports_by_ip(("n1",), "10.0.0.5"))
+    assert len(backend.calls) == 1 and cache.coalesced == 1
+    clock.advance(0.1)  # the call is 3 s old: a late lookup makes a call of its own
+    late = outcome(cache.ports_by_ip(("n1",), "10.0.0.5"))
+    assert len(backend.calls) == 2 and cache.misses == 2
+    later = outcome(cache.ports_by_ip(("n1",), "10.0.0.5"))  # joins the new one
+    assert len(backend.calls) == 2 and cache.coalesced == 2
+    # the old call fails: only its own waiters get the error
+    backend.calls[0][2].errback(LookupUnavailable("lost"))
+    assert isinstance(first[0], Failure) and isinstance(joined[0], Failure)
+    assert late == [] and later == []
+    backend.calls[1][2].callback([PORT])
+    assert late == [[PORT]] and later == [[PORT]]
+
+
+def test_without_join_within_any_call_in_flight_is_joined() -> None:
+    backend = PendingBackend()
+    clock = Clock()
+    cache = CachingBackend(backend, clock, ttl=30, enabled=False)
+    cache.ports_by_ip(("n1",), "10.0.0.5")
+    clock.advance(60)
+    cache.ports_by_ip(("n1",), "10.0.0.5")
+    assert len(backend.calls) == 1 and cache.coalesced == 1
