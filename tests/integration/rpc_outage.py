@@ -23,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
-from bench.fakeneutronserver import FakeNeutronServer
-from bench.rabbitmq import RabbitMQ
-from bench.unixhttp import send_raw
+
+from bench.fakes.neutronserver import FakeNeutronServer
+from bench.fakes.rabbitmq import RabbitMQ
+from bench.load.unixhttp import send_raw
 
 __all__ = ["CALLERS", "Request", "Outage", "measure_outage", "PROBE_DEVICE"]
 
