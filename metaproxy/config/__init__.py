@@ -16,7 +16,7 @@ own module:
   - L{checks}: the checks across options, per lookup backend too;
   - L{load}: L{load_settings}, reading the files;
   - L{listen}: L{parse_listen}, what a C{metrics_listen} entry means;
-  - L{socketmode}: the socket's permissions; L{doc}: the sample file and README tables.
+  - L{socketmode}: the socket's permissions; L{doc}: the sample file and docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ __all__ = [
 # options and its adapter options, with nova's defaults for Neutron. The auth plugin's own
 # options (auth_url, username, ...) depend on auth_type: keystoneauth registers them when
 # it loads the plugin (L{metaproxy.config.keystone}); L{NEUTRON_PLUGIN_DOCS} lists the
-# plugins whose options the sample and the README show.
+# plugins whose options the sample and docs/configuration.md show.
 
 #: The per-lookup bound when [neutron] timeout is unset.
 NEUTRON_DEFAULT_TIMEOUT = 5
 
-#: Plugins whose options the sample configuration and the README list.
+#: Plugins whose options the sample configuration and docs/configuration.md list.
 NEUTRON_PLUGIN_DOCS = ("password", "v3applicationcredential")
 
 

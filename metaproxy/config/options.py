@@ -1,5 +1,5 @@
 """The option schema: every option metaproxy reads, by section, in the order the sample
-configuration and the README list them. The sections themselves are defined in
+configuration and docs/configuration.md list them. The sections themselves are defined in
 L{agent_options} (Neutron's own), L{metaproxy_options} and L{backend_options}.
 """
 

@@ -22,7 +22,7 @@ from metaproxy.config import (
     list_opts,
     load_settings,
 )
-from metaproxy.config.doc import options_markdown, sample_config
+from metaproxy.config.doc import configuration_markdown, options_markdown, sample_config
 from metaproxy.namespace import Namespace, NamespaceKind
 
 SECRET = "s3cr3t-Sh4red-Value"
@@ -691,13 +691,34 @@ def test_register_options_on_another_conf():
     assert conf.cache.backend == "dogpile.cache.null"
 
 
-def test_readme_option_reference_is_current():
-    """The README's option reference is options_markdown()'s output (regenerate with
-    ``python -m metaproxy.config.doc markdown`` between the options markers)."""
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    start = readme.index("<!-- options:start -->") + len("<!-- options:start -->")
-    end = readme.index("<!-- options:end -->")
-    assert readme[start:end] == "\n" + options_markdown()
+def test_configuration_reference_is_current():
+    """docs/configuration.md is configuration_markdown()'s output (regenerate with
+    ``python -m metaproxy.config.doc configuration > docs/configuration.md``)."""
+    page = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
+    assert page == configuration_markdown()
+
+
+def test_configuration_reference_has_a_table_row_for_every_option():
+    """Every registered option has its row under its own section's heading; defaults as
+    an operator knows them from Neutron's and metaproxy's documentation."""
+    page = configuration_markdown()
+    headings = [f"\n## `[{group}]`\n" for group, _ in list_opts()]
+    for (group, opts), heading in zip(list_opts(), headings, strict=True):
+        section = page[page.index(heading) + 1 :]
+        if "\n## " in section:
+            section = section[: section.index("\n## ")]
+        for opt in opts:
+            assert f"\n| `{opt.dest}` | `" in section, (group, opt.dest)
+    for row in (
+        "| `metadata_proxy_socket` | `$state_path/metadata_proxy` |",
+        "| `metadata_backlog` | `4096` |",
+        "| `report_interval` | `30` |",
+        "| `nova_timeout` | `28` |",
+        "| `ovn_sb_connection` | `tcp:127.0.0.1:6642` |",
+    ):
+        assert row in page, row
+    assert "| `password` | `<None>` | User's password. Secret: never logged. |" in page
+    assert options_markdown() in page
 
 
 def test_metrics_listen_entry_is_checked_with_file_option_and_fix(state):

@@ -295,11 +295,12 @@ def test_bad_password_value_is_hidden(state):
     assert "[neutron] password = (value hidden)" in message
 
 
-def test_readme_example_loads(state):
-    """The README's complete [neutron] example is a working configuration."""
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    start = readme.index("[metaproxy]\nlookup_backend = neutron_api\n")
-    example = readme[start : readme.index("```", start)]
+def test_documented_example_loads(state):
+    """The complete [neutron] example of docs/lookup-neutron-api.md is a working
+    configuration."""
+    page = (Path(__file__).resolve().parents[3] / "docs" / "lookup-neutron-api.md").read_text()
+    start = page.index("[metaproxy]\nlookup_backend = neutron_api\n")
+    example = page[start : page.index("```", start)]
     ca = state / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     s = load(state, example.replace("/etc/ssl/certs/openstack-ca.pem", str(ca)))
