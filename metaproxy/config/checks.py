@@ -6,7 +6,7 @@ whose auth plugin L{metaproxy.config.keystone} checks; L{check_ovn} for C{ovn}).
 first failure raises one L{ConfigError}.
 
 This is the only config module that imports lower layers beyond L{metaproxy.namespace}:
-L{metaproxy.nova.client} (C{check_url}), L{metaproxy.ovsdb.remote} (C{parse_remotes})
+L{metaproxy.nova.validation} (C{check_url}), L{metaproxy.ovsdb.remote} (C{parse_remotes})
 and L{metaproxy.ops.log_destinations} (C{parse_facility}), all on first use, none of
 which imports config.
 """
@@ -134,7 +134,7 @@ def cross_check(s: Settings, sources: Sources) -> None:
             "set 4, 6 or 4,6, or remove the line to use the default 4",
         )
     for url, entry in zip(s.nova_urls[1:], s.nova_metadata_endpoints, strict=False):
-        from metaproxy.nova.client import check_url  # imported here: config stays light
+        from metaproxy.nova.validation import check_url  # imported here: config stays light
 
         problem = check_url(url)
         if problem is not None:

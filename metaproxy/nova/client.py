@@ -29,10 +29,8 @@ line, endpoint, TLS connection creator) is built in L{NovaClient.__init__}.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -46,6 +44,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 
 from metaproxy.nova.connection import ConnectionClosed, ConnectionPool, HTTPConnection, tcp_endpoint
 from metaproxy.nova.response_parser import NovaResponse, ResponseError
+from metaproxy.nova.validation import REQUEST_HEAD, parse_base_url, refusal
 
 __all__ = [
     "NovaResponse",
@@ -57,7 +56,6 @@ __all__ = [
     "NovaClient",
     "MAX_BODY_BYTES",
     "CACHED_CONNECTION_TIMEOUT",
-    "check_url",
 ]
 
 #: The largest response body accepted from Nova. Metadata documents are small (user data
@@ -68,41 +66,6 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 #: timeouts (Apache's C{KeepAliveTimeout} is 5 s), so we close first and rarely reuse a
 #: connection the server is closing.
 CACHED_CONNECTION_TIMEOUT = 4.0
-
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-
-# A request-target in origin form, made only of printable ASCII without spaces.
-_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*")
-
-# Headers the client owns: a caller supplying one would duplicate or contradict framing.
-_RESERVED_HEADERS = (
-    b"host",
-    b"content-length",
-    b"transfer-encoding",
-    b"connection",
-    b"keep-alive",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"proxy-connection",
-)
-
-# The whole request head as built by NovaClient.forward, checked in one pass: a token
-# method, a target without spaces or controls, caller headers with token names (none of
-# the reserved ones) and values without CR, LF, NUL or other controls.
-_REQUEST_HEAD = re.compile(
-    _TOKEN
-    + rb" /[\x21-\x7e]* HTTP/1\.1\r\nHost: [\x21-\x7e]+\r\n"
-    + rb"(?:(?!(?i:"
-    + b"|".join(re.escape(name) for name in _RESERVED_HEADERS)
-    + rb"):)"
-    + _TOKEN
-    + rb": [\t\x20-\x7e\x80-\xff]*\r\n)*"
-    + rb"(?:Content-Length: [0-9]+\r\n)?\r\n"
-)
-_METHOD = re.compile(_TOKEN)
-_HEADER_NAME = re.compile(_TOKEN)
-_HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 # Methods whose empty body is still announced (Twisted's Agent did the same).
 _ANNOUNCE_EMPTY_BODY = frozenset((b"POST", b"PUT"))
@@ -269,7 +232,7 @@ class NovaClient:
         max_queued: int | None = None,
         tls: IPolicyForHTTPS | None = None,
     ) -> None:
-        scheme, host, port, prefix = _parse_base_url(base_url)
+        scheme, host, port, prefix = parse_base_url(base_url)
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive")
         if pool_size < 1 or max_in_flight < 1:
@@ -369,10 +332,10 @@ class NovaClient:
         # of its own (a value "x\r\nX-Injected: 1" would make two well-formed lines).
         if (
             target[:1] != b"/"
-            or _REQUEST_HEAD.fullmatch(head) is None
+            or REQUEST_HEAD.fullmatch(head) is None
             or head.count(b"\r\n") != lines
         ):
-            return fail(ValueError(_refusal(method, target, headers)))
+            return fail(ValueError(refusal(method, target, headers)))
 
         exchange = _Exchange(
             self,
@@ -441,23 +404,6 @@ class NovaClient:
         return NovaUnreachable(f"request to {at} failed: {reason.__class__.__name__}: {reason}")
 
 
-def _refusal(method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> str:
-    """Why L{NovaClient.forward} refuses to send this request (the slow path)."""
-    if _METHOD.fullmatch(method) is None:
-        return f"invalid method: {method!r}"
-    if _ORIGIN_FORM.fullmatch(target) is None:
-        return f"request-target must be in origin form: {target!r}"
-    for name, value in headers:
-        if name.lower() in _RESERVED_HEADERS:
-            return f"header {name!r} is set by NovaClient"
-        if _HEADER_NAME.fullmatch(name) is None:
-            return f"invalid header name: {name!r}"
-        if _HEADER_VALUE.fullmatch(value) is None:
-            # The value may hold a secret: name the header, not the value.
-            return f"invalid bytes in the value of header {name!r}"
-    return "invalid request"  # Not reached: one of the above failed.
-
-
 def _describe(exc: BaseException) -> str:
     """A short text for a TLS error: OpenSSL's reason strings, or the identity mismatch."""
     if isinstance(exc, VerificationError):
@@ -467,38 +413,3 @@ def _describe(exc: BaseException) -> str:
         if reasons:
             return ", ".join(reasons)
     return str(exc) or exc.__class__.__name__
-
-
-def check_url(url: str) -> str | None:
-    """Why C{url} cannot be a Nova endpoint (a sentence), or C{None} if it can."""
-    try:
-        _parse_base_url(url)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
-def _parse_base_url(base_url: str) -> tuple[str, str, int, str]:
-    """C{(scheme, host, port, path prefix)} of the configured Nova URL."""
-    try:
-        parts = urlsplit(base_url)
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"invalid Nova URL {base_url!r}: {e}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"Nova URL must be http:// or https://, not {base_url!r}")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"Nova URL has no host: {base_url!r}")
-    if parts.username is not None or parts.query or parts.fragment:
-        raise ValueError(f"Nova URL must be scheme://host[:port][/prefix]: {base_url!r}")
-    try:
-        host.encode("ascii")
-        parts.path.encode("ascii")
-    except UnicodeEncodeError:
-        raise ValueError(f"Nova URL must be ASCII (use the IDNA form): {base_url!r}") from None
-    if not _ORIGIN_FORM.fullmatch(parts.path.encode("ascii") or b"/"):
-        raise ValueError(f"Nova URL path must be printable ASCII: {base_url!r}")
-    if port is None:
-        port = 443 if parts.scheme == "https" else 80
-    return parts.scheme, host, port, parts.path.rstrip("/")

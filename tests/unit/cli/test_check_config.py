@@ -1,0 +1,50 @@
+"""``metaproxy check-config``: the key values, never the secret, or what is wrong."""
+
+from __future__ import annotations
+
+import os
+
+from metaproxy.cli import main
+from tests.unit.cli.samples import SECRET
+
+
+def test_check_config_ok_shows_key_values_and_never_the_secret(capsys, config_file, short_dir):
+    assert main(["check-config", "--config-file", config_file]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "configuration OK"
+    assert f"  metadata_proxy_socket: {short_dir}/state/metadata_proxy" in lines
+    assert "  socket mode: 0664" in lines
+    assert "  nova metadata url: http://[fd00::5]:8775" in lines
+    assert f"  lookup backend: table ({short_dir}/ports.json)" in lines
+    assert f"  control_socket: {short_dir}/control.sock" in lines
+    assert "  metadata_proxy_shared_secret: set" in lines
+    assert SECRET not in out
+
+
+def test_check_config_says_where_the_log_goes(capsys, config_file, short_dir):
+    assert main(["check-config", "--config-file", config_file]) == 0
+    assert "  log: standard output (or the agent's --log-file, twistd's --logfile)" in (
+        capsys.readouterr().out.splitlines()
+    )
+    extra = os.path.join(short_dir, "logging.ini")
+    with open(extra, "w") as f:
+        f.write(
+            "[DEFAULT]\nlog_dir = /var/log/neutron\nuse_syslog = true\n"
+            "syslog_log_facility = local0\nuse_json = true\n"
+        )
+    assert main(["check-config", "--config-file", config_file, "--config-file", extra]) == 0
+    assert (
+        "  log: file /var/log/neutron/metaproxy.log, syslog (local0), as JSON"
+        in capsys.readouterr().out.splitlines()
+    )
+
+
+def test_check_config_reports_the_problem(capsys, config_file, short_dir):
+    os.unlink(os.path.join(short_dir, "ports.json"))
+    assert main(["check-config", "--config-file", config_file]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "lookup_table" in captured.err and "does not exist" in captured.err
+    assert SECRET not in captured.err
+    assert "Traceback" not in captured.err
