@@ -2,6 +2,6 @@
 
 import sys
 
-from metaproxy.cli import main
+from metaproxy.cli.command import main
 
 sys.exit(main())

@@ -50,7 +50,11 @@ def _imports() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom) and node.module:
                 if node.level:
                     raise AssertionError(f"{name}: relative import")
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                # `from package import submodule` is an import of the submodule; the
+                # package itself is imported only for the names that are not modules
+                submodules = [f"{node.module}.{a.name}" for a in node.names]
+                named = [s for s in submodules if s in modules]
+                targets = named + ([node.module] if len(named) < len(submodules) else [])
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
