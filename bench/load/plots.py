@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from bench.load.report import StormResult
+
+class Plotted(Protocol):
+    """What a plot reads of a result (L{bench.load.report.StormResult} has it): plots
+    know results by this shape only, so the report can import the plots."""
+
+    label: str
+    target: str
+    latencies: Sequence[float]
+    boot_times: Sequence[float]
+
 
 __all__ = ["MATPLOTLIB_MISSING", "matplotlib_available", "plot_results"]
 
@@ -28,7 +36,7 @@ def matplotlib_available() -> bool:
     return True
 
 
-def plot_results(results: Sequence[StormResult], path: str) -> bool:
+def plot_results(results: Sequence[Plotted], path: str) -> bool:
     """One PNG for one or more results: latency CDF (log time axis) on the left, boot-time
     histogram on the right. C{False} (nothing written) when matplotlib is missing."""
     try:
