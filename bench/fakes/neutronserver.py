@@ -37,7 +37,7 @@ from typing import Any
 
 import attrs
 
-from bench.compare.upstream_launch import PortIndex, load_ports
+from bench.fakes.port_table import PortIndex, load_ports
 
 __all__ = ["Call", "FakeNeutronServer", "main"]
 

@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from bench.compare.upstream_launch import load_ports
 from bench.fakes.neutronserver import FakeNeutronServer
+from bench.fakes.port_table import load_ports
 from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
 from bench.processes import start_agent, start_fakenova, wait_for_log, write_agent_config
 from tests.integration.conftest import SECRET, TABLE, short_tmp

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from bench.compare.upstream_launch import load_ports
 from bench.fakes.neutronserver import FakeNeutronServer
+from bench.fakes.port_table import load_ports
 from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
 from bench.load.cloudinit import boot_sequence
 from bench.load.unixhttp import get
