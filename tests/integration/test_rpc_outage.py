@@ -14,17 +14,14 @@ happened in a handful of lines, nothing on standard error. Each run's figures ar
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 
-from bench.fakes.neutronserver import FakeNeutronServer
-from bench.fakes.port_table import load_ports
-from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
-from bench.processes import start_agent, start_fakenova, wait_for_log, write_agent_config
-from tests.integration.conftest import SECRET, TABLE, short_tmp
+from bench.fakes.rabbitmq import rabbitmq_missing
+from bench.processes import wait_for_log
 from tests.integration.rpc_outage import measure_outage
+from tests.integration.rpc_stack import RpcStack
 
 _missing = rabbitmq_missing()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=f"rpc: needs {_missing}")
@@ -39,46 +36,10 @@ NO_503_SENT_AFTER = 2.0
 HANDFUL = 7
 
 
-class OutageStack:
-    def __init__(self) -> None:
-        self.root = short_tmp()
-        self.broker = RabbitMQ.start(self.root / "rabbit")
-        table = self.root / "ports.json"
-        table.write_text(json.dumps(TABLE))
-        self.neutron = FakeNeutronServer(self.broker.transport_url, load_ports(str(table)))
-        self.neutron.start()
-        self.nova, nova_port = start_fakenova(table, SECRET, self.root / "nova")
-        self.state = self.root / "s"
-        config = write_agent_config(
-            self.root / "agent.ini",
-            state_path=self.state,
-            nova_port=nova_port,
-            secret=SECRET,
-            table=self.root / "no-table-needed.json",
-            extra_default=f"transport_url = {self.broker.transport_url}\nhost = agent-host-1\n",
-            extra_sections="[cache]\nenabled = false\n",
-        )
-        self.agent = start_agent([config], self.root / "agent", wait_socket=self.shared)
-        wait_for_log(self.agent, "lookups from rpc", 20)
-
-    @property
-    def shared(self) -> str:
-        return str(self.state / "metadata_proxy")
-
-    def stderr(self) -> str:
-        return (self.root / "agent" / "metaproxy.stderr").read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.agent.stop()
-        self.nova.stop()
-        self.neutron.stop()
-        self.broker.close()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def outage_stack():
-    stack = OutageStack()
+    stack = RpcStack(extra_sections="[cache]\nenabled = false\n")
+    wait_for_log(stack.agent, "lookups from rpc", 20)
     yield stack
     stack.stop()
 

@@ -16,14 +16,12 @@ import time
 
 import pytest
 
-from bench.fakes.neutronserver import FakeNeutronServer
-from bench.fakes.port_table import load_ports
 from bench.fakes.rabbitmq import RabbitMQ, rabbitmq_missing
 from bench.load.cloudinit import boot_sequence
 from bench.load.unixhttp import get
-from bench.processes import start_agent, start_fakenova, write_agent_config
 from metaproxy.resolve.rpc import ip_filters, mac_filters, router_filters
-from tests.integration.conftest import SECRET, TABLE, short_tmp
+from tests.integration.conftest import short_tmp
+from tests.integration.rpc_stack import RpcStack
 
 _missing = rabbitmq_missing()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=f"rpc: needs {_missing}")
@@ -41,51 +39,17 @@ def broker():
     shutil.rmtree(root, ignore_errors=True)
 
 
-class RpcStack:
-    def __init__(self, broker: RabbitMQ) -> None:
-        self.root = short_tmp()
-        self.broker = broker
-        table = self.root / "ports.json"
-        table.write_text(json.dumps(TABLE))
-        self.neutron = FakeNeutronServer(broker.transport_url, load_ports(str(table))).start()
-        self.nova, nova_port = start_fakenova(table, SECRET, self.root / "nova")
-        self.state = self.root / "s"
-        config = write_agent_config(
-            self.root / "agent.ini",
-            state_path=self.state,
-            nova_port=nova_port,
-            secret=SECRET,
-            table=self.root / "no-table-needed.json",
-            namespaces=("qrouter-r1",),
-            extra_default=(
-                f"transport_url = {broker.transport_url}\n"
-                f"rpc_response_timeout = {RPC_TIMEOUT}\n"
-                "host = agent-host-1\n"
-            ),
-            extra_sections=(
-                f"[AGENT]\nreport_interval = {REPORT_INTERVAL}\n"
-                "[cache]\nenabled = true\nexpiration_time = 30\n"
-            ),
-        )
-        self.agent = start_agent([config], self.root / "agent", wait_socket=self.shared)
-
-    @property
-    def shared(self) -> str:
-        return str(self.state / "metadata_proxy")
-
-    def stderr(self) -> str:
-        return (self.root / "agent" / "metaproxy.stderr").read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.agent.stop()
-        self.nova.stop()
-        self.neutron.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def rpc_stack(broker):
-    stack = RpcStack(broker)
+    stack = RpcStack(
+        broker,
+        namespaces=("qrouter-r1",),
+        extra_default=f"rpc_response_timeout = {RPC_TIMEOUT}\n",
+        extra_sections=(
+            f"[AGENT]\nreport_interval = {REPORT_INTERVAL}\n"
+            "[cache]\nenabled = true\nexpiration_time = 30\n"
+        ),
+    )
     yield stack
     stack.stop()
 
