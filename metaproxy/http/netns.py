@@ -319,7 +319,7 @@ class NamespaceSocketOpener:
         self, name: str, addresses: Sequence[ListenAddress], *, backlog: int
     ) -> Deferred[list[socket.socket]]:
         """Fires with the listening sockets (now the caller's), or fails with
-        L{NamespaceSocketError}."""
+        L{NamespaceSocketError}. Called from the reactor's thread only."""
         d: Deferred[list[socket.socket]] = Deferred()
         self._queue().put((name, tuple(addresses), backlog, d))
         return d
