@@ -5,6 +5,12 @@ the shared socket it is the one namespace header the namespace proxy set. The ad
 the B{last} C{X-Forwarded-For} value: haproxy's C{option forwardfor} appends its own, so
 anything before it was written by the guest. An IPv4-mapped IPv6 address is looked up as
 IPv4; an IPv6 link-local address is looked up by the MAC its EUI-64 identifier encodes.
+
+On a TCP listener inside the namespace itself (no haproxy in between,
+L{metaproxy.http.listeners.Listeners.add_tcp}) the caller comes from the kernel instead:
+the namespace is the listener's and the address is the connection's peer
+(L{identify_peer}). Nothing the guest sends changes it: every C{X-Forwarded-For} and
+namespace header on such a connection was written by the guest, and is ignored.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import attrs
 from metaproxy.http.request import Request
 from metaproxy.namespace import InvalidNamespace, Namespace, NamespaceKind
 
-__all__ = ["CallerError", "Identity", "identify", "mac_from_link_local"]
+__all__ = ["CallerError", "Identity", "identify", "identify_peer", "mac_from_link_local"]
 
 _KIND_BY_HEADER = {kind.header: kind for kind in NamespaceKind}
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: A dotted-quad IPv4 address exactly as C{ipaddress} writes it (no leading zeros): the
 #: usual X-Forwarded-For, taken as it is without building an address object.
 _PLAIN_IPV4 = re.compile(rb"(?:" + _OCTET + rb"\.){3}" + _OCTET + rb"\Z")
+_PLAIN_IPV4_TEXT = re.compile(_PLAIN_IPV4.pattern.decode("ascii"))
 
 #: Namespaces already made from a header, by C{(header, value)}: ~28 requests per boot
 #: name the same one. Bounded: emptied when full.
@@ -47,13 +54,17 @@ class Identity:
     @ivar ip: normalised address used for the lookup (IPv4 for IPv4-mapped callers).
     @ivar mac: for IPv6 link-local callers, the MAC to look up instead of the address.
     @ivar forwarded_for: the address as the namespace proxy wrote it, sent on to Nova
-        (upstream sends the original value, not the IPv4 form).
+        (upstream sends the original value, not the IPv4 form); for a TCP peer, the
+        peer's address as the kernel gives it.
+    @ivar from_peer: the address is the TCP peer's (L{identify_peer}): every
+        C{X-Forwarded-For} of the request is the guest's own.
     """
 
     namespace: Namespace
     ip: str
     mac: str | None
     forwarded_for: bytes
+    from_peer: bool = False
 
 
 def mac_from_link_local(address: ipaddress.IPv6Address) -> str:
@@ -134,6 +145,33 @@ def identify(request: Request, namespace: Namespace | None) -> Identity:
         address = ipaddress.ip_address(text)
     except (UnicodeDecodeError, ValueError):
         raise CallerError(400, "X-Forwarded-For is not an IP address.") from None
+    return _identity(namespace, address, last, False)
+
+
+def identify_peer(namespace: Namespace, host: str) -> Identity:
+    """The caller of a connection to a TCP listener inside C{namespace}: its peer.
+
+    @param host: the peer's address as the kernel reports it (Twisted's
+        C{transport.getPeer().host}): dotted IPv4, or IPv6 with the scope of a
+        link-local address after C{%} (C{fe80::1%eth0}), which is dropped.
+    @raise CallerError: C{host} is not an IP address (never, from the kernel).
+    """
+    if _PLAIN_IPV4_TEXT.match(host):
+        return Identity(namespace, host, None, host.encode("ascii"), True)
+    text = host.split("%", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise CallerError(400, "The connection's peer is not an IP address.") from None
+    return _identity(namespace, address, text.encode("ascii"), True)
+
+
+def _identity(
+    namespace: Namespace,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    forwarded_for: bytes,
+    from_peer: bool,
+) -> Identity:
     mac = None
     if address.version == 6:
         mapped = address.ipv4_mapped
@@ -141,4 +179,4 @@ def identify(request: Request, namespace: Namespace | None) -> Identity:
             address = mapped
         elif address.is_link_local:
             mac = mac_from_link_local(address)
-    return Identity(namespace, address.compressed, mac, last)
+    return Identity(namespace, address.compressed, mac, forwarded_for, from_peer)

@@ -111,14 +111,20 @@ class Pipeline:
     # coroutine under Deferred.fromCoroutine: the same steps, measurably less CPU per
     # request (bench/cpu). Each step runs as soon as the one before has its result.
 
-    def handle(self, request: Request, namespace: Namespace | None) -> Deferred[bytes]:
+    def handle(
+        self, request: Request, namespace: Namespace | None, caller: Identity | None = None
+    ) -> Deferred[bytes]:
         """Answer C{request}; C{namespace} is the socket's, or C{None} on the shared socket.
+
+        @param caller: who is asking, when the listener knows it already (a TCP listener
+            inside the namespace: L{metaproxy.caller.identify_peer}); the request's
+            headers are then not read for it.
 
         The Deferred always fires with bytes; cancelling it (the client went away)
         cancels the lookup or the Nova request.
         """
         try:
-            identity = identify(request, namespace)
+            identity = caller if caller is not None else identify(request, namespace)
         except CallerError as e:
             log.warn(
                 "Refused request {method} {target} on {socket}: {reason}",

@@ -104,6 +104,13 @@ class Proxy:
             self.pipeline, namespace, self.limits, self._reactor, stats=self.stats
         )
 
+    def peer_factory_for(self, namespace: Namespace) -> MetadataFactory:
+        """The protocol factory of a namespace's TCP listener inside it: the callers are
+        the connections' peers."""
+        return MetadataFactory(
+            self.pipeline, namespace, self.limits, self._reactor, stats=self.stats, peer=True
+        )
+
     def reload(self, config_args: tuple[list[str], list[str]]) -> Settings | None:
         """Re-read the configuration's secret and the lookup table; a bad file is
         reported and the running state kept. The cache is emptied.

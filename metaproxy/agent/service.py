@@ -91,7 +91,12 @@ class AgentService(MultiService):
             self.listeners = Listeners(reactor, handoff=self.workers, **listen_args)
         else:
             self.proxy = Proxy(reactor, settings, backend)
-            self.listeners = Listeners(reactor, factory_for=self.proxy.factory_for, **listen_args)
+            self.listeners = Listeners(
+                reactor,
+                factory_for=self.proxy.factory_for,
+                peer_factory_for=self.proxy.peer_factory_for,
+                **listen_args,
+            )
         self.registry = NamespaceRegistry(
             reactor,
             self.listeners,

@@ -9,7 +9,9 @@ the instance is looked up. It answers C{None} (go on) or the bytes of a refusal:
     one C{X-Forwarded-For} field (or a list in one) means a proxy inside the guest
     forwarded the request: the SSRF signal AWS, Azure, GCE and others act on. C{off}
     ignores it, C{log} (the default) counts it and logs it, C{enforce} refuses it as
-    well. The caller's address is haproxy's value either way.
+    well. The caller's address is haproxy's value either way. On a TCP listener inside
+    the namespace (no haproxy: the caller is the connection's peer) any
+    C{X-Forwarded-For} at all is the guest's, and the same rule applies to it.
 
 Log lines about refusals go through a L{LogThrottle}: at most one line per kind per
 interval, saying how many were left out, so a guest cannot flood the log.
@@ -134,8 +136,12 @@ class RequestPolicy:
             wait = limiter.check(identity.namespace.id, identity.ip)
             if wait:
                 return self._rate_limited(identity, wait)
-        if self._xff_mode and (request.forwarded_for_count > 1 or b"," in request.forwarded_for):
-            return self._guest_forwarded(request, identity)
+        if self._xff_mode:
+            count = request.forwarded_for_count
+            # haproxy's own comes last; on a TCP listener in the namespace every one is
+            # the guest's
+            if count > 1 or b"," in request.forwarded_for or (count and identity.from_peer):
+                return self._guest_forwarded(request, identity)
         return None
 
     def _rate_limited(self, identity: Identity, wait: int) -> bytes:

@@ -5,6 +5,11 @@ bytes go back and the connection is closed. A malformed, oversized or too slow r
 is answered by the agent (400/408/413/431/501/505) and logged; nothing is ever dropped
 without an answer while the client is still there.
 
+On a TCP listener inside a namespace (C{peer=True}) the caller is the connection's peer
+(L{metaproxy.caller.identify_peer}), found once per connection and handed to the
+pipeline; the headers a guest may have written to pass for someone else
+(C{X-Forwarded-For}, the namespace headers) are not read for it, only counted.
+
 Request timeouts are kept by one L{RequestTimeouts} per reactor and timeout, not by a
 timer per connection: a connection lives for a millisecond or so, and costs a dict entry
 instead of a reactor timer armed and cancelled; thousands of slow connections cost the
@@ -23,10 +28,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from metaproxy.caller import Identity, identify_peer
 from metaproxy.http.connlimit import ConnectionLimit
 from metaproxy.http.request import Request, RequestError, RequestParser
 from metaproxy.http.response import error_response
-from metaproxy.namespace import Namespace
+from metaproxy.namespace import Namespace, NamespaceKind
 from metaproxy.ops.metrics import RequestStats
 
 __all__ = ["Handler", "Limits", "MetadataProtocol", "MetadataFactory", "RequestTimeouts"]
@@ -38,10 +44,14 @@ class Handler(TypingProtocol):
     """What answers a parsed request: L{metaproxy.pipeline.Pipeline}, one layer up. The
     shell knows only this shape, so http/ never imports the pipeline."""
 
-    def handle(self, request: Request, namespace: Namespace | None) -> Deferred[bytes]: ...
+    def handle(
+        self, request: Request, namespace: Namespace | None, caller: Identity | None = None
+    ) -> Deferred[bytes]: ...
 
 
 _UNKNOWN = "An unknown error has occurred. Please try your request again."
+#: A namespace header's name as the parser gives it (lower case) -> its metric label.
+_NAMESPACE_HEADER_LABEL = {kind.header: kind.header_name for kind in NamespaceKind}
 
 
 @attrs.frozen
@@ -159,11 +169,17 @@ class MetadataProtocol(Protocol):
         self._done = False
         self._lost = False
         self._started = 0.0
+        #: the caller, on a TCP listener inside the namespace (the peer)
+        self._caller: Identity | None = None
 
     def connectionMade(self) -> None:
+        factory = self._factory
+        if factory.peer:
+            assert factory.namespace is not None
+            self._caller = identify_peer(factory.namespace, self.transport.getPeer().host)
         self._timeouts.add(self)
-        self._started = self._factory.clock.seconds()
-        self._factory.stats.open += 1
+        self._started = factory.clock.seconds()
+        factory.stats.open += 1
 
     def dataReceived(self, data: bytes) -> None:
         if self._done:
@@ -184,7 +200,14 @@ class MetadataProtocol(Protocol):
             return
         self._done = True
         self._timeouts.discard(self)
-        self._pending = self._factory.pipeline.handle(request, self._factory.namespace)
+        factory = self._factory
+        caller = self._caller
+        if caller is None:
+            self._pending = factory.pipeline.handle(request, factory.namespace)
+        else:
+            if request.forwarded_for_count or request.namespace_headers:
+                _count_guest_headers(factory.stats, request)
+            self._pending = factory.pipeline.handle(request, factory.namespace, caller)
         self._pending.addCallbacks(self._answer, self._failed)
 
     def _answer(self, data: bytes) -> None:
@@ -232,6 +255,18 @@ class MetadataProtocol(Protocol):
             pending.cancel()
 
 
+def _count_guest_headers(stats: RequestStats, request: Request) -> None:
+    """Count the identity headers a guest sent to a TCP listener (once per request
+    and header)."""
+    if request.forwarded_for_count:
+        stats.guest_header("X-Forwarded-For")
+    seen = set()
+    for name, _ in request.namespace_headers:
+        if name not in seen:
+            seen.add(name)
+            stats.guest_header(_NAMESPACE_HEADER_LABEL[name])
+
+
 class RefusedConnection(Protocol):
     """A connection over a connection bound: answered 503 and closed; nothing is read."""
 
@@ -247,14 +282,17 @@ class RefusedConnection(Protocol):
 
 
 class MetadataFactory(Factory):
-    """Builds protocols for one listener: the shared socket (C{namespace=None}) or one
-    namespace's socket.
+    """Builds protocols for one listener: the shared socket (C{namespace=None}), one
+    namespace's socket, or (C{peer=True}) a namespace's TCP listener inside it, whose
+    callers are the connections' peers (its sockets share this factory and its bound).
 
     @param timeouts: keeps the request timeouts; by default the one
         L{RequestTimeouts} of C{clock} and C{limits.request_timeout}, shared with every
         other listener on that clock.
     @param stats: where answers and open connections are counted (L{metaproxy.ops.metrics});
         by default this factory's own.
+    @param peer: the callers are the connections' peers, the listener being a TCP socket
+        inside C{namespace} (L{metaproxy.http.listeners.Listeners.add_tcp}).
     """
 
     noisy = False
@@ -269,9 +307,14 @@ class MetadataFactory(Factory):
         *,
         timeouts: RequestTimeouts | None = None,
         stats: RequestStats | None = None,
+        peer: bool = False,
     ) -> None:
+        if peer and namespace is None:
+            raise ValueError("a TCP listener's factory needs its namespace")
         self.pipeline = pipeline
         self.namespace = namespace
+        #: the callers are the connections' peers (a TCP listener inside the namespace)
+        self.peer = peer
         self.limits = limits
         self.clock = clock
         self.timeouts = (
@@ -325,4 +368,8 @@ class MetadataFactory(Factory):
         )
 
     def describe(self) -> str:
-        return f"the socket of {self.namespace.name}" if self.namespace else "the shared socket"
+        if self.namespace is None:
+            return "the shared socket"
+        if self.peer:
+            return f"the TCP listener in {self.namespace.name}"
+        return f"the socket of {self.namespace.name}"

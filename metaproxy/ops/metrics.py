@@ -3,8 +3,9 @@
 The request path never touches prometheus_client. L{RequestStats} is what the server
 counts into, with plain dict and list increments in one place (the answer written):
 requests by socket kind and status, a latency histogram kept as bucket counts, the
-connections open (which L{metaproxy.agent.drain} waits for), refusals by reason and
-connections refused by the bound that was full.
+connections open (which L{metaproxy.agent.drain} waits for), refusals by reason,
+connections refused by the bound that was full, and the identity headers guests sent to
+a TCP listener inside their namespace (ignored there).
 
 Everything else is read when Prometheus scrapes: L{Metrics.snapshot} gathers the request
 counters, the lookup cache's counters, the Nova pool's gauges, the reloads, and whatever
@@ -41,6 +42,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "REFUSAL_REASONS",
     "CONNECTION_BOUNDS",
+    "GUEST_IDENTITY_HEADERS",
     "RequestStats",
     "Sample",
     "Metrics",
@@ -82,6 +84,15 @@ REFUSAL_REASONS = {
 #: The options whose bound on open connections can be full (the bound label).
 CONNECTION_BOUNDS = ("max_connections", "max_connections_per_namespace")
 
+#: The headers that name the caller behind haproxy, which a guest talking to a TCP
+#: listener inside its namespace can only have written itself (the header label).
+GUEST_IDENTITY_HEADERS = (
+    "X-Forwarded-For",
+    "X-Neutron-Router-ID",
+    "X-Neutron-Network-ID",
+    "X-OVN-Network-ID",
+)
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -100,6 +111,8 @@ class RequestStats:
     @ivar refused: reason (L{REFUSAL_REASONS}) -> requests the server refused itself.
     @ivar connections_refused: bound (L{CONNECTION_BOUNDS}) -> connections answered 503
         and closed because that bound was full.
+    @ivar guest_headers: header (L{GUEST_IDENTITY_HEADERS}) -> requests to a TCP
+        listener inside a namespace that carried it (written by the guest, ignored).
     """
 
     __slots__ = (
@@ -109,6 +122,7 @@ class RequestStats:
         "open",
         "refused",
         "connections_refused",
+        "guest_headers",
         "bounds",
     )
 
@@ -120,6 +134,7 @@ class RequestStats:
         self.open = 0
         self.refused: dict[str, int] = {}
         self.connections_refused: dict[str, int] = {}
+        self.guest_headers: dict[str, int] = {}
 
     def record(self, kind: str, status: bytes, seconds: float) -> None:
         """One answer written: C{status} is the 3 bytes after C{HTTP/1.1 }."""
@@ -137,6 +152,11 @@ class RequestStats:
     def refuse_connection(self, bound: str) -> None:
         """The server refused a connection because C{bound} (the option) was full."""
         self.connections_refused[bound] = self.connections_refused.get(bound, 0) + 1
+
+    def guest_header(self, header: str) -> None:
+        """A request to a TCP listener in a namespace carried C{header}
+        (L{GUEST_IDENTITY_HEADERS}), which the guest wrote and the caller ignores."""
+        self.guest_headers[header] = self.guest_headers.get(header, 0) + 1
 
 
 class Sample(NamedTuple):
@@ -205,6 +225,7 @@ class Metrics:
             "open": s.open,
             "refused": dict(s.refused),
             "connections_refused": dict(s.connections_refused),
+            "guest_headers": dict(s.guest_headers),
             "reloads": dict(self.reloads),
             "lookups": {},
             "nova": {},
@@ -242,6 +263,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "open": 0,
         "refused": {},
         "connections_refused": {},
+        "guest_headers": {},
         "reloads": {},
         "lookups": {},
         "nova": {},
@@ -264,7 +286,14 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         ready = snap.get("ready") or [0, 0]
         total["ready"] = [total["ready"][0] + ready[0], total["ready"][1] + ready[1]]
         total["open"] += snap.get("open", 0)
-        for key in ("refused", "connections_refused", "reloads", "lookups", "nova"):
+        for key in (
+            "refused",
+            "connections_refused",
+            "guest_headers",
+            "reloads",
+            "lookups",
+            "nova",
+        ):
             for name, value in (snap.get(key) or {}).items():
                 total[key][name] = total[key].get(name, 0) + value
         for name, kind, help_, labels, value in snap.get("samples", ()):
@@ -327,6 +356,18 @@ def families(snap: dict[str, Any]) -> list[Metric]:
     for bound in sorted(set(CONNECTION_BOUNDS) | set(connections_refused)):
         connections.add_metric([bound], connections_refused.get(bound, 0))
     out.append(connections)
+    guest = CounterMetricFamily(
+        "metaproxy_guest_identity_headers",
+        "Requests to a TCP listener inside a namespace that carried a header naming the "
+        "caller (X-Forwarded-For, X-Neutron-Router-ID, X-Neutron-Network-ID, "
+        "X-OVN-Network-ID): written by the guest, ignored (the caller is the connection's "
+        "peer).",
+        labels=["header"],
+    )
+    guest_headers = snap.get("guest_headers") or {}
+    for header in sorted(set(GUEST_IDENTITY_HEADERS) | set(guest_headers)):
+        guest.add_metric([header], guest_headers.get(header, 0))
+    out.append(guest)
     reloads = CounterMetricFamily(
         "metaproxy_reloads", "SIGHUP reloads, by outcome.", labels=["outcome"]
     )

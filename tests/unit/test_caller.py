@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metaproxy import caller
-from metaproxy.caller import CallerError, identify, mac_from_link_local
+from metaproxy.caller import CallerError, identify, identify_peer, mac_from_link_local
 from metaproxy.http.request import Request
 from metaproxy.namespace import Namespace, NamespaceKind
 
@@ -186,3 +186,44 @@ def test_same_identity_from_a_parsed_request():
     )
     by_hand = request(ROUTER, (b"X-Forwarded-For", b"10.9.9.9"), (b"X-Forwarded-For", b"10.0.0.5"))
     assert identify(parsed, None) == identify(by_hand, None)
+
+
+# ---- a TCP listener inside the namespace: the caller is the connection's peer ---------
+
+OVN_NS = Namespace(NamespaceKind.OVN, "n2")
+
+
+def test_peer_ipv4_is_the_caller():
+    who = identify_peer(OVN_NS, "10.0.0.5")
+    assert who == caller.Identity(OVN_NS, "10.0.0.5", None, b"10.0.0.5", True)
+
+
+def test_peer_link_local_is_looked_up_by_its_mac_without_the_scope():
+    """The kernel's peer of a link-local connection carries its interface after '%':
+    the MAC comes from the EUI-64 identifier, Nova is told the address alone."""
+    who = identify_peer(OVN_NS, "fe80::f816:3eff:fee2:1%tap0123456789")
+    assert who.ip == "fe80::f816:3eff:fee2:1"
+    assert who.mac == "fa:16:3e:e2:00:01"
+    assert who.forwarded_for == b"fe80::f816:3eff:fee2:1" and who.from_peer
+
+
+def test_peer_ipv4_mapped_is_looked_up_as_ipv4():
+    """On a dual-stack socket an IPv4 caller comes as ::ffff:a.b.c.d: looked up as IPv4,
+    told to Nova as the kernel gave it (as haproxy would have written it)."""
+    who = identify_peer(OVN_NS, "::ffff:10.0.0.5")
+    assert (who.ip, who.mac, who.forwarded_for) == ("10.0.0.5", None, b"::ffff:10.0.0.5")
+
+
+def test_peer_global_ipv6_is_looked_up_by_address():
+    who = identify_peer(OVN_NS, "2001:DB8::5")
+    assert (who.ip, who.mac, who.forwarded_for) == ("2001:db8::5", None, b"2001:DB8::5")
+
+
+def test_peer_that_is_not_an_address_is_refused():
+    with pytest.raises(CallerError) as info:
+        identify_peer(OVN_NS, "/run/some.sock")
+    assert info.value.status == 400
+
+
+def test_identities_from_headers_are_not_from_the_peer():
+    assert not identify(request(ROUTER, (b"X-Forwarded-For", b"10.0.0.5")), None).from_peer

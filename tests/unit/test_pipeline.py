@@ -20,7 +20,7 @@ from metaproxy.resolve.cache import CachingBackend
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.resolve.table import parse_table
 from metaproxy.signing import sign_instance_id
-from metaproxy.testing import FakeNova, InMemoryPortBackend
+from metaproxy.testing import FakeNova, InMemoryPortBackend, echo_instance_id
 
 SECRET = b"s3cr3t-never-logged"
 TABLE = {
@@ -531,3 +531,26 @@ def test_a_slow_lookup_leaves_nova_only_the_rest_of_the_answer_time(lookup_secon
     resolver.pending.callback(Instance("vm", "proj"))
     assert nova.time_limits == [deadline]
     assert parse_answer(answers[0]).status == 200
+
+
+def test_a_caller_given_by_the_listener_is_the_one_served():
+    """A TCP listener inside the namespace gives the caller (its peer): the request's
+    namespace headers and X-Forwarded-For, written by the guest, change nothing, not
+    even into a 400 (both a router and a network header)."""
+    from metaproxy.caller import identify_peer
+
+    r2 = Namespace.parse("qrouter-r2")
+    pipeline, nova, _ = make(nova=FakeNova(reply=echo_instance_id))
+    request = get(
+        b"/openstack",
+        (b"X-Neutron-Router-ID", b"r1"),
+        (b"X-Neutron-Network-ID", b"blue"),
+        (b"X-OVN-Network-ID", b"blue"),
+        (b"X-Forwarded-For", b"10.0.0.9"),
+    )
+    results = []
+    pipeline.handle(request, r2, identify_peer(r2, "10.0.0.5")).addBoth(results.append)
+    answer = parse_answer(results[0])
+    assert (answer.status, answer.body) == (200, b"metadata of vm-green")
+    sent = dict(nova.sent[0][2])
+    assert sent[b"X-Forwarded-For"] == b"10.0.0.5" and sent[b"X-Tenant-ID"] == b"proj-2"

@@ -10,8 +10,12 @@ command, from the agent to the worker only (the worker's answers are its log lin
     add <name>        serve the listening socket that comes with this line (SCM_RIGHTS)
     remove <name>     stop serving <name>: close this worker's copy, leave the path alone
 
-C{<name>} is C{shared} or a namespace's name (C{qrouter-<id>}, ...). To remove a socket
-the agent unlinks its path and closes its own copy first, then sends C{remove} without
+C{<name>} is C{shared}, a namespace's name (C{qrouter-<id>}, ...: its Unix socket), or
+C{tcp/<namespace name>/<address>:<port>} for a TCP socket inside that namespace
+(L{metaproxy.http.listeners.TCPBinding}; an IPv6 address in brackets, with its
+interface after C{%} when link-local), whose callers are the connections' peers. To
+remove a socket the agent unlinks its path (a Unix socket) and closes its own copy
+first, then sends C{remove} without
 waiting for any answer: once the path is gone nothing new can connect, so the workers
 only have to let go of their copies (a worker that has not read the line yet still answers
 connections already queued). End of file on the channel means the agent is gone: the
@@ -35,6 +39,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from metaproxy.http.listeners import ListenerKey, TCPBinding
 from metaproxy.namespace import InvalidNamespace, Namespace
 
 __all__ = [
@@ -59,7 +64,8 @@ SHARED = "shared"
 CHANNEL_FD = 3
 #: sockets inherited at spawn are numbered from here
 FIRST_SOCKET_FD = 4
-#: longest channel line (a namespace name is at most 72 characters)
+#: longest channel line (a namespace name is at most 72 characters; a TCP socket's name
+#: at most 150)
 MAX_LINE = 256
 #: lines waiting for a worker that does not read its channel, before it is killed
 MAX_PENDING = 1024
@@ -72,25 +78,32 @@ class ProtocolError(ValueError):
     """A channel line that does not follow the protocol."""
 
 
-def socket_name(namespace: Namespace | None) -> str:
-    """A socket's name on the channel: C{shared} or the namespace's name."""
-    return SHARED if namespace is None else namespace.name
+def socket_name(key: ListenerKey) -> str:
+    """A socket's name on the channel: C{shared}, the namespace's name, or a TCP
+    socket's C{tcp/<namespace name>/<address>}."""
+    if key is None:
+        return SHARED
+    if isinstance(key, Namespace):
+        return key.name
+    return str(key)
 
 
-def parse_name(name: str) -> Namespace | None:
+def parse_name(name: str) -> ListenerKey:
     """The inverse of L{socket_name}.
 
-    @raise ProtocolError: not C{shared} nor a valid namespace name.
+    @raise ProtocolError: not C{shared}, a valid namespace name nor a TCP socket's name.
     """
     if name == SHARED:
         return None
     try:
+        if name.startswith("tcp/"):
+            return TCPBinding.parse(name)
         return Namespace.parse(name)
-    except InvalidNamespace as e:
+    except (InvalidNamespace, ValueError) as e:
         raise ProtocolError(str(e)) from None
 
 
-def parse_command(line: bytes) -> tuple[str, Namespace | None, int | None]:
+def parse_command(line: bytes) -> tuple[str, ListenerKey, int | None]:
     """C{("add", namespace, fd or None)} or C{("remove", namespace, None)}.
 
     @raise ProtocolError: anything else.
@@ -241,8 +254,8 @@ class ChannelProtocol(LineOnlyReceiver):
 
     def __init__(
         self,
-        on_add: Callable[[Namespace | None, int, bool], None],
-        on_remove: Callable[[Namespace | None], None],
+        on_add: Callable[[ListenerKey, int, bool], None],
+        on_remove: Callable[[ListenerKey], None],
         on_lost: Callable[[], None],
     ) -> None:
         self._on_add = on_add

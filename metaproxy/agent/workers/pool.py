@@ -2,11 +2,12 @@
 relays their logs, restarts them when they die and stops them.
 
 The agent's own process (twistd's) binds every socket, the shared one and each
-namespace's, with the configured mode and backlog (L{metaproxy.http.listeners.HeldSocket});
-it never accepts on them. The pool is the L{metaproxy.http.listeners.SocketHandoff} of
-its listeners: every socket held is inherited by each worker spawned, and a socket added
-or removed later is passed on over each worker's channel
-(L{metaproxy.agent.workers.channel}).
+namespace's, with the configured mode and backlog (L{metaproxy.http.listeners.HeldSocket}),
+and opens the TCP sockets inside namespaces (L{metaproxy.http.listeners.Listeners.add_tcp}:
+the workers need no privilege); it never accepts on them. The pool is the
+L{metaproxy.http.listeners.SocketHandoff} of its listeners: every socket held is
+inherited by each worker spawned, and a socket added or removed later is passed on over
+each worker's channel (L{metaproxy.agent.workers.channel}).
 
 A worker writes its log events to its stdout as JSON, one per line; the agent logs them
 as its own, tagged C{worker <n> pid <pid>}. Lines on a worker's stderr are logged as
@@ -40,7 +41,7 @@ from twisted.python.failure import Failure
 
 import metaproxy
 from metaproxy.agent.workers.channel import CHANNEL_FD, FIRST_SOCKET_FD, Channel, socket_name
-from metaproxy.namespace import Namespace
+from metaproxy.http.listeners import ListenerKey
 
 __all__ = ["KILL_AFTER", "RESTART_FIRST", "RESTART_MAX", "STABLE_AFTER", "WorkerPool"]
 
@@ -172,14 +173,14 @@ class WorkerPool(Service):
         """Name to the agent's descriptor, in the order the sockets were added."""
         return dict(self._sockets)
 
-    def add(self, namespace: Namespace | None, fd: int) -> None:
-        name = socket_name(namespace)
+    def add(self, key: ListenerKey, fd: int) -> None:
+        name = socket_name(key)
         self._sockets[name] = fd
         for worker in self._running():
             worker.channel.send(f"add {name}", fd)
 
-    def remove(self, namespace: Namespace | None) -> None:
-        name = socket_name(namespace)
+    def remove(self, key: ListenerKey) -> None:
+        name = socket_name(key)
         if self._sockets.pop(name, None) is None:
             return
         for worker in self._running():

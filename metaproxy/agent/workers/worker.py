@@ -8,6 +8,11 @@ its channel hands it later (L{metaproxy.agent.workers.channel}), and logs C{Work
 ready: serving <k> socket(s)} once its reactor runs and it serves every socket it
 inherited.
 
+A TCP socket inside a namespace (L{metaproxy.http.listeners.TCPBinding}) is served by
+an L{AdoptedTCPPort} whose factory takes each caller from the connection's peer; the
+sockets of one namespace share one factory, hence one C{max_connections_per_namespace}
+bound. The worker needs no privilege for them: the agent opened them in the namespace.
+
 Adopting a listening Unix socket that other processes share has four traps, all avoided
 by L{AdoptedUNIXPort}: Twisted's C{unix.Port} (what C{adoptStreamPort} builds) chmods the
 path to its own mode (0666 by default) and calls C{listen(50)}, which shrinks the shared
@@ -42,7 +47,7 @@ from twisted.python.failure import Failure
 from metaproxy.agent.proxy import Proxy
 from metaproxy.agent.workers.channel import CHANNEL_FD, ChannelProtocol, socket_name
 from metaproxy.config import ConfigError, load_settings
-from metaproxy.http.listeners import AdoptedUNIXPort
+from metaproxy.http.listeners import AdoptedTCPPort, AdoptedUNIXPort, ListenerKey, TCPBinding
 from metaproxy.http.server import MetadataFactory, MetadataProtocol
 from metaproxy.namespace import Namespace
 from metaproxy.resolve.backends import describe_backend
@@ -107,8 +112,10 @@ class _TrackedFactory(MetadataFactory):
 
     protocol = _TrackedProtocol
 
-    def __init__(self, *args: Any, tracker: ConnectionTracker, stats: Any = None) -> None:
-        super().__init__(*args, stats=stats)
+    def __init__(
+        self, *args: Any, tracker: ConnectionTracker, stats: Any = None, peer: bool = False
+    ) -> None:
+        super().__init__(*args, stats=stats, peer=peer)
         self.tracker = tracker
 
     def buildProtocol(self, addr: object) -> Protocol:
@@ -143,7 +150,9 @@ class WorkerService(Service):
         self._drain = drain
         self._install_signals = install_signal_handlers
         self.tracker = ConnectionTracker()
-        self.ports: dict[Namespace | None, AdoptedUNIXPort] = {}
+        self.ports: dict[ListenerKey, AdoptedUNIXPort | AdoptedTCPPort] = {}
+        # a namespace's TCP sockets share one factory (and its connection bound)
+        self._peer_factories: dict[Namespace, _TrackedFactory] = {}
         self._channel: Any = None
         self._stopping = False
         self._metrics_call: Any = None
@@ -196,26 +205,23 @@ class WorkerService(Service):
             worker_ready=True,
         )
 
-    def add(self, namespace: Namespace | None, fd: int, inherited: bool = False) -> None:
+    def add(self, key: ListenerKey, fd: int, inherited: bool = False) -> None:
         """Serve the listening socket C{fd} (taken: it is closed here). The worker says it
         is ready once it serves every socket it inherited."""
         try:
-            old = self.ports.pop(namespace, None)
+            old = self.ports.pop(key, None)
             if old is not None:
                 old.stopListening()
-            factory = _TrackedFactory(
-                self.proxy.pipeline,
-                namespace,
-                self.proxy.limits,
-                self._reactor,
-                tracker=self.tracker,
-                stats=getattr(self.proxy, "stats", None),
-            )
-            self.ports[namespace] = AdoptedUNIXPort.adopt(self._reactor, fd, factory)
+            port: AdoptedUNIXPort | AdoptedTCPPort
+            if isinstance(key, TCPBinding):
+                port = AdoptedTCPPort.adopt(self._reactor, fd, self._peer_factory(key.namespace))
+            else:
+                port = AdoptedUNIXPort.adopt(self._reactor, fd, self._factory(key))
+            self.ports[key] = port
         except OSError as e:
             log.error(
                 "Cannot serve {name}: {error}",
-                name=socket_name(namespace),
+                name=socket_name(key),
                 error=e.strerror or str(e),
             )
         finally:
@@ -225,10 +231,31 @@ class WorkerService(Service):
             if self._inherited_left == 0:
                 self._ready()
 
-    def remove(self, namespace: Namespace | None) -> None:
-        port = self.ports.pop(namespace, None)
+    def _factory(self, namespace: Namespace | None, peer: bool = False) -> _TrackedFactory:
+        return _TrackedFactory(
+            self.proxy.pipeline,
+            namespace,
+            self.proxy.limits,
+            self._reactor,
+            tracker=self.tracker,
+            stats=getattr(self.proxy, "stats", None),
+            peer=peer,
+        )
+
+    def _peer_factory(self, namespace: Namespace) -> _TrackedFactory:
+        factory = self._peer_factories.get(namespace)
+        if factory is None:
+            factory = self._peer_factories[namespace] = self._factory(namespace, peer=True)
+        return factory
+
+    def remove(self, key: ListenerKey) -> None:
+        port = self.ports.pop(key, None)
         if port is not None:
             port.stopListening()
+        if isinstance(key, TCPBinding) and not any(
+            isinstance(k, TCPBinding) and k.namespace == key.namespace for k in self.ports
+        ):
+            self._peer_factories.pop(key.namespace, None)
 
     def reload(self) -> None:
         self.proxy.reload(self._config_args)
@@ -258,6 +285,7 @@ class WorkerService(Service):
         for port in self.ports.values():
             port.stopListening()
         self.ports.clear()
+        self._peer_factories.clear()
         d = self.tracker.idle(self._reactor, self._drain)
 
         def drained(finished: bool) -> Deferred[None]:

@@ -34,11 +34,15 @@ from metaproxy.agent.workers import (
     parse_command,
     socket_name,
 )
+from metaproxy.http.listeners import ListenAddress, TCPBinding
 from metaproxy.http.server import Limits
 from metaproxy.namespace import Namespace
 
 R1 = Namespace.parse("qrouter-r1")
 R2 = Namespace.parse("qrouter-r2")
+OVN = Namespace.parse("ovnmeta-n1")
+TCP_V4 = TCPBinding(OVN, ListenAddress("169.254.169.254", 80))
+TCP_V6 = TCPBinding(OVN, ListenAddress("fe80::a9fe:a9fe", 80, "tapn1"))
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -128,6 +132,9 @@ class Hello(Protocol):
         (b"add qrouter-r1 7", ("add", R1, 7)),
         (b"remove qrouter-r1", ("remove", R1, None)),
         (b"remove shared", ("remove", None, None)),
+        (b"add tcp/ovnmeta-n1/169.254.169.254:80", ("add", TCP_V4, None)),
+        (b"add tcp/ovnmeta-n1/[fe80::a9fe:a9fe%tapn1]:80 9", ("add", TCP_V6, 9)),
+        (b"remove tcp/ovnmeta-n1/[fe80::a9fe:a9fe%tapn1]:80", ("remove", TCP_V6, None)),
     ],
 )
 def test_channel_lines_parsed(line, parsed):
@@ -146,6 +153,10 @@ def test_channel_lines_parsed(line, parsed):
         b"frobnicate qrouter-r1",
         b"add qrouter-\xe9",
         b"add shared 4 5",
+        b"add tcp/ovnmeta-n1",
+        b"add tcp/ovnmeta-n1/169.254.169.254",
+        b"add tcp/bogus/169.254.169.254:80",
+        b"add tcp/ovnmeta-n1/fe80::1:80",
     ],
 )
 def test_bad_channel_lines_refused(line):
@@ -155,6 +166,15 @@ def test_bad_channel_lines_refused(line):
 
 def test_socket_names():
     assert socket_name(None) == "shared" and socket_name(R1) == "qrouter-r1"
+    assert socket_name(TCP_V6) == "tcp/ovnmeta-n1/[fe80::a9fe:a9fe%tapn1]:80"
+    # the longest name fits in a line: a 64-character id, the longest IPv6 address
+    # and interface name
+    longest = TCPBinding(
+        Namespace.parse("ovnmeta-" + "a" * 64),
+        ListenAddress("fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535, "i" * 15),
+    )
+    line = f"add {socket_name(longest)} 1000000".encode()
+    assert len(line) < workers.channel.MAX_LINE and parse_command(line)[1] == longest
 
 
 # ---- the adopted port ------------------------------------------------------------------
@@ -852,3 +872,70 @@ def test_channel_to_a_stuck_worker_gives_up_at_the_limit(tmp_path):
         os.close(fd)
     owner.close()
     theirs.close()
+
+
+class CallerPipeline:
+    def __init__(self):
+        self.calls = []
+
+    def handle(self, request, namespace, caller=None):
+        self.calls.append((namespace, caller))
+        return succeed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+
+def tcp_exchange(address, data: bytes) -> bytes:
+    with socket.create_connection(address[:2], timeout=10) as client:
+        client.sendall(data)
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_serves_tcp_sockets_with_the_peer_as_caller():
+    """A TCP socket handed over the channel is served with the caller taken from the
+    peer; a namespace's sockets share one factory (one connection bound), dropped with
+    its last socket."""
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    ours, theirs = socket.socketpair()
+    proxy = FakeProxy()
+    proxy.pipeline = CallerPipeline()
+    service = WorkerService(
+        reactor, proxy, 1, os.dup(theirs.fileno()), install_signal_handlers=False
+    )
+    theirs.close()
+    owners = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        sock = socket.socket(family)
+        sock.bind((host, 0))
+        sock.listen(8)
+        owners.append(sock)
+    v4 = TCPBinding(OVN, ListenAddress("127.0.0.1", owners[0].getsockname()[1]))
+    v6 = TCPBinding(OVN, ListenAddress("::1", owners[1].getsockname()[1]))
+    channel = Channel(reactor, ours)
+    try:
+        service.startService()
+        channel.send(f"add {socket_name(v4)}", owners[0].fileno())
+        channel.send(f"add {socket_name(v6)}", owners[1].fileno())
+        await until(lambda: len(service.ports) == 2)
+        assert service.ports[v4].factory is service.ports[v6].factory
+        assert service.ports[v4].factory.peer
+        spoof = REQUEST.replace(b"10.0.0.5", b"10.9.9.9")
+        assert (await deferToThread(tcp_exchange, owners[0].getsockname(), spoof)).endswith(b"ok")
+        assert (await deferToThread(tcp_exchange, owners[1].getsockname(), spoof)).endswith(b"ok")
+        seen = [(ns, c.namespace, c.ip, c.from_peer) for ns, c in proxy.pipeline.calls]
+        assert seen == [(OVN, OVN, "127.0.0.1", True), (OVN, OVN, "::1", True)]
+        channel.send(f"remove {socket_name(v4)}")
+        await until(lambda: v4 not in service.ports)
+        assert OVN in service._peer_factories  # v6 still uses it
+        channel.send(f"remove {socket_name(v6)}")
+        await until(lambda: not service.ports)
+        assert service._peer_factories == {}
+    finally:
+        await service.stopService()
+        channel.close()
+        for owner in owners:
+            owner.close()

@@ -113,3 +113,42 @@ def test_log_throttle_counts_what_it_leaves_out():
 def test_unknown_mode_refused():
     with pytest.raises(ValueError):
         RequestPolicy(Clock(), forwarded_for="maybe")
+
+
+# ---- a TCP listener inside the namespace: any X-Forwarded-For is the guest's ----------
+
+
+def peer_run(pipeline, request, ip="10.0.0.5"):
+    from bench.load.unixhttp import parse_answer
+    from metaproxy.caller import identify_peer
+    from metaproxy.namespace import Namespace
+
+    namespace = Namespace.parse("qrouter-r1")
+    results = []
+    pipeline.handle(request, namespace, identify_peer(namespace, ip)).addBoth(results.append)
+    return parse_answer(results[0])
+
+
+def test_peer_caller_with_one_guest_forwarded_for_is_seen_and_served(logged):
+    """Without haproxy there is no X-Forwarded-For of its own: a single one is the
+    guest's. The rule (log) counts and logs it; the caller stays the peer."""
+    pipeline, nova, _, policy = pipeline_with(Clock())
+    answer = peer_run(pipeline, get(b"/openstack", (b"X-Forwarded-For", b"10.0.0.6")))
+    assert answer.status == 200
+    assert nova.sent[0][2][0] == (b"X-Forwarded-For", b"10.0.0.5")
+    assert dict(nova.sent[0][2])[b"X-Instance-ID"] == b"vm-blue"
+    assert policy.counters.xff_seen == 1 and policy.counters.xff_refused == 0
+    assert "served it anyway" in warnings(logged, "X-Forwarded-For")[0]
+
+
+def test_peer_caller_with_guest_forwarded_for_enforced_is_403(logged):
+    pipeline, nova, backend, policy = pipeline_with(Clock(), forwarded_for="enforce")
+    answer = peer_run(pipeline, get(b"/openstack", (b"X-Forwarded-For", b"10.0.0.6")))
+    assert answer.status == 403 and nova.sent == [] and backend.calls == 0
+    assert policy.counters.xff_refused == 1
+
+
+def test_peer_caller_without_forwarded_for_is_the_normal_case(logged):
+    pipeline, nova, _, policy = pipeline_with(Clock(), forwarded_for="enforce")
+    assert peer_run(pipeline, get(b"/openstack")).status == 200
+    assert policy.counters.xff_seen == 0 and not warnings(logged, "X-Forwarded-For")

@@ -301,3 +301,111 @@ def test_bare_lf_request_answered_400_at_once():
     protocol, transport, _ = connect(pipeline)
     protocol.dataReceived(b"GET / HTTP/1.1\nHost: x\n")
     assert transport.value().startswith(b"HTTP/1.1 400 ") and b"bare LF" in transport.value()
+
+
+# ---- a TCP listener inside the namespace: the caller is the peer -----------------------
+
+OVN_NS = Namespace(NamespaceKind.OVN, "n1")
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+class CallerRecordingPipeline:
+    def __init__(self):
+        self.calls = []
+
+    def handle(self, request, namespace, caller=None):
+        self.calls.append((namespace, caller))
+        return succeed(OK)
+
+
+def peer_connect(pipeline, peer, stats=None):
+    from metaproxy.ops.metrics import RequestStats
+
+    stats = stats if stats is not None else RequestStats()
+    factory = MetadataFactory(pipeline, OVN_NS, Limits(), Clock(), stats=stats, peer=True)
+    protocol = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
+    protocol.makeConnection(transport)
+    return protocol, transport, stats
+
+
+def test_peer_listener_hands_the_pipeline_its_peer():
+    """The caller is the TCP peer (an IPv6 link-local one looked up by MAC), in the
+    listener's namespace."""
+    from twisted.internet.address import IPv6Address
+
+    pipeline = CallerRecordingPipeline()
+    peer = IPv6Address("TCP", "fe80::f816:3eff:fee2:5%tap1", 40000)
+    protocol, transport, _ = peer_connect(pipeline, peer)
+    protocol.dataReceived(b"GET /openstack HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+    ((namespace, caller),) = pipeline.calls
+    assert namespace == OVN_NS and caller.namespace == OVN_NS
+    assert (caller.ip, caller.mac) == ("fe80::f816:3eff:fee2:5", "fa:16:3e:e2:00:05")
+    assert transport.value() == OK
+
+
+def test_peer_listener_ignores_and_counts_the_guests_identity_headers():
+    """Headers that would name another caller behind haproxy reach nobody: the caller
+    stays the peer, and each is counted once per request that carried it."""
+    from twisted.internet.address import IPv4Address
+
+    pipeline = CallerRecordingPipeline()
+    peer = IPv4Address("TCP", "10.0.0.5", 40000)
+    protocol, transport, stats = peer_connect(pipeline, peer)
+    protocol.dataReceived(
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.8\r\n"
+        b"X-OVN-Network-ID: other\r\nX-OVN-Network-ID: again\r\n"
+        b"X-Neutron-Router-ID: r1\r\n\r\n"
+    )
+    ((namespace, caller),) = pipeline.calls
+    assert (caller.ip, caller.forwarded_for, caller.namespace) == ("10.0.0.5", b"10.0.0.5", OVN_NS)
+    assert transport.value() == OK
+    assert stats.guest_headers == {
+        "X-Forwarded-For": 1,
+        "X-OVN-Network-ID": 1,
+        "X-Neutron-Router-ID": 1,
+    }
+    clean, _, _ = peer_connect(pipeline, peer, stats)
+    clean.dataReceived(b"GET / HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+    assert stats.guest_headers["X-Forwarded-For"] == 1  # a request without them: nothing
+
+
+def test_unix_sockets_read_the_caller_from_the_request_and_count_nothing():
+    """Behind haproxy the headers are haproxy's: no caller is given, nothing counted."""
+    from metaproxy.ops.metrics import RequestStats
+
+    pipeline = CallerRecordingPipeline()
+    stats = RequestStats()
+    for namespace in (None, OVN_NS):
+        factory = MetadataFactory(pipeline, namespace, Limits(), Clock(), stats=stats)
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(GET)
+    assert pipeline.calls == [(None, None), (OVN_NS, None)]
+    assert stats.guest_headers == {}
+
+
+def test_peer_listener_needs_its_namespace():
+    import pytest
+
+    with pytest.raises(ValueError):
+        MetadataFactory(CallerRecordingPipeline(), None, Limits(), Clock(), peer=True)
+
+
+def test_peer_listener_is_bounded_per_namespace():
+    """The per-namespace connection bound holds on a TCP listener too."""
+    from twisted.internet.address import IPv4Address
+
+    from metaproxy.http.server import RefusedConnection
+
+    factory = MetadataFactory(
+        CallerRecordingPipeline(),
+        OVN_NS,
+        Limits(max_connections_per_namespace=1),
+        Clock(),
+        peer=True,
+    )
+    peer = IPv4Address("TCP", "10.0.0.5", 40000)
+    assert not isinstance(factory.buildProtocol(peer), RefusedConnection)
+    assert isinstance(factory.buildProtocol(peer), RefusedConnection)
+    assert factory.describe() == "the TCP listener in ovnmeta-n1"

@@ -288,3 +288,30 @@ def test_workers_protection_counters_are_added_up():
         ]
         == 3
     )
+
+
+def test_guest_identity_headers_exported_always_and_added_up_over_workers():
+    """Every header label is there (0 until seen); the workers' counts add up."""
+    empty = _values(render(Metrics(RequestStats()).snapshot))
+    for header in (
+        "X-Forwarded-For",
+        "X-Neutron-Router-ID",
+        "X-Neutron-Network-ID",
+        "X-OVN-Network-ID",
+    ):
+        assert empty[("metaproxy_guest_identity_headers_total", (("header", header),))] == 0
+    one, two = RequestStats(), RequestStats()
+    one.guest_header("X-Forwarded-For")
+    two.guest_header("X-Forwarded-For")
+    two.guest_header("X-OVN-Network-ID")
+    totals = WorkerTotals()
+    totals.report(1, 101, Metrics(one).snapshot())
+    totals.report(2, 102, Metrics(two).snapshot())
+    values = _values(render(totals.snapshot))
+    assert values[("metaproxy_guest_identity_headers_total", (("header", "X-Forwarded-For"),))] == 2
+    assert (
+        values[("metaproxy_guest_identity_headers_total", (("header", "X-OVN-Network-ID"),))] == 1
+    )
+    # a worker that restarts keeps its count in the total
+    totals.report(2, 202, Metrics(RequestStats()).snapshot())
+    assert merge([totals.snapshot()])["guest_headers"]["X-Forwarded-For"] == 2
