@@ -332,3 +332,27 @@ def test_compare_haproxy_agent_without_prerequisites_exits_with_one_line(monkeyp
     assert capsys.readouterr().err == (
         "bench compare: a -haproxy agent needs root, ip, iptables and haproxy: missing iptables\n"
     )
+
+
+def test_compare_routers_agent_without_prerequisites_exits_with_one_line(monkeypatch, capsys):
+    from bench.compare import cli as compare_cli
+
+    monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
+    monkeypatch.setattr(compare_cli, "run_compare", lambda *a, **k: pytest.fail("started"))
+    argv = ["compare", "--a", "metaproxy-routers", "--b", "metaproxy", "--instances", "4"]
+    assert bench_main.main([*argv, "--routers", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "bench compare: the metaproxy-routers agent needs root, ip, iptables and haproxy: "
+        "missing iptables\n"
+    )
+
+
+def test_storm_namespaces_tcp_without_prerequisites_exits_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
+    monkeypatch.setattr(bench_main, "run_local_storms", lambda *a, **k: pytest.fail("started"))
+    argv = ["storm", "--target", "namespaces-tcp", "--instances", "4", "--routers", "2"]
+    assert bench_main.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "bench storm: --target namespaces-tcp needs root, ip, iptables and haproxy: "
+        "missing iptables\n"
+    )
