@@ -59,6 +59,7 @@ import io
 import ipaddress
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,7 +68,7 @@ import attrs
 
 from bench.load.fleet import Fleet, FleetInstance
 from bench.load.netns import METADATA_V4, Namespace, Topology, TopologyError
-from bench.load.netns_host import missing_prerequisites
+from bench.load.netns_host import ensure_neighbour_room, missing_prerequisites
 from metaproxy.namespace import NamespaceKind
 
 __all__ = [
@@ -414,6 +415,9 @@ def start_haproxy_front(
     if agent_config is None and socket_path is None:
         raise ValueError("haproxy needs the agent's configuration or a socket path")
     plan = plan_front(fleet, count)
+    raised = ensure_neighbour_room(count)
+    if raised:
+        print(f"bench: {raised}", file=sys.stderr, flush=True)
     topology = Topology()
     try:
         for pid in adopt:

@@ -27,6 +27,7 @@ alone.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ import attrs
 
 from bench.load.fleet import Fleet, rename_routers
 from bench.load.netns import METADATA_V4, Namespace, Topology, TopologyError
+from bench.load.netns_host import ensure_neighbour_room
 from bench.load.nstarget import FrontPlan, HaproxyNamespaces, plan_front, target_for
 from metaproxy.namespace import NamespaceKind
 
@@ -113,6 +115,9 @@ def start_router_front(
         C{timeout} seconds; whatever was built is removed.
     """
     plan = plan_front(fleet, count)
+    raised = ensure_neighbour_room(count)
+    if raised:
+        print(f"bench: {raised}", file=sys.stderr, flush=True)
     try:
         for pid in adopt:
             topology.adopt(pid)

@@ -356,3 +356,21 @@ def test_storm_namespaces_tcp_without_prerequisites_exits_with_one_line(monkeypa
         "bench storm: --target namespaces-tcp needs root, ip, iptables and haproxy: "
         "missing iptables\n"
     )
+
+
+def test_neighbour_room_is_raised_only_when_short(tmp_path):
+    """The ARP table's limits grow to fit a storm's addresses (three fronts at once and
+    the host), never shrink, and the change is said."""
+    from bench.load.netns_host import ensure_neighbour_room
+
+    (tmp_path / "gc_thresh2").write_text("512\n")
+    (tmp_path / "gc_thresh3").write_text("1024\n")
+    said = ensure_neighbour_room(1000, sysctl_dir=str(tmp_path))
+    assert (tmp_path / "gc_thresh2").read_text() == "4048"
+    assert (tmp_path / "gc_thresh3").read_text() == "8096"
+    assert said == (
+        "raised the host's ARP table limits (net.ipv4.neigh.default: gc_thresh2 512 -> "
+        "4048, gc_thresh3 1024 -> 8096) for 1,000 instance addresses"
+    )
+    assert ensure_neighbour_room(100, sysctl_dir=str(tmp_path)) is None
+    assert (tmp_path / "gc_thresh3").read_text() == "8096"
