@@ -1,7 +1,7 @@
 """The bench's command line: C{python -m bench storm ...} and C{python -m bench compare ...}.
 
     python -m bench storm [--instances 1000] [--routers 50] [--concurrency 200]
-                          [--target shared|namespaces|both|haproxy]
+                          [--target shared|namespaces|both|haproxy|namespaces-tcp]
                           [--haproxy-socket shared|namespaces] [--keepalive] [--ramp 0]
                           [--workers 2] [--out bench/results] [--nova-delay 0]
                           [--secret S] [--wrong-secret] ...
@@ -18,6 +18,8 @@ C{<out>/latest.md}.
 C{--target haproxy} puts real haproxy in network namespaces in front of the agent
 (L{bench.load.nstarget}, as root with C{ip}, C{iptables} and C{haproxy}): the namespaces are
 built after the agent starts and removed after the storm, on Ctrl-C and SIGTERM too.
+C{--target namespaces-tcp} builds the same router namespaces without haproxy, and the
+agent (C{router_namespaces = serve}) listens in them itself (L{bench.load.routerfront}).
 
 Exit status: 0 when every request was right; 1 otherwise. With C{--wrong-secret} the
 agent signs with a secret Nova does not share, so every request must come back as an
@@ -50,12 +52,15 @@ def _storm(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if made is None:
         return 2
     fleet, config = made
-    if args.target == "haproxy":
+    if args.target in ("haproxy", "namespaces-tcp"):
         from bench.load.nstarget import missing_line
 
         missing = missing_line()
         if missing:
-            print(f"bench storm: {missing}", file=sys.stderr)
+            print(
+                f"bench storm: {missing.replace('--target haproxy', f'--target {args.target}')}",
+                file=sys.stderr,
+            )
             return 2
     agent_secret = args.secret + "-but-wrong" if args.wrong_secret else None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -32,18 +32,42 @@ def run_local_storms(
     lookup: str = "table",
     haproxy_socket: str = "shared",
 ) -> list[StormResult]:
-    """One storm per target (C{shared}, C{namespaces}, C{haproxy}), each on a fresh fake
-    Nova, lookup service and agent. The config's socket paths are filled in from the
-    stack; for C{haproxy} the namespaces and haproxy (forwarding to the agent's
-    C{haproxy_socket}: C{shared} or C{namespaces}) are built in front of it, and removed
-    after the storm."""
+    """One storm per target (C{shared}, C{namespaces}, C{haproxy}, C{namespaces-tcp}),
+    each on a fresh fake Nova, lookup service and agent. The config's socket paths are
+    filled in from the stack; for C{haproxy} the namespaces and haproxy (forwarding to
+    the agent's C{haproxy_socket}: C{shared} or C{namespaces}) are built in front of it,
+    and removed after the storm, haproxy's CPU measured with the agent's; for
+    C{namespaces-tcp} the router namespaces without haproxy, the agent serving them
+    itself (its fleet's routers renamed after the topology)."""
     import attrs
 
     results = []
     for target in targets:
-        stack = start_stack(
-            fleet, secret=secret, agent_secret=agent_secret, nova_delay=nova_delay, lookup=lookup
-        )
+        run_fleet, extra, topology = fleet, "", None
+        if target == "namespaces-tcp":
+            from bench.load.netns import Topology
+            from bench.load.routerfront import router_fleet, router_mode_config
+
+            topology = Topology()
+            try:
+                run_fleet = router_fleet(fleet, topology)
+            except ValueError:
+                topology.cleanup()
+                raise
+            extra = router_mode_config(topology)
+        try:
+            stack = start_stack(
+                run_fleet,
+                secret=secret,
+                agent_secret=agent_secret,
+                nova_delay=nova_delay,
+                lookup=lookup,
+                extra_metaproxy=extra,
+            )
+        except BaseException:
+            if topology is not None:
+                topology.cleanup()
+            raise
         front = None
         try:
             with sigterm_interrupts():
@@ -67,13 +91,23 @@ def run_local_storms(
                     )
                     print(front.describe_setup(), file=sys.stderr, flush=True)
                     storm_target = front.target
+                elif target == "namespaces-tcp":
+                    from bench.load.routerfront import start_router_front
+
+                    assert topology is not None
+                    front = start_router_front(
+                        topology, run_fleet, config.instances, adopt=stack.pids
+                    )
+                    print(front.describe_setup(), file=sys.stderr, flush=True)
+                    storm_target = front.target
                 assert stack.agent is not None
                 result = run_storm(
                     run_config,
-                    fleet,
+                    run_fleet,
                     [stack.agent.pid],
                     target=storm_target,
                     nova_pids=[stack.nova.pid],
+                    proxy_pids=front.proxy_pids() if front is not None else (),
                 )
             if not stack.agent.alive():
                 raise RuntimeError(f"the agent died during the storm:\n{stack.agent.log()[-3000:]}")
@@ -81,6 +115,8 @@ def run_local_storms(
         finally:
             if front is not None:
                 front.stop()
+            elif topology is not None:
+                topology.cleanup()
             stack.stop()
             if not keep:
                 shutil.rmtree(stack.run_dir, ignore_errors=True)

@@ -47,12 +47,14 @@ def storm_options(parser: argparse.ArgumentParser, *, target: bool = True) -> No
     if target:
         load.add_argument(
             "--target",
-            choices=["shared", "namespaces", "both", "haproxy"],
+            choices=["shared", "namespaces", "both", "haproxy", "namespaces-tcp"],
             default="both",
-            help="the shared socket, per-namespace sockets, both in turn, or "
-            "haproxy in network namespaces in front of the agent, the "
-            "instances connecting from their own namespaces (root, ip, "
-            "iptables, haproxy)",
+            help="the shared socket, per-namespace sockets, both in turn, "
+            "haproxy in network namespaces in front of the agent, or the agent "
+            "listening in the router namespaces itself (namespaces-tcp: "
+            "router_namespaces = serve, no haproxy); for the last two the "
+            "instances connect from their own namespaces (root, ip, iptables, "
+            "haproxy)",
         )
         load.add_argument(
             "--haproxy-socket",

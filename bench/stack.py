@@ -115,6 +115,7 @@ def start_metaproxy(
     nova_port: int,
     secret: str,
     extra_metaproxy: str = "",
+    extra_default: str = "",
     lookup: RunningLookup | None = None,
 ) -> tuple[Process, str, str]:
     """C{twistd metaproxy} on C{table} serving the shared socket and one socket per
@@ -133,7 +134,7 @@ def start_metaproxy(
         secret=secret,
         table=table,
         namespaces=fleet.namespace_names(),
-        extra_default=lookup.extra_default if lookup else "",
+        extra_default=extra_default + (lookup.extra_default if lookup else ""),
         extra_metaproxy=(
             f"namespace_socket_dir = {ns_dir}\n{extra_metaproxy}"
             + (lookup.extra_metaproxy if lookup else "")
@@ -161,6 +162,7 @@ def start_stack(
     nova_delay: float = 0.0,
     run_dir: Path | None = None,
     extra_metaproxy: str = "",
+    extra_default: str = "",
     lookup: str = "table",
 ) -> Stack:
     """Write the fleet's table, start the fake Nova, the lookup service and C{twistd
@@ -185,6 +187,7 @@ def start_stack(
             nova_port=nova_port,
             secret=agent_secret if agent_secret is not None else secret,
             extra_metaproxy=extra_metaproxy,
+            extra_default=extra_default,
             lookup=running,
         )
     except BaseException:

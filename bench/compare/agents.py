@@ -36,6 +36,8 @@ AGENTS = {
     "upstream": "upstream's neutron-metadata-agent, shared socket (its only kind)",
     "metaproxy-haproxy": "metaproxy behind real haproxy in network namespaces, shared socket",
     "upstream-haproxy": "upstream behind real haproxy in network namespaces, shared socket",
+    "metaproxy-routers": "metaproxy listening in the router namespaces itself, no haproxy "
+    "(router_namespaces = serve)",
 }
 #: An agent name ending so is the agent before it behind haproxy (L{bench.load.nstarget}).
 HAPROXY_SUFFIX = "-haproxy"
@@ -57,12 +59,21 @@ class RunningAgent:
     process: Process
     target: Target
     run_dir: Path
-    front: Any = None  # bench.load.nstarget.HaproxyFront, for the -haproxy agents
+    front: Any = None  # HaproxyFront (-haproxy agents) or RouterFront (metaproxy-routers)
+    #: the fleet as this agent's table knows it (metaproxy-routers: routers renamed)
+    fleet: Fleet | None = None
+    lookup: RunningLookup | None = None  # a lookup service of its own, stopped with it
 
     def stop(self) -> None:
         if self.front is not None:
             self.front.stop()
         self.process.stop()
+        if self.lookup is not None:
+            self.lookup.stop()
+
+    def proxy_pids(self) -> list[int]:
+        """The proxies in front of it (haproxy), measured with it."""
+        return self.front.proxy_pids() if self.front is not None else []
 
     def is_metaproxy(self) -> bool:
         return self.name.startswith("metaproxy")
@@ -123,6 +134,10 @@ def start_named_agent(
             run_dir,
             front,
         )
+    if name == "metaproxy-routers":
+        return _start_router_agent(
+            label, fleet, run_dir, nova_port=nova_port, secret=secret, lookup=lookup
+        )
     if name in ("metaproxy", "metaproxy-namespaces"):
         process, shared, ns_dir = start_metaproxy(
             fleet, table, run_dir, nova_port=nova_port, secret=secret, lookup=lookup
@@ -158,6 +173,63 @@ def start_named_agent(
         )
         return RunningAgent(name, label, description, process, SharedSocket(socket_path), run_dir)
     raise ValueError(f"unknown agent {name!r}; one of {', '.join(AGENTS)}")
+
+
+def _start_router_agent(
+    label: str,
+    fleet: Fleet,
+    run_dir: Path,
+    *,
+    nova_port: int,
+    secret: str,
+    lookup: RunningLookup | None,
+) -> RunningAgent:
+    """metaproxy serving the fleet's routers in their own namespaces
+    (L{bench.load.routerfront}). Its table names the routers after the topology; the
+    fake Nova's is the same but for router ids, which Nova never sees. A lookup service
+    other than the table is started again for this agent, on its table."""
+    from bench.load.netns import Topology
+    from bench.load.routerfront import router_fleet, router_mode_config, start_router_front
+    from bench.lookups import start_lookup
+
+    topology = Topology()
+    own_lookup = None
+    process = None
+    try:
+        renamed = router_fleet(fleet, topology)
+        table = run_dir / "ports.json"
+        renamed.write(table)
+        if lookup is not None and lookup.name != "table":
+            own_lookup = start_lookup(lookup.name, table, run_dir / "lookup")
+        process, _, _ = start_metaproxy(
+            renamed,
+            table,
+            run_dir,
+            nova_port=nova_port,
+            secret=secret,
+            extra_metaproxy=router_mode_config(topology),
+            lookup=own_lookup,
+        )
+        front = start_router_front(topology, renamed, len(fleet.instances), adopt=[process.pid])
+    except BaseException:
+        topology.cleanup()
+        if process is not None:
+            process.stop()
+        if own_lookup is not None:
+            own_lookup.stop()
+        raise
+    print(f"compare: {label}: {front.describe_setup()}", file=sys.stderr, flush=True)
+    return RunningAgent(
+        "metaproxy-routers",
+        label,
+        f"{AGENTS['metaproxy-routers']}; {front.target.describe()}",
+        process,
+        front.target,
+        run_dir,
+        front,
+        renamed,
+        own_lookup,
+    )
 
 
 def wait_idle(

@@ -59,13 +59,24 @@ def compare_main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if made is None:
         return 2
     fleet, config = made
-    if any(name and name.endswith(HAPROXY_SUFFIX) for name in (args.a, args.b, args.c)):
+    in_namespaces = [
+        name
+        for name in (args.a, args.b, args.c)
+        if name and (name.endswith(HAPROXY_SUFFIX) or name == "metaproxy-routers")
+    ]
+    if in_namespaces:
         from bench.load.nstarget import missing_line
 
         missing = missing_line()
         if missing:
             print(
-                f"bench compare: {missing.replace('--target haproxy', 'a -haproxy agent')}",
+                "bench compare: "
+                + missing.replace(
+                    "--target haproxy",
+                    "a -haproxy agent"
+                    if any(n.endswith(HAPROXY_SUFFIX) for n in in_namespaces)
+                    else "the metaproxy-routers agent",
+                ),
                 file=sys.stderr,
             )
             return 2

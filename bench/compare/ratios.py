@@ -128,6 +128,15 @@ def merge_results(
             "by_outcome": counters(lambda r: (r.nova or {}).get("by_outcome")),
             "cpu_seconds": None if nova_cpu is None else round(nova_cpu, 6),
         }
+    proxies = None
+    if all(r.proxies is not None for r in results):
+        proxy_cpu = total(lambda r: (r.proxies or {}).get("cpu_seconds"))
+        proxy_peaks = [(r.proxies or {}).get("peak_rss_bytes") for r in results]
+        proxies = {
+            **(first.proxies or {}),
+            "cpu_seconds": None if proxy_cpu is None else round(proxy_cpu, 6),
+            "peak_rss_bytes": max((p for p in proxy_peaks if p is not None), default=None),
+        }
     busy = (
         sum(r.host.get("busy", 0.0) * r.duration for r in results) / duration
         if duration > 0
@@ -158,4 +167,5 @@ def merge_results(
             f"{name}: {note}" for name, r in zip(names, results, strict=False) for note in r.notes
         ],
         nonstandard=counters(lambda r: r.nonstandard),
+        proxies=proxies,
     )

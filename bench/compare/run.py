@@ -96,10 +96,11 @@ def run_compare(
                 )
                 result = run_storm(
                     run_config,
-                    fleet,
+                    agent.fleet or fleet,
                     [agent.process.pid],
                     target=agent.target,
                     nova_pids=[nova.pid],
+                    proxy_pids=agent.proxy_pids(),
                     label="upstream neutron-metadata-agent"
                     if agent.name.startswith("upstream")
                     else "metaproxy",

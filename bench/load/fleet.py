@@ -27,20 +27,21 @@ served byte for byte). Every instance but those with index modulo 6 == 5 has a k
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import ipaddress
 import json
 import os
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from metaproxy.namespace import Namespace, NamespaceKind
 
-__all__ = ["FleetInstance", "Fleet", "make_fleet", "boot_length"]
+__all__ = ["FleetInstance", "Fleet", "make_fleet", "rename_routers", "boot_length"]
 
 #: Where instance addresses start on every network (.1 router, .2 DHCP port).
 FIRST_HOST = 10
@@ -279,6 +280,39 @@ def make_fleet(
         dhcp_networks=dhcp_networks,
         ovn_networks=ovn_networks,
         seed=seed,
+    )
+
+
+def rename_routers(fleet: Fleet, ids: Sequence[str]) -> Fleet:
+    """The same fleet with its routers' ids replaced, in order, by C{ids}: in the table
+    (the C{routers} map and the router interface ports) and in every namespace.
+
+    A storm through the kernel's own router namespaces (C{--target namespaces-tcp}) needs
+    them: the agent takes the router from the namespace's name, and the namespaces carry
+    the run's tag (L{bench.load.netns.Topology.id}) where the fleet has uuids.
+
+    @raise ValueError: not one new id per router, or two alike.
+    """
+    olds = [ns.id for ns in fleet.namespaces if ns.kind is NamespaceKind.ROUTER]
+    if len(ids) != len(olds) or len(set(ids)) != len(ids):
+        raise ValueError(f"the fleet has {len(olds)} routers: give as many distinct ids")
+    new = dict(zip(olds, ids, strict=True))
+    table = copy.deepcopy(fleet.table)
+    table["routers"] = {new.get(k, k): v for k, v in table["routers"].items()}
+    for port in table["ports"]:
+        if port["device_id"] in new and port["device_owner"] == "network:router_interface":
+            port["device_id"] = new[port["device_id"]]
+
+    def renamed(namespace: Namespace) -> Namespace:
+        if namespace.kind is NamespaceKind.ROUTER:
+            return Namespace(NamespaceKind.ROUTER, new[namespace.id])
+        return namespace
+
+    return attrs.evolve(
+        fleet,
+        table=table,
+        instances=tuple(attrs.evolve(i, namespace=renamed(i.namespace)) for i in fleet.instances),
+        namespaces=tuple(renamed(ns) for ns in fleet.namespaces),
     )
 
 

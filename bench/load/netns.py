@@ -236,14 +236,23 @@ class Topology:
         namespace = Namespace(name, kind, ident)
         self.namespaces[name] = namespace
         # No duplicate address detection: addresses are usable at once (the EUI-64
-        # link-local address is still the kernel's own, derived from the MAC).
+        # link-local address is still the kernel's own, derived from the MAC). A router
+        # gets the L3 agent's own settings (neutron/agent/l3/namespaces.py): forwarding,
+        # and ARP answered only for an address of the asking port (arp_ignore = 1).
+        router = (
+            "; echo 1 > /proc/sys/net/ipv4/ip_forward"
+            "; echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore"
+            "; echo 2 > /proc/sys/net/ipv4/conf/all/arp_announce"
+            if kind == "router"
+            else ""
+        )
         self.exec(
             name,
             [
                 "sh",
                 "-c",
                 "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; "
-                "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
+                "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad" + router,
             ],
         )
         run_command(["ip", "-n", name, "link", "set", "lo", "up"])
@@ -284,14 +293,25 @@ class Topology:
         parent.ports[network_id] = port
         return port
 
-    def add_router(self, router_id: str, subnets: dict[str, str]) -> Namespace:
+    def add_router(
+        self, router_id: str, subnets: dict[str, str], *, metadata_proxy: bool = True
+    ) -> Namespace:
         """C{qrouter-<router_id>} with one C{qr-} port per network (C{network id: the
         router's address with prefix, e.g. 10.0.0.1/24}) and Neutron's metadata rules:
         169.254.169.254:80 from C{qr-+} marked and redirected to 9697, 9697 otherwise
-        dropped (docs/upstream.md, "Where haproxy listens")."""
+        dropped (docs/upstream.md, "Where haproxy listens").
+
+        @param metadata_proxy: C{False}: as the L3 agent with C{enable_metadata_proxy =
+            False} leaves it (docs/routers.md): the mark on metadata packets from C{qr-+}
+            and the drop of marked packets that would be forwarded, no redirect and no
+            rule on 9697.
+        """
         namespace = self._add_namespace(f"qrouter-{router_id}", "router", router_id)
         for network_id, cidr in subnets.items():
             self._add_port(namespace, network_id, self._ifname("qr-"), cidr)
+        if not metadata_proxy:
+            self._l3_metadata_mark(namespace)
+            return namespace
         ipt = self._iptables_command(namespace.name)
         rules = [
             [
@@ -353,6 +373,24 @@ class Topology:
         for rule in rules:
             self.exec(namespace.name, [ipt, "-w", *rule])
         return namespace
+
+    def _l3_metadata_mark(self, namespace: Namespace) -> None:
+        """The rules every router of the L3 agent has, metadata proxy or not
+        (C{RouterInfo.initialize_metadata_iptables}), in one C{iptables-restore}."""
+        ipt = self._iptables_command(namespace.name)
+        rules = (
+            "*mangle\n"
+            f"-A PREROUTING -d {METADATA_V4}/32 -i qr-+ -p tcp -m tcp --dport 80 "
+            "-j MARK --set-xmark 0x1/0xffff\n"
+            "COMMIT\n"
+            "*filter\n"
+            "-A FORWARD -m mark --mark 0x1/0xffff -j DROP\n"
+            "COMMIT\n"
+        )
+        run_command(
+            ["ip", "netns", "exec", namespace.name, f"{ipt}-restore", "-w", "--noflush"],
+            input=rules.encode(),
+        )
 
     def _metadata_addresses(self, ipv6: bool) -> list[tuple[str, ...]]:
         addresses: list[tuple[str, ...]] = [(f"{METADATA_V4}/32",)]

@@ -41,6 +41,7 @@ __all__ = [
     "delete_namespace",
     "destroy_run",
     "cleanup_leftovers",
+    "ensure_neighbour_room",
 ]
 
 #: Run directories are C{/tmp/mpe2e-<hex>}: short, because haproxy accepts at most 97
@@ -264,3 +265,37 @@ def cleanup_leftovers() -> list[str]:
         destroy_run(tag, namespaces)
         removed.extend(namespaces)
     return removed
+
+
+#: The host's IPv4 neighbour (ARP) table limits. Their count is shared by every network
+#: namespace on the host, and a namespace's router keeps an entry per instance address.
+NEIGH_SYSCTL = "/proc/sys/net/ipv4/neigh/default"
+
+
+def ensure_neighbour_room(addresses: int, *, sysctl_dir: str = NEIGH_SYSCTL) -> str | None:
+    """Make room in the host's ARP table for C{addresses} more entries (a storm's
+    instances, each one an entry in its router's namespace), with room for three fronts
+    at once (C{bench compare}) and the rest of the host: C{gc_thresh3} (the hard limit)
+    to at least 4x and C{gc_thresh2} to at least 2x C{addresses} + 1,024. Past the hard
+    limit the kernel drops packets ("neighbor table overflow"), which a storm sees as
+    connections retried by SYN for up to 20 s. Limits already higher are kept.
+
+    @return: a line saying what was raised, or None if nothing was.
+    """
+    need = addresses + 1024
+    changed = []
+    for name, factor in (("gc_thresh2", 2), ("gc_thresh3", 4)):
+        path = os.path.join(sysctl_dir, name)
+        with open(path) as f:
+            current = int(f.read().split()[0])
+        if current < factor * need:
+            with open(path, "w") as f:
+                f.write(str(factor * need))
+            changed.append(f"{name} {current} -> {factor * need}")
+    if not changed:
+        return None
+    return (
+        "raised the host's ARP table limits (net.ipv4.neigh.default: "
+        + ", ".join(changed)
+        + f") for {addresses:,} instance addresses"
+    )

@@ -59,6 +59,7 @@ import io
 import ipaddress
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,7 +68,7 @@ import attrs
 
 from bench.load.fleet import Fleet, FleetInstance
 from bench.load.netns import METADATA_V4, Namespace, Topology, TopologyError
-from bench.load.netns_host import missing_prerequisites
+from bench.load.netns_host import ensure_neighbour_room, missing_prerequisites
 from metaproxy.namespace import NamespaceKind
 
 __all__ = [
@@ -296,7 +297,8 @@ class HaproxyNamespaces:
     to 169.254.169.254:80, through haproxy. Adds no header: haproxy adds them.
 
     @ivar places: instance index -> (namespace path, source address).
-    @ivar via: C{shared} or C{namespaces}: where haproxy forwards (for the report).
+    @ivar via: C{shared} or C{namespaces}: where haproxy forwards (for the report);
+        C{routers}: no haproxy, the agent listens in the router namespaces.
     @ivar namespaces: how many namespaces run haproxy (for the report).
     @ivar address: where instances connect: C{(169.254.169.254, 80)}.
     """
@@ -323,6 +325,13 @@ class HaproxyNamespaces:
         return b""
 
     def describe(self) -> str:
+        sides = len({p for p, _ in self.places.values()})
+        if self.via == "routers":
+            return (
+                f"metaproxy listening in {self.namespaces} router namespaces itself (no "
+                "haproxy; the L3 agent's mark rule only); instances connect from their "
+                f"own address in {sides} instance-side namespaces"
+            )
         socket_kind = "the shared socket" if self.via == "shared" else "per-namespace sockets"
         return (
             f"haproxy in {self.namespaces} network namespaces (Neutron's iptables), "
@@ -332,15 +341,22 @@ class HaproxyNamespaces:
 
 
 def target_for(
-    plan: FrontPlan, side_namespaces: Sequence[str], via: str, instances: Sequence[FleetInstance]
+    plan: FrontPlan,
+    side_namespaces: Sequence[str],
+    via: str,
+    instances: Sequence[FleetInstance],
+    *,
+    name: str = "haproxy",
 ) -> HaproxyNamespaces:
     """The target for C{instances}, whose sides are built as the kernel namespaces
-    C{side_namespaces} (in the plan's order)."""
+    C{side_namespaces} (in the plan's order). C{via = "routers"} and C{name =
+    "namespaces-tcp"}: the agent listens in the router namespaces itself
+    (L{bench.load.routerfront})."""
     places = {}
     for instance in instances:
         side = plan.placement[instance.index]
         places[instance.index] = (os.path.join(NETNS_DIR, side_namespaces[side]), instance.ip)
-    return HaproxyNamespaces(places, via, len(plan.domains))
+    return HaproxyNamespaces(places, via, len(plan.domains), name=name)
 
 
 # ---- building it
@@ -357,6 +373,11 @@ class HaproxyFront:
 
     def stop(self) -> None:
         self.topology.cleanup()
+
+    def proxy_pids(self) -> list[int]:
+        """The haproxy daemons, one per namespace: their CPU and memory are the node's
+        too (L{bench.load.storm.run_storm}'s C{proxy_pids})."""
+        return [ns.haproxy.pid for ns in self.topology.namespaces.values() if ns.haproxy]
 
     def describe_setup(self) -> str:
         t = self.timings
@@ -394,6 +415,9 @@ def start_haproxy_front(
     if agent_config is None and socket_path is None:
         raise ValueError("haproxy needs the agent's configuration or a socket path")
     plan = plan_front(fleet, count)
+    raised = ensure_neighbour_room(count)
+    if raised:
+        print(f"bench: {raised}", file=sys.stderr, flush=True)
     topology = Topology()
     try:
         for pid in adopt:

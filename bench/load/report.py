@@ -127,6 +127,9 @@ class StormResult:
     @ivar nova: the fake Nova's counters for the storm (C{total}, C{by_status},
         C{by_outcome}, differences over the run) and C{cpu_seconds}; None if not known.
     @ivar host: C{cpus} and C{busy} (share of all CPUs busy during the storm).
+    @ivar proxies: the namespace proxies in front of the agent, when measured: C{name}
+        (C{haproxy}), C{count}, C{processes}, C{cpu_seconds}, C{peak_rss_bytes} (summed);
+        None without proxies.
     @ivar notes: things a reader must know (saturation, limits of v1).
     """
 
@@ -152,6 +155,7 @@ class StormResult:
     host: dict[str, Any]
     notes: list[str] = attrs.field(factory=list)
     nonstandard: dict[str, int] = attrs.field(factory=dict, converter=_counter)
+    proxies: dict[str, Any] | None = None
 
     # ---- derived figures
 
@@ -193,6 +197,20 @@ class StormResult:
         return cpu / self.requests if cpu is not None and self.requests else None
 
     @property
+    def proxy_cpu_per_request(self) -> float | None:
+        cpu = (self.proxies or {}).get("cpu_seconds")
+        return cpu / self.requests if cpu is not None and self.requests else None
+
+    @property
+    def node_cpu_per_request(self) -> float | None:
+        """The agent's CPU plus its proxies' (haproxy's), per request: what the node
+        spends on metadata."""
+        agent = self.agent_cpu_per_request
+        if agent is None:
+            return None
+        return agent + (self.proxy_cpu_per_request or 0.0)
+
+    @property
     def generator_busiest(self) -> float:
         return max(self.generator.get("busy") or [0.0])
 
@@ -216,6 +234,8 @@ class StormResult:
             "boot_time": self.boot_time(),
             "boots_failed": self.boots_failed,
             "agent_cpu_seconds_per_request": self.agent_cpu_per_request,
+            "proxy_cpu_seconds_per_request": self.proxy_cpu_per_request,
+            "node_cpu_seconds_per_request": self.node_cpu_per_request,
             "generator_saturated": self.generator_saturated,
         }
         return json.dumps(document, indent=1)
@@ -279,6 +299,32 @@ class StormResult:
                 f"{_share(cpu, self.duration)} of one core)",
             )
         )
+        if self.proxies:
+            p = self.proxies
+            proxy_per = self.proxy_cpu_per_request
+            node_per = self.node_cpu_per_request
+            rows.append(
+                (
+                    f"{p.get('name', 'proxy')} CPU per request",
+                    "n/a"
+                    if proxy_per is None
+                    else f"{proxy_per * 1e6:,.0f} µs ({p['cpu_seconds']:.2f} s in all, "
+                    f"{p.get('count', '?')} daemons)",
+                )
+            )
+            rows.append(
+                (
+                    f"node CPU per request (agent + {p.get('name', 'proxy')})",
+                    "n/a" if node_per is None else f"{node_per * 1e6:,.0f} µs",
+                )
+            )
+            rows.append(
+                (
+                    f"{p.get('name', 'proxy')} peak RSS",
+                    f"{_mib(p.get('peak_rss_bytes'))} MiB in all "
+                    f"({p.get('processes', '?')} processes)",
+                )
+            )
         rows.append(
             (
                 "agent peak RSS",
@@ -355,6 +401,18 @@ class StormResult:
             ("other errors", float(self.error_count - self.refused), _int, LOWER),
             ("non-CRLF answers", float(self.nonstandard_count), _int, LOWER),
             ("agent CPU per request (µs)", None if per is None else per * 1e6, _int, LOWER),
+            (
+                "node CPU per request, agent + haproxy (µs)",
+                None if self.node_cpu_per_request is None else self.node_cpu_per_request * 1e6,
+                _int,
+                LOWER,
+            ),
+            (
+                "haproxy peak RSS (MiB)",
+                (self.proxies or {}).get("peak_rss_bytes", 0),
+                _mib,
+                LOWER,
+            ),
             ("agent peak RSS (MiB)", self.agent.get("peak_rss_bytes"), _mib, LOWER),
             ("generator CPU, busiest worker (%)", self.generator_busiest * 100, _int, NEUTRAL),
         ]

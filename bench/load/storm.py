@@ -56,8 +56,9 @@ __all__ = ["TARGET_KINDS", "StormConfig", "run_storm", "nova_stats"]
 
 # ---- configuration
 
-#: C{haproxy} (L{bench.load.nstarget}) needs a built topology: it is given to L{run_storm}.
-TARGET_KINDS = ("shared", "namespaces", "haproxy")
+#: C{haproxy} (L{bench.load.nstarget}) and C{namespaces-tcp} (L{bench.load.routerfront})
+#: need a built topology: it is given to L{run_storm}.
+TARGET_KINDS = ("shared", "namespaces", "haproxy", "namespaces-tcp")
 
 
 @attrs.frozen
@@ -110,6 +111,11 @@ class StormConfig:
             raise ValueError(
                 "target 'haproxy' needs its namespaces built: pass "
                 "bench.load.nstarget.start_haproxy_front(...).target to run_storm"
+            )
+        if self.target == "namespaces-tcp":
+            raise ValueError(
+                "target 'namespaces-tcp' needs its namespaces built: pass "
+                "bench.load.routerfront.start_router_front(...).target to run_storm"
             )
         if not self.namespace_socket_dir:
             raise ValueError("target 'namespaces' needs namespace_socket_dir")
@@ -210,6 +216,7 @@ def run_storm(
     *,
     target: Target | None = None,
     nova_pids: Sequence[int] = (),
+    proxy_pids: Sequence[int] = (),
     label: str | None = None,
 ) -> StormResult:
     """Run one storm and measure it.
@@ -219,6 +226,8 @@ def run_storm(
     @param target: where requests go; default C{config.make_target()}. Any L{Target}
         works, e.g. an upstream agent's socket: C{SharedSocket(path)}.
     @param nova_pids: the fake Nova's processes, for its CPU time.
+    @param proxy_pids: the namespace proxies in front of the agent (haproxy, one per
+        namespace), for their CPU time and RSS: with the agent's, the node's cost.
     @raise ValueError: the config does not match the fleet.
     @raise RuntimeError: a generator process failed.
     """
@@ -265,11 +274,14 @@ def run_storm(
         process.start()
     collector = _Collector(len(boots), workers)
     sampler: PeakRSS | None = None
+    proxy_sampler: PeakRSS | None = None
     try:
         _wait_ready(out, processes)
         nova_before = nova_stats(config.nova_url) if config.nova_url else None
         agent_cpu0 = tree_cpu_seconds(agent_pids) if agent_pids else None
         nova_cpu0 = tree_cpu_seconds(nova_pids) if nova_pids else None
+        proxy_cpu0 = tree_cpu_seconds(proxy_pids) if proxy_pids else None
+        proxy_sampler = PeakRSS(proxy_pids, interval=0.5).start() if proxy_pids else None
         host0 = host_cpu_times()
         collector_cpu0 = cpu_seconds()
         sampler = PeakRSS(agent_pids).start() if agent_pids else None
@@ -283,12 +295,16 @@ def run_storm(
         peak = sampler.stop() if sampler is not None else None
         agent_cpu = tree_cpu_seconds(agent_pids) - agent_cpu0 if agent_cpu0 is not None else None
         nova_cpu = tree_cpu_seconds(nova_pids) - nova_cpu0 if nova_cpu0 is not None else None
+        proxy_cpu = tree_cpu_seconds(proxy_pids) - proxy_cpu0 if proxy_cpu0 is not None else None
+        proxy_peak = proxy_sampler.stop() if proxy_sampler is not None else None
         host1 = host_cpu_times()
         collector_cpu = cpu_seconds() - collector_cpu0
         nova_after = nova_stats(config.nova_url) if config.nova_url else None
     finally:
         if sampler is not None:
             sampler.stop()
+        if proxy_sampler is not None:
+            proxy_sampler.stop()
         for process in processes:
             process.join(5)
             if process.is_alive():
@@ -317,7 +333,23 @@ def run_storm(
         host1,
         workers,
         concurrency,
+        _proxies(proxy_pids, proxy_cpu, proxy_peak, proxy_sampler),
     )
+
+
+def _proxies(
+    pids: Sequence[int], cpu: float | None, peak: int | None, sampler: PeakRSS | None
+) -> dict[str, Any] | None:
+    """The proxies' figures for the result, or None without proxies."""
+    if not pids:
+        return None
+    return {
+        "name": "haproxy",
+        "count": len(pids),
+        "processes": sampler.max_processes if sampler is not None else len(pids),
+        "cpu_seconds": None if cpu is None else round(cpu, 3),
+        "peak_rss_bytes": peak,
+    }
 
 
 def _wait_ready(out: Any, processes: list, timeout: float = 120.0) -> None:
@@ -390,6 +422,7 @@ def _result(
     host1: tuple[float, float],
     workers: int,
     concurrency: int,
+    proxies: dict[str, Any] | None = None,
 ) -> StormResult:
     errors: collections.Counter[str] = collections.Counter()
     for kind, status in zip(c.r_kind, c.r_status, strict=False):
@@ -483,6 +516,7 @@ def _result(
             "peak_hwm_bytes": sampler.peak_hwm_bytes if sampler is not None else None,
         },
         nova=nova,
+        proxies=proxies,
         host={"cpus": os.cpu_count(), "busy": round(host_busy, 3)},
         notes=notes,
     )

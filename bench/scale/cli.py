@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.integration.test_scale -*-
-"""C{python -m bench.scale connections|namespaces ...} (L{main}); C{_hold PATH COUNT} is
+"""C{python -m bench.scale connections|namespaces|routers ...} (L{main}); C{_hold PATH COUNT} is
 the connection generator's own (L{bench.scale.holder.hold_main})."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from bench.scale.connections import connections_markdown, run_connections
 from bench.scale.holder import hold_main
 from bench.scale.namespaces import namespaces_markdown, run_namespaces
 from bench.scale.output import write_result
+from bench.scale.routers import routers_markdown, run_routers
 
 __all__ = ["main"]
 
@@ -61,7 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="make the socket directory under DIR (e.g. /dev/shm, a tmpfs); "
         "default: the run directory under /tmp",
     )
-    for sub in (conn, ns):
+    routers = commands.add_parser(
+        "routers",
+        help="many router namespaces served by metaproxy itself (router_namespaces = "
+        "serve): start-up, memory and descriptors per router, haproxy's cost instead",
+    )
+    routers.add_argument("--routers", type=int, default=1000)
+    routers.add_argument(
+        "--haproxies",
+        type=int,
+        default=20,
+        help="namespaces given an idle haproxy to measure (default %(default)s)",
+    )
+    for sub in (conn, ns, routers):
         sub.add_argument(
             "--workers",
             type=int,
@@ -81,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep=args.keep,
         )
         markdown = connections_markdown(result)
+    elif args.command == "routers":
+        result = run_routers(
+            args.routers, haproxies=args.haproxies, workers=args.workers, keep=args.keep
+        )
+        markdown = routers_markdown(result)
     else:
         result = run_namespaces(
             args.namespaces,

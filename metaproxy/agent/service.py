@@ -1,5 +1,6 @@
 """Putting the agent together: lookups, Nova client, pipeline, sockets, namespace
-registry, control socket, and SIGHUP reloads.
+registry, the router namespaces it serves itself (C{router_namespaces = serve}), control
+socket, and SIGHUP reloads.
 
 With C{metadata_workers} <= 1 everything runs on this process's reactor. With N >= 2 this
 process binds the sockets, keeps the namespace registry, the control socket and SIGHUP,
@@ -25,6 +26,7 @@ from metaproxy.agent.ops_listener import OpsListener
 from metaproxy.agent.proxy import Proxy
 from metaproxy.agent.readiness import Readiness
 from metaproxy.agent.registry import NamespaceRegistry
+from metaproxy.agent.router_watch import RouterWatch, twisted_inotify
 from metaproxy.agent.workers.pool import WorkerPool
 from metaproxy.config import ConfigError, Settings, load_settings
 from metaproxy.http.listeners import ListenError, Listeners, prepare_socket_path
@@ -106,6 +108,17 @@ class AgentService(MultiService):
             use_inotify=use_inotify,
         )
         self.registry.setServiceParent(self)
+        #: the listeners in every qrouter- namespace (router_namespaces = serve)
+        self.routers: RouterWatch | None = None
+        if settings.router_namespaces == "serve":
+            self.routers = RouterWatch(
+                reactor,
+                self.listeners,
+                id_prefix=settings.router_id_prefix,
+                rescan_interval=settings.namespace_rescan_interval,
+                inotify=twisted_inotify if use_inotify else None,
+            )
+            self.routers.setServiceParent(self)
         if self.workers is not None:
             # started after the registry, so the first workers get every socket at spawn
             self.workers.setServiceParent(self)
@@ -200,8 +213,11 @@ class AgentService(MultiService):
         waiting = [text for name, (ok, text) in self.checks().items() if not ok and name != "nova"]
         if waiting:
             return False, "starting: " + "; ".join(waiting)
+        routers = (
+            f", {len(self.routers.serving)} router namespace(s)" if self.routers is not None else ""
+        )
         return True, (
-            f"serving {1 + len(self.listeners.namespaces)} socket(s); "
+            f"serving {1 + len(self.listeners.namespaces)} socket(s){routers}; "
             f"lookups from {self._backend_text()}"
         )
 
@@ -219,6 +235,8 @@ class AgentService(MultiService):
         """Close the metadata sockets (workers: done by the pool when it stops them)."""
         if self.registry.running:
             self.registry.stopService()  # no namespace added back while draining
+        if self.routers is not None and self.routers.running:
+            self.routers.stopService()
         if self._control_port is not None:
             self._control_port.stopListening()
             self._control_port = None
@@ -302,6 +320,8 @@ class AgentService(MultiService):
             settings = self.proxy.reload(self._config_args)
             self._apply_log_settings(settings)
             self.registry.sync()
+            if self.routers is not None:
+                self.routers.sync()
             log.info(
                 "Reloaded: secret, lookups from {backend}, namespaces ({count})",
                 backend=describe_backend(self.proxy.backend),
@@ -316,6 +336,8 @@ class AgentService(MultiService):
             self.own_metrics.reloaded("ok" if settings is not None else "failed")
             self._apply_log_settings(settings)
             self.registry.sync()
+            if self.routers is not None:
+                self.routers.sync()
             told = self.workers.reload()
             log.info(
                 "Reloaded: namespaces ({count}); {told} worker(s) told to reload the "

@@ -51,6 +51,7 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
         ("control_socket", settings.control_socket),
         ("nova metadata url", settings.nova_url),
         ("lookup backend", lookup),
+        ("router namespaces", _routers_summary(settings)),
         ("log", _log_summary(settings)),
         (
             "metadata_proxy_shared_secret",
@@ -59,6 +60,19 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
             else "NOT SET (Nova will refuse signed requests unless its secret is empty too)",
         ),
     ]
+
+
+def _routers_summary(settings: Settings) -> str:
+    if settings.router_namespaces != "serve":
+        return "off (the L3 agent's haproxy serves them)"
+    only = (
+        f" whose id starts with {settings.router_id_prefix!r}" if settings.router_id_prefix else ""
+    )
+    return (
+        f"served by metaproxy in every qrouter- namespace{only} (needs "
+        "enable_metadata_proxy = False in l3_agent.ini, and CAP_SYS_ADMIN, CAP_NET_ADMIN, "
+        "CAP_NET_BIND_SERVICE)"
+    )
 
 
 def _log_summary(settings: Settings) -> str:

@@ -124,6 +124,19 @@ def cross_check(s: Settings, sources: Sources) -> None:
             namespace_socket_path(s.namespace_socket_dir, ns),
             what,
         )
+    if s.router_id_prefix:
+        try:
+            Namespace(NamespaceKind.ROUTER, s.router_id_prefix)
+        except ValueError:
+            raise option_error(
+                sources,
+                "metaproxy",
+                find_option("metaproxy", "router_id_prefix"),
+                s.router_id_prefix,
+                "is not the start of a router id: no qrouter- namespace could match it",
+                "use letters, digits, '-', '_', '.' or ':' (starting with a letter or "
+                "digit), or leave it empty to serve every router",
+            ) from None
     if s.rate_limit_enabled and not s.ip_versions:
         raise option_error(
             sources,

@@ -60,8 +60,26 @@ METAPROXY_OPTS = [
         "namespace_rescan_interval",
         default=10,
         min=0.1,
-        help="Seconds between rescans of namespace_dir (inotify, where "
-        "available, sees changes sooner).",
+        help="Seconds between rescans of namespace_dir, and of /run/netns when "
+        "router_namespaces = serve (inotify, where available, sees changes sooner).",
+    ),
+    cfg.StrOpt(
+        "router_namespaces",
+        default="off",
+        choices=["off", "serve"],
+        help="serve: metaproxy itself answers instances behind every router on this "
+        "node, with no haproxy: in each qrouter-<router id> namespace it adds "
+        "169.254.169.254/32 to the loopback and listens on 169.254.169.254:80, the "
+        "caller being the connection's peer. Set enable_metadata_proxy = False in "
+        "l3_agent.ini with it (docs/routers.md). Needs CAP_SYS_ADMIN, CAP_NET_ADMIN "
+        "and CAP_NET_BIND_SERVICE. off: routers keep the L3 agent's haproxy.",
+    ),
+    cfg.StrOpt(
+        "router_id_prefix",
+        default="",
+        help="With router_namespaces = serve, serve only the routers whose id starts "
+        "with this; empty: every qrouter- namespace on the node. For test and "
+        "benchmark hosts whose other routers must be left alone.",
     ),
     cfg.StrOpt(
         "control_socket",

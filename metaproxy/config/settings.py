@@ -79,6 +79,8 @@ class Settings:
     namespace_dir: str
     namespaces: tuple[Namespace, ...]
     namespace_rescan_interval: float
+    router_namespaces: str
+    router_id_prefix: str
     control_socket: str
     nova_timeout: float
     nova_connect_timeout: float

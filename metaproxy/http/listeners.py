@@ -497,10 +497,20 @@ class Listeners:
 
     # -- TCP listeners inside namespaces ----------------------------------------------
 
-    def add_tcp(self, namespace: Namespace, addresses: Sequence[ListenAddress]) -> Deferred[None]:
+    def add_tcp(
+        self,
+        namespace: Namespace,
+        addresses: Sequence[ListenAddress],
+        *,
+        prepare: Callable[[], None] | None = None,
+    ) -> Deferred[None]:
         """Listen inside the network namespace named C{namespace.name}
         (C{/run/netns/<name>}) on C{addresses}, serving C{namespace}'s callers: each one
         is the connection's peer, whatever its request says.
+
+        C{prepare}, if given, is called inside the namespace, on the opener's thread,
+        before the sockets are opened (L{metaproxy.http.netns.open_in_namespace}): the
+        router watcher adds the metadata address there.
 
         The sockets are opened on a thread that enters the namespace
         (L{metaproxy.http.netns}); the namespace must exist, its addresses need not be
@@ -532,7 +542,7 @@ class Listeners:
         ready = listener.when_open()  # before the opener answers, which it may do at once
         if self._opener is None:
             self._opener = NamespaceSocketOpener(self._reactor)
-        d = self._opener.open(namespace.name, addresses, backlog=self._backlog)
+        d = self._opener.open(namespace.name, addresses, backlog=self._backlog, prepare=prepare)
         d.addCallbacks(
             self._tcp_opened,
             self._tcp_failed,

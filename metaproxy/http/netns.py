@@ -195,12 +195,17 @@ def open_in_namespace(
     *,
     backlog: int,
     netns_dir: str = NETNS_DIR,
+    prepare: Callable[[], None] | None = None,
 ) -> list[socket.socket]:
     """Listening, non-blocking sockets on C{addresses} inside the namespace C{name}, in
     the same order. Blocking: call it on a thread of its own, never the reactor's; the
     thread is back in its own namespace when this returns or raises.
 
-    @raise NamespaceSocketError: one of them could not be opened (none is left open).
+    @param prepare: called inside the namespace before the sockets are opened (to add
+        the address they listen on, say); it raises L{NamespaceSocketError} to say why it
+        could not (any other exception is reported as such, with its text).
+    @raise NamespaceSocketError: one of them could not be opened, or C{prepare} failed
+        (none is left open).
     @raise StrandedThread: the thread could not go back to its own namespace (the
         sockets are closed; do not use the thread again).
     """
@@ -229,6 +234,8 @@ def open_in_namespace(
             os.close(target)
         sockets: list[socket.socket] = []
         try:
+            if prepare is not None:
+                _prepare(name, prepare)
             for address in addresses:
                 sockets.append(_listen(name, address, backlog))
         except BaseException:
@@ -248,6 +255,15 @@ def open_in_namespace(
         return sockets
     finally:
         os.close(home)
+
+
+def _prepare(name: str, prepare: Callable[[], None]) -> None:
+    try:
+        prepare()
+    except NamespaceSocketError:
+        raise
+    except Exception as e:
+        raise NamespaceSocketError(f"cannot prepare {name} to listen in: {e}") from None
 
 
 def _entering(name: str, path: str, error: OSError) -> str:
@@ -316,12 +332,18 @@ class NamespaceSocketOpener:
         self._jobs: queue.SimpleQueue[Any] | None = None
 
     def open(
-        self, name: str, addresses: Sequence[ListenAddress], *, backlog: int
+        self,
+        name: str,
+        addresses: Sequence[ListenAddress],
+        *,
+        backlog: int,
+        prepare: Callable[[], None] | None = None,
     ) -> Deferred[list[socket.socket]]:
         """Fires with the listening sockets (now the caller's), or fails with
-        L{NamespaceSocketError}. Called from the reactor's thread only."""
+        L{NamespaceSocketError}. Called from the reactor's thread only; C{prepare} as
+        for L{open_in_namespace} (it runs on the opener's thread)."""
         d: Deferred[list[socket.socket]] = Deferred()
-        self._queue().put((name, tuple(addresses), backlog, d))
+        self._queue().put((name, tuple(addresses), backlog, prepare, d))
         return d
 
     def stop(self) -> None:
@@ -344,10 +366,10 @@ class NamespaceSocketOpener:
             job = jobs.get()
             if job is None:
                 return
-            name, addresses, backlog, d = job
+            name, addresses, backlog, prepare, d = job
             try:
                 sockets = open_in_namespace(
-                    name, addresses, backlog=backlog, netns_dir=self._netns_dir
+                    name, addresses, backlog=backlog, netns_dir=self._netns_dir, prepare=prepare
                 )
             except StrandedThread:
                 call(d.errback, Failure())

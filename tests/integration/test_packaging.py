@@ -45,6 +45,7 @@ DATA_FILES = (
     "etc/ports.json.sample",
     "contrib/metaproxy.service",
     "contrib/metaproxy.logrotate",
+    "contrib/metaproxy-routers.conf",
 )
 
 pytestmark = pytest.mark.slow

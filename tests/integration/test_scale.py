@@ -107,3 +107,22 @@ def _wait_for(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not __import__("shutil").which("haproxy"),
+    reason="router namespaces need root (and haproxy for its comparison)",
+)
+def test_router_namespaces_follow_the_node_and_let_go():
+    """C{python -m bench.scale routers} in small: every router listened in, one listening
+    descriptor per router (no worker), all of them closed once the namespaces are
+    deleted, and the idle haproxy measured."""
+    from bench.scale.routers import routers_markdown, run_routers
+
+    result = run_routers(40, haproxies=2)
+    assert result["restart_serving"] == 40
+    assert result["fds_per_router"] == 1.0
+    assert result["fds_served"] - result["fds_empty"] == 40
+    assert result["fds_after_delete"] == result["fds_empty"]
+    assert result["haproxy_count"] == 2 and result["haproxy_threads"] >= 1
+    assert "| router namespaces | 40 |" in routers_markdown(result)

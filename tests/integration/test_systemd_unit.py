@@ -7,6 +7,7 @@ scores its sandboxing without a running systemd. The unit's C{ExecStart} names
 instead of the neutron user that this machine may not have.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -73,3 +74,48 @@ def test_exposure_is_low(tmp_path):
     if match is None:
         pytest.skip(f"this systemd-analyze cannot score offline: {result.stderr.strip()[:200]}")
     assert float(match.group(1)) <= 2.5, result.stdout
+
+
+ROUTERS_DROP_IN = UNIT.with_name("metaproxy-routers.conf")
+
+
+def _with_drop_in(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    unit = _local_copy(tmp_path, UNIT.read_text())
+    (tmp_path / "metaproxy.service.d").mkdir()
+    (tmp_path / "metaproxy.service.d" / "routers.conf").write_text(text)
+    return subprocess.run(
+        [ANALYZE, "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+    )
+
+
+def test_the_router_namespaces_drop_in_is_read_without_a_complaint(tmp_path):
+    result = _with_drop_in(tmp_path, ROUTERS_DROP_IN.read_text())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
+def test_the_drop_in_check_would_see_a_mistake(tmp_path):
+    broken = ROUTERS_DROP_IN.read_text().replace("RestrictNamespaces=net", "RestrictNamespace=net")
+    assert "RestrictNamespace" in _with_drop_in(tmp_path, broken).stderr
+
+
+def test_the_drop_in_grants_what_serving_router_namespaces_needs_and_no_more():
+    settings = {}
+    for line in ROUTERS_DROP_IN.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.split()
+    wanted = ["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"]
+    assert settings["CapabilityBoundingSet"] == wanted == settings["AmbientCapabilities"]
+    assert settings["RestrictNamespaces"] == ["net"]
+    assert "AF_NETLINK" in settings["RestrictAddressFamilies"]
+    assert set(settings) == {
+        "CapabilityBoundingSet",
+        "AmbientCapabilities",
+        "RestrictNamespaces",
+        "RestrictAddressFamilies",
+    }

@@ -93,3 +93,13 @@ def test_merge_results_adds_up_rounds():
     assert "over 2 rounds" in merged.to_markdown()
     with pytest.raises(ValueError):
         merge_results([])
+
+
+def test_merge_results_adds_up_the_proxies_when_every_round_has_them():
+    proxies = {"name": "haproxy", "count": 3, "processes": 3, "cpu_seconds": 0.5}
+    one = sample(proxies={**proxies, "peak_rss_bytes": 30 * 2**20})
+    two = sample(proxies={**proxies, "cpu_seconds": 0.25, "peak_rss_bytes": 40 * 2**20})
+    merged = merge_results([one, two])
+    assert merged.proxies["cpu_seconds"] == pytest.approx(0.75)
+    assert merged.proxies["peak_rss_bytes"] == 40 * 2**20 and merged.proxies["count"] == 3
+    assert merge_results([one, sample()]).proxies is None

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.fakes.nova import instances as fake_nova_instances
-from bench.load.fleet import boot_length, make_fleet
+from bench.load.fleet import boot_length, make_fleet, rename_routers
 from metaproxy.caller import Identity
 from metaproxy.namespace import NamespaceKind
 from metaproxy.resolve.base import Instance
@@ -149,3 +149,31 @@ def test_namespaces_are_the_boot_domains_in_order():
 def test_bad_shapes_are_refused(kwargs):
     with pytest.raises(ValueError):
         make_fleet(**kwargs)
+
+
+def test_renamed_routers_resolve_by_their_new_names_only():
+    """C{rename_routers}: both ways of attaching a router follow the new ids; DHCP and
+    OVN namespaces, instances and answers are unchanged; the old ids find nothing."""
+    fleet = make_fleet(30, 3, networks_per_router=2, dhcp_networks=1, seed=5)
+    ids = ["e2e0a1b2c3d-r0", "e2e0a1b2c3d-r1", "e2e0a1b2c3d-r2"]
+    renamed = rename_routers(fleet, ids)
+    routers = [ns for ns in renamed.namespaces if ns.kind is NamespaceKind.ROUTER]
+    assert [ns.id for ns in routers] == ids
+    assert renamed.namespaces[3:] == fleet.namespaces[3:]  # the DHCP network
+    assert [i.instance_id for i in renamed.instances] == [i.instance_id for i in fleet.instances]
+    resolver = InstanceResolver(InMemoryPortBackend(parse_table(renamed.table)))
+    for instance in renamed.instances:
+        found = resolve(
+            resolver, Identity(instance.namespace, instance.ip, None, instance.ip.encode())
+        )
+        assert found == Instance(instance.instance_id, instance.project_id), instance
+    old = fleet.instances[0]
+    missing = resolve(resolver, Identity(old.namespace, old.ip, None, old.ip.encode()))
+    assert missing.reason == "router has no interface ports"
+    assert fleet.table["routers"] and set(fleet.table["routers"]) <= {
+        ns.id for ns in fleet.namespaces
+    }  # the original is untouched
+    with pytest.raises(ValueError, match="has 3 routers"):
+        rename_routers(fleet, ids[:2])
+    with pytest.raises(ValueError, match="distinct"):
+        rename_routers(fleet, [ids[0]] * 3)

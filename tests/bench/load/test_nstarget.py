@@ -332,3 +332,45 @@ def test_compare_haproxy_agent_without_prerequisites_exits_with_one_line(monkeyp
     assert capsys.readouterr().err == (
         "bench compare: a -haproxy agent needs root, ip, iptables and haproxy: missing iptables\n"
     )
+
+
+def test_compare_routers_agent_without_prerequisites_exits_with_one_line(monkeypatch, capsys):
+    from bench.compare import cli as compare_cli
+
+    monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
+    monkeypatch.setattr(compare_cli, "run_compare", lambda *a, **k: pytest.fail("started"))
+    argv = ["compare", "--a", "metaproxy-routers", "--b", "metaproxy", "--instances", "4"]
+    assert bench_main.main([*argv, "--routers", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "bench compare: the metaproxy-routers agent needs root, ip, iptables and haproxy: "
+        "missing iptables\n"
+    )
+
+
+def test_storm_namespaces_tcp_without_prerequisites_exits_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(nstarget, "missing_prerequisites", lambda: ["iptables"])
+    monkeypatch.setattr(bench_main, "run_local_storms", lambda *a, **k: pytest.fail("started"))
+    argv = ["storm", "--target", "namespaces-tcp", "--instances", "4", "--routers", "2"]
+    assert bench_main.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "bench storm: --target namespaces-tcp needs root, ip, iptables and haproxy: "
+        "missing iptables\n"
+    )
+
+
+def test_neighbour_room_is_raised_only_when_short(tmp_path):
+    """The ARP table's limits grow to fit a storm's addresses (three fronts at once and
+    the host), never shrink, and the change is said."""
+    from bench.load.netns_host import ensure_neighbour_room
+
+    (tmp_path / "gc_thresh2").write_text("512\n")
+    (tmp_path / "gc_thresh3").write_text("1024\n")
+    said = ensure_neighbour_room(1000, sysctl_dir=str(tmp_path))
+    assert (tmp_path / "gc_thresh2").read_text() == "4048"
+    assert (tmp_path / "gc_thresh3").read_text() == "8096"
+    assert said == (
+        "raised the host's ARP table limits (net.ipv4.neigh.default: gc_thresh2 512 -> "
+        "4048, gc_thresh3 1024 -> 8096) for 1,000 instance addresses"
+    )
+    assert ensure_neighbour_room(100, sysctl_dir=str(tmp_path)) is None
+    assert (tmp_path / "gc_thresh3").read_text() == "8096"

@@ -105,3 +105,31 @@ def test_plot_with_matplotlib(tmp_path):
     path = tmp_path / "p.png"
     assert sample().plot(str(path)) is True
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_haproxy_in_front_adds_its_cpu_to_the_nodes():
+    """With the proxies measured, their CPU per request and the node's (agent plus
+    proxies) are shown, and survive JSON; without proxies the node's is the agent's."""
+    plain = sample()  # 110 requests, 27.5 ms of agent CPU: 250 us each
+    assert plain.proxies is None and plain.node_cpu_per_request == pytest.approx(250e-6)
+    assert "haproxy CPU" not in plain.to_markdown()
+    fronted = sample(
+        proxies={
+            "name": "haproxy",
+            "count": 3,
+            "processes": 3,
+            "cpu_seconds": 0.033,
+            "peak_rss_bytes": 30 * 2**20,
+        }
+    )
+    assert fronted.proxy_cpu_per_request == pytest.approx(300e-6)
+    assert fronted.node_cpu_per_request == pytest.approx(550e-6)
+    text = fronted.to_markdown()
+    assert "| haproxy CPU per request | 300 µs (0.03 s in all, 3 daemons) |" in text
+    assert "| node CPU per request (agent + haproxy) | 550 µs |" in text
+    assert "| haproxy peak RSS | 30.0 MiB in all (3 processes) |" in text
+    assert StormResult.from_json(fronted.to_json()) == fronted
+    summary = json.loads(fronted.to_json())["summary"]
+    assert summary["node_cpu_seconds_per_request"] == pytest.approx(550e-6)
+    figures = {name: value for name, value, _, _ in fronted.figures()}
+    assert figures["node CPU per request, agent + haproxy (µs)"] == pytest.approx(550)

@@ -48,3 +48,21 @@ def test_check_config_reports_the_problem(capsys, config_file, short_dir):
     assert "lookup_table" in captured.err and "does not exist" in captured.err
     assert SECRET not in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_check_config_says_who_serves_the_routers(capsys, config_file, short_dir):
+    assert main(["check-config", "--config-file", config_file]) == 0
+    assert "  router namespaces: off (the L3 agent's haproxy serves them)" in (
+        capsys.readouterr().out.splitlines()
+    )
+    extra = os.path.join(short_dir, "routers.ini")
+    with open(extra, "w") as f:
+        f.write("[metaproxy]\nrouter_namespaces = serve\n")
+    assert main(["check-config", "--config-file", config_file, "--config-file", extra]) == 0
+    (line,) = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("  router namespaces:")
+    ]
+    assert line.startswith("  router namespaces: served by metaproxy in every qrouter- namespace")
+    assert "enable_metadata_proxy = False" in line and "CAP_NET_ADMIN" in line

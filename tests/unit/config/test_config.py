@@ -108,6 +108,24 @@ def test_metaproxy_defaults():
     assert (s.nova_pool_size, s.nova_max_in_flight) == (200, 200)
     assert (s.max_header_bytes, s.max_headers, s.max_body_bytes) == (16384, 100, 65536)
     assert (s.request_timeout, s.retry_after, s.gzip_decode) == (30, 1, False)
+    assert (s.router_namespaces, s.router_id_prefix) == ("off", "")
+
+
+def test_router_namespaces_mode_is_read(state):
+    path = base(state, "[metaproxy]\nrouter_namespaces = serve\nrouter_id_prefix = e2e1f-\n")
+    s = load_settings([path], [])
+    assert (s.router_namespaces, s.router_id_prefix) == ("serve", "e2e1f-")
+
+
+def test_router_namespaces_mode_must_be_off_or_serve(state):
+    message = error([base(state, "[metaproxy]\nrouter_namespaces = on\n")])
+    assert "[metaproxy] router_namespaces" in message and "'on'" in message
+
+
+def test_router_id_prefix_that_no_id_could_start_with_is_refused(state):
+    message = error([base(state, "[metaproxy]\nrouter_id_prefix = -r/1\n")])
+    assert "[metaproxy] router_id_prefix" in message
+    assert "no qrouter- namespace could match it" in message and "Fix: use letters" in message
 
 
 def test_load_with_defaults_only(state):

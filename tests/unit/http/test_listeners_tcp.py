@@ -35,12 +35,14 @@ class LocalOpener:
         self.hold = hold
         self.error = error
         self.calls: list[tuple[str, tuple, int]] = []
+        self.prepares: list[object] = []
         self.made: list[socket.socket] = []
         self.pending: list[tuple[Deferred, tuple]] = []
         self.stopped = False
 
-    def open(self, name, addresses, *, backlog):
+    def open(self, name, addresses, *, backlog, prepare=None):
         self.calls.append((name, tuple(addresses), backlog))
+        self.prepares.append(prepare)
         if self.error is not None:
             return fail(NamespaceSocketError(self.error))
         if self.hold:
@@ -195,6 +197,26 @@ async def test_asking_again_with_the_same_addresses_changes_nothing(tmp_path):
         with pytest.raises(ListenError, match="already has a listener on 127.0.0.1:0; remove it"):
             await listeners.add_tcp(OVN, [V4, V6])
         assert listeners.tcp_addresses(OVN) == (V4,)
+    finally:
+        await listeners.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepare_is_passed_to_the_opener(tmp_path):
+    """What the caller wants done inside the namespace goes with the opening request;
+    without it, none."""
+    from twisted.internet import reactor
+
+    opener = LocalOpener()
+    listeners, _ = served(tmp_path, reactor, opener)
+
+    def add_address():
+        pass
+
+    try:
+        await listeners.add_tcp(ROUTER, [V4], prepare=add_address)
+        await listeners.add_tcp(OVN, [V4])
+        assert opener.prepares == [add_address, None]
     finally:
         await listeners.stop()
 

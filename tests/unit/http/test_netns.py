@@ -191,6 +191,62 @@ def test_one_address_failing_leaves_none_open():
 
 
 @needs_root
+def test_prepare_runs_inside_the_namespace_before_the_sockets():
+    """The hook runs on the opening thread once it has entered the namespace, before
+    any socket is made."""
+    seen = []
+
+    def prepare():
+        seen.append((thread_namespace(), len(os.listdir("/proc/self/fd"))))
+
+    before = len(os.listdir("/proc/self/fd"))
+    outcome = on_a_thread(
+        open_in_namespace,
+        "net",
+        [LOOPBACK],
+        backlog=8,
+        netns_dir="/proc/self/ns",
+        prepare=prepare,
+    )
+    (sock,) = outcome["result"]
+    sock.close()
+    # entered: the namespace's descriptor is closed, its home one is held; no socket yet
+    assert seen == [(outcome["before"], before + 1)]
+    assert outcome["after"] == outcome["before"]
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (
+            NamespaceSocketError("cannot add 169.254.169.254/32 in net: nope"),
+            "cannot add 169.254.169.254/32 in net: nope",
+        ),
+        (RuntimeError("netlink went away"), "cannot prepare net to listen in: netlink went away"),
+    ],
+)
+def test_a_failing_prepare_opens_nothing_and_says_why(error, message):
+    def prepare():
+        raise error
+
+    before = len(os.listdir("/proc/self/fd"))
+    outcome = on_a_thread(
+        open_in_namespace,
+        "net",
+        [LOOPBACK],
+        backlog=8,
+        netns_dir="/proc/self/ns",
+        prepare=prepare,
+    )
+    assert isinstance(outcome["error"], NamespaceSocketError)
+    assert not isinstance(outcome["error"], StrandedThread)
+    assert str(outcome["error"]) == message
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert outcome["after"] == outcome["before"]
+
+
+@needs_root
 def test_a_missing_interface_is_named():
     outcome = on_a_thread(
         open_in_namespace,
@@ -259,6 +315,24 @@ async def test_opener_hands_sockets_to_the_reactor_which_never_moves():
     finally:
         opener.stop()
     assert thread_namespace() == home
+
+
+@needs_root
+@pytest_twisted.ensureDeferred
+async def test_opener_runs_prepare_on_its_own_thread():
+    from twisted.internet import reactor
+
+    threads = []
+    opener = NamespaceSocketOpener(reactor, netns_dir="/proc/self/ns")
+    try:
+        (sock,) = await opener.open(
+            "net", [LOOPBACK], backlog=8, prepare=lambda: threads.append(threading.current_thread())
+        )
+        sock.close()
+    finally:
+        opener.stop()
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
+    assert threads[0].name == "metaproxy-netns"
 
 
 @needs_root
