@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -359,7 +360,7 @@ class OvnSandbox:
             f"{popen.pid} {_start_time(popen.pid) or '-'}\n"
         )
 
-    def _spawn_db(self, name: str, sock: str, *, tcp: bool) -> int:
+    def _spawn_db(self, name: str, sock: str, *, tcp: bool, port: int = 0) -> int:
         argv = [
             _program("ovsdb-server"),
             str(self.run_dir / f"{name}.db"),
@@ -367,7 +368,8 @@ class OvnSandbox:
             *self._daemon_args(f"ovsdb-{name}"),
         ]
         if tcp:
-            argv.append("--remote=ptcp:0:127.0.0.1")
+            argv.append(f"--remote=ptcp:{port}:127.0.0.1")
+        log_before = len(self.log(f"ovsdb-{name}"))
         self._spawn(f"ovsdb-{name}", argv)
         self._wait_for_path(Path(sock), f"ovsdb-{name}")
         if not tcp:
@@ -375,9 +377,16 @@ class OvnSandbox:
         pattern = re.compile(r"0:127\.0\.0\.1: listening on port (\d+)")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            found = pattern.search(self.log(f"ovsdb-{name}"))
-            if found:
-                return int(found.group(1))
+            if port:  # a port given: it is not logged, but it answers
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.5).close()
+                    return port
+                except OSError:
+                    pass
+            else:
+                found = pattern.search(self.log(f"ovsdb-{name}")[log_before:])
+                if found:
+                    return int(found.group(1))
             self.check_alive()
             time.sleep(0.02)
         raise SandboxError(f"ovsdb-{name} logged no TCP port: {self.log(f'ovsdb-{name}')[-1500:]}")
@@ -480,6 +489,18 @@ class OvnSandbox:
         """Have clean-up delete root-namespace link C{name} if it is still there."""
         with open(self.run_dir / "links", "a") as f:
             f.write(name + "\n")
+
+    def restart_database(self, name: str) -> None:
+        """Stop the C{nb} or C{sb} ovsdb-server and start it again on the same database,
+        socket and TCP port (its clients see a disconnection)."""
+        popen = self._procs[f"ovsdb-{name}"]
+        popen.terminate()
+        popen.wait(10)
+        sock = getattr(self, f"{name}_sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        port = getattr(self, f"{name}_port")
+        setattr(self, f"{name}_port", self._spawn_db(name, sock, tcp=True, port=port))
 
     # -- stopping ---------------------------------------------------------------------
 
