@@ -13,6 +13,10 @@ What the OVN metadata agent does on a chassis, done by metaproxy itself:
   and the registration, resynchronised after every reconnection.
 - L{metaproxy.chassis.southbound}, L{metaproxy.chassis.localovs}: what is read from
   each database, and the OVSDB transactions written to the local one.
+- L{metaproxy.chassis.plan} (which networks need a namespace, holding what),
+  L{metaproxy.chassis.steps} (what must be done: pure decisions),
+  L{metaproxy.chassis.netlink} (doing it: pyroute2 on a dedicated thread) and
+  L{metaproxy.chassis.provision} (the passes: desired against actual, idempotent).
 - L{metaproxy.chassis.options}: the options (the OVN metadata agent's names).
 
 Privileges, per step (metaproxy runs as root on a chassis, as the OVN metadata agent
