@@ -3,7 +3,8 @@
     python -m bench.ovnsandbox.probe ping IP [COUNT]      # ICMP echo; exit 0 if answered
     python -m bench.ovnsandbox.probe serve PORT           # TCP: echo one line, upper-cased
     python -m bench.ovnsandbox.probe connect IP PORT TEXT # TCP: send TEXT, print the answer
-    python -m bench.ovnsandbox.probe get URL              # HTTP GET: print status and body
+    python -m bench.ovnsandbox.probe get URL [HEADER...]  # HTTP GET ("Name: value" headers):
+                                                          # print the status, then the body
 
 Each probe gives up after a few seconds and says why on stderr.
 """
@@ -74,9 +75,13 @@ def connect(ip: str, port: int, text: str, timeout: float = 10.0) -> int:
     return 0
 
 
-def get(url: str, timeout: float = 10.0) -> int:
+def get(url: str, headers: list[str], timeout: float = 10.0) -> int:
+    request = urllib.request.Request(url)
+    for header in headers:
+        name, _, value = header.partition(":")
+        request.add_header(name.strip(), value.strip())
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             print(answer.status)
             sys.stdout.write(answer.read().decode(errors="replace"))
     except urllib.error.HTTPError as e:
@@ -94,7 +99,7 @@ def main(argv: list[str]) -> int:
     if command == "connect":
         return connect(args[0], int(args[1]), args[2])
     if command == "get":
-        return get(args[0])
+        return get(args[0], args[1:])
     print(f"unknown probe {command!r}", file=sys.stderr)
     return 2
 

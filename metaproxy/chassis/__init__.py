@@ -17,6 +17,13 @@ What the OVN metadata agent does on a chassis, done by metaproxy itself:
   L{metaproxy.chassis.steps} (what must be done: pure decisions),
   L{metaproxy.chassis.netlink} (doing it: pyroute2 on a dedicated thread) and
   L{metaproxy.chassis.provision} (the passes: desired against actual, idempotent).
+- L{metaproxy.chassis.nssocket} (a listening socket opened inside a namespace, on a
+  thread of its own) and L{metaproxy.chassis.serving} (169.254.169.254:80 in every
+  provisioned namespace, served by the request pipeline, the TCP peer as the caller).
+
+Layering: the package sits above L{metaproxy.ovsdb}, L{metaproxy.http} and
+L{metaproxy.namespace}, and below the service that builds it (it never imports the
+pipeline: the service hands it a factory).
 - L{metaproxy.chassis.options}: the options (the OVN metadata agent's names).
 
 Privileges, per step (metaproxy runs as root on a chassis, as the OVN metadata agent

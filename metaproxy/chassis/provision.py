@@ -23,6 +23,7 @@ namespace's socket) when a namespace is ready to serve or about to go.
 
 from __future__ import annotations
 
+import inspect
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -197,7 +198,7 @@ class Provisioner:
         )
         try:
             self.provisioned.pop(network, None)
-            await ensureDeferred(_maybe_async(self.on_removed(network)))
+            await _maybe_async(self.on_removed(network))
             ports = localovs.ports_by_name(self._agent.ovs_tables)
             await self._ovs(ovs_steps(network, None, ports, self._agent.identity.bridge))
             await self._host.apply(teardown_steps(network, host))
@@ -227,10 +228,17 @@ class Provisioner:
                 why=str(e),
             )
             return False
-        changed = self.provisioned.get(plan.network_id) != plan
-        self.provisioned[plan.network_id] = plan
-        if changed:
-            await ensureDeferred(_maybe_async(self.on_provisioned(plan)))
+        if self.provisioned.get(plan.network_id) != plan:
+            try:
+                await _maybe_async(self.on_provisioned(plan))
+            except Exception as e:
+                log.error(
+                    "Network {network} is provisioned but not served: {why}; retrying",
+                    network=plan.network_id,
+                    why=str(e),
+                )
+                return False
+            self.provisioned[plan.network_id] = plan
         return True
 
     async def _ovs(self, steps: list[object]) -> None:
@@ -241,6 +249,7 @@ class Provisioner:
 
 
 async def _maybe_async(value: Any) -> Any:
-    if isinstance(value, Deferred):
+    """The value of a listener's answer: awaited when it is a Deferred or a coroutine."""
+    if inspect.isawaitable(value):
         return await value
     return value

@@ -14,7 +14,8 @@ reactor one timer, not thousands.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.http.connlimit import ConnectionLimit
-from metaproxy.http.request import RequestError, RequestParser
+from metaproxy.http.request import Request, RequestError, RequestParser
 from metaproxy.http.response import error_response
 from metaproxy.namespace import Namespace
 from metaproxy.ops.metrics import RequestStats
@@ -179,6 +180,9 @@ class MetadataProtocol(Protocol):
             return
         self._done = True
         self._timeouts.discard(self)
+        rewrite = self._factory.request_from_peer
+        if rewrite is not None:
+            request = rewrite(request, self.transport.getPeer())
         self._pending = self._factory.pipeline.handle(request, self._factory.namespace)
         self._pending.addCallbacks(self._answer, self._failed)
 
@@ -250,6 +254,9 @@ class MetadataFactory(Factory):
         other listener on that clock.
     @param stats: where answers and open connections are counted (L{metaproxy.ops.metrics});
         by default this factory's own.
+    @param request_from_peer: C{(request, peer address) -> request}, for a listener the
+        instances reach directly (no namespace proxy in front): the caller is the TCP
+        peer, not a header (L{metaproxy.chassis.serving}).
     """
 
     noisy = False
@@ -264,8 +271,10 @@ class MetadataFactory(Factory):
         *,
         timeouts: RequestTimeouts | None = None,
         stats: RequestStats | None = None,
+        request_from_peer: Callable[[Request, Any], Request] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.request_from_peer = request_from_peer
         self.namespace = namespace
         self.limits = limits
         self.clock = clock

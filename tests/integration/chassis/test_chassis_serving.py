@@ -1,0 +1,172 @@
+"""No haproxy: an instance's request to 169.254.169.254 crosses OVN to its network's
+namespace, where the reactor listens on a socket opened inside it, and is answered by
+the pipeline with the instance found in the real Southbound."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import succeed
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+
+from metaproxy.chassis.agent import ChassisAgent
+from metaproxy.chassis.netlink import NetlinkHost
+from metaproxy.chassis.provision import Provisioner
+from metaproxy.chassis.serving import NamespaceListeners
+from metaproxy.http.server import Limits, MetadataFactory
+from metaproxy.nova.connection import NovaResponse
+from metaproxy.ovsdb.remote import parse_remotes
+from metaproxy.pipeline import Pipeline
+from metaproxy.resolve.ovn import OvnBackend
+from metaproxy.resolve.resolver import InstanceResolver
+from metaproxy.signing import sign_instance_id
+from tests.integration.chassis.conftest import needs_ovn
+
+pytestmark = [needs_ovn, pytest.mark.slow]
+
+SECRET = b"chassis-secret"
+
+
+class EchoNova:
+    """Nova answering with the headers it was sent (what the agent signed)."""
+
+    def __init__(self):
+        self.sent = []
+
+    def forward(self, method, target, headers, body):
+        self.sent.append(dict(headers))
+        payload = {k.decode(): v.decode() for k, v in headers}
+        payload["path"] = target.decode()
+        return succeed(NovaResponse(200, b"OK", (), json.dumps(payload).encode()))
+
+
+async def until(predicate, timeout: float = 20.0, step: float = 0.01) -> float:
+    began = time.monotonic()
+    while not predicate():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"not true within {timeout} s")
+        await deferLater(reactor, step, lambda: None)
+    return time.monotonic() - began
+
+
+class Node:
+    """metaproxy as the sandbox chassis's metadata agent, in this process."""
+
+    def __init__(self, sandbox):
+        sb = parse_remotes(sandbox.remote("sb", "tcp"))
+        self.backend = OvnBackend(reactor, sb, timeout=10, probe_interval=0)
+        self.nova = EchoNova()
+        self.pipeline = Pipeline(InstanceResolver(self.backend), self.nova, SECRET)
+        limits = Limits()
+        self.agent = ChassisAgent(
+            reactor,
+            parse_remotes(sandbox.remote("ovs")),
+            sb,
+            ovs_timeout=10,
+            sb_timeout=10,
+            probe_interval=0,
+            retry_max_interval=1,
+        )
+        self.host = NetlinkHost(reactor, prefix=f"ovnmeta-{sandbox.tag}")
+        self.provisioner = Provisioner(reactor, self.agent, self.host, retry_min=0.2)
+        self.listeners = NamespaceListeners(
+            reactor,
+            lambda namespace, from_peer: MetadataFactory(
+                self.pipeline, namespace, limits, reactor, request_from_peer=from_peer
+            ),
+        )
+        self.provisioner.on_provisioned = self.listeners.provisioned
+        self.provisioner.on_removed = self.listeners.removed
+        self.backend.start()
+        self.agent.start()
+
+    async def stop(self):
+        self.provisioner.stop()
+        await self.listeners.stop()
+        await self.agent.stop()
+        await self.backend.stop()
+        self.host.stop()
+
+
+def get(cloud, vm, *headers: str) -> tuple[int, dict]:
+    args = ["get", "http://169.254.169.254/openstack/latest/meta_data.json"]
+    done = cloud.probe(vm, *args, *headers)
+    status, _, body = done.stdout.decode().partition("\n")
+    return int(status), (json.loads(body) if body.startswith("{") else {"raw": body})
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_instance_is_answered_through_ovn_by_the_in_namespace_listener(
+    sandbox, cloud
+) -> None:
+    net = cloud.add_network("10.10.0.0/24")
+    node = Node(sandbox)
+    try:
+        vm = cloud.add_instance(net)
+        cloud.wait_bound(vm)
+        bound = time.monotonic()
+        await until(lambda: node.listeners.listening(net.id))
+        print(
+            f"port bound -> listening in the namespace: {(time.monotonic() - bound) * 1000:.0f} ms"
+        )
+        await until(lambda: node.backend.ready())
+        sandbox.sync()
+
+        status, answer = await deferToThread(get, cloud, vm)
+        assert status == 200, answer
+        assert answer["X-Forwarded-For"] == vm.ip  # the TCP peer
+        assert answer["X-Instance-ID"] == vm.port.device_id
+        assert answer["X-Tenant-ID"] == vm.port.project_id
+        assert answer["X-Instance-ID-Signature"] == sign_instance_id(SECRET, vm.port.device_id)
+        assert answer["path"] == "/openstack/latest/meta_data.json"
+        assert node.listeners.counters.guest_forwarded_for == 0
+    finally:
+        await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_guest_headers_are_ignored_and_counted(sandbox, cloud) -> None:
+    net = cloud.add_network("10.11.0.0/24")
+    other = cloud.add_network("10.12.0.0/24")
+    node = Node(sandbox)
+    try:
+        vm = cloud.add_instance(net)
+        victim = cloud.add_instance(other)  # another tenant's instance on another network
+        cloud.wait_bound(vm)
+        cloud.wait_bound(victim)
+        await until(lambda: node.listeners.listening(net.id) and node.backend.ready())
+        sandbox.sync()
+        status, answer = await deferToThread(
+            get,
+            cloud,
+            vm,
+            f"X-Forwarded-For: {victim.ip}",
+            f"X-OVN-Network-ID: {other.id}",
+        )
+        assert status == 200, answer
+        assert answer["X-Instance-ID"] == vm.port.device_id  # still the caller, not the victim
+        assert answer["X-Forwarded-For"] == vm.ip
+        assert node.listeners.counters.guest_forwarded_for == 1
+        assert node.listeners.counters.guest_namespace_header == 1
+    finally:
+        await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_listener_goes_before_the_namespace(sandbox, cloud) -> None:
+    net = cloud.add_network("10.13.0.0/24")
+    node = Node(sandbox)
+    try:
+        vm = cloud.add_instance(net)
+        cloud.wait_bound(vm)
+        await until(lambda: node.listeners.listening(net.id))
+        cloud.remove_instance(vm)
+        await until(lambda: not node.listeners.listening(net.id))
+        await until(lambda: net.id not in node.provisioner.provisioned)
+    finally:
+        await node.stop()
