@@ -30,7 +30,7 @@ from pathlib import Path
 import attrs
 
 from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, delete_namespace, run
-from bench.ovnsandbox.neutron import (
+from bench.ovnsandbox.nbrows import (
     METADATA_IP,
     Network,
     VmPort,

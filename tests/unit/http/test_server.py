@@ -301,3 +301,25 @@ def test_bare_lf_request_answered_400_at_once():
     protocol, transport, _ = connect(pipeline)
     protocol.dataReceived(b"GET / HTTP/1.1\nHost: x\n")
     assert transport.value().startswith(b"HTTP/1.1 400 ") and b"bare LF" in transport.value()
+
+
+def test_a_direct_listener_rewrites_the_request_from_its_peer():
+    """With request_from_peer, the pipeline gets the request as that function made it
+    from the parsed one and the connection's peer."""
+    import attrs
+    from twisted.internet.address import IPv4Address
+
+    own = Namespace(NamespaceKind.OVN, "n1")
+    pipeline = RecordingPipeline(b"x")
+    seen = []
+
+    def from_peer(request, peer):
+        seen.append((request.forwarded_for, peer))
+        return attrs.evolve(request, forwarded_for=peer.host.encode())
+
+    factory = MetadataFactory(pipeline, own, Limits(), Clock(), request_from_peer=from_peer)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 40000)))
+    protocol.dataReceived(GET)
+    assert seen == [(b"10.0.0.5", IPv4Address("TCP", "10.0.0.7", 40000))]
+    assert pipeline.calls[0][0].forwarded_for == b"10.0.0.7"
