@@ -14,8 +14,8 @@ integration bridge with C{external_ids} C{iface-id=<port>}, C{attached-mac},
 C{iface-status=active} (what os-vif writes); ovn-controller then binds the port.
 
 The userspace datapath forwards the partial TCP checksums a veth leaves unfilled, so
-every instance fills its own (C{iptables -t mangle ... CHECKSUM --checksum-fill}), as a
-virtio guest does.
+every instance fills its own (C{iptables} and C{ip6tables -t mangle ... CHECKSUM
+--checksum-fill}), as a virtio guest does.
 """
 
 from __future__ import annotations
@@ -57,21 +57,24 @@ class Instance:
 
 
 def checksum_fill(namespace: str) -> None:
-    """Fill TCP checksums leaving C{namespace} (iptables, else iptables-legacy).
+    """Fill TCP checksums leaving C{namespace}, IPv4 and IPv6 (iptables and ip6tables,
+    else their -legacy variants).
 
-    @raise SandboxError: neither can add the rule.
+    @raise SandboxError: neither can add a rule.
     """
     rule = ["-t", "mangle", "-A", "POSTROUTING", "-p", "tcp", "-j", "CHECKSUM", "--checksum-fill"]
-    errors = []
-    for command in ("iptables", "iptables-legacy"):
-        if shutil.which(command) is None:
-            continue
-        try:
-            run(["ip", "netns", "exec", namespace, command, "-w", *rule])
-            return
-        except SandboxError as e:
-            errors.append(str(e))
-    raise SandboxError(f"cannot add the checksum-fill rule in {namespace}: {errors}")
+    for family in ("iptables", "ip6tables"):
+        errors = []
+        for command in (family, f"{family}-legacy"):
+            if shutil.which(command) is None:
+                continue
+            try:
+                run(["ip", "netns", "exec", namespace, command, "-w", *rule])
+                break
+            except SandboxError as e:
+                errors.append(str(e))
+        else:
+            raise SandboxError(f"cannot add the checksum-fill rule in {namespace}: {errors}")
 
 
 class Cloud:
@@ -83,8 +86,8 @@ class Cloud:
         self._next_host: dict[str, int] = {}
         self._instances = 0
 
-    def add_network(self, cidr: str, *, mtu: int = 1442) -> Network:
-        network = Network(id=new_id(self.sandbox.tag), cidr=cidr, mtu=mtu)
+    def add_network(self, cidr: str, *, mtu: int = 1442, cidr6: str = "") -> Network:
+        network = Network(id=new_id(self.sandbox.tag), cidr=cidr, mtu=mtu, cidr6=cidr6)
         self.sandbox.record_namespace(f"ovnmeta-{network.id}")
         results = self.sandbox.nb_transact(network_operations(network))
         self._dhcp[network.id] = results[0]["uuid"][1]
@@ -94,7 +97,8 @@ class Cloud:
     def add_port(self, network: Network) -> VmPort:
         """A VM port on C{network} requested on this chassis (no instance plugged yet)."""
         self._next_host[network.id] += 1
-        port = VmPort(network, network.host(self._next_host[network.id]))
+        n = self._next_host[network.id]
+        port = VmPort(network, network.host(n), ip6=network.host6(n))
         self.sandbox.nb_transact(
             vm_port_operations(port, self.sandbox.hostname, self._dhcp.get(network.id))
         )
@@ -116,6 +120,8 @@ class Cloud:
         run([*inside, "link", "set", "lo", "up"])
         run([*inside, "link", "set", "eth0", "address", port.mac, "mtu", str(net.mtu), "up"])
         run([*inside, "addr", "add", port.cidr, "dev", "eth0"])
+        if port.cidr6:
+            run([*inside, "addr", "add", port.cidr6, "dev", "eth0", "nodad"])
         run([*inside, "route", "add", f"{METADATA_IP}/32", "via", net.metadata_ip])
         checksum_fill(ns)
         run(["ip", "link", "set", root, "mtu", str(net.mtu), "up"])

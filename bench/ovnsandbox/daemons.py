@@ -232,6 +232,8 @@ class OvnSandbox:
         self.stopped = False
         #: ovn-controller deaths while starting, survived by starting it again
         self.controller_restarts = 0
+        self._stopped_dbs: dict[str, subprocess.Popen[bytes]] = {}
+        self._order: dict[str, int] = {}
 
     # -- starting ---------------------------------------------------------------------
 
@@ -356,17 +358,18 @@ class OvnSandbox:
         return env
 
     def _spawn(self, name: str, argv: Sequence[str | None]) -> None:
-        popen = subprocess.Popen(
-            [str(a) for a in argv],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.run_dir / f"{name}.stderr", "wb"),  # noqa: SIM115
-            env=self._env(),
-            cwd=str(self.run_dir),
-            start_new_session=True,
-        )
+        with open(self.run_dir / f"{name}.stderr", "ab") as stderr:
+            popen = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=self._env(),
+                cwd=str(self.run_dir),
+                start_new_session=True,
+            )
         self._procs[name] = popen
-        order = len(self._procs)
+        order = self._order.setdefault(name, len(self._order) + 1)  # a restart keeps its own
         (self.run_dir / "pids" / f"{order:02d}-{name}").write_text(
             f"{popen.pid} {_start_time(popen.pid) or '-'}\n"
         )
@@ -512,9 +515,20 @@ class OvnSandbox:
     def restart_database(self, name: str) -> None:
         """Stop the C{nb} or C{sb} ovsdb-server and start it again on the same database,
         socket and TCP port (its clients see a disconnection)."""
-        popen = self._procs[f"ovsdb-{name}"]
+        self.stop_database(name)
+        self.start_database(name)
+
+    def stop_database(self, name: str) -> None:
+        """Stop the C{nb} or C{sb} ovsdb-server (L{check_alive} does not mind until
+        L{start_database})."""
+        popen = self._procs.pop(f"ovsdb-{name}")
         popen.terminate()
         popen.wait(10)
+        self._stopped_dbs[name] = popen
+
+    def start_database(self, name: str) -> None:
+        """Start the C{nb} or C{sb} ovsdb-server stopped by L{stop_database} again."""
+        self._stopped_dbs.pop(name, None)
         sock = getattr(self, f"{name}_sock")
         if os.path.exists(sock):
             os.unlink(sock)

@@ -44,11 +44,13 @@ def new_mac() -> str:
 
 @attrs.frozen
 class Network:
-    """One Neutron network with one IPv4 subnet and its metadata port."""
+    """One Neutron network with an IPv4 subnet (and an IPv6 one when C{cidr6} is set)
+    and its metadata port."""
 
     id: str
     cidr: str
     mtu: int = 1442
+    cidr6: str = ""
     project_id: str = "project-sandbox"
     metadata_port_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     metadata_mac: str = attrs.field(factory=new_mac)
@@ -74,6 +76,25 @@ class Network:
     def metadata_ip(self) -> str:
         return self.host(2)
 
+    def host6(self, n: int) -> str:
+        """The C{n}th address of the IPv6 subnet ("" without one)."""
+        if not self.cidr6:
+            return ""
+        return str(ipaddress.ip_network(self.cidr6).network_address + n)
+
+    @property
+    def metadata_addresses(self) -> str:
+        """The metadata port's C{"MAC IP [IP6]"}."""
+        return " ".join(filter(None, (self.metadata_mac, self.metadata_ip, self.host6(2))))
+
+    @property
+    def metadata_cidrs(self) -> str:
+        """The metadata port's C{neutron:cidrs}."""
+        cidrs = [f"{self.metadata_ip}/{self.prefixlen}"]
+        if self.cidr6:
+            cidrs.append(f"{self.host6(2)}/{ipaddress.ip_network(self.cidr6).prefixlen}")
+        return " ".join(cidrs)
+
 
 @attrs.frozen
 class VmPort:
@@ -85,10 +106,22 @@ class VmPort:
     mac: str = attrs.field(factory=new_mac)
     device_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     project_id: str = "project-sandbox"
+    ip6: str = ""
 
     @property
     def cidr(self) -> str:
         return f"{self.ip}/{self.network.prefixlen}"
+
+    @property
+    def cidr6(self) -> str:
+        if not self.ip6:
+            return ""
+        return f"{self.ip6}/{ipaddress.ip_network(self.network.cidr6).prefixlen}"
+
+    @property
+    def addresses(self) -> str:
+        """C{"MAC IP [IP6]"}, as C{addresses} and C{port_security} hold it."""
+        return " ".join(filter(None, (self.mac, self.ip, self.ip6)))
 
 
 def _port_external_ids(
@@ -111,7 +144,6 @@ def _port_external_ids(
 def network_operations(network: Network) -> list[dict[str, Any]]:
     """The NB operations creating the network, its subnet's DHCP options and its
     metadata port (one transaction)."""
-    md_cidr = f"{network.metadata_ip}/{network.prefixlen}"
     return [
         {
             "op": "insert",
@@ -144,7 +176,7 @@ def network_operations(network: Network) -> list[dict[str, Any]]:
             "row": {
                 "name": network.metadata_port_id,
                 "type": "localport",
-                "addresses": oset([f"{network.metadata_mac} {network.metadata_ip}"]),
+                "addresses": oset([network.metadata_addresses]),
                 "port_security": oset([]),
                 "external_ids": omap(
                     _port_external_ids(
@@ -152,7 +184,7 @@ def network_operations(network: Network) -> list[dict[str, Any]]:
                         f"ovnmeta-{network.id}",
                         "network:distributed",
                         network.project_id,
-                        md_cidr,
+                        network.metadata_cidrs,
                     )
                 ),
             },
@@ -179,7 +211,7 @@ def network_operations(network: Network) -> list[dict[str, Any]]:
 
 def vm_port_operations(port: VmPort, host: str, dhcp_uuid: str | None) -> list[dict[str, Any]]:
     """The NB operations adding C{port} to its network's switch, requested on C{host}."""
-    address = f"{port.mac} {port.ip}"
+    address = port.addresses
     row: dict[str, Any] = {
         "name": port.id,
         "addresses": oset([address]),
@@ -187,7 +219,11 @@ def vm_port_operations(port: VmPort, host: str, dhcp_uuid: str | None) -> list[d
         "options": omap({"requested-chassis": host}),
         "external_ids": omap(
             _port_external_ids(
-                port.network, port.device_id, "compute:nova", port.project_id, port.cidr
+                port.network,
+                port.device_id,
+                "compute:nova",
+                port.project_id,
+                " ".join(filter(None, (port.cidr, port.cidr6))),
             )
         ),
     }

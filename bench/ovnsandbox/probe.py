@@ -5,6 +5,9 @@
     python -m bench.ovnsandbox.probe connect IP PORT TEXT # TCP: send TEXT, print the answer
     python -m bench.ovnsandbox.probe get URL [HEADER...]  # HTTP GET ("Name: value" headers):
                                                           # print the status, then the body
+    python -m bench.ovnsandbox.probe get6 ADDRESS%IF PATH # the same to an IPv6 link-local
+                                                          # address, retried while the
+                                                          # addresses are still tentative
 
 Each probe gives up after a few seconds and says why on stderr.
 """
@@ -90,6 +93,27 @@ def get(url: str, headers: list[str], timeout: float = 10.0) -> int:
     return 0
 
 
+def get6(host: str, path: str, timeout: float = 15.0) -> int:
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = http.client.HTTPConnection(host, 80, timeout=5)
+        try:
+            connection.request("GET", path, headers={"Host": "[fe80::a9fe:a9fe]"})
+            answer = connection.getresponse()
+            print(answer.status)
+            sys.stdout.write(answer.read().decode(errors="replace"))
+            return 0
+        except OSError as e:  # tentative addresses (DAD), neighbour discovery
+            if time.monotonic() > deadline:
+                print(f"no answer from {host}: {e}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        finally:
+            connection.close()
+
+
 def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "ping":
@@ -100,6 +124,8 @@ def main(argv: list[str]) -> int:
         return connect(args[0], int(args[1]), args[2])
     if command == "get":
         return get(args[0], args[1:])
+    if command == "get6":
+        return get6(args[0], args[1])
     print(f"unknown probe {command!r}", file=sys.stderr)
     return 2
 

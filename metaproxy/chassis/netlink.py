@@ -110,8 +110,10 @@ def _with_link(pyroute2: Any, namespace: str | None, name: str, action: Any) -> 
         action(ipr, indexes[0])
 
 
-def _iptables(namespace: str, args: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
-    command = shutil.which("iptables") or "iptables"
+def _iptables(
+    namespace: str, args: Sequence[str], program: str = "iptables"
+) -> subprocess.CompletedProcess[bytes]:
+    command = shutil.which(program) or program
     ip = shutil.which("ip") or "ip"
     return subprocess.run(
         [ip, "netns", "exec", namespace, command, "-w", "-t", "mangle", *args],
@@ -165,13 +167,15 @@ def apply_step(step: object) -> None:
 
             _with_link(pyroute2, step.namespace, step.link, change)
         elif isinstance(step, ChecksumFill):
-            if _iptables(step.namespace, ["-C", *_CHECKSUM_RULE]).returncode != 0:
-                done = _iptables(step.namespace, ["-A", *_CHECKSUM_RULE])
-                if done.returncode != 0:
-                    raise NetlinkError(
-                        f"iptables in {step.namespace} cannot add the checksum-fill rule: "
-                        f"{done.stderr.decode(errors='replace').strip()}"
-                    )
+            programs = ("iptables", "ip6tables") if step.ipv6 else ("iptables",)
+            for program in programs:
+                if _iptables(step.namespace, ["-C", *_CHECKSUM_RULE], program).returncode:
+                    done = _iptables(step.namespace, ["-A", *_CHECKSUM_RULE], program)
+                    if done.returncode != 0:
+                        raise NetlinkError(
+                            f"{program} in {step.namespace} cannot add the checksum-fill "
+                            f"rule: {done.stderr.decode(errors='replace').strip()}"
+                        )
         else:
             raise NetlinkError(f"not a netlink step: {step!r}")
     except NetlinkError:

@@ -212,7 +212,7 @@ class Provisioner:
         return True
 
     async def _provision(self, plan: NetworkPlan, host: Any, checksum_fill: bool) -> bool:
-        steps = network_steps(plan, host, checksum_fill=checksum_fill)
+        steps = network_steps(plan, host, checksum_fill=checksum_fill, ipv6=self._ipv6)
         ports = localovs.ports_by_name(self._agent.ovs_tables)
         plugs = ovs_steps(plan.network_id, plan, ports, self._agent.identity.bridge)
         if steps or plugs:

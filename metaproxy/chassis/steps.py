@@ -113,9 +113,12 @@ class DeleteAddress:
 
 @attrs.frozen
 class ChecksumFill:
-    """Fill TCP checksums leaving the namespace (C{netdev} bridges leave them partial)."""
+    """Fill TCP checksums leaving the namespace (C{netdev} bridges leave them partial):
+    IPv4 always, and IPv6 when C{ipv6} (the host has IPv6: the namespace may answer on
+    C{fe80::a9fe:a9fe}, whose TCP answers are left partial the same way)."""
 
     namespace: str
+    ipv6: bool = False
 
 
 # -- OVSDB steps --------------------------------------------------------------------------
@@ -148,8 +151,11 @@ def _kernel_link_local(cidr: str) -> bool:
     )
 
 
-def network_steps(plan: NetworkPlan, host: HostState, *, checksum_fill: bool) -> list[object]:
-    """The netlink steps that make C{plan}'s namespace as planned."""
+def network_steps(
+    plan: NetworkPlan, host: HostState, *, checksum_fill: bool, ipv6: bool = False
+) -> list[object]:
+    """The netlink steps that make C{plan}'s namespace as planned; C{checksum_fill} on a
+    C{netdev} bridge (C{ipv6}: for IPv6 too)."""
     steps: list[object] = []
     ns = plan.namespace
     inside = host.inside.get(ns) if ns in host.namespaces else None
@@ -162,12 +168,12 @@ def network_steps(plan: NetworkPlan, host: HostState, *, checksum_fill: bool) ->
         steps.append(CreateVeth(plan.outside, plan.inside, ns))
         inside, outside = LinkState(plan.inside), LinkState(plan.outside)
         if checksum_fill:
-            steps.append(ChecksumFill(ns))
+            steps.append(ChecksumFill(ns, ipv6))
     elif outside is None:  # cannot be: a veth's ends go together; start again
         steps += [DeleteLink(plan.inside, ns), CreateVeth(plan.outside, plan.inside, ns)]
         inside, outside = LinkState(plan.inside), LinkState(plan.outside)
         if checksum_fill:
-            steps.append(ChecksumFill(ns))
+            steps.append(ChecksumFill(ns, ipv6))
     mtu = plan.mtu or None
     set_inside = SetLink(
         plan.inside,

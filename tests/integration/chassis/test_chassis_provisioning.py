@@ -209,3 +209,28 @@ def _safe_addresses(namespace, link):
         return ns_addresses(namespace, link)
     except subprocess.CalledProcessError:
         return set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_made_while_the_southbound_was_away_are_applied_after_reconnecting(
+    sandbox, cloud
+) -> None:
+    kept, dropped = cloud.add_network("10.14.0.0/24"), cloud.add_network("10.15.0.0/24")
+    vm_kept, vm_dropped = cloud.add_instance(kept), cloud.add_instance(dropped)
+    cloud.wait_bound(vm_kept)
+    cloud.wait_bound(vm_dropped)
+    chassis = Chassis(sandbox)
+    try:
+        await until(lambda: set(chassis.provisioner.provisioned) == {kept.id, dropped.id})
+        syncs = chassis.agent.sb_monitor.syncs
+        sandbox.stop_database("sb")
+        cloud.unplug(vm_dropped)  # the instance goes while the Southbound is down
+        await deferLater(reactor, 0.3, lambda: None)
+        assert f"ovnmeta-{dropped.id}" in netns_list()  # nothing known yet
+        sandbox.start_database("sb")
+        await until(lambda: chassis.agent.sb_monitor.syncs > syncs)
+        await until(lambda: f"ovnmeta-{dropped.id}" not in netns_list())
+        assert f"ovnmeta-{kept.id}" in netns_list()
+        assert chassis.agent.registration.registered >= 2  # registered again on resync
+    finally:
+        await chassis.stop()

@@ -5,6 +5,7 @@ the pipeline with the instance found in the real Southbound."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -93,6 +94,12 @@ class Node:
         self.host.stop()
 
 
+def tentative(namespace: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", namespace, "-6", "addr", "show", "tentative"], capture_output=True, text=True
+    ).stdout.strip()
+
+
 def get(cloud, vm, *headers: str) -> tuple[int, dict]:
     args = ["get", "http://169.254.169.254/openstack/latest/meta_data.json"]
     done = cloud.probe(vm, *args, *headers)
@@ -168,5 +175,34 @@ async def test_the_listener_goes_before_the_namespace(sandbox, cloud) -> None:
         cloud.remove_instance(vm)
         await until(lambda: not node.listeners.listening(net.id))
         await until(lambda: net.id not in node.provisioner.provisioned)
+    finally:
+        await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ipv6_instance_is_answered_on_fe80_a9fe_a9fe_and_found_by_its_mac(
+    sandbox, cloud
+) -> None:
+    net = cloud.add_network("10.16.0.0/24", cidr6="fd00:16::/64")
+    node = Node(sandbox)
+    try:
+        vm = cloud.add_instance(net)
+        cloud.wait_bound(vm)
+        await until(lambda: len(node.listeners.listening(net.id)) == 2)
+        await until(lambda: node.backend.ready())
+        sandbox.sync()
+        # the instance's link-local address out of duplicate address detection first, as a
+        # booting guest's is before it asks (a connection from a tentative address hangs);
+        # the namespace's fe80::a9fe:a9fe may still be tentative: the socket is bound
+        # with IPV6_FREEBIND and answers once the address is usable
+        await until(lambda: not tentative(vm.namespace))
+        done = await deferToThread(
+            cloud.probe, vm, "get6", "fe80::a9fe:a9fe%eth0", "/openstack/latest/meta_data.json"
+        )
+        status, _, body = done.stdout.decode().partition("\n")
+        assert status == "200", body
+        answer = json.loads(body)
+        assert answer["X-Instance-ID"] == vm.port.device_id
+        assert answer["X-Forwarded-For"].startswith("fe80::")  # its link-local address
     finally:
         await node.stop()

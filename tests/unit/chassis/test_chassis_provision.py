@@ -168,7 +168,7 @@ def test_a_pass_provisions_and_plugs_and_a_second_pass_changes_nothing() -> None
     assert NS in host.namespaces
     assert host.inside[NS].addresses == {"10.0.0.2/24", "169.254.169.254/32"}
     assert host.inside[NS].mac == "fa:16:3e:00:00:02" and host.inside[NS].mtu == 1400
-    assert ChecksumFill(NS) in host.applied  # br-int is netdev
+    assert ChecksumFill(NS, ipv6=True) in host.applied  # br-int is netdev; IPv6 host
     [iface] = agent.ovs_tables["Interface"].values()
     assert iface == {"name": OUT, "external_ids": {"iface-id": "md-port"}}
     assert events == [("up", NET)]

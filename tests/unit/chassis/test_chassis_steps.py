@@ -47,6 +47,8 @@ def test_nothing_there_creates_everything_in_order() -> None:
         AddAddress(NS, IN, "169.254.169.254/32"),
     ]
     assert ChecksumFill(NS) not in network_steps(PLAN, HostState(), checksum_fill=False)
+    with_v6 = network_steps(PLAN, HostState(), checksum_fill=True, ipv6=True)
+    assert ChecksumFill(NS, ipv6=True) in with_v6
 
 
 def test_a_namespace_as_planned_needs_nothing() -> None:
