@@ -21,6 +21,9 @@ What the OVN metadata agent does on a chassis, done by metaproxy itself:
   thread of its own) and L{metaproxy.chassis.serving} (169.254.169.254:80 in every
   provisioned namespace, served by the request pipeline, the TCP peer as the caller).
 
+- L{metaproxy.chassis.mode}: all of it assembled (C{ChassisMode}), for the service to
+  start when C{[metaproxy] ovn_chassis} is on.
+
 Layering: the package sits above L{metaproxy.ovsdb}, L{metaproxy.http} and
 L{metaproxy.namespace}, and below the service that builds it (it never imports the
 pipeline: the service hands it a factory).

@@ -15,10 +15,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from metaproxy.chassis.agent import ChassisAgent
-from metaproxy.chassis.netlink import NetlinkHost
-from metaproxy.chassis.provision import Provisioner
-from metaproxy.chassis.serving import NamespaceListeners
+from metaproxy.chassis.mode import ChassisMode
 from metaproxy.http.server import Limits, MetadataFactory
 from metaproxy.nova.connection import NovaResponse
 from metaproxy.ovsdb.remote import parse_remotes
@@ -56,7 +53,8 @@ async def until(predicate, timeout: float = 20.0, step: float = 0.01) -> float:
 
 
 class Node:
-    """metaproxy as the sandbox chassis's metadata agent, in this process."""
+    """metaproxy as the sandbox chassis's metadata agent, in this process (ChassisMode
+    with the real pipeline, its OVN lookups on the sandbox's Southbound)."""
 
     def __init__(self, sandbox):
         sb = parse_remotes(sandbox.remote("sb", "tcp"))
@@ -64,34 +62,28 @@ class Node:
         self.nova = EchoNova()
         self.pipeline = Pipeline(InstanceResolver(self.backend), self.nova, SECRET)
         limits = Limits()
-        self.agent = ChassisAgent(
+        self.mode = ChassisMode(
             reactor,
-            parse_remotes(sandbox.remote("ovs")),
-            sb,
+            ovs_remotes=parse_remotes(sandbox.remote("ovs")),
+            sb_remotes=sb,
+            factory_for=lambda namespace, from_peer: MetadataFactory(
+                self.pipeline, namespace, limits, reactor, request_from_peer=from_peer
+            ),
             ovs_timeout=10,
             sb_timeout=10,
             probe_interval=0,
             retry_max_interval=1,
+            namespace_prefix=f"ovnmeta-{sandbox.tag}",
         )
-        self.host = NetlinkHost(reactor, prefix=f"ovnmeta-{sandbox.tag}")
-        self.provisioner = Provisioner(reactor, self.agent, self.host, retry_min=0.2)
-        self.listeners = NamespaceListeners(
-            reactor,
-            lambda namespace, from_peer: MetadataFactory(
-                self.pipeline, namespace, limits, reactor, request_from_peer=from_peer
-            ),
-        )
-        self.provisioner.on_provisioned = self.listeners.provisioned
-        self.provisioner.on_removed = self.listeners.removed
+        self.agent = self.mode.agent
+        self.provisioner = self.mode.provisioner
+        self.listeners = self.mode.listeners
         self.backend.start()
-        self.agent.start()
+        self.mode.start()
 
     async def stop(self):
-        self.provisioner.stop()
-        await self.listeners.stop()
-        await self.agent.stop()
+        await self.mode.stop()
         await self.backend.stop()
-        self.host.stop()
 
 
 def tentative(namespace: str) -> str:
@@ -206,3 +198,35 @@ async def test_an_ipv6_instance_is_answered_on_fe80_a9fe_a9fe_and_found_by_its_m
         assert answer["X-Forwarded-For"].startswith("fe80::")  # its link-local address
     finally:
         await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restart_keeps_the_namespace_as_it_is_and_serves_it_again(sandbox, cloud) -> None:
+    net = cloud.add_network("10.17.0.0/24")
+    vm = cloud.add_instance(net)
+    cloud.wait_bound(vm)
+    node = Node(sandbox)
+    try:
+        await until(lambda: node.listeners.listening(net.id))
+    finally:
+        await node.stop()
+    namespace = f"ovnmeta-{net.id}"
+    before = link_index(namespace, f"tap{net.id[:10]}1")
+    node = Node(sandbox)
+    try:
+        await until(lambda: node.listeners.listening(net.id) and node.backend.ready())
+        assert link_index(namespace, f"tap{net.id[:10]}1") == before  # not made again
+        status, answer = await deferToThread(get, cloud, vm)
+        assert status == 200 and answer["X-Instance-ID"] == vm.port.device_id
+    finally:
+        await node.stop()
+
+
+def link_index(namespace: str, link: str) -> str:
+    out = subprocess.run(
+        ["ip", "-n", namespace, "-o", "link", "show", "dev", link],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split(":", 1)[0]
