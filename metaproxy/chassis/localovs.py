@@ -11,6 +11,11 @@ The writes are OVSDB transactions built here (pure functions returning operation
   - L{set_iface_id_operations}: correct the C{iface-id} of a port that exists;
   - L{unplug_operations}: remove a port from the bridges that hold it (the Port and
     Interface rows go with it: they are not root rows).
+
+They go through the project's own OVSDB client (C{OvsdbMonitor.transact}, on the
+connection that keeps the copy), not the C{ovs} library's IDL: it runs on the reactor
+with no thread, shares the reconnection and probing of the monitor, and each write is
+decided on the copy that connection has just brought.
 """
 
 from __future__ import annotations

@@ -234,3 +234,26 @@ async def test_changes_made_while_the_southbound_was_away_are_applied_after_reco
         assert chassis.agent.registration.registered >= 2  # registered again on resync
     finally:
         await chassis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_someone_else_undoes_is_put_back(sandbox, cloud) -> None:
+    net = cloud.add_network("10.18.0.0/24")
+    vm = cloud.add_instance(net)
+    cloud.wait_bound(vm)
+    chassis = Chassis(sandbox)
+    namespace, outside, inside = f"ovnmeta-{net.id}", f"tap{net.id[:10]}0", f"tap{net.id[:10]}1"
+    try:
+        await until(lambda: iface_id(sandbox, outside) == net.metadata_port_id)
+        sandbox.ovs_vsctl("del-port", "br-int", outside)  # an operator's mistake
+        await until(lambda: iface_id(sandbox, outside) == net.metadata_port_id)
+        assert on_bridge(sandbox, outside)
+
+        # an address removed by hand comes back at the next pass (any change asks for one)
+        subprocess.run(
+            ["ip", "-n", namespace, "addr", "del", "169.254.169.254/32", "dev", inside], check=True
+        )
+        cloud.add_instance(net)
+        await until(lambda: "169.254.169.254/32" in _safe_addresses(namespace, inside))
+    finally:
+        await chassis.stop()
