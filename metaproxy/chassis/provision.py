@@ -18,7 +18,8 @@ done; another pass follows after a backoff (1 s doubling to 30 s) until one succ
 Nothing runs before both databases are synchronised and the chassis is known.
 
 C{on_provisioned(plan)} and C{on_removed(network_id)} tell the listener (the
-namespace's socket) when a namespace is ready to serve or about to go.
+namespace's socket) when a namespace is ready to serve or about to go; a namespace that
+had to be made again (someone deleted it) gets C{on_removed} then C{on_provisioned}.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from twisted.python.failure import Failure
 from metaproxy.chassis import localovs
 from metaproxy.chassis.plan import NS_PREFIX, NetworkPlan, namespace_for, plan_networks
 from metaproxy.chassis.steps import (
+    CreateNamespace,
+    CreateVeth,
     Plug,
     SetIfaceId,
     Unplug,
@@ -214,10 +217,20 @@ class Provisioner:
     async def _provision(self, plan: NetworkPlan, host: Any, checksum_fill: bool) -> bool:
         steps = network_steps(plan, host, checksum_fill=checksum_fill, ipv6=self._ipv6)
         ports = localovs.ports_by_name(self._agent.ovs_tables)
-        plugs = ovs_steps(plan.network_id, plan, ports, self._agent.identity.bridge)
+        new_veth = any(isinstance(step, CreateVeth) for step in steps)
+        plugs = ovs_steps(
+            plan.network_id, plan, ports, self._agent.identity.bridge, replug=new_veth
+        )
         if steps or plugs:
             log.info("Provisioning metadata for network {network}", network=plan.network_id)
         try:
+            if plan.network_id in self.provisioned and (
+                new_veth or any(isinstance(step, CreateNamespace) for step in steps)
+            ):
+                # the namespace (or its veth) went away behind our back: what listened
+                # in the old one listens nowhere useful; close it, serve the new one
+                del self.provisioned[plan.network_id]
+                await _maybe_async(self.on_removed(plan.network_id))
             if steps:
                 await self._host.apply(steps)
             await self._ovs(plugs)

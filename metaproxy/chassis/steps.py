@@ -210,13 +210,21 @@ def ovs_steps(
     plan: NetworkPlan | None,
     ports: Mapping[str, OvsPort],
     bridge: str,
+    *,
+    replug: bool = False,
 ) -> list[object]:
     """The OVSDB steps for a network's bridge-side port: plugged into C{bridge} only,
-    with the metadata port's C{iface-id}, when planned; unplugged when not."""
+    with the metadata port's C{iface-id}, when planned; unplugged when not.
+
+    C{replug}: the veth was just made again, so a port already in the database is
+    unplugged and plugged anew (Open vSwitch's userspace datapath keeps reading the
+    device it opened, which is gone, until the port is re-created)."""
     outside, _inside = veth_names(network_id)
     port = ports.get(outside)
     if plan is None:
         return [Unplug(port)] if port is not None and port.bridges else []
+    if replug and port is not None and port.bridges:
+        return [Unplug(port), Plug(bridge, outside, plan.logical_port)]
     if port is None or bridge not in port.bridges:
         steps: list[object] = []
         if port is not None and port.bridges:  # on another bridge (the OVN bridge changed)

@@ -230,3 +230,26 @@ def link_index(namespace: str, link: str) -> str:
         check=True,
     ).stdout
     return out.split(":", 1)[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_namespace_deleted_by_hand_is_made_and_served_again(sandbox, cloud) -> None:
+    net = cloud.add_network("10.19.0.0/24")
+    vm = cloud.add_instance(net)
+    cloud.wait_bound(vm)
+    node = Node(sandbox)
+    try:
+        await until(lambda: node.listeners.listening(net.id) and node.backend.ready())
+        subprocess.run(["ip", "netns", "delete", f"ovnmeta-{net.id}"], check=True)
+        other = cloud.add_instance(net)  # the next change brings a pass
+        cloud.wait_bound(other)
+        await until(
+            lambda: subprocess.run(["test", "-e", f"/run/netns/ovnmeta-{net.id}"]).returncode == 0
+        )
+        await until(lambda: node.listeners.listening(net.id))
+        await node.provisioner.idle()
+        sandbox.sync()
+        status, answer = await deferToThread(get, cloud, vm)
+        assert status == 200 and answer["X-Instance-ID"] == vm.port.device_id
+    finally:
+        await node.stop()

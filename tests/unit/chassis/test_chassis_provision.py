@@ -246,3 +246,16 @@ def test_nothing_runs_before_the_agent_is_ready_or_without_the_bridge() -> None:
     provisioner.request()
     clock.advance(0)
     assert provisioner.passes == 1 and host.applied == []
+
+
+def test_a_namespace_deleted_behind_our_back_is_made_again_and_served_again() -> None:
+    clock, host, agent, provisioner, events = harness()
+    provisioner.request()
+    clock.advance(0)
+    host.namespaces.discard(NS)  # ip netns delete, by someone else
+    host.inside.pop(NS)
+    host.outside.pop(OUT)
+    provisioner.request()
+    clock.advance(0)
+    assert NS in host.namespaces
+    assert events == [("up", NET), ("down", NET), ("up", NET)]

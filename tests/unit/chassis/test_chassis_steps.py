@@ -98,3 +98,12 @@ def test_ovs_port_unplugged_when_not_planned() -> None:
     port = OvsPort(OUT, "p-uuid", ("br-int",), ("md",), ("i-uuid",))
     assert ovs_steps(NET, None, {OUT: port}, "br-int") == [Unplug(port)]
     assert ovs_steps(NET, None, {}, "br-int") == []
+
+
+def test_a_new_veth_is_plugged_anew_even_when_the_database_has_its_port() -> None:
+    port = OvsPort(OUT, "p-uuid", ("br-int",), ("md",), ("i-uuid",))
+    assert ovs_steps(NET, PLAN, {OUT: port}, "br-int", replug=True) == [
+        Unplug(port),
+        Plug("br-int", OUT, "md"),
+    ]
+    assert ovs_steps(NET, PLAN, {}, "br-int", replug=True) == [Plug("br-int", OUT, "md")]
