@@ -46,6 +46,7 @@ __all__ = [
     "veth_names",
     "link_local_for",
     "normalise_cidr",
+    "metadata_logical_ports",
 ]
 
 log = Logger("metaproxy.chassis")
@@ -229,3 +230,14 @@ def _plan(
     return NetworkPlan(
         network, str(metadata.get("logical_port", "")), mac.lower(), mtu, frozenset(addresses)
     )
+
+
+def metadata_logical_ports(tables: Tables) -> set[str]:
+    """The logical ports of every network's metadata port (what a metadata veth's
+    C{iface-id} names)."""
+    return {
+        str(row.get("logical_port", ""))
+        for row in tables.get("Port_Binding", {}).values()
+        if row.get("type") == "localport"
+        and row.get("external_ids", {}).get("neutron:device_owner") == "network:distributed"
+    }

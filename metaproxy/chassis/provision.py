@@ -10,7 +10,10 @@ observes the host, then for each network:
     from before a restart: the first pass after start removes those): the OVS port is
     unplugged, the veth and the namespace deleted;
   - planned: the netlink steps (L{metaproxy.chassis.steps.network_steps}) and the OVSDB
-    steps (L{metaproxy.chassis.steps.ovs_steps}) that make it as planned, if any.
+    steps (L{metaproxy.chassis.steps.ovs_steps}) that make it as planned, if any;
+
+and finally the metadata veths Open_vSwitch still has on a bridge that no namespace
+needs (a reboot removes namespaces and veths, not the database's ports) are unplugged.
 
 Passes never overlap: a request during a pass makes one more pass after it, however many
 requests came. A pass that fails for a network logs why and leaves the other networks
@@ -34,7 +37,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.chassis import localovs
-from metaproxy.chassis.plan import NS_PREFIX, NetworkPlan, namespace_for, plan_networks
+from metaproxy.chassis.plan import (
+    NS_PREFIX,
+    NetworkPlan,
+    metadata_logical_ports,
+    namespace_for,
+    plan_networks,
+    veth_names,
+)
 from metaproxy.chassis.steps import (
     CreateNamespace,
     CreateVeth,
@@ -42,6 +52,7 @@ from metaproxy.chassis.steps import (
     SetIfaceId,
     Unplug,
     network_steps,
+    orphan_port_steps,
     ovs_steps,
     teardown_steps,
 )
@@ -192,7 +203,26 @@ class Provisioner:
             ok &= await self._teardown(network, host)
         for _network, plan in sorted(plans.items()):
             ok &= await self._provision(plan, host, checksum_fill)
+        ok &= await self._unplug_orphans(set(plans) | present)
         return ok
+
+    async def _unplug_orphans(self, networks: set[str]) -> bool:
+        """Unplug metadata veths of networks other than C{networks} (those planned, and
+        those whose namespace this pass found: their teardown unplugged theirs)."""
+        ports = localovs.ports_by_name(self._agent.ovs_tables)
+        keep = {veth_names(network)[0] for network in networks}
+        steps = orphan_port_steps(ports, metadata_logical_ports(self._agent.sb_tables), keep)
+        for step in steps:
+            log.info(
+                "Removing OVS port {port}, a metadata port no namespace needs anymore",
+                port=step.port.name,
+            )
+        try:
+            await self._ovs(steps)
+        except Exception as e:
+            log.error("Cannot remove unneeded metadata OVS ports: {why}", why=str(e))
+            return False
+        return True
 
     async def _teardown(self, network: str, host: Any) -> bool:
         namespace = namespace_for(network)

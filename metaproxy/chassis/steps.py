@@ -39,6 +39,7 @@ __all__ = [
     "network_steps",
     "teardown_steps",
     "ovs_steps",
+    "orphan_port_steps",
 ]
 
 
@@ -241,3 +242,16 @@ def ovs_steps(
     if set(port.iface_ids) != {plan.logical_port}:
         return [SetIfaceId(port, plan.logical_port)]
     return []
+
+
+def orphan_port_steps(
+    ports: Mapping[str, OvsPort], metadata_ports: set[str], keep: set[str]
+) -> list[object]:
+    """Unplug the metadata veths the database still has on a bridge but no namespace
+    needs (after a reboot, namespaces and veths are gone while Open_vSwitch keeps the
+    ports): ports whose C{iface-id} is a metadata port's, other than those in C{keep}."""
+    return [
+        Unplug(port)
+        for name, port in sorted(ports.items())
+        if port.bridges and name not in keep and set(port.iface_ids) & metadata_ports
+    ]

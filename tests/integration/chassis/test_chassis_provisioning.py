@@ -257,3 +257,34 @@ async def test_what_someone_else_undoes_is_put_back(sandbox, cloud) -> None:
         await until(lambda: "169.254.169.254/32" in _safe_addresses(namespace, inside))
     finally:
         await chassis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_reboot_ports_of_namespaces_no_longer_needed_are_unplugged(
+    sandbox, cloud
+) -> None:
+    gone, staying = cloud.add_network("10.21.0.0/24"), cloud.add_network("10.22.0.0/24")
+    vm_gone, vm_staying = cloud.add_instance(gone), cloud.add_instance(staying)
+    cloud.wait_bound(vm_gone)
+    cloud.wait_bound(vm_staying)
+    chassis = Chassis(sandbox)
+    try:
+        await until(lambda: set(chassis.provisioner.provisioned) == {gone.id, staying.id})
+    finally:
+        await chassis.stop()
+    # "reboot": namespaces and veths vanish, the Open_vSwitch database keeps its ports;
+    # one instance does not come back
+    for net in (gone, staying):
+        subprocess.run(["ip", "netns", "delete", f"ovnmeta-{net.id}"], check=True)
+    cloud.remove_instance(vm_gone)
+    assert on_bridge(sandbox, f"tap{gone.id[:10]}0")
+    chassis = Chassis(sandbox)
+    try:
+        await until(lambda: not on_bridge(sandbox, f"tap{gone.id[:10]}0"))
+        await until(lambda: f"ovnmeta-{staying.id}" in netns_list())
+        assert f"ovnmeta-{gone.id}" not in netns_list()
+        assert on_bridge(sandbox, f"tap{staying.id[:10]}0")
+        sandbox.sync()
+        assert cloud.probe(vm_staying, "ping", "169.254.169.254").returncode == 0
+    finally:
+        await chassis.stop()

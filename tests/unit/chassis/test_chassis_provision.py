@@ -259,3 +259,27 @@ def test_a_namespace_deleted_behind_our_back_is_made_again_and_served_again() ->
     clock.advance(0)
     assert NS in host.namespaces
     assert events == [("up", NET), ("down", NET), ("up", NET)]
+
+
+def test_a_metadata_port_left_on_the_bridge_after_a_reboot_is_unplugged() -> None:
+    clock, host, agent, provisioner, events = harness(vm_here=False)
+    ovs = agent.ovs_monitor
+    ovs.transact(
+        [
+            {
+                "op": "insert",
+                "table": "Interface",
+                "row": {"name": OUT, "external_ids": ["map", [["iface-id", "md-port"]]]},
+            },
+            {"op": "insert", "table": "Port", "row": {"name": OUT}},
+            {"op": "mutate", "table": "Bridge", "mutations": [["ports", "insert", ["set", []]]]},
+        ]
+    )
+    other = {"name": "vm-tap", "external_ids": {"iface-id": "vm-port"}}
+    agent.ovs_tables["Interface"]["i9"] = other
+    agent.ovs_tables["Port"]["p9"] = {"name": "vm-tap", "interfaces": ("i9",)}
+    agent.ovs_tables["Bridge"]["b"]["ports"] += ("p9",)
+    assert len(agent.ovs_tables["Bridge"]["b"]["ports"]) == 2
+    provisioner.request()
+    clock.advance(0)
+    assert agent.ovs_tables["Bridge"]["b"]["ports"] == ("p9",)  # the instance's stays
