@@ -195,9 +195,15 @@ class NetlinkHost:
         self.prefix = prefix
         self._pool = ThreadPool(1, 1, name="metaproxy-netlink")
         self._pool.start()
-        reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self.stop)
 
     def stop(self) -> None:
+        if self._trigger is not None:
+            trigger, self._trigger = self._trigger, None
+            try:
+                self._reactor.removeSystemEventTrigger(trigger)
+            except (ValueError, KeyError):
+                pass  # already fired: the reactor is shutting down
         if self._pool.started:
             self._pool.stop()
 
