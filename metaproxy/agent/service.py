@@ -18,7 +18,7 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.components import Componentized
 
-from metaproxy.agent.builders import nova_probe_client, state_reporter, worker_args
+from metaproxy.agent.builders import chassis_mode, nova_probe_client, state_reporter, worker_args
 from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
 from metaproxy.agent.ops_listener import OpsListener
@@ -106,6 +106,13 @@ class AgentService(MultiService):
             use_inotify=use_inotify,
         )
         self.registry.setServiceParent(self)
+        #: the ML2/OVN chassis's metadata agent (settings.ovn_chassis): provisions the
+        #: ovnmeta- namespaces and opens their listeners on self.listeners
+        self.chassis: Any = None
+        if settings.ovn_chassis:
+            self.chassis = chassis_mode(reactor, settings, self.listeners)
+            metrics = self.proxy.metrics if self.proxy is not None else self.own_metrics
+            metrics.add_source(self.chassis.metric_samples)
         if self.workers is not None:
             # started after the registry, so the first workers get every socket at spawn
             self.workers.setServiceParent(self)
@@ -192,6 +199,8 @@ class AgentService(MultiService):
                 ready == want and running == want,
                 f"{ready} of {want} workers report their lookups ready",
             )
+        if self.chassis is not None:
+            checks["ovn_chassis"] = self.chassis.check()
         return checks
 
     def _serving(self) -> tuple[bool, str]:
@@ -200,9 +209,10 @@ class AgentService(MultiService):
         waiting = [text for name, (ok, text) in self.checks().items() if not ok and name != "nova"]
         if waiting:
             return False, "starting: " + "; ".join(waiting)
+        chassis = "" if self.chassis is None else "; " + self.chassis.check()[1]
         return True, (
             f"serving {1 + len(self.listeners.namespaces)} socket(s); "
-            f"lookups from {self._backend_text()}"
+            f"lookups from {self._backend_text()}{chassis}"
         )
 
     def _backend_text(self) -> str:
@@ -219,6 +229,8 @@ class AgentService(MultiService):
         """Close the metadata sockets (workers: done by the pool when it stops them)."""
         if self.registry.running:
             self.registry.stopService()  # no namespace added back while draining
+        if self.chassis is not None:
+            self.chassis.provisioner.stop()  # no listener opened while draining
         if self._control_port is not None:
             self._control_port.stopListening()
             self._control_port = None
@@ -256,6 +268,8 @@ class AgentService(MultiService):
         super().startService()
         if self.proxy is not None:
             self.proxy.start()
+        if self.chassis is not None:
+            self.chassis.start()
         if self.workers is None:
             served_by = "this process"
         else:
@@ -343,7 +357,11 @@ class AgentService(MultiService):
             self.probe.stop()
         self.readiness.stopping("stopping")  # once: not again after the drain's
         self.readiness.stop()
-        stops = [maybeDeferred(super().stopService), self.listeners.stop()]
+        stops = [maybeDeferred(super().stopService)]
+        if self.chassis is not None:
+            # its listeners closed (the namespaces stay), its databases let go
+            stops.append(self.chassis.stop_deferred())
+        stops.append(self.listeners.stop())
         if self._probe_nova is not None:
             stops.append(self._probe_nova.close())
         if self.proxy is not None:

@@ -33,6 +33,7 @@ from metaproxy.chassis.netlink import NetlinkHost
 from metaproxy.chassis.plan import NS_PREFIX
 from metaproxy.chassis.provision import Provisioner
 from metaproxy.chassis.serving import METADATA_PORT, NamespaceServing, TCPListeners
+from metaproxy.ops.metrics import Sample
 from metaproxy.ovsdb.remote import Remote
 
 __all__ = ["ChassisMode"]
@@ -84,6 +85,74 @@ class ChassisMode:
 
     def start(self) -> None:
         self.agent.start()
+
+    def check(self) -> tuple[bool, str]:
+        """Ready (the /healthz check, systemd's READY): both databases synchronised,
+        the chassis registered, and a provisioning pass made every network as planned;
+        with a line saying so, or what is awaited."""
+        agent = self.agent
+        identity = agent.identity
+        if identity is None:
+            return False, "OVN chassis: reading this node's chassis from Open_vSwitch"
+        name = f"OVN chassis {identity.name}"
+        if not agent.ready:
+            return False, f"{name}: synchronising the Open_vSwitch and Southbound databases"
+        registration = agent.registration
+        if registration is None or not registration.registered:
+            return False, f"{name}: not registered in Chassis_Private yet"
+        if not self.provisioner.settled:
+            return False, f"{name}: provisioning the metadata namespaces"
+        return True, f"{name}: {len(self.serving.networks)} network(s) served"
+
+    def metric_samples(self) -> list[Sample]:
+        """What the mode counts (L{metaproxy.ops.metrics.Metrics.add_source})."""
+        provisioner = self.provisioner
+        registration = self.agent.registration
+        ready, _ = self.check()
+        return [
+            Sample(
+                "metaproxy_ovn_chassis_ready",
+                "gauge",
+                "1 when the OVN chassis mode is registered and every network provisioned.",
+                (),
+                1 if ready else 0,
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_networks",
+                "gauge",
+                "Networks whose ovnmeta- namespace metaproxy serves on this chassis.",
+                (),
+                len(self.serving.networks),
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_provisioning_passes_total",
+                "counter",
+                "Provisioning passes, by outcome (failed: a network not as planned).",
+                (("outcome", "ok"),),
+                provisioner.passes - provisioner.failed_passes,
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_provisioning_passes_total",
+                "counter",
+                "Provisioning passes, by outcome (failed: a network not as planned).",
+                (("outcome", "failed"),),
+                provisioner.failed_passes,
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_sb_writes_total",
+                "counter",
+                "Chassis_Private writes: registrations and nb_cfg followed.",
+                (("kind", "register"),),
+                registration.registered if registration is not None else 0,
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_sb_writes_total",
+                "counter",
+                "Chassis_Private writes: registrations and nb_cfg followed.",
+                (("kind", "follow"),),
+                registration.followed if registration is not None else 0,
+            ),
+        ]
 
     async def stop(self) -> None:
         self.provisioner.stop()

@@ -187,17 +187,26 @@ def apply_step(step: object) -> None:
 class NetlinkHost:
     """L{observe} and L{apply_step} on a dedicated thread.
 
-    @param reactor: the pool is started now and stopped with the reactor.
+    @param reactor: the pool's thread is started at the first use (not when built: twistd
+        forks to daemonise after building the service, and a thread does not survive
+        the fork) and stopped with the reactor.
     """
 
     def __init__(self, reactor: Any, prefix: str = NS_PREFIX) -> None:
         self._reactor = reactor
         self.prefix = prefix
         self._pool = ThreadPool(1, 1, name="metaproxy-netlink")
-        self._pool.start()
-        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        self._trigger: Any = None
+        self._stopped = False
+
+    def _started(self) -> ThreadPool:
+        if not self._pool.started and not self._stopped:
+            self._pool.start()
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        return self._pool
 
     def stop(self) -> None:
+        self._stopped = True
         if self._trigger is not None:
             trigger, self._trigger = self._trigger, None
             try:
@@ -209,7 +218,7 @@ class NetlinkHost:
 
     def observe(self, network_ids: Iterable[str]) -> Deferred[HostState]:
         return deferToThreadPool(
-            self._reactor, self._pool, observe, tuple(network_ids), self.prefix
+            self._reactor, self._started(), observe, tuple(network_ids), self.prefix
         )
 
     def apply(self, steps: Sequence[object]) -> Deferred[None]:
@@ -219,4 +228,4 @@ class NetlinkHost:
             for step in steps:
                 apply_step(step)
 
-        return deferToThreadPool(self._reactor, self._pool, run_all)
+        return deferToThreadPool(self._reactor, self._started(), run_all)

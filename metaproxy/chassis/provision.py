@@ -118,7 +118,9 @@ class Provisioner:
         self._idle: list[Deferred[None]] = []
         #: the networks provisioned by the last pass, by id
         self.provisioned: dict[str, NetworkPlan] = {}
+        #: passes run, and those of them that left a network not as planned
         self.passes = 0
+        self.failed_passes = 0
         self.on_provisioned: Callable[[NetworkPlan], Any] = lambda plan: None
         self.on_removed: Callable[[str], Any] = lambda network_id: None
         agent.on_state = self.request
@@ -136,6 +138,11 @@ class Provisioner:
         self._stopped = True
         if self._call is not None and self._call.active():
             self._call.cancel()
+
+    @property
+    def settled(self) -> bool:
+        """A pass has run and the last one made every network as planned."""
+        return self.passes > 0 and self._failures == 0
 
     def idle(self) -> Deferred[None]:
         """Fires when no pass runs or is due (tests wait on it)."""
@@ -159,6 +166,7 @@ class Provisioner:
         self._running = False
         self.passes += 1
         if not ok:
+            self.failed_passes += 1
             self._failures += 1
             delay = min(self._retry_max, self._retry_min * 2 ** (self._failures - 1))
             self._call = self._clock.callLater(delay, self._start_pass)
