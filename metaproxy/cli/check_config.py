@@ -51,6 +51,7 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
         ("control_socket", settings.control_socket),
         ("nova metadata url", settings.nova_url),
         ("lookup backend", lookup),
+        ("OVN chassis mode", _chassis_summary(settings)),
         ("log", _log_summary(settings)),
         (
             "metadata_proxy_shared_secret",
@@ -59,6 +60,16 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
             else "NOT SET (Nova will refuse signed requests unless its secret is empty too)",
         ),
     ]
+
+
+def _chassis_summary(settings: Settings) -> str:
+    """Whether metaproxy is this chassis's OVN metadata agent, and with which databases."""
+    if not settings.ovn_chassis:
+        return "off"
+    return (
+        f"on (Open_vSwitch at {settings.ovs_ovsdb_connection}, "
+        f"Southbound at {settings.ovn_sb_connection})"
+    )
 
 
 def _log_summary(settings: Settings) -> str:
