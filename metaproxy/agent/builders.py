@@ -26,6 +26,7 @@ __all__ = [
     "rate_limiter",
     "state_reporter",
     "worker_args",
+    "chassis_mode",
 ]
 
 log = Logger("metaproxy.service")
@@ -114,8 +115,11 @@ def rate_limiter(clock: Any, settings: Settings) -> RateLimiter | None:
 
 def state_reporter(reactor: Any, settings: Settings) -> Any:
     """The L{metaproxy.neutron.statereport.StateReporter} for C{settings}, or None: state reports
-    need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do."""
-    if not settings.transport_url or settings.report_interval <= 0:
+    need a C{transport_url} and C{[AGENT] report_interval} > 0, as upstream's do. The OVN
+    chassis mode sends none: like the OVN metadata agent, it reports its liveness in the
+    Southbound's C{Chassis_Private} (L{metaproxy.chassis.registration}), and an RPC
+    report would list a second, ML2/OVS-style metadata agent on the node."""
+    if not settings.transport_url or settings.report_interval <= 0 or settings.ovn_chassis:
         return None
     from metaproxy.neutron.bus import NeutronRpc, rpc_timeout
     from metaproxy.neutron.statereport import StateReporter, agent_state
@@ -149,3 +153,53 @@ def worker_args(
     for path in config_dirs:
         args += ["--config-dir", path]
     return args
+
+
+def chassis_mode(reactor: Any, settings: Settings, listeners: Any) -> Any:
+    """The L{metaproxy.chassis.mode.ChassisMode} of C{settings} ([ovs], [ovn],
+    C{agent_down_time}), opening its listeners on C{listeners}.
+
+    @raise metaproxy.resolve.base.BackendError: a connection string or the Southbound's
+        TLS files cannot be used (the configuration checks say so first).
+    """
+    from metaproxy.chassis.mode import ChassisMode
+    from metaproxy.ovsdb.remote import RemoteError, TlsFiles, load_tls_options, parse_remotes
+    from metaproxy.resolve.base import BackendError
+    from metaproxy.resolve.ovn_build import probe_seconds
+
+    try:
+        ovs = parse_remotes(settings.ovs_ovsdb_connection)
+    except RemoteError as e:
+        raise BackendError(
+            f"[ovs] ovsdb_connection: {e}. Fix: write unix:PATH or tcp:IP:PORT."
+        ) from None
+    try:
+        sb = parse_remotes(settings.ovn_sb_connection)
+    except RemoteError as e:
+        raise BackendError(
+            f"[ovn] ovn_sb_connection: {e}. Fix: write tcp:IP:PORT, ssl:IP:PORT or unix:PATH."
+        ) from None
+    tls = None
+    if any(remote.kind == "ssl" for remote in sb):
+        files = TlsFiles(
+            settings.ovn_sb_private_key, settings.ovn_sb_certificate, settings.ovn_sb_ca_cert
+        )
+        try:
+            tls = load_tls_options(files)
+        except RemoteError as e:
+            raise BackendError(
+                f"[ovn] {e}. Fix: point ovn_sb_private_key, ovn_sb_certificate and "
+                "ovn_sb_ca_cert at the PEM files ovn-controller uses on this node."
+            ) from None
+    return ChassisMode(
+        reactor,
+        listeners,
+        ovs_remotes=ovs,
+        sb_remotes=sb,
+        agent_down_time=settings.agent_down_time,
+        sb_tls_options=tls,
+        ovs_timeout=float(settings.ovs_ovsdb_connection_timeout),
+        sb_timeout=float(settings.ovsdb_connection_timeout),
+        probe_interval=probe_seconds(settings.ovsdb_probe_interval),
+        retry_max_interval=float(settings.ovsdb_retry_max_interval),
+    )

@@ -19,7 +19,7 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.components import Componentized
 
-from metaproxy.agent.builders import nova_probe_client, state_reporter, worker_args
+from metaproxy.agent.builders import chassis_mode, nova_probe_client, state_reporter, worker_args
 from metaproxy.agent.control import ControlFactory
 from metaproxy.agent.drain import Drain
 from metaproxy.agent.ops_listener import OpsListener
@@ -119,6 +119,14 @@ class AgentService(MultiService):
                 inotify=twisted_inotify if use_inotify else None,
             )
             self.routers.setServiceParent(self)
+
+        #: the ML2/OVN chassis's metadata agent (settings.ovn_chassis): provisions the
+        #: ovnmeta- namespaces and opens their listeners on self.listeners
+        self.chassis: Any = None
+        if settings.ovn_chassis:
+            self.chassis = chassis_mode(reactor, settings, self.listeners)
+            metrics = self.proxy.metrics if self.proxy is not None else self.own_metrics
+            metrics.add_source(self.chassis.metric_samples)
         if self.workers is not None:
             # started after the registry, so the first workers get every socket at spawn
             self.workers.setServiceParent(self)
@@ -205,6 +213,8 @@ class AgentService(MultiService):
                 ready == want and running == want,
                 f"{ready} of {want} workers report their lookups ready",
             )
+        if self.chassis is not None:
+            checks["ovn_chassis"] = self.chassis.check()
         return checks
 
     def _serving(self) -> tuple[bool, str]:
@@ -216,9 +226,10 @@ class AgentService(MultiService):
         routers = (
             f", {len(self.routers.serving)} router namespace(s)" if self.routers is not None else ""
         )
+        chassis = "" if self.chassis is None else "; " + self.chassis.check()[1]
         return True, (
             f"serving {1 + len(self.listeners.namespaces)} socket(s){routers}; "
-            f"lookups from {self._backend_text()}"
+            f"lookups from {self._backend_text()}{chassis}"
         )
 
     def _backend_text(self) -> str:
@@ -237,6 +248,8 @@ class AgentService(MultiService):
             self.registry.stopService()  # no namespace added back while draining
         if self.routers is not None and self.routers.running:
             self.routers.stopService()
+        if self.chassis is not None:
+            self.chassis.provisioner.stop()  # no listener opened while draining
         if self._control_port is not None:
             self._control_port.stopListening()
             self._control_port = None
@@ -274,6 +287,8 @@ class AgentService(MultiService):
         super().startService()
         if self.proxy is not None:
             self.proxy.start()
+        if self.chassis is not None:
+            self.chassis.start()
         if self.workers is None:
             served_by = "this process"
         else:
@@ -365,7 +380,11 @@ class AgentService(MultiService):
             self.probe.stop()
         self.readiness.stopping("stopping")  # once: not again after the drain's
         self.readiness.stop()
-        stops = [maybeDeferred(super().stopService), self.listeners.stop()]
+        stops = [maybeDeferred(super().stopService)]
+        if self.chassis is not None:
+            # its listeners closed (the namespaces stay), its databases let go
+            stops.append(self.chassis.stop_deferred())
+        stops.append(self.listeners.stop())
         if self._probe_nova is not None:
             stops.append(self._probe_nova.close())
         if self.proxy is not None:

@@ -52,6 +52,7 @@ def _summary(settings: Settings) -> list[tuple[str, str]]:
         ("nova metadata url", settings.nova_url),
         ("lookup backend", lookup),
         ("router namespaces", _routers_summary(settings)),
+        ("OVN chassis mode", _chassis_summary(settings)),
         ("log", _log_summary(settings)),
         (
             "metadata_proxy_shared_secret",
@@ -72,6 +73,16 @@ def _routers_summary(settings: Settings) -> str:
         f"served by metaproxy in every qrouter- namespace{only} (needs "
         "enable_metadata_proxy = False in l3_agent.ini, and CAP_SYS_ADMIN, CAP_NET_ADMIN, "
         "CAP_NET_BIND_SERVICE)"
+    )
+
+
+def _chassis_summary(settings: Settings) -> str:
+    """Whether metaproxy is this chassis's OVN metadata agent, and with which databases."""
+    if not settings.ovn_chassis:
+        return "off"
+    return (
+        f"on (Open_vSwitch at {settings.ovs_ovsdb_connection}, "
+        f"Southbound at {settings.ovn_sb_connection})"
     )
 
 

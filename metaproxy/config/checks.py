@@ -32,6 +32,7 @@ __all__ = [
     "cross_check",
     "check_neutron",
     "check_ovn",
+    "check_chassis",
 ]
 
 #: keystoneauth's interface names (C{valid_interfaces}).
@@ -214,6 +215,8 @@ def cross_check(s: Settings, sources: Sources) -> None:
         check_neutron(s, sources)
     if s.lookup_backend == "ovn":
         check_ovn(s, sources)
+    if s.ovn_chassis:
+        check_chassis(s, sources)
 
 
 def _http_url(value: str) -> bool:
@@ -299,3 +302,39 @@ def check_ovn(s: Settings, sources: Sources) -> None:
                     f"set [ovn] {name} to its PEM file, or connect with tcp: or unix:",
                 )
             _check_file(sources, "ovn", name, path, what)
+
+
+def check_chassis(s: Settings, sources: Sources) -> None:
+    """The OVN chassis mode's options: its lookups from the Southbound, and a local
+    Open_vSwitch database it can connect to."""
+    from metaproxy.ovsdb.remote import RemoteError, parse_remotes
+
+    if s.lookup_backend != "ovn":
+        raise option_error(
+            sources,
+            "metaproxy",
+            find_option("metaproxy", "lookup_backend"),
+            s.lookup_backend,
+            "the OVN chassis mode ([metaproxy] ovn_chassis) looks instances up in the "
+            "OVN Southbound database",
+            "set lookup_backend = ovn (or remove the line), or set ovn_chassis = false",
+        )
+    try:
+        remotes = parse_remotes(s.ovs_ovsdb_connection)
+    except RemoteError as e:
+        remotes = ()
+        why = str(e)
+    else:
+        why = ""
+        if any(remote.kind == "ssl" for remote in remotes):
+            why = "ssl: is not supported for the local Open_vSwitch database"
+    if why:
+        raise option_error(
+            sources,
+            "ovs",
+            find_option("ovs", "ovsdb_connection"),
+            s.ovs_ovsdb_connection,
+            why,
+            "write unix:PATH (usually unix:/run/openvswitch/db.sock) or tcp:IP:PORT, "
+            "as for the OVN metadata agent",
+        )

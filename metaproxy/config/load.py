@@ -133,7 +133,9 @@ def load_settings(config_files: list[str], config_dirs: list[str]) -> Settings:
     values = read_options(conf, sources)
     refuse_unsupported(conf, sources)
     values["namespaces"] = _parse_namespaces(values["namespaces"], sources)
-    settings = build_settings(values, files)
+    settings = build_settings(
+        values, files, lambda group, name: sources.where(group, name) is not None
+    )
     cross_check(settings, sources)
     if settings.lookup_backend == "neutron_api":
         load_keystone(conf, sources)

@@ -1,6 +1,7 @@
 """The option schema: every option metaproxy reads, by section, in the order the sample
 configuration and docs/configuration.md list them. The sections themselves are defined in
-L{agent_options} (Neutron's own), L{metaproxy_options} and L{backend_options}.
+L{agent_options} (Neutron's own), L{metaproxy_options}, L{backend_options} and
+L{chassis_options}.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from metaproxy.config.agent_options import (
     RATE_LIMIT_OPTS,
 )
 from metaproxy.config.backend_options import NEUTRON_OPTS, OVN_OPTS
+from metaproxy.config.chassis_options import AGENT_DOWN_TIME_OPT, OVN_CHASSIS_OPT, OVS_OPTS
 from metaproxy.config.metaproxy_options import METAPROXY_OPTS
 
 __all__ = ["list_opts", "register_options", "find_option"]
@@ -24,13 +26,14 @@ __all__ = ["list_opts", "register_options", "find_option"]
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
     return [
-        ("DEFAULT", METADATA_OPTS + COMMON_OPTS + LOG_OPTS),
+        ("DEFAULT", METADATA_OPTS + COMMON_OPTS + [AGENT_DOWN_TIME_OPT] + LOG_OPTS),
         ("AGENT", AGENT_OPTS),
         ("cache", CACHE_OPTS),
         ("metadata_rate_limiting", RATE_LIMIT_OPTS),
-        ("metaproxy", METAPROXY_OPTS),
+        ("metaproxy", METAPROXY_OPTS + [OVN_CHASSIS_OPT]),
         ("neutron", NEUTRON_OPTS),
         ("ovn", OVN_OPTS),
+        ("ovs", OVS_OPTS),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -24,6 +25,7 @@ __all__ = [
     "read_options",
     "build_settings",
     "default_lookup_backend",
+    "resolve_ovn_chassis",
     "default_settings",
     "log_file_path",
 ]
@@ -35,9 +37,9 @@ LOG_FILE_NAME = "metaproxy.log"
 @attrs.frozen(kw_only=True)
 class Settings:
     """Every option, validated; names are the options' ([cache] ones get ``cache_``,
-    [neutron] ones ``neutron_``). [neutron] holds keystoneauth's options that do not
-    depend on the auth plugin; the plugin's own (auth_url, username, ...) are read by
-    keystoneauth itself (L{metaproxy.config.keystone})."""
+    [neutron] ones ``neutron_``, [ovs] ones ``ovs_``). [neutron] holds keystoneauth's
+    options that do not depend on the auth plugin; the plugin's own (auth_url, username,
+    ...) are read by keystoneauth itself (L{metaproxy.config.keystone})."""
 
     metadata_proxy_socket: str
     metadata_proxy_user: str
@@ -123,6 +125,12 @@ class Settings:
     ovsdb_connection_timeout: int
     ovsdb_retry_max_interval: int
     ovsdb_probe_interval: int
+    ovs_ovsdb_connection: str
+    ovs_ovsdb_connection_timeout: int
+    agent_down_time: int
+    #: be this chassis's OVN metadata agent (L{metaproxy.chassis}); resolved from
+    #: C{[metaproxy] ovn_chassis} by L{resolve_ovn_chassis}
+    ovn_chassis: bool
     nova_metadata_endpoints: tuple[str, ...]
     nova_breaker_failures: int
     nova_breaker_cooldown: float
@@ -151,9 +159,9 @@ class Settings:
 
 
 def settings_field(group: str, name: str) -> str:
-    """The L{Settings} field of an option: [cache] and [neutron] ones get their section's
-    name as a prefix."""
-    return f"{group}_{name}" if group in ("cache", "neutron") else name
+    """The L{Settings} field of an option: [cache], [neutron] and [ovs] ones get their
+    section's name as a prefix."""
+    return f"{group}_{name}" if group in ("cache", "neutron", "ovs") else name
 
 
 def log_file_path(log_file: str | None, log_dir: str | None) -> str | None:
@@ -189,8 +197,39 @@ def read_options(conf: cfg.ConfigOpts, sources: Sources) -> dict[str, Any]:
     return values
 
 
-def build_settings(values: dict[str, Any], config_files: tuple[str, ...]) -> Settings:
+def resolve_ovn_chassis(
+    ovn_chassis: bool | None, lookup_backend: str | None, set_in_files: Callable[[str, str], bool]
+) -> bool:
+    """Whether the OVN chassis mode is on: C{[metaproxy] ovn_chassis} when it is set;
+    unset, when the files set both C{[ovs] ovsdb_connection} and C{[ovn]
+    ovn_sb_connection} (an OVN metadata agent's C{neutron_ovn_metadata_agent.ini}) and
+    C{lookup_backend} is unset or C{ovn}.
+
+    @param set_in_files: C{(group, name) -> bool}: an option is set in a file read.
+    """
+    if ovn_chassis is not None:
+        return ovn_chassis
+    return (
+        lookup_backend in (None, "ovn")
+        and set_in_files("ovs", "ovsdb_connection")
+        and set_in_files("ovn", "ovn_sb_connection")
+    )
+
+
+def build_settings(
+    values: dict[str, Any],
+    config_files: tuple[str, ...],
+    set_in_files: Callable[[str, str], bool] = lambda group, name: False,
+) -> Settings:
+    """L{Settings} from L{read_options}' values: derived fields computed, the chassis
+    mode resolved (L{resolve_ovn_chassis}; on, it takes C{lookup_backend = ovn} when
+    none is set)."""
     values = dict(values, config_files=config_files)
+    values["ovn_chassis"] = resolve_ovn_chassis(
+        values["ovn_chassis"], values["lookup_backend"], set_in_files
+    )
+    if values["ovn_chassis"] and values["lookup_backend"] is None:
+        values["lookup_backend"] = "ovn"
     values["namespaces"] = tuple(values["namespaces"])
     values["neutron_valid_interfaces"] = tuple(
         i.strip() for i in values["neutron_valid_interfaces"] or () if i.strip()

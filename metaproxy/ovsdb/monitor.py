@@ -14,6 +14,11 @@ attempts up to C{retry_max_interval}):
 
 A lost connection calls C{on_down(reason)} and reconnects. Echo requests from the server
 are answered, and the protocol probes a silent server (L{metaproxy.ovsdb.jsonrpc}).
+
+L{OvsdbMonitor.transact} sends a transaction on the same connection once it is
+synchronised (the writer's view of the rows is the replica it was given); before that,
+or after the connection is lost, it fails at once with L{NotConnected}: the caller
+retries on the next C{on_sync}, which brings the rows as they are then.
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.ovsdb.data import DataError, RowChange, RowStore, Schema
 from metaproxy.ovsdb.jsonrpc import JsonRpcProtocol, RpcError
+from metaproxy.ovsdb.operations import check_results
 from metaproxy.ovsdb.remote import Remote, endpoint_for
 
-__all__ = ["OvsdbMonitor"]
+__all__ = ["OvsdbMonitor", "NotConnected"]
 
 log = Logger("metaproxy.ovsdb")
 
@@ -40,6 +46,10 @@ _MONITOR_ID = "metaproxy"
 
 class _SchemaMismatch(Exception):
     pass
+
+
+class NotConnected(Exception):
+    """A transaction was asked for while the monitor is not synchronised."""
 
 
 class OvsdbMonitor:
@@ -123,6 +133,26 @@ class OvsdbMonitor:
         self._stopped = Deferred()
         protocol.transport.abortConnection()
         return self._stopped
+
+    def transact(
+        self, operations: Sequence[Mapping[str, Any]], must_match: Sequence[int] = ()
+    ) -> Deferred[list[Any]]:
+        """Run one transaction on the current connection.
+
+        @param must_match: indexes of operations whose C{where} must match a row.
+        @return: fires with the results; fails with L{NotConnected},
+            L{metaproxy.ovsdb.operations.TransactError} (an operation failed),
+            L{metaproxy.ovsdb.jsonrpc.RpcError}, C{RpcTimeout} or C{ConnectionLost}.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.closed or not self.synchronised:
+            return fail(
+                NotConnected(f"OVSDB {self._database} is not connected; transaction not sent")
+            )
+        operations = list(operations)
+        d = protocol.request("transact", [self._database, *operations])
+        d.addCallback(lambda results: check_results(operations, results, must_match))
+        return d
 
     # connecting
 

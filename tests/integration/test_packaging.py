@@ -44,6 +44,7 @@ DATA_FILES = (
     "etc/metaproxy-config-generator.conf",
     "etc/ports.json.sample",
     "contrib/metaproxy.service",
+    "contrib/metaproxy-ovn.service",
     "contrib/metaproxy.logrotate",
     "contrib/metaproxy-routers.conf",
 )

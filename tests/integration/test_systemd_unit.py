@@ -98,6 +98,33 @@ def test_the_router_namespaces_drop_in_is_read_without_a_complaint(tmp_path):
     assert result.stderr.strip() == "" and result.stdout.strip() == ""
 
 
+# ---- contrib/metaproxy-ovn.service: the ML2/OVN chassis mode ---------------------------
+
+OVN_UNIT = UNIT.with_name("metaproxy-ovn.service")
+
+
+def _settings(text: str) -> dict:
+    settings: dict = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def _ovn_local_copy(tmp_path: Path, text: str) -> Path:
+    twistd = Path(sys.executable).with_name("twistd")
+    path = tmp_path / "metaproxy-ovn.service"
+    path.write_text(text.replace("/opt/metaproxy/bin/twistd", str(twistd)))
+    return path
+
+
+def test_systemd_reads_the_ovn_unit_without_a_complaint(tmp_path):
+    result = _verify(_ovn_local_copy(tmp_path, OVN_UNIT.read_text()))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
 def test_the_drop_in_check_would_see_a_mistake(tmp_path):
     broken = ROUTERS_DROP_IN.read_text().replace("RestrictNamespaces=net", "RestrictNamespace=net")
     assert "RestrictNamespace" in _with_drop_in(tmp_path, broken).stderr
@@ -119,3 +146,33 @@ def test_the_drop_in_grants_what_serving_router_namespaces_needs_and_no_more():
         "RestrictNamespaces",
         "RestrictAddressFamilies",
     }
+
+
+def test_the_ovn_check_would_see_a_mistake(tmp_path):
+    broken = OVN_UNIT.read_text().replace("RestrictNamespaces=net mnt", "RestrictNamespaces=nett")
+    result = _verify(_ovn_local_copy(tmp_path, broken))
+    assert "nett" in result.stderr
+
+
+def test_the_ovn_unit_keeps_only_the_capabilities_the_chassis_needs():
+    """setns and the /run/netns bind mounts, netlink, port 80, iptables' raw socket,
+    root writing the neutron user's directories: nothing else; namespaces of kind net
+    (and mnt, for ip netns exec); netlink sockets; and no private mount namespace, which
+    would hide the ovnmeta- namespaces from the host."""
+    settings = _settings(OVN_UNIT.read_text())
+    assert settings["Type"] == ["notify"] and settings["NotifyAccess"] == ["main"]
+    assert set(settings["CapabilityBoundingSet"][0].split()) == {
+        "CAP_SYS_ADMIN",
+        "CAP_NET_ADMIN",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_DAC_OVERRIDE",
+    }
+    assert settings["NoNewPrivileges"] == ["yes"]
+    assert settings["RestrictNamespaces"] == ["net mnt"]
+    assert "AF_NETLINK" in settings["RestrictAddressFamilies"][0].split()
+    assert settings["SystemCallFilter"] == ["@system-service @mount"]
+    assert "neutron-ovn-metadata-agent.service" in settings["Conflicts"][0].split()
+    assert "/etc/neutron/neutron_ovn_metadata_agent.ini" in OVN_UNIT.read_text()
+    for private_mounts in ("ProtectSystem", "ReadWritePaths", "PrivateTmp", "ProtectHome"):
+        assert private_mounts not in settings

@@ -29,6 +29,7 @@ LAYERS = {
     "metaproxy.resolve": 1,
     "metaproxy.neutron": 1,
     "metaproxy.pipeline": 2,
+    "metaproxy.chassis": 2,
     "metaproxy.agent": 3,
     "metaproxy.testing": 3,
     "metaproxy.tap": 4,

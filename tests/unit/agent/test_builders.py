@@ -65,3 +65,52 @@ def test_worker_args_repeat_the_agents_configuration():
         "--config-dir",
         "/etc/d",
     ]
+
+
+class _Listeners:
+    def add_tcp(self, namespace, addresses): ...
+
+    def remove_tcp(self, namespace): ...
+
+    def tcp_addresses(self, namespace):
+        return ()
+
+
+def test_chassis_mode_reads_the_ovn_agents_options():
+    """[ovs] for the local database, [ovn] for the Southbound, agent_down_time for the
+    liveness; the mode opens its listeners on the service's."""
+    from metaproxy.agent.builders import chassis_mode
+
+    settings = default_settings(
+        ovn_chassis=True,
+        lookup_backend="ovn",
+        ovs_ovsdb_connection="unix:/run/openvswitch/db.sock",
+        ovs_ovsdb_connection_timeout=7,
+        ovn_sb_connection="tcp:192.0.2.21:6642,tcp:192.0.2.22:6642",
+        agent_down_time=30,
+    )
+    listeners = _Listeners()
+    mode = chassis_mode(MemoryReactorClock(), settings, listeners)
+    assert [str(r) for r in mode.agent.ovs_monitor.remotes] == ["unix:/run/openvswitch/db.sock"]
+    assert [str(r) for r in mode.agent._sb_remotes] == [
+        "tcp:192.0.2.21:6642",
+        "tcp:192.0.2.22:6642",
+    ]
+    assert mode.agent._agent_down_time == 30
+    assert mode.serving._listeners is listeners
+    ready, text = mode.check()
+    assert not ready and "Open_vSwitch" in text
+    samples = {(s.name, s.labels): s.value for s in mode.metric_samples()}
+    assert samples[("metaproxy_ovn_chassis_ready", ())] == 0
+    assert samples[("metaproxy_ovn_chassis_networks", ())] == 0
+
+
+def test_the_chassis_mode_sends_no_rpc_state_reports():
+    """Its liveness is in Chassis_Private, as the OVN metadata agent's: an RPC report
+    would list a second metadata agent on the node."""
+    from metaproxy.agent.builders import state_reporter
+
+    settings = default_settings(
+        transport_url="rabbit://u:p@192.0.2.30:5672/", ovn_chassis=True, lookup_backend="ovn"
+    )
+    assert state_reporter(MemoryReactorClock(), settings) is None

@@ -66,3 +66,24 @@ def test_check_config_says_who_serves_the_routers(capsys, config_file, short_dir
     ]
     assert line.startswith("  router namespaces: served by metaproxy in every qrouter- namespace")
     assert "enable_metadata_proxy = False" in line and "CAP_NET_ADMIN" in line
+
+
+def test_check_config_says_whether_this_is_the_chassis_ovn_metadata_agent(
+    capsys, config_file, short_dir
+):
+    assert main(["check-config", "--config-file", config_file]) == 0
+    assert "  OVN chassis mode: off" in capsys.readouterr().out.splitlines()
+    ovn = os.path.join(short_dir, "neutron_ovn_metadata_agent.ini")
+    with open(ovn, "w") as f:
+        f.write(
+            "[metaproxy]\nlookup_backend = ovn\n"
+            "[ovs]\novsdb_connection = unix:/run/openvswitch/db.sock\n"
+            "[ovn]\novn_sb_connection = tcp:192.0.2.21:6642\n"
+        )
+    assert main(["check-config", "--config-file", config_file, "--config-file", ovn]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "  lookup backend: ovn" in lines
+    assert (
+        "  OVN chassis mode: on (Open_vSwitch at unix:/run/openvswitch/db.sock, "
+        "Southbound at tcp:192.0.2.21:6642)"
+    ) in lines

@@ -655,10 +655,10 @@ def test_default_settings_overrides():
 
 
 def test_settings_fields_are_the_options():
-    """Settings has one field per option ([cache] and [neutron] ones prefixed) plus the
-    derived ones."""
+    """Settings has one field per option ([cache], [neutron] and [ovs] ones prefixed)
+    plus the derived ones."""
     names = {
-        (f"{group}_" if group in ("cache", "neutron") else "") + opt.dest
+        (f"{group}_" if group in ("cache", "neutron", "ovs") else "") + opt.dest
         for group, opts in list_opts()
         for opt in opts
     }

@@ -26,6 +26,7 @@ def test_the_entry_point_lists_every_section():
         "metaproxy",
         "neutron",
         "ovn",
+        "ovs",
     ]
 
 

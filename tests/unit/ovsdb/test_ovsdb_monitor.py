@@ -206,3 +206,46 @@ def test_a_bad_notification_closes_the_connection_with_one_line() -> None:
     lines = [formatEvent(e) for e in events if "could not be applied" in formatEvent(e)]
     assert len(lines) == 1 and "modify of a row never inserted" in lines[0]
     assert not any(e.get("log_failure") for e in events)
+
+
+def test_transact_before_synchronisation_fails_at_once() -> None:
+    from metaproxy.ovsdb.monitor import NotConnected
+
+    h = Harness()
+    h.monitor.start()
+    failures = []
+    h.monitor.transact([{"op": "comment", "comment": "x"}]).addErrback(failures.append)
+    assert failures and failures[0].check(NotConnected)
+
+
+def test_transact_goes_on_the_monitors_connection_and_checks_results() -> None:
+    from metaproxy.ovsdb.operations import TransactError
+
+    h = Harness()
+    h.monitor.start()
+    h.synchronise()
+    ops = [{"op": "mutate", "table": "T", "where": [["name", "==", "a"]], "mutations": []}]
+    results, failures = [], []
+    h.monitor.transact(ops, must_match=[0]).addCallbacks(results.append, failures.append)
+    (request,) = h.sent()
+    assert request["method"] == "transact" and request["params"] == ["DB", *ops]
+    h.answer(request["id"], [{"count": 1}])
+    assert results == [[{"count": 1}]] and not failures
+
+    h.monitor.transact(ops, must_match=[0]).addCallbacks(results.append, failures.append)
+    (request,) = h.sent()
+    h.answer(request["id"], [{"count": 0}])
+    assert failures and failures[0].check(TransactError)
+    assert "matched no row" in str(failures[0].value)
+
+
+def test_transact_after_the_connection_is_lost_fails() -> None:
+    from metaproxy.ovsdb.monitor import NotConnected
+
+    h = Harness()
+    h.monitor.start()
+    h.synchronise()
+    h.lose()
+    failures = []
+    h.monitor.transact([]).addErrback(failures.append)
+    assert failures and failures[0].check(NotConnected)

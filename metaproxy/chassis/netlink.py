@@ -1,0 +1,231 @@
+"""The host edge of provisioning: network namespaces, veths, addresses and MTUs through
+netlink (pyroute2), and the checksum-fill rule through iptables.
+
+Everything here blocks (netlink round trips, a namespace switch, an C{iptables}
+process) and runs on one dedicated thread (L{NetlinkHost}'s pool of one), so the reactor
+never waits on the kernel and steps never interleave.
+
+Needs C{CAP_NET_ADMIN} (links, addresses, iptables) and C{CAP_SYS_ADMIN} (creating,
+entering and removing named namespaces).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from metaproxy.chassis.plan import NS_PREFIX, veth_names
+from metaproxy.chassis.steps import (
+    AddAddress,
+    ChecksumFill,
+    CreateNamespace,
+    CreateVeth,
+    DeleteAddress,
+    DeleteLink,
+    DeleteNamespace,
+    HostState,
+    LinkState,
+    SetLink,
+)
+
+__all__ = ["NetlinkError", "NetlinkHost", "observe", "apply_step"]
+
+_IFF_UP = 1
+_CHECKSUM_RULE = ["POSTROUTING", "-p", "tcp", "-m", "tcp", "-j", "CHECKSUM", "--checksum-fill"]
+
+
+class NetlinkError(RuntimeError):
+    """A step failed; str() names the step and the kernel's (or iptables') reason."""
+
+
+def _pyroute2() -> Any:
+    import pyroute2  # imported here: only the chassis mode needs it
+
+    return pyroute2
+
+
+def _link_state(ipr: Any, name: str) -> LinkState | None:
+    indexes = ipr.link_lookup(ifname=name)
+    if not indexes:
+        return None
+    link = ipr.link("get", index=indexes[0])[0]
+    addresses = set()
+    for addr in ipr.addr("dump", index=indexes[0]):
+        address = addr.get("IFA_ADDRESS") or addr.get("address")
+        if address:
+            addresses.add(ipaddress.ip_interface(f"{address}/{addr['prefixlen']}").with_prefixlen)
+    return LinkState(
+        name=name,
+        mac=(link.get("IFLA_ADDRESS") or link.get("address") or "").lower(),
+        mtu=int(link.get("IFLA_MTU") or link.get("mtu") or 0),
+        up=bool(link["flags"] & _IFF_UP),
+        addresses=frozenset(addresses),
+    )
+
+
+def observe(network_ids: Iterable[str], prefix: str = NS_PREFIX) -> HostState:
+    """The host's state for the namespaces named C{prefix...} and the networks given
+    (blocking)."""
+    pyroute2 = _pyroute2()
+    namespaces = frozenset(ns for ns in pyroute2.netns.listnetns() if ns.startswith(prefix))
+    wanted = set(network_ids) | {ns[len(NS_PREFIX) :] for ns in namespaces}
+    inside = {}
+    for ns in namespaces:
+        _outside, inside_name = veth_names(ns[len(NS_PREFIX) :])
+        try:
+            with pyroute2.IPRoute(netns=ns) as ipr:
+                state = _link_state(ipr, inside_name)
+        except OSError:
+            continue  # removed meanwhile
+        if state is not None:
+            inside[ns] = state
+    outside = {}
+    with pyroute2.IPRoute() as ipr:
+        for network in wanted:
+            name = veth_names(network)[0]
+            state = _link_state(ipr, name)
+            if state is not None:
+                outside[name] = state
+    return HostState(namespaces, inside, outside)
+
+
+def _family(cidr: str) -> tuple[str, int, int]:
+    interface = ipaddress.ip_interface(cidr)
+    return str(interface.ip), interface.network.prefixlen, 4 if interface.version == 4 else 6
+
+
+def _with_link(pyroute2: Any, namespace: str | None, name: str, action: Any) -> None:
+    with pyroute2.IPRoute(netns=namespace) if namespace else pyroute2.IPRoute() as ipr:
+        indexes = ipr.link_lookup(ifname=name)
+        if not indexes:
+            raise NetlinkError(f"no link {name} in {namespace or 'the root namespace'}")
+        action(ipr, indexes[0])
+
+
+def _iptables(
+    namespace: str, args: Sequence[str], program: str = "iptables"
+) -> subprocess.CompletedProcess[bytes]:
+    command = shutil.which(program) or program
+    ip = shutil.which("ip") or "ip"
+    return subprocess.run(
+        [ip, "netns", "exec", namespace, command, "-w", "-t", "mangle", *args],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
+
+
+def apply_step(step: object) -> None:
+    """Do one netlink step (blocking). @raise NetlinkError: it failed."""
+    pyroute2 = _pyroute2()
+    try:
+        if isinstance(step, CreateNamespace):
+            pyroute2.netns.create(step.namespace)
+        elif isinstance(step, DeleteNamespace):
+            pyroute2.netns.remove(step.namespace)
+        elif isinstance(step, CreateVeth):
+            with pyroute2.IPRoute() as ipr:
+                ipr.link(
+                    "add",
+                    ifname=step.outside,
+                    kind="veth",
+                    peer={"ifname": step.inside, "net_ns_fd": step.namespace},
+                )
+        elif isinstance(step, DeleteLink):
+            _with_link(pyroute2, step.namespace, step.name, lambda ipr, i: ipr.link("del", index=i))
+        elif isinstance(step, SetLink):
+            changes: dict[str, Any] = {"state": "up"}
+            if step.mac:
+                changes["address"] = step.mac
+            if step.mtu:
+                changes["mtu"] = step.mtu
+            _with_link(
+                pyroute2,
+                step.namespace,
+                step.name,
+                lambda ipr, i: ipr.link("set", index=i, **changes),
+            )
+        elif isinstance(step, (AddAddress, DeleteAddress)):
+            address, prefixlen, _version = _family(step.cidr)
+            command = "add" if isinstance(step, AddAddress) else "del"
+
+            def change(ipr: Any, index: int) -> None:
+                try:
+                    ipr.addr(command, index=index, address=address, prefixlen=prefixlen)
+                except pyroute2.NetlinkError as e:
+                    # already there (add) or already gone (del): the state is as wanted
+                    if e.code not in (errno.EEXIST, errno.EADDRNOTAVAIL):
+                        raise
+
+            _with_link(pyroute2, step.namespace, step.link, change)
+        elif isinstance(step, ChecksumFill):
+            programs = ("iptables", "ip6tables") if step.ipv6 else ("iptables",)
+            for program in programs:
+                if _iptables(step.namespace, ["-C", *_CHECKSUM_RULE], program).returncode:
+                    done = _iptables(step.namespace, ["-A", *_CHECKSUM_RULE], program)
+                    if done.returncode != 0:
+                        raise NetlinkError(
+                            f"{program} in {step.namespace} cannot add the checksum-fill "
+                            f"rule: {done.stderr.decode(errors='replace').strip()}"
+                        )
+        else:
+            raise NetlinkError(f"not a netlink step: {step!r}")
+    except NetlinkError:
+        raise
+    except Exception as e:  # pyroute2's NetlinkError, OSError, FileExistsError ...
+        raise NetlinkError(f"{step}: {type(e).__name__}: {e}") from None
+
+
+class NetlinkHost:
+    """L{observe} and L{apply_step} on a dedicated thread.
+
+    @param reactor: the pool's thread is started at the first use (not when built: twistd
+        forks to daemonise after building the service, and a thread does not survive
+        the fork) and stopped with the reactor.
+    """
+
+    def __init__(self, reactor: Any, prefix: str = NS_PREFIX) -> None:
+        self._reactor = reactor
+        self.prefix = prefix
+        self._pool = ThreadPool(1, 1, name="metaproxy-netlink")
+        self._trigger: Any = None
+        self._stopped = False
+
+    def _started(self) -> ThreadPool:
+        if not self._pool.started and not self._stopped:
+            self._pool.start()
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        return self._pool
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._trigger is not None:
+            trigger, self._trigger = self._trigger, None
+            try:
+                self._reactor.removeSystemEventTrigger(trigger)
+            except (ValueError, KeyError):
+                pass  # already fired: the reactor is shutting down
+        if self._pool.started:
+            self._pool.stop()
+
+    def observe(self, network_ids: Iterable[str]) -> Deferred[HostState]:
+        return deferToThreadPool(
+            self._reactor, self._started(), observe, tuple(network_ids), self.prefix
+        )
+
+    def apply(self, steps: Sequence[object]) -> Deferred[None]:
+        """Do C{steps} in order, stopping at the first that fails."""
+
+        def run_all() -> None:
+            for step in steps:
+                apply_step(step)
+
+        return deferToThreadPool(self._reactor, self._started(), run_all)
