@@ -386,7 +386,7 @@ def _rows(run: AgentRun) -> dict[str, str]:
         "node CPU per answered request": (
             "-" if run.cpu_per_answer_ms is None else f"{run.cpu_per_answer_ms:.2f} ms"
         ),
-        "ovs-vswitchd CPU per answered request": (
+        "ovs-vswitchd CPU per answered request (idle cost included)": (
             f"{run.vswitchd_cpu_s / run.answered * 1000:.2f} ms" if run.answered else "-"
         ),
         "agent RSS (without privsep daemons)": _mib(run.agent_rss),
