@@ -90,9 +90,17 @@ def write_upstream_ovn_config(
     debug: bool = False,
 ) -> tuple[Path, Path]:
     """Write C{neutron.conf} and C{neutron_ovn_metadata_agent.ini} into C{run_dir};
-    return both paths (in the order they are given to the agent)."""
+    return both paths (in the order they are given to the agent).
+
+    @raise ValueError: the agent's socket path under C{run_dir} is too long.
+    """
     run_dir = Path(run_dir)
     state = run_dir / "state"
+    socket_path = state / "metadata_proxy"
+    if len(os.fsencode(str(socket_path))) > 107:
+        raise ValueError(
+            f"socket path {socket_path} is too long for a Unix socket; use a shorter run_dir"
+        )
     neutron_conf = run_dir / "neutron.conf"
     agent_ini = run_dir / "neutron_ovn_metadata_agent.ini"
     neutron_conf.write_text(
@@ -111,7 +119,7 @@ def write_upstream_ovn_config(
     privsep = "".join(f"\n[{context}]\nhelper_command = {helper}\n" for context in PRIVSEP_CONTEXTS)
     agent_ini.write_text(
         "[DEFAULT]\n"
-        f"metadata_proxy_socket = {_value(str(state / 'metadata_proxy'))}\n"
+        f"metadata_proxy_socket = {_value(str(socket_path))}\n"
         f"nova_metadata_host = {nova_host}\n"
         f"nova_metadata_port = {nova_port}\n"
         "nova_metadata_protocol = http\n"

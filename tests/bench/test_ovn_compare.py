@@ -63,6 +63,18 @@ def test_upstream_runs_as_root_without_sudo_and_each_privsep_context_has_its_hel
     assert (tmp_path / "state" / "lock").is_dir()
 
 
+def test_a_run_directory_too_deep_for_upstreams_socket_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="too long for a Unix socket"):
+        write_upstream_ovn_config(
+            tmp_path / ("d" * 100),
+            venv_dir=Path("/opt/venv"),
+            ovs_connection="unix:/x",
+            sb_connection="tcp:127.0.0.1:1",
+            nova_port=1,
+            secret="s",
+        )
+
+
 def test_the_chassis_process_configuration_is_one_metaproxy_accepts_with_ovn_lookups():
     short = Path(tempfile.mkdtemp(prefix="mpt-", dir="/tmp"))  # socket paths under it
     path = short / "metaproxy.ini"
