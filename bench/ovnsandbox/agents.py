@@ -174,7 +174,8 @@ class Footprint:
     """The agent's processes and memory at one moment.
 
     @ivar session: the agent's session (the agent, upstream's privsep daemons).
-    @ivar per_namespace: what runs in each network's namespace (upstream's haproxy).
+    @ivar per_namespace: what else runs in each network's namespace (upstream's
+        haproxy).
     """
 
     session: tuple[ProcessMemory, ...]
@@ -185,11 +186,17 @@ class Footprint:
         def memory(pid: int) -> ProcessMemory:
             return ProcessMemory(pid, _comm(pid), rss_bytes(pid), private_bytes(pid))
 
-        session = tuple(memory(pid) for pid in sorted(agent.pids()))
+        members = agent.pids()
+        session = tuple(memory(pid) for pid in sorted(members))
         inside = namespace_pids(namespaces)
+        # a privsep daemon may be inside a namespace for a moment (it enters it to
+        # configure it): it is the agent's own, counted once, in the session
         return cls(
             session,
-            {ns: tuple(memory(pid) for pid in sorted(pids)) for ns, pids in inside.items()},
+            {
+                ns: tuple(memory(pid) for pid in sorted(set(pids) - members))
+                for ns, pids in inside.items()
+            },
         )
 
     @property
