@@ -28,6 +28,10 @@ sandbox's failure (the run stops), not the agent's. The JSON and Markdown go to
 C{<out>/<stamp>-ovn-compare.json/.md}; the Markdown is printed too, with the figures
 against the targets (L{TARGETS}).
 
+Exit status: 0; 1 when metaproxy failed a phase (upstream's failures are results, in
+the table); 2 for bad options or a host that cannot run it (one line says why); 3 when
+the sandbox failed (an OVS or OVN daemon died).
+
 Both agents run on the same machine as the sandbox, the fake Nova and the instances'
 client: on a small machine they share its cores, and the absolute figures say so.
 """
@@ -305,7 +309,7 @@ def run_agent(name: str, options: Options, run_dir: Path) -> AgentRun:
 
             namespaces = [f"ovnmeta-{net.id}" for net in networks]
             before_footprint = Footprint.read(agent, namespaces)
-            vswitchd = sandbox._procs["ovs-vswitchd"].pid
+            vswitchd = sandbox._procs["ovs-vswitchd"].pid  # the sandbox's own child
             before = cpu_snapshot(before_footprint.all_pids())
             vswitchd_before = process_cpu_seconds(vswitchd)
             tally = boot_storm(
@@ -407,6 +411,7 @@ def _rows(run: AgentRun) -> dict[str, str]:
             f"{_ms(max(run.bind_first_s) if run.bind_first_s else None)}"
         ),
         "OVS/OVN daemons alive after": ", ".join(run.phases_ok) or "-",
+        "agent failure": (run.agent_failure or "none").splitlines()[0][:200],
     }
 
 
@@ -546,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     print(f"written: {args.out / (stamp + '-ovn-compare.md')} (and .json)", file=sys.stderr)
+    # upstream's failures are results; metaproxy's fail the command
+    if any(run.agent == "metaproxy" and run.agent_failure for run in runs):
+        status = status or 1
     return status
 
 

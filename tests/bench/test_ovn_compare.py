@@ -204,3 +204,10 @@ def test_the_report_says_when_a_target_is_missed():
     assert "p99: 700 ms (target <= 500 ms): not met" in text
     # one network of two answered: not every network served
     assert "| start -> every network serving | - | - |" in text
+    assert "| agent failure | none | none |" in text
+
+
+def test_the_report_names_an_agent_failure_by_its_first_line():
+    upstream = run_of("upstream", agent_failure="not every network served\ntraceback...")
+    text = markdown([upstream], "cmd")
+    assert "| agent failure | not every network served |" in text
