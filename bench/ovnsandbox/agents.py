@@ -1,0 +1,231 @@
+"""The two OVN metadata agents the comparison runs, and what is read from /proc of them.
+
+    agent = start_agent("metaproxy", sandbox, run_dir, nova_port=port, secret=s)
+    agent = start_agent("upstream", sandbox, run_dir, nova_port=port, secret=s)
+    footprint = Footprint.read(agent, namespaces)       # processes, RSS, private memory
+    before = cpu_snapshot(agent.pids() | ...)           # then cpu_delta(before, ...)
+
+Both agents are started in a session of their own (L{bench.ovnsandbox.sessions}): the
+session holds the agent and whatever it forks that outlives its parent (upstream's
+privsep daemons). What runs inside the networks' C{ovnmeta-} namespaces (upstream's
+haproxies, daemons in sessions of their own) is found there (C{ip netns pids}).
+metaproxy runs no process in them: it listens inside them from its own process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import attrs
+
+from bench.ovnsandbox.chassis_process import write_metaproxy_config
+from bench.ovnsandbox.daemons import OvnSandbox, run
+from bench.ovnsandbox.sessions import session_pids, stop_session
+from bench.ovnsandbox.upstream_agent import start_upstream_ovn_agent
+from bench.procstat import process_cpu_seconds, rss_bytes
+
+__all__ = [
+    "AGENTS",
+    "ChassisProcess",
+    "Footprint",
+    "cpu_snapshot",
+    "cpu_delta",
+    "namespace_pids",
+    "private_bytes",
+    "start_agent",
+]
+
+_REPO = Path(__file__).resolve().parents[2]
+AGENTS = ("metaproxy", "upstream")
+
+
+class ChassisProcess:
+    """metaproxy's chassis mode running in L{bench.ovnsandbox.chassis_process}."""
+
+    name = "metaproxy"
+
+    def __init__(self, popen: subprocess.Popen[bytes], run_dir: Path) -> None:
+        self.popen = popen
+        self.run_dir = run_dir
+        self.started_at = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def pids(self) -> set[int]:
+        return session_pids(self.popen.pid) | ({self.popen.pid} if self.alive() else set())
+
+    def log(self) -> str:
+        text = ""
+        for name in ("chassis.log", "chassis.stderr"):
+            try:
+                text += (self.run_dir / name).read_text(errors="replace")
+            except OSError:
+                pass
+        return text
+
+    def stop(self) -> None:
+        stop_session(self.popen)
+
+
+def start_chassis_process(
+    sandbox: OvnSandbox, run_dir: Path, *, nova_port: int, secret: str
+) -> ChassisProcess:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / "metaproxy.ini"
+    write_metaproxy_config(
+        config,
+        state_path=str(run_dir / "s"),  # short: socket paths under it
+        sb_connection=sandbox.remote("sb", "tcp"),
+        nova_port=nova_port,
+        secret=secret,
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.ovnsandbox.chassis_process",
+        "--config-file",
+        str(config),
+        "--ovs",
+        sandbox.remote("ovs"),
+        "--namespace-prefix",
+        f"ovnmeta-{sandbox.tag}",
+        "--log-file",
+        str(run_dir / "chassis.log"),
+    ]
+    with open(run_dir / "chassis.stderr", "wb") as stderr:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=subprocess.STDOUT,
+            cwd=str(_REPO),
+            start_new_session=True,
+        )
+    return ChassisProcess(popen, run_dir)
+
+
+def start_agent(name: str, sandbox: OvnSandbox, run_dir: Path, *, nova_port: int, secret: str):
+    """Start agent C{name} (one of L{AGENTS}) on C{sandbox}; returns at once."""
+    if name == "metaproxy":
+        return start_chassis_process(sandbox, run_dir, nova_port=nova_port, secret=secret)
+    if name == "upstream":
+        return start_upstream_ovn_agent(sandbox, run_dir, nova_port=nova_port, secret=secret)
+    raise ValueError(f"unknown agent {name!r}: one of {', '.join(AGENTS)}")
+
+
+def namespace_pids(namespaces: Iterable[str]) -> dict[str, list[int]]:
+    """The processes running in each namespace (C{ip netns pids})."""
+    return {
+        ns: [int(p) for p in run(["ip", "netns", "pids", ns], check=False).split() if p.isdigit()]
+        for ns in namespaces
+    }
+
+
+def private_bytes(pid: int) -> int:
+    """C{Private_Clean + Private_Dirty} of C{pid} (C{smaps_rollup}), in bytes; 0 if gone."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def cpu_snapshot(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds so far of each of C{pids} (reaped children included)."""
+    return {pid: process_cpu_seconds(pid) for pid in pids}
+
+
+def cpu_delta(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """CPU seconds used between two snapshots; a process new in C{after} counts whole."""
+    return sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in after.items())
+
+
+@attrs.frozen
+class ProcessMemory:
+    pid: int
+    comm: str
+    rss: int
+    private: int
+
+
+@attrs.frozen
+class Footprint:
+    """The agent's processes and memory at one moment.
+
+    @ivar session: the agent's session (the agent, upstream's privsep daemons).
+    @ivar per_namespace: what else runs in each network's namespace (upstream's
+        haproxy).
+    """
+
+    session: tuple[ProcessMemory, ...]
+    per_namespace: Mapping[str, tuple[ProcessMemory, ...]]
+
+    @classmethod
+    def read(cls, agent, namespaces: Iterable[str]) -> Footprint:
+        def memory(pid: int) -> ProcessMemory:
+            return ProcessMemory(pid, _comm(pid), rss_bytes(pid), private_bytes(pid))
+
+        members = agent.pids()
+        session = tuple(memory(pid) for pid in sorted(members))
+        inside = namespace_pids(namespaces)
+        # a privsep daemon may be inside a namespace for a moment (it enters it to
+        # configure it): it is the agent's own, counted once, in the session
+        return cls(
+            session,
+            {
+                ns: tuple(memory(pid) for pid in sorted(set(pids) - members))
+                for ns, pids in inside.items()
+            },
+        )
+
+    @property
+    def agent_rss(self) -> int:
+        """RSS of the session but its privsep daemons: the agent (and any worker it
+        forks)."""
+        return sum(p.rss for p in self.session if p.comm != "privsep-helper")
+
+    @property
+    def helpers(self) -> tuple[ProcessMemory, ...]:
+        return tuple(p for p in self.session if p.comm == "privsep-helper")
+
+    @property
+    def in_namespaces(self) -> tuple[ProcessMemory, ...]:
+        return tuple(p for procs in self.per_namespace.values() for p in procs)
+
+    @property
+    def processes_per_network(self) -> float:
+        if not self.per_namespace:
+            return 0.0
+        return len(self.in_namespaces) / len(self.per_namespace)
+
+    def all_pids(self) -> set[int]:
+        return {p.pid for p in self.session} | {p.pid for p in self.in_namespaces}
+
+    def as_json(self) -> dict:
+        return {
+            "session": [attrs.asdict(p) for p in self.session],
+            "per_namespace": {
+                ns: [attrs.asdict(p) for p in procs] for ns, procs in self.per_namespace.items()
+            },
+        }
