@@ -22,11 +22,11 @@ from pathlib import Path
 
 import attrs
 
+from bench.load.procstat import process_cpu_seconds, rss_bytes
 from bench.ovnsandbox.chassis_process import write_metaproxy_config
-from bench.ovnsandbox.daemons import OvnSandbox, run
+from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, run
 from bench.ovnsandbox.sessions import session_pids, stop_session
-from bench.ovnsandbox.upstream_agent import start_upstream_ovn_agent
-from bench.procstat import process_cpu_seconds, rss_bytes
+from bench.ovnsandbox.upstream_agent import foreign_ovnmeta, start_upstream_ovn_agent
 
 __all__ = [
     "AGENTS",
@@ -44,7 +44,8 @@ AGENTS = ("metaproxy", "upstream")
 
 
 class ChassisProcess:
-    """metaproxy's chassis mode running in L{bench.ovnsandbox.chassis_process}."""
+    """metaproxy's chassis mode: C{twistd metaproxy} on the OVN agent's options
+    (L{bench.ovnsandbox.chassis_process})."""
 
     name = "metaproxy"
 
@@ -79,6 +80,12 @@ class ChassisProcess:
 def start_chassis_process(
     sandbox: OvnSandbox, run_dir: Path, *, nova_port: int, secret: str
 ) -> ChassisProcess:
+    foreign = foreign_ovnmeta(sandbox)
+    if foreign:  # the chassis mode owns every ovnmeta- namespace, as upstream does
+        raise SandboxError(
+            "metaproxy's chassis mode deletes every ovnmeta- namespace it does not need, and "
+            f"these are not the sandbox's: {', '.join(foreign[:5])}; run it when they are gone"
+        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "metaproxy.ini"
@@ -88,19 +95,16 @@ def start_chassis_process(
         sb_connection=sandbox.remote("sb", "tcp"),
         nova_port=nova_port,
         secret=secret,
+        ovs_connection=sandbox.remote("ovs"),
     )
     argv = [
-        sys.executable,
-        "-m",
-        "bench.ovnsandbox.chassis_process",
+        str(Path(sys.executable).with_name("twistd")),
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={run_dir / 'chassis.log'}",
+        "metaproxy",
         "--config-file",
         str(config),
-        "--ovs",
-        sandbox.remote("ovs"),
-        "--namespace-prefix",
-        f"ovnmeta-{sandbox.tag}",
-        "--log-file",
-        str(run_dir / "chassis.log"),
     ]
     with open(run_dir / "chassis.stderr", "wb") as stderr:
         popen = subprocess.Popen(

@@ -52,6 +52,8 @@ from typing import Any
 
 import attrs
 
+from bench.load.procstat import process_cpu_seconds
+from bench.load.report import percentile
 from bench.ovnsandbox.agents import AGENTS, Footprint, cpu_delta, cpu_snapshot, start_agent
 from bench.ovnsandbox.cloud import Cloud, Instance
 from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, missing
@@ -59,8 +61,6 @@ from bench.ovnsandbox.guests import Asker, boot_storm
 from bench.ovnsandbox.nbrows import Network, VmPort
 from bench.ovnsandbox.upstream_agent import upstream_missing
 from bench.processes import start_fakenova
-from bench.procstat import process_cpu_seconds
-from bench.report import percentile
 
 __all__ = ["Options", "AgentRun", "run_agent", "fleet_table", "markdown", "TARGETS", "main"]
 

@@ -7,12 +7,12 @@
 
 Each request is a new TCP connection to 169.254.169.254:80 made from a socket created
 inside the instance's namespace (a thread enters it with C{setns} around C{socket()}
-only, L{bench.nstarget.NetnsSockets}), so it leaves by the instance's C{eth0}, crosses
+only, L{bench.load.nstarget.NetnsSockets}), so it leaves by the instance's C{eth0}, crosses
 the integration bridge and OVN's flows to the network's metadata port, and is answered
 by whatever listens there (upstream's haproxy, or metaproxy itself). One process drives
 every instance: no process per instance is started.
 
-A boot is cloud-init's first-boot sequence (L{bench.cloudinit}: about 28 requests for an
+A boot is cloud-init's first-boot sequence (L{bench.load.cloudinit}: about 28 requests for an
 instance with a key pair), each request on its own connection, as cloud-init's
 C{requests} session does through haproxy's C{http-server-close}. A request that gets no
 answer cloud-init accepts is tried again after C{retry_pause} seconds, up to C{retries}
@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
-from bench.cloudinit import BootFailed, acceptable, boot_sequence
-from bench.nstarget import NetnsSockets
+from bench.load.cloudinit import BootFailed, acceptable, boot_sequence
+from bench.load.nstarget import NetnsSockets
 
 __all__ = ["Asker", "BootTally", "boot_storm", "outcome"]
 

@@ -4,7 +4,7 @@
     ...                              # it provisions ovnmeta-<net>, one haproxy in each
     agent.stop()                     # the agent, its privsep daemons (its session)
 
-It runs from the virtualenv L{bench.upstream.ensure_upstream_venv} installs (neutron
+It runs from the virtualenv L{bench.compare.upstream.ensure_upstream_venv} installs (neutron
 from the package index), as root, exactly as a node runs it, with two files:
 
   - C{neutron.conf}: C{state_path}, the lock path, the log file;
@@ -34,9 +34,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.compare.upstream import DEFAULT_VENV, ensure_upstream_venv, upstream_installed
 from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, netns_list
 from bench.ovnsandbox.sessions import session_pids, stop_session
-from bench.upstream import DEFAULT_VENV, ensure_upstream_venv, upstream_installed
 
 __all__ = [
     "PRIVSEP_CONTEXTS",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fakenova import instances_from_table
+from bench.fakes.nova.instances import instances_from_table
 from bench.ovnsandbox.agents import cpu_delta
 from bench.ovnsandbox.chassis_process import write_metaproxy_config
 from bench.ovnsandbox.compare import AgentRun, Options, cidr_of, fleet_table, markdown
