@@ -69,6 +69,13 @@ e2e: venv
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache
 
+## bench-ovn: metaproxy's ML2/OVN chassis mode against upstream's neutron-ovn-metadata-agent on a
+## real OVN sandbox made here (root; OVN and OVS packages; upstream from PyPI), e.g.
+## ARGS='--networks 4 --vms 5 --concurrency 20'
+.PHONY: bench-ovn
+bench-ovn: venv upstream
+	$(BIN)/python -m bench.ovnsandbox.compare $(ARGS)
+
 ## bench-cpu: CPU per request of the parser and of the whole request path in memory
 ## (pytest-benchmark; not part of make test), e.g. ARGS='--benchmark-autosave', then
 ## ARGS='--benchmark-compare' to compare with the run kept; on a busy machine add
