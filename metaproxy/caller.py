@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Protocol
 
 import attrs
 
-from metaproxy.http.request import Request
 from metaproxy.namespace import InvalidNamespace, Namespace, NamespaceKind
 
 __all__ = ["CallerError", "Identity", "identify", "identify_peer", "mac_from_link_local"]
+
+
+class ProxiedRequest(Protocol):
+    """What identification reads of a request: the two things haproxy sets
+    (L{metaproxy.http.request.Request} has them). Only this shape is known here, so the
+    server shell can identify a TCP listener's peer without a circle of imports."""
+
+    #: the value of the last C{X-Forwarded-For} header (C{b""} if none)
+    forwarded_for: bytes
+    #: the C{X-Neutron-Router-ID}, C{X-Neutron-Network-ID}, C{X-OVN-Network-ID} headers
+    namespace_headers: tuple[tuple[bytes, bytes], ...]
+
 
 _KIND_BY_HEADER = {kind.header: kind for kind in NamespaceKind}
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -79,7 +91,7 @@ def mac_from_link_local(address: ipaddress.IPv6Address) -> str:
     return ":".join("%02x" % b for b in raw)
 
 
-def _namespace_from_headers(request: Request) -> Namespace:
+def _namespace_from_headers(request: ProxiedRequest) -> Namespace:
     headers = request.namespace_headers
     if len(headers) == 1:
         header, value = headers[0]  # the usual case: the proxy's own header, alone
@@ -124,7 +136,7 @@ def _printable(field: tuple[bytes, bytes] | None) -> str:
     return field[1].decode("ascii", "backslashreplace")[:80]
 
 
-def identify(request: Request, namespace: Namespace | None) -> Identity:
+def identify(request: ProxiedRequest, namespace: Namespace | None) -> Identity:
     """Work out who is asking.
 
     @param namespace: the namespace a per-namespace socket stands for, or C{None} on the
