@@ -47,8 +47,8 @@ def _wait(predicate, timeout: float = 15.0, what: str = "condition") -> None:
         try:
             if predicate():
                 return
-        except AssertionError:
-            pass  # not there yet
+        except (AssertionError, OSError):
+            pass  # not there yet (the metrics socket listens a moment after the shared one)
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
