@@ -8,4 +8,9 @@
 - L{metaproxy.ovsdb.jsonrpc}: the JSON-RPC protocol (request ids, echo both ways,
   notifications, the inactivity probe).
 - L{metaproxy.ovsdb.monitor}: connect, monitor, resynchronise after every reconnect.
+- L{metaproxy.ovsdb.cluster}: whether a server may be used (its C{_Server} row: a
+  cluster member connected to its cluster and not behind).
+- L{metaproxy.ovsdb.members}: the remotes in a client's own order, their states, the
+  jittered backoff.
+- L{metaproxy.ovsdb.samples}: a monitor's counts as metric samples.
 """
