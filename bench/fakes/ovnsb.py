@@ -136,6 +136,7 @@ class SbServer:
             "--no-chdir",
             f"--remote=punix:{self.unix_path}",
             f"--remote=ptcp:{self.tcp_port}:127.0.0.1",
+            f"--remote=db:{DATABASE},SB_Global,connections",
             f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}",
             f"--log-file={self.run_dir / 'ovsdb-server.log'}",
             "-vconsole:off",
@@ -196,6 +197,38 @@ class SbServer:
         if errors:
             raise RuntimeError(f"transact failed: {errors}")
         return results
+
+    def add_listener(self, inactivity_probe_ms: int) -> int:
+        """Listen on one more TCP port, configured as deployments do it: a C{Connection}
+        row of C{SB_Global} with its C{inactivity_probe} (the server probes silent
+        clients every 5 s on a command-line remote); return the port once it listens."""
+        port = free_port()
+        self.transact(
+            [
+                {
+                    "op": "insert",
+                    "table": "Connection",
+                    "uuid-name": "listener",
+                    "row": {
+                        "target": f"ptcp:{port}:127.0.0.1",
+                        "inactivity_probe": inactivity_probe_ms,
+                    },
+                },
+                {
+                    "op": "insert",
+                    "table": "SB_Global",
+                    "row": {"connections": ["named-uuid", "listener"]},
+                },
+            ]
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    return port
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"ovsdb-server did not listen on {port} within 15 s")
 
     def load_table(self, table: Mapping[str, Any], chassis: str = "bench-chassis") -> int:
         """Insert a metaproxy port table (L{metaproxy.resolve.table}'s format) as

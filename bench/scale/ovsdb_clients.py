@@ -6,9 +6,12 @@ Southbound database: memory, initial synchronisation, CPU per update.
                                         [--clients metaproxy,index,ovs-pypi,ovs-debian]
 
 One standalone Southbound C{ovsdb-server} is loaded with C{--ports} bound Port_Binding
-rows. Each client runs in a process of its own (this module's C{_child}), monitors the
-OVN backend's columns with its conditions (L{metaproxy.resolve.ovn.SB_COLUMNS},
-L{SB_CONDITIONS}) over TCP, and reports:
+rows; the clients connect to a listener configured in its C{Connection} table with
+C{--inactivity-probe} (a client that cannot answer the server's probe in time, busy
+with a large update, is disconnected and starts over). Each client runs in a process of
+its own (this module's C{_child}), monitors the OVN backend's columns with its
+conditions (L{metaproxy.resolve.ovn.SB_COLUMNS}, L{SB_CONDITIONS}) over TCP, and
+reports:
 
   - RSS after its imports, after the synchronisation and at its peak (C{VmHWM});
   - the initial synchronisation: seconds from connecting to the copy being complete,
@@ -84,8 +87,16 @@ def _child_metaproxy(remote: str, with_index: bool) -> None:
     _say("imported", **_rss())
     state = {"rows": 0, "notifications": 0}
 
+    monitors: list[Any] = []
+
     def done() -> None:
-        _say("done", updates=state["rows"], notifications=state["notifications"], **_rss())
+        _say(
+            "done",
+            updates=state["rows"],
+            notifications=state["notifications"],
+            connections=monitors[0].syncs,
+            **_rss(),
+        )
         reactor.stop()
 
     def factory(**callbacks: Any) -> OvsdbMonitor:
@@ -105,7 +116,7 @@ def _child_metaproxy(remote: str, with_index: bool) -> None:
                 done()
 
         callbacks.update(on_sync=synced, on_changes=changed)
-        return OvsdbMonitor(
+        monitor = OvsdbMonitor(
             reactor,
             parse_remotes(remote),
             DATABASE,
@@ -115,6 +126,8 @@ def _child_metaproxy(remote: str, with_index: bool) -> None:
             probe_interval=0,
             **callbacks,
         )
+        monitors.append(monitor)
+        return monitor
 
     if with_index:
         client: Any = OvnBackend(reactor, (), monitor_factory=factory)
@@ -142,8 +155,13 @@ def _child_ovs(remote: str, schema: str) -> None:
         idl.cond_change(table, condition)
     synced = False
     seqno = idl.change_seqno
+    sessions, connections = None, 0
     while True:
         idl.run()
+        session = idl._session  # its seqno changes at each connect and disconnect
+        if session.is_connected() and session.get_seqno() != sessions:
+            sessions = session.get_seqno()
+            connections += 1
         if idl.change_seqno != seqno:
             seqno = idl.change_seqno
             if not synced and idl.has_ever_connected():
@@ -152,7 +170,7 @@ def _child_ovs(remote: str, schema: str) -> None:
             elif synced and any(
                 row.hostname == MARKER for row in idl.tables["Chassis"].rows.values()
             ):
-                _say("done", **_rss())
+                _say("done", connections=connections, **_rss())
                 return
         poller = ovs.poller.Poller()
         idl.wait(poller)
@@ -212,7 +230,13 @@ def _read_event(child: subprocess.Popen[str], want: str, timeout: float) -> dict
 
 
 def measure_client(
-    kind: str, server: Any, run_dir: Path, transactions: int, rows_per: int, ports: int
+    kind: str,
+    server: Any,
+    remote: str,
+    run_dir: Path,
+    transactions: int,
+    rows_per: int,
+    ports: int,
 ) -> dict[str, Any]:
     from bench.fakes.ovnsb import find_schema
     from bench.scale.southbound import port_name
@@ -224,7 +248,7 @@ def measure_client(
         "row": {"hostname": "bench-chassis"},
     }
     server.transact([marker])  # not the marker yet (the last client left it)
-    child = _start_child(kind, server.remote("tcp"), str(find_schema()), run_dir)
+    child = _start_child(kind, remote, str(find_schema()), run_dir)
     if isinstance(child, str):
         return {"client": kind, "skipped": child}
     try:
@@ -269,6 +293,7 @@ def measure_client(
         "rss_synced": synced["VmRSS"],
         "rss_peak": done["VmHWM"],
         "rows": synced["rows"],
+        "connections": done.get("connections"),
         "sync_seconds": synced["at"] - connecting["at"],
         "sync_cpu_seconds": synced["cpu"] - connecting["cpu"],
         "updates": updates,
@@ -283,6 +308,7 @@ def measure_client(
 def clients_markdown(result: dict[str, Any]) -> str:
     rows = [
         ("Port_Binding rows (bound) / networks", f"{result['ports']:,} / {result['networks']:,}"),
+        ("the server's inactivity probe", f"{result['inactivity_probe_ms']:,} ms"),
         (
             "updates after the sync",
             f"{result['transactions']:,} transactions x {result['rows_per']} rows",
@@ -294,6 +320,8 @@ def clients_markdown(result: dict[str, Any]) -> str:
             rows.append((name, f"not measured: {r['skipped']}"))
             continue
         parser = f", JSON parser {r['parser']}" if r.get("parser") else ""
+        if r.get("connections", 1) != 1:
+            parser += f", {r['connections']} connections (disconnected by the server)"
         rows.append(
             (
                 name,
@@ -319,6 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transactions", type=int, default=2000)
     parser.add_argument("--rows-per", type=int, default=5)
     parser.add_argument("--clients", default="metaproxy,index,ovs-pypi,ovs-debian")
+    parser.add_argument(
+        "--inactivity-probe",
+        type=int,
+        default=180_000,
+        help="the server's probe of silent clients, ms (default %(default)s; ovsdb-server's "
+        "own default, 5000, disconnects a client busy for longer)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     problem = missing()
@@ -333,13 +368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "networks": args.networks,
         "transactions": args.transactions,
         "rows_per": args.rows_per,
+        "inactivity_probe_ms": args.inactivity_probe,
         "clients": [],
     }
     try:
         result["load_seconds"] = load_fleet(server, args.ports, args.networks)["seconds"]
+        remote = f"tcp:127.0.0.1:{server.add_listener(args.inactivity_probe)}"
         for kind in args.clients.split(","):
             measured = measure_client(
-                kind, server, run_dir, args.transactions, args.rows_per, args.ports
+                kind, server, remote, run_dir, args.transactions, args.rows_per, args.ports
             )
             result["clients"].append(measured)
             print(json.dumps(measured), file=sys.stderr)

@@ -2,12 +2,14 @@
 when do its clients reconnect?
 
     python -m bench.scale.ovsdb_storm [--clients 200] [--ports 200] [--down 3]
+                                      [--start-over 2] [--seed N]
 
 A 3-member clustered Southbound database (L{bench.fakes.ovnsb_cluster}) with C{--ports}
 bound ports; C{--clients} L{OvsdbMonitor}s in this process, each with its own
-connection and monitor of the OVN backend's tables, as that many agents would have.
-Once all are synchronised, the member with the most clients is stopped, and started
-again C{--down} seconds later. Two runs, one per mode:
+connection and monitor of the OVN backend's tables, as that many agents would have,
+started one after the other over C{--start-over} seconds. Once all are synchronised,
+the member with the most clients is stopped, and started again C{--down} seconds
+later. Two runs, one per mode:
 
   - C{before}: the remotes in the configured order and a wait of 80-100 % of the
     backoff (what the client did before it shuffled and jittered);
@@ -35,6 +37,7 @@ from typing import Any
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater, react
+from twisted.logger import globalLogPublisher
 
 from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
@@ -72,10 +75,37 @@ async def storm(
     down: float,
     mode: str,
     seed: int | None = None,
+    start_over: float = 2.0,
 ) -> dict[str, Any]:
     """One mode: C{clients} monitors synchronised, the busiest member stopped for
     C{down} s and started again; the figures (see the module docstring). C{seed}: the
-    clients' random sources are C{Random(seed + n)} (None: from the system)."""
+    clients' random sources are C{Random(seed + n)} (None: from the system).
+    C{start_over}: the clients start one after the other over that many seconds (agents
+    do not start in the same millisecond; ovsdb-server listens with a backlog of 10,
+    and connections beyond it wait for the kernel's SYN-ACK retransmissions)."""
+    failures: Counter[str] = Counter()
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("state") == "failed" and "why" in event:
+            failures[str(event["why"])[:160]] += 1
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        return await _storm(reactor, cluster, clients, down, mode, seed, start_over, failures)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+async def _storm(
+    reactor: Any,
+    cluster: SbCluster,
+    clients: int,
+    down: float,
+    mode: str,
+    seed: int | None,
+    start_over: float,
+    failures: Counter[str],
+) -> dict[str, Any]:
     remotes = parse_remotes(cluster.remotes())
     names = {str(r): f"m{i}" for i, r in enumerate(remotes)}
     synced: list[list[tuple[float, str]]] = [[] for _ in range(clients)]
@@ -111,9 +141,15 @@ async def storm(
 
         monitor.members.next_remote = counted  # type: ignore[method-assign]
         monitors.append(monitor)
-        monitor.start()
+        reactor.callLater(start_over * n / clients, monitor.start)
     await _until(reactor, lambda: all(m.synchronised for m in monitors), 120)
     before = Counter(names[str(m.remote)] for m in monitors)
+    start_refusals = Counter(
+        f"{names[str(remote)]} {state}"
+        for m in monitors
+        for (remote, state), count in m.members.refusals.items()
+        for _ in range(count)
+    )
     victim_name, _ = before.most_common(1)[0]
     victim = int(victim_name[1:])
     moved = [n for n, m in enumerate(monitors) if names[str(m.remote)] == victim_name]
@@ -139,6 +175,8 @@ async def storm(
         "stopped": victim_name,
         "down_seconds": down,
         "before": dict(sorted(before.items())),
+        "refused_at_start": dict(sorted(start_refusals.items())),
+        "failures_logged": dict(failures),
         "after": dict(sorted(after.items())),
         "moved": len(moved),
         "moved_to": dict(sorted(went.items())),
@@ -165,7 +203,11 @@ def storm_markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         mode = run["mode"]
         rows += [
-            (f"{mode}: clients per member before", str(run["before"])),
+            (
+                f"{mode}: clients per member before",
+                f"{run['before']} (attempts refused at the start: "
+                f"{run['refused_at_start'] or 'none'})",
+            ),
             (
                 f"{mode}: {run['stopped']} stopped for {run['down_seconds']:g} s",
                 f"{run['moved']} clients moved to {run['moved_to']} "
@@ -195,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--down", type=float, default=3.0)
     parser.add_argument("--modes", default="before,now")
     parser.add_argument("--seed", type=int, default=None, help="the clients' random sources")
+    parser.add_argument(
+        "--start-over", type=float, default=2.0, help="seconds over which the clients start"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     problem = missing()
@@ -215,7 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         async def run(reactor: Any) -> None:
             for mode in args.modes.split(","):
                 result["runs"].append(
-                    await storm(reactor, cluster, args.clients, args.down, mode, args.seed)
+                    await storm(
+                        reactor,
+                        cluster,
+                        args.clients,
+                        args.down,
+                        mode,
+                        args.seed,
+                        args.start_over,
+                    )
                 )
                 for i in range(len(cluster.members)):
                     await _until(reactor, lambda i=i: cluster.connected(i), 30)

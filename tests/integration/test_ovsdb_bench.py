@@ -45,10 +45,10 @@ async def test_a_restarted_members_clients_spread_over_the_others(tmp_path: Path
     cluster = SbCluster.start(tmp_path / "c", size=3)
     try:
         load_fleet(cluster, 20, 2)
-        before = await storm(reactor, cluster, 30, 1.0, "before", seed=1)
+        before = await storm(reactor, cluster, 30, 1.0, "before", seed=1, start_over=0.5)
         for i in range(3):
             cluster.wait_connected([i], 30)
-        now = await storm(reactor, cluster, 30, 1.0, "now", seed=1)
+        now = await storm(reactor, cluster, 30, 1.0, "now", seed=1, start_over=0.5)
     finally:
         cluster.stop()
     # the configured order: every client on the first member, then all on the next one
