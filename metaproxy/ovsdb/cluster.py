@@ -144,8 +144,7 @@ class ClusterView:
         if index < self.min_index:
             return Verdict(
                 "stale",
-                f"stale: its index {index} is behind {self.min_index}, already read from "
-                "the cluster",
+                f"its index {index} is behind {self.min_index}, already read from the cluster",
                 role,
             )
         self.min_index = index
