@@ -29,7 +29,16 @@ from typing import Any
 from metaproxy.ovsdb.framing import JsonSplitter
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS
 
-__all__ = ["SCHEMA_CACHE", "find_schema", "missing", "SbServer", "table_to_operations", "free_port"]
+__all__ = [
+    "SCHEMA_CACHE",
+    "find_schema",
+    "missing",
+    "SbServer",
+    "call",
+    "table_to_operations",
+    "free_port",
+    "program",
+]
 
 DATABASE = "OVN_Southbound"
 SCHEMA_CACHE = Path.home() / ".cache" / "metaproxy" / "ovn"
@@ -48,7 +57,7 @@ def find_schema() -> Path | None:
     return None
 
 
-def _program(name: str) -> str | None:
+def program(name: str) -> str | None:
     return shutil.which(name) or next(
         (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
     )
@@ -57,7 +66,7 @@ def _program(name: str) -> str | None:
 def missing() -> str | None:
     """One line naming what is missing to run an OVN Southbound server, or None."""
     for name in ("ovsdb-server", "ovsdb-tool"):
-        if _program(name) is None:
+        if program(name) is None:
             return f"{name} not found (Debian package openvswitch-common)"
     if find_schema() is None:
         return (
@@ -103,7 +112,7 @@ class SbServer:
         run_dir.mkdir(parents=True, exist_ok=True)
         server = cls(run_dir, tls)
         subprocess.run(
-            [_program("ovsdb-tool"), "create", str(server.db_path), str(find_schema())],
+            [program("ovsdb-tool"), "create", str(server.db_path), str(find_schema())],
             check=True,
             capture_output=True,
         )
@@ -122,11 +131,12 @@ class SbServer:
 
     def _spawn(self) -> None:
         args = [
-            _program("ovsdb-server"),
+            program("ovsdb-server"),
             str(self.db_path),
             "--no-chdir",
             f"--remote=punix:{self.unix_path}",
             f"--remote=ptcp:{self.tcp_port}:127.0.0.1",
+            f"--remote=db:{DATABASE},SB_Global,connections",
             f"--unixctl={self.run_dir / 'ovsdb-server.ctl'}",
             f"--log-file={self.run_dir / 'ovsdb-server.log'}",
             "-vconsole:off",
@@ -182,27 +192,43 @@ class SbServer:
 
         @raise RuntimeError: the server reported an error for an operation.
         """
-        request = {"method": "transact", "params": [DATABASE, *operations], "id": 1}
-        splitter = JsonSplitter()
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(timeout)
-            s.connect(self.unix_path)
-            s.sendall(json.dumps(request).encode())
-            while True:
-                data = s.recv(1 << 16)
-                if not data:
-                    raise RuntimeError("ovsdb-server closed the connection mid-transaction")
-                for raw in splitter.feed(data):
-                    message = json.loads(raw)
-                    if message.get("id") != 1:
-                        continue
-                    if message.get("error") is not None:
-                        raise RuntimeError(f"transact failed: {message['error']}")
-                    results = message["result"]
-                    errors = [r for r in results if isinstance(r, dict) and "error" in r]
-                    if errors:
-                        raise RuntimeError(f"transact failed: {errors}")
-                    return results
+        results = call(self.unix_path, "transact", [DATABASE, *operations], timeout)
+        errors = [r for r in results if isinstance(r, dict) and "error" in r]
+        if errors:
+            raise RuntimeError(f"transact failed: {errors}")
+        return results
+
+    def add_listener(self, inactivity_probe_ms: int) -> int:
+        """Listen on one more TCP port, configured as deployments do it: a C{Connection}
+        row of C{SB_Global} with its C{inactivity_probe} (the server probes silent
+        clients every 5 s on a command-line remote); return the port once it listens."""
+        port = free_port()
+        self.transact(
+            [
+                {
+                    "op": "insert",
+                    "table": "Connection",
+                    "uuid-name": "listener",
+                    "row": {
+                        "target": f"ptcp:{port}:127.0.0.1",
+                        "inactivity_probe": inactivity_probe_ms,
+                    },
+                },
+                {
+                    "op": "insert",
+                    "table": "SB_Global",
+                    "row": {"connections": ["named-uuid", "listener"]},
+                },
+            ]
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    return port
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"ovsdb-server did not listen on {port} within 15 s")
 
     def load_table(self, table: Mapping[str, Any], chassis: str = "bench-chassis") -> int:
         """Insert a metaproxy port table (L{metaproxy.resolve.table}'s format) as
@@ -210,6 +236,30 @@ class SbServer:
         operations = table_to_operations(table, chassis)
         self.transact(operations)
         return sum(1 for op in operations if op["table"] == "Port_Binding")
+
+
+def call(unix_path: str, method: str, params: list[Any], timeout: float = 60.0) -> Any:
+    """One JSON-RPC request to the server at C{unix_path}; its result.
+
+    @raise RuntimeError: the server answered with an error, or closed the connection.
+    """
+    request = {"method": method, "params": params, "id": 1}
+    splitter = JsonSplitter()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(unix_path)
+        s.sendall(json.dumps(request).encode())
+        while True:
+            data = s.recv(1 << 16)
+            if not data:
+                raise RuntimeError(f"ovsdb-server closed the connection mid-{method}")
+            for raw in splitter.feed(data):
+                message = json.loads(raw)
+                if message.get("id") != 1:
+                    continue
+                if message.get("error") is not None:
+                    raise RuntimeError(f"{method} failed: {message['error']}")
+                return message["result"]
 
 
 def _map(pairs: Mapping[str, str]) -> list[Any]:

@@ -31,6 +31,14 @@ the generator raises its own. Under systemd, set C{LimitNOFILE=} in the unit to 
 (e.g. C{LimitNOFILE=65536}): the default soft limit of 1024 stops an agent at about 1,000
 connections plus sockets.
 
+The OVSDB client at the scale of a large cloud (each its own command, figures in
+BENCHMARKS.md): C{python -m bench.scale.ovsdb_reconnect} (L{bench.scale.ovsdb_reconnect}:
+a reconnect after an outage on 100,000 Port_Binding rows, changes only against a full
+copy), C{python -m bench.scale.ovsdb_storm} (L{bench.scale.ovsdb_storm}: many clients of
+a 3-member cluster and a member restart), C{python -m bench.scale.ovsdb_clients}
+(L{bench.scale.ovsdb_clients}: metaproxy's client against the C{ovs} library's IDL); the
+fleet they load and the relay that cuts the line: L{bench.scale.southbound}.
+
 The modules: the agent of a check (L{bench.scale.agent}), the held connections
 (L{bench.scale.holder}), the two checks (L{bench.scale.connections},
 L{bench.scale.namespaces}), the host's limits and /proc (L{bench.scale.host}), the

@@ -97,6 +97,10 @@ class Proxy:
         # what the policy (and its rate limiter) and the Nova endpoints count
         self.metrics.add_source(self.policy.metric_samples)
         self.metrics.add_source(self.nova.metric_samples)
+        # and what the lookup backend counts itself (the OVN backend's database connection)
+        backend_samples = getattr(self.backend, "metric_samples", None)
+        if backend_samples is not None:
+            self.metrics.add_source(backend_samples)
 
     def factory_for(self, namespace: Namespace | None) -> MetadataFactory:
         """The protocol factory of one socket (C{None}: the shared socket)."""

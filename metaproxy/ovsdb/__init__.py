@@ -12,4 +12,9 @@ chassis mode need.
   C{transact} on the same connection.
 - L{metaproxy.ovsdb.operations}: C{transact} operations (map mutations) and the check
   of their results.
+- L{metaproxy.ovsdb.cluster}: whether a server may be used (its C{_Server} row: a
+  cluster member connected to its cluster and not behind).
+- L{metaproxy.ovsdb.members}: the remotes in a client's own order, their states, the
+  jittered backoff.
+- L{metaproxy.ovsdb.samples}: a monitor's counts as metric samples.
 """

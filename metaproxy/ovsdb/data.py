@@ -194,6 +194,12 @@ class RowStore:
         }
         self.tables: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in columns}
 
+    @property
+    def column_kinds(self) -> Mapping[str, Mapping[str, Column]]:
+        """Table -> monitored column -> its kind: two stores with equal kinds hold
+        rows of the same form (a replica can be carried over to a new connection)."""
+        return self._columns
+
     def _decode_row(
         self, table: str, row: Any, base: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -1,19 +1,33 @@
-"""A reconnecting OVSDB monitor: connect, read the schema, monitor some columns of some
-tables, keep them in a L{RowStore}, and start again from nothing after every disconnect.
+"""A reconnecting OVSDB monitor: connect, check the server may be used, read the schema,
+monitor some columns of some tables, keep them in a L{RowStore}, and catch up after
+every disconnect.
 
-On each connection (remotes are tried in turn, with exponential backoff between failed
-attempts up to C{retry_max_interval}):
+On each connection (remotes are tried in turn, in an order of this client's own, with a
+jittered exponential backoff between failed attempts up to C{retry_max_interval}: see
+L{metaproxy.ovsdb.members}):
 
-  1. C{get_schema}: the monitored columns must exist (else the server is not the
+  1. C{monitor_cond} on the server's C{_Server.Database} row of the database: a cluster
+     member that is not connected to its cluster, or that is behind what this client
+     has already read, is refused and the next remote is tried
+     (L{metaproxy.ovsdb.cluster}); a server without C{_Server} is used as it is. The
+     row stays monitored: when the member loses its cluster later, C{on_down} is
+     called at once and the client moves on;
+  2. C{get_schema}: the monitored columns must exist (else the server is not the
      database we want: logged, retried);
-  2. C{monitor_cond} with the conditions (the server sends C{update2} notifications);
-     a server without it (an error answer) gets C{monitor} (C{update} notifications)
-     and every row of the tables;
-  3. the reply is a full copy of the monitored rows: a new store, handed to
-     C{on_sync(store)}; every notification after it goes to C{on_changes(changes)}.
+  3. C{monitor_cond_since} with the conditions and the id of the last transaction
+     seen (the server sends C{update3} notifications, each with its transaction's
+     id). When the server still has the changes since that transaction it sends only
+     them, applied to the replica kept from the last connection and handed to
+     C{on_resumed(changes)}; otherwise (C{found} false, or the first connection) it
+     sends a full copy: a new store, handed to C{on_sync(store)}. A server without
+     C{monitor_cond_since} gets C{monitor_cond} (C{update2}), and one without that
+     C{monitor} (C{update}, whole tables): a full copy on every connection;
+  4. every notification after it goes to C{on_changes(changes)}.
 
-A lost connection calls C{on_down(reason)} and reconnects. Echo requests from the server
-are answered, and the protocol probes a silent server (L{metaproxy.ovsdb.jsonrpc}).
+C{synchronised} is true only while the replica is the current copy of a usable
+member: from step 3 until the connection is lost or the member refused, which call
+C{on_down(reason)}. Echo requests from the server are answered, and the protocol probes
+a silent server (L{metaproxy.ovsdb.jsonrpc}).
 
 L{OvsdbMonitor.transact} sends a transaction on the same connection once it is
 synchronised (the writer's view of the rows is the replica it was given); before that,
@@ -32,8 +46,17 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from metaproxy.ovsdb.cluster import (
+    SERVER_COLUMNS,
+    SERVER_DATABASE,
+    SERVER_SCHEMA,
+    USABLE,
+    ClusterView,
+    Verdict,
+)
 from metaproxy.ovsdb.data import DataError, RowChange, RowStore, Schema
 from metaproxy.ovsdb.jsonrpc import JsonRpcProtocol, RpcError
+from metaproxy.ovsdb.members import Members
 from metaproxy.ovsdb.operations import check_results
 from metaproxy.ovsdb.remote import Remote, endpoint_for
 
@@ -42,6 +65,9 @@ __all__ = ["OvsdbMonitor", "NotConnected"]
 log = Logger("metaproxy.ovsdb")
 
 _MONITOR_ID = "metaproxy"
+_SERVER_MONITOR_ID = "metaproxy-server"
+#: the transaction id that asks for a full copy
+NO_TRANSACTION = "00000000-0000-0000-0000-000000000000"
 
 
 class _SchemaMismatch(Exception):
@@ -52,13 +78,29 @@ class NotConnected(Exception):
     """A transaction was asked for while the monitor is not synchronised."""
 
 
+class _Refused(Exception):
+    """The member's C{_Server} row says it must not be used."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.why)
+        self.verdict = verdict
+
+
 class OvsdbMonitor:
     """Keeps a replica of some columns of some tables of one database.
 
     @param reactor: provides time and connections.
-    @param remotes: tried in turn.
+    @param remotes: tried in turn, in an order of this monitor's own (C{shuffle}).
     @param database: e.g. C{OVN_Southbound}.
     @param columns: table -> monitored columns.
+    @param on_sync: C{(store)}: a full copy arrived (the first, or after a reconnect
+        the server could not resume).
+    @param on_changes: C{(changes)}: a notification changed rows.
+    @param on_down: C{(reason)}: the replica is no longer the current copy of a usable
+        member (connection lost, member refused).
+    @param on_resumed: C{(changes)}: after a reconnect, the changes since the last
+        transaction seen were applied to the same store: it is current again. Not given:
+        C{on_sync(store)} is called instead.
     @param conditions: table -> C{monitor_cond} conditions (a row is monitored when any
         holds); a table not given is monitored whole.
     @param tls_options: for C{ssl:} remotes (L{metaproxy.ovsdb.remote.load_tls_options}).
@@ -66,6 +108,10 @@ class OvsdbMonitor:
     @param probe_interval: seconds of silence before an echo probe (0: none).
     @param retry_max_interval: the longest wait between connection attempts.
     @param min_retry_interval: the first wait.
+    @param resume: ask for the changes since the last transaction on reconnects
+        (C{monitor_cond_since}); False: a full copy every time (C{monitor_cond}).
+    @param shuffle: try the remotes in a random order of this monitor's own.
+    @param rng: the random source of the order and the jitter (tests pass their own).
     """
 
     def __init__(
@@ -78,12 +124,16 @@ class OvsdbMonitor:
         on_sync: Callable[[RowStore], None],
         on_changes: Callable[[list[RowChange]], None],
         on_down: Callable[[str], None] = lambda reason: None,
+        on_resumed: Callable[[list[RowChange]], None] | None = None,
         conditions: Mapping[str, list[Any]] | None = None,
         tls_options: Any = None,
         timeout: float = 180.0,
         probe_interval: float = 60.0,
         retry_max_interval: float = 180.0,
         min_retry_interval: float = 0.5,
+        resume: bool = True,
+        shuffle: bool = True,
+        rng: random.Random | None = None,
     ) -> None:
         self._reactor = reactor
         self.remotes = tuple(remotes)
@@ -93,26 +143,42 @@ class OvsdbMonitor:
         self._on_sync = on_sync
         self._on_changes = on_changes
         self._on_down = on_down
+        self._on_resumed = on_resumed
         self._tls = tls_options
         self._timeout = timeout
         self._probe_interval = probe_interval
-        self._retry_max = max(retry_max_interval, min_retry_interval)
-        self._retry_min = min_retry_interval
-        self._next_remote = 0
-        self._failures = 0
+        self._resume = resume
+        #: the remotes in this monitor's order, their states and counts
+        self.members = Members(
+            database,
+            self.remotes,
+            retry_min=min_retry_interval,
+            retry_max=retry_max_interval,
+            rng=rng,
+            shuffle=shuffle,
+        )
+        self._cluster = ClusterView()
         self._running = False
         self._retry_call: Any = None
         self._connecting: Deferred[Any] | None = None
         self._protocol: JsonRpcProtocol | None = None
-        self._store: RowStore | None = None
+        self._server_rows: RowStore | None = None  # the _Server row, this connection
+        self._refusal: Verdict | None = None  # why this connection is being closed
+        self._store: RowStore | None = None  # the replica, kept across connections
+        self._last_txn = NO_TRANSACTION
         self._update_method = ""
         self._stopped: Deferred[None] | None = None
         #: the remote of the current (or last) connection
         self.remote: Remote | None = None
-        #: synchronised on the current connection
+        #: the replica is the current copy of a usable member
         self.synchronised = False
-        #: full synchronisations done (one per connection)
+        #: synchronisations done: full copies and resumptions
         self.syncs = 0
+        #: synchronisations by kind: C{"full"} (a whole copy) or C{"changes"} (resumed)
+        self.sync_kinds: dict[str, int] = {"full": 0, "changes": 0}
+        #: synchronised connections lost or dropped, by cause (C{"lost"} or the
+        #: member's state when it was refused)
+        self.reconnects: dict[str, int] = {}
 
     def start(self) -> None:
         if not self._running:
@@ -160,13 +226,12 @@ class OvsdbMonitor:
         self._retry_call = None
         if not self._running:
             return
-        remote = self.remotes[self._next_remote % len(self.remotes)]
-        self._next_remote += 1
+        remote = self.members.next_remote()
         self.remote = remote
         try:
             endpoint = endpoint_for(self._reactor, remote, self._timeout, self._tls)
         except Exception as e:
-            self._failed(remote, str(e))
+            self._failed(remote, "failed", str(e))
             return
         factory = Factory.forProtocol(self._new_protocol)
         d = endpoint.connect(factory)
@@ -176,25 +241,26 @@ class OvsdbMonitor:
         )
 
     def _new_protocol(self) -> JsonRpcProtocol:
-        return JsonRpcProtocol(
-            self._reactor, self._timeout, self._probe_interval, self._notification
-        )
+        protocol: JsonRpcProtocol
+
+        def notified(method: str, params: Any) -> None:
+            self._notification(protocol, method, params)
+
+        protocol = JsonRpcProtocol(self._reactor, self._timeout, self._probe_interval, notified)
+        return protocol
 
     def _connect_failed(self, failure: Failure, remote: Remote) -> None:
         self._connecting = None
         if not self._running:
             return
-        self._failed(remote, f"cannot connect: {failure.getErrorMessage()}")
+        self._failed(remote, "unreachable", f"cannot connect: {failure.getErrorMessage()}")
 
-    def _failed(self, remote: Remote, why: str) -> None:
-        delay = min(self._retry_max, self._retry_min * (2 ** min(self._failures, 30)))
-        delay *= random.uniform(0.8, 1.0)
-        self._failures += 1
-        log.warn(
-            "OVSDB {database} at {remote}: {why}; retrying in {delay:.1f} s",
+    def _failed(self, remote: Remote, state: str, why: str) -> None:
+        self.members.set_state(remote, state, why)
+        delay = self.members.next_delay()
+        log.debug(
+            "OVSDB {database}: next attempt in {delay:.1f} s",
             database=self._database,
-            remote=str(remote),
-            why=why,
             delay=delay,
         )
         if self._running:
@@ -203,13 +269,44 @@ class OvsdbMonitor:
     def _connected(self, protocol: JsonRpcProtocol, remote: Remote) -> None:
         self._connecting = None
         self._protocol = protocol
+        self._server_rows = None
+        self._refusal = None
         protocol.on_lost = lambda reason: self._lost(protocol, remote, reason)
         if not self._running:
             protocol.transport.abortConnection()
             return
-        d = protocol.request("get_schema", [self._database])
+        request = {
+            "Database": {"columns": SERVER_COLUMNS, "where": [["name", "==", self._database]]}
+        }
+        d = protocol.request("monitor_cond", [SERVER_DATABASE, _SERVER_MONITOR_ID, request])
+        d.addCallbacks(
+            self._server_row,
+            self._without_server,
+            callbackArgs=(protocol, remote),
+            errbackArgs=(protocol, remote),
+        )
+        d.addCallback(lambda _: protocol.request("get_schema", [self._database]))
         d.addCallback(self._got_schema, protocol)
         d.addErrback(self._setup_failed, protocol, remote)
+
+    def _server_row(self, updates: Any, protocol: JsonRpcProtocol, remote: Remote) -> None:
+        rows = RowStore(SERVER_SCHEMA, {"Database": SERVER_COLUMNS})
+        rows.apply_update2(updates)
+        self._server_rows = rows
+        verdict = self._cluster.judge(self._database, rows.tables["Database"])
+        if not verdict.usable:
+            raise _Refused(verdict)
+
+    def _without_server(self, failure: Failure, protocol: JsonRpcProtocol, remote: Remote) -> None:
+        failure.trap(RpcError)
+        log.info(
+            "OVSDB {database} at {remote} has no {server} database ({error}); using it "
+            "without knowing its cluster state",
+            database=self._database,
+            remote=str(remote),
+            server=SERVER_DATABASE,
+            error=failure.value.error,
+        )
 
     def _got_schema(self, result: Any, protocol: JsonRpcProtocol) -> Deferred[Any]:
         schema = Schema.from_json(result)
@@ -219,16 +316,65 @@ class OvsdbMonitor:
                 f"database {schema.name} {schema.version} lacks {', '.join(missing)}; is "
                 f"this the {self._database} database of a supported OVN version?"
             )
-        store = RowStore(schema, self._columns)
+        fresh = RowStore(schema, self._columns)
         requests = {}
         for table, columns in self._columns.items():
             request: dict[str, Any] = {"columns": columns}
             if table in self._conditions:
                 request["where"] = self._conditions[table]
             requests[table] = request
+        if not self._resume:
+            return self._monitor_cond(protocol, fresh, requests)
+        kept = self._store
+        since = (
+            self._last_txn
+            if kept is not None and kept.column_kinds == fresh.column_kinds
+            else NO_TRANSACTION
+        )
+        d = protocol.request("monitor_cond_since", [self._database, _MONITOR_ID, requests, since])
+        d.addCallback(self._since_reply, protocol, fresh, since)
+        d.addErrback(self._without_since, protocol, fresh, requests)
+        return d
+
+    def _since_reply(
+        self, result: Any, protocol: JsonRpcProtocol, fresh: RowStore, since: str
+    ) -> None:
+        if not (isinstance(result, list) and len(result) == 3 and isinstance(result[1], str)):
+            raise DataError(f"monitor_cond_since answered {str(result)[:200]!r}")
+        found, last_txn, updates = result
+        kept = self._store
+        if protocol.closed:
+            return
+        if found is True and since != NO_TRANSACTION and kept is not None:
+            changes = self._apply(kept, "update3", updates)
+            self._synchronised(protocol, kept, "update3", last_txn, changes)
+        else:
+            fresh.apply_update2(updates)
+            self._synchronised(protocol, fresh, "update3", last_txn, None)
+
+    def _without_since(
+        self,
+        failure: Failure,
+        protocol: JsonRpcProtocol,
+        fresh: RowStore,
+        requests: dict[str, Any],
+    ) -> Deferred[Any]:
+        failure.trap(RpcError)
+        log.info(
+            "OVSDB {database} at {remote} has no monitor_cond_since ({error}); a full copy "
+            "on every reconnect",
+            database=self._database,
+            remote=str(self.remote),
+            error=failure.value.error,
+        )
+        return self._monitor_cond(protocol, fresh, requests)
+
+    def _monitor_cond(
+        self, protocol: JsonRpcProtocol, fresh: RowStore, requests: dict[str, Any]
+    ) -> Deferred[Any]:
         d = protocol.request("monitor_cond", [self._database, _MONITOR_ID, requests])
-        d.addCallback(self._initial, protocol, store, "update2")
-        d.addErrback(self._without_conditions, protocol, store)
+        d.addCallback(self._full_copy, protocol, fresh, "update2")
+        d.addErrback(self._without_conditions, protocol, fresh)
         return d
 
     def _without_conditions(
@@ -243,53 +389,121 @@ class OvsdbMonitor:
         )
         requests = {table: {"columns": columns} for table, columns in self._columns.items()}
         d = protocol.request("monitor", [self._database, _MONITOR_ID, requests])
-        d.addCallback(self._initial, protocol, store, "update")
+        d.addCallback(self._full_copy, protocol, store, "update")
         return d
 
-    def _initial(
+    def _full_copy(
         self, updates: Any, protocol: JsonRpcProtocol, store: RowStore, method: str
     ) -> None:
         if method == "update2":
             store.apply_update2(updates)
         else:
             store.apply_update(updates)
+        self._synchronised(protocol, store, method, NO_TRANSACTION, None)
+
+    def _synchronised(
+        self,
+        protocol: JsonRpcProtocol,
+        store: RowStore,
+        method: str,
+        last_txn: str,
+        changes: list[RowChange] | None,
+    ) -> None:
+        """The replica is current: C{changes} None for a full copy in C{store}."""
         if protocol.closed:
             return
         self._store = store
+        self._last_txn = last_txn
         self._update_method = method
-        self._failures = 0
+        self.members.succeeded()
+        if self.remote is not None:
+            self.members.set_state(self.remote, USABLE, self._usable_why())
         self.synchronised = True
         self.syncs += 1
-        self._on_sync(store)
+        if changes is None:
+            self.sync_kinds["full"] += 1
+            self._on_sync(store)
+        else:
+            self.sync_kinds["changes"] += 1
+            if self._on_resumed is not None:
+                self._on_resumed(changes)
+            else:
+                self._on_sync(store)
+
+    def _usable_why(self) -> str:
+        rows = self._server_rows
+        if rows is None:
+            return "no cluster state (a server without _Server)"
+        verdict = self._cluster.judge(self._database, rows.tables["Database"])
+        return f"{verdict.why} ({verdict.role})"
 
     def _setup_failed(self, failure: Failure, protocol: JsonRpcProtocol, remote: Remote) -> None:
         if protocol.closed:
             return  # _lost reports it
+        if failure.check(_Refused):
+            self._refusal = failure.value.verdict
+            protocol.transport.abortConnection()
+            return
         if failure.check(_SchemaMismatch, DataError, RpcError):
             why = str(failure.value)
         else:
             why = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        self._refusal = Verdict("failed", why)
         protocol.close(f"cannot monitor {self._database}: {why}")
 
     # running
 
-    def _notification(self, method: str, params: Any) -> None:
-        store = self._store
-        if store is None or method != self._update_method:
-            return  # not ours (or a "locked"/"stolen"/... we did not ask for)
-        if not isinstance(params, list) or len(params) != 2 or params[0] != _MONITOR_ID:
+    def _notification(self, protocol: JsonRpcProtocol, method: str, params: Any) -> None:
+        if protocol is not self._protocol or not isinstance(params, list) or not params:
             return
-        if method == "update2":
-            changes = store.apply_update2(params[1])
+        if params[0] == _SERVER_MONITOR_ID:
+            if method == "update2" and len(params) == 2 and self._server_rows is not None:
+                self._server_rows.apply_update2(params[1])
+                self._server_changed(protocol)
+            return
+        store = self._store
+        if not self.synchronised or store is None or method != self._update_method:
+            return  # not ours (or a "locked"/"stolen"/... we did not ask for)
+        if params[0] != _MONITOR_ID:
+            return
+        if method == "update3":
+            if len(params) != 3:
+                return
+            changes = self._apply(store, method, params[2])
+            self._last_txn = params[1]
+        elif len(params) != 2:
+            return
         else:
-            changes = store.apply_update(params[1])
+            changes = self._apply(store, method, params[1])
         self._on_changes(changes)
+
+    def _apply(self, store: RowStore, method: str, updates: Any) -> list[RowChange]:
+        """Apply changes to the replica. When they cannot be, the replica may be half
+        changed: the next connection asks for a full copy (and this one is closed by
+        the caller)."""
+        try:
+            if method == "update":
+                return store.apply_update(updates)
+            return store.apply_update2(updates)
+        except Exception:
+            self._store = None
+            self._last_txn = NO_TRANSACTION
+            raise
+
+    def _server_changed(self, protocol: JsonRpcProtocol) -> None:
+        assert self._server_rows is not None
+        verdict = self._cluster.judge(self._database, self._server_rows.tables["Database"])
+        if verdict.usable or self._refusal is not None:
+            return
+        self._refusal = verdict
+        protocol.transport.abortConnection()
 
     def _lost(self, protocol: JsonRpcProtocol, remote: Remote, reason: Failure) -> None:
         if protocol is self._protocol:
             self._protocol = None
-            self._store = None
+            self._server_rows = None
             self._update_method = ""
+        refusal, self._refusal = self._refusal, None
         was_synchronised = self.synchronised
         self.synchronised = False
         if self._stopped is not None:
@@ -297,10 +511,21 @@ class OvsdbMonitor:
             stopped.callback(None)
         if not self._running:
             return
-        why = reason.getErrorMessage() if reason is not None else "closed"
+        if refusal is not None:
+            state, why = refusal.state, refusal.why
+            if refusal.role:
+                why = f"{why} ({refusal.role})"
+            down = f"member {remote} refused: {why}"
+        else:
+            lost = reason.getErrorMessage() if reason is not None else "closed"
+            state, why = "unreachable", f"disconnected ({lost})"
+            down = f"connection to {remote} lost: {lost}"
         if was_synchronised:
-            self._on_down(f"connection to {remote} lost: {why}")
-            # a connection that worked: reconnect soon, to the same remote first
-            self._next_remote -= 1
-            self._failures = 0
-        self._failed(remote, f"disconnected ({why})")
+            cause = state if refusal is not None else "lost"
+            self.reconnects[cause] = self.reconnects.get(cause, 0) + 1
+            self._on_down(down)
+            self.members.succeeded()
+            if refusal is None:
+                # a connection that worked: reconnect soon, to the same remote first
+                self.members.again()
+        self._failed(remote, state, why)

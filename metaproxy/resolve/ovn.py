@@ -15,10 +15,16 @@ than on every request:
     OVN patch ports).
 
 More than one port for a key is logged with the advice upstream gives (run
-C{neutron-ovn-db-sync-util}), once per key and set of ports. Before the first full
-synchronisation every lookup fails with L{LookupUnavailable} (503 with C{Retry-After}).
-After a disconnect the last replica keeps answering until the reconnection's full copy
-replaces it in one step.
+C{neutron-ovn-db-sync-util}), once per key and set of ports.
+
+Lookups are answered only while the replica is the current copy of a usable member
+(L{metaproxy.ovsdb.monitor}: connected, and for a cluster member, connected to its
+cluster and not behind): before the first synchronisation, after the connection is
+lost, and while the only members in reach are refused, every lookup fails with
+L{LookupUnavailable} (503 with C{Retry-After}) saying why, never from a copy that may be
+stale. A reconnect asks for the changes since the last transaction seen, applied to the
+index row by row; a full copy (the first one, or when the server no longer has those
+changes) replaces the index in one step.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from twisted.logger import Logger
 from metaproxy.ovsdb.data import RowChange, RowStore
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote
+from metaproxy.ovsdb.samples import monitor_samples
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
 
 __all__ = ["SB_COLUMNS", "SB_CONDITIONS", "OvnIndex", "OvnBackend", "port_from_row"]
@@ -253,7 +260,10 @@ class OvnBackend:
     """L{metaproxy.resolve.base.ManagedBackend} on the OVN Southbound database.
 
     @param monitor_factory: builds the L{OvsdbMonitor} (tests pass their own); called
-        with the keyword arguments C{on_sync}, C{on_changes}, C{on_down}.
+        with the keyword arguments C{on_sync}, C{on_changes}, C{on_down}, C{on_resumed}.
+
+    @ivar index: the last index built (kept while the replica is not current, to apply
+        the changes of a resumed connection to).
     """
 
     name = "OVN Southbound"
@@ -274,8 +284,18 @@ class OvnBackend:
     ) -> None:
         self._remotes = tuple(remotes)
         self.index: OvnIndex | None = None
+        # the index while it is current, else None: what lookups answer from
+        self._live: OvnIndex | None = None
+        self._not_live = (
+            f"OVN Southbound not synchronised yet (connecting to {', '.join(map(str, remotes))})"
+        )
         self._warned: dict[tuple[str, tuple[str, ...], str], tuple[str, ...]] = {}
-        callbacks = dict(on_sync=self._synchronised, on_changes=self._changed, on_down=self._down)
+        callbacks = dict(
+            on_sync=self._synchronised,
+            on_changes=self._changed,
+            on_down=self._down,
+            on_resumed=self._resumed,
+        )
         if monitor_factory is None:
             self.monitor: Any = OvsdbMonitor(
                 reactor,
@@ -304,22 +324,27 @@ class OvnBackend:
         return self.monitor.stop()
 
     def ready(self) -> bool:
-        return self.index is not None
+        return self._live is not None
 
     def describe(self) -> str:
         where = ", ".join(map(str, self._remotes))
         index = self.index
         if index is None:
             return f"OVN Southbound at {where} (not synchronised yet)"
+        state = "" if self._live is not None else "; not current, answering 503"
         return (
             f"OVN Southbound at {where} ({index.bound_ports} bound ports on "
-            f"{index.networks} networks, {index.chassis} chassis)"
+            f"{index.networks} networks, {index.chassis} chassis{state})"
         )
+
+    def metric_samples(self) -> list[Any]:
+        """The Southbound connection's metrics (L{metaproxy.ovsdb.samples})."""
+        return monitor_samples(DATABASE, self.monitor)
 
     # monitor callbacks
 
     def _synchronised(self, store: RowStore) -> None:
-        self.index = OvnIndex.from_store(store)
+        self.index = self._live = OvnIndex.from_store(store)
         self._warned.clear()
         log.info(
             "OVN Southbound synchronised from {remote}: {ports} bound ports on "
@@ -334,23 +359,35 @@ class OvnBackend:
         if self.index is not None:
             self.index.apply(changes)
 
+    def _resumed(self, changes: list[RowChange]) -> None:
+        index = self.index
+        if index is None:  # cannot happen: a resumption follows a full copy
+            return
+        index.apply(changes)
+        self._live = index
+        log.info(
+            "OVN Southbound resumed from {remote}: {changes} changed rows since the last "
+            "transaction seen (no full copy); {ports} bound ports on {networks} networks",
+            remote=str(self.monitor.remote),
+            changes=len(changes),
+            ports=index.bound_ports,
+            networks=index.networks,
+        )
+
     def _down(self, reason: str) -> None:
+        self._live = None
+        self._not_live = f"OVN Southbound not current: {reason}; waiting for a usable member"
         log.warn(
-            "OVN Southbound {reason}; answering from the last copy until it is synchronised again",
+            "OVN Southbound {reason}; answering 503 until a usable member is synchronised",
             reason=reason,
         )
 
     # lookups (PortBackend)
 
     def _unavailable(self) -> Deferred[Any]:
-        return fail(
-            LookupUnavailable(
-                "OVN Southbound not synchronised yet (connecting to "
-                f"{', '.join(map(str, self._remotes))})"
-            )
-        )
+        return fail(LookupUnavailable(self._not_live))
 
-    # The Deferred lookups are the in-memory answers below, or 503 before the first sync.
+    # The Deferred lookups are the in-memory answers below, or 503 while not current.
 
     def router_networks(self, router_id: str) -> Deferred[tuple[str, ...]]:
         found = self.router_networks_now(router_id)
@@ -365,14 +402,14 @@ class OvnBackend:
         return self._unavailable() if found is None else succeed(found)
 
     # The same answers without a Deferred (metaproxy.resolve.cache, "Answers now"); None
-    # before the first synchronisation, so that the Deferred path answers 503.
+    # while the replica is not current, so that the Deferred path answers 503.
 
     def router_networks_now(self, router_id: str) -> tuple[str, ...] | None:
-        index = self.index
+        index = self._live
         return None if index is None else index.router_networks(router_id)
 
     def ports_by_ip_now(self, networks: Sequence[str], ip: str) -> list[Port] | None:
-        index = self.index
+        index = self._live
         if index is None:
             return None
         found = index.ports_by_ip(networks, ip)
@@ -381,7 +418,7 @@ class OvnBackend:
         return found
 
     def ports_by_mac_now(self, networks: Sequence[str], mac: str) -> list[Port] | None:
-        index = self.index
+        index = self._live
         if index is None:
             return None
         found = index.ports_by_mac(networks, mac)

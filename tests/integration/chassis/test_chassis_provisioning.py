@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from bench.ovnsandbox.daemons import link_exists, netns_list
+from bench.ovnsandbox.daemons import SandboxError, link_exists, netns_list
 from metaproxy.chassis.agent import ChassisAgent
 from metaproxy.chassis.netlink import NetlinkHost
 from metaproxy.chassis.provision import Provisioner
@@ -284,7 +284,18 @@ async def test_after_a_reboot_ports_of_namespaces_no_longer_needed_are_unplugged
         await until(lambda: f"ovnmeta-{staying.id}" in netns_list())
         assert f"ovnmeta-{gone.id}" not in netns_list()
         assert on_bridge(sandbox, f"tap{staying.id[:10]}0")
+        tap = f"tap{staying.id[:10]}1"
+        await until(lambda: "169.254.169.254/32" in _safe_addresses(f"ovnmeta-{staying.id}", tap))
         sandbox.sync()
-        assert cloud.probe(vm_staying, "ping", "169.254.169.254").returncode == 0
+        # the probe blocks this reactor (the chassis's too) while it waits: give the
+        # chassis a turn between tries, as a booting instance's retries would
+        for attempt in range(3):
+            try:
+                assert cloud.probe(vm_staying, "ping", "169.254.169.254").returncode == 0
+                break
+            except SandboxError:
+                if attempt == 2:
+                    raise
+                await deferLater(reactor, 1.0, lambda: None)
     finally:
         await chassis.stop()

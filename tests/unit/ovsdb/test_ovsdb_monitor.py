@@ -1,5 +1,6 @@
-"""metaproxy.ovsdb.monitor: schema check, monitor_cond (or monitor), notifications,
-reconnecting with backoff and resynchronising, on an in-memory reactor."""
+"""metaproxy.ovsdb.monitor: the member's _Server row, schema check, monitor_cond_since
+(or monitor_cond, or monitor), notifications, reconnecting with backoff and catching up
+or resynchronising, on an in-memory reactor."""
 
 import json
 
@@ -25,10 +26,30 @@ SCHEMA = {
 }
 
 
+#: the _Server.Database row of a standalone database, and of cluster members
+STANDALONE = {"name": "DB", "model": "standalone", "connected": True, "leader": True}
+CID = ["uuid", "c1d00000-0000-0000-0000-000000000001"]
+
+
+def member(connected=True, leader=False, index=10, cid=CID):
+    return {
+        "name": "DB",
+        "model": "clustered",
+        "connected": connected,
+        "leader": leader,
+        "index": index,
+        "cid": cid,
+    }
+
+
+NO_TXN = "00000000-0000-0000-0000-000000000000"
+
+
 class Harness:
     def __init__(self, remotes="tcp:127.0.0.1:6642", **kw):
         self.reactor = MemoryReactorClock()
         self.syncs, self.changes, self.downs = [], [], []
+        kw.setdefault("shuffle", False)
         self.monitor = OvsdbMonitor(
             self.reactor,
             parse_remotes(remotes),
@@ -69,73 +90,184 @@ class Harness:
     def lose(self):
         self.protocol.connectionLost(Failure(ConnectionLost("server went away")))
 
-    def synchronise(self, initial=None):
+    def notify(self, method, params):
+        self.protocol.dataReceived(
+            json.dumps({"id": None, "method": method, "params": params}).encode()
+        )
+
+    def server_row(self, row=STANDALONE):
+        """Answer the _Server monitor of a new connection with C{row}."""
+        (request,) = self.sent()
+        assert request["method"] == "monitor_cond"
+        assert request["params"] == [
+            "_Server",
+            "metaproxy-server",
+            {
+                "Database": {
+                    "columns": ["name", "model", "connected", "leader", "index", "cid"],
+                    "where": [["name", "==", "DB"]],
+                }
+            },
+        ]
+        self.answer(request["id"], {"Database": {"s1": {"initial": row}}})
+
+    def synchronise(self, initial=None, server=STANDALONE, found=False, last="txn-1"):
         self.accept()
+        self.server_row(server)
         (request,) = self.sent()
         assert request["method"] == "get_schema" and request["params"] == ["DB"]
         self.answer(request["id"], SCHEMA)
         (monitor,) = self.sent()
-        self.answer(monitor["id"], initial or {"T": {"r1": {"initial": {"name": "a"}}}})
+        updates = initial or {"T": {"r1": {"initial": {"name": "a"}}}}
+        if monitor["method"] == "monitor_cond_since":
+            self.answer(monitor["id"], [found, last, updates])
+        else:
+            self.answer(monitor["id"], updates)
         return monitor
 
 
-def test_monitor_cond_with_conditions_then_update2() -> None:
+def test_monitor_cond_since_with_conditions_then_update3() -> None:
     h = Harness()
     h.monitor.start()
-    monitor = h.synchronise()
-    assert monitor["method"] == "monitor_cond"
+    monitor = h.synchronise(last="txn-1")
+    assert monitor["method"] == "monitor_cond_since"
     assert monitor["params"] == [
         "DB",
         "metaproxy",
         {"T": {"columns": ["name", "ref"], "where": [["ref", "!=", ["set", []]]]}},
+        NO_TXN,
     ]
     assert h.syncs[0].tables == {"T": {"r1": {"name": "a", "ref": ()}}}
     assert h.monitor.synchronised and h.monitor.syncs == 1
-    h.protocol.dataReceived(
-        json.dumps(
-            {
-                "id": None,
-                "method": "update2",
-                "params": ["metaproxy", {"T": {"r1": {"modify": {"name": "b"}}}}],
-            }
-        ).encode()
-    )
+    assert h.monitor.sync_kinds == {"full": 1, "changes": 0}
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r1": {"modify": {"name": "b"}}}}])
     assert h.changes[0][0].new == {"name": "b", "ref": ()}
 
 
-def test_a_server_without_monitor_cond_gets_monitor_and_update() -> None:
+def test_a_server_without_monitor_cond_since_gets_monitor_cond_and_update2() -> None:
     h = Harness()
     h.monitor.start()
     h.accept()
+    h.server_row()
+    (request,) = h.sent()
+    h.answer(request["id"], SCHEMA)
+    (since,) = h.sent()
+    assert since["method"] == "monitor_cond_since"
+    h.answer(since["id"], error="unknown method")
+    (cond,) = h.sent()
+    assert cond["method"] == "monitor_cond"
+    assert cond["params"] == [
+        "DB",
+        "metaproxy",
+        {"T": {"columns": ["name", "ref"], "where": [["ref", "!=", ["set", []]]]}},
+    ]
+    h.answer(cond["id"], {"T": {"r1": {"initial": {"name": "a"}}}})
+    assert h.syncs[0].tables == {"T": {"r1": {"name": "a", "ref": ()}}}
+    h.notify("update2", ["metaproxy", {"T": {"r1": {"modify": {"name": "b"}}}}])
+    assert h.changes[0][0].new == {"name": "b", "ref": ()}
+    # after a reconnect it is asked for a full copy with monitor_cond_since again
+    h.lose()
+    h.reactor.advance(0.5)
+    monitor = h.synchronise({"T": {"r2": {"initial": {"name": "c"}}}})
+    assert monitor["params"][3] == NO_TXN
+
+
+def test_a_server_without_monitor_cond_gets_monitor_and_update() -> None:
+    h = Harness(resume=False)
+    h.monitor.start()
+    h.accept()
+    h.server_row()
     (request,) = h.sent()
     h.answer(request["id"], SCHEMA)
     (cond,) = h.sent()
+    assert cond["method"] == "monitor_cond"
     h.answer(cond["id"], error={"error": "unknown method"})
     (plain,) = h.sent()
     assert plain["method"] == "monitor"
     assert plain["params"] == ["DB", "metaproxy", {"T": {"columns": ["name", "ref"]}}]
     h.answer(plain["id"], {"T": {"r1": {"new": {"name": "a"}}}})
     assert h.syncs[0].tables["T"]["r1"]["name"] == "a"
-    h.protocol.dataReceived(
-        json.dumps(
-            {
-                "id": None,
-                "method": "update",
-                "params": ["metaproxy", {"T": {"r1": {"old": {"name": "a"}}}}],
-            }
-        ).encode()
-    )
+    h.notify("update", ["metaproxy", {"T": {"r1": {"old": {"name": "a"}}}}])
     assert h.changes[0][0].new is None
+
+
+def test_a_server_without_the_server_database_is_used_as_it_is() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.accept()
+    (request,) = h.sent()
+    h.answer(request["id"], error={"error": "unknown database", "details": "_Server"})
+    (schema,) = h.sent()
+    assert schema["method"] == "get_schema"
+    h.answer(schema["id"], SCHEMA)
+    (monitor,) = h.sent()
+    h.answer(monitor["id"], [False, NO_TXN, {"T": {"r1": {"initial": {"name": "a"}}}}])
+    assert h.monitor.synchronised and len(h.syncs) == 1
+
+
+def test_reconnect_resumes_from_the_last_transaction_on_the_same_store() -> None:
+    resumed = []
+    h = Harness(on_resumed=resumed.append)
+    h.monitor.start()
+    h.synchronise({"T": {"r1": {"initial": {"name": "a"}}, "r2": {"initial": {"name": "b"}}}})
+    store = h.syncs[0]
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r1": {"modify": {"name": "a2"}}}}])
+    h.lose()
+    assert h.downs and not h.monitor.synchronised
+    h.reactor.advance(0.5)
+    monitor = h.synchronise(
+        {"T": {"r2": {"delete": None}, "r3": {"insert": {"name": "c"}}}},
+        found=True,
+        last="txn-5",
+    )
+    assert monitor["params"][3] == "txn-2"  # the last one notified
+    assert len(h.syncs) == 1 and h.monitor.synchronised
+    assert [(c.uuid, c.new) for c in resumed[0]] == [
+        ("r2", None),
+        ("r3", {"name": "c", "ref": ()}),
+    ]
+    assert store.tables == {"T": {"r1": {"name": "a2", "ref": ()}, "r3": {"name": "c", "ref": ()}}}
+    assert h.monitor.sync_kinds == {"full": 1, "changes": 1}
+    # and the next reconnect starts from the reply's transaction
+    h.lose()
+    h.reactor.advance(0.5)
+    assert h.synchronise(found=True, last="txn-6")["params"][3] == "txn-5"
+
+
+def test_resumed_without_on_resumed_hands_the_whole_store_to_on_sync() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise()
+    h.lose()
+    h.reactor.advance(0.5)
+    h.synchronise({"T": {"r2": {"insert": {"name": "c"}}}}, found=True)
+    assert len(h.syncs) == 2 and h.syncs[1] is h.syncs[0]
+    assert set(h.syncs[1].tables["T"]) == {"r1", "r2"}
+
+
+def test_not_found_replaces_the_store_with_the_full_copy() -> None:
+    resumed = []
+    h = Harness(on_resumed=resumed.append)
+    h.monitor.start()
+    h.synchronise()
+    h.lose()
+    h.reactor.advance(0.5)
+    monitor = h.synchronise({"T": {"r9": {"initial": {"name": "z"}}}}, found=False)
+    assert monitor["params"][3] == "txn-1"
+    assert resumed == [] and len(h.syncs) == 2 and h.syncs[1] is not h.syncs[0]
+    assert h.syncs[1].tables == {"T": {"r9": {"name": "z", "ref": ()}}}
 
 
 def test_a_schema_without_the_columns_closes_and_retries() -> None:
     h = Harness()
     h.monitor.start()
     h.accept()
+    h.server_row()
     (request,) = h.sent()
     h.answer(request["id"], {"name": "Other", "tables": {"T": {"columns": {}}}})
     assert h.transport.disconnecting and h.syncs == []
     h.lose()
+    assert h.monitor.members.states[h.monitor.remotes[0]] == "failed"
     h.reactor.advance(0.5)
     assert len(h.reactor.tcpClients) == 2
 
@@ -151,9 +283,33 @@ def test_refused_connections_back_off_up_to_the_maximum_over_the_remotes() -> No
         h.reactor.advance(waits[-1])
     hosts = [c[0] for c in h.reactor.tcpClients]
     assert hosts[:4] == ["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]
-    # 0.5, 1, 2, 3, 3, 3 s, each shortened by up to 20 % of jitter
-    for wait, full in zip(waits, [0.5, 1, 2, 3, 3, 3], strict=False):
-        assert 0.8 * full <= wait <= full
+    # 0.5, 1, 2, 3, 3, 3 s, each between half and all of it (jitter)
+    for wait, full in zip(waits, [0.5, 1, 2, 3, 3, 3], strict=True):
+        assert full / 2 <= wait <= full
+    assert h.monitor.members.attempts == {r: 4 if r.port == 1 else 3 for r in h.monitor.remotes}
+
+
+def test_each_monitor_has_its_own_order_and_spreads_its_waits() -> None:
+    import random
+
+    remotes = ",".join(f"tcp:127.0.0.{i}:6642" for i in range(1, 4))
+    firsts, orders, waits = set(), set(), []
+    for seed in range(30):
+        h = Harness(remotes, shuffle=True, rng=random.Random(seed))
+        h.monitor.start()
+        for _ in range(3):
+            h.refuse()
+            (call,) = h.reactor.getDelayedCalls()
+            waits.append(call.getTime() - h.reactor.seconds())
+            h.reactor.advance(waits[-1])
+        hosts = [c[0] for c in h.reactor.tcpClients]
+        assert sorted(hosts[:3]) == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        assert hosts[3] == hosts[0]  # then round again, in the same order
+        firsts.add(hosts[0])
+        orders.add(tuple(hosts[:3]))
+    assert firsts == {"127.0.0.1", "127.0.0.2", "127.0.0.3"} and len(orders) >= 4
+    first_waits = waits[0::3]
+    assert min(first_waits) < 0.3 and max(first_waits) > 0.45
 
 
 def test_lost_connection_reports_down_reconnects_and_resynchronises_fully() -> None:
@@ -162,11 +318,97 @@ def test_lost_connection_reports_down_reconnects_and_resynchronises_fully() -> N
     h.synchronise()
     h.lose()
     assert h.downs and "server went away" in h.downs[0] and not h.monitor.synchronised
+    assert h.monitor.reconnects == {"lost": 1}
     h.reactor.advance(0.5)
     h.synchronise({"T": {"r2": {"initial": {"name": "c"}}}})
     assert len(h.syncs) == 2 and h.syncs[1].tables == {"T": {"r2": {"name": "c", "ref": ()}}}
     # notifications of the old connection's store no longer apply
     assert h.monitor.syncs == 2
+
+
+def test_a_disconnected_cluster_member_is_refused_and_the_next_one_tried() -> None:
+    h = Harness("tcp:127.0.0.1:1,tcp:127.0.0.2:2")
+    h.monitor.start()
+    h.accept()
+    h.server_row(member(connected=False))
+    assert h.transport.disconnecting and h.syncs == []
+    h.lose()
+    members = h.monitor.members
+    assert members.states[h.monitor.remotes[0]] == "cluster_disconnected"
+    h.reactor.advance(0.5)
+    assert h.reactor.tcpClients[-1][0] == "127.0.0.2"
+    h.synchronise(server=member(index=12))
+    assert h.monitor.synchronised and members.states[h.monitor.remotes[1]] == "usable"
+    assert members.refusals == {(h.monitor.remotes[0], "cluster_disconnected"): 1}
+
+
+def test_a_member_that_loses_its_cluster_is_dropped_at_once() -> None:
+    h = Harness("tcp:127.0.0.1:1,tcp:127.0.0.2:2")
+    h.monitor.start()
+    h.synchronise(server=member(index=10))
+    h.notify("update2", ["metaproxy-server", {"Database": {"s1": {"modify": {"index": 11}}}}])
+    assert h.monitor.synchronised and not h.transport.disconnecting
+    h.notify(
+        "update2", ["metaproxy-server", {"Database": {"s1": {"modify": {"connected": False}}}}]
+    )
+    assert h.transport.disconnecting
+    h.lose()
+    assert not h.monitor.synchronised
+    assert h.downs == [
+        "member tcp:127.0.0.1:1 refused: disconnected from its cluster (no leader in "
+        "reach, or not joined yet) (follower)"
+    ]
+    assert h.monitor.reconnects == {"cluster_disconnected": 1}
+    h.reactor.advance(0.5)
+    assert h.reactor.tcpClients[-1][0] == "127.0.0.2"  # not the same one again
+
+
+def test_a_member_behind_what_was_read_is_stale() -> None:
+    h = Harness("tcp:127.0.0.1:1,tcp:127.0.0.2:2")
+    h.monitor.start()
+    h.synchronise(server=member(index=10))
+    h.notify("update2", ["metaproxy-server", {"Database": {"s1": {"modify": {"index": 20}}}}])
+    h.lose()
+    h.reactor.advance(0.5)
+    h.accept()  # the same member first, now behind
+    h.server_row(member(index=15))
+    assert h.transport.disconnecting
+    h.lose()
+    assert h.monitor.members.states[h.monitor.remotes[0]] == "stale"
+    h.reactor.advance(1.0)
+    h.synchronise(server=member(index=20))
+    assert h.monitor.synchronised
+
+
+def test_state_changes_are_logged_once_each() -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        h = Harness(retry_max_interval=1)
+        h.monitor.start()
+        for _ in range(5):
+            h.accept()
+            h.server_row(member(connected=False))
+            h.lose()
+            h.reactor.advance(1)
+        for _ in range(3):
+            h.refuse()
+            h.reactor.advance(1)
+        h.synchronise(server=member(index=3))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if e.get("log_level").name != "debug"]
+    lines = [line for line in lines if "tcp:127.0.0.1:6642" in line]
+    assert lines == [
+        "OVSDB DB at tcp:127.0.0.1:6642 refused (cluster_disconnected): disconnected from "
+        "its cluster (no leader in reach, or not joined yet) (follower); trying it again "
+        "with backoff",
+        "OVSDB DB at tcp:127.0.0.1:6642 unreachable: cannot connect: Connection was "
+        "refused by other side.; trying it again with backoff",
+        "OVSDB DB at tcp:127.0.0.1:6642 is usable: connected to its cluster, index 3 (follower)",
+    ]
 
 
 def test_stop_closes_and_does_not_reconnect() -> None:
@@ -192,15 +434,7 @@ def test_a_bad_notification_closes_the_connection_with_one_line() -> None:
     h = Harness()
     h.monitor.start()
     h.synchronise()
-    h.protocol.dataReceived(
-        json.dumps(
-            {
-                "id": None,
-                "method": "update2",
-                "params": ["metaproxy", {"T": {"r9": {"modify": {"name": "x"}}}}],
-            }
-        ).encode()
-    )
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r9": {"modify": {"name": "x"}}}}])
     self_remove()
     assert h.transport.disconnecting
     lines = [formatEvent(e) for e in events if "could not be applied" in formatEvent(e)]
@@ -249,3 +483,16 @@ def test_transact_after_the_connection_is_lost_fails() -> None:
     failures = []
     h.monitor.transact([]).addErrback(failures.append)
     assert failures and failures[0].check(NotConnected)
+
+
+def test_changes_that_cannot_be_applied_mean_a_full_copy_next_time() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r9": {"modify": {"name": "x"}}}}])
+    assert h.transport.disconnecting
+    h.lose()
+    h.reactor.advance(0.5)
+    monitor = h.synchronise({"T": {"r1": {"initial": {"name": "a"}}}})
+    assert monitor["params"][3] == NO_TXN
+    assert len(h.syncs) == 2 and h.syncs[1] is not h.syncs[0]

@@ -2,8 +2,10 @@
 
 import attrs
 import pytest
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from metaproxy.config import default_settings
 from metaproxy.ovsdb.data import RowChange
@@ -213,8 +215,49 @@ def test_backend_answers_503_until_synchronised_then_from_memory() -> None:
     monitors[0].callbacks["on_changes"]([RowChange("Port_Binding", "u1", None, None)])
     backend.ports_by_ip(["net1"], "10.0.0.5").addCallback(found.append)
     assert found[1] == []
-    monitors[0].callbacks["on_down"]("connection lost")
-    assert backend.ready()  # the last copy keeps answering
+    monitors[0].callbacks["on_down"]("connection to tcp:127.0.0.1:6642 lost: gone")
+    # never from a copy that may be stale: 503, saying why
+    assert not backend.ready()
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.5") is None
+    assert backend.router_networks_now("rt") is None
+    failures = []
+    backend.ports_by_ip(["net1"], "10.0.0.5").addErrback(failures.append)
+    backend.ports_by_mac(["net1"], "fa:16:3e:00:00:01").addErrback(failures.append)
+    assert [f.check(LookupUnavailable) for f in failures] == [LookupUnavailable] * 2
+    assert "tcp:127.0.0.1:6642 lost: gone" in str(failures[0].value)
+    assert "not current, answering 503" in backend.describe()
+
+
+def test_a_resumed_connection_applies_the_changes_and_answers_again() -> None:
+    from metaproxy.ovsdb.remote import parse_remotes
+
+    monitors = []
+    backend = OvnBackend(
+        Clock(),
+        parse_remotes("tcp:127.0.0.1:6642"),
+        monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw)) or monitors[-1],
+    )
+    callbacks = monitors[0].callbacks
+    callbacks["on_sync"](
+        FakeStore(
+            {
+                "Datapath_Binding": {"d1": dp("net1")},
+                "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.5",))},
+            }
+        )
+    )
+    index = backend.index
+    callbacks["on_down"]("member tcp:127.0.0.1:6642 refused: stale")
+    assert not backend.ready()
+    callbacks["on_resumed"](
+        [
+            RowChange("Port_Binding", "u1", None, None),
+            RowChange("Port_Binding", "u2", None, pb("p2", "d1", ("fa:16:3e:00:00:02 10.0.0.6",))),
+        ]
+    )
+    assert backend.ready() and backend.index is index  # the same index, changed
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.5") == []
+    assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.6")] == ["p2"]
 
 
 def test_several_ports_logged_once_with_the_sync_advice(caplog=None) -> None:
@@ -321,3 +364,35 @@ def test_answers_now_from_the_replica_and_none_before_sync() -> None:
     assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.5")] == ["p1"]
     assert [p.id for p in backend.ports_by_mac_now(["net1"], "fa:16:3e:00:00:01")] == ["p1"]
     assert resolver.resolve_now(who) == Instance("vm", "pr")
+
+
+def test_the_southbound_connection_is_in_the_agents_metrics() -> None:
+    from metaproxy.agent.proxy import Proxy
+    from metaproxy.ops.metrics import render
+
+    settings = attrs.evolve(
+        default_settings(),
+        lookup_backend="ovn",
+        ovn_sb_connection="tcp:127.0.0.1:6642,tcp:127.0.0.2:6642",
+    )
+    reactor = MemoryReactorClock()
+    proxy = Proxy(reactor, settings)
+    proxy.backend.start()
+    # the first attempt is refused
+    host, port, factory = reactor.tcpClients[0][:3]
+    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    text = render(proxy.metrics.snapshot).decode()
+    refused = f'remote="tcp:{host}:{port}"'
+    assert 'metaproxy_ovsdb_synchronised{database="OVN_Southbound"} 0.0' in text
+    state = f'metaproxy_ovsdb_member_state{{database="OVN_Southbound",{refused},state='
+    assert state + '"unreachable"} 1.0' in text and state + '"usable"} 0.0' in text
+    assert (
+        f'metaproxy_ovsdb_member_refusals_total{{database="OVN_Southbound",{refused},'
+        'state="unreachable"} 1.0' in text
+    )
+    assert (
+        f'metaproxy_ovsdb_connection_attempts_total{{database="OVN_Southbound",{refused}}} 1.0'
+        in text
+    )
+    assert text.count("metaproxy_ovsdb_member_state{") == 2 * 7
+    proxy.backend.stop()
