@@ -16,6 +16,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from bench.ovnsandbox.daemons import SandboxError
 from metaproxy.chassis.mode import ChassisMode
 from metaproxy.http.listeners import Listeners
 from metaproxy.http.server import Limits, MetadataFactory
@@ -272,7 +273,17 @@ async def test_a_namespace_deleted_by_hand_is_made_and_served_again(sandbox, clo
         await until(lambda: node.listeners.listening(net.id))
         await node.provisioner.idle()
         sandbox.sync()
-        status, answer = await deferToThread(get, cloud, vm)
+        # the new veth is a new device for the userspace datapath: the first tries may
+        # find it not forwarding yet, as a booting instance's first try might (cloud-init
+        # tries again)
+        for attempt in range(3):
+            try:
+                status, answer = await deferToThread(get, cloud, vm)
+                break
+            except SandboxError:
+                if attempt == 2:
+                    raise
+                await deferLater(reactor, 1.0, lambda: None)
         assert status == 200 and answer["X-Instance-ID"] == vm.port.device_id
     finally:
         await node.stop()
