@@ -163,9 +163,9 @@ def chassis_mode(reactor: Any, settings: Settings, listeners: Any) -> Any:
         TLS files cannot be used (the configuration checks say so first).
     """
     from metaproxy.chassis.mode import ChassisMode
-    from metaproxy.ovsdb.remote import RemoteError, TlsFiles, load_tls_options, parse_remotes
+    from metaproxy.ovsdb.remote import RemoteError, parse_remotes
     from metaproxy.resolve.base import BackendError
-    from metaproxy.resolve.ovn_build import probe_seconds
+    from metaproxy.resolve.ovn_build import probe_seconds, southbound
 
     try:
         ovs = parse_remotes(settings.ovs_ovsdb_connection)
@@ -173,24 +173,7 @@ def chassis_mode(reactor: Any, settings: Settings, listeners: Any) -> Any:
         raise BackendError(
             f"[ovs] ovsdb_connection: {e}. Fix: write unix:PATH or tcp:IP:PORT."
         ) from None
-    try:
-        sb = parse_remotes(settings.ovn_sb_connection)
-    except RemoteError as e:
-        raise BackendError(
-            f"[ovn] ovn_sb_connection: {e}. Fix: write tcp:IP:PORT, ssl:IP:PORT or unix:PATH."
-        ) from None
-    tls = None
-    if any(remote.kind == "ssl" for remote in sb):
-        files = TlsFiles(
-            settings.ovn_sb_private_key, settings.ovn_sb_certificate, settings.ovn_sb_ca_cert
-        )
-        try:
-            tls = load_tls_options(files)
-        except RemoteError as e:
-            raise BackendError(
-                f"[ovn] {e}. Fix: point ovn_sb_private_key, ovn_sb_certificate and "
-                "ovn_sb_ca_cert at the PEM files ovn-controller uses on this node."
-            ) from None
+    sb, tls = southbound(settings)
     return ChassisMode(
         reactor,
         listeners,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from metaproxy.config import Settings
-from metaproxy.ovsdb.remote import RemoteError, TlsFiles, load_tls_options, parse_remotes
+from metaproxy.ovsdb.remote import Remote, RemoteError, TlsFiles, load_tls_options, parse_remotes
 from metaproxy.resolve.base import BackendError
 from metaproxy.resolve.ovn import OvnBackend
 
@@ -19,8 +19,12 @@ def probe_seconds(probe_interval_ms: int) -> float:
     return max(probe_interval_ms, 1000) / 1000.0
 
 
-def build_ovn_backend(reactor: Any, settings: Settings) -> OvnBackend:
-    """@raise BackendError: the connection string or the TLS files cannot be used."""
+def southbound(settings: Settings) -> tuple[list[Remote], Any]:
+    """The Southbound's remotes and TLS options (C{None} without C{ssl:}) from C{[ovn]},
+    for the lookups and for the chassis mode alike.
+
+    @raise BackendError: the connection string or the TLS files cannot be used.
+    """
     try:
         remotes = parse_remotes(settings.ovn_sb_connection)
     except RemoteError as e:
@@ -40,6 +44,12 @@ def build_ovn_backend(reactor: Any, settings: Settings) -> OvnBackend:
                 "ovn_sb_certificate and ovn_sb_ca_cert at the PEM files "
                 "ovn-controller uses on this node."
             ) from None
+    return remotes, tls
+
+
+def build_ovn_backend(reactor: Any, settings: Settings) -> OvnBackend:
+    """@raise BackendError: the connection string or the TLS files cannot be used."""
+    remotes, tls = southbound(settings)
     return OvnBackend(
         reactor,
         remotes,
