@@ -25,6 +25,19 @@ def last_request(stack):
     return stack.nova_requests()[-1]
 
 
+def via_router(stack, address, router, path="/openstack/latest/meta_data.json"):
+    """GET path on the shared socket as haproxy forwards for `address` behind `router`."""
+    return get(stack.shared, path, forwarded_for=address, headers=[("X-Neutron-Router-ID", router)])
+
+
+def eventually(predicate, timeout=5.0):
+    """Poll predicate until it holds or the timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
 @pytest.mark.parametrize(
     "via, headers, xff, instance, project",
     [
@@ -53,23 +66,12 @@ def test_each_namespace_gets_its_own_instance(stack, via, headers, xff, instance
 
 def test_user_data_text_gzip_and_missing(stack):
     """Text user data, binary gzipped user data (byte-exact) and a 404 for none."""
-    shared = stack.shared
-    a = get(
-        shared,
-        "/openstack/latest/user_data",
-        forwarded_for="10.0.0.5",
-        headers=[("X-Neutron-Router-ID", "r1")],
-    )
+    a = via_router(stack, "10.0.0.5", "r1", "/openstack/latest/user_data")
     assert a.status == 200 and a.body == b"#!/bin/sh\necho a\n"
-    b = get(
-        shared,
-        "/openstack/latest/user_data",
-        forwarded_for="10.0.0.5",
-        headers=[("X-Neutron-Router-ID", "r2")],
-    )
+    b = via_router(stack, "10.0.0.5", "r2", "/openstack/latest/user_data")
     assert b.status == 200 and b.body == GZIPPED
     c = get(
-        shared,
+        stack.shared,
         "/openstack/latest/user_data",
         forwarded_for="10.0.1.7",
         headers=[("X-Neutron-Network-ID", "net-c")],
@@ -157,32 +159,15 @@ def test_bad_input_answered_and_logged(stack, raw, status):
     before = stack.agent.log().count("\n")
     answer = send_raw(stack.shared, [raw])
     assert answer.status == status and answer.header("Connection") == "close"
-    deadline = time.monotonic() + 5
-    while stack.agent.log().count("\n") == before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: stack.agent.log().count("\n") != before)
     new_lines = stack.agent.log().splitlines()[before:]
     assert any("Refused" in line for line in new_lines), new_lines
-    assert (
-        meta(
-            get(
-                stack.shared,
-                "/openstack/latest/meta_data.json",
-                forwarded_for="10.0.0.5",
-                headers=[("X-Neutron-Router-ID", "r1")],
-            )
-        )["uuid"]
-        == "vm-a"
-    )
+    assert meta(via_router(stack, "10.0.0.5", "r1"))["uuid"] == "vm-a"
 
 
 def test_not_found_404_logged(stack):
     """An address with no port: 404 'Instance was not found on router r1.'"""
-    answer = get(
-        stack.shared,
-        "/openstack",
-        forwarded_for="10.0.0.99",
-        headers=[("X-Neutron-Router-ID", "r1")],
-    )
+    answer = via_router(stack, "10.0.0.99", "r1", "/openstack")
     assert answer.status == 404 and b"Instance was not found on router r1." in answer.body
 
 
@@ -228,15 +213,9 @@ def test_control_command_and_watched_directory(stack):
     marker = stack.state / "metaproxy" / "namespaces.d" / "qrouter-r9"
     marker.touch()
     path = stack.ns_socket("qrouter-r9")
-    deadline = time.monotonic() + 5
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert os.path.exists(path)
+    assert eventually(lambda: os.path.exists(path))
     marker.unlink()
-    deadline = time.monotonic() + 5
-    while os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(path)
+    assert eventually(lambda: not os.path.exists(path))
     # other namespaces were never disturbed
     assert (
         meta(
@@ -264,29 +243,11 @@ def test_sighup_reloads_table(stack):
             "project_id": "proj-d",
         }
     )
-    assert (
-        get(
-            stack.shared,
-            "/openstack",
-            forwarded_for="10.0.0.77",
-            headers=[("X-Neutron-Router-ID", "r1")],
-        ).status
-        == 404
-    )
+    assert via_router(stack, "10.0.0.77", "r1", "/openstack").status == 404
     stack.table.write_text(json.dumps(table))
     stack.agent.popen.send_signal(__import__("signal").SIGHUP)
-    deadline = time.monotonic() + 5
-    while "Reloaded" not in stack.agent.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (
-        get(
-            stack.shared,
-            "/openstack",
-            forwarded_for="10.0.0.77",
-            headers=[("X-Neutron-Router-ID", "r1")],
-        ).status
-        == 200
-    )
+    eventually(lambda: "Reloaded" in stack.agent.log())
+    assert via_router(stack, "10.0.0.77", "r1", "/openstack").status == 200
 
 
 def test_live_socket_not_stolen_by_second_agent(stack):
@@ -309,14 +270,4 @@ def test_live_socket_not_stolen_by_second_agent(stack):
     assert result.returncode != 0
     assert "in use by a live process" in result.stdout + result.stderr
     assert os.path.exists(stack.shared)
-    assert (
-        meta(
-            get(
-                stack.shared,
-                "/openstack/latest/meta_data.json",
-                forwarded_for="10.0.0.5",
-                headers=[("X-Neutron-Router-ID", "r1")],
-            )
-        )["uuid"]
-        == "vm-a"
-    )
+    assert meta(via_router(stack, "10.0.0.5", "r1"))["uuid"] == "vm-a"
