@@ -312,81 +312,40 @@ class Topology:
         if not metadata_proxy:
             self._l3_metadata_mark(namespace)
             return namespace
-        ipt = self._iptables_command(namespace.name)
-        rules = [
-            [
-                "-t",
-                "mangle",
-                "-A",
-                "PREROUTING",
-                "-d",
-                f"{METADATA_V4}/32",
-                "-i",
-                "qr-+",
-                "-p",
-                "tcp",
-                "-m",
-                "tcp",
-                "--dport",
-                "80",
-                "-j",
-                "MARK",
-                "--set-xmark",
-                "0x1/0xffff",
-            ],
-            [
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-d",
-                f"{METADATA_V4}/32",
-                "-i",
-                "qr-+",
-                "-p",
-                "tcp",
-                "-m",
-                "tcp",
-                "--dport",
-                "80",
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                str(ROUTER_METADATA_PORT),
-            ],
-            ["-t", "filter", "-A", "INPUT", "-m", "mark", "--mark", "0x1/0xffff", "-j", "ACCEPT"],
-            [
-                "-t",
-                "filter",
-                "-A",
-                "INPUT",
-                "-p",
-                "tcp",
-                "-m",
-                "tcp",
-                "--dport",
-                str(ROUTER_METADATA_PORT),
-                "-j",
-                "DROP",
-            ],
-        ]
-        for rule in rules:
-            self.exec(namespace.name, [ipt, "-w", *rule])
+        self._iptables_restore(
+            namespace,
+            "*mangle\n"
+            f"-A PREROUTING -d {METADATA_V4}/32 -i qr-+ -p tcp -m tcp --dport 80 "
+            "-j MARK --set-xmark 0x1/0xffff\n"
+            "COMMIT\n"
+            "*nat\n"
+            f"-A PREROUTING -d {METADATA_V4}/32 -i qr-+ -p tcp -m tcp --dport 80 "
+            f"-j REDIRECT --to-ports {ROUTER_METADATA_PORT}\n"
+            "COMMIT\n"
+            "*filter\n"
+            "-A INPUT -m mark --mark 0x1/0xffff -j ACCEPT\n"
+            f"-A INPUT -p tcp -m tcp --dport {ROUTER_METADATA_PORT} -j DROP\n"
+            "COMMIT\n",
+        )
         return namespace
 
     def _l3_metadata_mark(self, namespace: Namespace) -> None:
         """The rules every router of the L3 agent has, metadata proxy or not
         (C{RouterInfo.initialize_metadata_iptables}), in one C{iptables-restore}."""
-        ipt = self._iptables_command(namespace.name)
-        rules = (
+        self._iptables_restore(
+            namespace,
             "*mangle\n"
             f"-A PREROUTING -d {METADATA_V4}/32 -i qr-+ -p tcp -m tcp --dport 80 "
             "-j MARK --set-xmark 0x1/0xffff\n"
             "COMMIT\n"
             "*filter\n"
             "-A FORWARD -m mark --mark 0x1/0xffff -j DROP\n"
-            "COMMIT\n"
+            "COMMIT\n",
         )
+
+    def _iptables_restore(self, namespace: Namespace, rules: str) -> None:
+        """Append C{rules} (iptables-restore's format) in the namespace, in one call."""
+        ipt = self._iptables_command(namespace.name)
         run_command(
             ["ip", "netns", "exec", namespace.name, f"{ipt}-restore", "-w", "--noflush"],
             input=rules.encode(),
