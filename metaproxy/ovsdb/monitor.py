@@ -24,6 +24,17 @@ L{metaproxy.ovsdb.members}):
      C{monitor} (C{update}, whole tables): a full copy on every connection;
   4. every notification after it goes to C{on_changes(changes)}.
 
+L{OvsdbMonitor.set_conditions} changes the conditions of the live session
+(C{monitor_cond_change}, one request at a time): the server sends the rows that enter
+and leave the monitored set as one notification (C{on_changes}) before its reply. The
+replica reflects the I{acknowledged} conditions (those of the last reply, or of the
+last full copy); a reconnect that resumes (C{monitor_cond_since} with the last
+transaction id) asks with those, since the server sends only the rows changed after
+that transaction that match what is asked, so rows matching newer conditions only
+would never arrive; the newer conditions follow in a C{monitor_cond_change} once the
+replica is current. A reconnect that takes a full copy asks with the newest
+conditions at once.
+
 C{synchronised} is true only while the replica is the current copy of a usable
 member: from step 3 until the connection is lost or the member refused, which call
 C{on_down(reason)}. Echo requests from the server are answered, and the protocol probes
@@ -139,7 +150,11 @@ class OvsdbMonitor:
         self.remotes = tuple(remotes)
         self._database = database
         self._columns = {table: list(cols) for table, cols in columns.items()}
+        #: the conditions wanted (the newest L{set_conditions})
         self._conditions = dict(conditions or {})
+        #: the conditions the replica reflects (acknowledged by the server)
+        self._acked_conditions = dict(self._conditions)
+        self._changing = False  # a monitor_cond_change awaits its reply
         self._on_sync = on_sync
         self._on_changes = on_changes
         self._on_down = on_down
@@ -219,6 +234,76 @@ class OvsdbMonitor:
         d = protocol.request("transact", [self._database, *operations])
         d.addCallback(lambda results: check_results(operations, results, must_match))
         return d
+
+    @property
+    def conditions(self) -> dict[str, list[Any]]:
+        """The conditions wanted: the newest given (the replica follows once the
+        server has acknowledged them)."""
+        return dict(self._conditions)
+
+    def set_conditions(self, conditions: Mapping[str, list[Any]]) -> None:
+        """Monitor the rows of C{conditions} from now on (tables not given keep theirs).
+
+        On a synchronised connection a C{monitor_cond_change} is sent (or queued behind
+        the one awaiting its reply); otherwise they are used from the next connection.
+        The rows that enter or leave come to C{on_changes}.
+        """
+        wanted = {**self._conditions, **conditions}
+        if wanted == self._conditions:
+            return
+        self._conditions = wanted
+        self._send_condition_change()
+
+    def _send_condition_change(self) -> None:
+        protocol = self._protocol
+        if (
+            self._changing
+            or protocol is None
+            or protocol.closed
+            or not self.synchronised
+            or self._update_method not in ("update2", "update3")
+        ):
+            return  # sent after the reply, or on the next connection
+        changed = {
+            table: where
+            for table, where in self._conditions.items()
+            if self._acked_conditions.get(table) != where
+        }
+        if not changed:
+            return
+        requests = {table: [{"where": where}] for table, where in changed.items()}
+        asked = dict(self._conditions)
+        self._changing = True
+        d = protocol.request("monitor_cond_change", [_MONITOR_ID, _MONITOR_ID, requests])
+        d.addCallbacks(
+            self._condition_changed,
+            self._condition_change_failed,
+            callbackArgs=(protocol, asked),
+            errbackArgs=(protocol,),
+        )
+
+    def _condition_changed(self, result: Any, protocol: JsonRpcProtocol, asked: dict) -> None:
+        if protocol is not self._protocol:
+            return  # the connection it was sent on is gone: _lost reset the state
+        self._changing = False
+        # the rows that entered or left came before this reply, in a notification
+        self._acked_conditions = asked
+        self._send_condition_change()
+
+    def _condition_change_failed(self, failure: Failure, protocol: JsonRpcProtocol) -> None:
+        if protocol is not self._protocol or protocol.closed:
+            return
+        self._changing = False
+        log.error(
+            "OVSDB {database} at {remote} refused new monitor conditions ({error}); "
+            "reconnecting for a full copy with them",
+            database=self._database,
+            remote=str(self.remote),
+            error=failure.getErrorMessage(),
+        )
+        self._store = None  # the next connection asks for a full copy with them
+        self._last_txn = NO_TRANSACTION
+        protocol.close(f"cannot change the monitor conditions of {self._database}")
 
     # connecting
 
@@ -317,20 +402,24 @@ class OvsdbMonitor:
                 f"this the {self._database} database of a supported OVN version?"
             )
         fresh = RowStore(schema, self._columns)
-        requests = {}
-        for table, columns in self._columns.items():
-            request: dict[str, Any] = {"columns": columns}
-            if table in self._conditions:
-                request["where"] = self._conditions[table]
-            requests[table] = request
-        if not self._resume:
-            return self._monitor_cond(protocol, fresh, requests)
         kept = self._store
         since = (
             self._last_txn
-            if kept is not None and kept.column_kinds == fresh.column_kinds
+            if self._resume and kept is not None and kept.column_kinds == fresh.column_kinds
             else NO_TRANSACTION
         )
+        # resuming: the conditions the kept replica reflects (newer ones follow in a
+        # monitor_cond_change); a full copy: the newest
+        if since == NO_TRANSACTION:
+            self._acked_conditions = dict(self._conditions)
+        requests = {}
+        for table, columns in self._columns.items():
+            request: dict[str, Any] = {"columns": columns}
+            if table in self._acked_conditions:
+                request["where"] = self._acked_conditions[table]
+            requests[table] = request
+        if not self._resume:
+            return self._monitor_cond(protocol, fresh, requests)
         d = protocol.request("monitor_cond_since", [self._database, _MONITOR_ID, requests, since])
         d.addCallback(self._since_reply, protocol, fresh, since)
         d.addErrback(self._without_since, protocol, fresh, requests)
@@ -349,6 +438,7 @@ class OvsdbMonitor:
             changes = self._apply(kept, "update3", updates)
             self._synchronised(protocol, kept, "update3", last_txn, changes)
         else:
+            # a full copy, with the conditions asked (newer ones follow)
             fresh.apply_update2(updates)
             self._synchronised(protocol, fresh, "update3", last_txn, None)
 
@@ -429,6 +519,7 @@ class OvsdbMonitor:
                 self._on_resumed(changes)
             else:
                 self._on_sync(store)
+        self._send_condition_change()  # set while disconnected, or newer than resumed
 
     def _usable_why(self) -> str:
         rows = self._server_rows
@@ -503,6 +594,9 @@ class OvsdbMonitor:
             self._protocol = None
             self._server_rows = None
             self._update_method = ""
+            # a change without its reply may or may not have reached the replica: the
+            # next connection resumes with the acknowledged conditions, then changes
+            self._changing = False
         refusal, self._refusal = self._refusal, None
         was_synchronised = self.synchronised
         self.synchronised = False

@@ -25,6 +25,12 @@ L{LookupUnavailable} (503 with C{Retry-After}) saying why, never from a copy tha
 stale. A reconnect asks for the changes since the last transaction seen, applied to the
 index row by row; a full copy (the first one, or when the server no longer has those
 changes) replaces the index in one step.
+
+In the OVN chassis mode (C{chassis} given, or later through L{OvnBackend.use_chassis})
+the replica is chassis-local: only this chassis's bound ports, the localports of their
+networks and those networks' datapaths (L{metaproxy.resolve.ovn_local}); the
+conditions follow the ports as they arrive and leave. Proxy mode keeps the wider
+replica above (every bound port and router interface of the cloud).
 """
 
 from __future__ import annotations
@@ -41,8 +47,16 @@ from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote
 from metaproxy.ovsdb.samples import monitor_samples
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
+from metaproxy.resolve.ovn_local import ChassisScope, local_conditions
 
-__all__ = ["SB_COLUMNS", "SB_CONDITIONS", "OvnIndex", "OvnBackend", "port_from_row"]
+__all__ = [
+    "SB_COLUMNS",
+    "SB_LOCAL_COLUMNS",
+    "SB_CONDITIONS",
+    "OvnIndex",
+    "OvnBackend",
+    "port_from_row",
+]
 
 log = Logger("metaproxy.resolve.ovn")
 
@@ -52,6 +66,11 @@ SB_COLUMNS: dict[str, list[str]] = {
     "Port_Binding": ["logical_port", "datapath", "chassis", "mac", "type", "external_ids"],
     "Datapath_Binding": ["external_ids"],
     "Chassis": ["name", "hostname"],
+}
+#: The columns of the chassis-local replica: also where a live migration lands.
+SB_LOCAL_COLUMNS: dict[str, list[str]] = {
+    **SB_COLUMNS,
+    "Port_Binding": [*SB_COLUMNS["Port_Binding"], "additional_chassis"],
 }
 #: Port_Binding rows that matter: bound ones, and router interfaces (any clause holds).
 SB_CONDITIONS: dict[str, list[Any]] = {
@@ -260,7 +279,13 @@ class OvnBackend:
     """L{metaproxy.resolve.base.ManagedBackend} on the OVN Southbound database.
 
     @param monitor_factory: builds the L{OvsdbMonitor} (tests pass their own); called
-        with the keyword arguments C{on_sync}, C{on_changes}, C{on_down}, C{on_resumed}.
+        with the keyword arguments C{on_sync}, C{on_changes}, C{on_down}, C{on_resumed},
+        and in the chassis-local mode also C{columns} and C{conditions}.
+    @param local: the chassis-local replica (the chassis mode): only what chassis
+        C{chassis} needs. Without C{chassis}, nothing is monitored until
+        L{use_chassis} names it.
+    @param name_source: started and stopped with the backend (what calls
+        L{use_chassis}: L{metaproxy.resolve.ovn_local.ChassisName}'s monitor).
 
     @ivar index: the last index built (kept while the replica is not current, to apply
         the changes of a resumed connection to).
@@ -281,8 +306,17 @@ class OvnBackend:
         probe_interval: float = 60.0,
         retry_max_interval: float = 180.0,
         monitor_factory: Any = None,
+        local: bool = False,
+        chassis: str = "",
+        name_source: Any = None,
+        local_retry_interval: float = 5.0,
     ) -> None:
+        self._reactor = reactor
         self._remotes = tuple(remotes)
+        self._local = local or bool(chassis)
+        self._name_source = name_source
+        self._started = False
+        self._store: RowStore | None = None
         self.index: OvnIndex | None = None
         # the index while it is current, else None: what lookups answer from
         self._live: OvnIndex | None = None
@@ -296,31 +330,78 @@ class OvnBackend:
             on_down=self._down,
             on_resumed=self._resumed,
         )
+        columns, conditions = SB_COLUMNS, SB_CONDITIONS
+        if self._local:
+            # this chassis's row only, until the scope knows more
+            columns, conditions = SB_LOCAL_COLUMNS, local_conditions(chassis, None, (), ())
         if monitor_factory is None:
             self.monitor: Any = OvsdbMonitor(
                 reactor,
                 remotes,
                 DATABASE,
-                SB_COLUMNS,
-                conditions=SB_CONDITIONS,
+                columns,
+                conditions=conditions,
                 tls_options=tls_options,
                 timeout=timeout,
                 probe_interval=probe_interval,
                 retry_max_interval=retry_max_interval,
                 **callbacks,
             )
+        elif self._local:
+            self.monitor = monitor_factory(columns=columns, conditions=conditions, **callbacks)
         else:
             self.monitor = monitor_factory(**callbacks)
+        #: what this chassis needs (the chassis-local replica), else None
+        self.scope: ChassisScope | None = None
+        if self._local:
+            self.scope = ChassisScope(
+                reactor, self.monitor, chassis, retry_interval=local_retry_interval
+            )
+            if not chassis:
+                self._not_live = "OVN Southbound: waiting for this chassis's name (system-id)"
 
     # lifecycle (ManagedBackend)
 
     def start(self) -> None:
+        self._started = True
+        if self._name_source is not None:
+            self._name_source.start()
+        if self.scope is not None and not self.scope.name:
+            return  # use_chassis starts the Southbound monitor
+        self._start_monitor()
+
+    def _start_monitor(self) -> None:
+        scope = "" if self.scope is None else f" (the replica of chassis {self.scope.name})"
         log.info(
-            "Connecting to OVN Southbound at {remotes}", remotes=", ".join(map(str, self._remotes))
+            "Connecting to OVN Southbound at {remotes}{scope}",
+            remotes=", ".join(map(str, self._remotes)),
+            scope=scope,
         )
         self.monitor.start()
 
+    def use_chassis(self, name: str) -> None:
+        """Hold what chassis C{name} needs from now on (the chassis-local replica)."""
+        scope = self.scope
+        if scope is None or name == scope.name:
+            return
+        first = not scope.name
+        scope.name = name
+        scope.localports.clear()
+        if first:
+            self.monitor.set_conditions(scope.initial())
+            if self._started:
+                self._start_monitor()
+        elif self._store is not None:
+            scope.refresh(self._store.tables)
+        else:
+            self.monitor.set_conditions(scope.initial())
+
     def stop(self) -> Deferred[None]:
+        self._started = False
+        if self.scope is not None:
+            self.scope.stop()
+        if self._name_source is not None:
+            self._name_source.stop()
         return self.monitor.stop()
 
     def ready(self) -> bool:
@@ -331,6 +412,8 @@ class OvnBackend:
         index = self.index
         if index is None:
             return f"OVN Southbound at {where} (not synchronised yet)"
+        if self.scope is not None:
+            where = f"{where}, chassis {self.scope.name} only"
         state = "" if self._live is not None else "; not current, answering 503"
         return (
             f"OVN Southbound at {where} ({index.bound_ports} bound ports on "
@@ -344,8 +427,11 @@ class OvnBackend:
     # monitor callbacks
 
     def _synchronised(self, store: RowStore) -> None:
+        self._store = store
         self.index = self._live = OvnIndex.from_store(store)
         self._warned.clear()
+        if self.scope is not None:
+            self.scope.refresh(store.tables)
         log.info(
             "OVN Southbound synchronised from {remote}: {ports} bound ports on "
             "{networks} networks, {chassis} chassis",
@@ -358,6 +444,8 @@ class OvnBackend:
     def _changed(self, changes: list[RowChange]) -> None:
         if self.index is not None:
             self.index.apply(changes)
+        if self.scope is not None and self._store is not None:
+            self.scope.refresh(self._store.tables, changes)
 
     def _resumed(self, changes: list[RowChange]) -> None:
         index = self.index
@@ -365,6 +453,8 @@ class OvnBackend:
             return
         index.apply(changes)
         self._live = index
+        if self.scope is not None and self._store is not None:
+            self.scope.refresh(self._store.tables, changes)
         log.info(
             "OVN Southbound resumed from {remote}: {changes} changed rows since the last "
             "transaction seen (no full copy); {ports} bound ports on {networks} networks",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from metaproxy.config import Settings
+from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote, RemoteError, TlsFiles, load_tls_options, parse_remotes
 from metaproxy.resolve.base import BackendError
 from metaproxy.resolve.ovn import OvnBackend
+from metaproxy.resolve.ovn_local import ChassisName
 
 __all__ = ["build_ovn_backend", "probe_seconds"]
 
@@ -48,13 +50,45 @@ def southbound(settings: Settings) -> tuple[list[Remote], Any]:
 
 
 def build_ovn_backend(reactor: Any, settings: Settings) -> OvnBackend:
-    """@raise BackendError: the connection string or the TLS files cannot be used."""
+    """The lookups' backend: in the OVN chassis mode (C{ovn_chassis}) the chassis-local
+    replica, this node's chassis name read from the local Open_vSwitch database
+    (C{[ovs] ovsdb_connection}); otherwise the wider replica of proxy mode.
+
+    @raise BackendError: the connection string or the TLS files cannot be used."""
     remotes, tls = southbound(settings)
-    return OvnBackend(
+    probe = probe_seconds(settings.ovsdb_probe_interval)
+    retry_max = float(settings.ovsdb_retry_max_interval)
+    name_source = None
+    backend: OvnBackend
+    if settings.ovn_chassis:
+        try:
+            ovs = parse_remotes(settings.ovs_ovsdb_connection)
+        except RemoteError as e:
+            raise BackendError(
+                f"[ovs] ovsdb_connection: {e}. Fix: write unix:PATH or tcp:IP:PORT."
+            ) from None
+
+        def local_ovs(columns: Any, **callbacks: Any) -> OvsdbMonitor:
+            return OvsdbMonitor(
+                reactor,
+                ovs,
+                "Open_vSwitch",
+                columns,
+                timeout=float(settings.ovs_ovsdb_connection_timeout),
+                probe_interval=probe,
+                retry_max_interval=retry_max,
+                **callbacks,
+            )
+
+        name_source = ChassisName(local_ovs, lambda name: backend.use_chassis(name))
+    backend = OvnBackend(
         reactor,
         remotes,
         tls_options=tls,
         timeout=float(settings.ovsdb_connection_timeout),
-        probe_interval=probe_seconds(settings.ovsdb_probe_interval),
-        retry_max_interval=float(settings.ovsdb_retry_max_interval),
+        probe_interval=probe,
+        retry_max_interval=retry_max,
+        local=settings.ovn_chassis,
+        name_source=None if name_source is None else name_source.monitor,
     )
+    return backend

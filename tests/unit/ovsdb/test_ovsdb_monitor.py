@@ -496,3 +496,125 @@ def test_changes_that_cannot_be_applied_mean_a_full_copy_next_time() -> None:
     monitor = h.synchronise({"T": {"r1": {"initial": {"name": "a"}}}})
     assert monitor["params"][3] == NO_TXN
     assert len(h.syncs) == 2 and h.syncs[1] is not h.syncs[0]
+
+
+# monitor_cond_change (ovsdb-server(7) 4.1.13): params [old id, new id, {table:
+# [{"where": ...}]}]; the rows entering or leaving come in a notification before the
+# reply {}; a resumed monitor_cond_since sends only rows changed after the transaction
+# that match what is asked, so it must ask with what the replica reflects.
+
+NARROW = {"T": [["name", "==", "a"]]}
+WIDE = [["ref", "!=", ["set", []]]]
+
+
+def test_set_conditions_sends_monitor_cond_change_and_applies_what_enters_and_leaves() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise({"T": {"r1": {"initial": {"name": "b"}}}})
+    h.monitor.set_conditions(NARROW)
+    (change,) = h.sent()
+    assert change["method"] == "monitor_cond_change"
+    assert change["params"] == ["metaproxy", "metaproxy", {"T": [{"where": [["name", "==", "a"]]}]}]
+    # the server sends the difference first, then the reply
+    h.notify(
+        "update3",
+        ["metaproxy", "txn-1", {"T": {"r1": {"delete": None}, "r2": {"insert": {"name": "a"}}}}],
+    )
+    assert [(c.uuid, c.new) for c in h.changes[0]] == [
+        ("r1", None),
+        ("r2", {"name": "a", "ref": ()}),
+    ]
+    h.answer(change["id"], {})
+    assert h.monitor.conditions == NARROW
+    # the same conditions again: nothing sent
+    h.monitor.set_conditions(NARROW)
+    assert h.sent() == []
+
+
+def test_one_change_at_a_time_the_newest_sent_after_the_reply() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise()
+    h.monitor.set_conditions({"T": [["name", "==", "a"]]})
+    (first,) = h.sent()
+    h.monitor.set_conditions({"T": [["name", "==", "b"]]})
+    h.monitor.set_conditions({"T": [["name", "==", "c"]]})
+    assert h.sent() == []  # waiting for the first reply
+    h.answer(first["id"], {})
+    (second,) = h.sent()
+    assert second["params"][2] == {"T": [{"where": [["name", "==", "c"]]}]}
+    h.answer(second["id"], {})
+    assert h.sent() == []
+
+
+def test_a_reconnect_after_the_reply_resumes_with_the_new_conditions() -> None:
+    h = Harness(on_resumed=lambda changes: None)
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    h.monitor.set_conditions(NARROW)
+    (change,) = h.sent()
+    h.answer(change["id"], {})
+    h.lose()
+    h.reactor.advance(0.5)
+    monitor = h.synchronise({}, found=True, last="txn-2")
+    assert monitor["method"] == "monitor_cond_since"
+    assert monitor["params"][2]["T"]["where"] == [["name", "==", "a"]]
+    assert monitor["params"][3] == "txn-1"
+    assert h.sent() == []  # nothing left to change
+
+
+def test_a_change_unanswered_when_the_connection_drops_is_resent_after_resuming() -> None:
+    h = Harness(on_resumed=lambda changes: None)
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    h.monitor.set_conditions(NARROW)
+    h.sent()  # the change, never answered
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r1": {"modify": {"name": "a1"}}}}])
+    h.lose()
+    h.reactor.advance(0.5)
+    # resumed from txn-2 with the conditions the replica reflects (the old ones): rows
+    # that match only the new ones and did not change since txn-2 would be missed
+    monitor = h.synchronise({}, found=True, last="txn-3")
+    assert monitor["params"][2]["T"]["where"] == WIDE
+    assert monitor["params"][3] == "txn-2"
+    (change,) = h.sent()
+    assert change["method"] == "monitor_cond_change"
+    assert change["params"][2] == {"T": [{"where": [["name", "==", "a"]]}]}
+
+
+def test_conditions_set_before_the_first_copy_are_asked_at_once() -> None:
+    h = Harness()
+    h.monitor.set_conditions(NARROW)
+    h.monitor.start()
+    monitor = h.synchronise()
+    assert monitor["params"][2]["T"]["where"] == [["name", "==", "a"]]
+    assert h.sent() == []
+
+
+def test_a_full_copy_after_a_reconnect_asks_with_the_newest_conditions() -> None:
+    h = Harness(resume=False)
+    h.monitor.start()
+    h.synchronise()
+    h.monitor.set_conditions(NARROW)
+    h.sent()  # unanswered
+    h.lose()
+    h.reactor.advance(0.5)
+    monitor = h.synchronise()
+    assert monitor["method"] == "monitor_cond"
+    assert monitor["params"][2]["T"]["where"] == [["name", "==", "a"]]
+    assert h.sent() == []
+
+
+def test_a_refused_change_closes_for_a_full_copy_with_the_new_conditions() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    h.monitor.set_conditions(NARROW)
+    (change,) = h.sent()
+    h.answer(change["id"], error={"error": "syntax error"})
+    assert h.transport.disconnecting or h.transport.disconnected
+    h.lose()
+    h.reactor.advance(0.5)
+    monitor = h.synchronise()
+    assert monitor["params"][2]["T"]["where"] == [["name", "==", "a"]]
+    assert monitor["params"][3] == NO_TXN
