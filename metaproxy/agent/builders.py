@@ -157,12 +157,14 @@ def worker_args(
 
 def chassis_mode(reactor: Any, settings: Settings, listeners: Any) -> Any:
     """The L{metaproxy.chassis.mode.ChassisMode} of C{settings} ([ovs], [ovn],
-    C{agent_down_time}), opening its listeners on C{listeners}.
+    C{agent_down_time}, the deployment shape, C{external_pids}), opening its listeners
+    on C{listeners}.
 
     @raise metaproxy.resolve.base.BackendError: a connection string or the Southbound's
         TLS files cannot be used (the configuration checks say so first).
     """
     from metaproxy.chassis.mode import ChassisMode
+    from metaproxy.chassis.shapes import agent_keys
     from metaproxy.ovsdb.remote import RemoteError, parse_remotes
     from metaproxy.resolve.base import BackendError
     from metaproxy.resolve.ovn_build import probe_seconds, southbound
@@ -185,4 +187,6 @@ def chassis_mode(reactor: Any, settings: Settings, listeners: Any) -> Any:
         sb_timeout=float(settings.ovsdb_connection_timeout),
         probe_interval=probe_seconds(settings.ovsdb_probe_interval),
         retry_max_interval=float(settings.ovsdb_retry_max_interval),
+        agent_keys=agent_keys(settings.ovn_agent_shape),
+        external_pids=settings.external_pids,
     )

@@ -5,10 +5,12 @@ What the OVN metadata agent does on a chassis, done by metaproxy itself:
 - L{metaproxy.chassis.identity}: the chassis name (C{Open_vSwitch}
   C{external_ids:system-id}), the integration bridge (C{ovn-bridge}, default
   C{br-int}) and the agent id neutron-server lists.
-- L{metaproxy.chassis.registration}: C{Chassis_Private.external_ids}
-  (C{neutron:ovn-metadata-id}, C{neutron:ovn-bridge}, C{neutron:ovn-metadata-sb-cfg}
-  following C{nb_cfg}), so that neutron-server's agent list shows the OVN metadata
-  agent alive.
+- L{metaproxy.chassis.shapes}: which of upstream's agents metaproxy stands in for
+  (C{neutron-ovn-metadata-agent}, or C{neutron-ovn-agent}'s C{metadata} extension) and
+  so which keys it registers under, and what neutron-server's agent list shows in each.
+- L{metaproxy.chassis.registration}: C{Chassis_Private.external_ids} (the shape's id,
+  C{neutron:ovn-bridge}, the shape's sb-cfg key following C{nb_cfg}), so that
+  neutron-server's agent list shows the agent alive.
 - L{metaproxy.chassis.agent}: the two OVSDB monitors (local Open_vSwitch, Southbound)
   and the registration, resynchronised after every reconnection.
 - L{metaproxy.chassis.southbound}, L{metaproxy.chassis.localovs}: what is read from
@@ -20,7 +22,8 @@ What the OVN metadata agent does on a chassis, done by metaproxy itself:
 - L{metaproxy.chassis.serving}: 169.254.169.254:80 (and C{[fe80::a9fe:a9fe]:80}) in
   every provisioned namespace, on the service's listeners
   (L{metaproxy.http.listeners.Listeners.add_tcp}): the same pipeline, the TCP peer as
-  the caller.
+  the caller; L{metaproxy.chassis.leftovers}: the haproxy the replaced agent left in a
+  namespace, stopped (by its pid file, verified in C{/proc}) before it is served.
 
 - L{metaproxy.chassis.mode}: all of it assembled (C{ChassisMode}), for the service to
   start when C{[metaproxy] ovn_chassis} is on.

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from metaproxy.chassis import localovs, southbound
 from metaproxy.chassis.identity import ChassisIdentity, IdentityError
 from metaproxy.chassis.registration import Registration
+from metaproxy.chassis.shapes import METADATA_AGENT, AgentKeys
 from metaproxy.ovsdb.data import RowChange, RowStore
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote
@@ -45,6 +46,7 @@ class ChassisAgent:
 
     @param monitor_factory: C{(remotes, database, columns, conditions, **callbacks) ->
         monitor}; tests pass their own. Default: L{OvsdbMonitor} with the timeouts given.
+    @param agent_keys: the agent registered as (L{metaproxy.chassis.shapes}).
     """
 
     def __init__(
@@ -61,8 +63,10 @@ class ChassisAgent:
         retry_max_interval: float = 180.0,
         monitor_factory: Callable[..., Any] | None = None,
         randint: Callable[[int, int], int] | None = None,
+        agent_keys: AgentKeys = METADATA_AGENT,
     ) -> None:
         self._reactor = reactor
+        self.agent_keys = agent_keys
         self._sb_remotes = tuple(sb_remotes)
         self._agent_down_time = agent_down_time
         self._randint = randint
@@ -200,6 +204,7 @@ class ChassisAgent:
             identity,
             agent_down_time=self._agent_down_time,
             randint=self._randint,
+            keys=self.agent_keys,
         )
         log.info(
             "OVN chassis {chassis} (bridge {bridge}): connecting to the Southbound at {remotes}",

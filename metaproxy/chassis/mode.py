@@ -29,10 +29,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from metaproxy.chassis.agent import ChassisAgent
+from metaproxy.chassis.leftovers import HaproxyLeftovers
 from metaproxy.chassis.netlink import NetlinkHost
 from metaproxy.chassis.plan import NS_PREFIX
 from metaproxy.chassis.provision import Provisioner
 from metaproxy.chassis.serving import METADATA_PORT, NamespaceServing, TCPListeners
+from metaproxy.chassis.shapes import METADATA_AGENT, AgentKeys
 from metaproxy.ops.metrics import Sample
 from metaproxy.ovsdb.remote import Remote
 
@@ -47,6 +49,11 @@ class ChassisMode:
     @param namespace_prefix: the namespaces this mode owns (tests narrow it; on a node
         it is C{ovnmeta-}, every one of them, as upstream).
     @param port: where the namespaces listen (80; tests may use another).
+    @param agent_keys: the agent registered as: the deployment shape's
+        (L{metaproxy.chassis.shapes}).
+    @param external_pids: where the replaced agent kept its haproxies' pid files: those
+        left running are stopped before their namespace is served
+        (L{metaproxy.chassis.leftovers}); None: none is looked for.
     """
 
     def __init__(
@@ -65,6 +72,8 @@ class ChassisMode:
         namespace_prefix: str = NS_PREFIX,
         port: int = METADATA_PORT,
         ipv6_enabled: bool | None = None,
+        agent_keys: AgentKeys = METADATA_AGENT,
+        external_pids: str | None = None,
     ) -> None:
         self.agent = ChassisAgent(
             reactor,
@@ -76,10 +85,14 @@ class ChassisMode:
             sb_timeout=sb_timeout,
             probe_interval=probe_interval,
             retry_max_interval=retry_max_interval,
+            agent_keys=agent_keys,
         )
         self.host = NetlinkHost(reactor, prefix=namespace_prefix)
         self.provisioner = Provisioner(reactor, self.agent, self.host, ipv6_enabled=ipv6_enabled)
-        self.serving = NamespaceServing(listeners, port=port)
+        self.leftovers = (
+            HaproxyLeftovers(reactor, external_pids) if external_pids is not None else None
+        )
+        self.serving = NamespaceServing(listeners, port=port, leftovers=self.leftovers)
         self.provisioner.on_provisioned = self.serving.provisioned
         self.provisioner.on_removed = self.serving.removed
 
@@ -151,6 +164,20 @@ class ChassisMode:
                 "Chassis_Private writes: registrations and nb_cfg followed.",
                 (("kind", "follow"),),
                 registration.followed if registration is not None else 0,
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_stale_haproxy_stopped_total",
+                "counter",
+                "haproxies the previous metadata agent left in ovnmeta- namespaces, stopped.",
+                (),
+                self.leftovers.stopped if self.leftovers is not None else 0,
+            ),
+            Sample(
+                "metaproxy_ovn_chassis_address_in_use_total",
+                "counter",
+                "Namespace listenings that found 169.254.169.254:80 taken by another process.",
+                (),
+                self.serving.address_in_use,
             ),
         ]
 

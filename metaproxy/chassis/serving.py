@@ -6,6 +6,10 @@ C{169.254.169.254:80} inside it, and on C{[fe80::a9fe:a9fe]:80} on its veth end
 C{tap<network[:10]>1} when the network has IPv6. Before the namespace is removed, its
 listener is (L{metaproxy.http.listeners.Listeners.remove_tcp}).
 
+Before a namespace is first listened in, the haproxy the replaced agent may have left
+there is stopped (L{metaproxy.chassis.leftovers}); if the address is still taken, one
+line says what holds it and how to find it, and the provisioning retries.
+
 The listeners serve the namespace as one of the service's own: with the same request
 pipeline, here or in the workers; the caller is the TCP peer
 (L{metaproxy.caller.identify_peer}) and the guest's own identity headers are ignored
@@ -21,6 +25,7 @@ from twisted.logger import Logger
 
 from metaproxy.chassis.plan import METADATA_V6_CIDR, NetworkPlan, veth_names
 from metaproxy.http.netns import ListenAddress
+from metaproxy.http.sockets import AddressInUse
 from metaproxy.namespace import Namespace, NamespaceKind
 
 __all__ = ["TCPListeners", "NamespaceServing", "METADATA_PORT", "listen_addresses"]
@@ -56,12 +61,20 @@ class NamespaceServing:
     listeners: one TCP listener per provisioned network.
 
     @param port: where the namespaces listen (80; tests may use another).
+    @param leftovers: C{clear(network_id)} (awaitable), called before a namespace is
+        first listened in (L{metaproxy.chassis.leftovers.HaproxyLeftovers}); None: nothing
+        is stopped.
     """
 
-    def __init__(self, listeners: TCPListeners, *, port: int = METADATA_PORT) -> None:
+    def __init__(
+        self, listeners: TCPListeners, *, port: int = METADATA_PORT, leftovers: Any = None
+    ) -> None:
         self._listeners = listeners
         self._port = port
+        self._leftovers = leftovers
         self._networks: set[str] = set()
+        #: listenings that found the address taken (another process listens there)
+        self.address_in_use = 0
 
     @property
     def networks(self) -> frozenset[str]:
@@ -87,9 +100,22 @@ class NamespaceServing:
             return
         if current:
             await self._listeners.remove_tcp(namespace)
+        elif self._leftovers is not None:
+            await self._leftovers.clear(plan.network_id)
         self._networks.add(plan.network_id)
         try:
             await self._listeners.add_tcp(namespace, wanted)
+        except AddressInUse as e:
+            self._networks.discard(plan.network_id)
+            self.address_in_use += 1
+            log.warn(
+                "Another process listens on the metadata address in {namespace} ({why}): "
+                "find it with `ip netns exec {namespace} ss -ltnp` and stop it (a haproxy "
+                "of the previous metadata agent, say); retrying",
+                namespace=namespace.name,
+                why=str(e),
+            )
+            raise
         except BaseException:
             self._networks.discard(plan.network_id)
             raise

@@ -8,6 +8,7 @@ import os
 
 from metaproxy.cli.parser import EXIT_CODES, EXIT_OK, HelpFormatter
 from metaproxy.config import Settings, load_settings
+from metaproxy.config.settings import NEUTRON_OVN_AGENT_SHAPE
 
 __all__ = ["add_subcommand"]
 
@@ -77,11 +78,18 @@ def _routers_summary(settings: Settings) -> str:
 
 
 def _chassis_summary(settings: Settings) -> str:
-    """Whether metaproxy is this chassis's OVN metadata agent, and with which databases."""
+    """Whether metaproxy is this chassis's metadata agent, in place of which of
+    upstream's agents, and with which databases."""
     if not settings.ovn_chassis:
         return "off"
+    if settings.ovn_agent_shape == NEUTRON_OVN_AGENT_SHAPE:
+        shape = (
+            "in place of neutron-ovn-agent's metadata extension, listed as its OVN Neutron agent"
+        )
+    else:
+        shape = "in place of neutron-ovn-metadata-agent, listed as the OVN Metadata agent"
     return (
-        f"on (Open_vSwitch at {settings.ovs_ovsdb_connection}, "
+        f"on, {shape} (Open_vSwitch at {settings.ovs_ovsdb_connection}, "
         f"Southbound at {settings.ovn_sb_connection})"
     )
 

@@ -11,9 +11,22 @@ already say is read from where they say it:
   - the Southbound connection, C{[ovn] ovn_sb_connection} and its TLS files, which the
     OVN lookup backend already reads (L{metaproxy.config.backend_options}).
 
+On nodes that run C{neutron-ovn-agent} (upstream's successor of the OVN metadata
+agent), its C{neutron_ovn_agent.ini} is read instead, and:
+
+  - C{[agent] extensions} (that file's list of the agent's extensions) says the node has
+    that shape (L{metaproxy.config.settings.resolve_ovn_agent_shape}); C{metadata} must
+    no longer be in it, since metaproxy takes that extension's place;
+  - C{[ovs] ovsdb_connection} defaults, as for that agent, to C{tcp:127.0.0.1:6640}.
+
+Upstream's C{[DEFAULT] external_pids} (default C{$state_path/external/pids}) is where
+the replaced agent kept its haproxies' pid files, which metaproxy reads to stop those
+left running (L{metaproxy.chassis.leftovers}).
+
 One option is metaproxy's own: C{[metaproxy] ovn_chassis}. Unset, the mode is on when
 the files set both C{[ovs] ovsdb_connection} and C{[ovn] ovn_sb_connection} (what the OVN
-metadata agent's own file holds) and no C{lookup_backend} other than C{ovn} is set
+metadata agent's own file holds), or C{[ovn] ovn_sb_connection} in the neutron-ovn-agent
+shape, and no C{lookup_backend} other than C{ovn} is set
 (L{metaproxy.config.settings.resolve_ovn_chassis}).
 """
 
@@ -21,7 +34,13 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-__all__ = ["OVS_OPTS", "AGENT_DOWN_TIME_OPT", "OVN_CHASSIS_OPT"]
+__all__ = [
+    "OVS_OPTS",
+    "AGENT_DOWN_TIME_OPT",
+    "OVN_CHASSIS_OPT",
+    "AGENT_EXTENSIONS_OPT",
+    "EXTERNAL_PIDS_OPT",
+]
 
 OVS_OPTS = [
     cfg.StrOpt(
@@ -29,7 +48,8 @@ OVS_OPTS = [
         default="unix:/usr/local/var/run/openvswitch/db.sock",
         help="The local Open_vSwitch database, for the OVN chassis mode (the chassis's "
         "name, its integration bridge, and the metadata ports plugged into it): "
-        "tcp:IP:PORT, ssl:IP:PORT or unix:PATH.",
+        "tcp:IP:PORT, ssl:IP:PORT or unix:PATH. When neutron_ovn_agent.ini is read "
+        "([agent] extensions is set) the default is that agent's, tcp:127.0.0.1:6640.",
     ),
     cfg.IntOpt(
         "ovsdb_connection_timeout",
@@ -58,4 +78,22 @@ OVN_CHASSIS_OPT = cfg.BoolOpt(
     "(lookup_backend = ovn). Unset: on when the files set both [ovs] ovsdb_connection "
     "and [ovn] ovn_sb_connection, as neutron_ovn_metadata_agent.ini does, and "
     "lookup_backend is unset or ovn.",
+)
+
+AGENT_EXTENSIONS_OPT = cfg.ListOpt(
+    "extensions",
+    default=[],
+    help="neutron-ovn-agent's extensions (neutron_ovn_agent.ini). Set, this node runs "
+    "neutron-ovn-agent and the OVN chassis mode takes the place of its metadata "
+    "extension: registers as the chassis's OVN Neutron agent. metadata must not be "
+    "listed: remove it, or neutron-ovn-agent and metaproxy would both serve metadata on "
+    "this chassis.",
+)
+
+EXTERNAL_PIDS_OPT = cfg.StrOpt(
+    "external_pids",
+    default="$state_path/external/pids",
+    help="Where Neutron's agents keep the pid files of the processes they spawn. In the "
+    "OVN chassis mode, a haproxy the replaced agent left in an ovnmeta- namespace (its "
+    "<network id>.pid.haproxy here) is stopped before metaproxy serves the namespace.",
 )

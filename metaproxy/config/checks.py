@@ -18,7 +18,7 @@ import os
 from metaproxy.config.errors import ConfigError, Sources, option_error
 from metaproxy.config.listen import parse_listen
 from metaproxy.config.options import find_option
-from metaproxy.config.settings import Settings
+from metaproxy.config.settings import NEUTRON_OVN_AGENT_SHAPE, Settings
 from metaproxy.namespace import (
     MAX_SOCKET_PATH_BYTES,
     Namespace,
@@ -33,6 +33,7 @@ __all__ = [
     "check_neutron",
     "check_ovn",
     "check_chassis",
+    "METADATA_EXTENSION",
 ]
 
 #: keystoneauth's interface names (C{valid_interfaces}).
@@ -304,10 +305,32 @@ def check_ovn(s: Settings, sources: Sources) -> None:
             _check_file(sources, "ovn", name, path, what)
 
 
+#: neutron-ovn-agent's extension whose place the OVN chassis mode takes.
+METADATA_EXTENSION = "metadata"
+
+
 def check_chassis(s: Settings, sources: Sources) -> None:
-    """The OVN chassis mode's options: its lookups from the Southbound, and a local
-    Open_vSwitch database it can connect to."""
+    """The OVN chassis mode's options: its lookups from the Southbound, a local
+    Open_vSwitch database it can connect to, and, on a neutron-ovn-agent node, that
+    agent's C{metadata} extension off (two processes would serve the same chassis)."""
     from metaproxy.ovsdb.remote import RemoteError, parse_remotes
+
+    if s.ovn_agent_shape == NEUTRON_OVN_AGENT_SHAPE and METADATA_EXTENSION in s.agent_extensions:
+        others = [e for e in s.agent_extensions if e != METADATA_EXTENSION]
+        keep = f"extensions = {', '.join(others)}" if others else "extensions ="
+        raise option_error(
+            sources,
+            "AGENT",
+            find_option("AGENT", "extensions"),
+            list(s.agent_extensions),
+            "neutron-ovn-agent's metadata extension is on, and metaproxy's OVN chassis mode "
+            "would be this chassis's metadata agent as well: both would provision the "
+            "ovnmeta- namespaces and serve 169.254.169.254 on the same chassis",
+            f"remove metadata from [agent] extensions in neutron_ovn_agent.ini ({keep}) "
+            "and restart neutron-ovn-agent (or stop it if it has no other extension), "
+            "then start metaproxy; or set [metaproxy] ovn_chassis = false to leave "
+            "metadata to neutron-ovn-agent",
+        )
 
     if s.lookup_backend != "ovn":
         raise option_error(

@@ -17,7 +17,13 @@ from metaproxy.config.agent_options import (
     RATE_LIMIT_OPTS,
 )
 from metaproxy.config.backend_options import NEUTRON_OPTS, OVN_OPTS
-from metaproxy.config.chassis_options import AGENT_DOWN_TIME_OPT, OVN_CHASSIS_OPT, OVS_OPTS
+from metaproxy.config.chassis_options import (
+    AGENT_DOWN_TIME_OPT,
+    AGENT_EXTENSIONS_OPT,
+    EXTERNAL_PIDS_OPT,
+    OVN_CHASSIS_OPT,
+    OVS_OPTS,
+)
 from metaproxy.config.metaproxy_options import METAPROXY_OPTS
 
 __all__ = ["list_opts", "register_options", "find_option"]
@@ -26,8 +32,11 @@ __all__ = ["list_opts", "register_options", "find_option"]
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Every option metaproxy reads, by section (the oslo-config-generator shape)."""
     return [
-        ("DEFAULT", METADATA_OPTS + COMMON_OPTS + [AGENT_DOWN_TIME_OPT] + LOG_OPTS),
-        ("AGENT", AGENT_OPTS),
+        (
+            "DEFAULT",
+            METADATA_OPTS + COMMON_OPTS + [AGENT_DOWN_TIME_OPT, EXTERNAL_PIDS_OPT] + LOG_OPTS,
+        ),
+        ("AGENT", AGENT_OPTS + [AGENT_EXTENSIONS_OPT]),
         ("cache", CACHE_OPTS),
         ("metadata_rate_limiting", RATE_LIMIT_OPTS),
         ("metaproxy", METAPROXY_OPTS + [OVN_CHASSIS_OPT]),

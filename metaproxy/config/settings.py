@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -26,6 +26,9 @@ __all__ = [
     "build_settings",
     "default_lookup_backend",
     "resolve_ovn_chassis",
+    "resolve_ovn_agent_shape",
+    "OVN_METADATA_AGENT_SHAPE",
+    "NEUTRON_OVN_AGENT_SHAPE",
     "default_settings",
     "log_file_path",
 ]
@@ -33,11 +36,23 @@ __all__ = [
 #: The log file's name when only log_dir is set (oslo.log names it after the program).
 LOG_FILE_NAME = "metaproxy.log"
 
+#: The OVN chassis mode's deployment shapes, by the agent metaproxy stands in for
+#: (L{resolve_ovn_agent_shape}).
+OVN_METADATA_AGENT_SHAPE = "neutron-ovn-metadata-agent"
+NEUTRON_OVN_AGENT_SHAPE = "neutron-ovn-agent"
+#: neutron-ovn-agent's file, and its default [ovs] ovsdb_connection.
+NEUTRON_OVN_AGENT_FILE = "neutron_ovn_agent.ini"
+NEUTRON_OVN_AGENT_OVSDB_CONNECTION = "tcp:127.0.0.1:6640"
+
+#: Settings fields named otherwise than their option (group, option): field.
+_FIELD_NAMES = {("AGENT", "extensions"): "agent_extensions"}
+
 
 @attrs.frozen(kw_only=True)
 class Settings:
     """Every option, validated; names are the options' ([cache] ones get ``cache_``,
-    [neutron] ones ``neutron_``, [ovs] ones ``ovs_``). [neutron] holds keystoneauth's
+    [neutron] ones ``neutron_``, [ovs] ones ``ovs_``, and [agent] extensions is
+    ``agent_extensions``). [neutron] holds keystoneauth's
     options that do not depend on the auth plugin; the plugin's own (auth_url, username,
     ...) are read by keystoneauth itself (L{metaproxy.config.keystone})."""
 
@@ -131,6 +146,12 @@ class Settings:
     #: be this chassis's OVN metadata agent (L{metaproxy.chassis}); resolved from
     #: C{[metaproxy] ovn_chassis} by L{resolve_ovn_chassis}
     ovn_chassis: bool
+    #: neutron-ovn-agent's [agent] extensions (neutron_ovn_agent.ini)
+    agent_extensions: tuple[str, ...]
+    #: which agent the chassis mode stands in for, L{OVN_METADATA_AGENT_SHAPE} or
+    #: L{NEUTRON_OVN_AGENT_SHAPE}: resolved by L{resolve_ovn_agent_shape}
+    ovn_agent_shape: str
+    external_pids: str
     nova_metadata_endpoints: tuple[str, ...]
     nova_breaker_failures: int
     nova_breaker_cooldown: float
@@ -161,6 +182,8 @@ class Settings:
 def settings_field(group: str, name: str) -> str:
     """The L{Settings} field of an option: [cache], [neutron] and [ovs] ones get their
     section's name as a prefix."""
+    if (group, name) in _FIELD_NAMES:
+        return _FIELD_NAMES[(group, name)]
     return f"{group}_{name}" if group in ("cache", "neutron", "ovs") else name
 
 
@@ -197,22 +220,43 @@ def read_options(conf: cfg.ConfigOpts, sources: Sources) -> dict[str, Any]:
     return values
 
 
+def resolve_ovn_agent_shape(
+    config_files: Sequence[str], set_in_files: Callable[[str, str], bool]
+) -> str:
+    """Which of upstream's agents the chassis mode stands in for: neutron-ovn-agent
+    (L{NEUTRON_OVN_AGENT_SHAPE}) when its file is read (C{[agent] extensions} is set in
+    a file, or a file read is named C{neutron_ovn_agent.ini}); otherwise the OVN
+    metadata agent (L{OVN_METADATA_AGENT_SHAPE}).
+
+    @param set_in_files: C{(group, name) -> bool}: an option is set in a file read.
+    """
+    if set_in_files("AGENT", "extensions") or any(
+        os.path.basename(path) == NEUTRON_OVN_AGENT_FILE for path in config_files
+    ):
+        return NEUTRON_OVN_AGENT_SHAPE
+    return OVN_METADATA_AGENT_SHAPE
+
+
 def resolve_ovn_chassis(
-    ovn_chassis: bool | None, lookup_backend: str | None, set_in_files: Callable[[str, str], bool]
+    ovn_chassis: bool | None,
+    lookup_backend: str | None,
+    set_in_files: Callable[[str, str], bool],
+    shape: str = OVN_METADATA_AGENT_SHAPE,
 ) -> bool:
     """Whether the OVN chassis mode is on: C{[metaproxy] ovn_chassis} when it is set;
-    unset, when the files set both C{[ovs] ovsdb_connection} and C{[ovn]
-    ovn_sb_connection} (an OVN metadata agent's C{neutron_ovn_metadata_agent.ini}) and
-    C{lookup_backend} is unset or C{ovn}.
+    unset, when C{lookup_backend} is unset or C{ovn} and the files name the databases
+    the replaced agent uses: both C{[ovs] ovsdb_connection} and C{[ovn]
+    ovn_sb_connection} (an OVN metadata agent's C{neutron_ovn_metadata_agent.ini}), or
+    C{[ovn] ovn_sb_connection} in the neutron-ovn-agent shape (C{neutron_ovn_agent.ini};
+    that agent's C{[ovs] ovsdb_connection} has a default it uses).
 
     @param set_in_files: C{(group, name) -> bool}: an option is set in a file read.
     """
     if ovn_chassis is not None:
         return ovn_chassis
+    local_ovs = shape == NEUTRON_OVN_AGENT_SHAPE or set_in_files("ovs", "ovsdb_connection")
     return (
-        lookup_backend in (None, "ovn")
-        and set_in_files("ovs", "ovsdb_connection")
-        and set_in_files("ovn", "ovn_sb_connection")
+        lookup_backend in (None, "ovn") and local_ovs and set_in_files("ovn", "ovn_sb_connection")
     )
 
 
@@ -222,11 +266,17 @@ def build_settings(
     set_in_files: Callable[[str, str], bool] = lambda group, name: False,
 ) -> Settings:
     """L{Settings} from L{read_options}' values: derived fields computed, the chassis
-    mode resolved (L{resolve_ovn_chassis}; on, it takes C{lookup_backend = ovn} when
-    none is set)."""
+    mode's shape (L{resolve_ovn_agent_shape}) and the mode itself resolved
+    (L{resolve_ovn_chassis}; on, it takes C{lookup_backend = ovn} when none is set)."""
     values = dict(values, config_files=config_files)
+    shape = values["ovn_agent_shape"] = resolve_ovn_agent_shape(config_files, set_in_files)
+    values["agent_extensions"] = tuple(
+        e.strip() for e in values["agent_extensions"] or () if e.strip()
+    )
+    if shape == NEUTRON_OVN_AGENT_SHAPE and not set_in_files("ovs", "ovsdb_connection"):
+        values["ovs_ovsdb_connection"] = NEUTRON_OVN_AGENT_OVSDB_CONNECTION
     values["ovn_chassis"] = resolve_ovn_chassis(
-        values["ovn_chassis"], values["lookup_backend"], set_in_files
+        values["ovn_chassis"], values["lookup_backend"], set_in_files, shape
     )
     if values["ovn_chassis"] and values["lookup_backend"] is None:
         values["lookup_backend"] = "ovn"

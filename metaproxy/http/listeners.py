@@ -31,8 +31,14 @@ from twisted.internet.interfaces import IReactorUNIX
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from metaproxy.http.netns import ListenAddress, NamespaceSocketError, NamespaceSocketOpener
+from metaproxy.http.netns import (
+    ListenAddress,
+    NamespaceAddressInUse,
+    NamespaceSocketError,
+    NamespaceSocketOpener,
+)
 from metaproxy.http.sockets import (
+    AddressInUse,
     AdoptedTCPPort,
     AdoptedUNIXPort,
     HeldSocket,
@@ -47,6 +53,7 @@ from metaproxy.namespace import Namespace, namespace_socket_path
 
 __all__ = [
     "ListenError",
+    "AddressInUse",
     "ListenAddress",
     "TCPBinding",
     "ListenerKey",
@@ -330,7 +337,9 @@ class Listeners:
     def _tcp_failed(self, failure: Failure, listener: _TCPListener) -> None:
         if self._tcp.get(listener.namespace) is listener:
             del self._tcp[listener.namespace]
-        if failure.check(NamespaceSocketError):
+        if failure.check(NamespaceAddressInUse):
+            failure = Failure(AddressInUse(str(failure.value)))
+        elif failure.check(NamespaceSocketError):
             failure = Failure(ListenError(str(failure.value)))
         listener.settle(failure)
 

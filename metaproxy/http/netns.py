@@ -64,6 +64,7 @@ __all__ = [
     "NETNS_DIR",
     "ListenAddress",
     "NamespaceSocketError",
+    "NamespaceAddressInUse",
     "StrandedThread",
     "set_network_namespace",
     "open_in_namespace",
@@ -84,6 +85,11 @@ _IP_FREEBIND = 15
 
 class NamespaceSocketError(Exception):
     """A socket could not be opened in a namespace; the message says why and what to do."""
+
+
+class NamespaceAddressInUse(NamespaceSocketError):
+    """The address is taken in the namespace (C{EADDRINUSE}): another process listens
+    there."""
 
 
 class StrandedThread(NamespaceSocketError):
@@ -301,6 +307,8 @@ def _listen(name: str, address: ListenAddress, backlog: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as e:
         sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise NamespaceAddressInUse(_listening(name, address, e)) from None
         raise NamespaceSocketError(_listening(name, address, e)) from None
     except BaseException:
         sock.close()

@@ -26,6 +26,7 @@ from metaproxy.namespace import MAX_SOCKET_PATH_BYTES, Namespace
 
 __all__ = [
     "ListenError",
+    "AddressInUse",
     "TCPBinding",
     "ListenerKey",
     "prepare_socket_path",
@@ -39,6 +40,10 @@ __all__ = [
 
 class ListenError(Exception):
     """A socket could not be listened on; the message says why and what to do."""
+
+
+class AddressInUse(ListenError):
+    """The address is taken (C{EADDRINUSE}): another process listens there."""
 
 
 @attrs.frozen

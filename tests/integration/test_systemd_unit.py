@@ -156,7 +156,8 @@ def test_the_ovn_check_would_see_a_mistake(tmp_path):
 
 def test_the_ovn_unit_keeps_only_the_capabilities_the_chassis_needs():
     """setns and the /run/netns bind mounts, netlink, port 80, iptables' raw socket,
-    root writing the neutron user's directories: nothing else; namespaces of kind net
+    root writing the neutron user's directories, signalling the replaced agent's leftover
+    haproxy (it runs as the neutron user): nothing else; namespaces of kind net
     (and mnt, for ip netns exec); netlink sockets; and no private mount namespace, which
     would hide the ovnmeta- namespaces from the host."""
     settings = _settings(OVN_UNIT.read_text())
@@ -167,6 +168,7 @@ def test_the_ovn_unit_keeps_only_the_capabilities_the_chassis_needs():
         "CAP_NET_BIND_SERVICE",
         "CAP_NET_RAW",
         "CAP_DAC_OVERRIDE",
+        "CAP_KILL",
     }
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["RestrictNamespaces"] == ["net mnt"]

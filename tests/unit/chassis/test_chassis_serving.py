@@ -104,3 +104,45 @@ def test_a_listener_that_cannot_be_opened_fails_the_provisioning_with_the_reason
     assert "ovnmeta-net-1" in str(result.value)
     assert serving.listening("net-1") == () and serving.networks == frozenset()
     result.trap(ListenError)
+
+
+class RecordingLeftovers:
+    def __init__(self, calls):
+        self.calls = calls
+
+    async def clear(self, network_id):
+        self.calls.append(("clear", network_id))
+        return False
+
+
+def test_leftovers_are_cleared_before_a_namespace_is_first_listened_in_only() -> None:
+    listeners = FakeListeners()
+    serving = NamespaceServing(listeners, port=8080, leftovers=RecordingLeftovers(listeners.calls))
+    run(serving.provisioned(plan()))
+    assert listeners.calls == [("clear", "net-1"), ("add", OVN, (V4,))]
+    run(serving.provisioned(plan(v6=True)))  # addresses changed: our own listener moves
+    assert listeners.calls[2:] == [("remove", OVN), ("add", OVN, (V4, V6))]
+
+
+def test_an_address_taken_is_said_counted_and_raised_for_the_retry() -> None:
+    from twisted.logger import globalLogPublisher
+
+    from metaproxy.http.sockets import AddressInUse
+
+    class Taken(FakeListeners):
+        def add_tcp(self, namespace, addresses):
+            self.calls.append(("add", namespace, tuple(addresses)))
+            return fail(AddressInUse("cannot listen on 169.254.169.254:8080 in ovnmeta-net-1"))
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        serving = NamespaceServing(Taken(), port=8080)
+        result = run(serving.provisioned(plan()))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert result.check(AddressInUse)
+    assert serving.address_in_use == 1 and serving.networks == frozenset()
+    [line] = [e for e in events if "Another process listens" in e.get("log_format", "")]
+    assert line["namespace"] == "ovnmeta-net-1"
+    assert "ss -ltnp" in line["log_format"]

@@ -84,6 +84,38 @@ def test_check_config_says_whether_this_is_the_chassis_ovn_metadata_agent(
     lines = capsys.readouterr().out.splitlines()
     assert "  lookup backend: ovn" in lines
     assert (
-        "  OVN chassis mode: on (Open_vSwitch at unix:/run/openvswitch/db.sock, "
+        "  OVN chassis mode: on, in place of neutron-ovn-metadata-agent, listed as the OVN "
+        "Metadata agent (Open_vSwitch at unix:/run/openvswitch/db.sock, "
         "Southbound at tcp:192.0.2.21:6642)"
     ) in lines
+
+
+def test_check_config_names_the_neutron_ovn_agent_shape(capsys, config_file, short_dir):
+    """neutron_ovn_agent.ini with metadata dropped from [agent] extensions: the mode is
+    on by itself, in neutron-ovn-agent's place, on that agent's default local OVSDB."""
+    agent_ini = os.path.join(short_dir, "neutron_ovn_agent.ini")
+    with open(agent_ini, "w") as f:
+        f.write("[agent]\nextensions = ovn-bgp\n[ovn]\novn_sb_connection = tcp:192.0.2.21:6642\n")
+    assert main(["check-config", "--config-file", config_file, "--config-file", agent_ini]) == 0
+    assert (
+        "  OVN chassis mode: on, in place of neutron-ovn-agent's metadata extension, listed "
+        "as its OVN Neutron agent (Open_vSwitch at tcp:127.0.0.1:6640, "
+        "Southbound at tcp:192.0.2.21:6642)"
+    ) in capsys.readouterr().out.splitlines()
+
+
+def test_check_config_refuses_neutron_ovn_agent_still_serving_metadata(
+    capsys, config_file, short_dir
+):
+    agent_ini = os.path.join(short_dir, "neutron_ovn_agent.ini")
+    with open(agent_ini, "w") as f:
+        f.write(
+            "[agent]\nextensions = metadata,qos_hwol\n"
+            "[ovn]\novn_sb_connection = tcp:192.0.2.21:6642\n"
+        )
+    assert main(["check-config", "--config-file", config_file, "--config-file", agent_ini]) == 2
+    captured = capsys.readouterr()
+    assert "configuration OK" not in captured.out
+    assert f"{agent_ini}: [AGENT] extensions = 'metadata,qos_hwol'" in captured.err
+    assert "remove metadata from [agent] extensions" in captured.err
+    assert "(extensions = qos_hwol)" in captured.err

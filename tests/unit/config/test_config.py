@@ -655,14 +655,16 @@ def test_default_settings_overrides():
 
 
 def test_settings_fields_are_the_options():
-    """Settings has one field per option ([cache], [neutron] and [ovs] ones prefixed)
-    plus the derived ones."""
+    """Settings has one field per option ([cache], [neutron] and [ovs] ones prefixed,
+    [agent] extensions as agent_extensions) plus the derived ones."""
     names = {
         (f"{group}_" if group in ("cache", "neutron", "ovs") else "") + opt.dest
         for group, opts in list_opts()
         for opt in opts
     }
+    names = (names - {"extensions"}) | {"agent_extensions"}
     assert {f.name for f in attrs.fields(Settings)} == names | {
+        "ovn_agent_shape",
         "socket_mode",
         "nova_url",
         "nova_urls",
