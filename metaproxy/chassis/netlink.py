@@ -129,6 +129,11 @@ def apply_step(step: object) -> None:
     try:
         if isinstance(step, CreateNamespace):
             pyroute2.netns.create(step.namespace)
+            # its loopback up, as upstream's agent makes it: a process in the namespace
+            # (an operator's curl, a probe) reaches 169.254.169.254 there too
+            _with_link(
+                pyroute2, step.namespace, "lo", lambda ipr, i: ipr.link("set", index=i, state="up")
+            )
         elif isinstance(step, DeleteNamespace):
             pyroute2.netns.remove(step.namespace)
         elif isinstance(step, CreateVeth):
