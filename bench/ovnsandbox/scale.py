@@ -304,11 +304,13 @@ class NamespaceProber:
                     continue
                 try:
                     set_network_namespace(target)
-                    try:
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    finally:
-                        set_network_namespace(home)
+                except OSError:  # being made: the file is there, not its mount yet
+                    os.close(target)
+                    continue
+                try:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 finally:
+                    set_network_namespace(home)
                     os.close(target)
                 sock.setblocking(False)
                 code = sock.connect_ex(METADATA)
