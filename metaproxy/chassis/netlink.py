@@ -63,23 +63,33 @@ def _pyroute2() -> Any:
     return pyroute2
 
 
-def _link_state(ipr: Any, name: str) -> LinkState | None:
-    indexes = ipr.link_lookup(ifname=name)
-    if not indexes:
-        return None
-    link = ipr.link("get", index=indexes[0])[0]
-    addresses = set()
-    for addr in ipr.addr("dump", index=indexes[0]):
-        address = addr.get("IFA_ADDRESS") or addr.get("address")
-        if address:
-            addresses.add(ipaddress.ip_interface(f"{address}/{addr['prefixlen']}").with_prefixlen)
-    return LinkState(
-        name=name,
-        mac=(link.get("IFLA_ADDRESS") or link.get("address") or "").lower(),
-        mtu=int(link.get("IFLA_MTU") or link.get("mtu") or 0),
-        up=bool(link["flags"] & _IFF_UP),
-        addresses=frozenset(addresses),
-    )
+def _link_states(ipr: Any, names: Iterable[str]) -> dict[str, LinkState]:
+    """The links named C{names} (those that exist) in C{ipr}'s namespace, from one dump
+    of the links and one of the addresses: a lookup per name would dump every link of
+    the root namespace once per network."""
+    wanted = set(names)
+    links = {}
+    for link in ipr.get_links():
+        name = link.get("IFLA_IFNAME")
+        if name in wanted:
+            links[link["index"]] = (name, link)
+    addresses: dict[int, set[str]] = {index: set() for index in links}
+    if links:
+        for addr in ipr.get_addr():
+            found = addresses.get(addr["index"])
+            address = addr.get("IFA_ADDRESS") or addr.get("address")
+            if found is not None and address:
+                found.add(ipaddress.ip_interface(f"{address}/{addr['prefixlen']}").with_prefixlen)
+    return {
+        name: LinkState(
+            name=name,
+            mac=(link.get("IFLA_ADDRESS") or link.get("address") or "").lower(),
+            mtu=int(link.get("IFLA_MTU") or link.get("mtu") or 0),
+            up=bool(link["flags"] & _IFF_UP),
+            addresses=frozenset(addresses[index]),
+        )
+        for index, (name, link) in links.items()
+    }
 
 
 def _in_thread(action: Callable[[], Any]) -> Any:
@@ -154,7 +164,7 @@ def observe(network_ids: Iterable[str], prefix: str = NS_PREFIX) -> HostState:
             try:
                 _enter(ns)
                 with pyroute2.IPRoute() as ipr:
-                    state = _link_state(ipr, inside_name)
+                    state = _link_states(ipr, (inside_name,)).get(inside_name)
             except OSError:
                 continue  # removed meanwhile
             if state is not None:
@@ -162,13 +172,8 @@ def observe(network_ids: Iterable[str], prefix: str = NS_PREFIX) -> HostState:
         return found
 
     inside = _in_thread(visit_all) if namespaces else {}
-    outside = {}
     with pyroute2.IPRoute() as ipr:
-        for network in wanted:
-            name = veth_names(network)[0]
-            state = _link_state(ipr, name)
-            if state is not None:
-                outside[name] = state
+        outside = _link_states(ipr, (veth_names(network)[0] for network in wanted))
     return HostState(namespaces, inside, outside)
 
 

@@ -74,7 +74,8 @@ def test_a_namespace_is_made_and_changed_without_a_fork_or_moving_the_caller(nam
     addresses = ip("-n", namespace, "-o", "addr", "show", inside)
     assert "10.9.0.2/24" in addresses and "169.254.169.254/32" in addresses
 
-    state = netlink.observe([namespace.removeprefix(PREFIX)], prefix=PREFIX)
+    # this test's namespace only (the prefix narrows the namespaces observed)
+    state = netlink.observe([namespace.removeprefix(PREFIX)], prefix=namespace)
     assert thread_namespace() == home
     assert state.namespaces == frozenset({namespace})
     seen = state.inside[namespace]
@@ -106,7 +107,8 @@ def test_a_failure_inside_a_namespace_is_reported_and_the_caller_stays_home(name
     with pytest.raises(netlink.NetlinkError, match="no link nosuchlink0 in"):
         netlink.apply_step(SetLink("nosuchlink0", namespace, mtu=1400))
     with pytest.raises(netlink.NetlinkError, match="FileNotFoundError"):
-        netlink.apply_step(SetLink("lo", f"{PREFIX}missing", mtu=1400))
+        netlink.apply_step(SetLink("lo", f"{namespace}-gone", mtu=1400))
+    assert f"{namespace}-gone" not in ip("netns", "list")  # not made by asking for it
     assert thread_namespace() == home
     netlink.apply_step(DeleteNamespace(namespace))
     assert namespace not in ip("netns", "list")
