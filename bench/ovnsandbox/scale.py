@@ -71,7 +71,7 @@ from bench.load.procstat import process_cpu_seconds, rss_bytes
 from bench.ovnsandbox.agents import ChassisProcess, start_chassis_process
 from bench.ovnsandbox.cloud import Cloud, Instance
 from bench.ovnsandbox.compare import _fast_neighbour_retries, cidr_of, fleet_table
-from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, missing
+from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, delete_namespace, missing
 from bench.ovnsandbox.guests import Asker
 from bench.ovnsandbox.nbrows import Network, VmPort, network_operations, new_id, vm_port_operations
 from bench.ovnsandbox.ovsdbsync import omap
@@ -724,8 +724,10 @@ def _phases(run: _Run, topology: Topology, prober: NamespaceProber) -> None:
     run.done("agent restart")
 
     # teardown: every VIF leaves
+    # every VIF's OVS port in one transaction (ovs-vsctl, which waits for ovs-vswitchd
+    # to apply each change, takes tens of seconds per port with 2,000 ports on br-int)
     rows = sandbox.ovs_select("Port", [], ["_uuid", "name"])
-    wanted = set(topology.vif_names)
+    wanted = set(topology.vif_names) | {instance.root_link for instance in topology.instances}
     uuids = [row["_uuid"] for row in rows if row["name"] in wanted]
     began = time.monotonic()
     sandbox.ovs_transact(
@@ -738,9 +740,8 @@ def _phases(run: _Run, topology: Topology, prober: NamespaceProber) -> None:
             }
         ]
     )
-    cloud_unplug = Cloud(sandbox)
     for instance in topology.instances:
-        cloud_unplug.unplug(instance)
+        delete_namespace(instance.namespace)
     names = set(namespaces)
     result.teardown_s = wait_until(
         lambda: not names & set(os.listdir("/run/netns")),
