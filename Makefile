@@ -76,6 +76,13 @@ clean:
 bench-ovn: venv upstream
 	$(BIN)/python -m bench.ovnsandbox.compare $(ARGS)
 
+## bench-ovn-scale: metaproxy's chassis mode with 1,000 networks provisioned on a real OVN
+## sandbox (root; OVN and OVS packages): start-up, RSS, descriptors, threads, processes,
+## resync after an SB and an agent restart, teardown; e.g. ARGS='--networks 200'
+.PHONY: bench-ovn-scale
+bench-ovn-scale: venv
+	$(BIN)/python -m bench.ovnsandbox.scale $(ARGS)
+
 ## bench-cpu: CPU per request of the parser and of the whole request path in memory
 ## (pytest-benchmark; not part of make test), e.g. ARGS='--benchmark-autosave', then
 ## ARGS='--benchmark-compare' to compare with the run kept; on a busy machine add

@@ -78,7 +78,12 @@ class ChassisProcess:
 
 
 def start_chassis_process(
-    sandbox: OvnSandbox, run_dir: Path, *, nova_port: int, secret: str
+    sandbox: OvnSandbox,
+    run_dir: Path,
+    *,
+    nova_port: int,
+    secret: str,
+    metrics_listen: str = "",
 ) -> ChassisProcess:
     foreign = foreign_ovnmeta(sandbox)
     if foreign:  # the chassis mode owns every ovnmeta- namespace, as upstream does
@@ -96,6 +101,7 @@ def start_chassis_process(
         nova_port=nova_port,
         secret=secret,
         ovs_connection=sandbox.remote("ovs"),
+        metrics_listen=metrics_listen,
     )
     argv = [
         str(Path(sys.executable).with_name("twistd")),

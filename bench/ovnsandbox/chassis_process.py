@@ -22,9 +22,13 @@ def write_metaproxy_config(
     nova_port: int,
     secret: str,
     ovs_connection: str = "unix:/run/openvswitch/db.sock",
+    metrics_listen: str = "",
 ) -> None:
     """The agent's file: the OVN agent's own options only (reconnects kept short, as the
-    sandbox restarts nothing but the agent)."""
+    sandbox restarts nothing but the agent); with C{metrics_listen}, also
+    C{[metaproxy] metrics_listen} (C{/healthz} and C{/metrics}, which the scale run
+    reads)."""
+    own = f"\n[metaproxy]\nmetrics_listen = {metrics_listen}\n" if metrics_listen else ""
     path.write_text(
         "[DEFAULT]\n"
         f"state_path = {state_path}\n"
@@ -35,5 +39,5 @@ def write_metaproxy_config(
         f"ovsdb_connection = {ovs_connection}\n"
         "\n[ovn]\n"
         f"ovn_sb_connection = {sb_connection}\n"
-        "ovsdb_retry_max_interval = 5\n"
+        "ovsdb_retry_max_interval = 5\n" + own
     )

@@ -5,17 +5,26 @@ Everything here blocks (netlink round trips, a namespace switch, an C{iptables}
 process) and runs on one dedicated thread (L{NetlinkHost}'s pool of one), so the reactor
 never waits on the kernel and steps never interleave.
 
+Work inside a namespace (its links, addresses, its checksum rule; making it) is done by
+a short-lived thread that enters the namespace (C{setns}, or C{unshare} to make one) and
+ends there, never going back: no process is forked for it (pyroute2's own
+C{IPRoute(netns=...)} and C{netns.create} fork one per call, some 15 ms each, which made
+a thousand namespaces take minutes), and the pool's thread never changes namespace.
+
 Needs C{CAP_NET_ADMIN} (links, addresses, iptables) and C{CAP_SYS_ADMIN} (creating,
 entering and removing named namespaces).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import ipaddress
+import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -35,10 +44,12 @@ from metaproxy.chassis.steps import (
     LinkState,
     SetLink,
 )
+from metaproxy.http.netns import NETNS_DIR, set_network_namespace
 
 __all__ = ["NetlinkError", "NetlinkHost", "observe", "apply_step"]
 
 _IFF_UP = 1
+_CLONE_NEWNET = 0x40000000
 _CHECKSUM_RULE = ["POSTROUTING", "-p", "tcp", "-m", "tcp", "-j", "CHECKSUM", "--checksum-fill"]
 
 
@@ -52,23 +63,90 @@ def _pyroute2() -> Any:
     return pyroute2
 
 
-def _link_state(ipr: Any, name: str) -> LinkState | None:
-    indexes = ipr.link_lookup(ifname=name)
-    if not indexes:
-        return None
-    link = ipr.link("get", index=indexes[0])[0]
-    addresses = set()
-    for addr in ipr.addr("dump", index=indexes[0]):
-        address = addr.get("IFA_ADDRESS") or addr.get("address")
-        if address:
-            addresses.add(ipaddress.ip_interface(f"{address}/{addr['prefixlen']}").with_prefixlen)
-    return LinkState(
-        name=name,
-        mac=(link.get("IFLA_ADDRESS") or link.get("address") or "").lower(),
-        mtu=int(link.get("IFLA_MTU") or link.get("mtu") or 0),
-        up=bool(link["flags"] & _IFF_UP),
-        addresses=frozenset(addresses),
-    )
+def _link_states(ipr: Any, names: Iterable[str]) -> dict[str, LinkState]:
+    """The links named C{names} (those that exist) in C{ipr}'s namespace, from one dump
+    of the links and one of the addresses: a lookup per name would dump every link of
+    the root namespace once per network."""
+    wanted = set(names)
+    links = {}
+    for link in ipr.get_links():
+        name = link.get("IFLA_IFNAME")
+        if name in wanted:
+            links[link["index"]] = (name, link)
+    addresses: dict[int, set[str]] = {index: set() for index in links}
+    if links:
+        for addr in ipr.get_addr():
+            found = addresses.get(addr["index"])
+            address = addr.get("IFA_ADDRESS") or addr.get("address")
+            if found is not None and address:
+                found.add(ipaddress.ip_interface(f"{address}/{addr['prefixlen']}").with_prefixlen)
+    return {
+        name: LinkState(
+            name=name,
+            mac=(link.get("IFLA_ADDRESS") or link.get("address") or "").lower(),
+            mtu=int(link.get("IFLA_MTU") or link.get("mtu") or 0),
+            up=bool(link["flags"] & _IFF_UP),
+            addresses=frozenset(addresses[index]),
+        )
+        for index, (name, link) in links.items()
+    }
+
+
+def _in_thread(action: Callable[[], Any]) -> Any:
+    """C{action()}'s value, run on a thread of its own that ends when it returns (it
+    may leave that thread in another network namespace); its exception re-raised."""
+    outcome: list[Any] = []
+
+    def body() -> None:
+        try:
+            outcome.append((True, action()))
+        except BaseException as e:
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=body, name="metaproxy-netlink-ns", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _enter(namespace: str) -> None:
+    """Move the calling thread into C{namespace} (a thread of L{_in_thread} only)."""
+    fd = os.open(os.path.join(NETNS_DIR, namespace), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        set_network_namespace(fd)
+    finally:
+        os.close(fd)
+
+
+def _in_namespace(namespace: str, action: Callable[[], Any]) -> Any:
+    """C{action()} run inside C{namespace}, on a thread of its own."""
+
+    def inside() -> Any:
+        _enter(namespace)
+        return action()
+
+    return _in_thread(inside)
+
+
+def _create_namespace(pyroute2: Any, namespace: str) -> None:
+    """Make the named namespace C{namespace} with its loopback up (as upstream's agent
+    makes it: a process in it, an operator's curl say, reaches 169.254.169.254 there
+    too): a new thread C{unshare}s a new network namespace, which is bind-mounted on
+    C{/run/netns/<namespace>} as C{ip netns add} does."""
+
+    def make() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        pyroute2.netns.attach(namespace, "thread-self")
+        with pyroute2.IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    _in_thread(make)
 
 
 def observe(network_ids: Iterable[str], prefix: str = NS_PREFIX) -> HostState:
@@ -77,23 +155,25 @@ def observe(network_ids: Iterable[str], prefix: str = NS_PREFIX) -> HostState:
     pyroute2 = _pyroute2()
     namespaces = frozenset(ns for ns in pyroute2.netns.listnetns() if ns.startswith(prefix))
     wanted = set(network_ids) | {ns[len(NS_PREFIX) :] for ns in namespaces}
-    inside = {}
-    for ns in namespaces:
-        _outside, inside_name = veth_names(ns[len(NS_PREFIX) :])
-        try:
-            with pyroute2.IPRoute(netns=ns) as ipr:
-                state = _link_state(ipr, inside_name)
-        except OSError:
-            continue  # removed meanwhile
-        if state is not None:
-            inside[ns] = state
-    outside = {}
-    with pyroute2.IPRoute() as ipr:
-        for network in wanted:
-            name = veth_names(network)[0]
-            state = _link_state(ipr, name)
+
+    def visit_all() -> dict[str, LinkState]:
+        # one thread goes from namespace to namespace, and ends in the last
+        found = {}
+        for ns in sorted(namespaces):
+            _outside, inside_name = veth_names(ns[len(NS_PREFIX) :])
+            try:
+                _enter(ns)
+                with pyroute2.IPRoute() as ipr:
+                    state = _link_states(ipr, (inside_name,)).get(inside_name)
+            except OSError:
+                continue  # removed meanwhile
             if state is not None:
-                outside[name] = state
+                found[ns] = state
+        return found
+
+    inside = _in_thread(visit_all) if namespaces else {}
+    with pyroute2.IPRoute() as ipr:
+        outside = _link_states(ipr, (veth_names(network)[0] for network in wanted))
     return HostState(namespaces, inside, outside)
 
 
@@ -103,23 +183,33 @@ def _family(cidr: str) -> tuple[str, int, int]:
 
 
 def _with_link(pyroute2: Any, namespace: str | None, name: str, action: Any) -> None:
-    with pyroute2.IPRoute(netns=namespace) if namespace else pyroute2.IPRoute() as ipr:
-        indexes = ipr.link_lookup(ifname=name)
-        if not indexes:
-            raise NetlinkError(f"no link {name} in {namespace or 'the root namespace'}")
-        action(ipr, indexes[0])
+    def on_link() -> None:
+        with pyroute2.IPRoute() as ipr:
+            indexes = ipr.link_lookup(ifname=name)
+            if not indexes:
+                raise NetlinkError(f"no link {name} in {namespace or 'the root namespace'}")
+            action(ipr, indexes[0])
+
+    if namespace:
+        _in_namespace(namespace, on_link)
+    else:
+        on_link()
 
 
 def _iptables(
     namespace: str, args: Sequence[str], program: str = "iptables"
 ) -> subprocess.CompletedProcess[bytes]:
+    """C{program -w -t mangle args} run inside C{namespace} (forked by a thread inside
+    it, so the process starts there)."""
     command = shutil.which(program) or program
-    ip = shutil.which("ip") or "ip"
-    return subprocess.run(
-        [ip, "netns", "exec", namespace, command, "-w", "-t", "mangle", *args],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=30,
+    return _in_namespace(
+        namespace,
+        lambda: subprocess.run(
+            [command, "-w", "-t", "mangle", *args],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+        ),
     )
 
 
@@ -128,7 +218,7 @@ def apply_step(step: object) -> None:
     pyroute2 = _pyroute2()
     try:
         if isinstance(step, CreateNamespace):
-            pyroute2.netns.create(step.namespace)
+            _create_namespace(pyroute2, step.namespace)
         elif isinstance(step, DeleteNamespace):
             pyroute2.netns.remove(step.namespace)
         elif isinstance(step, CreateVeth):

@@ -207,10 +207,13 @@ class Provisioner:
         checksum_fill = localovs.bridge_datapath_type(ovs_tables, identity.bridge) == "netdev"
         ok = True
         present = {ns[len(NS_PREFIX) :] for ns in host.namespaces}
+        # the ports as this pass began: each network's steps read its own port only,
+        # which no other network's steps change (read once: not once per network)
+        ports = localovs.ports_by_name(ovs_tables)
         for network in sorted(present - set(plans)):
-            ok &= await self._teardown(network, host)
+            ok &= await self._teardown(network, host, ports)
         for _network, plan in sorted(plans.items()):
-            ok &= await self._provision(plan, host, checksum_fill)
+            ok &= await self._provision(plan, host, checksum_fill, ports)
         ok &= await self._unplug_orphans(set(plans) | present)
         return ok
 
@@ -232,7 +235,7 @@ class Provisioner:
             return False
         return True
 
-    async def _teardown(self, network: str, host: Any) -> bool:
+    async def _teardown(self, network: str, host: Any, ports: dict[str, Any]) -> bool:
         namespace = namespace_for(network)
         log.info(
             "Cleaning up {namespace} namespace which is not needed anymore", namespace=namespace
@@ -240,7 +243,6 @@ class Provisioner:
         try:
             self.provisioned.pop(network, None)
             await _maybe_async(self.on_removed(network))
-            ports = localovs.ports_by_name(self._agent.ovs_tables)
             await self._ovs(ovs_steps(network, None, ports, self._agent.identity.bridge))
             await self._host.apply(teardown_steps(network, host))
         except Exception as e:
@@ -252,9 +254,10 @@ class Provisioner:
             return False
         return True
 
-    async def _provision(self, plan: NetworkPlan, host: Any, checksum_fill: bool) -> bool:
+    async def _provision(
+        self, plan: NetworkPlan, host: Any, checksum_fill: bool, ports: dict[str, Any]
+    ) -> bool:
         steps = network_steps(plan, host, checksum_fill=checksum_fill, ipv6=self._ipv6)
-        ports = localovs.ports_by_name(self._agent.ovs_tables)
         new_veth = any(isinstance(step, CreateVeth) for step in steps)
         plugs = ovs_steps(
             plan.network_id, plan, ports, self._agent.identity.bridge, replug=new_veth

@@ -117,6 +117,8 @@ async def test_first_instance_provisions_and_last_one_tears_down(sandbox, cloud)
         }
         assert link_field(namespace, inside, "link/ether") == net.metadata_mac
         assert link_field(namespace, inside, "mtu") == "1400"
+        # its loopback is up, as upstream's agent leaves it
+        assert "UP" in link_field(namespace, "lo", "lo:").strip("<>").split(",")
         assert on_bridge(sandbox, outside)
         rules = subprocess.run(
             ["ip", "netns", "exec", namespace, "iptables", "-t", "mangle", "-S"],
