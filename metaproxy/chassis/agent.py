@@ -8,11 +8,20 @@ what it provisions.
   1. The local Open_vSwitch database is monitored; its C{Open_vSwitch} row names the
      chassis (L{metaproxy.chassis.identity}). Without a C{system-id} nothing else
      starts: one error line says what to configure, and the agent waits for it.
-  2. With the name, the Southbound database is monitored (this chassis's rows, the VIF
-     ports, the datapaths, C{SB_Global}); at every synchronisation (the first and every
-     reconnection's) the chassis registers (L{metaproxy.chassis.registration}) and
-     C{on_state} is called; so also when ovn-controller re-creates C{Chassis_Private}.
+  2. With the name, the Southbound database is monitored (this chassis's rows,
+     C{SB_Global}, and what this chassis needs: the ports bound here, their networks'
+     localports and datapaths, the ports named by the bridges' C{iface-id}s: see
+     L{metaproxy.chassis.southbound}; L{metaproxy.ovn_scope.ChassisScope} keeps the
+     conditions on them as rows and interfaces come and go); at every synchronisation
+     (the first and every reconnection's) the chassis registers
+     (L{metaproxy.chassis.registration}) and C{on_state} is called; so also when
+     ovn-controller re-creates C{Chassis_Private}.
   3. A changed name or bridge (the operator re-configured the node) restarts step 2.
+
+The copy is L{ready} only while it is I{settled}: the rows that newly needed networks
+bring (a condition change, a C{select} for their localports) have arrived. A
+provisioning pass on a copy still filling would take a served network for one to tear
+down; C{on_state} is called again when the copy settles.
 
 The rows are the monitors' stores (L{ovs_tables}, L{sb_tables}): plain mappings that
 the provisioning reads without copying.
@@ -30,6 +39,7 @@ from metaproxy.chassis import localovs, southbound
 from metaproxy.chassis.identity import ChassisIdentity, IdentityError
 from metaproxy.chassis.registration import Registration
 from metaproxy.chassis.shapes import METADATA_AGENT, AgentKeys
+from metaproxy.ovn_scope import ChassisScope
 from metaproxy.ovsdb.data import RowChange, RowStore
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote
@@ -98,6 +108,8 @@ class ChassisAgent:
             on_down=lambda reason: self._down("Open_vSwitch", reason),
         )
         self.sb_monitor: Any = None
+        #: keeps the Southbound monitor's conditions on what this chassis needs
+        self.scope: ChassisScope | None = None
         self.identity: ChassisIdentity | None = None
         self.registration: Registration | None = None
         self._ovs_store: RowStore | None = None
@@ -119,7 +131,8 @@ class ChassisAgent:
 
     @property
     def ready(self) -> bool:
-        """Both copies are synchronised and the chassis is known."""
+        """Both copies are synchronised, the chassis is known and the Southbound copy
+        holds all this chassis needs (settled)."""
         return (
             self.identity is not None
             and self._ovs_store is not None
@@ -127,6 +140,8 @@ class ChassisAgent:
             and self.ovs_monitor.synchronised
             and self.sb_monitor is not None
             and self.sb_monitor.synchronised
+            and self.scope is not None
+            and self.scope.settled
         )
 
     # -- lifecycle ------------------------------------------------------------------
@@ -141,6 +156,8 @@ class ChassisAgent:
     def stop(self) -> Deferred[Any]:
         if self.registration is not None:
             self.registration.stop()
+        if self.scope is not None:
+            self.scope.stop()
         stops = [self.ovs_monitor.stop()]
         if self.sb_monitor is not None:
             stops.append(self.sb_monitor.stop())
@@ -151,12 +168,26 @@ class ChassisAgent:
     def _ovs_synced(self, store: RowStore) -> None:
         self._ovs_store = store
         self._check_identity()
+        self._follow_iface_ids()
         self.on_state()
 
     def _ovs_changed(self, changes: list[RowChange]) -> None:
         if any(change.table == "Open_vSwitch" for change in changes):
             self._check_identity()
+        if any(change.table == "Interface" for change in changes):
+            self._follow_iface_ids()
         self.on_state()
+
+    def _follow_iface_ids(self) -> None:
+        """Monitor the Southbound ports the bridges' interfaces name (their C{iface-id}):
+        a metadata veth is then recognised whichever network it was for."""
+        scope = self.scope
+        if scope is None:
+            return
+        iface_ids = localovs.iface_ids(self.ovs_tables)
+        if iface_ids != scope.logical_ports:
+            scope.logical_ports = iface_ids
+            scope.refresh(self.sb_tables)
 
     def _check_identity(self) -> None:
         try:
@@ -184,20 +215,28 @@ class ChassisAgent:
         old_monitor, old_registration = self.sb_monitor, self.registration
         if old_registration is not None:
             old_registration.stop()
+        if self.scope is not None:
+            self.scope.stop()
         if old_monitor is not None:
             old_monitor.stop()
         self.identity = identity
         self._sb_store = None
+        iface_ids = localovs.iface_ids(self.ovs_tables)
         monitor = self._monitor_factory(
             self._sb_remotes,
             southbound.DATABASE,
             southbound.sb_columns(),
-            southbound.sb_conditions(identity.name),
+            southbound.sb_conditions(identity.name, iface_ids),
             on_sync=self._sb_synced,
             on_changes=self._sb_changed,
             on_down=lambda reason: self._down("OVN Southbound", reason),
+            on_conditions=self._sb_acknowledged,
         )
         self.sb_monitor = monitor
+        self.scope = ChassisScope(
+            self._reactor, monitor, identity.name, log=log, on_settled=self._sb_settled
+        )
+        self.scope.logical_ports = iface_ids
         self.registration = Registration(
             self._reactor,
             monitor.transact,
@@ -218,7 +257,18 @@ class ChassisAgent:
 
     def _sb_synced(self, store: RowStore) -> None:
         self._sb_store = store
+        if self.scope is not None:
+            self.scope.refresh(store.tables)
         self._register()
+        self.on_state()
+
+    def _sb_acknowledged(self) -> None:
+        if self.scope is not None:
+            self.scope.acknowledged()
+
+    def _sb_settled(self) -> None:
+        """The copy holds what this chassis needs: a pass withheld while it was filling
+        may run now."""
         self.on_state()
 
     def _register(self, row: Any = None) -> Deferred[None]:
@@ -238,6 +288,8 @@ class ChassisAgent:
 
     def _sb_changed(self, changes: list[RowChange]) -> None:
         registration = self.registration
+        if self.scope is not None:
+            self.scope.refresh(self.sb_tables, changes)
         provisioning = False
         for change in changes:
             if change.table == "SB_Global":

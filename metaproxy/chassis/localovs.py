@@ -35,6 +35,7 @@ __all__ = [
     "identity_from_tables",
     "bridge_datapath_type",
     "bridge_names",
+    "iface_ids",
     "ports_by_name",
     "plug_operations",
     "set_iface_id_operations",
@@ -79,6 +80,16 @@ def bridge_datapath_type(tables: Tables, bridge: str) -> str | None:
         if row.get("name") == bridge:
             return row.get("datapath_type", "")
     return None
+
+
+def iface_ids(tables: Tables) -> set[str]:
+    """The C{external_ids:iface-id} of every interface (the logical ports plugged here)."""
+    found = set()
+    for row in tables.get("Interface", {}).values():
+        iface_id = row.get("external_ids", {}).get("iface-id", "")
+        if iface_id:
+            found.add(str(iface_id))
+    return found
 
 
 def ports_by_name(tables: Tables) -> dict[str, OvsPort]:

@@ -1,12 +1,18 @@
 """What the chassis reads from the OVN Southbound database, and questions on that copy.
 
-Monitored (L{sb_columns}, L{sb_conditions}):
+Monitored (L{sb_columns}; L{sb_conditions} are the first conditions, then
+L{metaproxy.ovn_scope.ChassisScope} keeps them on what this chassis needs, so that the
+copy, and the provisioning's work on it, follow this chassis's ports, not the cloud's):
 
   - C{Chassis} and C{Chassis_Private}: this chassis's rows only (by name);
   - C{SB_Global}: C{nb_cfg}, which the liveness report follows;
-  - C{Port_Binding}: the VIF-like ports (type C{""}, C{localport}, C{external}): the
-    instances' ports and each network's metadata C{localport};
-  - C{Datapath_Binding}: C{external_ids:name} (C{neutron-<network id>}).
+  - C{Port_Binding}: the ports bound here (C{chassis} or C{additional_chassis}: the
+    instances' ports, a live migration's destination included), the localports of
+    their networks (each network's metadata port), and the ports named by an
+    C{iface-id} on this node's bridges (a metadata veth left on a bridge is known by
+    its port's row even when its network is no longer served here);
+  - C{Datapath_Binding}: the networks of the ports bound here, C{external_ids:name}
+    (C{neutron-<network id>}).
 
 The questions take the store's tables (C{table -> uuid -> row}, plain values: see
 L{metaproxy.ovsdb.data}) and never change them.
@@ -14,8 +20,10 @@ L{metaproxy.ovsdb.data}) and never change them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from metaproxy.ovn_scope import local_conditions
 
 __all__ = [
     "DATABASE",
@@ -52,11 +60,12 @@ def sb_columns() -> dict[str, list[str]]:
     }
 
 
-def sb_conditions(chassis: str) -> dict[str, list[Any]]:
+def sb_conditions(chassis: str, logical_ports: Iterable[str] = ()) -> dict[str, list[Any]]:
+    """The conditions before this chassis's row is known: its rows, and the ports named
+    by C{logical_ports} (the bridges' C{iface-id}s)."""
     return {
-        "Chassis": [["name", "==", chassis]],
+        **local_conditions(chassis, None, (), (), logical_ports),
         "Chassis_Private": [["name", "==", chassis]],
-        "Port_Binding": [["type", "==", kind] for kind in VIF_PORT_TYPES],
     }
 
 

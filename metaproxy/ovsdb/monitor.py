@@ -112,6 +112,8 @@ class OvsdbMonitor:
     @param on_resumed: C{(changes)}: after a reconnect, the changes since the last
         transaction seen were applied to the same store: it is current again. Not given:
         C{on_sync(store)} is called instead.
+    @param on_conditions: C{()}: the server acknowledged a C{monitor_cond_change} (the
+        rows that entered and left came to C{on_changes} before).
     @param conditions: table -> C{monitor_cond} conditions (a row is monitored when any
         holds); a table not given is monitored whole.
     @param tls_options: for C{ssl:} remotes (L{metaproxy.ovsdb.remote.load_tls_options}).
@@ -136,6 +138,7 @@ class OvsdbMonitor:
         on_changes: Callable[[list[RowChange]], None],
         on_down: Callable[[str], None] = lambda reason: None,
         on_resumed: Callable[[list[RowChange]], None] | None = None,
+        on_conditions: Callable[[], None] = lambda: None,
         conditions: Mapping[str, list[Any]] | None = None,
         tls_options: Any = None,
         timeout: float = 180.0,
@@ -159,6 +162,7 @@ class OvsdbMonitor:
         self._on_changes = on_changes
         self._on_down = on_down
         self._on_resumed = on_resumed
+        self._on_conditions = on_conditions
         self._tls = tls_options
         self._timeout = timeout
         self._probe_interval = probe_interval
@@ -241,6 +245,17 @@ class OvsdbMonitor:
         server has acknowledged them)."""
         return dict(self._conditions)
 
+    @property
+    def conditions_acknowledged(self) -> bool:
+        """The replica is synchronised and reflects the newest conditions (no change is
+        waiting to be sent or for its reply). A server without conditions (C{monitor})
+        sends whole tables: every condition's rows are there."""
+        if self._update_method == "update":
+            return self.synchronised
+        return (
+            self.synchronised and not self._changing and self._acked_conditions == self._conditions
+        )
+
     def set_conditions(self, conditions: Mapping[str, list[Any]]) -> None:
         """Monitor the rows of C{conditions} from now on (tables not given keep theirs).
 
@@ -289,6 +304,7 @@ class OvsdbMonitor:
         # the rows that entered or left came before this reply, in a notification
         self._acked_conditions = asked
         self._send_condition_change()
+        self._on_conditions()
 
     def _condition_change_failed(self, failure: Failure, protocol: JsonRpcProtocol) -> None:
         if protocol is not self._protocol or protocol.closed:

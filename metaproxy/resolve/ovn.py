@@ -28,7 +28,7 @@ changes) replaces the index in one step.
 
 In the OVN chassis mode (C{chassis} given, or later through L{OvnBackend.use_chassis})
 the replica is chassis-local: only this chassis's bound ports, the localports of their
-networks and those networks' datapaths (L{metaproxy.resolve.ovn_local}); the
+networks and those networks' datapaths (L{metaproxy.ovn_scope}); the
 conditions follow the ports as they arrive and leave. Proxy mode keeps the wider
 replica above (every bound port and router interface of the cloud).
 """
@@ -42,12 +42,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
+from metaproxy.ovn_scope import ChassisScope, local_conditions
 from metaproxy.ovsdb.data import RowChange, RowStore
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote
 from metaproxy.ovsdb.samples import monitor_samples
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
-from metaproxy.resolve.ovn_local import ChassisScope, local_conditions
 
 __all__ = [
     "SB_COLUMNS",
@@ -355,7 +355,7 @@ class OvnBackend:
         self.scope: ChassisScope | None = None
         if self._local:
             self.scope = ChassisScope(
-                reactor, self.monitor, chassis, retry_interval=local_retry_interval
+                reactor, self.monitor, chassis, retry_interval=local_retry_interval, log=log
             )
             if not chassis:
                 self._not_live = "OVN Southbound: waiting for this chassis's name (system-id)"

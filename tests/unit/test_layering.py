@@ -19,6 +19,7 @@ LAYERS = {
     "metaproxy.signing": 0,
     "metaproxy.pem": 0,
     "metaproxy.ovsdb": 0,
+    "metaproxy.ovn_scope": 0,
     "metaproxy.nova": 0,
     "metaproxy.http": 0,
     "metaproxy.ops": 0,

@@ -5,6 +5,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from metaproxy.chassis.agent import ChassisAgent
+from metaproxy.chassis.plan import metadata_logical_ports, plan_networks
 from metaproxy.ovsdb.data import RowChange
 from metaproxy.ovsdb.remote import parse_remotes
 
@@ -14,14 +15,58 @@ class FakeStore:
         self.tables = tables
 
 
+def _value(value):
+    return value[1] if isinstance(value, list) and value[:1] == ["uuid"] else value
+
+
+def _refs(value):
+    if value in ((), None, ""):
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def holds(uuid, row, clause):
+    """One monitor-condition clause on a row (ovsdb-server(7)): C{true}/C{false}, C{==}
+    on a column (a reference is C{["uuid", U]}; an optional one matches its only
+    element), C{includes} on a set."""
+    if clause in (True, False):
+        return clause
+    column, function, value = clause
+    have = uuid if column == "_uuid" else row.get(column)
+    want = _value(value)
+    if function == "==":
+        return have == want or _refs(have) == (want,)
+    if function == "includes":
+        return want in _refs(have)
+    raise AssertionError(f"the fake does not know {function}")
+
+
 class FakeMonitor:
-    def __init__(self, remotes, database, columns, conditions, on_sync, on_changes, on_down):
+    """A Southbound (or Open_vSwitch) session: C{server} holds every row; the replica
+    holds those that the acknowledged conditions select (a table without conditions:
+    all its rows; with: the rows for which any clause holds). A condition change takes
+    effect when the test says the server answered it (L{ack})."""
+
+    def __init__(
+        self,
+        remotes,
+        database,
+        columns,
+        conditions,
+        on_sync,
+        on_changes,
+        on_down,
+        on_conditions=lambda: None,
+    ):
         self.remotes, self.database = remotes, database
-        self.columns, self.conditions = columns, conditions
+        self.columns, self.conditions = columns, dict(conditions or {})
+        self.acked = dict(self.conditions)
         self.on_sync, self.on_changes = on_sync, on_changes
+        self.on_conditions = on_conditions
         self.synchronised = False
         self.started = self.stopped = False
         self.transactions = []
+        self.server = {}
 
     def start(self):
         self.started = True
@@ -30,24 +75,81 @@ class FakeMonitor:
         self.stopped = True
         return succeed(None)
 
+    @property
+    def conditions_acknowledged(self):
+        return self.synchronised and self.acked == self.conditions
+
+    def set_conditions(self, conditions):
+        self.conditions = {**self.conditions, **conditions}
+
+    def _selected(self):
+        return {
+            table: {
+                uuid: dict(row)
+                for uuid, row in rows.items()
+                if table not in self.acked
+                or not self.acked[table]
+                or any(holds(uuid, row, c) for c in self.acked[table])
+            }
+            for table, rows in self.server.items()
+        }
+
+    def _follow(self):
+        """The rows that entered or left the replica, as one notification."""
+        new = self._selected()
+        changes = []
+        for table in new:
+            old_rows = self.store.tables.setdefault(table, {})
+            for uuid in old_rows.keys() - new[table].keys():
+                changes.append(RowChange(table, uuid, old_rows.pop(uuid), None))
+            for uuid, row in new[table].items():
+                if old_rows.get(uuid) != row:
+                    changes.append(RowChange(table, uuid, old_rows.get(uuid), row))
+                    old_rows[uuid] = row
+        if changes:
+            self.on_changes(changes)
+
     def sync(self, tables):
+        """A full copy of C{tables} (the server's rows) with the conditions asked."""
+        self.server = {table: dict(rows) for table, rows in tables.items()}
+        self.acked = dict(self.conditions)
         self.synchronised = True
-        self.store = FakeStore(tables)
+        self.store = FakeStore(self._selected())
         self.on_sync(self.store)
 
+    def ack(self):
+        """The server answers the condition change: rows enter and leave, then the
+        reply."""
+        while self.acked != self.conditions:
+            self.acked = dict(self.conditions)
+            self._follow()
+            self.on_conditions()
+
     def change(self, *changes):
-        """Apply to the store first, as the real monitor does, then notify."""
+        """Rows change on the server: the replica follows for the rows selected."""
         for c in changes:
-            rows = self.store.tables.setdefault(c.table, {})
+            rows = self.server.setdefault(c.table, {})
             if c.new is None:
                 rows.pop(c.uuid, None)
             else:
                 rows[c.uuid] = c.new
-        self.on_changes(list(changes))
+        self._follow()
 
     def transact(self, ops, must_match=()):
         self.transactions.append(ops)
-        return succeed([{"count": 1}] * len(ops))
+        results = []
+        for op in ops:
+            if op["op"] == "select":
+                rows = self.server.get(op["table"], {})
+                found = [
+                    {"_uuid": ["uuid", uuid]}
+                    for uuid, row in rows.items()
+                    if all(holds(uuid, row, c) for c in op["where"])
+                ]
+                results.append({"rows": found})
+            else:
+                results.append({"count": 1})
+        return succeed(results)
 
 
 class Harness:
@@ -108,7 +210,7 @@ def sb_cfg_written(monitor):
     written = []
     for ops in monitor.transactions:
         for op in ops:
-            for _column, mutator, value in op["mutations"]:
+            for _column, mutator, value in op.get("mutations", ()):
                 if mutator == "insert":
                     written.extend(v for k, v in value[1] if k == "neutron:ovn-metadata-sb-cfg")
     return written
@@ -127,6 +229,9 @@ def test_the_southbound_is_monitored_for_this_chassis_and_registration_follows()
     assert h.sb.database == "OVN_Southbound" and h.sb.started
     assert h.sb.conditions["Chassis_Private"] == [["name", "==", "compute-1"]]
     h.sb.sync(sb_tables(nb_cfg=4))
+    # the chassis's uuid is known now: the ports bound to it are asked for next
+    assert not h.agent.ready
+    h.sb.ack()
     assert h.agent.ready
     assert sb_cfg_written(h.sb) == ["4"]
 
@@ -144,10 +249,11 @@ def test_port_changes_ask_for_provisioning_and_nb_cfg_changes_do_not() -> None:
     h = Harness()
     h.ovs.sync(ovs_tables(**{"system-id": "compute-1"}))
     h.sb.sync(sb_tables())
+    h.sb.ack()
     before = h.states
     h.sb.change(RowChange("SB_Global", "g1", {"nb_cfg": 4}, {"nb_cfg": 5}))
     assert h.states == before
-    h.sb.change(RowChange("Port_Binding", "pb1", None, {"logical_port": "p"}))
+    h.sb.change(RowChange("Port_Binding", "pb1", None, {"logical_port": "p", "chassis": "c1"}))
     assert h.states == before + 1
 
 
@@ -160,3 +266,154 @@ def test_a_new_chassis_name_restarts_the_southbound_monitor() -> None:
     assert first.stopped and h.sb is not first
     assert h.sb.conditions["Chassis"] == [["name", "==", "compute-2"]]
     assert h.agent.identity.bridge == "br-x"
+
+
+# The chassis-local copy: the Southbound holds a cloud; the agent's copy holds this
+# chassis's ports, their networks' localports and datapaths, and the ports the bridge's
+# interfaces name. Rows as the monitor hands them: references are uuid strings, an
+# optional reference () when empty.
+
+NET_A, NET_B, NET_C = "aaaaaaaa-0000-0000-0000-000000000001", "bbbb", "cccc"
+
+
+def vif(datapath, chassis=(), additional=(), mac="fa:16:3e:00:00:01 10.0.0.5", name="vm"):
+    return {
+        "logical_port": name,
+        "datapath": datapath,
+        "chassis": chassis,
+        "additional_chassis": additional,
+        "mac": [mac],
+        "type": "",
+        "external_ids": {},
+    }
+
+
+def metadata_port(datapath, name):
+    return {
+        "logical_port": name,
+        "datapath": datapath,
+        "chassis": (),
+        "additional_chassis": (),
+        "mac": ["fa:16:3e:11:11:11 10.0.0.2"],
+        "type": "localport",
+        "external_ids": {
+            "neutron:device_owner": "network:distributed",
+            "neutron:cidrs": "10.0.0.2/24",
+        },
+    }
+
+
+def cloud():
+    tables = sb_tables()
+    tables["Chassis"]["c2"] = {"name": "compute-2", "hostname": "compute-2"}
+    tables["Chassis_Private"]["p9"] = {
+        "name": "compute-2",
+        "chassis": "c2",
+        "nb_cfg": 4,
+        "external_ids": {},
+    }
+    tables["Datapath_Binding"] = {
+        dp: {"external_ids": {"name": f"neutron-{net}"}}
+        for dp, net in (("dA", NET_A), ("dB", NET_B), ("dC", NET_C))
+    }
+    tables["Port_Binding"] = {
+        "vmA": vif("dA", chassis="c1", name="vm-a"),
+        "vmB": vif("dB", chassis="c2", name="vm-b"),
+        "vmC": vif("dC", chassis="c2", name="vm-c"),
+        "mA": metadata_port("dA", "meta-a"),
+        "mB": metadata_port("dB", "meta-b"),
+        "mC": metadata_port("dC", "meta-c"),
+    }
+    return tables
+
+
+def settled_harness(interfaces=None):
+    h = Harness()
+    tables = ovs_tables(**{"system-id": "compute-1"})
+    tables["Interface"] = interfaces or {}
+    h.ovs.sync(tables)
+    h.sb.sync(cloud())
+    h.sb.ack()
+    return h
+
+
+def test_the_copy_holds_this_chassiss_ports_their_localports_and_datapaths_only() -> None:
+    h = settled_harness()
+    assert h.agent.ready
+    tables = h.agent.sb_tables
+    assert set(tables["Port_Binding"]) == {"vmA", "mA"}
+    assert set(tables["Datapath_Binding"]) == {"dA"}
+    assert set(tables["Chassis"]) == {"c1"}
+    assert set(tables["Chassis_Private"]) == {"p1"}
+    assert set(tables["SB_Global"]) == {"g1"}
+    assert set(plan_networks(tables, "compute-1")) == {NET_A}
+
+
+def test_a_port_bound_here_is_planned_once_its_network_has_come() -> None:
+    h = settled_harness()
+    before = h.states
+    h.sb.change(RowChange("Port_Binding", "vmB", None, vif("dB", chassis="c1", name="vm-b")))
+    # its network's datapath and localport are asked for: no pass on the half copy
+    assert not h.agent.ready
+    h.sb.ack()
+    assert h.agent.ready and h.states > before
+    assert set(h.agent.sb_tables["Port_Binding"]) == {"vmA", "mA", "vmB", "mB"}
+    assert set(plan_networks(h.agent.sb_tables, "compute-1")) == {NET_A, NET_B}
+
+
+def test_a_live_migrations_destination_plans_the_network_before_the_instance_lands() -> None:
+    h = settled_harness()
+    moving = vif("dC", chassis="c2", additional=("c1",), name="vm-c")
+    h.sb.change(RowChange("Port_Binding", "vmC", None, moving))
+    h.sb.ack()
+    assert h.agent.ready
+    assert set(plan_networks(h.agent.sb_tables, "compute-1")) == {NET_A, NET_C}
+
+
+def test_the_last_port_leaving_takes_its_network_away() -> None:
+    h = settled_harness()
+    h.sb.change(RowChange("Port_Binding", "vmA", None, vif("dA", chassis="c2", name="vm-a")))
+    h.sb.ack()
+    assert h.agent.ready
+    assert h.agent.sb_tables["Port_Binding"] == {}
+    assert h.agent.sb_tables["Datapath_Binding"] == {}
+    assert plan_networks(h.agent.sb_tables, "compute-1") == {}
+
+
+def test_a_metadata_veth_on_the_bridge_is_known_whatever_its_network() -> None:
+    # a veth of network C left on the bridge (C is served elsewhere): its port's row is
+    # in the copy, so the orphan is recognised as a metadata port
+    h = settled_harness({"i1": {"name": "tapcccc0", "external_ids": {"iface-id": "meta-c"}}})
+    assert h.agent.ready
+    assert metadata_logical_ports(h.agent.sb_tables) == {"meta-a", "meta-c"}
+    assert set(plan_networks(h.agent.sb_tables, "compute-1")) == {NET_A}
+    # unplugged: its row leaves the copy
+    h.ovs.change(RowChange("Interface", "i1", h.ovs.store.tables["Interface"]["i1"], None))
+    assert not h.agent.ready
+    h.sb.ack()
+    assert metadata_logical_ports(h.agent.sb_tables) == {"meta-a"}
+    # a veth plugged later is followed too
+    row = {"name": "tapbbbb0", "external_ids": {"iface-id": "meta-b"}}
+    h.ovs.change(RowChange("Interface", "i2", None, row))
+    h.sb.ack()
+    assert metadata_logical_ports(h.agent.sb_tables) == {"meta-a", "meta-b"}
+
+
+def test_the_first_conditions_name_the_bridges_iface_ids() -> None:
+    h = Harness()
+    tables = ovs_tables(**{"system-id": "compute-1"})
+    tables["Interface"] = {"i1": {"name": "tapcccc0", "external_ids": {"iface-id": "meta-c"}}}
+    h.ovs.sync(tables)
+    assert h.sb.conditions["Port_Binding"] == [["logical_port", "==", "meta-c"]]
+    assert h.sb.conditions["Chassis"] == [["name", "==", "compute-1"]]
+    assert h.sb.conditions["Datapath_Binding"] == [False]
+    assert "SB_Global" not in h.sb.conditions  # its one row, whole
+
+
+def test_a_full_copy_after_a_reconnect_keeps_the_conditions_and_is_ready_at_once() -> None:
+    h = settled_harness()
+    h.sb.synchronised = False
+    assert not h.agent.ready
+    h.sb.sync(cloud())  # a full copy asks with the newest conditions
+    assert h.agent.ready
+    assert set(h.agent.sb_tables["Port_Binding"]) == {"vmA", "mA"}

@@ -4,6 +4,7 @@ transactions that plug and unplug them."""
 from metaproxy.chassis.localovs import (
     OvsPort,
     bridge_datapath_type,
+    iface_ids,
     plug_operations,
     ports_by_name,
     set_iface_id_operations,
@@ -57,3 +58,16 @@ def test_unplug_removes_the_port_from_each_bridge_and_iface_id_is_set_in_place()
     [op] = set_iface_id_operations(port, "md")
     assert op["where"] == [["_uuid", "==", ["uuid", "i2"]]]
     assert op["mutations"][1] == ["external_ids", "insert", ["map", [["iface-id", "md"]]]]
+
+
+def test_iface_ids_are_the_interfaces_logical_ports() -> None:
+    tables = {
+        "Interface": {
+            "i1": {"name": "tap1", "external_ids": {"iface-id": "port-1"}},
+            "i2": {"name": "br-int", "external_ids": {}},
+            "i3": {"name": "tap2", "external_ids": {"iface-id": ""}},
+            "i4": {"name": "tapmeta0", "external_ids": {"iface-id": "meta-1"}},
+        }
+    }
+    assert iface_ids(tables) == {"port-1", "meta-1"}
+    assert iface_ids({}) == set()

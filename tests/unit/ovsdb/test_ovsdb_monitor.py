@@ -618,3 +618,46 @@ def test_a_refused_change_closes_for_a_full_copy_with_the_new_conditions() -> No
     monitor = h.synchronise()
     assert monitor["params"][2]["T"]["where"] == [["name", "==", "a"]]
     assert monitor["params"][3] == NO_TXN
+
+
+def test_conditions_acknowledged_follows_the_replies_and_on_conditions_says_so() -> None:
+    acked = []
+    h = Harness(on_resumed=lambda changes: None, on_conditions=lambda: acked.append(1))
+    assert not h.monitor.conditions_acknowledged  # no replica yet
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    assert h.monitor.conditions_acknowledged and acked == []
+    h.monitor.set_conditions(NARROW)
+    (change,) = h.sent()
+    # the rows entering come before the reply: not yet all of them known
+    assert not h.monitor.conditions_acknowledged
+    h.answer(change["id"], {})
+    assert h.monitor.conditions_acknowledged and acked == [1]
+    # conditions set while disconnected: not acknowledged until the change after resuming
+    h.lose()
+    assert not h.monitor.conditions_acknowledged
+    h.monitor.set_conditions({"T": [["name", "==", "b"]]})
+    h.reactor.advance(0.5)
+    h.synchronise({}, found=True, last="txn-2")
+    assert not h.monitor.conditions_acknowledged
+    (change,) = h.sent()
+    h.answer(change["id"], {})
+    assert h.monitor.conditions_acknowledged and acked == [1, 1]
+
+
+def test_without_monitor_cond_whole_tables_hold_every_conditions_rows() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.accept()
+    h.server_row()
+    (request,) = h.sent()
+    h.answer(request["id"], SCHEMA)
+    (since,) = h.sent()
+    h.answer(since["id"], error={"error": "unknown method"})
+    (cond,) = h.sent()
+    h.answer(cond["id"], error={"error": "unknown method"})
+    (plain,) = h.sent()
+    h.answer(plain["id"], {"T": {"r1": {"new": {"name": "a"}}}})
+    h.monitor.set_conditions(NARROW)
+    assert h.sent() == []  # cannot be changed: whole tables come anyway
+    assert h.monitor.conditions_acknowledged
