@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from metaproxy.http.netns import ListenAddress
+from metaproxy.http.transports import EagerServer, EagerUNIXServer, read_now
 from metaproxy.namespace import MAX_SOCKET_PATH_BYTES, Namespace
 
 __all__ = [
@@ -185,9 +186,39 @@ def _unlink_quietly(path: str) -> None:
 
 class _Adopted:
     """What the adopted ports share: they accept on a socket made elsewhere, as it was
-    made, without a log line, and only close their descriptor when they stop."""
+    made, without a log line, and only close their descriptor when they stop.
+
+    Their connections are L{metaproxy.http.transports}' (written to and closed at once
+    when nothing is left to wait for), and each connection's request, when it is already
+    there, is read as soon as the accept loop ends (L{read_now}), not on the reactor's
+    next turn.
+    """
 
     _shouldShutdown = False
+    #: the transport class of the accepted connections
+    _connection_class: type = EagerServer
+    #: connections accepted by the running doRead, read once it has accepted them all
+    _accepted: list | None = None
+
+    def doRead(self) -> None:
+        accepted: list = []
+        self._accepted = accepted
+        try:
+            super().doRead()  # type: ignore[misc]
+        finally:
+            self._accepted = None
+        reactor = self.reactor  # type: ignore[attr-defined]
+        for connection in accepted:
+            read_now(reactor, connection)
+
+    def transport(
+        self, skt: socket.socket, protocol: Any, addr: Any, port: Any, sessionno: int, reactor: Any
+    ) -> Any:
+        # what Twisted's accept loop calls to make each connection's transport
+        connection = self._connection_class(skt, protocol, addr, port, sessionno, reactor)
+        if self._accepted is not None:
+            self._accepted.append(connection)
+        return connection
 
     def startListening(self) -> None:
         skt: socket.socket | None = self._preexistingSocket  # type: ignore[attr-defined]
@@ -217,6 +248,8 @@ class AdoptedUNIXPort(_Adopted, unix.Port):
     closes its descriptor: no C{shutdown()} (which would make the kernel refuse
     connections for every holder) and no unlink of the path (the owner's job).
     """
+
+    _connection_class = EagerUNIXServer
 
     @classmethod
     def adopt(cls, reactor: Any, fd: int, factory: Factory) -> AdoptedUNIXPort:
