@@ -19,6 +19,7 @@ import attrs
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
+from twisted.python import log
 from twisted.python.failure import Failure
 
 from metaproxy.http.netns import ListenAddress
@@ -204,12 +205,56 @@ class _Adopted:
         accepted: list = []
         self._accepted = accepted
         try:
-            super().doRead()  # type: ignore[misc]
+            self._accept_all()
         finally:
             self._accepted = None
         reactor = self.reactor  # type: ignore[attr-defined]
         for connection in accepted:
             read_now(reactor, connection)
+
+    def _accept_all(self) -> None:
+        """Twisted's accept loop (C{tcp.Port.doRead}) for the usual case, with less per
+        connection; any error from C{accept()} but "nothing more" is left to Twisted's
+        loop, which knows what each means (C{EMFILE}: the reserved descriptor, ...)."""
+        listener: socket.socket = self.socket  # type: ignore[attr-defined]
+        accept = listener._accept  # type: ignore[attr-defined]
+        family, kind, proto = self._socket_kind
+        build = self.factory.buildProtocol  # type: ignore[attr-defined]
+        reactor = self.reactor  # type: ignore[attr-defined]
+        limit = self.numberAccepts  # type: ignore[has-type]
+        accepted = 0
+        try:
+            while accepted < limit:
+                try:
+                    fd, addr = accept()
+                except BlockingIOError:
+                    break
+                except OSError:
+                    super().doRead()  # type: ignore[misc]
+                    return
+                accepted += 1
+                skt = socket.socket(family, kind, proto, fileno=fd)
+                protocol = build(self._peer_address(addr))
+                if protocol is None:
+                    skt.close()
+                    continue
+                number = self.sessionno  # type: ignore[has-type]
+                self.sessionno = number + 1
+                protocol.makeConnection(self.transport(skt, protocol, addr, self, number, reactor))
+        except BaseException:
+            log.deferr()
+        # as Twisted's loop: more at once while the queue keeps them coming
+        if accepted == limit:
+            self.numberAccepts = limit + 20
+        else:
+            self.numberAccepts = max(1, accepted)
+
+    def _peer_address(self, addr: Any) -> Any:
+        """The address C{buildProtocol} is given for a connection from C{addr}."""
+        if len(addr) == 4:  # IPv6: with its scope, as Twisted gives it
+            host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+            addr = (host[0], *addr[1:])
+        return self._buildAddr(addr)  # type: ignore[attr-defined]
 
     def transport(
         self, skt: socket.socket, protocol: Any, addr: Any, port: Any, sessionno: int, reactor: Any
@@ -231,6 +276,8 @@ class _Adopted:
         self.connected = True
         self.socket = skt
         self.fileno = skt.fileno
+        # what each accepted socket is made as (plain ints: no enum per connection)
+        self._socket_kind = (int(skt.family), int(skt.type), skt.proto)
         self.numberAccepts = 100
         self.startReading()  # type: ignore[attr-defined]
 
@@ -250,6 +297,16 @@ class AdoptedUNIXPort(_Adopted, unix.Port):
     """
 
     _connection_class = EagerUNIXServer
+    #: the address of an unnamed peer (any client that did not bind: haproxy's case)
+    _unnamed_peer = None
+
+    def _peer_address(self, addr: Any) -> Any:
+        if addr:
+            return self._buildAddr(addr)
+        peer = self._unnamed_peer
+        if peer is None:
+            peer = self._unnamed_peer = self._buildAddr(addr)
+        return peer
 
     @classmethod
     def adopt(cls, reactor: Any, fd: int, factory: Factory) -> AdoptedUNIXPort:

@@ -19,16 +19,21 @@ waited for:
     there and then (C{connectionLost} is called before it returns), instead of
     registering for writability to find an empty buffer on the next turn. With bytes
     still queued, it closes once they are sent, as Twisted does.
-  - B{plain C{recv}} on Unix sockets: Twisted's Unix transport reads with C{recvmsg} to
-    receive descriptors, which these connections never accept (the kernel discards any
-    sent, as Twisted would close them).
+  - B{plain C{recv}} and C{send} on Unix sockets: Twisted's Unix transport reads with
+    C{recvmsg} to receive descriptors, which these connections never accept (the kernel
+    discards any sent, as Twisted would close them), and never sends any.
+  - B{less per connection}: the log prefix and C{repr} Twisted formats for every
+    connection are made only when asked for; a connection closed in order is closed
+    without C{shutdown()} first (the descriptor is close-on-exec and never shared, so
+    C{close()} alone ends the connection, as Twisted's own comment on it says).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from twisted.internet import main, tcp, unix
+from twisted.internet import abstract, address, main, tcp, unix
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -41,7 +46,40 @@ _CLOSED = Failure(main.CONNECTION_DONE)
 
 
 class _EagerClose:
-    """Eager C{write} and C{loseConnection} over a C{tcp.Connection}."""
+    """Eager C{write} and C{loseConnection} over a C{tcp.Server}, made with less."""
+
+    _shouldShutdown = False
+
+    def __init__(
+        self, sock: Any, protocol: Any, client: Any, server: Any, sessionno: int, reactor: Any
+    ) -> None:
+        # tcp.Server.__init__, without formatting its log prefix and repr
+        abstract.FileDescriptor.__init__(self, reactor=reactor)  # type: ignore[arg-type]
+        sock.setblocking(False)
+        self.socket = sock
+        self.fileno = sock.fileno
+        self.protocol = protocol
+        self._init_peer(client)
+        self.server = server
+        self.sessionno = sessionno
+        self.startReading()  # type: ignore[attr-defined]
+        self.connected = 1
+
+    def _init_peer(self, client: Any) -> None:
+        if len(client) != 2:
+            self._addressType = address.IPv6Address
+        self.client = client
+        self.hostname = client[0]
+
+    @property
+    def logstr(self) -> str:
+        prefix = self._getLogPrefix(self.protocol)  # type: ignore[attr-defined]
+        return f"{prefix},{self.sessionno},{self.hostname}"
+
+    @property
+    def repstr(self) -> str:
+        name = type(self.protocol).__name__ if hasattr(self, "protocol") else "connection"
+        return f"<{name} #{self.sessionno} on {self.server._realPortNumber}>"
 
     def write(self, data: bytes) -> None:
         if (
@@ -67,12 +105,26 @@ class _EagerClose:
             and not self._tempDataLen  # type: ignore[attr-defined]
             and self.offset == len(self.dataBuffer)  # type: ignore[attr-defined]
         ):
-            # nothing to send: what the next doWrite would do, now
-            self.stopReading()  # type: ignore[attr-defined]
-            self.stopWriting()  # type: ignore[attr-defined]
-            self.connectionLost(_CLOSED)  # type: ignore[attr-defined]
+            # nothing to send: what the next doWrite would do, now (connectionLost stops
+            # the reading)
+            self.connectionLost(_CLOSED)
             return
         super().loseConnection()  # type: ignore[misc]
+
+    def connectionLost(self, reason: Failure) -> None:
+        if reason is not _CLOSED:
+            super().connectionLost(reason)  # type: ignore[misc]
+            return
+        # tcp.Connection.connectionLost, for the one reason this class closes with
+        if not hasattr(self, "socket"):
+            return
+        abstract.FileDescriptor.connectionLost(self, reason)  # type: ignore[arg-type]
+        self._closeSocket(True)  # type: ignore[attr-defined]
+        protocol = self.protocol
+        del self.protocol
+        del self.socket
+        del self.fileno
+        protocol.connectionLost(reason)
 
 
 class EagerServer(_EagerClose, tcp.Server):
@@ -83,6 +135,13 @@ class EagerUNIXServer(_EagerClose, unix.Server):
     """An accepted Unix connection (the shared socket, a namespace's socket)."""
 
     doRead = tcp.Connection.doRead
+    writeSomeData = tcp.Connection.writeSomeData
+
+    def _init_peer(self, client: Any) -> None:
+        # unix.Server hands tcp.Server (client, None), whose host is the peer's address
+        self.client = (client, None)
+        self.hostname = client
+        self._sendmsgQueue: list[int] = []  # what unix.Server has; no descriptor is sent
 
 
 def read_now(reactor, transport: tcp.Connection) -> None:

@@ -9,6 +9,7 @@ import socket
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.address import UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 
@@ -203,4 +204,135 @@ async def test_write_to_a_closed_peer_ends_the_connection(kind, tmp_path):
                 reactor._disconnectSelectable(transport, why, False)
         assert protocol.lost is not None
     finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_describes_itself_as_twisted_does(kind, tmp_path):
+    """The peer, the log prefix and the repr Twisted gives an accepted connection."""
+    factory = RecorderFactory()
+    port, client = make(kind, tmp_path, factory)
+    try:
+        port.doRead()
+        (protocol,) = factory.protocols
+        transport = protocol.transport
+        if kind == "tcp":
+            peer = transport.getPeer()
+            assert (peer.type, peer.host, peer.port) == ("TCP", *client.getsockname())
+            assert transport.getHost().port == client.getpeername()[1]
+        else:
+            assert isinstance(transport.getPeer(), UNIXAddress)
+            assert transport.getHost().name == str(tmp_path / "s").encode()
+        assert transport.logPrefix() == f"Recorder,0,{transport.hostname}"
+        assert repr(transport).startswith("<Recorder #0 on ")
+    finally:
+        client.close()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_waiting_connections_accepted_in_one_turn(kind, tmp_path):
+    """Every connection waiting is accepted (up to the port's batch), each its own
+    protocol, session numbers in order; the batch grows when it was filled."""
+    factory = RecorderFactory(answer=b"ok", expect=1)
+    port, first = make(kind, tmp_path, factory)
+    clients = [first]
+    try:
+        for _ in range(4):
+            if kind == "unix":
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.connect(str(tmp_path / "s"))
+            else:
+                c = socket.create_connection(port.socket.getsockname())
+            clients.append(c)
+        for c in clients:
+            c.sendall(b"x")
+        port.numberAccepts = 3
+        port.doRead()
+        assert len(factory.protocols) == 3
+        assert port.numberAccepts == 23
+        port.doRead()
+        assert len(factory.protocols) == 5
+        assert port.numberAccepts == 2
+        assert [p.transport.sessionno for p in factory.protocols] == [0, 1, 2, 3, 4]
+        assert all(read_all(c) == b"ok" for c in clients)
+    finally:
+        for c in clients:
+            c.close()
+        await port.stopListening()
+
+
+class Refusing(Factory):
+    """Refuses every connection (C{buildProtocol} returns C{None})."""
+
+    def buildProtocol(self, addr):
+        self.addr = addr
+        return None
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_connection_closed(kind, tmp_path):
+    """A connection the factory refuses is closed at once; the factory was given the
+    peer's address as Twisted gives it."""
+    factory = Refusing()
+    port, client = make(kind, tmp_path, factory)
+    try:
+        port.doRead()
+        assert read_all(client) == b""
+        if kind == "tcp":
+            assert (factory.addr.host, factory.addr.port) == client.getsockname()
+        else:
+            assert isinstance(factory.addr, UNIXAddress)
+    finally:
+        client.close()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_accept_errors_left_to_twisted(tmp_path, monkeypatch):
+    """An error from accept() other than "nothing more" (here EMFILE) goes to Twisted's
+    accept loop, which releases its reserved descriptor and closes the connection, and
+    the port keeps serving."""
+    import errno
+
+    from twisted.internet import tcp
+
+    factory = RecorderFactory(answer=b"ok", expect=1)
+    port, client = unix_port(tmp_path, factory)
+    real = port.socket
+    calls = []
+
+    class Failing:
+        """The listening socket, whose accept() fails once with EMFILE."""
+
+        def _accept(self):
+            calls.append("fast")
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        def accept(self):
+            calls.append("twisted")
+            if len(calls) == 2:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real.accept()
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    assert tcp._reservedFD.available()
+    port.socket = Failing()
+    try:
+        port.doRead()
+        assert calls[:2] == ["fast", "twisted"]
+        assert factory.protocols == []
+        assert read_all(client) == b""  # closed by Twisted's EMFILE recovery
+        port.socket = real
+        client.close()
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(tmp_path / "s"))
+        client.sendall(b"x")
+        port.doRead()
+        assert read_all(client) == b"ok"
+    finally:
+        port.socket = real
+        client.close()
         await port.stopListening()
