@@ -85,6 +85,7 @@ class _EagerClose:
         if (
             self.connected  # type: ignore[attr-defined]
             and not self.disconnecting  # type: ignore[attr-defined]
+            and not self.TLS  # type: ignore[attr-defined]  # (never started here)
             and not self._tempDataLen  # type: ignore[attr-defined]
             and self.offset == len(self.dataBuffer)  # type: ignore[attr-defined]
             and data
@@ -101,6 +102,7 @@ class _EagerClose:
         if (
             self.connected  # type: ignore[attr-defined]
             and not self.disconnecting  # type: ignore[attr-defined]
+            and not self.TLS  # type: ignore[attr-defined]
             and self.producer is None  # type: ignore[attr-defined]
             and not self._tempDataLen  # type: ignore[attr-defined]
             and self.offset == len(self.dataBuffer)  # type: ignore[attr-defined]
