@@ -108,9 +108,10 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from metaproxy.agent.gcfreeze import freeze_when_running
     from metaproxy.agent.service import AgentService
 
-    return AgentService(
+    service = AgentService(
         reactor,
         options.settings,
         options.backend,
@@ -118,3 +119,6 @@ def makeService(options: Options) -> IService:
         config_dirs=tuple(options["config_dirs"]),
         log_setup=options.log_setup,
     )
+    # start-up's objects out of the garbage collector's sight once it is done
+    freeze_when_running(reactor)
+    return service

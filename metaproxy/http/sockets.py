@@ -19,9 +19,11 @@ import attrs
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
+from twisted.python import log
 from twisted.python.failure import Failure
 
 from metaproxy.http.netns import ListenAddress
+from metaproxy.http.transports import EagerServer, EagerUNIXServer, read_now
 from metaproxy.namespace import MAX_SOCKET_PATH_BYTES, Namespace
 
 __all__ = [
@@ -190,9 +192,83 @@ def _unlink_quietly(path: str) -> None:
 
 class _Adopted:
     """What the adopted ports share: they accept on a socket made elsewhere, as it was
-    made, without a log line, and only close their descriptor when they stop."""
+    made, without a log line, and only close their descriptor when they stop.
+
+    Their connections are L{metaproxy.http.transports}' (written to and closed at once
+    when nothing is left to wait for), and each connection's request, when it is already
+    there, is read as soon as the accept loop ends (L{read_now}), not on the reactor's
+    next turn.
+    """
 
     _shouldShutdown = False
+    #: the transport class of the accepted connections
+    _connection_class: type = EagerServer
+    #: connections accepted by the running doRead, read once it has accepted them all
+    _accepted: list | None = None
+
+    def doRead(self) -> None:
+        accepted: list = []
+        self._accepted = accepted
+        try:
+            self._accept_all()
+        finally:
+            self._accepted = None
+        reactor = self.reactor  # type: ignore[attr-defined]
+        for connection in accepted:
+            read_now(reactor, connection)
+
+    def _accept_all(self) -> None:
+        """Twisted's accept loop (C{tcp.Port.doRead}) for the usual case, with less per
+        connection; any error from C{accept()} but "nothing more" is left to Twisted's
+        loop, which knows what each means (C{EMFILE}: the reserved descriptor, ...)."""
+        listener: socket.socket = self.socket  # type: ignore[attr-defined]
+        accept = listener._accept  # type: ignore[attr-defined]
+        family, kind, proto = self._socket_kind
+        build = self.factory.buildProtocol  # type: ignore[attr-defined]
+        reactor = self.reactor  # type: ignore[attr-defined]
+        limit = self.numberAccepts  # type: ignore[has-type]
+        accepted = 0
+        try:
+            while accepted < limit:
+                try:
+                    fd, addr = accept()
+                except BlockingIOError:
+                    break
+                except OSError:
+                    super().doRead()  # type: ignore[misc]
+                    return
+                accepted += 1
+                skt = socket.socket(family, kind, proto, fileno=fd)
+                protocol = build(self._peer_address(addr))
+                if protocol is None:
+                    skt.close()
+                    continue
+                number = self.sessionno  # type: ignore[has-type]
+                self.sessionno = number + 1
+                protocol.makeConnection(self.transport(skt, protocol, addr, self, number, reactor))
+        except BaseException:
+            log.deferr()
+        # as Twisted's loop: more at once while the queue keeps them coming
+        if accepted == limit:
+            self.numberAccepts = limit + 20
+        else:
+            self.numberAccepts = max(1, accepted)
+
+    def _peer_address(self, addr: Any) -> Any:
+        """The address C{buildProtocol} is given for a connection from C{addr}."""
+        if len(addr) == 4:  # IPv6: with its scope, as Twisted gives it
+            host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+            addr = (host[0], *addr[1:])
+        return self._buildAddr(addr)  # type: ignore[attr-defined]
+
+    def transport(
+        self, skt: socket.socket, protocol: Any, addr: Any, port: Any, sessionno: int, reactor: Any
+    ) -> Any:
+        # what Twisted's accept loop calls to make each connection's transport
+        connection = self._connection_class(skt, protocol, addr, port, sessionno, reactor)
+        if self._accepted is not None:
+            self._accepted.append(connection)
+        return connection
 
     def startListening(self) -> None:
         skt: socket.socket | None = self._preexistingSocket  # type: ignore[attr-defined]
@@ -205,6 +281,8 @@ class _Adopted:
         self.connected = True
         self.socket = skt
         self.fileno = skt.fileno
+        # what each accepted socket is made as (plain ints: no enum per connection)
+        self._socket_kind = (int(skt.family), int(skt.type), skt.proto)
         self.numberAccepts = 100
         self.startReading()  # type: ignore[attr-defined]
 
@@ -222,6 +300,18 @@ class AdoptedUNIXPort(_Adopted, unix.Port):
     closes its descriptor: no C{shutdown()} (which would make the kernel refuse
     connections for every holder) and no unlink of the path (the owner's job).
     """
+
+    _connection_class = EagerUNIXServer
+    #: the address of an unnamed peer (any client that did not bind: haproxy's case)
+    _unnamed_peer = None
+
+    def _peer_address(self, addr: Any) -> Any:
+        if addr:
+            return self._buildAddr(addr)
+        peer = self._unnamed_peer
+        if peer is None:
+            peer = self._unnamed_peer = self._buildAddr(addr)
+        return peer
 
     @classmethod
     def adopt(cls, reactor: Any, fd: int, factory: Factory) -> AdoptedUNIXPort:

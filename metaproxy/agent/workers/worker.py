@@ -44,6 +44,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, Logger, globalLogBeginner, jsonFileLogObserver
 from twisted.python.failure import Failure
 
+from metaproxy.agent.gcfreeze import freeze_when_running
 from metaproxy.agent.proxy import Proxy
 from metaproxy.agent.workers.channel import CHANNEL_FD, ChannelProtocol, socket_name
 from metaproxy.config import ConfigError, load_settings
@@ -354,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain=settings.drain_timeout,
     )
     reactor.callWhenRunning(service.startService)
+    freeze_when_running(reactor)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     return 0

@@ -1172,3 +1172,39 @@ def test_dns_failure():
     assert str(exc).startswith(f"cannot connect to {THERE}: DNS lookup failed")
     assert "nova.invalid" in str(exc)
     assert client.in_flight == 0
+
+
+def test_requests_in_flight_share_one_timer_and_time_out_each_at_its_deadline():
+    """Requests sent at t=0, 1 and 2 with the client's timeout are timed by one reactor
+    timer, not one each; each still times out exactly at its own deadline, and one
+    answered meanwhile is not timed out. A request given its own timeout (what is left of
+    a deadline, on failover) times out at that."""
+    wire = Wire(reply=lambda e: None)
+    client = wire.client(timeout=5)
+    first = wire.forward(client)
+    wire.reactor.advance(1)
+    second = wire.forward(client)
+    wire.reactor.advance(1)
+    third = wire.forward(client)
+    assert len(wire.reactor.getDelayedCalls()) == 1
+    own = client.forward(b"GET", b"/own", PROXY_HEADERS, b"", timeout=0.5)
+    assert len(wire.reactor.getDelayedCalls()) == 2
+    wire.reactor.advance(0.5)
+    failure(own, NovaTimeout)
+    wire.servers[1].transport.write(OK)
+    wire.flush()
+    success(second)
+    wire.reactor.advance(2.25)  # t=4.75
+    no_result(first)
+    wire.reactor.advance(0.25)  # t=5
+    failure(first, NovaTimeout)
+    no_result(third)
+    wire.reactor.advance(1.75)  # t=6.75
+    no_result(third)
+    wire.reactor.advance(0.25)  # t=7
+    failure(third, NovaTimeout)
+    wire.flush()
+    assert client.in_flight == 0
+    assert [c for c in wire.reactor.getDelayedCalls() if c.active()] == [
+        c for c in wire.reactor.getDelayedCalls() if c.func == client.pool._expire
+    ]
