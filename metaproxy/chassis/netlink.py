@@ -19,9 +19,10 @@ Memory: pyroute2 (0.9) leaves each C{IPRoute} it closes as cyclic garbage, about
 objects (its asyncio event loop among them) that only the cycle collector frees, and
 by then they have spread over CPython's object arenas, which go back to the system only
 when wholly empty. Provisioning a network opens a few: every L{_GC_EVERY}th C{IPRoute}
-closed is followed by a collection of the young generations (about 1 ms; 400 of them
-left 3 MiB instead of 9 MiB), and after each observation C{malloc_trim(0)} gives the
-C library's free pages back (the short-lived threads' malloc arenas among them).
+closed is followed by a collection of the young generations (about 1 ms; over 1,000 of
+them that left 2.8 MiB instead of 10.9 MiB), and after each observation
+C{malloc_trim(0)} gives the C library's free pages back (the short-lived threads'
+malloc arenas among them). Measured at 1,000 networks: BENCHMARKS.md.
 
 Needs C{CAP_NET_ADMIN} (links, addresses, iptables) and C{CAP_SYS_ADMIN} (creating,
 entering and removing named namespaces).
