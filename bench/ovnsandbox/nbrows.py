@@ -26,16 +26,40 @@ import attrs
 
 from bench.ovnsandbox.ovsdbsync import omap, oset
 
-__all__ = ["Network", "VmPort", "network_operations", "vm_port_operations", "new_id", "new_mac"]
+__all__ = [
+    "Network",
+    "VmPort",
+    "network_operations",
+    "vm_port_operations",
+    "new_id",
+    "new_ids",
+    "new_mac",
+]
 
 METADATA_IP = "169.254.169.254"
 
 
 def new_id(tag: str) -> str:
     """A UUID-shaped id starting with C{tag} (the sandbox's), random after it, so that
-    C{id[:10]} (the tap device names' part) differs between ids of one sandbox."""
+    C{id[:10]} (the tap device names' part) differs from other sandboxes' ids (between
+    many ids of one sandbox, only with L{new_ids})."""
     text = str(uuid.uuid4())
     return tag + text[len(tag) :]
+
+
+def new_ids(tag: str, count: int) -> list[str]:
+    """C{count} ids of L{new_id}, no two alike in C{id[:10]}: after a 4-digit tag only
+    5 hex digits of it are random, so 1,000 ids share a tap device name more often
+    than not (a birthday collision: about 38%), and the second network's veth cannot be
+    made (C{EEXIST})."""
+    ids: list[str] = []
+    taken: set[str] = set()
+    while len(ids) < count:
+        found = new_id(tag)
+        if found[:10] not in taken:
+            taken.add(found[:10])
+            ids.append(found)
+    return ids
 
 
 def new_mac() -> str:

@@ -73,7 +73,13 @@ from bench.ovnsandbox.cloud import Cloud, Instance
 from bench.ovnsandbox.compare import _fast_neighbour_retries, cidr_of, fleet_table
 from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, delete_namespace, missing
 from bench.ovnsandbox.guests import Asker
-from bench.ovnsandbox.nbrows import Network, VmPort, network_operations, new_id, vm_port_operations
+from bench.ovnsandbox.nbrows import (
+    Network,
+    VmPort,
+    network_operations,
+    new_ids,
+    vm_port_operations,
+)
 from bench.ovnsandbox.ovsdbsync import omap
 from bench.processes import start_fakenova
 from metaproxy.http.netns import set_network_namespace
@@ -85,6 +91,7 @@ __all__ = [
     "renamed",
     "vif_port_operations",
     "agent_footprint",
+    "memory_map",
     "processes_in",
     "NamespaceProber",
     "markdown",
@@ -232,7 +239,8 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 def build_topology(sandbox: OvnSandbox, cloud: Cloud, options: Options) -> Topology:
     """The networks, their VM ports and their bindings (module docstring, step 1)."""
-    networks = [Network(id=new_id(sandbox.tag), cidr=cidr_of(i)) for i in range(options.networks)]
+    ids = new_ids(sandbox.tag, options.networks)
+    networks = [Network(id=network_id, cidr=cidr_of(i)) for i, network_id in enumerate(ids)]
     vm_ports = [VmPort(net, net.host(11)) for net in networks]
     for net in networks:
         sandbox.record_namespace(f"ovnmeta-{net.id}")
@@ -442,6 +450,42 @@ def _status(pid: int) -> dict[str, int]:
     return out
 
 
+#: glibc's thread arenas grow in heaps of this size, each mapped at an address aligned
+#: to it (HEAP_MAX_SIZE on 64-bit): how the breakdown tells them from other mappings.
+_ARENA_HEAP = 64 << 20
+
+
+def memory_map(pid: int) -> dict[str, int]:
+    """Where the process's RSS is, from C{/proc/<pid>/smaps} (bytes): C{heap} (the main
+    malloc arena, C{[heap]}), C{arenas} (glibc's thread arenas: anonymous mappings that
+    start on a 64 MiB boundary; C{arena_heaps} counts them), C{anon} (other anonymous
+    mappings: CPython's object arenas, large allocations, thread stacks), C{files}
+    (libraries and other mapped files); empty when it cannot be read."""
+    out = dict.fromkeys(("heap", "arenas", "anon", "files", "arena_heaps"), 0)
+    kind = ""
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(None, 6)
+                if "-" in head[0] and not head[0].endswith(":"):
+                    start = int(head[0].split("-", 1)[0], 16)
+                    name = head[5].strip() if len(head) > 5 else ""
+                    if name == "[heap]":
+                        kind = "heap"
+                    elif name.startswith("/"):
+                        kind = "files"
+                    elif not name and start % _ARENA_HEAP == 0 and head[1].startswith("rw"):
+                        kind = "arenas"
+                        out["arena_heaps"] += 1
+                    else:
+                        kind = "anon"
+                elif head[0] == "Rss:":
+                    out[kind] += int(head[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
 def descriptors(pid: int) -> Counter[str]:
     """The process's open descriptors by kind (socket, anon_inode, file, ...)."""
     kinds: Counter[str] = Counter()
@@ -490,6 +534,7 @@ def agent_footprint(agent: ChassisProcess, namespaces: Sequence[str]) -> dict[st
         "rss": status.get("VmRSS", 0) * 1024,
         "peak_rss": status.get("VmHWM", 0) * 1024,
         "anon_rss": status.get("RssAnon", 0) * 1024,
+        "memory_map": memory_map(agent.pid),
         "threads": status.get("Threads", 0),
         "descriptors": sum(fds.values()),
         "descriptors_by_kind": dict(fds),
@@ -767,12 +812,25 @@ def _mib(n: float | None) -> str:
     return "-" if n is None else f"{n / MIB:.1f} MiB"
 
 
+def _memory_map_row(found: dict[str, int]) -> str:
+    if not found:
+        return "-"
+    return (
+        f"{_mib(found['heap'])} / {_mib(found['arenas'])} ({found['arena_heaps']}) / "
+        f"{_mib(found['anon'])} / {_mib(found['files'])}"
+    )
+
+
 def _footprint_rows(prefix: str, fp: dict[str, Any]) -> list[tuple[str, str]]:
     if not fp:
         return [(prefix, "-")]
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(fp["descriptors_by_kind"].items()))
     return [
         (f"{prefix}: agent RSS (peak)", f"{_mib(fp['rss'])} ({_mib(fp['peak_rss'])})"),
+        (
+            f"{prefix}: agent RSS in the main heap / thread arenas (heaps) / other anon / files",
+            _memory_map_row(fp.get("memory_map") or {}),
+        ),
         (
             f"{prefix}: session processes (their RSS)",
             f"{fp['session_processes']} ({_mib(fp['session_rss'])})",

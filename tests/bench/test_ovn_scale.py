@@ -3,17 +3,19 @@ readers, the options and the report."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
 
 import pytest
 
-from bench.ovnsandbox.nbrows import Network, VmPort, network_operations
+from bench.ovnsandbox.nbrows import Network, VmPort, network_operations, new_ids
 from bench.ovnsandbox.scale import (
     Options,
     ScaleRun,
     descriptors,
     markdown,
+    memory_map,
     processes_in,
     renamed,
     vif_port_operations,
@@ -61,6 +63,30 @@ def test_descriptors_counts_this_process_sockets_by_kind():
     with socket.socket() as _a, socket.socket() as _b:
         during = descriptors(os.getpid())
     assert during["socket"] == before["socket"] + 2
+
+
+def test_new_ids_never_share_a_tap_device_name(monkeypatch):
+    # ids whose first 10 characters repeat, as random ones do now and then at 1,000
+    made = iter(["ab12aaaaaa-1", "ab12aaaaaa-2", "ab12bbbbbb-3", "ab12aaaaaa-4", "ab12cccccc-5"])
+    monkeypatch.setattr("bench.ovnsandbox.nbrows.new_id", lambda tag: next(made))
+    assert new_ids("ab12", 3) == ["ab12aaaaaa-1", "ab12bbbbbb-3", "ab12cccccc-5"]
+
+
+def test_new_ids_start_with_the_tag_and_differ_in_their_first_10_characters():
+    ids = new_ids("ab12", 2000)
+    assert len({i[:10] for i in ids}) == 2000
+    assert all(i.startswith("ab12") and len(i) == 36 for i in ids)
+
+
+def test_memory_map_sees_anonymous_memory_this_process_touches():
+    before = memory_map(os.getpid())
+    size = 64 << 20
+    with mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as block:
+        block.write(b"x" * size)  # touched: resident
+        during = memory_map(os.getpid())
+    assert set(before) == {"heap", "arenas", "anon", "files", "arena_heaps"}
+    assert during["anon"] + during["arenas"] - before["anon"] - before["arenas"] >= size
+    assert during["files"] > 0
 
 
 def test_no_process_runs_in_a_namespace_that_does_not_exist(tmp_path):
