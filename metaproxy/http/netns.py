@@ -38,6 +38,17 @@ exist. IPv6 sockets are C{IPV6_V6ONLY}, so C{0.0.0.0} and C{::} can be bound sid
 C{SO_REUSEADDR} lets a listener be opened again while connections it closed linger in
 C{TIME_WAIT}.
 
+Each socket is C{TCP_DEFER_ACCEPT} (L{DEFER_ACCEPT_SECONDS}): the kernel hands a
+connection to C{accept()} only once its first data (the request) has arrived, so the
+reactor wakes once per connection, for a connection whose request the read after accept
+finds, instead of for a bare handshake and again for the request. A client that
+connects and sends nothing is not lost: it holds no descriptor and counts against no
+connection bound meanwhile (only the kernel's half-open queue, as a handshake does); the
+kernel resends its SYN-ACK after about a second, and the client's answer to it then makes
+the connection accepted all the same, whereupon the request timeout drops it as any
+silent connection. A client that answers nothing at all is dropped by the kernel after
+its SYN-ACK retries (C{net.ipv4.tcp_synack_retries}), as any half-open connection.
+
 setns: C{os.setns} exists from Python 3.12; on 3.11 the C library's C{setns} is called
 through ctypes (glibc has had it since 2.14). No new dependency (pyroute2's helpers do
 the same, and more we do not need).
@@ -62,6 +73,7 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "NETNS_DIR",
+    "DEFER_ACCEPT_SECONDS",
     "ListenAddress",
     "NamespaceSocketError",
     "NamespaceAddressInUse",
@@ -81,6 +93,10 @@ _CLONE_NEWNET = 0x40000000
 #: Linux's C{IP_FREEBIND} (C{<linux/in.h>}); Python does not name it. It applies to IPv6
 #: sockets too.
 _IP_FREEBIND = 15
+#: How long a connection may wait for its first data before it is accepted anyway
+#: (C{TCP_DEFER_ACCEPT}, rounded by the kernel to one SYN-ACK retransmission): the least,
+#: so a silent client reaches the request timeout about a second later than without it.
+DEFER_ACCEPT_SECONDS = 1
 
 
 class NamespaceSocketError(Exception):
@@ -289,6 +305,7 @@ def _listen(name: str, address: ListenAddress, backlog: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             scope = 0

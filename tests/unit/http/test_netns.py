@@ -9,8 +9,10 @@ tests/e2e/test_netns_listen.py.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
+import time
 
 import pytest
 import pytest_twisted
@@ -146,6 +148,37 @@ def test_sockets_listen_and_the_thread_comes_back():
         for sock in sockets:
             sock.close()
     assert outcome["after"] == outcome["before"]
+
+
+@needs_root
+def test_a_connection_is_accepted_with_its_request_and_a_silent_one_a_second_later():
+    """TCP_DEFER_ACCEPT: a connection that sent its request is ready to accept at once;
+    one that sent nothing is not, until the kernel's SYN-ACK resend about a second later
+    makes it accepted all the same (for the request timeout to drop it)."""
+    outcome = on_a_thread(
+        open_in_namespace, "net", [LOOPBACK], backlog=8, netns_dir="/proc/self/ns"
+    )
+    (sock,) = outcome["result"]
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 1
+        where = sock.getsockname()[:2]
+        with socket.create_connection(where, timeout=5) as silent:
+            assert select.select([sock], [], [], 0.3)[0] == []  # connected, not accepted
+            with socket.create_connection(where, timeout=5) as talking:
+                talking.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert select.select([sock], [], [], 0.5)[0] == [sock]
+                accepted, peer = sock.accept()
+                with accepted:
+                    assert peer == talking.getsockname()
+                    assert accepted.recv(100) == b"GET / HTTP/1.0\r\n\r\n"
+            began = time.monotonic()
+            assert select.select([sock], [], [], 5)[0] == [sock]
+            assert time.monotonic() - began < 3
+            accepted, peer = sock.accept()
+            with accepted:
+                assert peer == silent.getsockname()
+    finally:
+        sock.close()
 
 
 @needs_root
