@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ovnsandbox.loadshape import StormFigures, context_switches, main, markdown
+from bench.ovnsandbox.loadshape import (
+    StormFigures,
+    context_switches,
+    main,
+    markdown,
+    run_time_ns,
+)
 
 STATUS = """Name:\ttwistd
 State:\tS (sleeping)
@@ -42,7 +48,7 @@ def test_the_table_has_a_row_per_storm_and_the_idle_window() -> None:
         ],
     )
     assert (
-        table.splitlines()[0] == "Idle window of 2.5 s (as long as a storm): 1.2 ms of agent CPU."
+        table.splitlines()[0] == "Idle window of 2.5 s (as long as a storm): 1.20 ms of agent CPU."
     )
     assert "| 5 | 1 | 5600/5600 | 200 us | 1.35 | 2,000 |" in table
     assert "| 60 | 1 | 5599/5600 | 125 us | 0.50 | 2,800 |" in table
@@ -52,3 +58,11 @@ def test_bad_concurrency_is_refused(capsys) -> None:
     assert main(["--concurrency", "5,0"]) == 2
     assert "at least 1" in capsys.readouterr().err
     assert main(["--concurrency", "five"]) == 2
+
+
+def test_run_time_adds_every_thread(tmp_path: Path) -> None:
+    for task, line in (("42", "1500 200 3\n"), ("43", "2500 100 7\n")):
+        (tmp_path / "42" / "task" / task).mkdir(parents=True)
+        (tmp_path / "42" / "task" / task / "schedstat").write_text(line)
+    assert run_time_ns(42, proc=str(tmp_path)) == 4000
+    assert run_time_ns(7, proc=str(tmp_path)) == 0
