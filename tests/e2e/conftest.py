@@ -390,9 +390,14 @@ def e2e_prerequisites() -> bool:
     return environment_missing() is None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e(e2e_prerequisites, request) -> E2E | None:
-    """The session's topology, fake Nova and agent; always torn down, even on SIGTERM.
+    """The e2e tests' topology, fake Nova and agent; always torn down, even on SIGTERM.
+
+    Package-scoped: torn down after the last test of tests/e2e, so that its ``ovnmeta-``
+    namespaces are gone before a later directory's OVN sandbox starts (a chassis agent
+    there removes every ``ovnmeta-`` namespace it does not need, and the sandbox refuses
+    to start beside namespaces that are not its own).
 
     None when the host cannot run them: every test using it is skipped before it runs.
     """
