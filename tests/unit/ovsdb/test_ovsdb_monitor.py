@@ -661,3 +661,52 @@ def test_without_monitor_cond_whole_tables_hold_every_conditions_rows() -> None:
     h.monitor.set_conditions(NARROW)
     assert h.sent() == []  # cannot be changed: whole tables come anyway
     assert h.monitor.conditions_acknowledged
+
+
+def test_a_large_full_copy_is_applied_a_slice_per_turn_holding_notifications() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows}, last="txn-1")
+    # 2 of 5 rows applied: nobody has the store, the monitor is not synchronised
+    assert not h.syncs and not h.monitor.synchronised
+    assert h.monitor.transact([]).called  # refused at once (NotConnected)
+    # notifications that come meanwhile wait for the copy, in order
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r0": {"modify": {"name": "x"}}}}])
+    h.notify("update3", ["metaproxy", "txn-3", {"T": {"r4": {"delete": None}}}])
+    assert not h.changes
+    assert reactor_turn(h.reactor) == 1
+    assert not h.syncs
+    assert reactor_turn(h.reactor) == 1
+    (store,) = h.syncs
+    assert h.monitor.synchronised and h.monitor.sync_kinds == {"full": 1, "changes": 0}
+    assert [(c[0].uuid, c[0].new) for c in h.changes] == [
+        ("r0", {"name": "x", "ref": ()}),
+        ("r4", None),
+    ]
+    assert sorted(store.tables["T"]) == ["r0", "r1", "r2", "r3"]
+    assert h.monitor._last_txn == "txn-3"
+    h.notify("update3", ["metaproxy", "txn-4", {"T": {"r1": {"modify": {"name": "y"}}}}])
+    assert h.changes[-1][0].new == {"name": "y", "ref": ()}
+
+
+def test_the_connection_lost_while_a_full_copy_is_applied_drops_it() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows})
+    h.lose()
+    while reactor_turn(h.reactor):
+        pass
+    assert not h.syncs and not h.monitor.synchronised
+    assert h.downs == []  # it was never synchronised
+    assert h.monitor._held is None
+    # the next connection asks for a full copy again
+    h.reactor.advance(60)
+    monitor = h.synchronise(initial={"T": {"r9": {"initial": {"name": "z"}}}})
+    assert monitor["params"][3] == NO_TXN
+    assert h.syncs[0].tables == {"T": {"r9": {"name": "z", "ref": ()}}}
