@@ -15,7 +15,10 @@ connects and takes the full copy while:
     the framing (L{metaproxy.ovsdb.framing.JsonSplitter.feed}, called per chunk read),
     JSON decoding of each message (C{json.loads} in L{metaproxy.ovsdb.jsonrpc}), the
     rows applied to the store (C{RowStore.apply_update2}), the index built from them
-    (C{OvnIndex.from_store}) and the rest of the C{on_sync} callback.
+    (C{OvnIndex.from_store}, or each slice of C{OvnIndex.fill} where the index is
+    built in slices) and the rest of the C{on_sync} callback;
+  - the garbage collector's collections of its oldest generation are counted and timed
+    (they run inside whichever turn allocates), and the process's peak RSS is read.
 
 The timing wrappers are installed by this bench only (the code measured is unchanged).
 """
@@ -23,13 +26,15 @@ The timing wrappers are installed by this bench only (the code measured is uncha
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +70,21 @@ class PhaseTimer:
                 self.total[name] = self.total.get(name, 0.0) + spent
                 self.longest[name] = max(self.longest.get(name, 0.0), spent)
                 self.calls[name] = self.calls.get(name, 0) + 1
+
+        return timed
+
+    def wrap_steps(self, name: str, steps: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+        """C{steps} returns an iterator run a step at a time: time each step."""
+
+        def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            iterator = steps(*args, **kwargs)
+            step = self.wrap(name, iterator.__next__)
+            while True:
+                try:
+                    value = step()
+                except StopIteration:
+                    return
+                yield value
 
         return timed
 
@@ -106,6 +126,28 @@ class StallProbe:
             self.over_50ms += 1
 
 
+class GcPauses:
+    """The cyclic garbage collector's collections of the oldest generation: how many,
+    and the longest (they fall inside whatever turn allocates at the time)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest = 0.0
+        self.total = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        spent = time.perf_counter() - self._start
+        self.count += 1
+        self.total += spent
+        self.longest = max(self.longest, spent)
+
+
 def _instrument(timer: PhaseTimer) -> None:
     import metaproxy.ovsdb.jsonrpc as jsonrpc
     from metaproxy.ovsdb.data import RowStore
@@ -124,6 +166,8 @@ def _instrument(timer: PhaseTimer) -> None:
     OvnIndex.from_store = classmethod(  # type: ignore[method-assign]
         timer.wrap("OvnIndex.from_store", OvnIndex.from_store.__func__)
     )
+    if hasattr(OvnIndex, "fill"):  # the index built in slices: each slice
+        OvnIndex.fill = timer.wrap_steps("OvnIndex.fill (a slice)", OvnIndex.fill)
     OvnBackend._synchronised = timer.wrap(
         "on_sync (OvnBackend._synchronised, all of it)", OvnBackend._synchronised
     )
@@ -136,6 +180,8 @@ def measure(remote: str) -> dict[str, Any]:
 
     timer = PhaseTimer()
     _instrument(timer)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     out: dict[str, Any] = {}
 
     async def run(reactor: Any) -> None:
@@ -156,6 +202,10 @@ def measure(remote: str) -> dict[str, Any]:
         out["stalls_over_50ms"] = probe.over_50ms
         out["bound_ports"] = backend.index.bound_ports
         out["phases"] = timer.figures()
+        out["gc_oldest"] = {"count": pauses.count, "total_s": pauses.total}
+        out["gc_oldest"]["longest_s"] = pauses.longest
+        # the process's peak resident set: the reply, the store and the index together
+        out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         await backend.stop()
 
     try:
@@ -177,6 +227,17 @@ def fullcopy_markdown(result: dict[str, Any]) -> str:
             f"{m['longest_stall_s'] * 1000:.0f} ms ({m['stalls_over_50ms']} over 50 ms)",
         ),
     ]
+    if "max_rss_mib" in m:
+        rows.append(("peak RSS of the process taking the copy", f"{m['max_rss_mib']:,.0f} MiB"))
+    gc_oldest = m.get("gc_oldest")
+    if gc_oldest:
+        rows.append(
+            (
+                "garbage collections of the oldest generation (inside the phases)",
+                f"{gc_oldest['count']}, {gc_oldest['total_s']:.2f} s, longest "
+                f"{gc_oldest['longest_s'] * 1000:.0f} ms",
+            )
+        )
     for name, figures in m["phases"].items():
         rows.append(
             (
