@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,9 +23,12 @@ import attrs
 
 from bench.load.procstat import process_cpu_seconds, rss_bytes
 from bench.ovnsandbox.chassis_process import write_metaproxy_config
-from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, run
-from bench.ovnsandbox.sessions import session_pids, stop_session
-from bench.ovnsandbox.upstream_agent import foreign_ovnmeta, start_upstream_ovn_agent
+from bench.ovnsandbox.daemons import OvnSandbox, run
+from bench.ovnsandbox.sessions import SessionAgent
+from bench.ovnsandbox.upstream_agent import (
+    refuse_beside_foreign_ovnmeta,
+    start_upstream_ovn_agent,
+)
 
 __all__ = [
     "AGENTS",
@@ -43,38 +45,12 @@ _REPO = Path(__file__).resolve().parents[2]
 AGENTS = ("metaproxy", "upstream")
 
 
-class ChassisProcess:
+class ChassisProcess(SessionAgent):
     """metaproxy's chassis mode: C{twistd metaproxy} on the OVN agent's options
     (L{bench.ovnsandbox.chassis_process})."""
 
     name = "metaproxy"
-
-    def __init__(self, popen: subprocess.Popen[bytes], run_dir: Path) -> None:
-        self.popen = popen
-        self.run_dir = run_dir
-        self.started_at = time.monotonic()
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def pids(self) -> set[int]:
-        return session_pids(self.popen.pid) | ({self.popen.pid} if self.alive() else set())
-
-    def log(self) -> str:
-        text = ""
-        for name in ("chassis.log", "chassis.stderr"):
-            try:
-                text += (self.run_dir / name).read_text(errors="replace")
-            except OSError:
-                pass
-        return text
-
-    def stop(self) -> None:
-        stop_session(self.popen)
+    log_names = ("chassis.log", "chassis.stderr")
 
 
 def start_chassis_process(
@@ -85,12 +61,8 @@ def start_chassis_process(
     secret: str,
     metrics_listen: str = "",
 ) -> ChassisProcess:
-    foreign = foreign_ovnmeta(sandbox)
-    if foreign:  # the chassis mode owns every ovnmeta- namespace, as upstream does
-        raise SandboxError(
-            "metaproxy's chassis mode deletes every ovnmeta- namespace it does not need, and "
-            f"these are not the sandbox's: {', '.join(foreign[:5])}; run it when they are gone"
-        )
+    # the chassis mode owns every ovnmeta- namespace, as upstream does
+    refuse_beside_foreign_ovnmeta(sandbox, "metaproxy's chassis mode")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "metaproxy.ini"

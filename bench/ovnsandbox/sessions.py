@@ -12,8 +12,9 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
-__all__ = ["session_of", "session_pids", "stop_session"]
+__all__ = ["SessionAgent", "session_of", "session_pids", "stop_session"]
 
 
 def session_of(pid: int, proc: str = "/proc") -> int | None:
@@ -58,3 +59,41 @@ def stop_session(popen: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         popen.wait(5)
     except subprocess.TimeoutExpired:
         pass
+
+
+class SessionAgent:
+    """An agent started in a session of its own (C{start_new_session}): its pid, every
+    process of its session, its log files in C{run_dir}, and stopping the session."""
+
+    #: what the comparison calls it
+    name = ""
+    #: its log files in C{run_dir}, read in this order
+    log_names: tuple[str, ...] = ()
+
+    def __init__(self, popen: subprocess.Popen[bytes], run_dir: Path) -> None:
+        self.popen = popen
+        self.run_dir = run_dir
+        self.started_at = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def pids(self) -> set[int]:
+        """The agent and every process of its session (helpers it forked included)."""
+        return session_pids(self.popen.pid) | ({self.popen.pid} if self.alive() else set())
+
+    def log(self) -> str:
+        text = ""
+        for name in self.log_names:
+            try:
+                text += (self.run_dir / name).read_text(errors="replace")
+            except OSError:
+                pass
+        return text
+
+    def stop(self) -> None:
+        stop_session(self.popen)

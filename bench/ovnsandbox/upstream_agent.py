@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from bench.compare.upstream import DEFAULT_VENV, ensure_upstream_venv, upstream_installed
 from bench.ovnsandbox.daemons import OvnSandbox, SandboxError, netns_list
-from bench.ovnsandbox.sessions import session_pids, stop_session
+from bench.ovnsandbox.sessions import SessionAgent
 
 __all__ = [
     "PRIVSEP_CONTEXTS",
     "UpstreamOvnAgent",
     "foreign_ovnmeta",
+    "refuse_beside_foreign_ovnmeta",
     "start_upstream_ovn_agent",
     "upstream_missing",
     "write_upstream_ovn_config",
@@ -144,38 +144,22 @@ def foreign_ovnmeta(sandbox: OvnSandbox) -> list[str]:
     return [ns for ns in netns_list() if ns.startswith("ovnmeta-") and not ns.startswith(mine)]
 
 
-class UpstreamOvnAgent:
+def refuse_beside_foreign_ovnmeta(sandbox: OvnSandbox, who: str) -> None:
+    """Raise L{SandboxError} when there are C{ovnmeta-} namespaces that are not the
+    sandbox's: C{who} (an agent that owns every C{ovnmeta-} namespace) would delete them."""
+    foreign = foreign_ovnmeta(sandbox)
+    if foreign:
+        raise SandboxError(
+            f"{who} deletes every ovnmeta- namespace it does not need, and these are not "
+            f"the sandbox's: {', '.join(foreign[:5])}; run it when they are gone"
+        )
+
+
+class UpstreamOvnAgent(SessionAgent):
     """The running agent: its session (the agent and its privsep daemons) and log."""
 
     name = "upstream"
-
-    def __init__(self, popen: subprocess.Popen[bytes], run_dir: Path) -> None:
-        self.popen = popen
-        self.run_dir = run_dir
-        self.started_at = time.monotonic()
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def pids(self) -> set[int]:
-        """The agent and every process of its session (the privsep daemons)."""
-        return session_pids(self.popen.pid) | ({self.popen.pid} if self.alive() else set())
-
-    def log(self) -> str:
-        text = ""
-        for name in (AGENT + ".log", AGENT + ".stderr"):
-            try:
-                text += (self.run_dir / name).read_text(errors="replace")
-            except OSError:
-                pass
-        return text
-
-    def stop(self) -> None:
-        stop_session(self.popen)
+    log_names = (AGENT + ".log", AGENT + ".stderr")
 
 
 def start_upstream_ovn_agent(
@@ -193,12 +177,7 @@ def start_upstream_ovn_agent(
     @raise SandboxError: there are C{ovnmeta-} namespaces that are not the sandbox's
         (upstream would tear them down).
     """
-    foreign = foreign_ovnmeta(sandbox)
-    if foreign:
-        raise SandboxError(
-            f"upstream's {AGENT} deletes every ovnmeta- namespace it does not need, and "
-            f"these are not the sandbox's: {', '.join(foreign[:5])}; run it when they are gone"
-        )
+    refuse_beside_foreign_ovnmeta(sandbox, f"upstream's {AGENT}")
     venv_dir = Path(venv_dir)
     ensure_upstream_venv(venv_dir)
     run_dir = Path(run_dir)

@@ -23,12 +23,13 @@ from typing import Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from metaproxy.caller import Identity, identify_peer
+from metaproxy.deadlines import Deadlines
 from metaproxy.http.connlimit import ConnectionLimit
 from metaproxy.http.request import Request, RequestError, RequestParser
 from metaproxy.http.response import error_response
@@ -76,28 +77,21 @@ class Limits:
     retry_after: int = 1
 
 
-class RequestTimeouts:
-    """The request timeout of every connection waiting for its request, on one timer.
+class RequestTimeouts(Deadlines["MetadataProtocol"]):
+    """The request timeout of every connection waiting for its request, on one timer
+    (L{Deadlines}).
 
     A connection is added when it is made and discarded once its request is complete
-    (or it is answered, or lost). Since every connection gets the same C{timeout},
-    deadlines come in the order connections were added: the timer is set for the
-    oldest one, and when it fires every connection past its deadline is timed out and
-    the timer is set again for the oldest left. It is cancelled when no connection is
-    left waiting, so it is set again only when one arrives after a quiet moment: in a
-    boot storm (50 at once) once per ~20 connections instead of once per connection.
-    (A wall clock stepped back delays the timeouts by the step, as it delays reactor
-    timers.)
+    (or it is answered, or lost); one past its deadline is timed out
+    (L{MetadataProtocol.request_timed_out}). The timer is set again only when a
+    connection arrives after a quiet moment: in a boot storm (50 at once) once per ~20
+    connections instead of once per connection.
 
     @ivar timeout: seconds a connection has to send its whole request.
     """
 
     def __init__(self, clock: IReactorTime, timeout: float) -> None:
-        self._clock = clock
-        self.timeout = timeout
-        # connection -> deadline, in the order added (= deadline order)
-        self._waiting: dict[MetadataProtocol, float] = {}
-        self._call: IDelayedCall | None = None
+        super().__init__(clock, timeout, _time_out)
 
     @classmethod
     def shared(cls, clock: IReactorTime, timeout: float) -> RequestTimeouts:
@@ -112,41 +106,12 @@ class RequestTimeouts:
             timeouts = by_timeout[timeout] = cls(weakref.proxy(clock), timeout)
         return timeouts
 
-    def __len__(self) -> int:
-        return len(self._waiting)
 
-    def add(self, connection: MetadataProtocol) -> None:
-        """Time C{connection} out (L{MetadataProtocol.request_timed_out}) after C{timeout}
-        seconds, unless it is discarded first."""
-        self._waiting[connection] = self._clock.seconds() + self.timeout
-        if self._call is None:
-            self._call = self._clock.callLater(self.timeout, self._expire)
-
-    def discard(self, connection: MetadataProtocol) -> None:
-        """Forget C{connection} (nothing happens if it is not there)."""
-        if self._waiting.pop(connection, None) is not None and not self._waiting:
-            if self._call is not None:
-                self._call.cancel()
-                self._call = None
-
-    def _expire(self) -> None:
-        self._call = None
-        now = self._clock.seconds()
-        expired = []
-        for connection, deadline in self._waiting.items():
-            if deadline > now:
-                break
-            expired.append(connection)
-        for connection in expired:
-            del self._waiting[connection]
-        for connection in expired:
-            try:
-                connection.request_timed_out()
-            except Exception:
-                log.failure("Error while timing out a request")
-        if self._waiting and self._call is None:
-            oldest = next(iter(self._waiting.values()))
-            self._call = self._clock.callLater(max(0.0, oldest - now), self._expire)
+def _time_out(connection: MetadataProtocol) -> None:
+    try:
+        connection.request_timed_out()
+    except Exception:
+        log.failure("Error while timing out a request")
 
 
 #: RequestTimeouts.shared's instances, per clock (usually the one reactor)

@@ -23,9 +23,10 @@ This is the hot path. Twisted's C{Agent} cost 150-300 µs of CPU per request (UR
 parsing, C{Headers} normalisation, the body-reading machinery); this client writes each
 request with one C{transport.write} of bytes joined once, parses the answer with
 C{httptools}, creates one Deferred per request (none more on a pooled connection) and no
-timer of its own (the requests with the client's timeout share one, L{_Deadlines}), and
-logs nothing. Everything that can be built once (request-line prefix, C{Host}
-line, endpoint, TLS connection creator) is built in L{NovaClient.__init__}.
+timer of its own (the requests with the client's timeout share one,
+L{metaproxy.deadlines.Deadlines}), and logs nothing. Everything that can be built once
+(request-line prefix, C{Host} line, endpoint, TLS connection creator) is built in
+L{NovaClient.__init__}.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
+from metaproxy.deadlines import Deadlines
 from metaproxy.nova.connection import ConnectionClosed, ConnectionPool, HTTPConnection, tcp_endpoint
 from metaproxy.nova.response_parser import NovaResponse, ResponseError
 from metaproxy.nova.validation import REQUEST_HEAD, parse_base_url, refusal
@@ -105,55 +107,14 @@ class NovaOverloaded(NovaError):
     """Every slot is taken and the queue for one is full: refused before being sent."""
 
 
-#: An exchange's C{timer} while its timeout is kept by the client's L{_Deadlines}.
+#: An exchange's C{timer} while its timeout is kept by the client's shared
+#: L{Deadlines} (every request sent with the client's own timeout).
 _SHARED: Any = object()
 
 
-class _Deadlines:
-    """The timeouts of the requests sent with the client's own timeout, on one timer.
-
-    Every such request gets the same timeout, so deadlines come in the order requests
-    were added: the timer is set for the oldest, and when it fires every request past
-    its deadline times out and the timer is set again for the oldest left. It is
-    cancelled when no request is left, so a busy client arms it about once per timeout
-    instead of once per request (with one Deferred per request, a timer each was most
-    of the client's own CPU after the Deferred).
-    """
-
-    def __init__(self, clock: Any, timeout: float) -> None:
-        self._clock = clock
-        self._timeout = timeout
-        # exchange -> deadline, in the order added (= deadline order)
-        self._waiting: dict[_Exchange, float] = {}
-        self._call: IDelayedCall | None = None
-
-    def add(self, exchange: _Exchange) -> None:
-        self._waiting[exchange] = self._clock.seconds() + self._timeout
-        if self._call is None:
-            self._call = self._clock.callLater(self._timeout, self._expire)
-
-    def discard(self, exchange: _Exchange) -> None:
-        if self._waiting.pop(exchange, None) is not None and not self._waiting:
-            if self._call is not None:
-                self._call.cancel()
-                self._call = None
-
-    def _expire(self) -> None:
-        self._call = None
-        now = self._clock.seconds()
-        expired = []
-        for exchange, deadline in self._waiting.items():
-            if deadline > now:
-                break
-            expired.append(exchange)
-        for exchange in expired:
-            del self._waiting[exchange]
-        for exchange in expired:
-            exchange.timer = None
-            exchange.timed_out()
-        if self._waiting and self._call is None:
-            oldest = next(iter(self._waiting.values()))
-            self._call = self._clock.callLater(max(0.0, oldest - now), self._expire)
+def _exchange_timed_out(exchange: _Exchange) -> None:
+    exchange.timer = None
+    exchange.timed_out()
 
 
 class _Exchange:
@@ -311,7 +272,7 @@ class NovaClient:
         self.rejected = 0
         self._active = 0
         self._queue: deque[_Exchange] = deque()
-        self._deadlines = _Deadlines(reactor, timeout)
+        self._deadlines: Deadlines[_Exchange] = Deadlines(reactor, timeout, _exchange_timed_out)
         endpoint = tcp_endpoint(reactor, host, port, connect_timeout)
         if scheme == "https":
             policy = tls if tls is not None else BrowserLikePolicyForHTTPS()

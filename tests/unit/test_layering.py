@@ -18,6 +18,7 @@ LAYERS = {
     "metaproxy.namespace": 0,
     "metaproxy.signing": 0,
     "metaproxy.pem": 0,
+    "metaproxy.deadlines": 0,
     "metaproxy.ovsdb": 0,
     "metaproxy.ovn_scope": 0,
     "metaproxy.nova": 0,

@@ -3,9 +3,12 @@ saying what is missing, on a host without root or the OVS/OVN packages."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from bench.ovnsandbox import Cloud, OvnSandbox, missing
 
@@ -45,3 +48,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.flaky(reruns=SANDBOX_RERUNS, reruns_delay=1))
+
+
+async def until(predicate, timeout: float = 20.0, step: float = 0.01) -> float:
+    """Wait on the reactor until C{predicate()} holds; the seconds it took.
+
+    @raise AssertionError: it did not hold within C{timeout} seconds.
+    """
+    began = time.monotonic()
+    while not predicate():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"not true within {timeout} s")
+        await deferLater(reactor, step, lambda: None)
+    return time.monotonic() - began

@@ -3,17 +3,17 @@ neutron-server would list it alive."""
 
 from __future__ import annotations
 
-import time
 import uuid
+from functools import partial
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from metaproxy.chassis.agent import ChassisAgent
 from metaproxy.ovsdb.remote import parse_remotes
 from tests.integration.chassis.conftest import needs_ovn
+from tests.integration.chassis.conftest import until as _until
 
 pytestmark = [needs_ovn, pytest.mark.slow]
 
@@ -21,13 +21,7 @@ pytestmark = [needs_ovn, pytest.mark.slow]
 METADATA_NAMESPACE = uuid.UUID("d34bf9f6-da32-4871-9af8-15a4626b41ab")
 
 
-async def until(predicate, timeout: float = 15.0, step: float = 0.02) -> float:
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"not true within {timeout} s")
-        await deferLater(reactor, step, lambda: None)
-    return time.monotonic() - began
+until = partial(_until, timeout=15.0, step=0.02)
 
 
 def private_ids(sandbox) -> dict:

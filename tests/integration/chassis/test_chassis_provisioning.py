@@ -18,18 +18,9 @@ from metaproxy.chassis.agent import ChassisAgent
 from metaproxy.chassis.netlink import NetlinkHost
 from metaproxy.chassis.provision import Provisioner
 from metaproxy.ovsdb.remote import parse_remotes
-from tests.integration.chassis.conftest import needs_ovn
+from tests.integration.chassis.conftest import needs_ovn, until
 
 pytestmark = [needs_ovn, pytest.mark.slow]
-
-
-async def until(predicate, timeout: float = 20.0, step: float = 0.01) -> float:
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"not true within {timeout} s")
-        await deferLater(reactor, step, lambda: None)
-    return time.monotonic() - began
 
 
 class Chassis:

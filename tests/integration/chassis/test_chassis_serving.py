@@ -27,7 +27,7 @@ from metaproxy.pipeline import Pipeline
 from metaproxy.resolve.ovn import OvnBackend
 from metaproxy.resolve.resolver import InstanceResolver
 from metaproxy.signing import sign_instance_id
-from tests.integration.chassis.conftest import needs_ovn
+from tests.integration.chassis.conftest import needs_ovn, until
 
 pytestmark = [needs_ovn, pytest.mark.slow]
 
@@ -45,15 +45,6 @@ class EchoNova:
         payload = {k.decode(): v.decode() for k, v in headers}
         payload["path"] = target.decode()
         return succeed(NovaResponse(200, b"OK", (), json.dumps(payload).encode()))
-
-
-async def until(predicate, timeout: float = 20.0, step: float = 0.01) -> float:
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"not true within {timeout} s")
-        await deferLater(reactor, step, lambda: None)
-    return time.monotonic() - began
 
 
 class Node:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from metaproxy.chassis.agent import ChassisAgent
 from metaproxy.chassis.shapes import NEUTRON_OVN_AGENT
 from metaproxy.ovsdb.remote import parse_remotes
 from tests.integration.chassis.conftest import needs_ovn
+from tests.integration.chassis.conftest import until as _until
 
 VENV = Path(
     os.environ.get("METAPROXY_UPSTREAM_VENV")
@@ -65,11 +66,7 @@ def upstream_agents(sandbox, agent_down_time: int) -> list[dict]:
     return json.loads(done.stdout)
 
 
-async def until(predicate, timeout: float = 15.0) -> None:
-    began = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - began < timeout, f"not true within {timeout} s"
-        await deferLater(reactor, 0.02, lambda: None)
+until = partial(_until, timeout=15.0, step=0.02)
 
 
 @pytest_twisted.ensureDeferred
