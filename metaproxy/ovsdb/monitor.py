@@ -42,6 +42,9 @@ member: from step 3 until the connection is lost or the member refused, which ca
 C{on_down(reason)}. Echo requests from the server are answered, and the protocol probes
 a silent server (L{metaproxy.ovsdb.jsonrpc}).
 
+L{OvsdbMonitor.resynchronise} drops the replica and the connection, for an owner that
+could not use what it was given: the next connection takes a full copy.
+
 L{OvsdbMonitor.transact} sends a transaction on the same connection once it is
 synchronised (the writer's view of the rows is the replica it was given); before that,
 or after the connection is lost, it fails at once with L{NotConnected}: the caller
@@ -193,8 +196,10 @@ class OvsdbMonitor:
         self._store: RowStore | None = None  # the replica, kept across connections
         self._last_txn = NO_TRANSACTION
         self._update_method = ""
-        # notifications received while a full copy is applied in slices, else None
+        # notifications received while a full copy is applied in slices, else None;
+        # the slicing itself (cancelled when the connection is lost)
         self._held: list[tuple[str, Any]] | None = None
+        self._slicing: Deferred[None] | None = None
         self._stopped: Deferred[None] | None = None
         #: the remote of the current (or last) connection
         self.remote: Remote | None = None
@@ -326,9 +331,16 @@ class OvsdbMonitor:
             remote=str(self.remote),
             error=failure.getErrorMessage(),
         )
-        self._store = None  # the next connection asks for a full copy with them
+        self.resynchronise(f"cannot change the monitor conditions of {self._database}")
+
+    def resynchronise(self, why: str) -> None:
+        """Drop the replica and close the connection: the next one asks for a full
+        copy (for an owner that could not use the last one it was given)."""
+        self._store = None
         self._last_txn = NO_TRANSACTION
-        protocol.close(f"cannot change the monitor conditions of {self._database}")
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            protocol.close(why)
 
     # connecting
 
@@ -534,7 +546,16 @@ class OvsdbMonitor:
                 apply(part)
 
         self._held = []
-        return run_in_slices(self._reactor, steps())
+        d = run_in_slices(self._reactor, steps())
+        if not d.called:
+            self._slicing = d
+            d.addBoth(self._sliced, d)
+        return d
+
+    def _sliced(self, result: Any, d: Deferred[None]) -> Any:
+        if self._slicing is d:
+            self._slicing = None
+        return result
 
     def _synchronised(
         self,
@@ -663,6 +684,10 @@ class OvsdbMonitor:
             self._server_rows = None
             self._update_method = ""
             self._held = None
+            if self._slicing is not None:
+                # a full copy half applied to a store nobody has: dropped
+                slicing, self._slicing = self._slicing, None
+                slicing.cancel()
             # a change without its reply may or may not have reached the replica: the
             # next connection resumes with the acknowledged conditions, then changes
             self._changing = False

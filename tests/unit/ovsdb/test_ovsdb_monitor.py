@@ -710,3 +710,30 @@ def test_the_connection_lost_while_a_full_copy_is_applied_drops_it() -> None:
     monitor = h.synchronise(initial={"T": {"r9": {"initial": {"name": "z"}}}})
     assert monitor["params"][3] == NO_TXN
     assert h.syncs[0].tables == {"T": {"r9": {"name": "z", "ref": ()}}}
+
+
+def test_stopped_while_a_full_copy_is_applied_no_slice_is_left_on_the_reactor() -> None:
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows})
+    h.monitor.stop()
+    h.lose()
+    assert h.reactor.getDelayedCalls() == []
+    assert not h.syncs and not h.monitor.synchronised
+
+
+def test_resynchronise_drops_the_replica_the_next_connection_takes_a_full_copy() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    h.monitor.resynchronise("the owner could not use it")
+    assert h.transport.disconnecting
+    h.lose()
+    h.reactor.advance(60)
+    monitor = h.synchronise(initial={"T": {"r2": {"initial": {"name": "b"}}}}, last="txn-5")
+    assert monitor["params"][3] == NO_TXN  # not "txn-1": a full copy
+    assert [store.tables for store in h.syncs] == [
+        {"T": {"r1": {"name": "a", "ref": ()}}},
+        {"T": {"r2": {"name": "b", "ref": ()}}},
+    ]
