@@ -428,6 +428,7 @@ class OvnBackend:
 
     def stop(self) -> Deferred[None]:
         self._started = False
+        self._stop_building()
         if self.scope is not None:
             self.scope.stop()
         if self._name_source is not None:
@@ -459,13 +460,11 @@ class OvnBackend:
     def _synchronised(self, store: RowStore) -> None:
         # a large copy is indexed a slice of rows per reactor turn: lookups answer 503
         # until it is whole, and the changes that come meanwhile wait for it
-        if self._building is not None:
-            building, self._building = self._building, None
-            building.cancel()
+        self._stop_building()
         self._store = store
         self._live = None
+        self._not_live = self._indexing()
         self._current = True
-        self._pending = []
         self._warned.clear()
         if self.scope is not None:
             self.scope.refresh(store.tables)
@@ -476,12 +475,31 @@ class OvnBackend:
         building.addCallback(lambda _: self._built(building, index))
         building.addErrback(self._build_failed, building)
 
+    def _indexing(self) -> str:
+        return (
+            f"OVN Southbound: indexing the full copy from {self.monitor.remote}; "
+            "answering once it is whole"
+        )
+
+    def _stop_building(self) -> None:
+        """Drop the index being built (a newer full copy replaces it, or stopped)."""
+        if self._building is not None:
+            building, self._building = self._building, None
+            building.cancel()
+        self._pending = []
+
     def _build_failed(self, failure: Any, building: Deferred[None]) -> None:
         if failure.check(CancelledError):
-            return  # a newer full copy replaced it
+            return  # a newer full copy replaced it, or the backend stopped
         if self._building is building:
             self._building = None
+        # the last index built is older than the replica now: never answered from (nor
+        # made live by a resumption); a full copy is asked for again
+        self.index = self._live = None
+        self._pending = []
+        self._not_live = "OVN Southbound: the full copy could not be indexed; resynchronising"
         log.failure("OVN Southbound: the index of the full copy could not be built", failure)
+        self.monitor.resynchronise("the index of the full copy could not be built")
 
     def _built(self, building: Deferred[None], index: OvnIndex) -> None:
         if self._building is building:
@@ -514,11 +532,12 @@ class OvnBackend:
         if self._building is not None:
             # the index of the full copy these changes follow is not built yet
             self._pending.append(changes)
+            self._not_live = self._indexing()
             if self.scope is not None and self._store is not None:
                 self.scope.refresh(self._store.tables, changes)
             return
         index = self.index
-        if index is None:  # cannot happen: a resumption follows a full copy
+        if index is None:  # its full copy could not be indexed: another one follows
             return
         index.apply(changes)
         self._live = index
