@@ -737,3 +737,23 @@ def test_resynchronise_drops_the_replica_the_next_connection_takes_a_full_copy()
         {"T": {"r1": {"name": "a", "ref": ()}}},
         {"T": {"r2": {"name": "b", "ref": ()}}},
     ]
+
+
+def test_conditions_set_while_a_full_copy_is_applied_are_sent_once_it_is_whole() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows}, last="txn-1")
+    h.monitor.set_conditions(NARROW)
+    assert h.sent() == [] and not h.monitor.conditions_acknowledged
+    reactor_turn(h.reactor)
+    assert h.sent() == [] and not h.syncs
+    reactor_turn(h.reactor)
+    assert len(h.syncs) == 1
+    (change,) = h.sent()  # after the copy, with the newest conditions
+    assert change["method"] == "monitor_cond_change"
+    assert change["params"][2] == {"T": [{"where": NARROW["T"]}]}
+    h.answer(change["id"], {})
+    assert h.monitor.conditions_acknowledged
