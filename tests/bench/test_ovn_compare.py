@@ -211,3 +211,20 @@ def test_the_report_names_an_agent_failure_by_its_first_line():
     upstream = run_of("upstream", agent_failure="not every network served\ntraceback...")
     text = markdown([upstream], "cmd")
     assert "| agent failure | not every network served |" in text
+
+
+def test_the_report_says_when_the_storm_is_not_the_one_the_bar_was_set_on():
+    def report(boots_per_vm: int) -> str:
+        runs = []
+        for agent, cpu in (("metaproxy", 0.1), ("upstream", 3.0)):
+            run = AgentRun(agent, Options(networks=2, boots_per_vm=boots_per_vm))
+            run.outcomes = {"answered": 100}
+            run.agent_cpu_s = cpu
+            runs.append(run)
+        return markdown(runs, "cmd")
+
+    longer = report(10)
+    assert "1/30.0 (target <= 1/20): met" in longer
+    assert "this storm had 10 per VM" in longer
+    assert "--boots-per-vm 1" in longer
+    assert "boots-per-vm 1`;" not in report(1)
