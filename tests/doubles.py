@@ -16,7 +16,8 @@ C{bench.processes.start_fakenova}
     the full fake Nova (C{bench.fakes.nova}) as a process.
 
 With L{success}, L{failure} and L{no_result} to read Deferreds that fire (or not)
-synchronously. No pytest here: fixtures are in C{tests/conftest.py}.
+synchronously, and L{reactor_turn} to run one reactor turn of a C{Clock}.
+No pytest here: fixtures are in C{tests/conftest.py}.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -89,6 +91,21 @@ def no_result(d: Deferred) -> None:
 
     d.addBoth(probe)
     assert not results, f"unexpected result {results[0]!r}"
+
+
+# --- One reactor turn on a Clock --------------------------------------------------------
+
+
+def reactor_turn(clock: Clock) -> int:
+    """Run the calls of C{clock} due now that were scheduled before this turn, as one
+    iteration of a real reactor does (C{Clock.advance(0)} also runs the C{callLater(0)}
+    calls they make, at once); return how many ran."""
+    due = [call for call in clock.calls if call.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.called = 1
+        call.func(*call.args, **call.kw)
+    return len(due)
 
 
 # --- A fake Nova on the wire -----------------------------------------------------------

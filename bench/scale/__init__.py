@@ -36,7 +36,9 @@ BENCHMARKS.md): C{python -m bench.scale.ovsdb_reconnect} (L{bench.scale.ovsdb_re
 a reconnect after an outage on 100,000 Port_Binding rows, changes only against a full
 copy), C{python -m bench.scale.ovsdb_storm} (L{bench.scale.ovsdb_storm}: many clients of
 a 3-member cluster and a member restart), C{python -m bench.scale.ovsdb_clients}
-(L{bench.scale.ovsdb_clients}: metaproxy's client against the C{ovs} library's IDL); the
+(L{bench.scale.ovsdb_clients}: metaproxy's client against the C{ovs} library's IDL),
+C{python -m bench.scale.ovsdb_fullcopy} (L{bench.scale.ovsdb_fullcopy}: where a full
+copy's reactor time goes, and the longest reactor stall while it arrives); the
 fleet they load and the relay that cuts the line: L{bench.scale.southbound}.
 
 The modules: the agent of a check (L{bench.scale.agent}), the held connections

@@ -19,7 +19,9 @@ L{metaproxy.ovsdb.members}):
      id). When the server still has the changes since that transaction it sends only
      them, applied to the replica kept from the last connection and handed to
      C{on_resumed(changes)}; otherwise (C{found} false, or the first connection) it
-     sends a full copy: a new store, handed to C{on_sync(store)}. A server without
+     sends a full copy: a new store, filled a slice of rows per reactor turn
+     (L{metaproxy.ovsdb.slices}; the notifications that arrive meanwhile are held and
+     applied in order after it), then handed to C{on_sync(store)}. A server without
      C{monitor_cond_since} gets C{monitor_cond} (C{update2}), and one without that
      C{monitor} (C{update}, whole tables): a full copy on every connection;
   4. every notification after it goes to C{on_changes(changes)}.
@@ -40,6 +42,9 @@ member: from step 3 until the connection is lost or the member refused, which ca
 C{on_down(reason)}. Echo requests from the server are answered, and the protocol probes
 a silent server (L{metaproxy.ovsdb.jsonrpc}).
 
+L{OvsdbMonitor.resynchronise} drops the replica and the connection, for an owner that
+could not use what it was given: the next connection takes a full copy.
+
 L{OvsdbMonitor.transact} sends a transaction on the same connection once it is
 synchronised (the writer's view of the rows is the replica it was given); before that,
 or after the connection is lost, it fails at once with L{NotConnected}: the caller
@@ -49,7 +54,7 @@ retries on the next C{on_sync}, which brings the rows as they are then.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -70,6 +75,7 @@ from metaproxy.ovsdb.jsonrpc import JsonRpcProtocol, RpcError
 from metaproxy.ovsdb.members import Members
 from metaproxy.ovsdb.operations import check_results
 from metaproxy.ovsdb.remote import Remote, endpoint_for
+from metaproxy.ovsdb.slices import ROWS_PER_SLICE, run_in_slices, slice_updates
 
 __all__ = ["OvsdbMonitor", "NotConnected"]
 
@@ -125,6 +131,8 @@ class OvsdbMonitor:
         (C{monitor_cond_since}); False: a full copy every time (C{monitor_cond}).
     @param shuffle: try the remotes in a random order of this monitor's own.
     @param rng: the random source of the order and the jitter (tests pass their own).
+    @param rows_per_slice: the rows of a full copy applied per reactor turn
+        (L{metaproxy.ovsdb.slices}).
     """
 
     def __init__(
@@ -148,6 +156,7 @@ class OvsdbMonitor:
         resume: bool = True,
         shuffle: bool = True,
         rng: random.Random | None = None,
+        rows_per_slice: int = ROWS_PER_SLICE,
     ) -> None:
         self._reactor = reactor
         self.remotes = tuple(remotes)
@@ -167,6 +176,7 @@ class OvsdbMonitor:
         self._timeout = timeout
         self._probe_interval = probe_interval
         self._resume = resume
+        self._rows_per_slice = rows_per_slice
         #: the remotes in this monitor's order, their states and counts
         self.members = Members(
             database,
@@ -186,6 +196,10 @@ class OvsdbMonitor:
         self._store: RowStore | None = None  # the replica, kept across connections
         self._last_txn = NO_TRANSACTION
         self._update_method = ""
+        # notifications received while a full copy is applied in slices, else None;
+        # the slicing itself (cancelled when the connection is lost)
+        self._held: list[tuple[str, Any]] | None = None
+        self._slicing: Deferred[None] | None = None
         self._stopped: Deferred[None] | None = None
         #: the remote of the current (or last) connection
         self.remote: Remote | None = None
@@ -317,9 +331,16 @@ class OvsdbMonitor:
             remote=str(self.remote),
             error=failure.getErrorMessage(),
         )
-        self._store = None  # the next connection asks for a full copy with them
+        self.resynchronise(f"cannot change the monitor conditions of {self._database}")
+
+    def resynchronise(self, why: str) -> None:
+        """Drop the replica and close the connection: the next one asks for a full
+        copy (for an owner that could not use the last one it was given)."""
+        self._store = None
         self._last_txn = NO_TRANSACTION
-        protocol.close(f"cannot change the monitor conditions of {self._database}")
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            protocol.close(why)
 
     # connecting
 
@@ -443,20 +464,21 @@ class OvsdbMonitor:
 
     def _since_reply(
         self, result: Any, protocol: JsonRpcProtocol, fresh: RowStore, since: str
-    ) -> None:
+    ) -> Deferred[None] | None:
         if not (isinstance(result, list) and len(result) == 3 and isinstance(result[1], str)):
             raise DataError(f"monitor_cond_since answered {str(result)[:200]!r}")
         found, last_txn, updates = result
         kept = self._store
         if protocol.closed:
-            return
+            return None
         if found is True and since != NO_TRANSACTION and kept is not None:
             changes = self._apply(kept, "update3", updates)
             self._synchronised(protocol, kept, "update3", last_txn, changes)
-        else:
-            # a full copy, with the conditions asked (newer ones follow)
-            fresh.apply_update2(updates)
-            self._synchronised(protocol, fresh, "update3", last_txn, None)
+            return None
+        # a full copy, with the conditions asked (newer ones follow)
+        d = self._apply_full_copy(protocol, fresh, "update3", updates)
+        d.addCallback(lambda _: self._synchronised(protocol, fresh, "update3", last_txn, None))
+        return d
 
     def _without_since(
         self,
@@ -500,12 +522,40 @@ class OvsdbMonitor:
 
     def _full_copy(
         self, updates: Any, protocol: JsonRpcProtocol, store: RowStore, method: str
-    ) -> None:
-        if method == "update2":
-            store.apply_update2(updates)
-        else:
-            store.apply_update(updates)
-        self._synchronised(protocol, store, method, NO_TRANSACTION, None)
+    ) -> Deferred[None]:
+        d = self._apply_full_copy(protocol, store, method, updates)
+        d.addCallback(lambda _: self._synchronised(protocol, store, method, NO_TRANSACTION, None))
+        return d
+
+    def _apply_full_copy(
+        self, protocol: JsonRpcProtocol, store: RowStore, method: str, updates: Any
+    ) -> Deferred[None]:
+        """Apply a full copy to C{store} (a new one, handed to nobody yet) a slice of
+        rows per reactor turn (L{metaproxy.ovsdb.slices}), so that a large one does not
+        hold the reactor. The notifications that arrive meanwhile are held, and applied
+        in order once the copy is in place (L{_synchronised}). The connection lost
+        midway: the slices stop, and the copy is dropped."""
+        apply = store.apply_update if method == "update" else store.apply_update2
+
+        def steps() -> Iterator[None]:
+            for number, part in enumerate(slice_updates(updates, self._rows_per_slice)):
+                if number:
+                    yield
+                    if protocol.closed:
+                        return
+                apply(part)
+
+        self._held = []
+        d = run_in_slices(self._reactor, steps())
+        if not d.called:
+            self._slicing = d
+            d.addBoth(self._sliced, d)
+        return d
+
+    def _sliced(self, result: Any, d: Deferred[None]) -> Any:
+        if self._slicing is d:
+            self._slicing = None
+        return result
 
     def _synchronised(
         self,
@@ -529,6 +579,8 @@ class OvsdbMonitor:
         if changes is None:
             self.sync_kinds["full"] += 1
             self._on_sync(store)
+            if not self._apply_held(protocol):
+                return
         else:
             self.sync_kinds["changes"] += 1
             if self._on_resumed is not None:
@@ -536,6 +588,23 @@ class OvsdbMonitor:
             else:
                 self._on_sync(store)
         self._send_condition_change()  # set while disconnected, or newer than resumed
+
+    def _apply_held(self, protocol: JsonRpcProtocol) -> bool:
+        """The notifications held while a full copy was applied, in order; False when
+        one could not be applied (the connection is closed, to resynchronise)."""
+        held, self._held = self._held, None
+        for method, params in held or ():
+            if protocol.closed:
+                return False
+            try:
+                self._notification(protocol, method, params)
+            except Exception as e:
+                protocol.close(
+                    f"notification {method} could not be applied "
+                    f"({type(e).__name__}: {e}); resynchronising"
+                )
+                return False
+        return True
 
     def _usable_why(self) -> str:
         rows = self._server_rows
@@ -567,6 +636,10 @@ class OvsdbMonitor:
             if method == "update2" and len(params) == 2 and self._server_rows is not None:
                 self._server_rows.apply_update2(params[1])
                 self._server_changed(protocol)
+            return
+        if self._held is not None:
+            if params[0] == _MONITOR_ID:
+                self._held.append((method, params))  # a full copy is being applied
             return
         store = self._store
         if not self.synchronised or store is None or method != self._update_method:
@@ -610,6 +683,11 @@ class OvsdbMonitor:
             self._protocol = None
             self._server_rows = None
             self._update_method = ""
+            self._held = None
+            if self._slicing is not None:
+                # a full copy half applied to a store nobody has: dropped
+                slicing, self._slicing = self._slicing, None
+                slicing.cancel()
             # a change without its reply may or may not have reached the replica: the
             # next connection resumes with the acknowledged conditions, then changes
             self._changing = False

@@ -24,7 +24,9 @@ lost, and while the only members in reach are refused, every lookup fails with
 L{LookupUnavailable} (503 with C{Retry-After}) saying why, never from a copy that may be
 stale. A reconnect asks for the changes since the last transaction seen, applied to the
 index row by row; a full copy (the first one, or when the server no longer has those
-changes) replaces the index in one step.
+changes) replaces the index in one step: a new index, built a slice of rows per
+reactor turn (L{metaproxy.ovsdb.slices}) while lookups answer 503, the changes that
+arrive meanwhile applied to it in order once it is whole.
 
 In the OVN chassis mode (C{chassis} given, or later through L{OvnBackend.use_chassis})
 the replica is chassis-local: only this chassis's bound ports, the localports of their
@@ -36,10 +38,10 @@ replica above (every bound port and router interface of the cloud).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 
 from metaproxy.ovn_scope import ChassisScope, local_conditions
@@ -47,6 +49,7 @@ from metaproxy.ovsdb.data import RowChange, RowStore
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import Remote
 from metaproxy.ovsdb.samples import monitor_samples
+from metaproxy.ovsdb.slices import ROWS_PER_SLICE, run_in_slices
 from metaproxy.resolve.base import ROUTER_INTERFACE_OWNERS, LookupUnavailable, Port
 
 __all__ = [
@@ -156,12 +159,30 @@ class OvnIndex:
     @classmethod
     def from_store(cls, store: RowStore) -> OvnIndex:
         index = cls()
-        for uuid, row in store.tables.get("Datapath_Binding", {}).items():
-            index.set_datapath(uuid, row)
-        for uuid, row in store.tables.get("Port_Binding", {}).items():
-            index.set_port(uuid, row)
-        index.chassis = len(store.tables.get("Chassis", {}))
+        for _ in index.fill(store):
+            pass
         return index
+
+    def fill(self, store: RowStore, rows: int = ROWS_PER_SLICE) -> Iterator[None]:
+        """Index the rows of C{store} as they are now (the store may change between
+        the slices: those changes are for L{apply} after it), yielding after each
+        C{rows} rows (L{metaproxy.ovsdb.slices.run_in_slices})."""
+        datapaths = list(store.tables.get("Datapath_Binding", {}).items())
+        ports = list(store.tables.get("Port_Binding", {}).items())
+        self.chassis = len(store.tables.get("Chassis", {}))
+        count = 0
+        for uuid, row in datapaths:
+            if count == rows:
+                yield
+                count = 0
+            self.set_datapath(uuid, row)
+            count += 1
+        for uuid, row in ports:
+            if count == rows:
+                yield
+                count = 0
+            self.set_port(uuid, row)
+            count += 1
 
     def apply(self, changes: Iterable[RowChange]) -> None:
         for change in changes:
@@ -286,6 +307,8 @@ class OvnBackend:
         L{use_chassis} names it.
     @param name_source: started and stopped with the backend (what calls
         L{use_chassis}: L{metaproxy.resolve.ovn_local.ChassisName}'s monitor).
+    @param rows_per_slice: the rows of a full copy indexed per reactor turn (a large
+        copy is indexed over many turns, answering 503 until it is whole).
 
     @ivar index: the last index built (kept while the replica is not current, to apply
         the changes of a resumed connection to).
@@ -310,8 +333,10 @@ class OvnBackend:
         chassis: str = "",
         name_source: Any = None,
         local_retry_interval: float = 5.0,
+        rows_per_slice: int = ROWS_PER_SLICE,
     ) -> None:
         self._reactor = reactor
+        self._rows_per_slice = rows_per_slice
         self._remotes = tuple(remotes)
         self._local = local or bool(chassis)
         self._name_source = name_source
@@ -320,6 +345,11 @@ class OvnBackend:
         self.index: OvnIndex | None = None
         # the index while it is current, else None: what lookups answer from
         self._live: OvnIndex | None = None
+        # a full copy's index being built in slices, the changes that came meanwhile
+        # (applied to it in order once built), and whether the replica is current
+        self._building: Deferred[None] | None = None
+        self._pending: list[list[RowChange]] = []
+        self._current = False
         self._not_live = (
             f"OVN Southbound not synchronised yet (connecting to {', '.join(map(str, remotes))})"
         )
@@ -398,6 +428,7 @@ class OvnBackend:
 
     def stop(self) -> Deferred[None]:
         self._started = False
+        self._stop_building()
         if self.scope is not None:
             self.scope.stop()
         if self._name_source is not None:
@@ -427,11 +458,58 @@ class OvnBackend:
     # monitor callbacks
 
     def _synchronised(self, store: RowStore) -> None:
+        # a large copy is indexed a slice of rows per reactor turn: lookups answer 503
+        # until it is whole, and the changes that come meanwhile wait for it
+        self._stop_building()
         self._store = store
-        self.index = self._live = OvnIndex.from_store(store)
+        self._live = None
+        self._not_live = self._indexing()
+        self._current = True
         self._warned.clear()
         if self.scope is not None:
             self.scope.refresh(store.tables)
+        index = OvnIndex()
+        building = run_in_slices(self._reactor, index.fill(store, self._rows_per_slice))
+        if not building.called:
+            self._building = building
+        building.addCallback(lambda _: self._built(building, index))
+        building.addErrback(self._build_failed, building)
+
+    def _indexing(self) -> str:
+        return (
+            f"OVN Southbound: indexing the full copy from {self.monitor.remote}; "
+            "answering once it is whole"
+        )
+
+    def _stop_building(self) -> None:
+        """Drop the index being built (a newer full copy replaces it, or stopped)."""
+        if self._building is not None:
+            building, self._building = self._building, None
+            building.cancel()
+        self._pending = []
+
+    def _build_failed(self, failure: Any, building: Deferred[None]) -> None:
+        if failure.check(CancelledError):
+            return  # a newer full copy replaced it, or the backend stopped
+        if self._building is building:
+            self._building = None
+        # the last index built is older than the replica now: never answered from (nor
+        # made live by a resumption); a full copy is asked for again
+        self.index = self._live = None
+        self._pending = []
+        self._not_live = "OVN Southbound: the full copy could not be indexed; resynchronising"
+        log.failure("OVN Southbound: the index of the full copy could not be built", failure)
+        self.monitor.resynchronise("the index of the full copy could not be built")
+
+    def _built(self, building: Deferred[None], index: OvnIndex) -> None:
+        if self._building is building:
+            self._building = None
+        pending, self._pending = self._pending, []
+        for changes in pending:
+            index.apply(changes)
+        self.index = index
+        if self._current:
+            self._live = index
         log.info(
             "OVN Southbound synchronised from {remote}: {ports} bound ports on "
             "{networks} networks, {chassis} chassis",
@@ -442,14 +520,24 @@ class OvnBackend:
         )
 
     def _changed(self, changes: list[RowChange]) -> None:
-        if self.index is not None:
+        if self._building is not None:
+            self._pending.append(changes)
+        elif self.index is not None:
             self.index.apply(changes)
         if self.scope is not None and self._store is not None:
             self.scope.refresh(self._store.tables, changes)
 
     def _resumed(self, changes: list[RowChange]) -> None:
+        self._current = True
+        if self._building is not None:
+            # the index of the full copy these changes follow is not built yet
+            self._pending.append(changes)
+            self._not_live = self._indexing()
+            if self.scope is not None and self._store is not None:
+                self.scope.refresh(self._store.tables, changes)
+            return
         index = self.index
-        if index is None:  # cannot happen: a resumption follows a full copy
+        if index is None:  # its full copy could not be indexed: another one follows
             return
         index.apply(changes)
         self._live = index
@@ -466,6 +554,7 @@ class OvnBackend:
 
     def _down(self, reason: str) -> None:
         self._live = None
+        self._current = False
         self._not_live = f"OVN Southbound not current: {reason}; waiting for a usable member"
         log.warn(
             "OVN Southbound {reason}; answering 503 until a usable member is synchronised",

@@ -661,3 +661,99 @@ def test_without_monitor_cond_whole_tables_hold_every_conditions_rows() -> None:
     h.monitor.set_conditions(NARROW)
     assert h.sent() == []  # cannot be changed: whole tables come anyway
     assert h.monitor.conditions_acknowledged
+
+
+def test_a_large_full_copy_is_applied_a_slice_per_turn_holding_notifications() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows}, last="txn-1")
+    # 2 of 5 rows applied: nobody has the store, the monitor is not synchronised
+    assert not h.syncs and not h.monitor.synchronised
+    assert h.monitor.transact([]).called  # refused at once (NotConnected)
+    # notifications that come meanwhile wait for the copy, in order
+    h.notify("update3", ["metaproxy", "txn-2", {"T": {"r0": {"modify": {"name": "x"}}}}])
+    h.notify("update3", ["metaproxy", "txn-3", {"T": {"r4": {"delete": None}}}])
+    assert not h.changes
+    assert reactor_turn(h.reactor) == 1
+    assert not h.syncs
+    assert reactor_turn(h.reactor) == 1
+    (store,) = h.syncs
+    assert h.monitor.synchronised and h.monitor.sync_kinds == {"full": 1, "changes": 0}
+    assert [(c[0].uuid, c[0].new) for c in h.changes] == [
+        ("r0", {"name": "x", "ref": ()}),
+        ("r4", None),
+    ]
+    assert sorted(store.tables["T"]) == ["r0", "r1", "r2", "r3"]
+    assert h.monitor._last_txn == "txn-3"
+    h.notify("update3", ["metaproxy", "txn-4", {"T": {"r1": {"modify": {"name": "y"}}}}])
+    assert h.changes[-1][0].new == {"name": "y", "ref": ()}
+
+
+def test_the_connection_lost_while_a_full_copy_is_applied_drops_it() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows})
+    h.lose()
+    while reactor_turn(h.reactor):
+        pass
+    assert not h.syncs and not h.monitor.synchronised
+    assert h.downs == []  # it was never synchronised
+    assert h.monitor._held is None
+    # the next connection asks for a full copy again
+    h.reactor.advance(60)
+    monitor = h.synchronise(initial={"T": {"r9": {"initial": {"name": "z"}}}})
+    assert monitor["params"][3] == NO_TXN
+    assert h.syncs[0].tables == {"T": {"r9": {"name": "z", "ref": ()}}}
+
+
+def test_stopped_while_a_full_copy_is_applied_no_slice_is_left_on_the_reactor() -> None:
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows})
+    h.monitor.stop()
+    h.lose()
+    assert h.reactor.getDelayedCalls() == []
+    assert not h.syncs and not h.monitor.synchronised
+
+
+def test_resynchronise_drops_the_replica_the_next_connection_takes_a_full_copy() -> None:
+    h = Harness()
+    h.monitor.start()
+    h.synchronise(last="txn-1")
+    h.monitor.resynchronise("the owner could not use it")
+    assert h.transport.disconnecting
+    h.lose()
+    h.reactor.advance(60)
+    monitor = h.synchronise(initial={"T": {"r2": {"initial": {"name": "b"}}}}, last="txn-5")
+    assert monitor["params"][3] == NO_TXN  # not "txn-1": a full copy
+    assert [store.tables for store in h.syncs] == [
+        {"T": {"r1": {"name": "a", "ref": ()}}},
+        {"T": {"r2": {"name": "b", "ref": ()}}},
+    ]
+
+
+def test_conditions_set_while_a_full_copy_is_applied_are_sent_once_it_is_whole() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows}, last="txn-1")
+    h.monitor.set_conditions(NARROW)
+    assert h.sent() == [] and not h.monitor.conditions_acknowledged
+    reactor_turn(h.reactor)
+    assert h.sent() == [] and not h.syncs
+    reactor_turn(h.reactor)
+    assert len(h.syncs) == 1
+    (change,) = h.sent()  # after the copy, with the newest conditions
+    assert change["method"] == "monitor_cond_change"
+    assert change["params"][2] == {"T": [{"where": NARROW["T"]}]}
+    h.answer(change["id"], {})
+    assert h.monitor.conditions_acknowledged

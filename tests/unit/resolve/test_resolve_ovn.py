@@ -167,6 +167,7 @@ class FakeMonitor:
     def __init__(self, **callbacks):
         self.callbacks = callbacks
         self.started = False
+        self.resynchronised = []
         self.remote = "tcp:127.0.0.1:6642"
 
     def start(self):
@@ -174,6 +175,9 @@ class FakeMonitor:
 
     def stop(self):
         return None
+
+    def resynchronise(self, why):
+        self.resynchronised.append(why)
 
 
 class FakeStore:
@@ -396,3 +400,135 @@ def test_the_southbound_connection_is_in_the_agents_metrics() -> None:
     )
     assert text.count("metaproxy_ovsdb_member_state{") == 2 * 7
     proxy.backend.stop()
+
+
+def _sliced_backend(rows_per_slice=2):
+    from metaproxy.ovsdb.remote import parse_remotes
+
+    clock, monitors = Clock(), []
+    backend = OvnBackend(
+        clock,
+        parse_remotes("tcp:127.0.0.1:6642"),
+        monitor_factory=lambda **kw: monitors.append(FakeMonitor(**kw)) or monitors[-1],
+        rows_per_slice=rows_per_slice,
+    )
+    return clock, backend, monitors[0].callbacks
+
+
+def _five_ports():
+    return FakeStore(
+        {
+            "Datapath_Binding": {"d1": dp("net1")},
+            "Port_Binding": {
+                f"u{n}": pb(f"p{n}", "d1", (f"fa:16:3e:00:00:0{n} 10.0.0.{n}",))
+                for n in range(1, 6)
+            },
+        }
+    )
+
+
+def test_a_large_full_copy_is_indexed_a_slice_per_turn_answering_503_meanwhile() -> None:
+    from tests.doubles import reactor_turn
+
+    clock, backend, callbacks = _sliced_backend()
+    callbacks["on_sync"](_five_ports())  # 6 rows: 3 slices of 2
+    assert not backend.ready()
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.1") is None
+    failures = []
+    backend.ports_by_ip(["net1"], "10.0.0.1").addErrback(failures.append)
+    assert failures[0].check(LookupUnavailable)
+    # a change that comes meanwhile waits for the whole index
+    callbacks["on_changes"]([RowChange("Port_Binding", "u1", None, None)])
+    assert reactor_turn(clock) == 1 and not backend.ready()
+    assert reactor_turn(clock) == 1 and backend.ready()
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.1") == []
+    assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.5")] == ["p5"]
+    assert backend.index.bound_ports == 4
+
+
+def test_lost_while_indexed_it_stays_503_and_a_resumption_brings_it_live() -> None:
+    from tests.doubles import reactor_turn
+
+    clock, backend, callbacks = _sliced_backend()
+    callbacks["on_sync"](_five_ports())
+    callbacks["on_down"]("connection to tcp:127.0.0.1:6642 lost: gone")
+    while reactor_turn(clock):
+        pass
+    assert not backend.ready() and backend.index.bound_ports == 5
+    # lost again while a second full copy is indexed; resumed before it is whole
+    callbacks["on_sync"](_five_ports())
+    callbacks["on_down"]("connection to tcp:127.0.0.1:6642 lost: gone")
+    callbacks["on_resumed"]([RowChange("Port_Binding", "u2", None, None)])
+    assert not backend.ready()
+    while reactor_turn(clock):
+        pass
+    assert backend.ready()
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.2") == []
+    assert backend.index.bound_ports == 4
+
+
+def test_a_newer_full_copy_replaces_one_still_being_indexed() -> None:
+    from tests.doubles import reactor_turn
+
+    clock, backend, callbacks = _sliced_backend()
+    callbacks["on_sync"](_five_ports())
+    callbacks["on_changes"]([RowChange("Port_Binding", "u1", None, None)])
+    newer = FakeStore(
+        {
+            "Datapath_Binding": {"d1": dp("net1")},
+            "Port_Binding": {"u9": pb("p9", "d1", ("fa:16:3e:00:00:09 10.0.0.9",))},
+        }
+    )
+    callbacks["on_sync"](newer)  # 2 rows: one slice, at once
+    assert backend.ready() and backend.index.bound_ports == 1
+    while reactor_turn(clock):
+        pass
+    assert backend.index.bound_ports == 1
+    assert backend.ports_by_ip_now(["net1"], "10.0.0.1") == []
+    assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.9")] == ["p9"]
+
+
+def test_stopped_while_a_full_copy_is_indexed_no_slice_runs_after() -> None:
+    clock, backend, callbacks = _sliced_backend()
+    callbacks["on_sync"](_five_ports())
+    failures = []
+    backend.ports_by_ip(["net1"], "10.0.0.1").addErrback(failures.append)
+    assert "indexing the full copy from tcp:127.0.0.1:6642" in str(failures[0].value)
+    backend.stop()
+    assert clock.getDelayedCalls() == []
+    clock.advance(1)
+    assert not backend.ready()
+
+
+@pytest.mark.logged_errors
+def test_a_full_copy_that_cannot_be_indexed_leaves_no_older_index_to_answer_from() -> None:
+    from tests.doubles import reactor_turn
+
+    clock, backend, callbacks = _sliced_backend()
+    small = FakeStore(
+        {
+            "Datapath_Binding": {"d1": dp("net1")},
+            "Port_Binding": {"u1": pb("p1", "d1", ("fa:16:3e:00:00:01 10.0.0.1",))},
+        }
+    )
+    callbacks["on_sync"](small)  # 2 rows: indexed at once
+    assert backend.ready()
+    callbacks["on_down"]("connection to tcp:127.0.0.1:6642 lost: gone")
+    broken = _five_ports()
+    broken.tables["Port_Binding"]["u5"]["external_ids"] = None  # fails in the 3rd slice
+    callbacks["on_sync"](broken)
+    while reactor_turn(clock):
+        pass
+    assert backend.monitor.resynchronised == ["the index of the full copy could not be built"]
+    # a resumption on the way must not bring the index of the older copy back
+    callbacks["on_resumed"]([RowChange("Port_Binding", "u2", None, None)])
+    assert not backend.ready() and backend.index is None
+    failures = []
+    backend.ports_by_ip(["net1"], "10.0.0.1").addErrback(failures.append)
+    assert "could not be indexed" in str(failures[0].value)
+    # the full copy asked for again is indexed and answered from
+    callbacks["on_sync"](_five_ports())
+    while reactor_turn(clock):
+        pass
+    assert backend.ready()
+    assert [p.id for p in backend.ports_by_ip_now(["net1"], "10.0.0.5")] == ["p5"]
