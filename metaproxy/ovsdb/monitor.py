@@ -75,7 +75,12 @@ from metaproxy.ovsdb.jsonrpc import JsonRpcProtocol, RpcError
 from metaproxy.ovsdb.members import Members
 from metaproxy.ovsdb.operations import check_results
 from metaproxy.ovsdb.remote import Remote, endpoint_for
-from metaproxy.ovsdb.slices import ROWS_PER_SLICE, run_in_slices, slice_updates
+from metaproxy.ovsdb.slices import (
+    ROWS_PER_SLICE,
+    hold_full_collections,
+    run_in_slices,
+    slice_updates,
+)
 
 __all__ = ["OvsdbMonitor", "NotConnected"]
 
@@ -455,11 +460,19 @@ class OvsdbMonitor:
             if table in self._acked_conditions:
                 request["where"] = self._acked_conditions[table]
             requests[table] = request
+        # the reply may be a full copy: its decoding makes most of its objects, so the
+        # collector's full collections are held off from the request on, until the copy
+        # is applied (L{metaproxy.ovsdb.slices})
+        release = hold_full_collections()
         if not self._resume:
-            return self._monitor_cond(protocol, fresh, requests)
-        d = protocol.request("monitor_cond_since", [self._database, _MONITOR_ID, requests, since])
-        d.addCallback(self._since_reply, protocol, fresh, since)
-        d.addErrback(self._without_since, protocol, fresh, requests)
+            d = self._monitor_cond(protocol, fresh, requests)
+        else:
+            d = protocol.request(
+                "monitor_cond_since", [self._database, _MONITOR_ID, requests, since]
+            )
+            d.addCallback(self._since_reply, protocol, fresh, since)
+            d.addErrback(self._without_since, protocol, fresh, requests)
+        d.addBoth(_released, release)
         return d
 
     def _since_reply(
@@ -717,3 +730,8 @@ class OvsdbMonitor:
                 # a connection that worked: reconnect soon, to the same remote first
                 self.members.again()
         self._failed(remote, state, why)
+
+
+def _released(result: Any, release: Callable[[], None]) -> Any:
+    release()
+    return result

@@ -2,8 +2,10 @@
 (or monitor_cond, or monitor), notifications, reconnecting with backoff and catching up
 or resynchronising, on an in-memory reactor."""
 
+import gc
 import json
 
+import pytest
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -757,3 +759,55 @@ def test_conditions_set_while_a_full_copy_is_applied_are_sent_once_it_is_whole()
     assert change["params"][2] == {"T": [{"where": NARROW["T"]}]}
     h.answer(change["id"], {})
     assert h.monitor.conditions_acknowledged
+
+
+@pytest.fixture
+def oldest_threshold():
+    """The collector's thresholds as the test found them, given back after it."""
+    saved = gc.get_threshold()
+    yield saved[2]
+    gc.set_threshold(*saved)
+
+
+def held_off() -> bool:
+    return gc.get_threshold()[2] > 10**9
+
+
+def until_monitor_request(h: Harness) -> dict:
+    h.accept()
+    h.server_row()
+    (request,) = h.sent()
+    h.answer(request["id"], SCHEMA)
+    (monitor,) = h.sent()
+    return monitor
+
+
+def test_full_collections_are_held_off_from_the_monitor_request_until_the_copy_is_in(
+    oldest_threshold,
+) -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness(rows_per_slice=2)
+    h.monitor.start()
+    assert not held_off()
+    monitor = until_monitor_request(h)
+    assert held_off()  # the reply, a full copy, is decoded meanwhile
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.answer(monitor["id"], [False, "txn-1", {"T": rows}])
+    assert held_off() and not h.syncs
+    reactor_turn(h.reactor)
+    assert held_off()
+    reactor_turn(h.reactor)
+    assert len(h.syncs) == 1
+    assert gc.get_threshold()[2] == oldest_threshold
+
+
+def test_the_hold_is_given_back_when_the_connection_is_lost_before_the_reply(
+    oldest_threshold,
+) -> None:
+    h = Harness()
+    h.monitor.start()
+    until_monitor_request(h)
+    assert held_off()
+    h.lose()
+    assert gc.get_threshold()[2] == oldest_threshold
