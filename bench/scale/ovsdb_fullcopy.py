@@ -173,6 +173,37 @@ def _instrument(timer: PhaseTimer) -> None:
     )
 
 
+#: what the reactor is given to do after the copy, each 5 ms: young objects as a storm's
+#: requests make them (dicts dropped at once), for as long as AFTER_SECONDS
+AFTER_OBJECTS, AFTER_SECONDS = 2000, 2.0
+
+
+async def _serving_after(reactor: Any, pauses: GcPauses) -> dict[str, Any]:
+    """The AFTER_SECONDS after the copy, allocating as serving does: the collector's
+    full collections then (one held off during the copy, say) and the longest stall."""
+    probe = StallProbe(reactor)
+    probe.start()
+    count, total, longest = pauses.count, pauses.total, pauses.longest
+    pauses.longest = 0.0
+    end = time.monotonic() + AFTER_SECONDS
+    while time.monotonic() < end:
+        [{"n": n} for n in range(AFTER_OBJECTS)]
+        await deferLater(reactor, 0.005, lambda: None)
+    await deferLater(reactor, 5 * PROBE_INTERVAL, lambda: None)
+    probe.stop()
+    after = {
+        "seconds": AFTER_SECONDS,
+        "longest_stall_s": probe.longest,
+        "gc_oldest": {
+            "count": pauses.count - count,
+            "total_s": pauses.total - total,
+            "longest_s": pauses.longest,
+        },
+    }
+    pauses.longest = max(pauses.longest, longest)
+    return after
+
+
 def measure(remote: str) -> dict[str, Any]:
     """In this process: the proxy-mode backend takes a full copy; its figures."""
     from metaproxy.ovsdb.remote import parse_remotes
@@ -204,6 +235,7 @@ def measure(remote: str) -> dict[str, Any]:
         out["phases"] = timer.figures()
         out["gc_oldest"] = {"count": pauses.count, "total_s": pauses.total}
         out["gc_oldest"]["longest_s"] = pauses.longest
+        out["after"] = await _serving_after(reactor, pauses)
         # the process's peak resident set: the reply, the store and the index together
         out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         await backend.stop()
@@ -236,6 +268,17 @@ def fullcopy_markdown(result: dict[str, Any]) -> str:
                 "garbage collections of the oldest generation (inside the phases)",
                 f"{gc_oldest['count']}, {gc_oldest['total_s']:.2f} s, longest "
                 f"{gc_oldest['longest_s'] * 1000:.0f} ms",
+            )
+        )
+    after = m.get("after")
+    if after:
+        gc_after = after["gc_oldest"]
+        rows.append(
+            (
+                f"then {after['seconds']:g} s of allocating as serving does: longest stall; "
+                "oldest-generation collections",
+                f"{after['longest_stall_s'] * 1000:.0f} ms; {gc_after['count']}, "
+                f"{gc_after['total_s']:.2f} s, longest {gc_after['longest_s'] * 1000:.0f} ms",
             )
         )
     for name, figures in m["phases"].items():

@@ -55,3 +55,15 @@ def test_the_report_has_the_peak_rss_and_the_collections_when_measured() -> None
     assert "| longest reactor stall (10 ms probe's lateness) | 1800 ms (6 over 50 ms) |" in text
     older = fullcopy_markdown(_result())  # a result written before they were measured
     assert "RSS" not in older and "garbage" not in older
+
+
+def test_the_report_has_what_followed_the_copy_when_measured() -> None:
+    after = {
+        "seconds": 2.0,
+        "longest_stall_s": 0.431,
+        "gc_oldest": {"count": 1, "total_s": 0.42, "longest_s": 0.42},
+    }
+    text = fullcopy_markdown(_result(after=after))
+    assert "then 2 s of allocating as serving does" in text
+    assert "| 431 ms; 1, 0.42 s, longest 420 ms |" in text
+    assert "allocating" not in fullcopy_markdown(_result())
