@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,18 +40,13 @@ from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.output import markdown_table, write_result
 from bench.scale.ovsdb_local import LOCAL, prepare
+from bench.scale.selfusage import peak_rss_mib, rss_mib
 from bench.scale.southbound import load_fleet, port_name
 
 __all__ = ["main"]
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 class LocalOvs:
@@ -162,8 +156,8 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
         out["seconds"] = time.monotonic() - start
         tables = agent.sb_tables
         out["rows"] = {table: len(rows) for table, rows in tables.items()}
-        out["rss_mib"] = _rss_mib()
-        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["rss_mib"] = rss_mib()
+        out["peak_rss_mib"] = peak_rss_mib()
         began, rounds = time.perf_counter(), 20
         for _ in range(rounds):
             plans = plan_networks(tables, LOCAL)

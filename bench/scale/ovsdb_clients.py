@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,16 +46,12 @@ from typing import Any
 
 from bench.options import RESULTS
 from bench.scale.output import MIB, markdown_table, write_result
+from bench.scale.selfusage import cpu_seconds
 
 __all__ = ["main"]
 
 DEBIAN_OVS = Path("/usr/lib/python3/dist-packages/ovs")
 MARKER = "bench-done"
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _rss() -> dict[str, int]:
@@ -70,7 +65,7 @@ def _rss() -> dict[str, int]:
 
 
 def _say(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, "cpu": _cpu(), "at": time.monotonic(), **fields}))
+    print(json.dumps({"event": event, "cpu": cpu_seconds(), "at": time.monotonic(), **fields}))
     sys.stdout.flush()
 
 

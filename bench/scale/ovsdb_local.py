@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,17 +33,12 @@ from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.output import markdown_table, write_result
+from bench.scale.selfusage import peak_rss_mib, rss_mib
 from bench.scale.southbound import load_fleet, port_name
 
 __all__ = ["main"]
 
 LOCAL = "local-chassis"
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 def prepare(cluster: SbCluster, networks: int, local: int, ports: int) -> dict[str, Any]:
@@ -106,7 +100,7 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
     from metaproxy.ovsdb.remote import parse_remotes
     from metaproxy.resolve.ovn import OvnBackend
 
-    out: dict[str, Any] = {"rss_before_mib": _rss_mib()}
+    out: dict[str, Any] = {"rss_before_mib": rss_mib()}
 
     async def run(reactor: Any) -> None:
         start = time.monotonic()
@@ -128,8 +122,8 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
         store = backend.monitor._store
         out["rows"] = {table: len(rows) for table, rows in store.tables.items()}
         out["bound_ports"] = backend.index.bound_ports
-        out["rss_mib"] = _rss_mib()
-        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["rss_mib"] = rss_mib()
+        out["peak_rss_mib"] = peak_rss_mib()
         if mode == "local":
             # one more port bound here: seconds until it is answered
             print("ready", flush=True)

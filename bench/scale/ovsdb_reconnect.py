@@ -23,7 +23,6 @@ server, one after the other; the changes are undone between them.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import sys
 import tempfile
@@ -39,17 +38,13 @@ from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.output import MIB, markdown_table, write_result
+from bench.scale.selfusage import cpu_seconds
 from bench.scale.southbound import Relay, churn, load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import parse_remotes
 from metaproxy.resolve.ovn import DATABASE, SB_COLUMNS, SB_CONDITIONS, OvnBackend
 
 __all__ = ["main", "measure_reconnect"]
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def _until(reactor: Any, predicate: Any, timeout: float) -> None:
@@ -80,7 +75,7 @@ async def measure_reconnect(
         def after(callback: Any) -> Any:
             def wrapped(*args: Any) -> None:
                 callback(*args)
-                synced.append((time.monotonic(), _cpu()))
+                synced.append((time.monotonic(), cpu_seconds()))
 
             return wrapped
 
@@ -100,7 +95,7 @@ async def measure_reconnect(
         )
 
     backend = OvnBackend(reactor, (), monitor_factory=factory)
-    cpu0 = _cpu()
+    cpu0 = cpu_seconds()
     backend.start()
     await _until(reactor, backend.ready, 600)
     first = relay.connections[-1]
@@ -121,7 +116,7 @@ async def measure_reconnect(
     relay.restore()
     await _until(reactor, lambda: len(relay.connections) > before, 30)
     connection = relay.connections[-1]
-    cpu1 = _cpu()
+    cpu1 = cpu_seconds()
     await _until(reactor, backend.ready, 600)
     done, cpu2 = synced[-1]
     reconnect = {
