@@ -32,12 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 
 from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
+from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, write_result
 from bench.scale.ovsdb_local import LOCAL, prepare
 from bench.scale.selfusage import peak_rss_mib, rss_mib
@@ -178,11 +178,7 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
         out["arrival_seconds"] = time.monotonic() - bound
         await agent.stop()
 
-    try:
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+    run_once(run)
     return out
 
 

@@ -31,12 +31,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 
 from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
+from bench.scale.onreactor import run_once, until
 from bench.scale.output import MIB, markdown_table, write_result
 from bench.scale.selfusage import cpu_seconds
 from bench.scale.southbound import Relay, churn, load_fleet
@@ -45,14 +45,6 @@ from metaproxy.ovsdb.remote import parse_remotes
 from metaproxy.resolve.ovn import DATABASE, SB_COLUMNS, SB_CONDITIONS, OvnBackend
 
 __all__ = ["main", "measure_reconnect"]
-
-
-async def _until(reactor: Any, predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not true within {timeout} s")
-        await deferLater(reactor, 0.005, lambda: None)
 
 
 async def measure_reconnect(
@@ -97,7 +89,7 @@ async def measure_reconnect(
     backend = OvnBackend(reactor, (), monitor_factory=factory)
     cpu0 = cpu_seconds()
     backend.start()
-    await _until(reactor, backend.ready, 600)
+    await until(reactor, backend.ready, 600, interval=0.005)
     first = relay.connections[-1]
     initial = {
         "bytes": first.to_client[0],
@@ -107,17 +99,17 @@ async def measure_reconnect(
     }
     await relay.cut()
     cut_at = time.monotonic()
-    await _until(reactor, lambda: not backend.ready(), 10)
+    await until(reactor, lambda: not backend.ready(), 10, interval=0.005)
     churn(cluster, chassis, 0, changes, bind=False, transactions=transactions)
     remaining = outage - (time.monotonic() - cut_at)
     if remaining > 0:
         await deferLater(reactor, remaining, lambda: None)
     before = len(relay.connections)
     relay.restore()
-    await _until(reactor, lambda: len(relay.connections) > before, 30)
+    await until(reactor, lambda: len(relay.connections) > before, 30, interval=0.005)
     connection = relay.connections[-1]
     cpu1 = cpu_seconds()
-    await _until(reactor, backend.ready, 600)
+    await until(reactor, backend.ready, 600, interval=0.005)
     done, cpu2 = synced[-1]
     reconnect = {
         "bytes": connection.to_client[0],
@@ -207,10 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     transactions=args.transactions,
                 )
 
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+        run_once(run)
     finally:
         cluster.stop()
         shutil.rmtree(run_dir, ignore_errors=True)

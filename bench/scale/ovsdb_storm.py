@@ -35,13 +35,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
+from bench.scale.onreactor import run_once, until
 from bench.scale.output import markdown_table, write_result
 from bench.scale.southbound import load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
@@ -58,14 +58,6 @@ class _BeforeJitter(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return super().uniform(0.8 * b, b)
-
-
-async def _until(reactor: Any, predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not true within {timeout} s")
-        await deferLater(reactor, 0.01, lambda: None)
 
 
 async def storm(
@@ -142,7 +134,7 @@ async def _storm(
         monitor.members.next_remote = counted  # type: ignore[method-assign]
         monitors.append(monitor)
         reactor.callLater(start_over * n / clients, monitor.start)
-    await _until(reactor, lambda: all(m.synchronised for m in monitors), 120)
+    await until(reactor, lambda: all(m.synchronised for m in monitors), 120, interval=0.01)
     before = Counter(names[str(m.remote)] for m in monitors)
     start_refusals = Counter(
         f"{names[str(remote)]} {state}"
@@ -157,7 +149,7 @@ async def _storm(
     cluster.members[victim].stop()
     await deferLater(reactor, down, lambda: None)
     cluster.members[victim].restart()
-    await _until(reactor, lambda: all(m.synchronised for m in monitors), 120)
+    await until(reactor, lambda: all(m.synchronised for m in monitors), 120, interval=0.01)
     settled = time.monotonic()
     after = Counter(names[str(m.remote)] for m in monitors)
     went = Counter(synced[n][-1][1] for n in moved)
@@ -271,12 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 for i in range(len(cluster.members)):
-                    await _until(reactor, lambda i=i: cluster.connected(i), 30)
+                    await until(reactor, lambda i=i: cluster.connected(i), 30, interval=0.01)
 
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+        run_once(run)
     finally:
         cluster.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
