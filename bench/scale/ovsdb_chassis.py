@@ -37,6 +37,7 @@ from twisted.internet.task import deferLater
 from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
+from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, write_result
 from bench.scale.ovsdb_local import LOCAL, prepare
@@ -163,8 +164,7 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
             plans = plan_networks(tables, LOCAL)
         out["plan_seconds"] = (time.perf_counter() - began) / rounds
         out["networks_planned"] = len(plans)
-        print("ready", flush=True)
-        sys.stdin.readline()  # the parent bound the spare port here
+        ready_then_wait()  # the parent binds the spare port here
         bound = time.monotonic()
         while not (
             agent.ready
@@ -190,31 +190,20 @@ def _chassis_uuid(tables: Any) -> str | None:
 
 
 def _child(ovs_remote: str, sb_remote: str, spare: str, code: Path | None, bind: Any) -> Any:
-    env = dict(os.environ)
+    env = None
     cwd = None
     if code is not None:
         # the package in DIR first (the current directory leads sys.path), the bench here
         cwd = str(code)
+        env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.scale.ovsdb_chassis", "--measure"]
-        + ["--ovs", ovs_remote, "--sb", sb_remote, "--spare", spare],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    return measure_in_child(
+        "bench.scale.ovsdb_chassis",
+        ["--measure", "--ovs", ovs_remote, "--sb", sb_remote, "--spare", spare],
+        on_ready=bind,
         cwd=cwd,
         env=env,
     )
-    assert proc.stdout is not None and proc.stdin is not None
-    for line in proc.stdout:
-        if line.strip() == "ready":
-            bind()
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        elif line.startswith("{"):
-            proc.wait()
-            return json.loads(line)
-    raise RuntimeError(f"the measurement failed (exit {proc.wait()})")
 
 
 def chassis_markdown(result: dict[str, Any]) -> str:
@@ -249,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spare", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.ovs, args.sb, args.spare)), flush=True)
+        send_figures(measure(args.ovs, args.sb, args.spare))
         return 0
     problem = missing()
     if problem is None and not VSWITCH_SCHEMA.exists():

@@ -16,9 +16,7 @@ binding one more port to this chassis to its being answered.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from twisted.internet.task import deferLater
 from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
+from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, write_result
 from bench.scale.selfusage import peak_rss_mib, rss_mib
@@ -126,8 +125,7 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
         out["peak_rss_mib"] = peak_rss_mib()
         if mode == "local":
             # one more port bound here: seconds until it is answered
-            print("ready", flush=True)
-            sys.stdin.readline()  # the parent bound it
+            ready_then_wait()  # the parent binds it
             bound = time.monotonic()
             while backend.index.bound_ports <= out["bound_ports"]:
                 await deferLater(reactor, 0.001, lambda: None)
@@ -139,22 +137,12 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
 
 
 def _child(remote: str, mode: str, on_ready: Any = None) -> dict[str, Any]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.scale.ovsdb_local", "--measure", mode, "--remote", remote],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    return measure_in_child(
+        "bench.scale.ovsdb_local",
+        ["--measure", mode, "--remote", remote],
+        on_ready=on_ready,
+        what=f"the {mode} measurement",
     )
-    assert proc.stdout is not None and proc.stdin is not None
-    for line in proc.stdout:
-        if line.strip() == "ready" and on_ready is not None:
-            on_ready()
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        elif line.startswith("{"):
-            proc.wait()
-            return json.loads(line)
-    raise RuntimeError(f"the {mode} measurement failed (exit {proc.wait()})")
 
 
 def local_markdown(result: dict[str, Any]) -> str:
@@ -189,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--remote", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.remote, args.measure)), flush=True)
+        send_figures(measure(args.remote, args.measure))
         return 0
     problem = missing()
     if problem:
