@@ -40,9 +40,8 @@ from bench.options import RESULTS
 from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, write_result
-from bench.scale.ovsdb_local import LOCAL, prepare
 from bench.scale.selfusage import peak_rss_mib, rss_mib
-from bench.scale.southbound import load_fleet, port_name
+from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
 __all__ = ["main"]
 
@@ -88,7 +87,7 @@ class LocalOvs:
                 "row": {
                     "external_ids": [
                         "map",
-                        [["system-id", LOCAL], ["ovn-bridge", "br-int"]],
+                        [["system-id", LOCAL_CHASSIS], ["ovn-bridge", "br-int"]],
                     ],
                     "bridges": ["named-uuid", "br"],
                 },
@@ -161,7 +160,7 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
         out["peak_rss_mib"] = peak_rss_mib()
         began, rounds = time.perf_counter(), 20
         for _ in range(rounds):
-            plans = plan_networks(tables, LOCAL)
+            plans = plan_networks(tables, LOCAL_CHASSIS)
         out["plan_seconds"] = (time.perf_counter() - began) / rounds
         out["networks_planned"] = len(plans)
         ready_then_wait()  # the parent binds the spare port here
@@ -184,7 +183,7 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
 
 def _chassis_uuid(tables: Any) -> str | None:
     for uuid, row in tables.get("Chassis", {}).items():
-        if row.get("name") == LOCAL:
+        if row.get("name") == LOCAL_CHASSIS:
             return uuid
     return None
 
@@ -259,22 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
-        prepared = prepare(cluster, args.networks, args.local, args.ports)
-        step = max(1, args.ports // (args.local + 1))
+        prepared = add_local_chassis(cluster, args.local, args.ports)
         ovs = LocalOvs(run_dir / "ovs")
-        ovs.fill([port_name(i * step) for i in range(args.local)])
+        ovs.fill(prepared["bound"])
 
         def bind_spare() -> None:
-            cluster.transact(
-                [
-                    {
-                        "op": "update",
-                        "table": "Port_Binding",
-                        "where": [["logical_port", "==", prepared["spare"]]],
-                        "row": {"chassis": ["uuid", prepared["chassis"]]},
-                    }
-                ]
-            )
+            churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
 
         result["agent"] = _child(
             ovs.remote, cluster.remotes(), prepared["spare"], args.code, bind_spare

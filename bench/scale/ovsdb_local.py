@@ -33,65 +33,9 @@ from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, write_result
 from bench.scale.selfusage import peak_rss_mib, rss_mib
-from bench.scale.southbound import load_fleet, port_name
+from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
 __all__ = ["main"]
-
-LOCAL = "local-chassis"
-
-
-def prepare(cluster: SbCluster, networks: int, local: int, ports: int) -> dict[str, Any]:
-    """The localports and the local chassis with its C{local} ports; one more port
-    (C{spare}) left for the arrival measurement."""
-    results = cluster.transact(
-        [
-            {
-                "op": "insert",
-                "table": "Encap",
-                "uuid-name": "e",
-                "row": {"type": "geneve", "ip": "192.0.2.9", "chassis_name": LOCAL},
-            },
-            {
-                "op": "insert",
-                "table": "Chassis",
-                "row": {"name": LOCAL, "hostname": LOCAL, "encaps": ["named-uuid", "e"]},
-            },
-            {"op": "select", "table": "Datapath_Binding", "where": [], "columns": ["_uuid"]},
-        ]
-    )
-    here = results[1]["uuid"][1]
-    datapaths = [row["_uuid"][1] for row in results[2]["rows"]]
-    cluster.transact(
-        [
-            {
-                "op": "insert",
-                "table": "Port_Binding",
-                "row": {
-                    "logical_port": f"meta-{n:05d}",
-                    "datapath": ["uuid", dp],
-                    "tunnel_key": 32000,
-                    "type": "localport",
-                    "mac": f"fa:16:3f:00:{n >> 8:02x}:{n & 255:02x} 10.250.{n >> 8}.{n & 255}",
-                    "external_ids": ["map", [["neutron:device_owner", "network:distributed"]]],
-                },
-            }
-            for n, dp in enumerate(datapaths)
-        ]
-    )
-    step = max(1, ports // (local + 1))
-    chosen = [i * step for i in range(local + 1)]
-    cluster.transact(
-        [
-            {
-                "op": "update",
-                "table": "Port_Binding",
-                "where": [["logical_port", "==", port_name(i)]],
-                "row": {"chassis": ["uuid", here]},
-            }
-            for i in chosen[:-1]
-        ]
-    )
-    return {"spare": port_name(chosen[-1]), "spare_index": chosen[-1], "chassis": here}
 
 
 def measure(remote: str, mode: str) -> dict[str, Any]:
@@ -108,7 +52,7 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
             parse_remotes(remote),
             timeout=300,
             probe_interval=0,
-            chassis=LOCAL if mode == "local" else "",
+            chassis=LOCAL_CHASSIS if mode == "local" else "",
         )
         backend.start()
         while not backend.ready() or (
@@ -193,21 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
-        prepared = prepare(cluster, args.networks, args.local, args.ports)
+        prepared = add_local_chassis(cluster, args.local, args.ports)
         remote = cluster.remotes()
         result["full"] = _child(remote, "full")
 
         def bind_spare() -> None:
-            cluster.transact(
-                [
-                    {
-                        "op": "update",
-                        "table": "Port_Binding",
-                        "where": [["logical_port", "==", prepared["spare"]]],
-                        "row": {"chassis": ["uuid", prepared["chassis"]]},
-                    }
-                ]
-            )
+            churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
 
         result["local"] = _child(remote, "local", bind_spare)
     finally:
