@@ -39,7 +39,7 @@ from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
-from bench.scale.output import markdown_table, write_result
+from bench.scale.output import markdown_table, publish
 from bench.scale.selfusage import peak_rss_mib, rss_mib
 from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
@@ -274,10 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     markdown = chassis_markdown(result)
-    print(markdown)
-    command = "python -m bench.scale.ovsdb_chassis " + " ".join(argv)
-    written = write_result(result, markdown, args.out, command.strip())
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.options import RESULTS
-from bench.scale.output import MIB, markdown_table, write_result
+from bench.scale.output import MIB, markdown_table, publish
 from bench.scale.selfusage import cpu_seconds
 
 __all__ = ["main"]
@@ -379,10 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     markdown = clients_markdown(result)
-    print(markdown)
-    command = ("python -m bench.scale.ovsdb_clients " + " ".join(argv)).strip()
-    written = write_result(result, markdown, args.out, command)
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

@@ -37,7 +37,7 @@ from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.onreactor import run_once, until
-from bench.scale.output import MIB, markdown_table, write_result
+from bench.scale.output import MIB, markdown_table, publish
 from bench.scale.selfusage import cpu_seconds
 from bench.scale.southbound import Relay, churn, load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
@@ -204,10 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     markdown = reconnect_markdown(result)
-    print(markdown)
-    command = "python -m bench.scale.ovsdb_reconnect " + " ".join(argv)
-    written = write_result(result, markdown, args.out, command.strip())
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

@@ -42,7 +42,7 @@ from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.onreactor import run_once, until
-from bench.scale.output import markdown_table, write_result
+from bench.scale.output import markdown_table, publish
 from bench.scale.southbound import load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import parse_remotes
@@ -270,10 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     markdown = storm_markdown(result)
-    print(markdown)
-    command = ("python -m bench.scale.ovsdb_storm " + " ".join(argv)).strip()
-    written = write_result(result, markdown, args.out, command)
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 
