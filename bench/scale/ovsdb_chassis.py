@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,12 +32,11 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
-from bench.fakes.ovnsb import missing
-from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
 from bench.scale.selfusage import peak_rss_mib, rss_mib
 from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
@@ -225,9 +222,7 @@ def chassis_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_chassis")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_chassis")
     parser.add_argument("--local", type=int, default=50)
     parser.add_argument("--code", type=Path, help="the directory holding the metaproxy to run")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -239,40 +234,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.measure:
         send_figures(measure(args.ovs, args.sb, args.spare))
         return 0
-    problem = missing()
-    if problem is None and not VSWITCH_SCHEMA.exists():
-        problem = f"no {VSWITCH_SCHEMA} (the openvswitch package)"
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run(
+        None if VSWITCH_SCHEMA.exists() else f"no {VSWITCH_SCHEMA} (the openvswitch package)"
+    ):
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-chassis-"))
-    (run_dir / "sb").mkdir()
-    (run_dir / "ovs").mkdir()
-    cluster = SbCluster.start(run_dir / "sb", size=1)
-    ovs = None
     result: dict[str, Any] = {
         "check": "ovsdb-chassis",
         "ports": args.ports,
         "networks": args.networks,
         "bound_here": args.local,
     }
-    try:
+    with private_cluster("mp-ovsdb-chassis-", size=1) as (run_dir, cluster):
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
         prepared = add_local_chassis(cluster, args.local, args.ports)
+        (run_dir / "ovs").mkdir()
         ovs = LocalOvs(run_dir / "ovs")
-        ovs.fill(prepared["bound"])
+        try:
+            ovs.fill(prepared["bound"])
 
-        def bind_spare() -> None:
-            churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
+            def bind_spare() -> None:
+                churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
 
-        result["agent"] = _child(
-            ovs.remote, cluster.remotes(), prepared["spare"], args.code, bind_spare
-        )
-    finally:
-        if ovs is not None:
+            result["agent"] = _child(
+                ovs.remote, cluster.remotes(), prepared["spare"], args.code, bind_spare
+            )
+        finally:
             ovs.stop()
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = chassis_markdown(result)
     publish(result, markdown, args.out, parser.prog, argv)
     return 0

@@ -16,9 +16,7 @@ binding one more port to this chassis to its being answered.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +24,11 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
-from bench.fakes.ovnsb import missing
-from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.child import measure_in_child, ready_then_wait, send_figures
 from bench.scale.onreactor import run_once
 from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
 from bench.scale.selfusage import peak_rss_mib, rss_mib
 from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
@@ -112,9 +109,7 @@ def local_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_local")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_local")
     parser.add_argument("--local", type=int, default=50)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--measure", choices=("full", "local"), help=argparse.SUPPRESS)
@@ -123,19 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.measure:
         send_figures(measure(args.remote, args.measure))
         return 0
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-local-"))
-    cluster = SbCluster.start(run_dir, size=1)
     result: dict[str, Any] = {
         "check": "ovsdb-local",
         "ports": args.ports,
         "networks": args.networks,
         "bound_here": args.local,
     }
-    try:
+    with private_cluster("mp-ovsdb-local-", size=1) as (_, cluster):
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
         prepared = add_local_chassis(cluster, args.local, args.ports)
         remote = cluster.remotes()
@@ -145,9 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
 
         result["local"] = _child(remote, "local", bind_spare)
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = local_markdown(result)
     publish(result, markdown, args.out, parser.prog, argv)
     return 0

@@ -22,10 +22,7 @@ server, one after the other; the changes are undone between them.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +30,11 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
-from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.onreactor import run_once, until
 from bench.scale.output import MIB, markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
 from bench.scale.selfusage import cpu_seconds
 from bench.scale.southbound import Relay, churn, load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
@@ -162,20 +159,14 @@ def reconnect_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_reconnect")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_reconnect")
     parser.add_argument("--outage", type=float, default=10.0)
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-reconnect-"))
-    cluster = SbCluster.start(run_dir, size=1)
     result: dict[str, Any] = {
         "check": "ovsdb-reconnect",
         "ports": args.ports,
@@ -183,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "changed_ports": args.changes,
         "transactions": args.transactions,
     }
-    try:
+    with private_cluster("mp-ovsdb-reconnect-", size=1) as (_, cluster):
         loaded = load_fleet(cluster, args.ports, args.networks)
         result["load_seconds"] = loaded["seconds"]
 
@@ -200,9 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
         run_once(run)
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = reconnect_markdown(result)
     publish(result, markdown, args.out, parser.prog, argv)
     return 0

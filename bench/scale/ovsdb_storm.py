@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -38,11 +36,11 @@ from typing import Any
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
-from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
 from bench.scale.onreactor import run_once, until
 from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, private_cluster
 from bench.scale.southbound import load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import parse_remotes
@@ -234,19 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-storm-"))
-    cluster = SbCluster.start(run_dir, size=3)
     result: dict[str, Any] = {
         "check": "ovsdb-storm",
         "clients": args.clients,
         "ports": args.ports,
         "runs": [],
     }
-    try:
+    with private_cluster("mp-ovsdb-storm-", size=3) as (_, cluster):
         load_fleet(cluster, args.ports, max(1, args.ports // 20))
 
         async def run(reactor: Any) -> None:
@@ -266,9 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     await until(reactor, lambda i=i: cluster.connected(i), 30, interval=0.01)
 
         run_once(run)
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = storm_markdown(result)
     publish(result, markdown, args.out, parser.prog, argv)
     return 0
