@@ -13,7 +13,7 @@ from bench.options import RESULTS
 from bench.scale.connections import connections_markdown, run_connections
 from bench.scale.holder import hold_main
 from bench.scale.namespaces import namespaces_markdown, run_namespaces
-from bench.scale.output import write_result
+from bench.scale.output import publish
 from bench.scale.routers import routers_markdown, run_routers
 
 __all__ = ["main"]
@@ -84,7 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--out", type=Path, default=RESULTS)
         sub.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
-    command = "python -m bench.scale " + " ".join(argv)
     if args.command == "connections":
         result = run_connections(
             args.connections,
@@ -113,7 +112,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep=args.keep,
         )
         markdown = namespaces_markdown(result)
-    print(markdown)
-    written = write_result(result, markdown, args.out, command)
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0

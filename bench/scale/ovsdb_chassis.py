@@ -23,36 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 
-from bench.fakes.ovnsb import missing
-from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
-from bench.scale.output import markdown_table, write_result
-from bench.scale.ovsdb_local import LOCAL, prepare
-from bench.scale.southbound import load_fleet, port_name
+from bench.scale.child import measure_in_child, ready_then_wait, send_figures
+from bench.scale.onreactor import run_once
+from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
+from bench.scale.selfusage import peak_rss_mib, rss_mib
+from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
 __all__ = ["main"]
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 class LocalOvs:
@@ -93,7 +84,7 @@ class LocalOvs:
                 "row": {
                     "external_ids": [
                         "map",
-                        [["system-id", LOCAL], ["ovn-bridge", "br-int"]],
+                        [["system-id", LOCAL_CHASSIS], ["ovn-bridge", "br-int"]],
                     ],
                     "bridges": ["named-uuid", "br"],
                 },
@@ -162,15 +153,14 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
         out["seconds"] = time.monotonic() - start
         tables = agent.sb_tables
         out["rows"] = {table: len(rows) for table, rows in tables.items()}
-        out["rss_mib"] = _rss_mib()
-        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["rss_mib"] = rss_mib()
+        out["peak_rss_mib"] = peak_rss_mib()
         began, rounds = time.perf_counter(), 20
         for _ in range(rounds):
-            plans = plan_networks(tables, LOCAL)
+            plans = plan_networks(tables, LOCAL_CHASSIS)
         out["plan_seconds"] = (time.perf_counter() - began) / rounds
         out["networks_planned"] = len(plans)
-        print("ready", flush=True)
-        sys.stdin.readline()  # the parent bound the spare port here
+        ready_then_wait()  # the parent binds the spare port here
         bound = time.monotonic()
         while not (
             agent.ready
@@ -184,47 +174,32 @@ def measure(ovs_remote: str, sb_remote: str, spare: str) -> dict[str, Any]:
         out["arrival_seconds"] = time.monotonic() - bound
         await agent.stop()
 
-    try:
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+    run_once(run)
     return out
 
 
 def _chassis_uuid(tables: Any) -> str | None:
     for uuid, row in tables.get("Chassis", {}).items():
-        if row.get("name") == LOCAL:
+        if row.get("name") == LOCAL_CHASSIS:
             return uuid
     return None
 
 
 def _child(ovs_remote: str, sb_remote: str, spare: str, code: Path | None, bind: Any) -> Any:
-    env = dict(os.environ)
+    env = None
     cwd = None
     if code is not None:
         # the package in DIR first (the current directory leads sys.path), the bench here
         cwd = str(code)
+        env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.scale.ovsdb_chassis", "--measure"]
-        + ["--ovs", ovs_remote, "--sb", sb_remote, "--spare", spare],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    return measure_in_child(
+        "bench.scale.ovsdb_chassis",
+        ["--measure", "--ovs", ovs_remote, "--sb", sb_remote, "--spare", spare],
+        on_ready=bind,
         cwd=cwd,
         env=env,
     )
-    assert proc.stdout is not None and proc.stdin is not None
-    for line in proc.stdout:
-        if line.strip() == "ready":
-            bind()
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        elif line.startswith("{"):
-            proc.wait()
-            return json.loads(line)
-    raise RuntimeError(f"the measurement failed (exit {proc.wait()})")
 
 
 def chassis_markdown(result: dict[str, Any]) -> str:
@@ -247,9 +222,7 @@ def chassis_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_chassis")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_chassis")
     parser.add_argument("--local", type=int, default=50)
     parser.add_argument("--code", type=Path, help="the directory holding the metaproxy to run")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -259,57 +232,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spare", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.ovs, args.sb, args.spare)), flush=True)
+        send_figures(measure(args.ovs, args.sb, args.spare))
         return 0
-    problem = missing()
-    if problem is None and not VSWITCH_SCHEMA.exists():
-        problem = f"no {VSWITCH_SCHEMA} (the openvswitch package)"
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run(
+        None if VSWITCH_SCHEMA.exists() else f"no {VSWITCH_SCHEMA} (the openvswitch package)"
+    ):
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-chassis-"))
-    (run_dir / "sb").mkdir()
-    (run_dir / "ovs").mkdir()
-    cluster = SbCluster.start(run_dir / "sb", size=1)
-    ovs = None
     result: dict[str, Any] = {
         "check": "ovsdb-chassis",
         "ports": args.ports,
         "networks": args.networks,
         "bound_here": args.local,
     }
-    try:
+    with private_cluster("mp-ovsdb-chassis-", size=1) as (run_dir, cluster):
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
-        prepared = prepare(cluster, args.networks, args.local, args.ports)
-        step = max(1, args.ports // (args.local + 1))
+        prepared = add_local_chassis(cluster, args.local, args.ports)
+        (run_dir / "ovs").mkdir()
         ovs = LocalOvs(run_dir / "ovs")
-        ovs.fill([port_name(i * step) for i in range(args.local)])
+        try:
+            ovs.fill(prepared["bound"])
 
-        def bind_spare() -> None:
-            cluster.transact(
-                [
-                    {
-                        "op": "update",
-                        "table": "Port_Binding",
-                        "where": [["logical_port", "==", prepared["spare"]]],
-                        "row": {"chassis": ["uuid", prepared["chassis"]]},
-                    }
-                ]
+            def bind_spare() -> None:
+                churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
+
+            result["agent"] = _child(
+                ovs.remote, cluster.remotes(), prepared["spare"], args.code, bind_spare
             )
-
-        result["agent"] = _child(
-            ovs.remote, cluster.remotes(), prepared["spare"], args.code, bind_spare
-        )
-    finally:
-        if ovs is not None:
+        finally:
             ovs.stop()
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = chassis_markdown(result)
-    print(markdown)
-    command = "python -m bench.scale.ovsdb_chassis " + " ".join(argv)
-    written = write_result(result, markdown, args.out, command.strip())
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

@@ -32,31 +32,23 @@ installed is reported as such.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.options import RESULTS
-from bench.scale.output import MIB, markdown_table, write_result
+from bench.scale.output import MIB, markdown_table, publish
+from bench.scale.selfusage import cpu_seconds
 
 __all__ = ["main"]
 
 DEBIAN_OVS = Path("/usr/lib/python3/dist-packages/ovs")
 MARKER = "bench-done"
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _rss() -> dict[str, int]:
@@ -70,7 +62,7 @@ def _rss() -> dict[str, int]:
 
 
 def _say(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, "cpu": _cpu(), "at": time.monotonic(), **fields}))
+    print(json.dumps({"event": event, "cpu": cpu_seconds(), "at": time.monotonic(), **fields}))
     sys.stdout.flush()
 
 
@@ -338,12 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_child"]:
         return child_main(argv[1:])
-    from bench.fakes.ovnsb import SbServer, missing
+    # not imported by the children, whose RSS after their imports is measured
+    from bench.scale.sbfixture import cannot_run, fleet_parser, private_server
     from bench.scale.southbound import load_fleet
 
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_clients")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_clients")
     parser.add_argument("--transactions", type=int, default=2000)
     parser.add_argument("--rows-per", type=int, default=5)
     parser.add_argument("--clients", default="metaproxy,index,ovs-pypi,ovs-debian")
@@ -356,12 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-clients-"))
-    server = SbServer.start(run_dir / "sb")
     result: dict[str, Any] = {
         "check": "ovsdb-clients",
         "ports": args.ports,
@@ -371,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inactivity_probe_ms": args.inactivity_probe,
         "clients": [],
     }
-    try:
+    with private_server("mp-ovsdb-clients-") as (run_dir, server):
         result["load_seconds"] = load_fleet(server, args.ports, args.networks)["seconds"]
         remote = f"tcp:127.0.0.1:{server.add_listener(args.inactivity_probe)}"
         for kind in args.clients.split(","):
@@ -380,14 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             result["clients"].append(measured)
             print(json.dumps(measured), file=sys.stderr)
-    finally:
-        server.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = clients_markdown(result)
-    print(markdown)
-    command = ("python -m bench.scale.ovsdb_clients " + " ".join(argv)).strip()
-    written = write_result(result, markdown, args.out, command)
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

@@ -16,89 +16,23 @@ binding one more port to this chassis to its being answered.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 
-from bench.fakes.ovnsb import missing
-from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
-from bench.scale.output import markdown_table, write_result
-from bench.scale.southbound import load_fleet, port_name
+from bench.scale.child import measure_in_child, ready_then_wait, send_figures
+from bench.scale.onreactor import run_once
+from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
+from bench.scale.selfusage import peak_rss_mib, rss_mib
+from bench.scale.southbound import LOCAL_CHASSIS, add_local_chassis, churn, load_fleet
 
 __all__ = ["main"]
-
-LOCAL = "local-chassis"
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
-
-
-def prepare(cluster: SbCluster, networks: int, local: int, ports: int) -> dict[str, Any]:
-    """The localports and the local chassis with its C{local} ports; one more port
-    (C{spare}) left for the arrival measurement."""
-    results = cluster.transact(
-        [
-            {
-                "op": "insert",
-                "table": "Encap",
-                "uuid-name": "e",
-                "row": {"type": "geneve", "ip": "192.0.2.9", "chassis_name": LOCAL},
-            },
-            {
-                "op": "insert",
-                "table": "Chassis",
-                "row": {"name": LOCAL, "hostname": LOCAL, "encaps": ["named-uuid", "e"]},
-            },
-            {"op": "select", "table": "Datapath_Binding", "where": [], "columns": ["_uuid"]},
-        ]
-    )
-    here = results[1]["uuid"][1]
-    datapaths = [row["_uuid"][1] for row in results[2]["rows"]]
-    cluster.transact(
-        [
-            {
-                "op": "insert",
-                "table": "Port_Binding",
-                "row": {
-                    "logical_port": f"meta-{n:05d}",
-                    "datapath": ["uuid", dp],
-                    "tunnel_key": 32000,
-                    "type": "localport",
-                    "mac": f"fa:16:3f:00:{n >> 8:02x}:{n & 255:02x} 10.250.{n >> 8}.{n & 255}",
-                    "external_ids": ["map", [["neutron:device_owner", "network:distributed"]]],
-                },
-            }
-            for n, dp in enumerate(datapaths)
-        ]
-    )
-    step = max(1, ports // (local + 1))
-    chosen = [i * step for i in range(local + 1)]
-    cluster.transact(
-        [
-            {
-                "op": "update",
-                "table": "Port_Binding",
-                "where": [["logical_port", "==", port_name(i)]],
-                "row": {"chassis": ["uuid", here]},
-            }
-            for i in chosen[:-1]
-        ]
-    )
-    return {"spare": port_name(chosen[-1]), "spare_index": chosen[-1], "chassis": here}
 
 
 def measure(remote: str, mode: str) -> dict[str, Any]:
@@ -106,7 +40,7 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
     from metaproxy.ovsdb.remote import parse_remotes
     from metaproxy.resolve.ovn import OvnBackend
 
-    out: dict[str, Any] = {"rss_before_mib": _rss_mib()}
+    out: dict[str, Any] = {"rss_before_mib": rss_mib()}
 
     async def run(reactor: Any) -> None:
         start = time.monotonic()
@@ -115,7 +49,7 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
             parse_remotes(remote),
             timeout=300,
             probe_interval=0,
-            chassis=LOCAL if mode == "local" else "",
+            chassis=LOCAL_CHASSIS if mode == "local" else "",
         )
         backend.start()
         while not backend.ready() or (
@@ -128,43 +62,28 @@ def measure(remote: str, mode: str) -> dict[str, Any]:
         store = backend.monitor._store
         out["rows"] = {table: len(rows) for table, rows in store.tables.items()}
         out["bound_ports"] = backend.index.bound_ports
-        out["rss_mib"] = _rss_mib()
-        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["rss_mib"] = rss_mib()
+        out["peak_rss_mib"] = peak_rss_mib()
         if mode == "local":
             # one more port bound here: seconds until it is answered
-            print("ready", flush=True)
-            sys.stdin.readline()  # the parent bound it
+            ready_then_wait()  # the parent binds it
             bound = time.monotonic()
             while backend.index.bound_ports <= out["bound_ports"]:
                 await deferLater(reactor, 0.001, lambda: None)
             out["arrival_seconds"] = time.monotonic() - bound
         await backend.stop()
 
-    try:
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+    run_once(run)
     return out
 
 
 def _child(remote: str, mode: str, on_ready: Any = None) -> dict[str, Any]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.scale.ovsdb_local", "--measure", mode, "--remote", remote],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    return measure_in_child(
+        "bench.scale.ovsdb_local",
+        ["--measure", mode, "--remote", remote],
+        on_ready=on_ready,
+        what=f"the {mode} measurement",
     )
-    assert proc.stdout is not None and proc.stdin is not None
-    for line in proc.stdout:
-        if line.strip() == "ready" and on_ready is not None:
-            on_ready()
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        elif line.startswith("{"):
-            proc.wait()
-            return json.loads(line)
-    raise RuntimeError(f"the {mode} measurement failed (exit {proc.wait()})")
 
 
 def local_markdown(result: dict[str, Any]) -> str:
@@ -190,56 +109,35 @@ def local_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_local")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_local")
     parser.add_argument("--local", type=int, default=50)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--measure", choices=("full", "local"), help=argparse.SUPPRESS)
     parser.add_argument("--remote", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.remote, args.measure)), flush=True)
+        send_figures(measure(args.remote, args.measure))
         return 0
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-local-"))
-    cluster = SbCluster.start(run_dir, size=1)
     result: dict[str, Any] = {
         "check": "ovsdb-local",
         "ports": args.ports,
         "networks": args.networks,
         "bound_here": args.local,
     }
-    try:
+    with private_cluster("mp-ovsdb-local-", size=1) as (_, cluster):
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
-        prepared = prepare(cluster, args.networks, args.local, args.ports)
+        prepared = add_local_chassis(cluster, args.local, args.ports)
         remote = cluster.remotes()
         result["full"] = _child(remote, "full")
 
         def bind_spare() -> None:
-            cluster.transact(
-                [
-                    {
-                        "op": "update",
-                        "table": "Port_Binding",
-                        "where": [["logical_port", "==", prepared["spare"]]],
-                        "row": {"chassis": ["uuid", prepared["chassis"]]},
-                    }
-                ]
-            )
+            churn(cluster, prepared["chassis"], prepared["spare_index"], 1, bind=True)
 
         result["local"] = _child(remote, "local", bind_spare)
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
     markdown = local_markdown(result)
-    print(markdown)
-    command = "python -m bench.scale.ovsdb_local " + " ".join(argv)
-    written = write_result(result, markdown, args.out, command.strip())
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

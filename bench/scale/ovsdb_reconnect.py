@@ -22,42 +22,26 @@ server, one after the other; the changes are undone between them.
 
 from __future__ import annotations
 
-import argparse
-import resource
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 
-from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
-from bench.scale.output import MIB, markdown_table, write_result
+from bench.scale.onreactor import run_once, until
+from bench.scale.output import MIB, markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
+from bench.scale.selfusage import cpu_seconds
 from bench.scale.southbound import Relay, churn, load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import parse_remotes
 from metaproxy.resolve.ovn import DATABASE, SB_COLUMNS, SB_CONDITIONS, OvnBackend
 
 __all__ = ["main", "measure_reconnect"]
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def _until(reactor: Any, predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not true within {timeout} s")
-        await deferLater(reactor, 0.005, lambda: None)
 
 
 async def measure_reconnect(
@@ -80,7 +64,7 @@ async def measure_reconnect(
         def after(callback: Any) -> Any:
             def wrapped(*args: Any) -> None:
                 callback(*args)
-                synced.append((time.monotonic(), _cpu()))
+                synced.append((time.monotonic(), cpu_seconds()))
 
             return wrapped
 
@@ -100,9 +84,9 @@ async def measure_reconnect(
         )
 
     backend = OvnBackend(reactor, (), monitor_factory=factory)
-    cpu0 = _cpu()
+    cpu0 = cpu_seconds()
     backend.start()
-    await _until(reactor, backend.ready, 600)
+    await until(reactor, backend.ready, 600, interval=0.005)
     first = relay.connections[-1]
     initial = {
         "bytes": first.to_client[0],
@@ -112,17 +96,17 @@ async def measure_reconnect(
     }
     await relay.cut()
     cut_at = time.monotonic()
-    await _until(reactor, lambda: not backend.ready(), 10)
+    await until(reactor, lambda: not backend.ready(), 10, interval=0.005)
     churn(cluster, chassis, 0, changes, bind=False, transactions=transactions)
     remaining = outage - (time.monotonic() - cut_at)
     if remaining > 0:
         await deferLater(reactor, remaining, lambda: None)
     before = len(relay.connections)
     relay.restore()
-    await _until(reactor, lambda: len(relay.connections) > before, 30)
+    await until(reactor, lambda: len(relay.connections) > before, 30, interval=0.005)
     connection = relay.connections[-1]
-    cpu1 = _cpu()
-    await _until(reactor, backend.ready, 600)
+    cpu1 = cpu_seconds()
+    await until(reactor, backend.ready, 600, interval=0.005)
     done, cpu2 = synced[-1]
     reconnect = {
         "bytes": connection.to_client[0],
@@ -175,20 +159,14 @@ def reconnect_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_reconnect")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser("python -m bench.scale.ovsdb_reconnect")
     parser.add_argument("--outage", type=float, default=10.0)
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-reconnect-"))
-    cluster = SbCluster.start(run_dir, size=1)
     result: dict[str, Any] = {
         "check": "ovsdb-reconnect",
         "ports": args.ports,
@@ -196,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "changed_ports": args.changes,
         "transactions": args.transactions,
     }
-    try:
+    with private_cluster("mp-ovsdb-reconnect-", size=1) as (_, cluster):
         loaded = load_fleet(cluster, args.ports, args.networks)
         result["load_seconds"] = loaded["seconds"]
 
@@ -212,18 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     transactions=args.transactions,
                 )
 
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        run_once(run)
     markdown = reconnect_markdown(result)
-    print(markdown)
-    command = "python -m bench.scale.ovsdb_reconnect " + " ".join(argv)
-    written = write_result(result, markdown, args.out, command.strip())
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

@@ -26,23 +26,21 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
-from bench.fakes.ovnsb import missing
 from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
-from bench.scale.output import markdown_table, write_result
+from bench.scale.onreactor import run_once, until
+from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, private_cluster
 from bench.scale.southbound import load_fleet
 from metaproxy.ovsdb.monitor import OvsdbMonitor
 from metaproxy.ovsdb.remote import parse_remotes
@@ -58,14 +56,6 @@ class _BeforeJitter(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return super().uniform(0.8 * b, b)
-
-
-async def _until(reactor: Any, predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not true within {timeout} s")
-        await deferLater(reactor, 0.01, lambda: None)
 
 
 async def storm(
@@ -142,7 +132,7 @@ async def _storm(
         monitor.members.next_remote = counted  # type: ignore[method-assign]
         monitors.append(monitor)
         reactor.callLater(start_over * n / clients, monitor.start)
-    await _until(reactor, lambda: all(m.synchronised for m in monitors), 120)
+    await until(reactor, lambda: all(m.synchronised for m in monitors), 120, interval=0.01)
     before = Counter(names[str(m.remote)] for m in monitors)
     start_refusals = Counter(
         f"{names[str(remote)]} {state}"
@@ -157,7 +147,7 @@ async def _storm(
     cluster.members[victim].stop()
     await deferLater(reactor, down, lambda: None)
     cluster.members[victim].restart()
-    await _until(reactor, lambda: all(m.synchronised for m in monitors), 120)
+    await until(reactor, lambda: all(m.synchronised for m in monitors), 120, interval=0.01)
     settled = time.monotonic()
     after = Counter(names[str(m.remote)] for m in monitors)
     went = Counter(synced[n][-1][1] for n in moved)
@@ -242,19 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-storm-"))
-    cluster = SbCluster.start(run_dir, size=3)
     result: dict[str, Any] = {
         "check": "ovsdb-storm",
         "clients": args.clients,
         "ports": args.ports,
         "runs": [],
     }
-    try:
+    with private_cluster("mp-ovsdb-storm-", size=3) as (_, cluster):
         load_fleet(cluster, args.ports, max(1, args.ports // 20))
 
         async def run(reactor: Any) -> None:
@@ -271,20 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 for i in range(len(cluster.members)):
-                    await _until(reactor, lambda i=i: cluster.connected(i), 30)
+                    await until(reactor, lambda i=i: cluster.connected(i), 30, interval=0.01)
 
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        run_once(run)
     markdown = storm_markdown(result)
-    print(markdown)
-    command = ("python -m bench.scale.ovsdb_storm " + " ".join(argv)).strip()
-    written = write_result(result, markdown, args.out, command)
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, markdown, args.out, parser.prog, argv)
     return 0
 
 

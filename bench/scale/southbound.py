@@ -4,6 +4,9 @@ and a TCP relay that counts the bytes and can cut the line.
   - L{load_fleet}: C{ports} bound Port_Binding rows over C{networks} Datapath_Binding
     rows and one Chassis, in transactions of C{batch} rows (one transaction of 100,000
     rows is a Raft log entry of tens of MB);
+  - L{add_local_chassis}: a second chassis, L{LOCAL_CHASSIS}, with some of the ports
+    bound to it, and one metadata localport per network (what a chassis-local copy
+    holds);
   - L{churn}: C{count} ports unbound or bound again (the changes an outage misses);
   - L{Relay}: listens on 127.0.0.1, forwards each connection to the server, counts the
     bytes each way per connection; L{Relay.cut} drops every connection and refuses new
@@ -18,7 +21,9 @@ from typing import Any
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-__all__ = ["load_fleet", "churn", "port_name", "Relay"]
+__all__ = ["load_fleet", "add_local_chassis", "churn", "port_name", "LOCAL_CHASSIS", "Relay"]
+
+LOCAL_CHASSIS = "local-chassis"
 
 
 def port_name(i: int) -> str:
@@ -107,6 +112,71 @@ def load_fleet(server: Any, ports: int, networks: int, batch: int = 5000) -> dic
         ]
     )
     return {"chassis": chassis, "seconds": time.monotonic() - start}
+
+
+def add_local_chassis(server: Any, local: int, ports: int) -> dict[str, Any]:
+    """Add to a loaded fleet of C{ports} ports one metadata localport per network and a
+    second chassis, L{LOCAL_CHASSIS}, with C{local} of the ports (spread over the fleet)
+    bound to it; return its uuid (C{chassis}), those ports (C{bound}) and one more port
+    left for an arrival measurement (C{spare}, C{spare_index}: bind it with L{churn})."""
+    results = server.transact(
+        [
+            {
+                "op": "insert",
+                "table": "Encap",
+                "uuid-name": "e",
+                "row": {"type": "geneve", "ip": "192.0.2.9", "chassis_name": LOCAL_CHASSIS},
+            },
+            {
+                "op": "insert",
+                "table": "Chassis",
+                "row": {
+                    "name": LOCAL_CHASSIS,
+                    "hostname": LOCAL_CHASSIS,
+                    "encaps": ["named-uuid", "e"],
+                },
+            },
+            {"op": "select", "table": "Datapath_Binding", "where": [], "columns": ["_uuid"]},
+        ]
+    )
+    here = results[1]["uuid"][1]
+    datapaths = [row["_uuid"][1] for row in results[2]["rows"]]
+    server.transact(
+        [
+            {
+                "op": "insert",
+                "table": "Port_Binding",
+                "row": {
+                    "logical_port": f"meta-{n:05d}",
+                    "datapath": ["uuid", dp],
+                    "tunnel_key": 32000,
+                    "type": "localport",
+                    "mac": f"fa:16:3f:00:{n >> 8:02x}:{n & 255:02x} 10.250.{n >> 8}.{n & 255}",
+                    "external_ids": ["map", [["neutron:device_owner", "network:distributed"]]],
+                },
+            }
+            for n, dp in enumerate(datapaths)
+        ]
+    )
+    step = max(1, ports // (local + 1))
+    chosen = [i * step for i in range(local + 1)]
+    server.transact(
+        [
+            {
+                "op": "update",
+                "table": "Port_Binding",
+                "where": [["logical_port", "==", port_name(i)]],
+                "row": {"chassis": ["uuid", here]},
+            }
+            for i in chosen[:-1]
+        ]
+    )
+    return {
+        "spare": port_name(chosen[-1]),
+        "spare_index": chosen[-1],
+        "chassis": here,
+        "bound": [port_name(i) for i in chosen[:-1]],
+    }
 
 
 def churn(
