@@ -579,7 +579,9 @@ class OvsdbMonitor:
         changes: list[RowChange] | None,
     ) -> None:
         """The replica is current: C{changes} None for a full copy in C{store}."""
-        if protocol.closed:
+        if protocol.closed or self._refusal is not None:
+            # closed, or being closed: a member refused while the copy was applied
+            # (its connection ends a turn later) gives no replica
             return
         self._store = store
         self._last_txn = last_txn

@@ -811,3 +811,25 @@ def test_the_hold_is_given_back_when_the_connection_is_lost_before_the_reply(
     assert held_off()
     h.lose()
     assert gc.get_threshold()[2] == oldest_threshold
+
+
+def test_a_member_refused_while_its_full_copy_is_applied_gives_no_replica() -> None:
+    from tests.doubles import reactor_turn
+
+    h = Harness("tcp:127.0.0.1:1,tcp:127.0.0.2:2", rows_per_slice=2)
+    h.monitor.start()
+    rows = {f"r{n}": {"initial": {"name": f"n{n}"}} for n in range(5)}
+    h.synchronise(initial={"T": rows}, server=member(index=10))
+    assert not h.syncs  # the copy is being applied, a slice per turn
+    h.notify(
+        "update2", ["metaproxy-server", {"Database": {"s1": {"modify": {"connected": False}}}}]
+    )
+    assert h.transport.disconnecting  # the connection ends a turn later
+    reactor_turn(h.reactor)
+    reactor_turn(h.reactor)
+    assert not h.syncs and not h.monitor.synchronised
+    h.lose()
+    assert not h.syncs
+    assert h.monitor.members.states[h.monitor.remotes[0]] == "cluster_disconnected"
+    h.reactor.advance(0.5)
+    assert h.reactor.tcpClients[-1][0] == "127.0.0.2"  # the other member next
