@@ -28,23 +28,20 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import LoopingCall, deferLater, react
+from twisted.internet.task import LoopingCall, deferLater
 
-from bench.fakes.ovnsb import missing
-from bench.fakes.ovnsb_cluster import SbCluster
 from bench.options import RESULTS
-from bench.scale.output import markdown_table, write_result
+from bench.scale.onreactor import run_once
+from bench.scale.output import markdown_table, publish
+from bench.scale.sbfixture import cannot_run, fleet_parser, private_cluster
+from bench.scale.selfusage import peak_rss_mib
 from bench.scale.southbound import load_fleet
 
 __all__ = ["main", "PhaseTimer", "StallProbe"]
@@ -237,14 +234,10 @@ def measure(remote: str) -> dict[str, Any]:
         out["gc_oldest"]["longest_s"] = pauses.longest
         out["after"] = await _serving_after(reactor, pauses)
         # the process's peak resident set: the reply, the store and the index together
-        out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["max_rss_mib"] = peak_rss_mib()
         await backend.stop()
 
-    try:
-        react(lambda reactor: ensureDeferred(run(reactor)), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+    run_once(run)
     return out
 
 
@@ -292,11 +285,12 @@ def fullcopy_markdown(result: dict[str, Any]) -> str:
     return markdown_table("OVN Southbound: a full copy's reactor time", rows)
 
 
+PROG = "python -m bench.scale.ovsdb_fullcopy"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.ovsdb_fullcopy")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--networks", type=int, default=1000)
+    parser = fleet_parser(PROG)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--remote", help=argparse.SUPPRESS)
@@ -304,15 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(args.remote)), flush=True)
         return 0
-    problem = missing()
-    if problem:
-        print(f"cannot run: {problem}", file=sys.stderr)
+    if cannot_run():
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix="mp-ovsdb-fullcopy-"))
-    cluster = SbCluster.start(run_dir, size=1)
     result: dict[str, Any] = {"check": "ovsdb-fullcopy", "ports": args.ports}
     result["networks"] = args.networks
-    try:
+    with private_cluster("mp-ovsdb-fullcopy-", size=1) as (_, cluster):
         result["load_seconds"] = load_fleet(cluster, args.ports, args.networks)["seconds"]
         child = subprocess.run(
             [
@@ -328,14 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check=True,
         )
         result["measured"] = json.loads(child.stdout.strip().splitlines()[-1])
-    finally:
-        cluster.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
-    markdown = fullcopy_markdown(result)
-    print(markdown)
-    command = "python -m bench.scale.ovsdb_fullcopy " + " ".join(argv)
-    written = write_result(result, markdown, args.out, command.strip())
-    print("written: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    publish(result, fullcopy_markdown(result), args.out, PROG, argv)
     return 0
 
 
