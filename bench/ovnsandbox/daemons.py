@@ -454,6 +454,10 @@ class OvnSandbox:
                     f"{self.log(name)[-2000:]}"
                 )
 
+    def pid(self, name: str) -> int:
+        """The process id of the daemon C{name} (C{ovs-vswitchd}, C{ovn-controller}, ...)."""
+        return self._procs[name].pid
+
     def log(self, name: str) -> str:
         text = ""
         for suffix in (".log", ".stderr"):
@@ -560,13 +564,14 @@ class OvnSandbox:
                         timeout=10,
                     )
                 except SandboxError:
-                    # busy (thousands of ports on the userspace datapath): it is
-                    # terminated with the others below; the stop goes on
+                    # busy (thousands of ports on the userspace datapath) or hung: it
+                    # is terminated with the others below; the stop goes on
                     pass
-                try:
-                    vswitchd.wait(10)
-                except subprocess.TimeoutExpired:
-                    pass
+                else:
+                    try:
+                        vswitchd.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
             for popen in self._procs.values():
                 if popen.poll() is None:
                     popen.terminate()

@@ -89,6 +89,20 @@ def test_stop_leaves_nothing_behind(cloud):
     assert not sandbox.run_dir.exists()
 
 
+def test_stop_goes_on_when_ovs_vswitchd_does_not_answer(sandbox):
+    pids = [int(p.read_text().split()[0]) for p in (sandbox.run_dir / "pids").iterdir()]
+    vswitchd = sandbox.pid("ovs-vswitchd")
+    os.kill(vswitchd, signal.SIGSTOP)  # its "exit --cleanup" times out
+    try:
+        sandbox.stop()
+    finally:
+        if Path(f"/proc/{vswitchd}").exists():
+            os.kill(vswitchd, signal.SIGCONT)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), pid
+    assert not sandbox.run_dir.exists()
+
+
 def test_a_dead_daemon_is_reported_as_the_sandboxs_failure(sandbox):
     pid = int((sandbox.run_dir / "ovn-controller.pid").read_text())
     os.kill(pid, signal.SIGKILL)
