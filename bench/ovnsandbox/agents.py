@@ -14,6 +14,7 @@ metaproxy runs no process in them: it listens inside them from its own process.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -169,14 +170,22 @@ class Footprint:
             return ProcessMemory(pid, _comm(pid), rss_bytes(pid), private_bytes(pid))
 
         members = agent.pids()
-        session = tuple(memory(pid) for pid in sorted(members))
         inside = namespace_pids(namespaces)
         # a privsep daemon may be inside a namespace for a moment (it enters it to
-        # configure it): it is the agent's own, counted once, in the session
+        # configure it, or forks a helper that does): it is the agent's own, counted
+        # once, in the session. The session is read again after the namespaces, so that
+        # one forked meanwhile is known as the agent's too; one already gone by then
+        # ran in the namespace only for a moment and is not counted there
+        members |= agent.pids()
+        session = tuple(memory(pid) for pid in sorted(members))
         return cls(
             session,
             {
-                ns: tuple(memory(pid) for pid in sorted(set(pids) - members))
+                ns: tuple(
+                    memory(pid)
+                    for pid in sorted(set(pids) - members)
+                    if os.path.exists(f"/proc/{pid}")
+                )
                 for ns, pids in inside.items()
             },
         )
