@@ -144,6 +144,9 @@ class GcPauses:
         self.total += spent
         self.longest = max(self.longest, spent)
 
+    def figures(self) -> dict[str, Any]:
+        return {"count": self.count, "total_s": self.total, "longest_s": self.longest}
+
 
 def _instrument(timer: PhaseTimer) -> None:
     import metaproxy.ovsdb.jsonrpc as jsonrpc
@@ -175,30 +178,27 @@ def _instrument(timer: PhaseTimer) -> None:
 AFTER_OBJECTS, AFTER_SECONDS = 2000, 2.0
 
 
-async def _serving_after(reactor: Any, pauses: GcPauses) -> dict[str, Any]:
+async def _serving_after(reactor: Any) -> dict[str, Any]:
     """The AFTER_SECONDS after the copy, allocating as serving does: the collector's
     full collections then (one held off during the copy, say) and the longest stall."""
     probe = StallProbe(reactor)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     probe.start()
-    count, total, longest = pauses.count, pauses.total, pauses.longest
-    pauses.longest = 0.0
-    end = time.monotonic() + AFTER_SECONDS
-    while time.monotonic() < end:
-        [{"n": n} for n in range(AFTER_OBJECTS)]
-        await deferLater(reactor, 0.005, lambda: None)
-    await deferLater(reactor, 5 * PROBE_INTERVAL, lambda: None)
-    probe.stop()
-    after = {
+    try:
+        end = time.monotonic() + AFTER_SECONDS
+        while time.monotonic() < end:
+            [{"n": n} for n in range(AFTER_OBJECTS)]
+            await deferLater(reactor, 0.005, lambda: None)
+        await deferLater(reactor, 5 * PROBE_INTERVAL, lambda: None)
+    finally:
+        probe.stop()
+        gc.callbacks.remove(pauses)
+    return {
         "seconds": AFTER_SECONDS,
         "longest_stall_s": probe.longest,
-        "gc_oldest": {
-            "count": pauses.count - count,
-            "total_s": pauses.total - total,
-            "longest_s": pauses.longest,
-        },
+        "gc_oldest": pauses.figures(),
     }
-    pauses.longest = max(pauses.longest, longest)
-    return after
 
 
 def measure(remote: str) -> dict[str, Any]:
@@ -230,9 +230,9 @@ def measure(remote: str) -> dict[str, Any]:
         out["stalls_over_50ms"] = probe.over_50ms
         out["bound_ports"] = backend.index.bound_ports
         out["phases"] = timer.figures()
-        out["gc_oldest"] = {"count": pauses.count, "total_s": pauses.total}
-        out["gc_oldest"]["longest_s"] = pauses.longest
-        out["after"] = await _serving_after(reactor, pauses)
+        out["gc_oldest"] = pauses.figures()
+        gc.callbacks.remove(pauses)
+        out["after"] = await _serving_after(reactor)
         # the process's peak resident set: the reply, the store and the index together
         out["max_rss_mib"] = peak_rss_mib()
         await backend.stop()
